@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 / Raspberry Pi OS machine with only python3 and apt.
+#   bash deploy/quickstart.sh demo   # broker, simulated community + case system, gateway, console
+#   bash deploy/quickstart.sh test   # the whole test suite
+# Idempotent: installs what is missing (apt packages, a venv with the project), then runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+what=${1:-demo}; shift || true
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_need=(mosquitto mosquitto-clients python3-venv)
+if [ "$what" = test ]; then apt_need+=(chromium victoria-metrics); fi
+missing=()
+for p in "${apt_need[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "quickstart: installing system packages: ${missing[*]}" >&2
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# the distribution starts its own mosquitto on :1883; the gateway runs its own broker instead
+if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then :; fi
+
+venv="$root/.venv"
+stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+if [ ! -f "$stamp" ]; then
+  echo "quickstart: installing Python packages into .venv" >&2
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e ".[test]"
+  rm -f "$venv"/.installed-*; touch "$stamp"
+fi
+
+case "$what" in
+  demo) exec "$venv/bin/gateway" demo "$@" ;;
+  test) exec "$venv/bin/python" -m pytest "$@" ;;
+  *) echo "usage: $0 demo|test [args...]" >&2; exit 2 ;;
+esac

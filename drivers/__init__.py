@@ -1,0 +1,29 @@
+"""Device drivers: transports (MQTT, Modbus TCP/RTU, serial) and pure frame codecs.
+
+Codecs are pure functions from bytes/JSON to :class:`gateway.model.Reading` objects.
+Every rejection raises :class:`DecodeError` with a short machine ``reason`` (counted by the
+pipeline under that name) and a human ``detail`` naming the field or byte offset.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DriverError", "DecodeError"]
+
+
+class DriverError(Exception):
+    """Base of driver errors."""
+
+
+class DecodeError(DriverError):
+    """Input that could not be decoded.
+
+    ``reason`` is a short snake_case code used as a metric label (``bad_checksum``,
+    ``malformed_json``, ``unknown_device``, ``wrong_type``, ``oversize``, ``truncated``,
+    ``bad_bcd``, ...). ``where`` names the device/topic/field or byte offset.
+    """
+
+    def __init__(self, reason: str, detail: str, *, where: str = ""):
+        self.reason = reason
+        self.detail = detail
+        self.where = where
+        super().__init__(f"{where}: {detail} [{reason}]" if where else f"{detail} [{reason}]")

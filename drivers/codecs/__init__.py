@@ -1,0 +1,1 @@
+"""Pure frame codecs (no I/O)."""
