@@ -18,6 +18,8 @@ from enum import StrEnum
 
 __all__ = [
     "ALARM_KINDS",
+    "BOOL_KINDS",
+    "STR_KINDS",
     "ACTIVITY_KINDS",
     "DEVICE_TYPES",
     "Kind",
@@ -147,12 +149,12 @@ def utc(ts: datetime | float | None = None) -> datetime:
     return ts.astimezone(timezone.utc)
 
 
-_BOOL_KINDS = frozenset(
+BOOL_KINDS = frozenset(
     {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.WATER_LEAK, Kind.PANIC,
      Kind.TAMPER, Kind.FAULT, Kind.MOTION, Kind.DOOR_OPEN, Kind.TEST, Kind.BATTERY_LOW,
      Kind.AVAILABILITY, Kind.VALVE_OPEN}
 )
-_STR_KINDS = frozenset({Kind.ACCESS, Kind.BUTTON})
+STR_KINDS = frozenset({Kind.ACCESS, Kind.BUTTON})
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +188,10 @@ class Reading:
                 raise ValueError(f"{self.device_id}: bad-quality reading must have value None")
             return
         v = self.value
-        if self.kind in _BOOL_KINDS:
+        if self.kind in BOOL_KINDS:
             if not isinstance(v, bool):
                 raise TypeError(f"{self.device_id}: {self.kind} expects a boolean, got {v!r}")
-        elif self.kind in _STR_KINDS:
+        elif self.kind in STR_KINDS:
             if not isinstance(v, str):
                 raise TypeError(f"{self.device_id}: {self.kind} expects a string, got {v!r}")
         else:

@@ -1,0 +1,231 @@
+"""Load and validate a site directory, reporting every problem as ``FILE:LINE: field: message``.
+
+``load_site(path)`` returns a :class:`SiteConfig` or raises :class:`gateway.ConfigError`
+listing *all* problems found (syntax, schema, cross-references), each located by file and
+line so an installer can fix them in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from edge_config.schema import DevicesFile, GatewayFile, SiteFile, UplinksFile
+from gateway import ConfigError
+
+__all__ = ["FILES", "SiteConfig", "load_site", "locate"]
+
+#: file name -> pydantic model (rules.yaml is validated by the rules library's own model)
+FILES: dict[str, type[BaseModel] | None] = {
+    "site.yaml": SiteFile,
+    "devices.yaml": DevicesFile,
+    "rules.yaml": None,
+    "uplinks.yaml": UplinksFile,
+    "gateway.yaml": GatewayFile,
+}
+REQUIRED = ("site.yaml", "devices.yaml")
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """A validated site: one object per file, plus where it was read from."""
+
+    directory: Path
+    site: SiteFile
+    devices: DevicesFile
+    rules: Any  # rules.spec.RulesConfig
+    uplinks: UplinksFile
+    gateway: GatewayFile
+    trees: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def household(self, household_id: str | None):
+        return next((h for h in self.site.households if h.id == household_id), None)
+
+    def grid_cell(self, code: str | None):
+        return next((g for g in self.site.grid_cells if g.code == code), None)
+
+
+def _rules_model():
+    from rules.spec import RulesConfig
+
+    return RulesConfig
+
+
+def locate(tree: Any, loc: tuple) -> int | None:
+    """1-based line of the deepest node of ``loc`` that exists in a ruamel tree."""
+    line = None
+    node = tree
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(part, int) and isinstance(node, list):
+                if lc is not None and part < len(node):
+                    line = lc.item(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, dict) and part in node:
+                if lc is not None:
+                    line = lc.key(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+    if line is None and getattr(tree, "lc", None) is not None:
+        line = tree.lc.line + 1
+    return line
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(file)"
+
+
+class _Collector:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.issues: list[str] = []
+
+    def add(self, fname: str, line: int | None, loc: tuple | str, msg: str) -> None:
+        where = f"{self.directory / fname}:{line or 1}"
+        field_name = loc if isinstance(loc, str) else _dotted(loc)
+        self.issues.append(f"{where}: {field_name}: {msg}")
+
+
+def _read_yaml(path: Path, out: _Collector) -> Any:
+    fname = path.name
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            out.add(fname, 1, "(file)", f"file larger than {MAX_FILE_BYTES} bytes")
+            return None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        out.add(fname, 1, "(file)", f"not UTF-8: {exc.reason}")
+        return None
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        out.add(fname, mark.line + 1 if mark else 1, "(syntax)",
+                f"{exc.problem or exc.context}".strip())
+        return None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        out.add(fname, 1, "(file)", "the file must hold a mapping at its top level")
+        return None
+    return data
+
+
+def _validate(model: type[BaseModel], tree: Any, fname: str, out: _Collector):
+    try:
+        return model.model_validate(_plain(tree))
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            msg = err["msg"].removeprefix("Value error, ")
+            out.add(fname, locate(tree, loc), loc, msg)
+        return None
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers -> plain dicts/lists (pydantic wants plain types)."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _find_index(tree: Any, list_key: str, id_key: str, value: str) -> int | None:
+    for i, item in enumerate(tree.get(list_key) or []):
+        if isinstance(item, dict) and item.get(id_key) == value:
+            return i
+    return None
+
+
+def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) -> None:
+    site: SiteFile = cfg["site.yaml"]  # caller checked it parsed
+    st = trees["site.yaml"]
+    cells = {g.code for g in site.grid_cells}
+    seen: set[str] = set()
+    for i, g in enumerate(site.grid_cells):
+        if g.code in seen:
+            out.add("site.yaml", locate(st, ("grid_cells", i, "code")),
+                    ("grid_cells", i, "code"), f"duplicate grid cell code {g.code!r}")
+        seen.add(g.code)
+    homes: set[str] = set()
+    for i, h in enumerate(site.households):
+        if h.id in homes:
+            out.add("site.yaml", locate(st, ("households", i, "id")), ("households", i, "id"),
+                    f"duplicate household id {h.id!r}")
+        homes.add(h.id)
+        if h.grid_cell not in cells:
+            loc = ("households", i, "grid_cell")
+            out.add("site.yaml", locate(st, loc), loc, f"unknown grid cell {h.grid_cell!r}")
+    devices: DevicesFile | None = cfg.get("devices.yaml")
+    if devices is None:
+        return
+    dt = trees["devices.yaml"]
+    ids: set[str] = set()
+    topics: dict[str, str] = {}
+    for i, d in enumerate(devices.devices):
+        if d.id in ids:
+            out.add("devices.yaml", locate(dt, ("devices", i, "id")), ("devices", i, "id"),
+                    f"duplicate device id {d.id!r}")
+        ids.add(d.id)
+        if d.household is not None and d.household not in homes:
+            loc = ("devices", i, "household")
+            out.add("devices.yaml", locate(dt, loc), loc, f"unknown household {d.household!r}")
+        if d.grid_cell is not None and d.grid_cell not in cells:
+            loc = ("devices", i, "grid_cell")
+            out.add("devices.yaml", locate(dt, loc), loc, f"unknown grid cell {d.grid_cell!r}")
+        if d.topic in topics:
+            loc = ("devices", i, "mqtt")
+            out.add("devices.yaml", locate(dt, loc), loc,
+                    f"topic {d.topic!r} already used by device {topics[d.topic]!r}")
+        topics[d.topic] = d.id
+    rules_cfg = cfg.get("rules.yaml")
+    if rules_cfg is not None and "rules.yaml" in trees:
+        from rules.spec import check_references
+
+        for loc, msg in check_references(rules_cfg, ids, homes, cells):
+            out.add("rules.yaml", locate(trees["rules.yaml"], tuple(loc)), tuple(loc), msg)
+
+
+def load_site(directory: str | Path) -> SiteConfig:
+    """Read, validate and cross-check a site directory; raise ConfigError with every issue."""
+    directory = Path(directory)
+    out = _Collector(directory)
+    if not directory.is_dir():
+        raise ConfigError([f"{directory}: not a directory"])
+    trees: dict[str, Any] = {}
+    parsed: dict[str, Any] = {}
+    for fname, model in FILES.items():
+        path = directory / fname
+        if not path.exists():
+            if fname in REQUIRED:
+                out.add(fname, 1, "(file)", "missing")
+            tree = {}
+        else:
+            tree = _read_yaml(path, out)
+            if tree is None:
+                continue
+        trees[fname] = tree
+        parsed[fname] = _validate(model or _rules_model(), tree, fname, out)
+    if parsed.get("site.yaml") is not None:
+        _cross_check(parsed, trees, out)
+    if out.issues:
+        raise ConfigError(out.issues)
+    return SiteConfig(directory, parsed["site.yaml"], parsed["devices.yaml"],
+                      parsed["rules.yaml"], parsed["uplinks.yaml"], parsed["gateway.yaml"], trees)

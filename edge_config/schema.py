@@ -1,0 +1,173 @@
+"""Pydantic models of the installer-facing site configuration.
+
+A site directory holds one YAML file per concern; each file has its own model here:
+
+- ``site.yaml``     -> :class:`SiteFile`     (the site, grid cells, households)
+- ``devices.yaml``  -> :class:`DevicesFile`  (devices, bound to households)
+- ``rules.yaml``    -> ``rules.spec.RulesConfig`` (alarm rules and escalation)
+- ``uplinks.yaml``  -> :class:`UplinksFile`  (grid case system, upstream MQTT, telemetry)
+- ``gateway.yaml``  -> :class:`GatewayFile`  (device brokers and buses the gateway reads)
+
+Secrets are never written in these files: they name an environment variable
+(``secret_env``) or a file (``secret_file``) that holds them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.model import DEVICE_TYPES
+
+__all__ = [
+    "Contact", "Device", "DevicesFile", "GatewayFile", "GridCell", "Household", "MqttBroker",
+    "MqttTransport", "CaseSystemUplink", "SecretRef", "Site", "SiteFile", "UplinksFile",
+]
+
+ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+GRID_CODE_RE = r"^[0-9A-Za-z][0-9A-Za-z-]{1,31}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Site(_Strict):
+    id: Annotated[str, Field(pattern=ID_RE)]
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    timezone: str = "Asia/Shanghai"
+    language: Literal["zh-CN", "en"] = "zh-CN"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz_known(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class GridCell(_Strict):
+    code: Annotated[str, Field(pattern=GRID_CODE_RE)]
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    grid_member: str | None = Field(default=None, max_length=50,
+                                    description="Name of the grid member (网格员) on duty here")
+
+
+class Contact(_Strict):
+    """An emergency contact: personal data, masked for roles that do not need it."""
+
+    name: Annotated[str, Field(min_length=1, max_length=50)]
+    relation: str = Field(default="", max_length=20)
+    phone: Annotated[str, Field(pattern=r"^\+?[0-9 -]{5,20}$")]
+
+
+class Household(_Strict):
+    id: Annotated[str, Field(pattern=ID_RE)]
+    address: Annotated[str, Field(min_length=1, max_length=200)]
+    building: str = Field(default="", max_length=20)
+    grid_cell: str
+    lives_alone: bool = False
+    contacts: list[Contact] = Field(default_factory=list, max_length=5)
+
+
+class SiteFile(_Strict):
+    site: Site
+    grid_cells: list[GridCell] = Field(min_length=1)
+    households: list[Household] = Field(default_factory=list)
+
+
+class MqttTransport(_Strict):
+    """A device that publishes JSON on its own topic (``topic``) or via Zigbee2MQTT."""
+
+    topic: str | None = Field(default=None, description="default: devices/<device id>")
+    zigbee2mqtt: str | None = Field(default=None, description="Zigbee2MQTT friendly name")
+
+    @field_validator("topic")
+    @classmethod
+    def _no_wildcards(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "#" in v or "+" in v or len(v) > 200):
+            raise ValueError("a device topic must be non-empty, without + or # wildcards")
+        return v
+
+
+class Device(_Strict):
+    id: Annotated[str, Field(pattern=ID_RE)]
+    type: str
+    household: str | None = Field(default=None, description="None for shared devices "
+                                  "(entrances, micro fire stations): then grid_cell is required")
+    grid_cell: str | None = None
+    name: str = Field(default="", max_length=100)
+    profile: str | None = Field(default=None, description="default: the type's shipped profile")
+    mqtt: MqttTransport | None = None
+    mode: Literal["normal", "test", "maintenance"] = "normal"
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in DEVICE_TYPES:
+            raise ValueError(f"unknown device type {v!r}; known: {', '.join(DEVICE_TYPES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _placed(self) -> Device:
+        if self.household is None and self.grid_cell is None:
+            raise ValueError("a device needs a household or, for shared devices, a grid_cell")
+        if self.mqtt is None:
+            raise ValueError("a device needs a transport (mqtt)")
+        return self
+
+    @property
+    def topic(self) -> str:
+        assert self.mqtt is not None
+        if self.mqtt.zigbee2mqtt:
+            return f"zigbee2mqtt/{self.mqtt.zigbee2mqtt}"
+        return self.mqtt.topic or f"devices/{self.id}"
+
+
+class DevicesFile(_Strict):
+    devices: list[Device] = Field(default_factory=list)
+
+
+class SecretRef(_Strict):
+    """Where a secret lives. Exactly one of env / file."""
+
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    secret_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SecretRef:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError("give exactly one of secret_env or secret_file (never the secret)")
+        return self
+
+
+class CaseSystemUplink(SecretRef):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+    key_id: Annotated[str, Field(pattern=ID_RE)]
+    ca_file: str | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    callback_url: str | None = None
+
+
+class UplinksFile(_Strict):
+    case_system: CaseSystemUplink | None = None
+
+
+class MqttBroker(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = Field(default=None, description="default: gateway-<site id>")
+    username: str | None = None
+    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+    max_payload_bytes: int = Field(default=8192, ge=256, le=262144)
+
+
+class GatewayFile(_Strict):
+    mqtt: MqttBroker = Field(default_factory=MqttBroker)
+

@@ -1,0 +1,277 @@
+"""Alarm lifecycle: raised -> acknowledged -> resolved, each transition with who and when.
+
+Rule actions (``rules.actions``) and staff commands become transactions in the store. Every
+transition that the grid case system must hear about writes its outbox row in the *same*
+transaction, so an alarm is never changed without its case being told (and vice versa).
+
+A repeated trigger while an alarm with the same key is open updates it (count, last value)
+instead of opening a second one; the store enforces this with a unique index on open keys.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from edge_config.loader import SiteConfig
+from gateway.model import utc
+from gateway.store import Store
+
+__all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "RESOLVE_REASONS",
+           "SYSTEM_ACTOR"]
+
+RESOLVE_REASONS: dict[str, dict[str, str]] = {
+    "handled": {"zh": "已处置", "en": "Handled"},
+    "false_alarm": {"zh": "误报", "en": "False alarm"},
+    "cancelled_by_resident": {"zh": "住户取消", "en": "Cancelled by resident"},
+    "test": {"zh": "测试", "en": "Test"},
+    "device_fault": {"zh": "设备故障", "en": "Device fault"},
+    "other": {"zh": "其他", "en": "Other"},
+}
+SYSTEM_ACTOR = "system"
+
+
+class AlarmError(Exception):
+    """Base of alarm command errors (mapped to HTTP 404/409 by the API)."""
+
+
+class AlarmNotFound(AlarmError):
+    pass
+
+
+class AlarmStateError(AlarmError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One alarm that changed, with what happened (for the live stream)."""
+
+    alarm_id: int
+    action: str
+
+
+def _now() -> str:
+    return utc().isoformat()
+
+
+def _event(conn: sqlite3.Connection, alarm_id: int, action: str, actor: str, ts: str,
+           **detail) -> None:
+    conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
+                 "VALUES (?,?,?,?,?)",
+                 (alarm_id, ts, action, actor, json.dumps(detail, ensure_ascii=False)))
+
+
+class AlarmBook:
+    """Applies rule actions and staff commands to the alarms in the store."""
+
+    def __init__(self, store: Store, site: SiteConfig, *,
+                 on_change: Callable[[list[Change]], None] | None = None,
+                 callback_url: str | None = None):
+        self.store = store
+        self.site = site
+        self.on_change = on_change or (lambda changes: None)
+        self.callback_url = callback_url
+        self._key_prefix = f"{site.site.site.id}-{store.instance_id}"
+
+    # -- rule actions ----------------------------------------------------------------
+    async def apply(self, actions: Iterable, inbox_seqs: Iterable[int] = ()) -> list[Change]:
+        """Apply rule actions and mark the inbox rows that caused them processed, atomically."""
+        actions = list(actions)
+        seqs = list(inbox_seqs)
+
+        def tx(conn: sqlite3.Connection) -> list[Change]:
+            changes: list[Change] = []
+            for action in actions:
+                handler = getattr(self, f"_on_{type(action).__name__}", None)
+                if handler is not None:
+                    change = handler(conn, action)
+                    if change is not None:
+                        changes.append(change)
+            if seqs:
+                now = _now()
+                conn.executemany("UPDATE inbox SET processed_at=? WHERE seq=?",
+                                 [(now, s) for s in seqs])
+            return changes
+
+        changes = await self.store.write(tx)
+        if changes:
+            self.on_change(changes)
+        return changes
+
+    def _open_by_key(self, conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
+        return conn.execute("SELECT * FROM alarms WHERE key=? AND state!='resolved'",
+                            (key,)).fetchone()
+
+    def _on_RaiseAlarm(self, conn: sqlite3.Connection, a) -> Change:
+        ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
+        now = _now()
+        value = json.dumps(a.value)
+        row = self._open_by_key(conn, a.key)
+        if row is not None:
+            conn.execute("UPDATE alarms SET count=count+1, updated_at=?, value=?, cleared_at=NULL"
+                         " WHERE id=?", (now, value, row["id"]))
+            _event(conn, row["id"], "retriggered", f"rule:{a.rule_id}", now, value=a.value)
+            return Change(row["id"], "updated")
+        cur = conn.execute(
+            "INSERT INTO alarms (key, rule_id, category, severity, state, device_id, household_id,"
+            " grid_cell, message_zh, message_en, value, test, occurred_at, raised_at, updated_at)"
+            " VALUES (?,?,?,?, 'raised', ?,?,?,?,?,?,?,?,?,?)",
+            (a.key, a.rule_id, a.category, str(a.severity), a.device_id, a.household_id,
+             a.grid_cell, a.message_zh, a.message_en, value, int(bool(a.test)), ts, now, now))
+        alarm_id = cur.lastrowid
+        _event(conn, alarm_id, "raised", f"rule:{a.rule_id}", now, value=a.value, occurred_at=ts)
+        if not a.test:
+            self._enqueue(conn, alarm_id, "case.create", self._case_payload(a, alarm_id, ts), now)
+        return Change(alarm_id, "raised")
+
+    def _on_UpdateAlarm(self, conn: sqlite3.Connection, a) -> Change | None:
+        row = self._open_by_key(conn, a.key)
+        if row is None:
+            return None
+        now = _now()
+        conn.execute("UPDATE alarms SET count=?, updated_at=?, message_zh=?, message_en=? "
+                     "WHERE id=?", (max(a.count, row["count"]), now, a.message_zh,
+                                    a.message_en, row["id"]))
+        _event(conn, row["id"], "updated", SYSTEM_ACTOR, now, count=a.count)
+        return Change(row["id"], "updated")
+
+    def _on_ClearAlarm(self, conn: sqlite3.Connection, a) -> Change | None:
+        row = self._open_by_key(conn, a.key)
+        if row is None:
+            return None
+        now = _now()
+        conn.execute("UPDATE alarms SET cleared_at=?, updated_at=? WHERE id=?",
+                     (now, now, row["id"]))
+        _event(conn, row["id"], "cleared", "device", now, reason=a.reason)
+        if a.auto_resolve:
+            self._resolve_tx(conn, row, "device", "cancelled_by_resident", a.reason or "")
+            return Change(row["id"], "resolved")
+        self._enqueue_update(conn, row, {"event": "cleared", "reason": a.reason}, now)
+        return Change(row["id"], "cleared")
+
+    def _on_Escalate(self, conn: sqlite3.Connection, a) -> Change | None:
+        row = self._open_by_key(conn, a.key)
+        if row is None or row["state"] != "raised":
+            return None
+        now = _now()
+        conn.execute("UPDATE alarms SET escalation_tier=?, escalation_tier_name=?, updated_at=?"
+                     " WHERE id=?", (a.tier, a.tier_name, now, row["id"]))
+        _event(conn, row["id"], "escalated", SYSTEM_ACTOR, now, tier=a.tier,
+               tier_name=a.tier_name, targets=list(a.targets or []))
+        return Change(row["id"], "escalated")
+
+    # -- staff commands --------------------------------------------------------------
+    async def acknowledge(self, alarm_id: int, actor: str, note: str = "") -> dict:
+        def tx(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
+            if row is None:
+                raise AlarmNotFound(f"alarm {alarm_id} not found")
+            if row["state"] != "raised":
+                raise AlarmStateError(f"alarm {alarm_id} is {row['state']}, not raised")
+            now = _now()
+            conn.execute("UPDATE alarms SET state='acknowledged', ack_by=?, ack_at=?, ack_note=?,"
+                         " updated_at=? WHERE id=?", (actor, now, note, now, alarm_id))
+            _event(conn, alarm_id, "acknowledged", actor, now, note=note)
+            self._enqueue_update(conn, row, {"event": "acknowledged", "by": actor,
+                                             "note": note}, now)
+
+        await self.store.write(tx)
+        self.on_change([Change(alarm_id, "acknowledged")])
+        return self.get(alarm_id)
+
+    async def resolve(self, alarm_id: int, actor: str, reason: str, note: str = "") -> dict:
+        if reason not in RESOLVE_REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+
+        def tx(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
+            if row is None:
+                raise AlarmNotFound(f"alarm {alarm_id} not found")
+            if row["state"] == "resolved":
+                raise AlarmStateError(f"alarm {alarm_id} is already resolved")
+            self._resolve_tx(conn, row, actor, reason, note)
+
+        await self.store.write(tx)
+        self.on_change([Change(alarm_id, "resolved")])
+        return self.get(alarm_id)
+
+    def _resolve_tx(self, conn: sqlite3.Connection, row: sqlite3.Row, actor: str, reason: str,
+                    note: str) -> None:
+        now = _now()
+        conn.execute("UPDATE alarms SET state='resolved', resolved_by=?, resolved_at=?, "
+                     "resolve_reason=?, resolve_note=?, updated_at=? WHERE id=?",
+                     (actor, now, reason, note, now, row["id"]))
+        _event(conn, row["id"], "resolved", actor, now, reason=reason, note=note)
+        self._enqueue_update(conn, row, {"event": "resolved", "by": actor, "reason": reason,
+                                         "note": note}, now)
+
+    # -- case system outbox ----------------------------------------------------------
+    def _enqueue(self, conn: sqlite3.Connection, alarm_id: int, topic: str, payload: dict,
+                 now: str) -> None:
+        n = conn.execute("SELECT count(*) FROM outbox WHERE alarm_id=?", (alarm_id,)).fetchone()[0]
+        key = f"{self._key_prefix}-{alarm_id}-{n}"
+        payload = dict(payload, idempotency_key=key, sequence=n)
+        conn.execute("INSERT INTO outbox (alarm_id, topic, idempotency_key, payload, created_at)"
+                     " VALUES (?,?,?,?,?)",
+                     (alarm_id, topic, key, json.dumps(payload, ensure_ascii=False), now))
+
+    def _enqueue_update(self, conn: sqlite3.Connection, row: sqlite3.Row, update: dict,
+                        now: str) -> None:
+        if row["test"]:
+            return
+        self._enqueue(conn, row["id"], "case.update", dict(update, at=now), now)
+
+    def _case_payload(self, a, alarm_id: int, ts: str) -> dict:
+        household = self.site.household(a.household_id)
+        device = next((d for d in self.site.devices.devices if d.id == a.device_id), None)
+        return {
+            "site_id": self.site.site.site.id,
+            "grid_cell_code": a.grid_cell,
+            "household": ({"id": household.id, "address": household.address}
+                          if household else None),
+            "category": a.category,
+            "severity": str(a.severity),
+            "title": a.message_zh,
+            "description": a.message_en,
+            "occurred_at": ts,
+            "device": {"id": a.device_id, "type": device.type if device else None},
+            "gateway_alarm_id": alarm_id,
+            "callback_url": self.callback_url,
+        }
+
+    # -- queries ---------------------------------------------------------------------
+    def list(self, state: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
+        sql = "SELECT * FROM alarms WHERE id > ?"
+        params: list = [since_id]
+        if state == "open":
+            sql += " AND state != 'resolved'"
+        elif state:
+            sql += " AND state = ?"
+            params.append(state)
+        sql += (" ORDER BY CASE state WHEN 'resolved' THEN 1 ELSE 0 END, "
+                "CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' THEN 2 "
+                "ELSE 3 END, id DESC LIMIT ?")
+        params.append(limit)
+        return [_decode(r) for r in self.store.query(sql, tuple(params))]
+
+    def get(self, alarm_id: int, with_events: bool = False) -> dict:
+        row = self.store.query_one("SELECT * FROM alarms WHERE id=?", (alarm_id,))
+        if row is None:
+            raise AlarmNotFound(f"alarm {alarm_id} not found")
+        out = _decode(row)
+        if with_events:
+            out["events"] = [dict(e, detail=json.loads(e["detail"])) for e in self.store.query(
+                "SELECT ts, action, actor, detail FROM alarm_events WHERE alarm_id=? ORDER BY id",
+                (alarm_id,))]
+        return out
+
+
+def _decode(row: dict) -> dict:
+    row = dict(row)
+    row["value"] = json.loads(row["value"]) if row.get("value") else None
+    row["test"] = bool(row["test"])
+    return row

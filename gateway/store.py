@@ -1,0 +1,294 @@
+"""The durable store: one SQLite database in WAL mode with ``synchronous=FULL``.
+
+All writes go through one writer thread. Callers submit a function ``fn(conn) -> result``
+with :meth:`Store.write`; the writer runs every function queued at that moment inside one
+transaction (group commit: while one fsync is running the next batch forms), each within its
+own SAVEPOINT so one failing function does not undo the others. ``write`` returns only after
+the transaction is durably committed. Reads use a separate connection (WAL readers never
+block the writer).
+
+Tables: ``inbox`` (alarm-class readings accepted from devices, kept until the rules have
+processed them), ``alarms`` and ``alarm_events`` (lifecycle with who/when), ``outbox``
+(messages to uplinks, written in the same transaction as the alarm change that caused them),
+``meta`` (instance id, rule engine snapshot), ``audit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway import StoreError
+
+__all__ = ["Store", "SCHEMA_VERSION"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    reading TEXT NOT NULL,
+    processed_at TEXT
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(seq) WHERE processed_at IS NULL;
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    rule_id TEXT NOT NULL,
+    category TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('raised', 'acknowledged', 'resolved')),
+    device_id TEXT,
+    household_id TEXT,
+    grid_cell TEXT,
+    message_zh TEXT NOT NULL,
+    message_en TEXT NOT NULL,
+    value TEXT,
+    count INTEGER NOT NULL DEFAULT 1,
+    test INTEGER NOT NULL DEFAULT 0,
+    occurred_at TEXT NOT NULL,
+    raised_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    cleared_at TEXT,
+    escalation_tier INTEGER NOT NULL DEFAULT 0,
+    escalation_tier_name TEXT,
+    ack_by TEXT, ack_at TEXT, ack_note TEXT,
+    resolved_by TEXT, resolved_at TEXT, resolve_reason TEXT, resolve_note TEXT,
+    case_id TEXT, case_status TEXT, case_error TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS alarms_open_key ON alarms(key) WHERE state != 'resolved';
+CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state, severity, raised_at);
+CREATE TABLE IF NOT EXISTS alarm_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id INTEGER NOT NULL REFERENCES alarms(id),
+    ts TEXT NOT NULL,
+    action TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS alarm_events_alarm ON alarm_events(alarm_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+    delivered_at TEXT,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(seq) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class Store:
+    """The gateway's SQLite store. Use as ``async with Store(path) as store``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._reader: sqlite3.Connection | None = None
+        self.commits = 0          # transactions committed (for metrics and benchmarks)
+        self.writes = 0           # functions committed
+        self.last_error: str | None = None   # last commit failure (disk full ...), for health
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path)
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO meta VALUES ('instance_id', ?)", (uuid.uuid4().hex[:12],))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+        self._thread = threading.Thread(target=self._writer, args=(conn,),
+                                        name=f"store-writer[{self.path.name}]", daemon=True)
+        self._thread.start()
+        self._reader = _connect(self.path)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def __aenter__(self) -> Store:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def instance_id(self) -> str:
+        return self.get_meta("instance_id") or "unknown"
+
+    # -- writing ---------------------------------------------------------------------
+    def _writer(self, conn: sqlite3.Connection) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < 2000:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(conn, batch)
+        conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _done in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    res = fn(conn)
+                except sqlite3.Error as exc:
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    if _is_disk_error(exc):
+                        raise
+                    results.append((None, StoreError(f"store: {exc}")))
+                    continue
+                except Exception as exc:  # noqa: BLE001 - handed back to the caller, not hidden
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                    results.append((None, exc))
+                    continue
+                conn.execute("RELEASE w")
+                results.append((res, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("store commit failed (%d writes not accepted): %s", len(batch), exc)
+            err = StoreError(f"store commit failed: {exc}")
+            for _fn, done in batch:
+                done(None, err)
+            return
+        self.commits += 1
+        self.writes += len(batch)
+        self.last_error = None
+        for (_fn, done), (res, exc) in zip(batch, results):
+            done(res, exc)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the writer's transaction; return its result once durably committed."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+
+        def done(res: Any, exc: BaseException | None) -> None:
+            loop.call_soon_threadsafe(_settle, fut, res, exc)
+
+        if self._thread is None:
+            raise StoreError("store is closed")
+        self._queue.put((fn, done))
+        return await fut
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30) -> T:
+        """Blocking variant for code outside the event loop (CLI, tests)."""
+        ev = threading.Event()
+        box: list = []
+
+        def done(res: Any, exc: BaseException | None) -> None:
+            box.append((res, exc))
+            ev.set()
+
+        self._queue.put((fn, done))
+        if not ev.wait(timeout):
+            raise StoreError("store write timed out")
+        res, exc = box[0]
+        if exc is not None:
+            raise exc
+        return res
+
+    # -- reading ---------------------------------------------------------------------
+    def query(self, sql: str, params: tuple | dict = ()) -> list[dict]:
+        assert self._reader is not None, "store not open"
+        return [dict(r) for r in self._reader.execute(sql, params).fetchall()]
+
+    def query_one(self, sql: str, params: tuple | dict = ()) -> dict | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.query_one("SELECT value FROM meta WHERE key=?", (key,))
+        return row["value"] if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self.write(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                             (key, value)))
+
+    async def audit(self, actor: str, action: str, target: str = "", **detail: Any) -> None:
+        await self.write(lambda c: record_audit(c, actor, action, target, **detail))
+
+
+def record_audit(conn: sqlite3.Connection, actor: str, action: str, target: str = "",
+                 **detail: Any) -> None:
+    from gateway.model import utc
+
+    conn.execute("INSERT INTO audit (ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                 (utc().isoformat(), actor, action, target,
+                  json.dumps(detail, ensure_ascii=False)))
+
+
+def _settle(fut: asyncio.Future, res: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(res)
+
+
+def _is_disk_error(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "disk" in text or "full" in text or "i/o" in text or "readonly" in text
