@@ -29,7 +29,8 @@ from types import MappingProxyType
 
 from drivers import DecodeError
 from drivers.codecs.framing import (
-    DLT645_LAYOUT, END, PREAMBLE, START, bcd_to_int, check_frame, checksum, int_to_bcd,
+    DLT645_LAYOUT, END, PREAMBLE, START, address_from_bytes, address_to_bytes, bcd_to_int,
+    check_frame, checksum, int_to_bcd,
 )
 from gateway.model import Kind, Reading
 
@@ -160,36 +161,6 @@ class Dlt645Reply:
         return Reading(device_id, self.item.kind, self.value, ts, metric=self.item.metric)
 
 
-# -- addresses ---------------------------------------------------------------------------
-def _address_bytes(address: str) -> bytes:
-    """``"210987654321"`` -> ``21 43 65 87 09 21``; each pair is two digits or ``AA``."""
-    if not isinstance(address, str) or len(address) != 12:
-        raise ValueError(f"address {address!r}: 12 characters expected")
-    out = bytearray()
-    for i in range(10, -1, -2):
-        pair = address[i:i + 2].upper()
-        if pair == "AA":
-            out.append(0xAA)
-        elif pair.isdigit() and pair.isascii():
-            out.append(int(pair[0]) << 4 | int(pair[1]))
-        else:
-            raise ValueError(f"address {address!r}: {pair!r} is neither BCD nor AA")
-    return bytes(out)
-
-
-def _address_str(raw: bytes, at: int) -> str:
-    pairs = []
-    for i, byte in enumerate(raw):
-        if byte == 0xAA:
-            pairs.append("AA")
-        elif byte >> 4 <= 9 and byte & 0x0F <= 9:
-            pairs.append(f"{byte:02X}")
-        else:
-            raise DecodeError("bad_bcd", f"address byte 0x{byte:02X} is not BCD",
-                              where=f"byte {at + i} (address)")
-    return "".join(reversed(pairs))
-
-
 # -- frames ------------------------------------------------------------------------------
 def encode_frame(address: str, control: int, data: bytes = b"", *, preamble: int = 4) -> bytes:
     """Build a frame; ``data`` is given without the 0x33 offset (added here)."""
@@ -199,7 +170,7 @@ def encode_frame(address: str, control: int, data: bytes = b"", *, preamble: int
         raise ValueError(f"{len(data)} DATA bytes, at most {DLT645_LAYOUT.max_data_len}")
     if not 0 <= preamble <= DLT645_LAYOUT.max_preamble:
         raise ValueError("0 to 4 wake-up bytes")
-    body = bytearray([START, *_address_bytes(address), START, control, len(data)])
+    body = bytearray([START, *address_to_bytes(address, 6), START, control, len(data)])
     body += bytes((b + _OFFSET) & 0xFF for b in data)
     body += bytes([checksum(body), END])
     return bytes([PREAMBLE] * preamble) + bytes(body)
@@ -207,7 +178,7 @@ def encode_frame(address: str, control: int, data: bytes = b"", *, preamble: int
 
 def _split(raw: bytes) -> tuple[int, Dlt645Frame]:
     s, data = check_frame(raw, DLT645_LAYOUT)
-    address = _address_str(raw[s + 1:s + 7], s + 1)
+    address = address_from_bytes(raw[s + 1:s + 7], at=s + 1)
     return s, Dlt645Frame(address, raw[s + 8], bytes((b - _OFFSET) & 0xFF for b in data))
 
 
@@ -288,7 +259,7 @@ def decode_address_reply(raw: bytes) -> str:
     if len(frame.data) != 6:
         raise DecodeError("bad_length", f"L={len(frame.data)}, an address reply carries 6",
                           where=f"byte {s + 9} (L)")
-    address = _address_str(frame.data, s + 10)
+    address = address_from_bytes(frame.data, at=s + 10)
     if "AA" in (address[i:i + 2] for i in range(0, 12, 2)):
         raise DecodeError("bad_bcd", f"a meter's own address cannot hold a wildcard: "
                           f"{address}", where=f"byte {s + 10} (DATA)")
@@ -330,5 +301,5 @@ def encode_address_reply(address: str, *, preamble: int = 0) -> bytes:
     """The meter's answer to a read-address request (C=0x93)."""
     if "AA" in address.upper():
         raise ValueError("a meter's own address holds no wildcard")
-    raw = _address_bytes(address)
+    raw = address_to_bytes(address, 6)
     return encode_frame(address, C_READ_ADDRESS_REPLY, raw, preamble=preamble)

@@ -32,6 +32,8 @@ __all__ = [
     "START",
     "FrameLayout",
     "FrameSplitter",
+    "address_from_bytes",
+    "address_to_bytes",
     "bcd_to_int",
     "check_frame",
     "checksum",
@@ -117,6 +119,40 @@ def int_to_bcd(value: int, size: int) -> bytes:
         value, two = divmod(value, 100)
         out.append((two // 10) << 4 | two % 10)
     return bytes(out)
+
+
+def address_to_bytes(address: str, size: int) -> bytes:
+    """A nameplate address (``2 * size`` characters) as sent: lowest byte first.
+
+    Each pair of characters is two decimal digits or ``AA`` (the wildcard byte).
+    ``ValueError`` otherwise.
+    """
+    if not isinstance(address, str) or len(address) != 2 * size:
+        raise ValueError(f"address {address!r}: {2 * size} characters expected")
+    out = bytearray()
+    for i in range(2 * size - 2, -1, -2):
+        pair = address[i:i + 2].upper()
+        if pair == "AA":
+            out.append(0xAA)
+        elif pair.isdigit() and pair.isascii():
+            out.append(int(pair[0]) << 4 | int(pair[1]))
+        else:
+            raise ValueError(f"address {address!r}: {pair!r} is neither BCD nor AA")
+    return bytes(out)
+
+
+def address_from_bytes(raw: bytes, *, at: int) -> str:
+    """The nameplate string of an address sent lowest byte first (``AA`` bytes kept).
+
+    A byte that is neither BCD nor 0xAA raises ``bad_bcd`` located at ``at + i``.
+    """
+    pairs = []
+    for i, byte in enumerate(raw):
+        if byte != 0xAA and (byte >> 4 > 9 or byte & 0x0F > 9):
+            raise DecodeError("bad_bcd", f"address byte 0x{byte:02X} is not BCD",
+                              where=f"byte {at + i} (address)")
+        pairs.append(f"{byte:02X}")
+    return "".join(reversed(pairs))
 
 
 def _skip_preamble(raw: bytes, layout: FrameLayout) -> int:
