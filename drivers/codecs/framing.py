@@ -216,7 +216,8 @@ class FrameSplitter:
     ``feed(chunk)`` returns, in stream order, each complete frame (``bytes`` from the
     first 0x68 through 0x16, wake-up bytes removed) and each problem as a
     :class:`~drivers.DecodeError` *value*: ``junk_bytes`` (bytes that belong to no frame;
-    one error per run), ``bad_length``, ``bad_checksum``, ``bad_end``. After a bad
+    one error per run, reported when the next frame starts or on ``flush()``, so the
+    report does not depend on how the stream was chunked), ``bad_length``, ``bad_checksum``, ``bad_end``. After a bad
     candidate the splitter resynchronises one byte after its 0x68, so a good frame hidden
     behind a stray 0x68 is still found; the bytes of a rejected candidate are not
     reported again as junk. ``flush()`` (call it on an inter-frame timeout) reports a
@@ -252,13 +253,11 @@ class FrameSplitter:
         """End of a burst: whatever is buffered can no longer become a frame."""
         out: list[bytes | DecodeError] = []
         start = self._buf.find(START)
+        self._consume(start if start >= 0 else len(self._buf), out)
+        self._end_junk(out)
         if start >= 0:
-            self._consume(start, out)
             out.append(DecodeError("truncated", f"{len(self._buf)} bytes of an unfinished "
                                    f"{self.layout.name} frame", where=self._where(0)))
-        else:
-            self._consume(len(self._buf), out)
-        self._end_junk(out)
         self._drop(len(self._buf))
         return out
 
@@ -306,12 +305,10 @@ class FrameSplitter:
                     keep += 1
                 keep = min(keep, lay.max_preamble)
                 self._consume(len(self._buf) - keep, out)
-                self._end_junk(out)
                 return
             self._consume(start, out)
             buf = self._buf
             if len(buf) < lay.header_len:
-                self._end_junk(out)
                 return
             if lay.second_start is not None and buf[lay.second_start] != START:
                 # a 0x68 inside noise or an address, not a frame start: part of the junk run
