@@ -1,0 +1,275 @@
+"""Alarm and fault bookkeeping shared by all rule kinds: dedup, flapping, escalation.
+
+Contract:
+- :meth:`AlarmBook.trigger` opens an alarm (``RaiseAlarm``) or, while one with the same key is
+  open, updates it (``UpdateAlarm``, count + 1). A device in test/maintenance mode yields a
+  ``TestRecord`` instead and leaves no state.
+- :meth:`AlarmBook.clear` reports that the condition ended (``ClearAlarm``); with
+  ``auto_resolve`` the alarm is closed (escalation stops, the next trigger opens a new alarm),
+  otherwise it stays open for staff. When a key changes state more than ``flapping.changes``
+  times within ``flapping.window``, it is *flapping*: the alarm is held open (one
+  ``UpdateAlarm(flapping=True)``), further raise/clear churn is silent, and a single
+  ``ClearAlarm`` follows once the condition has stayed clear for a whole window.
+- Escalation: tiers fire (``Escalate``) at raise time + ``after`` until acknowledged/resolved.
+- :class:`FaultBook` does the same dedup for device faults (no escalation, no flapping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.model import Severity, Value
+from rules.actions import (
+    ClearAlarm, ClearFault, Escalate, RaiseAlarm, RaiseFault, TestRecord, UpdateAlarm,
+)
+from rules.clock import EngineClock, TimerQueue
+from rules.spec import EscalationSpec, FlappingSpec, Message
+
+__all__ = ["AlarmBook", "FaultBook", "Subject", "render"]
+
+
+_FLAP_ZH = "（频繁变化，已抑制）"
+_FLAP_EN = " (flapping, suppressed)"
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render(message: Message, fields: dict[str, Any]) -> tuple[str, str]:
+    """``(zh, en)`` texts of ``message`` with ``fields`` filled in (missing ones blank)."""
+    f = _Blank(fields)
+    return message.zh.format_map(f), message.en.format_map(f)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Where an alarm is: its device (None for household-level rules), household, cell."""
+
+    device_id: str | None
+    household_id: str | None
+    grid_cell: str | None
+
+
+class _Open:
+    __slots__ = ("rule_id", "count", "acked", "active", "tier", "flapping", "raised",
+                 "auto_resolve", "severity", "escalate", "text")
+
+    def __init__(self, rule_id: str, t: float, severity: Severity, escalate: bool) -> None:
+        self.rule_id = rule_id
+        self.count = 1
+        self.acked = False
+        self.active = True
+        self.tier = 0            # tiers already notified
+        self.flapping = False
+        self.raised = t
+        self.auto_resolve = False
+        self.severity = severity
+        self.escalate = escalate
+        self.text = ("", "")
+
+
+class AlarmBook:
+    """Open alarms by key. Actions go to ``emit``; wall timestamps come from ``clock``."""
+
+    def __init__(self, escalation: EscalationSpec | None, timers: TimerQueue,
+                 clock: EngineClock, emit: Callable[[object], None],
+                 mode_of: Callable[[str], str]) -> None:
+        self._esc = escalation
+        self._timers = timers
+        self._clock = clock
+        self._emit = emit
+        self._mode_of = mode_of
+        self.open: dict[str, _Open] = {}
+        self._due: dict[str, float] = {}        # escalation / flapping-quiet timers by key
+        self._changes: dict[str, list[float]] = {}   # recent raise/clear times, kept past close
+
+    # -- triggers from rules ------------------------------------------------------------
+    def trigger(self, rule: Any, key: str, where: Subject, t: float, fields: dict[str, Any],
+                value: Value = None, event_ts: datetime | None = None) -> None:
+        """The condition of ``rule`` is present for ``key`` (see module contract)."""
+        now = self._clock.wall_dt(t)
+        if where.device_id is not None and self._mode_of(where.device_id) != "normal":
+            self._emit(TestRecord(where.device_id, rule.id, now, value))
+            return
+        o = self.open.get(key)
+        fields.update(rule_id=rule.id, device_id=where.device_id or "",
+                      household_id=where.household_id or "", grid_cell=where.grid_cell or "")
+        if o is None:
+            o = self.open[key] = _Open(rule.id, t, rule.severity, self._escalates(rule))
+            started = self._note_change(key, o, rule.flapping, t)
+            fields.setdefault("count", 1)
+            zh, en = o.text = render(rule.message, fields)
+            self._emit(RaiseAlarm(key, rule.id, rule.category, rule.severity, where.device_id,
+                                  where.household_id, where.grid_cell, zh, en, now, value,
+                                  False, event_ts))
+            if started:
+                self._emit(UpdateAlarm(key, now, 1, zh + _FLAP_ZH, en + _FLAP_EN, True))
+            if o.escalate:
+                self._schedule_tier(key, o)
+            return
+        o.count += 1
+        fields["count"] = o.count
+        started = False
+        if not o.active:
+            o.active = True
+            started = self._note_change(key, o, rule.flapping, t)
+            if o.flapping and not started:
+                return   # churn while flapping is silent
+        zh, en = o.text = render(rule.message, fields)
+        if started:
+            zh, en = zh + _FLAP_ZH, en + _FLAP_EN
+        self._emit(UpdateAlarm(key, now, o.count, zh, en, o.flapping))
+
+    def clear(self, rule: Any, key: str, t: float, reason: str, auto_resolve: bool) -> None:
+        """The condition of ``rule`` ended for ``key``."""
+        o = self.open.get(key)
+        if o is None or not o.active:
+            return
+        o.active = False
+        o.auto_resolve = auto_resolve
+        if self._note_change(key, o, rule.flapping, t):
+            zh, en = o.text
+            self._emit(UpdateAlarm(key, self._clock.wall_dt(t), o.count,
+                                   zh + _FLAP_ZH, en + _FLAP_EN, True))
+        if o.flapping:
+            self._set_timer("q|" + key, t + rule.flapping.window)
+            return
+        self._emit(ClearAlarm(key, self._clock.wall_dt(t), reason, auto_resolve))
+        if auto_resolve:
+            self._close(key)
+
+    # -- from staff ---------------------------------------------------------------------
+    def acknowledged(self, key: str) -> bool:
+        o = self.open.get(key)
+        if o is None:
+            return False
+        o.acked = True
+        self._due.pop("e|" + key, None)
+        return True
+
+    def resolved(self, key: str) -> bool:
+        return self._close(key)
+
+    # -- timers -------------------------------------------------------------------------
+    def on_timer(self, key: str, due: float, t: float) -> None:
+        if self._due.get(key) != due:
+            return   # cancelled or re-armed
+        del self._due[key]
+        what, key = key[0], key[2:]
+        o = self.open.get(key)
+        if o is None:
+            return
+        if what == "q":   # flapping: has the condition stayed clear for a whole window?
+            if o.flapping and not o.active:
+                o.flapping = False
+                self._emit(ClearAlarm(key, self._clock.wall_dt(t),
+                                      "flapping stopped; condition clear", o.auto_resolve))
+                if o.auto_resolve:
+                    self._close(key)
+            return
+        if o.acked or self._esc is None or o.tier >= len(self._esc.tiers):
+            return
+        tier = self._esc.tiers[o.tier]
+        o.tier += 1
+        self._emit(Escalate(key, o.tier, tier.name, tuple(tier.notify), self._clock.wall_dt(t)))
+        self._schedule_tier(key, o)
+
+    # -- internals ----------------------------------------------------------------------
+    def _escalates(self, rule: Any) -> bool:
+        return (self._esc is not None and rule.escalate
+                and rule.severity.rank <= self._esc.min_severity.rank)
+
+    def _schedule_tier(self, key: str, o: _Open) -> None:
+        assert self._esc is not None
+        if o.tier < len(self._esc.tiers):
+            due = o.raised + self._esc.tiers[o.tier].after
+            if due <= self._clock.t:
+                # due already (a tier with after: 0s): notify with the raise itself
+                self._due["e|" + key] = due
+                self.on_timer("e|" + key, due, self._clock.t)
+            else:
+                self._set_timer("e|" + key, due)
+
+    def _set_timer(self, key: str, due: float) -> None:
+        self._due[key] = due
+        self._timers.schedule(self, key, due)
+
+    def _note_change(self, key: str, o: _Open, spec: FlappingSpec | None, t: float) -> bool:
+        """Record a raise/clear of ``key``; True when this change starts flapping."""
+        if spec is None:
+            return False
+        lo = t - spec.window
+        changes = [c for c in self._changes.get(key, ()) if c > lo]
+        changes.append(t)
+        self._changes[key] = changes
+        if len(changes) > spec.changes and not o.flapping:
+            o.flapping = True
+            return True
+        return False
+
+    def _close(self, key: str) -> bool:
+        self._due.pop("e|" + key, None)
+        self._due.pop("q|" + key, None)
+        return self.open.pop(key, None) is not None
+
+    # -- snapshot -----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"open": {k: [o.rule_id, o.count, o.acked, o.active, o.tier, o.flapping,
+                             o.raised, o.auto_resolve, o.severity.value, o.escalate, list(o.text)]
+                         for k, o in self.open.items()},
+                "due": dict(self._due), "changes": dict(self._changes)}
+
+    def load(self, d: dict) -> None:
+        self.open.clear()
+        for k, (rid, count, acked, active, tier, flapping, raised, auto, sev,
+                esc, text) in d["open"].items():
+            o = _Open(rid, raised, Severity(sev), esc)
+            o.count, o.acked, o.active, o.tier, o.flapping = count, acked, active, tier, flapping
+            o.auto_resolve, o.text = auto, tuple(text)
+            self.open[k] = o
+        self._changes = {k: list(v) for k, v in d.get("changes", {}).items()}
+        for k, due in d["due"].items():
+            if k[2:] in self.open:
+                self._set_timer(k, float(due))
+
+
+class FaultBook:
+    """Open device faults by key (dedup only)."""
+
+    def __init__(self, clock: EngineClock, emit: Callable[[object], None],
+                 mode_of: Callable[[str], str]) -> None:
+        self._clock = clock
+        self._emit = emit
+        self._mode_of = mode_of
+        self.open: set[str] = set()
+
+    def raise_fault(self, rule: Any, key: str, fault: str, where: Subject, t: float,
+                    fields: dict[str, Any]) -> None:
+        if key in self.open:
+            return
+        now = self._clock.wall_dt(t)
+        if where.device_id is not None and self._mode_of(where.device_id) != "normal":
+            self._emit(TestRecord(where.device_id, rule.id, now, fault))
+            return
+        self.open.add(key)
+        fields.update(rule_id=rule.id, fault=fault, device_id=where.device_id or "",
+                      household_id=where.household_id or "", grid_cell=where.grid_cell or "")
+        zh, en = render(rule.message, fields)
+        self._emit(RaiseFault(key, fault, where.device_id, where.household_id, where.grid_cell,
+                              zh, en, now, rule.id, rule.severity))
+
+    def clear_fault(self, key: str, t: float) -> None:
+        if key in self.open:
+            self.open.discard(key)
+            self._emit(ClearFault(key, self._clock.wall_dt(t)))
+
+    def state(self) -> list[str]:
+        return sorted(self.open)
+
+    def load(self, keys: list[str]) -> None:
+        self.open = set(keys)

@@ -1,0 +1,110 @@
+"""The engine's notion of time: a step-proof timer clock and a queue of due timers.
+
+Policy (docs/rules.md, "Time and ordering"): the caller passes ``now`` (aware UTC) to every
+``feed``/``tick``. Timers do not run on the wall clock directly but on *engine time* ``t``
+(float seconds), which advances by the wall-clock difference between consecutive calls when
+that difference is between 0 and ``max_step``. A forward jump larger than ``max_step`` is a
+clock step (NTP correcting a board without RTC, an operator setting the date): engine time does
+not advance, so no timer fires because of it. A backward jump never moves engine time back.
+Small backward jitter (up to ``max_step``) is absorbed without moving the wall reference.
+Right after a restore from a snapshot, the first gap counts in full (downtime is real time:
+an inactive resident must not get extra hours because the gateway restarted).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from datetime import datetime, timezone
+from typing import Protocol
+
+__all__ = ["EngineClock", "TimerOwner", "TimerQueue"]
+
+
+class EngineClock:
+    """Maps wall time (epoch seconds from the caller) to monotonic engine time ``t``."""
+
+    __slots__ = ("wall", "t", "max_step", "steps", "resumed")
+
+    def __init__(self, max_step: float) -> None:
+        self.wall: float | None = None   # last wall time seen (epoch seconds)
+        self.t = 0.0                     # engine time at ``wall``
+        self.max_step = max_step
+        self.steps = 0                   # clock steps absorbed
+        self.resumed = False
+
+    def advance(self, wall: float) -> float:
+        """Observe wall time ``wall``; return engine time now."""
+        last = self.wall
+        if last is None:
+            self.wall = wall
+            self.t = wall   # engine time starts equal to wall time: easy to read in snapshots
+            return wall
+        d = wall - last
+        if 0.0 <= d <= self.max_step:
+            self.t += d
+            self.wall = wall
+        elif d > 0.0:
+            if self.resumed:
+                self.t += d
+            else:
+                self.steps += 1
+            self.wall = wall
+        elif d < -self.max_step:
+            self.steps += 1
+            self.wall = wall
+        self.resumed = False
+        return self.t
+
+    def event_time(self, ts: float) -> float:
+        """Engine time of a reading stamped ``ts`` (wall epoch), never after engine now."""
+        age = self.wall - ts  # type: ignore[operator]
+        return self.t - age if age > 0.0 else self.t
+
+    def to_wall(self, t: float) -> float:
+        """Wall epoch seconds corresponding to engine time ``t`` under the current offset."""
+        return t + (self.wall - self.t)  # type: ignore[operator]
+
+    def wall_dt(self, t: float) -> datetime:
+        return datetime.fromtimestamp(self.to_wall(t), timezone.utc)
+
+    def state(self) -> dict:
+        return {"wall": self.wall, "t": self.t, "steps": self.steps}
+
+    def load(self, d: dict) -> None:
+        self.wall, self.t, self.steps = d["wall"], float(d["t"]), int(d.get("steps", 0))
+        self.resumed = self.wall is not None
+
+
+class TimerOwner(Protocol):
+    def on_timer(self, key: str, due: float, t: float) -> None: ...
+
+
+class TimerQueue:
+    """Min-heap of (due, key) per owner, with lazy cancellation.
+
+    An owner keeps its own ``{key: due}``; a popped timer whose due no longer equals the
+    owner's record is stale and dropped. So cancel = forget the key; reschedule = schedule.
+    """
+
+    __slots__ = ("_heap", "_seq")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, TimerOwner, str]] = []
+        self._seq = itertools.count()
+
+    def schedule(self, owner: TimerOwner, key: str, due: float) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), owner, key))
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def run_due(self, t: float) -> None:
+        """Call ``owner.on_timer(key, due, t)`` for every timer due at or before ``t``."""
+        heap = self._heap
+        while heap and heap[0][0] <= t:
+            due, _, owner, key = heapq.heappop(heap)
+            owner.on_timer(key, due, t)
+
+    def __len__(self) -> int:
+        return len(self._heap)

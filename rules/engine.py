@@ -1,0 +1,228 @@
+"""The rule engine: readings and time in, actions out. No I/O, no clock of its own.
+
+Contract:
+- ``feed(reading, now)`` evaluates one reading and returns the actions it causes;
+  ``tick(now)`` runs timers (``for`` durations, held states, escalation, flapping quiet
+  periods, inactivity, supervision silence) and returns their actions. ``now`` is an aware
+  datetime (the caller's wall clock, UTC); ``reading.ts`` is the event time.
+- Reading policy: a reading stamped more than ``policy.max_future`` after ``now`` is rejected
+  (``stats["future"]``); a reading older than the last accepted one of the same device and
+  kind is stale and ignored (``stats["stale"]``); one with the same time and value is a
+  duplicate and ignored (``stats["duplicate"]``). None of them changes any state.
+- Timers run on engine time (see :mod:`rules.clock`): clock steps do not fire them.
+- ``snapshot()`` is JSON-serializable; ``Engine.restore(config, site, snap)`` continues every
+  timer, open alarm, escalation clock and inactivity gap. State of rules that are no longer
+  in the config (or changed kind) is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from gateway.model import UNITS, Kind, Reading, Value
+from rules.actions import Action
+from rules.alarms import AlarmBook, FaultBook, Subject
+from rules.clock import EngineClock, TimerQueue
+from rules.evaluators import (
+    CompoundEval, CountEval, Evaluator, HeldEval, MatchEval, ThresholdEval,
+)
+from rules.index import RuleIndex
+from rules.site import DeviceInfo, SiteIndex
+from rules.spec import RulesConfig
+
+__all__ = ["Engine", "MODES", "Stream"]
+
+MODES = frozenset({"normal", "test", "maintenance"})
+SNAPSHOT_VERSION = 1
+
+_COMPILERS: dict[str, Callable[..., Evaluator]] = {
+    "match": MatchEval, "threshold": ThresholdEval, "count": CountEval, "held": HeldEval,
+    "compound": CompoundEval,
+}
+
+
+def register_kind(kind: str, compiler: Callable[..., Evaluator]) -> None:
+    """Used by the modules of the timer-driven kinds (supervision, inactivity)."""
+    _COMPILERS[kind] = compiler
+
+
+class Stream:
+    """Readings of one kind from one device: ordering state and the rules that listen."""
+
+    __slots__ = ("device_id", "kind", "last_ts", "last_value", "handlers", "bad_handlers",
+                 "where", "unit", "device_type")
+
+    def __init__(self, info: DeviceInfo, kind: Kind, handlers: tuple[Evaluator, ...]) -> None:
+        self.device_id = info.device_id
+        self.device_type = info.device_type
+        self.kind = kind
+        self.last_ts = float("-inf")
+        self.last_value: Value = None
+        self.handlers = handlers
+        self.bad_handlers = tuple(h for h in handlers if h.wants_bad)
+        self.where = Subject(info.device_id, info.household_id, info.grid_cell)
+        self.unit = UNITS.get(kind, "")
+
+
+class Engine:
+    """See module contract."""
+
+    def __init__(self, config: RulesConfig, site: SiteIndex) -> None:
+        import rules.inactivity  # noqa: F401  (register the timer-driven kinds)
+        import rules.supervision  # noqa: F401
+
+        self.config = config
+        self.site = site
+        self.clock = EngineClock(config.policy.max_clock_step)
+        self.timers = TimerQueue()
+        self._out: list[Action] = []
+        self._modes: dict[str, str] = {}
+        self.book = AlarmBook(config.escalation, self.timers, self.clock, self._emit,
+                              self.mode_of)
+        self.faults = FaultBook(self.clock, self._emit, self.mode_of)
+        self.evaluators: list[Evaluator] = [
+            _COMPILERS[r.kind](r, self, i) for i, r in enumerate(config.rules) if r.enabled]
+        self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
+        self._index = RuleIndex(self.evaluators)
+        self._streams: dict[str, dict[Kind, Stream]] = {}
+        self._max_future = config.policy.max_future
+        self.stats = {"fed": 0, "future": 0, "stale": 0, "duplicate": 0, "unknown_device": 0}
+
+    # -- input --------------------------------------------------------------------------
+    def feed(self, reading: Reading, now: datetime) -> list[Action]:
+        """Evaluate ``reading`` at wall time ``now``; return the actions it causes."""
+        wall = now.timestamp()
+        t = self.clock.advance(wall)
+        ts = reading.ts.timestamp()
+        stats = self.stats
+        stats["fed"] += 1
+        if ts > wall + self._max_future:
+            stats["future"] += 1
+            return []
+        kinds = self._streams.get(reading.device_id)
+        if kinds is None:
+            kinds = self._streams[reading.device_id] = {}
+        st = kinds.get(reading.kind)
+        if st is None:
+            st = kinds[reading.kind] = self._new_stream(reading)
+        value = reading.value
+        if ts <= st.last_ts:
+            if ts < st.last_ts:
+                stats["stale"] += 1
+                return []
+            if value == st.last_value:
+                stats["duplicate"] += 1
+                return []
+        prev = st.last_value
+        st.last_ts = ts
+        if value is None:
+            handlers = st.bad_handlers
+        else:
+            st.last_value = value
+            handlers = st.handlers
+        if not handlers:
+            return []
+        out = self._out = []
+        t_ev = t - (wall - ts) if ts < wall else t
+        for h in handlers:
+            h.on_reading(st, reading, prev, t_ev)
+        return out
+
+    def tick(self, now: datetime) -> list[Action]:
+        """Run every timer due at ``now``; return the actions."""
+        t = self.clock.advance(now.timestamp())
+        out = self._out = []
+        self.timers.run_due(t)
+        for ev in self._tickers:
+            ev.tick(t)   # type: ignore[attr-defined]
+        return out
+
+    # -- from staff and installers ------------------------------------------------------
+    def acknowledged(self, key: str, now: datetime) -> bool:
+        """Staff acknowledged alarm ``key``: escalation stops. False if no such open alarm."""
+        self.clock.advance(now.timestamp())
+        return self.book.acknowledged(key)
+
+    def resolved(self, key: str, now: datetime) -> bool:
+        """Staff closed alarm ``key``: its next trigger opens a new alarm."""
+        self.clock.advance(now.timestamp())
+        return self.book.resolved(key)
+
+    def set_device_mode(self, device_id: str, mode: str) -> None:
+        """``"test"``/``"maintenance"``: the device's triggers become TestRecords."""
+        if mode not in MODES:
+            raise ValueError(f"unknown device mode {mode!r}; use one of {sorted(MODES)}")
+        if mode == "normal":
+            self._modes.pop(device_id, None)
+        else:
+            self._modes[device_id] = mode
+
+    def mode_of(self, device_id: str) -> str:
+        return self._modes.get(device_id, "normal")
+
+    # -- helpers for evaluators ---------------------------------------------------------
+    def _emit(self, action: Any) -> None:
+        self._out.append(action)
+
+    def _new_stream(self, r: Reading) -> Stream:
+        info = self.site.devices.get(r.device_id)
+        if info is None:
+            self.stats["unknown_device"] += 1
+            info = DeviceInfo(r.device_id, r.device_type, r.household_id, r.grid_cell)
+        return Stream(info, r.kind, self._index.handlers_for(info, r.kind))
+
+    def unit_of(self, device_id: str, kind: Kind) -> str:
+        st = self._streams.get(device_id, {}).get(kind)
+        return st.unit if st is not None else UNITS.get(kind, "")
+
+    def local_minute(self, ts: datetime) -> int:
+        """Minute of the local day at the site for ``ts``."""
+        loc = ts.astimezone(self.site.zone)
+        return loc.hour * 60 + loc.minute
+
+    # -- snapshot -----------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """JSON-serializable state (see module contract)."""
+        return {
+            "version": SNAPSHOT_VERSION,
+            "clock": self.clock.state(),
+            "modes": dict(self._modes),
+            "streams": [[d, k.value, st.last_ts, st.last_value, st.device_type,
+                         st.where.household_id, st.where.grid_cell]
+                        for d, ks in self._streams.items() for k, st in ks.items()
+                        if st.last_ts != float("-inf")],
+            "alarms": self.book.state(),
+            "faults": self.faults.state(),
+            "rules": {ev.rule.id: {"kind": ev.rule.kind, "state": ev.state()}
+                      for ev in self.evaluators},
+            "stats": dict(self.stats),
+        }
+
+    def load_snapshot(self, snap: dict) -> None:
+        """Replace this engine's state by ``snap`` (from :meth:`snapshot`)."""
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported rules snapshot version {snap.get('version')!r}")
+        self.clock.load(snap["clock"])
+        self._modes = dict(snap["modes"])
+        self._streams = {}
+        for d, k, last_ts, last_value, dtype, household, cell in snap["streams"]:
+            kind = Kind(k)
+            info = self.site.devices.get(d) or DeviceInfo(d, dtype, household, cell)
+            st = Stream(info, kind, self._index.handlers_for(info, kind))
+            st.last_ts, st.last_value = last_ts, last_value
+            self._streams.setdefault(d, {})[kind] = st
+        self.book.load(snap["alarms"])
+        self.faults.load(snap["faults"])
+        for ev in self.evaluators:
+            saved = snap["rules"].get(ev.rule.id)
+            if saved is not None and saved["kind"] == ev.rule.kind:
+                ev.load(saved["state"])
+        self.stats.update(snap.get("stats", {}))
+
+    @classmethod
+    def restore(cls, config: RulesConfig, site: SiteIndex, snap: dict) -> Engine:
+        engine = cls(config, site)
+        engine.load_snapshot(snap)
+        return engine

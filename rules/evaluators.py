@@ -1,0 +1,308 @@
+"""Compiled rules of the event-driven kinds: match, threshold, count, held, compound.
+
+Contract of an evaluator (also followed by supervision and inactivity):
+- ``kinds``: the reading kinds it listens to (None: every kind of the devices it accepts);
+- ``accepts(device)``: whether a device passes the rule's filters (all given filters must
+  hold; within one filter any listed id will do; an empty filter accepts everything);
+- ``on_reading(stream, reading, prev, t)``: a new, in-order reading (``prev`` is the previous
+  value of that device and kind, ``t`` the engine time of the reading); actions go through
+  the engine's alarm/fault books;
+- ``on_timer(key, due, t)``: a timer it scheduled is due; ``state()``/``load()``: JSON state
+  for snapshots (``load`` re-arms pending timers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from gateway.model import Kind, Reading, Value
+from rules.alarms import Subject
+from rules.durations import format_duration
+from rules.site import DeviceInfo
+from rules.spec import CompoundRule, Condition, CountRule, HeldRule, MatchRule, ThresholdRule
+
+if TYPE_CHECKING:
+    from rules.engine import Engine, Stream
+
+__all__ = ["CompoundEval", "CountEval", "Evaluator", "HeldEval", "MatchEval", "ThresholdEval",
+           "matches"]
+
+
+def matches(cond: Condition, kind: Kind, value: Value) -> bool:
+    """Whether a reading of ``kind`` with ``value`` satisfies ``cond``."""
+    return cond.kind is kind and (cond.value is None or cond.value == value)
+
+
+class Evaluator:
+    """Base of compiled rules (see module contract)."""
+
+    kinds: frozenset[Kind] | None = frozenset()
+    wants_bad = False   # also called for BAD-quality readings (value None)
+
+    def __init__(self, rule: Any, engine: Engine, order: int) -> None:
+        self.rule = rule
+        self.order = order
+        self.engine = engine
+        self.book = engine.book
+        self._devices = frozenset(rule.devices)
+        self._types = frozenset(rule.device_types)
+        self._households = frozenset(rule.households)
+        self._cells = frozenset(rule.grid_cells)
+        self._due: dict[str, float] = {}
+
+    def accepts(self, d: DeviceInfo) -> bool:
+        return ((not self._devices or d.device_id in self._devices)
+                and (not self._types or d.device_type in self._types)
+                and (not self._households or d.household_id in self._households)
+                and (not self._cells or d.grid_cell in self._cells))
+
+    def index_keys(self) -> tuple[str, Iterable[str]]:
+        """The most selective filter, for the rule index: (field, ids) or ("any", ())."""
+        for field, ids in (("device", self._devices), ("household", self._households),
+                           ("cell", self._cells), ("type", self._types)):
+            if ids:
+                return field, ids
+        return "any", ()
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        raise NotImplementedError
+
+    def on_timer(self, key: str, due: float, t: float) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load(self, d: dict) -> None:
+        pass
+
+    # helpers
+    def _arm(self, key: str, due: float) -> None:
+        self._due[key] = due
+        self.engine.timers.schedule(self, key, due)
+
+    def _fields(self, st: Stream, value: Value, **extra: Any) -> dict[str, Any]:
+        return {"value": value, "unit": st.unit, **extra}
+
+
+class _PendingEval(Evaluator):
+    """Per-device state lists in ``_pending`` (first item: engine time the condition began),
+    where the device is, and the timers armed for them."""
+
+    def __init__(self, rule: Any, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        self._pending: dict[str, list] = {}
+        self._where: dict[str, Subject] = {}
+
+    def state(self) -> dict:
+        return {"pending": self._pending, "due": self._due,
+                "where": {d: [w.device_id, w.household_id, w.grid_cell]
+                          for d, w in self._where.items() if d in self._pending}}
+
+    def load(self, d: dict) -> None:
+        self._pending = {k: list(v) for k, v in d["pending"].items()}
+        self._where = {k: Subject(*w) for k, w in d["where"].items()}
+        for k, due in d["due"].items():
+            self._arm(k, float(due))
+
+
+class MatchEval(Evaluator):
+    rule: MatchRule
+
+    def __init__(self, rule: MatchRule, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        ks = {rule.when.kind}
+        if rule.clear_when is not None:
+            ks.add(rule.clear_when.kind)
+        self.kinds = frozenset(ks)
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        rule = self.rule
+        key = f"{rule.id}:{st.device_id}"
+        if matches(rule.when, r.kind, r.value):
+            self.book.trigger(rule, key, st.where, t, self._fields(st, r.value), r.value, r.ts)
+        elif rule.clear_when is not None and matches(rule.clear_when, r.kind, r.value):
+            self.book.clear(rule, key, t, f"{r.kind.value}={r.value}", rule.auto_resolve_on_clear)
+
+
+class ThresholdEval(_PendingEval):
+    """States per device: absent = normal, ``[since, value]`` = over the limit (pending until
+    ``for`` has passed), ``[since, value, 1]`` = alarm active."""
+
+    rule: ThresholdRule
+
+    def __init__(self, rule: ThresholdRule, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        self.kinds = frozenset({rule.metric})
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        rule, v = self.rule, r.value
+        if rule.above is not None:
+            over, clear = v > rule.above, v <= rule.above - rule.hysteresis  # type: ignore
+        else:
+            over, clear = v < rule.below, v >= rule.below + rule.hysteresis  # type: ignore
+        dev = st.device_id
+        s = self._pending.get(dev)
+        if s is None:
+            if over:
+                self._where[dev] = st.where
+                self._pending[dev] = [t, v]
+                if rule.for_ <= 0:
+                    self._fire(dev, t)
+                else:
+                    self._arm(dev, t + rule.for_)
+            return
+        s[1] = v
+        if len(s) == 3:      # active: only the clear level ends it (hysteresis)
+            if clear:
+                del self._pending[dev]
+                self.book.clear(rule, f"{rule.id}:{dev}", t, f"{r.kind.value}={v}",
+                                rule.auto_resolve_on_clear)
+        elif not over:       # pending: must stay over the limit for the whole duration
+            del self._pending[dev]
+            self._due.pop(dev, None)
+
+    def on_timer(self, key: str, due: float, t: float) -> None:
+        if self._due.get(key) == due:
+            del self._due[key]
+            self._fire(key, due)
+
+    def _fire(self, dev: str, t: float) -> None:
+        s = self._pending[dev]
+        s.append(1)
+        where = self._where[dev]
+        fields = {"value": s[1], "unit": self.engine.unit_of(dev, self.rule.metric),
+                  "duration": format_duration(t - s[0])}
+        self.book.trigger(self.rule, f"{self.rule.id}:{dev}", where, t, fields, s[1])
+
+
+
+class CountEval(Evaluator):
+    rule: CountRule
+
+    def __init__(self, rule: CountRule, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        self.kinds = frozenset({rule.when.kind})
+        self._times: dict[str, list[float]] = {}
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        rule = self.rule
+        if not matches(rule.when, r.kind, r.value):
+            return
+        if self.engine.mode_of(st.device_id) != "normal":
+            # a press under test is recorded, and never counts toward an alarm
+            self.book.trigger(rule, f"{rule.id}:{st.device_id}", st.where, t, {}, r.value)
+            return
+        if rule.per == "household":
+            group = st.where.household_id
+            if group is None:
+                return
+            where = Subject(None, group, st.where.grid_cell)
+        else:
+            group, where = st.device_id, st.where
+        lo = t - rule.window
+        times = [x for x in self._times.get(group, ()) if x > lo]
+        times.append(t)
+        if len(times) >= rule.count:
+            self._times.pop(group, None)
+            fields = self._fields(st, r.value, count=len(times),
+                                  duration=format_duration(rule.window))
+            self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
+        else:
+            self._times[group] = times
+
+    def state(self) -> dict:
+        return {"times": self._times}
+
+    def load(self, d: dict) -> None:
+        self._times = {k: list(v) for k, v in d["times"].items()}
+
+
+class HeldEval(_PendingEval):
+    """Per device: ``[since]`` while the state holds (pending), ``[since, 1]`` once alarmed."""
+
+    rule: HeldRule
+
+    def __init__(self, rule: HeldRule, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        self.kinds = frozenset({rule.when.kind})
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        rule, v = self.rule, r.value
+        if rule.increasing:
+            on = prev is not None and v > prev  # type: ignore[operator]
+        else:
+            on = v == rule.when.value
+        if on and rule.hours is not None:
+            on = rule.hours.contains(self.engine.local_minute(r.ts))
+        dev = st.device_id
+        s = self._pending.get(dev)
+        if on:
+            if s is None:
+                self._pending[dev] = [t]
+                self._where[dev] = st.where
+                self._arm(dev, t + rule.for_)
+            return
+        if s is not None:
+            del self._pending[dev]
+            self._due.pop(dev, None)
+            if len(s) == 2:
+                self.book.clear(rule, f"{rule.id}:{dev}", t, f"{r.kind.value}={v}",
+                                rule.auto_resolve_on_clear)
+
+    def on_timer(self, key: str, due: float, t: float) -> None:
+        if self._due.get(key) != due:
+            return
+        del self._due[key]
+        s = self._pending[key]
+        s.append(1)
+        fields = {"duration": format_duration(due - s[0]),
+                  "unit": self.engine.unit_of(key, self.rule.when.kind)}
+        self.book.trigger(self.rule, f"{self.rule.id}:{key}", self._where[key], due, fields)
+
+
+
+class CompoundEval(Evaluator):
+    """Per group (household / grid cell / device): engine time each term was last seen."""
+
+    rule: CompoundRule
+
+    def __init__(self, rule: CompoundRule, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        self._terms = [term.when for term in rule.terms]
+        self.kinds = frozenset(c.kind for c in self._terms)
+        self._seen: dict[str, list[float | None]] = {}
+        self._need_all = rule.all is not None
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        rule = self.rule
+        hit = [i for i, c in enumerate(self._terms) if matches(c, r.kind, r.value)]
+        if not hit or self.engine.mode_of(st.device_id) != "normal":
+            if hit:   # a device under test contributes a test record, never a fire alarm
+                self.book.trigger(rule, f"{rule.id}:{st.device_id}", st.where, t, {}, r.value)
+            return
+        w = st.where
+        if rule.per == "household":
+            group, where = w.household_id, Subject(None, w.household_id, w.grid_cell)
+        elif rule.per == "grid_cell":
+            group, where = w.grid_cell, Subject(None, None, w.grid_cell)
+        else:
+            group, where = st.device_id, w
+        if group is None:
+            return
+        seen = self._seen.setdefault(group, [None] * len(self._terms))
+        for i in hit:
+            seen[i] = t
+        lo = t - rule.window
+        if self._need_all and not all(s is not None and s >= lo for s in seen):
+            return
+        del self._seen[group]
+        fields = self._fields(st, r.value, duration=format_duration(rule.window))
+        self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
+
+    def state(self) -> dict:
+        return {"seen": self._seen}
+
+    def load(self, d: dict) -> None:
+        self._seen = {k: list(v) for k, v in d["seen"].items()}
