@@ -240,6 +240,7 @@ class CaseSystemSim:
             _CALLBACK_QUEUE_MAX)
         self.deliveries: list[dict[str, Any]] = []
         self.callbacks_dropped = 0
+        self.api_requests = 0
         self._resume_pending: list[_Case] = []
         self._load_journal()
 
@@ -268,6 +269,7 @@ class CaseSystemSim:
             self._callbacks.get_nowait()
         self.deliveries.clear()
         self.callbacks_dropped = 0
+        self.api_requests = 0
 
     def cases_report(self) -> dict[str, Any]:
         cases = [{"case_id": c.case_id, "idempotency_key": c.request.idempotency_key,
@@ -276,7 +278,7 @@ class CaseSystemSim:
                   "callback_url": str(c.request.callback_url or "") or None,
                   "last_sequence": c.last_sequence, "updates": c.update_log}
                  for c in self._cases.values()]
-        return {"count": len(cases), "cases": cases,
+        return {"count": len(cases), "cases": cases, "api_requests": self.api_requests,
                 "create_requests_total": sum(c["create_requests"] for c in cases)}
 
     def callbacks_report(self) -> dict[str, Any]:
@@ -486,6 +488,7 @@ class CaseSystemSim:
                     op: Callable[[bytes], tuple[int, BaseModel]]) -> Response:
         """Fault injection, signature check, then ``op(body)``; errors in the contract's shape."""
         body = await request.body()  # before any hang: the client may be gone afterwards
+        self.api_requests += 1
         fault = self._draw_fault()
         mode = fault.mode if fault else FaultMode.NONE
         if fault and mode is FaultMode.DOWN:
