@@ -13,8 +13,8 @@ then a sequence byte). The reply (C=0x81, L=22) carries::
 * units: 0x2C m³, 0x29 litres (converted to m³);
 * clock: YYYYMMDDhhmmss as a 14-digit BCD number sent lowest byte first (seconds first,
   century last). Meters disagree on this; ``clock_high_first=True`` reads the other
-  order. An invalid or all-zero clock (meters without a clock) gives ``None``, never an
-  error: it is informational and the reading time is the gateway's ``ts``;
+  order. An invalid, all-zero (meters without a clock) or out-of-century (not
+  2000-2099) clock gives ``None``, never an error: it is informational and the reading time is the gateway's ``ts``;
 * ST1 bits 0-1: valve 00 open, 01 closed, 11 (or 10) abnormal; bit 2: battery low.
   ST2 is vendor-defined and kept raw in :attr:`Cjt188Reply.status`.
 
@@ -184,9 +184,11 @@ def _clock(data: bytes, high_first: bool) -> datetime | None:
     if not digits.isdigit():
         return None
     try:
-        return datetime.strptime(digits, "%Y%m%d%H%M%S")
+        when = datetime.strptime(digits, "%Y%m%d%H%M%S")
     except ValueError:
         return None
+    # a year outside this century is a clock read in the wrong order, or never set
+    return when if 2000 <= when.year <= 2099 else None
 
 
 def decode_read_reply(raw: bytes, *, expect_address: str | None = None,
