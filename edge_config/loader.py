@@ -132,10 +132,26 @@ def _validate(model: type[BaseModel], tree: Any, fname: str, out: _Collector):
         return model.model_validate(_plain(tree))
     except ValidationError as exc:
         for err in exc.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            loc = _tree_loc(tree, err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
             out.add(fname, locate(tree, loc), loc, msg)
         return None
+
+
+def _tree_loc(tree: Any, loc: tuple) -> tuple:
+    """Drop the parts of a pydantic loc that are not in the file (union tags like 'match')."""
+    out: list = []
+    node = tree
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and (
+                "[" in part or node.get("kind") == part):
+            continue
+        out.append(part)
+        try:
+            node = node[part] if isinstance(node, (dict, list)) else None
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return tuple(out)
 
 
 def _plain(node: Any) -> Any:

@@ -228,11 +228,17 @@ class AlarmBook:
     def _case_payload(self, a, alarm_id: int, ts: str) -> dict:
         household = self.site.household(a.household_id)
         device = next((d for d in self.site.devices.devices if d.id == a.device_id), None)
+        if household is not None:
+            place = {"id": household.id, "address": household.address}
+        else:  # a shared device (entrance, micro fire station): its place in the grid cell
+            cell = self.site.grid_cell(a.grid_cell)
+            label = (device.name if device and device.name else a.device_id) or "?"
+            place = {"id": a.device_id or "site", "address": f"{cell.name if cell else ''} "
+                     f"{label}".strip()}
         return {
             "site_id": self.site.site.site.id,
             "grid_cell_code": a.grid_cell,
-            "household": ({"id": household.id, "address": household.address}
-                          if household else None),
+            "household": place,
             "category": a.category,
             "severity": str(a.severity),
             "title": a.message_zh,

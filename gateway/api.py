@@ -1,0 +1,304 @@
+"""HTTP API and the duty console (FastAPI).
+
+Every ``/api`` endpoint needs a principal (session cookie + CSRF header for changes, or a
+Bearer token) holding the endpoint's permission (``gateway.auth.PERMISSIONS``). The live
+stream ``/api/stream`` is Server-Sent Events: one ``alarm`` event per alarm change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway import __version__
+from gateway.alarms import RESOLVE_REASONS, AlarmBook, AlarmNotFound, AlarmStateError, Change
+from gateway.auth import Auth, AuthError, Principal
+from gateway.metrics import Metrics
+
+__all__ = ["ApiContext", "Broadcaster", "create_app"]
+
+log = logging.getLogger(__name__)
+COOKIE = "gw_session"
+
+
+class Broadcaster:
+    """Fan-out of alarm changes to live subscribers; a slow subscriber is dropped, not waited on."""
+
+    def __init__(self, max_queue: int = 1000):
+        self.max_queue = max_queue
+        self._subs: set[asyncio.Queue] = set()
+
+    def publish(self, event: dict) -> None:
+        for q in list(self._subs):
+            try:
+                q.put_nowait(event)
+            except asyncio.QueueFull:
+                self._subs.discard(q)
+                _close(q)  # the client reconnects and refetches the board
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(self.max_queue + 1)
+        self._subs.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self._subs.discard(q)
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+
+def _close(q: asyncio.Queue) -> None:
+    while not q.empty():
+        q.get_nowait()
+    q.put_nowait(None)
+
+
+@dataclass
+class ApiContext:
+    """What the API needs from the running gateway."""
+
+    book: AlarmBook
+    auth: Auth
+    metrics: Metrics
+    broadcaster: Broadcaster
+    health: Any                      # callable -> dict of component states
+    site: Any                        # edge_config.loader.SiteConfig
+    case_callback: Any = None        # async callable(method, target, headers, body) -> dict
+    secure_cookies: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class SetupBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    setup_token: str = Field(min_length=8, max_length=128)
+    username: str = Field(pattern=r"^[A-Za-z0-9_.-]{2,32}$")
+    password: str = Field(min_length=10, max_length=256)
+
+
+class AckBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(default="", max_length=1000)
+
+
+class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal[tuple(RESOLVE_REASONS)]  # type: ignore[valid-type]
+    note: str = Field(default="", max_length=1000)
+
+
+def _mask_phone(p: str) -> str:
+    digits = p.replace(" ", "")
+    return digits[:3] + "****" + digits[-4:] if len(digits) >= 8 else "****"
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(title="Community edge gateway", version=__version__,
+                  description="Alarms, duty console and installer API of a community gateway.")
+    app.state.ctx = ctx
+
+    def principal(request: Request) -> Principal:
+        authz = request.headers.get("authorization", "")
+        try:
+            if authz.lower().startswith("bearer "):
+                return ctx.auth.from_bearer(authz[7:].strip())
+            cookie = request.cookies.get(COOKIE)
+            if not cookie:
+                raise AuthError("not logged in")
+            p = ctx.auth.from_cookie(cookie)
+        except AuthError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            if request.headers.get("x-csrf-token") != p.csrf:
+                raise HTTPException(403, "missing or wrong X-CSRF-Token")
+        return p
+
+    def need(permission: str):
+        def dep(p: Annotated[Principal, Depends(principal)]) -> Principal:
+            if not p.can(permission):
+                raise HTTPException(403, f"role {p.role!r} may not {permission}")
+            return p
+        return dep
+
+    def decorate(alarm: dict, p: Principal) -> dict:
+        hh = ctx.site.household(alarm.get("household_id"))
+        cell = ctx.site.grid_cell(alarm.get("grid_cell"))
+        alarm = dict(alarm)
+        alarm["household"] = None if hh is None else {
+            "id": hh.id, "address": hh.address, "building": hh.building,
+            "lives_alone": hh.lives_alone,
+            "contacts": [{"name": c.name if p.can("contacts.read") else c.name[:1] + "*",
+                          "relation": c.relation,
+                          "phone": c.phone if p.can("contacts.read") else _mask_phone(c.phone)}
+                         for c in hh.contacts]}
+        alarm["grid"] = None if cell is None else {"code": cell.code, "name": cell.name,
+                                                   "grid_member": cell.grid_member}
+        return alarm
+
+    # -- health and metrics ------------------------------------------------------------
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict:
+        """Liveness and component states; 200 while the process serves requests."""
+        return {"status": "ok", "version": __version__, "components": ctx.health()}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz(response: Response) -> dict:
+        """503 until intake, store and rules are up (what a load balancer should wait for)."""
+        comps = ctx.health()
+        ready = all(c.get("ready", True) for c in comps.values())
+        response.status_code = 200 if ready else 503
+        return {"ready": ready, "components": comps}
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def metrics() -> str:
+        """Prometheus text format."""
+        return ctx.metrics.render()
+
+    # -- session -----------------------------------------------------------------------
+    @app.post("/api/login", tags=["auth"])
+    def login(body: LoginBody, request: Request, response: Response) -> dict:
+        client = request.client.host if request.client else "?"
+        try:
+            token, p = ctx.auth.login(body.username, body.password, client)
+        except AuthError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
+                            secure=ctx.secure_cookies, max_age=24 * 3600)
+        return {"user": p.name, "role": p.role, "csrf": p.csrf}
+
+    @app.post("/api/logout", tags=["auth"])
+    def logout(request: Request, response: Response,
+               p: Annotated[Principal, Depends(principal)]) -> dict:
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            ctx.auth.logout(cookie)
+        response.delete_cookie(COOKIE)
+        return {"ok": True}
+
+    @app.get("/api/me", tags=["auth"])
+    def me(p: Annotated[Principal, Depends(principal)]) -> dict:
+        return {"user": p.name, "role": p.role, "csrf": p.csrf,
+                "site": {"id": ctx.site.site.site.id, "name": ctx.site.site.site.name}}
+
+    @app.post("/api/setup", tags=["auth"])
+    def setup(body: SetupBody) -> dict:
+        """Create the first admin with the one-time setup token printed at first start."""
+        try:
+            ctx.auth.complete_setup(body.setup_token, body.username, body.password)
+        except AuthError as exc:
+            raise HTTPException(exc.status, str(exc)) from None
+        return {"ok": True, "user": body.username, "role": "admin"}
+
+    # -- alarms ------------------------------------------------------------------------
+    @app.get("/api/alarms", tags=["alarms"])
+    def list_alarms(p: Annotated[Principal, Depends(need("alarms.read"))],
+                    state: Literal["open", "raised", "acknowledged", "resolved"] | None = None,
+                    limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> dict:
+        """Alarms, open first, then by severity (critical first) and newest first."""
+        return {"alarms": [decorate(a, p) for a in ctx.book.list(state, limit)]}
+
+    @app.get("/api/alarms/{alarm_id}", tags=["alarms"])
+    def get_alarm(alarm_id: int, p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
+        try:
+            return decorate(ctx.book.get(alarm_id, with_events=True), p)
+        except AlarmNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.post("/api/alarms/{alarm_id}/ack", tags=["alarms"])
+    async def ack(alarm_id: int, p: Annotated[Principal, Depends(need("alarms.act"))],
+                  body: AckBody | None = None) -> dict:
+        try:
+            alarm = await ctx.book.acknowledge(alarm_id, p.name, body.note if body else "")
+        except AlarmNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except AlarmStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return decorate(alarm, p)
+
+    @app.post("/api/alarms/{alarm_id}/resolve", tags=["alarms"])
+    async def resolve(alarm_id: int, body: ResolveBody,
+                      p: Annotated[Principal, Depends(need("alarms.act"))]) -> dict:
+        try:
+            alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note)
+        except AlarmNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+        except AlarmStateError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return decorate(alarm, p)
+
+    @app.get("/api/resolve-reasons", tags=["alarms"])
+    def reasons(p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
+        return {"reasons": RESOLVE_REASONS}
+
+    @app.get("/api/stream", tags=["alarms"])
+    async def stream(request: Request,
+                     p: Annotated[Principal, Depends(need("alarms.read"))]) -> StreamingResponse:
+        """Server-Sent Events: ``event: alarm`` with the changed alarm as JSON data."""
+        q = ctx.broadcaster.subscribe()
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 2000\n\n"
+                while True:
+                    try:
+                        async with asyncio.timeout(15):
+                            ev = await q.get()
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
+                        continue
+                    if ev is None:
+                        return
+                    alarm = ev.get("alarm")
+                    if alarm is not None:
+                        ev = dict(ev, alarm=decorate(alarm, p))
+                    data = json.dumps(ev, ensure_ascii=False)
+                    yield f"event: {ev['type']}\ndata: {data}\n\n".encode()
+            finally:
+                ctx.broadcaster.unsubscribe(q)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    # -- case system callback ----------------------------------------------------------
+    @app.post("/api/case-callback", tags=["case system"])
+    async def case_callback(request: Request) -> dict:
+        """Status changes of cases, POSTed (signed) by the grid case system."""
+        if ctx.case_callback is None:
+            raise HTTPException(404, "no case system configured")
+        body = await request.body()
+        return await ctx.case_callback(request.method, request.url.path, request.headers, body)
+
+    # -- console -----------------------------------------------------------------------
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def console() -> str:
+        return resources.files("gateway").joinpath("static/console.html").read_text("utf-8")
+
+    return app
+
+
+def change_events(book: AlarmBook, broadcaster: Broadcaster, changes: list[Change]) -> None:
+    """Publish alarm changes to live subscribers (called by the alarm book)."""
+    if not len(broadcaster):
+        return
+    for ch in changes:
+        try:
+            alarm = book.get(ch.alarm_id)
+        except AlarmNotFound:
+            continue
+        broadcaster.publish({"type": "alarm", "action": ch.action, "alarm": alarm})

@@ -1,0 +1,198 @@
+"""Users, roles, sessions and API tokens. No default credentials exist.
+
+- On first start, when no admin exists, the gateway creates a *one-time setup token*, prints
+  it once on its console (never into a file log), and stores only its hash; ``POST
+  /api/setup`` with that token creates the first admin.
+- Passwords are hashed with Argon2id (argon2-cffi, memory-hard). Login is rate-limited per
+  user name and per client address.
+- Browser sessions: a random cookie (HttpOnly, SameSite=Strict) plus a CSRF token that every
+  state-changing request must echo in ``X-CSRF-Token``; sessions expire (idle and absolute).
+- Machine clients: ``Authorization: Bearer gw_...`` tokens from ``gateway token create``;
+  only a SHA-256 of the token is stored (the token is 256 random bits, so a fast hash is
+  the right tool there).
+
+The permission matrix (``PERMISSIONS``) is documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from gateway.model import utc
+from gateway.store import Store, record_audit
+
+__all__ = ["AuthError", "Auth", "Principal", "PERMISSIONS", "ROLES"]
+
+ROLES = ("duty", "installer", "admin")
+
+#: permission -> roles that hold it
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "alarms.read": frozenset({"duty", "installer", "admin"}),
+    "alarms.act": frozenset({"duty", "admin"}),            # acknowledge, resolve
+    "contacts.read": frozenset({"duty", "admin"}),         # unmasked emergency contacts
+    "devices.read": frozenset({"duty", "installer", "admin"}),
+    "devices.write": frozenset({"installer", "admin"}),
+    "users.manage": frozenset({"admin"}),
+    "audit.read": frozenset({"admin"}),
+}
+
+SESSION_IDLE_S = 8 * 3600
+SESSION_MAX_S = 24 * 3600
+LOGIN_WINDOW_S = 300
+LOGIN_MAX_FAILURES = 5
+
+
+
+class AuthError(Exception):
+    """Authentication failed; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 401):
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: str
+    kind: str                  # "session" | "token"
+    csrf: str | None = None    # sessions only
+
+    def can(self, permission: str) -> bool:
+        return self.role in PERMISSIONS[permission]
+
+
+def _sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Auth:
+    def __init__(self, store: Store):
+        self.store = store
+        self.hasher = PasswordHasher()   # Argon2id, library defaults (64 MiB, t=3)
+        self._failures: dict[str, list[float]] = {}
+        self._sessions: dict[str, tuple[str, str, float, float]] = {}
+
+    # -- first start -----------------------------------------------------------------
+    def has_admin(self) -> bool:
+        return self.store.query_one("SELECT 1 AS x FROM users WHERE role='admin' AND disabled=0"
+                                    ) is not None
+
+    def issue_setup_token(self) -> str | None:
+        """A new one-time setup token if no admin exists yet (the old one is replaced)."""
+        if self.has_admin():
+            return None
+        token = secrets.token_urlsafe(18)
+        self.store.write_sync(lambda c: c.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('setup_token_hash', ?)", (_sha(token),)))
+        return token
+
+    def complete_setup(self, token: str, username: str, password: str) -> None:
+        stored = self.store.get_meta("setup_token_hash")
+        if self.has_admin() or not stored:
+            raise AuthError("setup already completed", 409)
+        if not secrets.compare_digest(stored, _sha(token)):
+            raise AuthError("wrong setup token", 401)
+        self.add_user(username, "admin", password, actor="setup")
+        self.store.write_sync(lambda c: c.execute("DELETE FROM meta WHERE key='setup_token_hash'"))
+
+    # -- users -----------------------------------------------------------------------
+    def add_user(self, username: str, role: str, password: str, *, display_name: str = "",
+                 actor: str = "cli") -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if len(password) < 10:
+            raise ValueError("password: at least 10 characters")
+        digest = self.hasher.hash(password)
+
+        def tx(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO users (username, role, display_name, password_hash, created_at)"
+                      " VALUES (?,?,?,?,?)", (username, role, display_name or username, digest,
+                                              utc().isoformat()))
+            record_audit(c, actor, "user.create", username, role=role)
+
+        try:
+            self.store.write_sync(tx)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"user {username!r} exists") from exc
+
+    def login(self, username: str, password: str, client: str) -> tuple[str, Principal]:
+        """Check a password; return (session cookie value, principal). Rate-limited."""
+        now = time.monotonic()
+        for key in (f"u:{username}", f"c:{client}"):
+            recent = [t for t in self._failures.get(key, []) if now - t < LOGIN_WINDOW_S]
+            self._failures[key] = recent
+            if len(recent) >= LOGIN_MAX_FAILURES:
+                raise AuthError("too many failed logins; try again in a few minutes", 429)
+        row = self.store.query_one("SELECT * FROM users WHERE username=? AND disabled=0",
+                                   (username,))
+        try:
+            if row is None:
+                raise VerifyMismatchError
+            self.hasher.verify(row["password_hash"], password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            for key in (f"u:{username}", f"c:{client}"):
+                self._failures.setdefault(key, []).append(now)
+            raise AuthError("wrong user name or password", 401) from None
+        self._failures.pop(f"u:{username}", None)
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(24)
+        wall = time.time()
+        self._sessions[_sha(token)] = (username, csrf, wall, wall)
+        self.store.write_sync(lambda c: (c.execute(
+            "INSERT INTO sessions VALUES (?,?,?,?,?)", (_sha(token), username, csrf, wall, wall)),
+            record_audit(c, username, "login", username)))
+        return token, Principal(username, row["role"], "session", csrf)
+
+    def logout(self, cookie: str) -> None:
+        h = _sha(cookie)
+        self._sessions.pop(h, None)
+        self.store.write_sync(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?", (h,)))
+
+    def from_cookie(self, cookie: str) -> Principal:
+        h = _sha(cookie)
+        sess = self._sessions.get(h)
+        if sess is None:
+            row = self.store.query_one("SELECT * FROM sessions WHERE token_hash=?", (h,))
+            if row is None:
+                raise AuthError("not logged in")
+            sess = (row["username"], row["csrf"], row["created"], row["last_seen"])
+        username, csrf, created, last_seen = sess
+        now = time.time()
+        if now - created > SESSION_MAX_S or now - last_seen > SESSION_IDLE_S:
+            self._sessions.pop(h, None)
+            raise AuthError("session expired")
+        user = self.store.query_one("SELECT role FROM users WHERE username=? AND disabled=0",
+                                    (username,))
+        if user is None:
+            raise AuthError("user disabled")
+        self._sessions[h] = (username, csrf, created, now)
+        return Principal(username, user["role"], "session", csrf)
+
+    # -- API tokens ------------------------------------------------------------------
+    def create_token(self, role: str, name: str, actor: str = "cli") -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        token = "gw_" + secrets.token_urlsafe(32)
+
+        def tx(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO api_tokens (token_hash, name, role, created_at) "
+                      "VALUES (?,?,?,?)", (_sha(token), name, role, utc().isoformat()))
+            record_audit(c, actor, "token.create", name, role=role)
+
+        self.store.write_sync(tx)
+        return token
+
+    def from_bearer(self, token: str) -> Principal:
+        row = self.store.query_one("SELECT name, role FROM api_tokens WHERE token_hash=? AND "
+                                   "revoked=0", (_sha(token),))
+        if row is None:
+            raise AuthError("invalid API token")
+        return Principal(f"token:{row['name']}", row["role"], "token")

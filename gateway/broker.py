@@ -1,0 +1,105 @@
+"""Run a local Mosquitto with a generated config (demo and tests).
+
+Production gateways use the broker configured by deploy/ (per-device credentials, ACLs, TLS);
+this one listens on loopback only, which is why it may allow anonymous clients.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["Mosquitto", "free_port", "wait_port"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+            time.sleep(0.05)
+
+
+class Mosquitto:
+    """A mosquitto process on 127.0.0.1:``port``; ``start()``/``stop()`` or a context manager.
+
+    ``persistence`` keeps sessions and queued QoS 1 messages across broker restarts (in
+    ``workdir``), as a production broker does.
+    """
+
+    def __init__(self, port: int | None = None, workdir: Path | None = None, *,
+                 persistence: bool = True):
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = port or free_port()
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="mosquitto-")
+        self.workdir = Path(workdir or self._tmp.name)
+        self.persistence = persistence
+        self.proc: subprocess.Popen | None = None
+
+    def config_text(self) -> str:
+        return "\n".join([
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"persistence {'true' if self.persistence else 'false'}",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            "max_queued_messages 200000",
+            "max_inflight_messages 1000",
+            "message_size_limit 262144",
+            "log_dest stderr",
+            "log_type error",
+            "log_type warning",
+            "",
+        ])
+
+    def start(self) -> Mosquitto:
+        if not Path(self.binary).exists():
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(self.config_text())
+        self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        try:
+            wait_port(self.port)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

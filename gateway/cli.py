@@ -1,0 +1,217 @@
+"""The ``gateway`` command: run, demo, config validate, user/token management, rules replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from gateway import ConfigError, __version__
+
+__all__ = ["main", "run_until_signalled"]
+
+
+def run_until_signalled(coro) -> int:
+    """Run ``coro`` until it ends or SIGINT/SIGTERM arrives; then cancel it cleanly."""
+
+    async def runner() -> None:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        await coro
+
+    try:
+        asyncio.run(runner())
+    except asyncio.CancelledError:
+        return 0
+    return 0
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("httpx", "httpcore", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    from edge_config.loader import load_site
+
+    try:
+        site = load_site(args.dir)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{len(exc.issues)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{args.dir}: OK — site {site.site.site.id}: {len(site.site.grid_cells)} grid cells, "
+          f"{len(site.site.households)} households, {len(site.devices.devices)} devices, "
+          f"{len(site.rules.rules)} rules")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.service import Gateway, Overrides
+
+    try:
+        gw = Gateway(args.config, args.data, Overrides(api_host=args.host, api_port=args.port))
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    return run_until_signalled(gw.run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_until_signalled(run_demo(args))
+
+
+def _open_store(data: str):
+    from gateway.store import Store
+
+    store = Store(Path(data) / "gateway.db")
+    store.open()
+    return store
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from gateway.auth import Auth
+
+    store = _open_store(args.data)
+    try:
+        token = Auth(store).create_token(args.role, args.name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(token)
+    print(f"(role {args.role}; shown once — store it in the client's secret store)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from gateway.auth import Auth
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("error: passwords differ", file=sys.stderr)
+            return 2
+    store = _open_store(args.data)
+    try:
+        Auth(store).add_user(args.username, args.role, password, display_name=args.display_name)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"user {args.username} ({args.role}) created")
+    return 0
+
+
+def cmd_rules_replay(args: argparse.Namespace) -> int:
+    from edge_config.loader import load_site
+    from gateway.model import Reading
+    from gateway.service import build_engine
+    from rules.replay import replay
+
+    try:
+        site = load_site(args.config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    engine = build_engine(site)
+    bad = 0
+
+    def readings():
+        nonlocal bad
+        with open(args.events, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield Reading.from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    bad += 1
+                    print(f"{args.events}:{lineno}: skipped: {exc}", file=sys.stderr)
+
+    for action in replay(engine, readings()):
+        print(json.dumps(action, ensure_ascii=False, default=str))
+    return 1 if bad and args.strict else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description="Community edge gateway")
+    p.add_argument("--version", action="version", version=f"gateway {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="run the gateway service")
+    run.add_argument("--config", required=True, help="site configuration directory")
+    run.add_argument("--data", required=True, help="data directory (store)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8080)
+    run.set_defaults(fn=cmd_run)
+
+    demo = sub.add_parser("demo", help="run a simulated community with broker, case system, "
+                                       "gateway and console")
+    demo.add_argument("--port", type=int, default=8080, help="console port (default 8080)")
+    demo.add_argument("--data", default=None, help="data directory (default: a temp dir)")
+    demo.add_argument("--press-every", type=float, default=20.0,
+                      help="mean seconds between simulated button presses")
+    demo.set_defaults(fn=cmd_demo)
+
+    cfg = sub.add_parser("config", help="site configuration").add_subparsers(dest="sub",
+                                                                             required=True)
+    val = cfg.add_parser("validate", help="validate a site directory (FILE:LINE errors)")
+    val.add_argument("dir")
+    val.set_defaults(fn=cmd_config_validate)
+
+    tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="sub", required=True)
+    tc = tok.add_parser("create", help="create an API token (printed once)")
+    tc.add_argument("--role", required=True, choices=["duty", "installer", "admin"])
+    tc.add_argument("--name", required=True)
+    tc.add_argument("--data", required=True)
+    tc.set_defaults(fn=cmd_token_create)
+
+    usr = sub.add_parser("user", help="console users").add_subparsers(dest="sub", required=True)
+    ua = usr.add_parser("add", help="add a user (password asked, or --password-stdin)")
+    ua.add_argument("--username", required=True)
+    ua.add_argument("--role", required=True, choices=["duty", "installer", "admin"])
+    ua.add_argument("--display-name", default="")
+    ua.add_argument("--password-stdin", action="store_true")
+    ua.add_argument("--data", required=True)
+    ua.set_defaults(fn=cmd_user_add)
+
+    rules = sub.add_parser("rules", help="rules").add_subparsers(dest="sub", required=True)
+    rr = rules.add_parser("replay", help="replay recorded readings (JSON lines) through the "
+                                         "site's rules; print actions as JSON lines")
+    rr.add_argument("--config", required=True)
+    rr.add_argument("--strict", action="store_true", help="exit 1 if any line was skipped")
+    rr.add_argument("events")
+    rr.set_defaults(fn=cmd_rules_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

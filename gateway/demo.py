@@ -1,0 +1,93 @@
+"""``gateway demo``: a whole community on one machine.
+
+Starts a local Mosquitto (generated config, loopback), the simulated grid case system, simulated
+devices and the gateway with the console on http://127.0.0.1:PORT. A duty user with a fresh
+random password is created and printed (there are no default passwords). Ctrl-C stops it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import uvicorn
+
+from gateway.broker import Mosquitto, free_port
+from gateway.service import Gateway, Overrides, QuietServer, serve_uvicorn
+
+__all__ = ["run_demo", "example_site_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def example_site_dir() -> Path:
+    return Path(str(resources.files("edge_config").joinpath("examples/tianlin")))
+
+
+async def run_demo(args) -> None:
+    from simulators.case_system import create_app as case_app
+    from simulators.devices import run_devices
+
+    tmp = None
+    if args.data:
+        data = Path(args.data)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="gateway-demo-")
+        data = Path(tmp.name)
+    secret = secrets.token_urlsafe(32)
+    os.environ["CASE_SYSTEM_SECRET"] = secret      # read by the gateway via uplinks.yaml
+    site_dir = example_site_dir()
+    broker = Mosquitto(workdir=data / "mosquitto")
+    await asyncio.to_thread(broker.start)
+    case_port = free_port()
+    try:
+        from gateway.uplink.signing import Secret
+
+        cs = QuietServer(uvicorn.Config(
+            case_app(Secret(secret), "tianlin-07"), host="127.0.0.1", port=case_port,
+            log_level="warning", access_log=False))
+        gw = Gateway(site_dir, data / "gateway", Overrides(
+            api_port=args.port, mqtt_port=broker.port,
+            case_system_url=f"http://127.0.0.1:{case_port}",
+            callback_url=f"http://127.0.0.1:{args.port}/api/case-callback"))
+        password = _ensure_demo_user(data / "gateway")
+        devices = [(d.id, d.type, d.topic) for d in gw.site.devices.devices]
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(serve_uvicorn(cs), name="case-system-sim")
+            tg.create_task(gw.run(), name="gateway")
+            await asyncio.wait_for(gw.started.wait(), 60)
+            print(f"\n  Demo community running.\n"
+                  f"  Console:  http://127.0.0.1:{args.port}/\n"
+                  f"  Log in as 'duty' with password: {password}\n"
+                  f"  MQTT broker: 127.0.0.1:{broker.port}   case system: "
+                  f"http://127.0.0.1:{case_port}/_sim/cases\n"
+                  f"  Press Ctrl-C to stop.\n", file=sys.stderr, flush=True)
+            tg.create_task(run_devices("127.0.0.1", broker.port, devices,
+                                       press_every=args.press_every), name="demo-devices")
+    finally:
+        await asyncio.to_thread(broker.cleanup)
+        if tmp is not None:
+            tmp.cleanup()
+        print("demo stopped", file=sys.stderr)
+
+
+def _ensure_demo_user(data: Path) -> str:
+    """Create (or reset) the demo duty user with a new random password."""
+    from gateway.auth import Auth
+    from gateway.store import Store
+
+    store = Store(data / "gateway.db")
+    store.open()
+    try:
+        password = secrets.token_urlsafe(9)
+        store.write_sync(lambda c: c.execute("DELETE FROM users WHERE username='duty'"))
+        Auth(store).add_user("duty", "duty", password, display_name="值班员")
+        return password
+    finally:
+        store.close()

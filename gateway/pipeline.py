@@ -1,0 +1,219 @@
+"""The pipeline between drivers and the alarm book.
+
+Two paths, so that alarms never wait behind telemetry:
+
+- **alarm-class** readings (SOS, smoke, gas, ...) are written to the store's ``inbox`` in a
+  group commit and only then acknowledged to the device (MQTT PUBACK). If the commit fails
+  (disk full), they are kept in memory unacknowledged and retried; the broker still holds them.
+  After the commit they are fed to the rule engine, and the resulting alarm changes are
+  committed together with marking the inbox rows processed. On start-up, inbox rows not yet
+  processed are fed again, so a crash between acknowledgement and alarm loses nothing.
+- **telemetry** goes through a bounded in-memory queue; when it is full the reading is shed
+  and counted (``gateway_shed_total``).
+
+The rule engine is synchronous and only touched from the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from gateway import StoreError
+from gateway.alarms import AlarmBook
+from gateway.metrics import Metrics
+from gateway.model import Reading, utc
+from gateway.store import Store
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    readings: list[Reading]
+    ack: Callable[[], None] | None
+    received: float = field(default_factory=time.monotonic)
+
+
+class Pipeline:
+    """Owns the durable intake, the rule engine's feed/tick loop and engine snapshots."""
+
+    def __init__(self, store: Store, engine, book: AlarmBook, metrics: Metrics, *,
+                 telemetry_queue: int = 20_000, tick_s: float = 1.0,
+                 snapshot_every_s: float = 30.0,
+                 on_reading: Callable[[Reading], None] | None = None):
+        self.store = store
+        self.engine = engine
+        self.book = book
+        self.metrics = metrics
+        self.tick_s = tick_s
+        self.snapshot_every_s = snapshot_every_s
+        self.on_reading = on_reading or (lambda r: None)
+        self._durable: list[_Pending] = []
+        self._durable_ready = asyncio.Event()
+        self._alarm_q: asyncio.Queue[tuple[list[int], list[Reading], float]] = asyncio.Queue()
+        self._telemetry_q: asyncio.Queue[Reading] = asyncio.Queue(maxsize=telemetry_queue)
+        self._work = asyncio.Event()
+        self.last_tick = 0.0
+        metrics.gauge("gateway_telemetry_queue_depth", lambda: self._telemetry_q.qsize(),
+                      "readings waiting for the rule engine")
+        metrics.gauge("gateway_alarm_queue_depth",
+                      lambda: self._alarm_q.qsize() + len(self._durable),
+                      "alarm-class readings waiting for commit or rules")
+
+    # -- intake (called from driver callbacks on the loop thread) ---------------------
+    def offer(self, readings: list[Reading], ack: Callable[[], None] | None) -> None:
+        alarm = [r for r in readings if r.is_alarm_class]
+        telemetry = [r for r in readings if not r.is_alarm_class]
+        for r in telemetry:
+            try:
+                self._telemetry_q.put_nowait(r)
+            except asyncio.QueueFull:
+                self.metrics.inc("gateway_shed_total", reason="telemetry_queue_full")
+        if alarm:
+            self._durable.append(_Pending(alarm, ack))
+            self._durable_ready.set()
+        elif ack is not None:
+            ack()
+        self._work.set()
+
+    # -- tasks ------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.recover()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._committer(), name="pipeline-commit")
+            tg.create_task(self._processor(), name="pipeline-rules")
+            tg.create_task(self._ticker(), name="pipeline-tick")
+
+    async def recover(self) -> None:
+        """Feed inbox rows accepted before a crash/restart but not yet processed."""
+        rows = self.store.query("SELECT seq, reading FROM inbox WHERE processed_at IS NULL "
+                                "ORDER BY seq")
+        for row in rows:
+            reading = Reading.from_json(json.loads(row["reading"]))
+            self._alarm_q.put_nowait(([row["seq"]], [reading], time.monotonic()))
+        if rows:
+            log.warning("recovering %d accepted alarm-class readings not yet processed",
+                        len(rows))
+            self._work.set()
+
+    async def _committer(self) -> None:
+        delay = 0.05
+        while True:
+            await self._durable_ready.wait()
+            self._durable_ready.clear()
+            batch, self._durable = self._durable, []
+            if not batch:
+                continue
+            try:
+                seqs = await self.store.write(lambda c: _insert_inbox(c, batch))
+            except StoreError as exc:
+                # Not acknowledged: the device/broker still has them. Keep and retry.
+                self.metrics.inc("gateway_store_errors_total", stage="inbox")
+                log.error("cannot accept %d alarm-class messages: %s (retrying)", len(batch), exc)
+                self._durable = batch + self._durable
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._durable_ready.set()
+                continue
+            delay = 0.05
+            for pending, seq_list in zip(batch, seqs):
+                if pending.ack is not None:
+                    pending.ack()
+                self._alarm_q.put_nowait((seq_list, pending.readings, pending.received))
+            self.metrics.inc("gateway_accepted_alarm_messages_total", len(batch))
+            self._work.set()
+
+    async def _processor(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            while not self._alarm_q.empty() or not self._telemetry_q.empty():
+                if not self._alarm_q.empty():
+                    await self._process_alarms()
+                    continue
+                await self._process_telemetry(500)
+
+    async def _process_alarms(self) -> None:
+        actions: list = []
+        seqs: list[int] = []
+        started: list[float] = []
+        now = utc()
+        while not self._alarm_q.empty() and len(seqs) < 500:
+            seq_list, readings, received = self._alarm_q.get_nowait()
+            for r in readings:
+                actions.extend(self._feed(r, now))
+            seqs.extend(seq_list)
+            started.append(received)
+        await self._apply(actions, seqs)
+        done = time.monotonic()
+        for t0 in started:
+            self.metrics.observe("gateway_alarm_latency_seconds", done - t0)
+
+    async def _process_telemetry(self, limit: int) -> None:
+        actions: list = []
+        now = utc()
+        for _ in range(limit):
+            if self._telemetry_q.empty() or not self._alarm_q.empty():
+                break
+            actions.extend(self._feed(self._telemetry_q.get_nowait(), now))
+        if actions:
+            await self._apply(actions, [])
+        else:
+            await asyncio.sleep(0)  # let intake callbacks run between batches
+
+    def _feed(self, reading: Reading, now) -> list:
+        self.metrics.inc("gateway_readings_total", kind=reading.kind.value)
+        self.on_reading(reading)
+        return self.engine.feed(reading, now)
+
+    async def _apply(self, actions: list, seqs: list[int]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                await self.book.apply(actions, seqs)
+                return
+            except StoreError as exc:
+                # The readings are in the inbox (or were telemetry): keep trying, never drop.
+                self.metrics.inc("gateway_store_errors_total", stage="alarms")
+                log.error("cannot commit %d alarm actions: %s (retrying)", len(actions), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _ticker(self) -> None:
+        last_snapshot = time.monotonic()
+        while True:
+            await asyncio.sleep(self.tick_s)
+            self.last_tick = time.monotonic()
+            actions = self.engine.tick(utc())
+            if actions:
+                await self._apply(actions, [])
+            if self.last_tick - last_snapshot >= self.snapshot_every_s:
+                await self.save_snapshot()
+                last_snapshot = self.last_tick
+
+    async def save_snapshot(self) -> None:
+        try:
+            await self.store.set_meta("rules_snapshot", json.dumps(self.engine.snapshot()))
+        except StoreError as exc:
+            log.error("cannot save rule engine snapshot: %s", exc)
+
+
+def _insert_inbox(conn: sqlite3.Connection, batch: list[_Pending]) -> list[list[int]]:
+    now = utc().isoformat()
+    out: list[list[int]] = []
+    for pending in batch:
+        seqs = []
+        for r in pending.readings:
+            cur = conn.execute("INSERT INTO inbox (received_at, source, reading) VALUES (?,?,?)",
+                               (now, r.device_id, json.dumps(r.to_json(), ensure_ascii=False)))
+            seqs.append(cur.lastrowid)
+        out.append(seqs)
+    return out

@@ -1,0 +1,233 @@
+"""The running gateway: wires config, store, rule engine, intake, uplinks and API together.
+
+``Gateway(config_dir, data_dir).run()`` runs until cancelled; every long-lived loop is a
+named task in one TaskGroup, so a crash of one stops the service (systemd restarts it)
+instead of leaving a half-working gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from drivers.mqtt import DeviceBinding, MqttIntake
+from drivers.profiles import load_profiles
+from edge_config.loader import SiteConfig, load_site
+from gateway import ConfigError
+from gateway.alarms import AlarmBook, Change
+from gateway.api import ApiContext, Broadcaster, change_events, create_app
+from gateway.auth import Auth
+from gateway.metrics import Metrics
+from gateway.model import utc
+from gateway.pipeline import Pipeline
+from gateway.store import Store
+
+__all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Run-time settings that are not part of the site's files (set by CLI/demo/tests)."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    mqtt_host: str | None = None
+    mqtt_port: int | None = None
+    case_system_url: str | None = None
+    callback_url: str | None = None
+    tick_s: float = 1.0
+
+
+def read_secret(ref, config_dir: Path) -> str:
+    """Resolve a SecretRef (env var or file); raise ConfigError naming what is missing."""
+    if ref.secret_env:
+        value = os.environ.get(ref.secret_env)
+        if not value:
+            raise ConfigError([f"uplinks.yaml: case_system.secret_env: environment variable "
+                               f"{ref.secret_env} is not set"])
+        return value
+    path = Path(ref.secret_file)
+    if not path.is_absolute():
+        path = config_dir / path
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError([f"uplinks.yaml: case_system.secret_file: cannot read {path}: "
+                           f"{exc.strerror}"]) from exc
+
+
+def build_engine(site: SiteConfig):
+    """The rule engine for a site (rules.Engine with the site's devices and households)."""
+    from rules.engine import Engine
+    from rules.site import DeviceInfo, HouseholdInfo, SiteIndex
+
+    devices = {d.id: DeviceInfo(d.id, d.type,
+                                d.household,
+                                d.grid_cell or (site.household(d.household).grid_cell
+                                                if d.household else None))
+               for d in site.devices.devices}
+    households = {h.id: HouseholdInfo(h.id, h.grid_cell, h.lives_alone)
+                  for h in site.site.households}
+    engine = Engine(site.rules, SiteIndex(devices, households, site.site.site.timezone))
+    for d in site.devices.devices:
+        if d.mode != "normal":
+            engine.set_device_mode(d.id, d.mode)
+    return engine
+
+
+def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
+    profiles = load_profiles(site.directory / "profiles")
+    out: dict[str, DeviceBinding] = {}
+    for d in site.devices.devices:
+        profile = profiles.for_device(d.type, d.profile)
+        if profile is None:
+            raise ConfigError([f"devices.yaml: devices.{d.id}.profile: no profile "
+                               f"{d.profile or 'for type ' + d.type!r}"])
+        grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
+        out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile)
+    return out
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the gateway owns SIGINT/SIGTERM."""
+
+    def capture_signals(self):  # type: ignore[override]
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class Gateway:
+    def __init__(self, config_dir: str | Path, data_dir: str | Path,
+                 overrides: Overrides | None = None):
+        self.config_dir = Path(config_dir)
+        self.data_dir = Path(data_dir)
+        self.o = overrides or Overrides()
+        self.site = load_site(self.config_dir)
+        self.metrics = Metrics()
+        self.started = asyncio.Event()
+        self._t0 = time.monotonic()
+
+    async def run(self) -> None:
+        site = self.site
+        store = Store(self.data_dir / "gateway.db")
+        store.open()
+        try:
+            await self._run(site, store)
+        finally:
+            store.close()
+
+    async def _run(self, site: SiteConfig, store: Store) -> None:
+        auth = Auth(store)
+        token = auth.issue_setup_token()
+        if token:
+            # Printed on the console once; only its hash is stored. Not sent to the log.
+            print(f"\nFirst start: no admin exists. Create one at http://{self.o.api_host}:"
+                  f"{self.o.api_port}/ with setup token: {token}\n"
+                  f"  (or: gateway user add --role admin --data {self.data_dir})\n",
+                  file=sys.stderr, flush=True)
+        broadcaster = Broadcaster()
+        engine = build_engine(site)
+        snap = store.get_meta("rules_snapshot")
+        if snap:
+            engine.load_snapshot(json.loads(snap))
+            log.info("rule engine state restored from snapshot")
+
+        def on_change(changes: list[Change]) -> None:
+            for ch in changes:
+                if ch.action in ("acknowledged", "resolved"):
+                    row = book.get(ch.alarm_id)
+                    if ch.action == "acknowledged":
+                        engine.acknowledged(row["key"], utc())
+                    else:
+                        engine.resolved(row["key"], utc())
+            change_events(book, broadcaster, changes)
+            if forwarder is not None:
+                forwarder.wake()
+
+        uplink = site.uplinks.case_system
+        callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
+        book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url)
+        pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s)
+        mq = site.gateway.mqtt
+        password = os.environ.get(mq.password_env) if mq.password_env else None
+        intake = MqttIntake(
+            host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
+            client_id=mq.client_id or f"gateway-{site.site.site.id}", sink=pipeline,
+            bindings=bindings_for(site), metrics=self.metrics, username=mq.username,
+            password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes)
+        forwarder = None
+        callback = None
+        if uplink is not None:
+            from gateway.case_feedback import CaseFeedback
+            from gateway.forwarder import CaseForwarder
+            from gateway.uplink.case_system import CaseSystemClient
+
+            secret = read_secret(uplink, self.config_dir)
+            client = CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id, secret,
+                                      timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
+            forwarder = CaseForwarder(store, client, self.metrics, on_change=on_change)
+            callback = CaseFeedback(store, uplink.key_id, secret, on_change).handle
+        else:
+            log.warning("no case system configured (uplinks.yaml): alarms stay on this gateway")
+
+        def health() -> dict:
+            tick_age = time.monotonic() - (pipeline.last_tick or self._t0)
+            return {
+                "mqtt": {"state": intake.state, "ready": intake.state == "online"},
+                "store": {"state": "error" if store.last_error else "ok",
+                          "error": store.last_error, "ready": store.last_error is None},
+                "rules": {"state": "ok" if tick_age < 10 * self.o.tick_s + 5 else "stalled",
+                          "ready": tick_age < 10 * self.o.tick_s + 5},
+                "case_system": {"state": forwarder.state if forwarder else "not configured",
+                                "pending": forwarder.pending_count() if forwarder else 0},
+            }
+
+        ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
+                         health=health, site=site, case_callback=callback)
+        app = create_app(ctx)
+        server = QuietServer(uvicorn.Config(app, host=self.o.api_host, port=self.o.api_port,
+                                        log_level="warning", lifespan="off", access_log=False))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(pipeline.run(), name="pipeline")
+                tg.create_task(intake.run(), name="mqtt-intake")
+                if forwarder is not None:
+                    tg.create_task(forwarder.run(), name="case-forwarder")
+                tg.create_task(serve_uvicorn(server), name="api")
+                tg.create_task(self._announce(server, intake), name="announce")
+        finally:
+            await pipeline.save_snapshot()
+
+    async def _announce(self, server: uvicorn.Server, intake: MqttIntake) -> None:
+        async with asyncio.timeout(60):
+            while not server.started:
+                await asyncio.sleep(0.05)
+        log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
+                 self.o.api_host, self.o.api_port)
+        self.started.set()
+
+
+async def serve_uvicorn(server: uvicorn.Server) -> None:
+    """Serve until cancelled; then let uvicorn shut down gracefully (lifespan, sockets)."""
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        try:
+            async with asyncio.timeout(5):
+                await task
+        except TimeoutError:
+            task.cancel()
+        raise
