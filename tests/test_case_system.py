@@ -632,3 +632,29 @@ def test_runner_refuses_to_start_without_a_secret() -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "CASE_SYSTEM_SECRET" in proc.stderr
+
+
+# ------------------------------------------------------------------------- contract file
+
+def test_openapi_file_matches_the_models() -> None:
+    """docs/case-system.openapi.yaml and the pydantic models must not drift apart."""
+    import yaml
+
+    from gateway.model import Severity
+    from gateway.uplink import case_system as cs
+
+    spec = yaml.safe_load((ROOT / "docs" / "case-system.openapi.yaml").read_text("utf-8"))
+    assert spec["openapi"].startswith("3.1")
+    schemas = spec["components"]["schemas"]
+    enums = {"CaseCategory": cs.CaseCategory, "CaseStatus": cs.CaseStatus, "Severity": Severity}
+    for name, enum in enums.items():
+        assert schemas[name]["enum"] == [m.value for m in enum], name
+    assert schemas["CaseUpdate"]["properties"]["kind"]["enum"] == [m.value for m in UpdateKind]
+    assert [r for r in schemas["CaseUpdate"]["properties"]["reason"]["enum"] if r] == [
+        m.value for m in ResolutionReason]
+    for name in ("CaseCreate", "CaseUpdate", "CaseCreated", "UpdateAccepted", "CaseEvent",
+                 "CaseView", "CasePage", "CaseCallback", "Household", "Device"):
+        model = getattr(cs, name)
+        doc = schemas[name]
+        assert set(doc["properties"]) == set(model.model_fields), name
+        assert set(doc["required"]) == set(model.model_json_schema().get("required", [])), name

@@ -41,6 +41,13 @@ def test_signature_is_hmac_of_the_documented_string() -> None:
         SECRET.reveal(), expected_msg, hashlib.sha256).hexdigest()
 
 
+def test_documented_vector() -> None:
+    """The worked example in docs/case-system.md, section 2."""
+    assert sign(Secret("test-secret-0123456789abcdef"), "gw-1", "1700000000", "POST",
+                "/api/v1/cases", b"{}") == (
+        "6f3e92b394920d37df83cda11931ca9f2c0d292fa16f79e65e314158073f9d4c")
+
+
 def test_roundtrip_returns_key_id_and_header_names_are_case_insensitive() -> None:
     h = {k.lower(): v for k, v in headers().items()}
     assert verifier().verify("POST", "/api/v1/cases", b"{}", h) == "gw-1"
