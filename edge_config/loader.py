@@ -170,47 +170,52 @@ def _find_index(tree: Any, list_key: str, id_key: str, value: str) -> int | None
     return None
 
 
+def _items(tree: Any, key: str) -> list[tuple[int, dict]]:
+    seq = tree.get(key) if isinstance(tree, dict) else None
+    return [(i, x) for i, x in enumerate(seq or []) if isinstance(x, dict)]
+
+
 def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) -> None:
-    site: SiteFile = cfg["site.yaml"]  # caller checked it parsed
-    st = trees["site.yaml"]
-    cells = {g.code for g in site.grid_cells}
-    seen: set[str] = set()
-    for i, g in enumerate(site.grid_cells):
-        if g.code in seen:
-            out.add("site.yaml", locate(st, ("grid_cells", i, "code")),
-                    ("grid_cells", i, "code"), f"duplicate grid cell code {g.code!r}")
-        seen.add(g.code)
-    homes: set[str] = set()
-    for i, h in enumerate(site.households):
-        if h.id in homes:
-            out.add("site.yaml", locate(st, ("households", i, "id")), ("households", i, "id"),
-                    f"duplicate household id {h.id!r}")
-        homes.add(h.id)
-        if h.grid_cell not in cells:
-            loc = ("households", i, "grid_cell")
-            out.add("site.yaml", locate(st, loc), loc, f"unknown grid cell {h.grid_cell!r}")
+    """References between entries and files. Works on the raw trees, so that it reports
+    problems even in files whose schema validation failed (every problem in one pass)."""
+    st = trees.get("site.yaml") or {}
+    dt = trees.get("devices.yaml") or {}
+
+    def unique(fname: str, tree: Any, key: str, field_name: str, what: str) -> set[str]:
+        seen: set[str] = set()
+        for i, item in _items(tree, key):
+            value = item.get(field_name)
+            if not isinstance(value, str):
+                continue
+            if value in seen:
+                loc = (key, i, field_name)
+                out.add(fname, locate(tree, loc), loc, f"duplicate {what} {value!r}")
+            seen.add(value)
+        return seen
+
+    def refs(fname: str, tree: Any, key: str, field_name: str, known: set[str],
+             what: str) -> None:
+        for i, item in _items(tree, key):
+            value = item.get(field_name)
+            if value is not None and value not in known:
+                loc = (key, i, field_name)
+                out.add(fname, locate(tree, loc), loc, f"unknown {what} {value!r}")
+
+    cells = unique("site.yaml", st, "grid_cells", "code", "grid cell code")
+    homes = unique("site.yaml", st, "households", "id", "household id")
+    refs("site.yaml", st, "households", "grid_cell", cells, "grid cell")
+    ids = unique("devices.yaml", dt, "devices", "id", "device id")
+    refs("devices.yaml", dt, "devices", "household", homes, "household")
+    refs("devices.yaml", dt, "devices", "grid_cell", cells, "grid cell")
     devices: DevicesFile | None = cfg.get("devices.yaml")
-    if devices is None:
-        return
-    dt = trees["devices.yaml"]
-    ids: set[str] = set()
-    topics: dict[str, str] = {}
-    for i, d in enumerate(devices.devices):
-        if d.id in ids:
-            out.add("devices.yaml", locate(dt, ("devices", i, "id")), ("devices", i, "id"),
-                    f"duplicate device id {d.id!r}")
-        ids.add(d.id)
-        if d.household is not None and d.household not in homes:
-            loc = ("devices", i, "household")
-            out.add("devices.yaml", locate(dt, loc), loc, f"unknown household {d.household!r}")
-        if d.grid_cell is not None and d.grid_cell not in cells:
-            loc = ("devices", i, "grid_cell")
-            out.add("devices.yaml", locate(dt, loc), loc, f"unknown grid cell {d.grid_cell!r}")
-        if d.topic in topics:
-            loc = ("devices", i, "mqtt")
-            out.add("devices.yaml", locate(dt, loc), loc,
-                    f"topic {d.topic!r} already used by device {topics[d.topic]!r}")
-        topics[d.topic] = d.id
+    if devices is not None:
+        topics: dict[str, str] = {}
+        for i, d in enumerate(devices.devices):
+            if d.topic in topics:
+                loc = ("devices", i, "mqtt")
+                out.add("devices.yaml", locate(dt, loc), loc,
+                        f"topic {d.topic!r} already used by device {topics[d.topic]!r}")
+            topics[d.topic] = d.id
     rules_cfg = cfg.get("rules.yaml")
     if rules_cfg is not None and "rules.yaml" in trees:
         from rules.spec import check_references
@@ -239,8 +244,7 @@ def load_site(directory: str | Path) -> SiteConfig:
                 continue
         trees[fname] = tree
         parsed[fname] = _validate(model or _rules_model(), tree, fname, out)
-    if parsed.get("site.yaml") is not None:
-        _cross_check(parsed, trees, out)
+    _cross_check(parsed, trees, out)
     if out.issues:
         raise ConfigError(out.issues)
     return SiteConfig(directory, parsed["site.yaml"], parsed["devices.yaml"],

@@ -5,7 +5,6 @@ Bearer token) holding the endpoint's permission (``gateway.auth.PERMISSIONS``). 
 stream ``/api/stream`` is Server-Sent Events: one ``alarm`` event per alarm change.
 """
 
-from __future__ import annotations
 
 import asyncio
 import json

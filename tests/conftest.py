@@ -1,0 +1,35 @@
+"""Fixtures that start real servers on free loopback ports."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+
+import pytest
+
+from gateway.broker import Mosquitto
+from tests.support import CaseSystemProcess
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    if shutil.which("mosquitto") is None and not __import__("os").path.exists(
+            "/usr/sbin/mosquitto"):
+        pytest.fail("mosquitto is not installed: run the README's test command "
+                    "(it installs the distribution's package)")
+    broker = Mosquitto(workdir=tmp_path / "mosquitto").start()
+    yield broker
+    broker.cleanup()
+
+
+@pytest.fixture
+def case_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def case_system(tmp_path, case_secret):
+    cs = CaseSystemProcess(case_secret, tmp_path, dispatch_after=0.5, on_site_after=1.0,
+                           close_after=1.5).start()
+    yield cs
+    cs.stop()
