@@ -59,7 +59,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.uplink.case_system import (Backoff, CaseCallback, CaseCreate, CaseCreated,
                                         CaseEvent, CasePage, CaseStatus, CaseUpdate, CaseView,
                                         HmacAuth, UpdateAccepted, UpdateKind)
-from gateway.uplink.signing import DEFAULT_WINDOW_S, Secret, SignatureError, Verifier
+from gateway.uplink.signing import (DEFAULT_WINDOW_S, Secret, SignatureError, Verifier,
+                                    asgi_target)
 
 __all__ = ["CaseSystemSim", "FaultMode", "Faults", "LifecycleDelays", "create_app", "main"]
 
@@ -500,11 +501,9 @@ class CaseSystemSim:
             early = await self._fault_reply(fault)
             if early is not None:
                 return early
-        raw_path = request.scope.get("raw_path") or request.url.path.encode()
-        query = request.scope.get("query_string", b"")
-        target = (raw_path + (b"?" + query if query else b"")).decode("latin-1")
         try:
-            self.verifier.verify(request.method, target, body, request.headers)
+            self.verifier.verify(request.method, asgi_target(request.scope), body,
+                                 request.headers)
             status, reply = op(body)
         except SignatureError as e:
             return _ApiError(401, e.reason, e.detail).response()

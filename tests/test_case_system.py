@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +36,7 @@ from gateway.uplink.case_system import (Backoff, BreakerState, CaseCategory, Cas
                                         CaseStatus, CaseSystemClient, CaseUpdate,
                                         CircuitBreaker, HmacAuth, ResolutionReason,
                                         UpdateKind, decode_callback)
-from gateway.uplink.signing import Secret, SignatureError, Verifier
+from gateway.uplink.signing import Secret, SignatureError, Verifier, asgi_target
 from simulators.case_system import LifecycleDelays, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,12 +52,13 @@ SLOW = LifecycleDelays(dispatch_s=3600, on_site_s=3600, close_s=3600)
 class ServerThread:
     """An ASGI app served by uvicorn on a free 127.0.0.1 port in a daemon thread."""
 
-    def __init__(self, app: Any, name: str) -> None:
+    def __init__(self, app: Any, name: str, **tls: Any) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.sock.getsockname()[1]}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
-                                                    timeout_graceful_shutdown=2))
+                                                    timeout_graceful_shutdown=2, **tls))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name=name, daemon=True)
 
@@ -103,7 +105,8 @@ class Receiver:
             body = await request.body()
             try:
                 cb = decode_callback(self.verifier, method=request.method,
-                                     target=request.url.path, headers=request.headers, body=body)
+                                     target=asgi_target(request.scope),
+                                     headers=request.headers, body=body)
             except SignatureError as e:
                 self.refused.append(e.reason)
                 return Response(status_code=401)
@@ -589,6 +592,33 @@ async def test_journal_keeps_cases_across_restarts(start_sim: Callable[..., Sim]
         fresh = await c.create_case(case_payload())
     assert (again.case_id, again.created) == (ref.case_id, False)
     assert fresh.case_id != ref.case_id
+
+
+def _private_ca(tmp: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for cmd in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                 "-subj", "/CN=test city CA"],
+                ["req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"],
+                ["x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile", "san.ext"]):
+        subprocess.run(["openssl", *cmd], cwd=tmp, check=True, capture_output=True, timeout=30)
+    return tmp / "ca.pem", tmp / "srv.pem", tmp / "srv.key"
+
+
+async def test_tls_with_a_private_ca_bundle(tmp_path: Path) -> None:
+    ca, cert, key = _private_ca(tmp_path)
+    app = create_app(SECRET, KEY_ID, delays=SLOW)
+    with ServerThread(app, "case-sim-tls", ssl_certfile=str(cert), ssl_keyfile=str(key)) as srv:
+        async with CaseSystemClient(srv.url, KEY_ID, SECRET, ca_bundle=str(ca)) as c:
+            assert (await c.create_case(case_payload())).created
+        async with CaseSystemClient(srv.url, KEY_ID, SECRET, timeout=5) as c:  # system CAs
+            with pytest.raises(RetryableUplinkError) as e:
+                await c.get_case("C1")
+    assert e.value.reason == "tls_error"
 
 
 # ------------------------------------------------------------------------- runner

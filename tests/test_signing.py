@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.uplink.signing import (Secret, SignatureError, Verifier, sign, signed_headers,
-                                    string_to_sign)
+from gateway.uplink.signing import (Secret, SignatureError, Verifier, asgi_target, sign,
+                                    signed_headers, string_to_sign)
 
 SECRET = Secret("0123456789abcdef-test-secret")
 NOW = 1_700_000_000.0
@@ -91,6 +91,17 @@ def test_timestamp_inside_window_passes(skew: int) -> None:
 def test_malformed_headers_name_their_reason(change: dict[str, str], expected: str) -> None:
     h = headers() | change
     assert reason("POST", "/api/v1/cases", b"{}", h) == expected
+
+
+@pytest.mark.parametrize(("scope", "target"), [
+    ({"raw_path": b"/api/v1/cases/GC%2F1", "path": "/api/v1/cases/GC/1", "query_string": b""},
+     "/api/v1/cases/GC%2F1"),
+    ({"raw_path": b"/api/v1/cases", "query_string": b"updated_since=2024-05-01T00%3A00%2B08%3A00"},
+     "/api/v1/cases?updated_since=2024-05-01T00%3A00%2B08%3A00"),
+    ({"path": "/case callbacks", "query_string": b""}, "/case%20callbacks"),
+])
+def test_asgi_target_is_the_request_line_target(scope: dict, target: str) -> None:
+    assert asgi_target(scope) == target
 
 
 def test_secret_never_shows() -> None:

@@ -32,6 +32,7 @@ import os
 import string
 import time
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 from gateway import GatewayError
 
@@ -44,6 +45,7 @@ __all__ = [
     "Secret",
     "SignatureError",
     "Verifier",
+    "asgi_target",
     "sign",
     "signed_headers",
     "string_to_sign",
@@ -126,6 +128,18 @@ def signed_headers(key_id: str, secret: Secret, method: str, target: str, body: 
         HEADER_TIMESTAMP: ts,
         HEADER_SIGNATURE: sign(secret, key_id, ts, method, target, body),
     }
+
+
+def asgi_target(scope: Mapping[str, object]) -> str:
+    """The request target of an ASGI HTTP scope as it was on the request line (raw path,
+    then ``?`` and the raw query string when there is one): what a receiver verifies."""
+    raw = scope.get("raw_path")
+    if not isinstance(raw, bytes):  # servers may omit raw_path; re-encode the decoded path
+        raw = quote(str(scope.get("path", "/")), safe="/:@!$&'()*+,;=-._~").encode()
+    query = scope.get("query_string")
+    if isinstance(query, bytes) and query:
+        raw += b"?" + query
+    return raw.decode("latin-1")
 
 
 class Verifier:
