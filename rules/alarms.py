@@ -26,6 +26,7 @@ from rules.actions import (
     ClearAlarm, ClearFault, Escalate, RaiseAlarm, RaiseFault, TestRecord, UpdateAlarm,
 )
 from rules.clock import EngineClock, TimerQueue
+from rules.durations import Bilingual
 from rules.spec import EscalationSpec, FlappingSpec, Message
 
 __all__ = ["AlarmBook", "FaultBook", "Subject", "render"]
@@ -41,9 +42,13 @@ class _Blank(dict):
 
 
 def render(message: Message, fields: dict[str, Any]) -> tuple[str, str]:
-    """``(zh, en)`` texts of ``message`` with ``fields`` filled in (missing ones blank)."""
-    f = _Blank(fields)
-    return message.zh.format_map(f), message.en.format_map(f)
+    """``(zh, en)`` texts of ``message`` with ``fields`` filled in (missing ones blank;
+    :class:`Bilingual` values give each language its own text)."""
+    zh, en = _Blank(fields), _Blank(fields)
+    for k, v in fields.items():
+        if isinstance(v, Bilingual):
+            zh[k], en[k] = v.zh, v.en
+    return message.zh.format_map(zh), message.en.format_map(en)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
-__all__ = ["format_duration", "parse_duration", "parse_time_of_day", "format_time_of_day"]
+__all__ = ["Bilingual", "bilingual_duration", "format_duration", "parse_duration", "parse_time_of_day", "format_time_of_day"]
 
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -67,3 +68,18 @@ def format_duration(seconds: float, lang: str = "en") -> str:
         return "".join(parts)
     parts = [f"{d} d" if d else "", f"{h} h" if h else "", f"{m} min" if m else ""]
     return " ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True, slots=True)
+class Bilingual:
+    """A template value that differs by language (the zh template gets ``zh``)."""
+
+    zh: str
+    en: str
+
+    def __str__(self) -> str:
+        return self.en
+
+
+def bilingual_duration(seconds: float) -> Bilingual:
+    return Bilingual(format_duration(seconds, "zh"), format_duration(seconds, "en"))

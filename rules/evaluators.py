@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.model import Kind, Reading, Value
 from rules.alarms import Subject
-from rules.durations import format_duration
+from rules.durations import bilingual_duration
 from rules.site import DeviceInfo
 from rules.spec import CompoundRule, Condition, CountRule, HeldRule, MatchRule, ThresholdRule
 
@@ -173,7 +173,7 @@ class ThresholdEval(_PendingEval):
         s.append(1)
         where = self._where[dev]
         fields = {"value": s[1], "unit": self.engine.unit_of(dev, self.rule.metric),
-                  "duration": format_duration(t - s[0])}
+                  "duration": bilingual_duration(t - s[0])}
         self.book.trigger(self.rule, f"{self.rule.id}:{dev}", where, t, fields, s[1])
 
 
@@ -207,7 +207,7 @@ class CountEval(Evaluator):
         if len(times) >= rule.count:
             self._times.pop(group, None)
             fields = self._fields(st, r.value, count=len(times),
-                                  duration=format_duration(rule.window))
+                                  duration=bilingual_duration(rule.window))
             self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
         else:
             self._times[group] = times
@@ -257,7 +257,7 @@ class HeldEval(_PendingEval):
         del self._due[key]
         s = self._pending[key]
         s.append(1)
-        fields = {"duration": format_duration(due - s[0]),
+        fields = {"duration": bilingual_duration(due - s[0]),
                   "unit": self.engine.unit_of(key, self.rule.when.kind)}
         self.book.trigger(self.rule, f"{self.rule.id}:{key}", self._where[key], due, fields)
 
@@ -298,7 +298,7 @@ class CompoundEval(Evaluator):
         if self._need_all and not all(s is not None and s >= lo for s in seen):
             return
         del self._seen[group]
-        fields = self._fields(st, r.value, duration=format_duration(rule.window))
+        fields = self._fields(st, r.value, duration=bilingual_duration(rule.window))
         self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
 
     def state(self) -> dict:

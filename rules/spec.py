@@ -302,6 +302,7 @@ class InactivityRule(_RuleBase):
     quiet_hours: TimeWindow | None = None
     baseline: BaselineSpec | None = None
     sources_offline_after: Duration = 6 * 3600.0
+    auto_resolve_on_clear: bool = False
 
     @field_validator("threshold", "sources_offline_after")
     @classmethod

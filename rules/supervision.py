@@ -1,14 +1,120 @@
-"""Placeholder: the supervision rule kind is being written (issue 4)."""
+"""Device supervision: faults (not alarms) for silence, low battery, tamper, fault, offline.
+
+Contract:
+- Every covered device (site devices passing the rule's filters) is expected to report at
+  least once per ``silence`` (default: :data:`DEFAULT_SILENCE` of its device type; types not
+  listed are not watched for silence). Watching starts at the first ``tick``. A device silent
+  longer than that gets ``RaiseFault(fault="silent")``; any later good reading clears it.
+- ``battery`` below ``battery_below`` (clears at ``battery_below + 5``), ``battery_low``,
+  ``tamper``, ``fault`` (True raises, False clears) and ``availability`` False (``offline``)
+  raise faults keyed ``"{rule_id}:{device_id}:{fault}"``.
+- BAD-quality readings (value None) do not count as the device reporting.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gateway.model import Kind, Reading, Value
+from rules.alarms import Subject
+from rules.arrays import pack, unpack
+from rules.durations import bilingual_duration
 from rules.engine import register_kind
+from rules.evaluators import Evaluator
+from rules.spec import SupervisionRule
 
-__all__: list[str] = []
+if TYPE_CHECKING:
+    from rules.engine import Engine, Stream
+
+__all__ = ["DEFAULT_SILENCE", "SupervisionEval"]
+
+_H = 3600.0
+#: Longest silence each device type's reporting interval allows (2-3 missed heartbeats).
+DEFAULT_SILENCE: dict[str, float] = {
+    "emergency_caller": 3 * _H, "smoke_detector": 3 * _H, "heat_detector": 3 * _H,
+    "gas_detector": 3 * _H, "water_leak_detector": 3 * _H, "door_contact": 3 * _H,
+    "motion_sensor": 3 * _H, "door_access": 1 * _H, "electricity_meter": 1 * _H,
+    "water_meter": 1 * _H, "gas_meter": 1 * _H, "temperature_sensor": 1 * _H,
+    "alarm_panel": 600.0,
+}
+_SCAN_EVERY = 5.0   # engine seconds between silence scans
+_BOOL_FAULTS = {Kind.BATTERY_LOW: ("battery_low", True), Kind.TAMPER: ("tamper", True),
+                Kind.FAULT: ("fault", True), Kind.AVAILABILITY: ("offline", False)}
 
 
-def _not_yet(*_args: object) -> None:
-    raise NotImplementedError("the 'supervision' rule kind is not implemented yet")
+class SupervisionEval(Evaluator):
+    kinds = None
+    rule: SupervisionRule
+
+    def __init__(self, rule: SupervisionRule, engine: Engine, order: int) -> None:
+        super().__init__(rule, engine, order)
+        self._enabled = {"battery_low": rule.battery_below is not None, "tamper": rule.tamper,
+                         "fault": rule.fault, "offline": rule.offline}
+        watched = [d for d in engine.site.devices.values() if self.accepts(d)]
+        self._ids = [d.device_id for d in watched]
+        self._idx = {d: i for i, d in enumerate(self._ids)}
+        self._where = [Subject(d.device_id, d.household_id, d.grid_cell) for d in watched]
+        self._limit = np.array([rule.silence if rule.silence is not None
+                                else DEFAULT_SILENCE.get(d.device_type, np.inf)
+                                for d in watched], dtype=np.float64)
+        self._last = np.full(len(watched), np.nan)
+        self._silent = np.zeros(len(watched), dtype=bool)
+        self._next_scan = -np.inf
+
+    def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
+        i = self._idx.get(st.device_id)
+        if i is not None:
+            if not self._last[i] >= t:
+                self._last[i] = t
+            if self._silent[i]:
+                self._silent[i] = False
+                self.engine.faults.clear_fault(f"{self.rule.id}:{st.device_id}:silent", t)
+        kind, v = r.kind, r.value
+        if kind is Kind.BATTERY:
+            limit = self.rule.battery_below
+            if limit is not None:
+                if v < limit:  # type: ignore[operator]
+                    self._raise(st.where, "battery_low", t, v, st.unit)
+                elif v >= limit + 5.0:  # type: ignore[operator]
+                    self._clear(st.device_id, "battery_low", t)
+        elif kind in _BOOL_FAULTS:
+            fault, bad = _BOOL_FAULTS[kind]
+            if self._enabled[fault]:
+                if v is bad:
+                    self._raise(st.where, fault, t, v, "")
+                else:
+                    self._clear(st.device_id, fault, t)
+
+    def tick(self, t: float) -> None:
+        if t < self._next_scan or not len(self._ids):
+            return
+        self._next_scan = t + _SCAN_EVERY
+        last = self._last
+        fresh = np.isnan(last)
+        if fresh.any():
+            last[fresh] = t     # watching starts now
+        quiet = t - last
+        for i in np.nonzero((quiet > self._limit) & ~self._silent)[0].tolist():
+            self._silent[i] = True
+            self._raise(self._where[i], "silent", t, None, "",
+                        duration=bilingual_duration(quiet[i]))
+
+    def _raise(self, where: Subject, fault: str, t: float, value: Value, unit: str,
+               **extra: object) -> None:
+        key = f"{self.rule.id}:{where.device_id}:{fault}"
+        self.engine.faults.raise_fault(self.rule, key, fault, where, t,
+                                       {"value": value, "unit": unit, **extra})
+
+    def _clear(self, device_id: str, fault: str, t: float) -> None:
+        self.engine.faults.clear_fault(f"{self.rule.id}:{device_id}:{fault}", t)
+
+    def state(self) -> dict:
+        return pack(self._ids, {"last": self._last, "silent": self._silent})
+
+    def load(self, d: dict) -> None:
+        unpack(d, self._ids, {"last": self._last, "silent": self._silent})
 
 
-register_kind("supervision", _not_yet)
+register_kind("supervision", SupervisionEval)
