@@ -452,6 +452,30 @@ async def test_slow_server_within_timeout_is_fine(sim: Sim) -> None:
         assert (await c.create_case(case_payload())).created
 
 
+async def test_cancellation_propagates_and_frees_the_breaker_trial(sim: Sim) -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout_s=5, clock=clock)
+    breaker.record_failure()
+    clock.advance(5)                                   # half-open: the next call is the trial
+    await sim.faults(mode="hang", delay_s=30)
+    async with sim.client(breaker=breaker) as c:
+        task = asyncio.create_task(c.create_case(case_payload()), name="trial-create")
+
+        async def arrived() -> bool:
+            return (await sim.admin("GET", "/_sim/cases"))["api_requests"] == 1
+        await eventually(arrived, 10, "the trial request at the simulator")
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(RetryableUplinkError, match="circuit_open"):
+            await c.get_case("C1")                     # the trial slot is still taken
+        clock.advance(5)
+        await sim.admin("DELETE", "/_sim/faults")
+        with pytest.raises(PermanentUplinkError):      # slot freed: a call goes out
+            await c.get_case("C1")
+    assert breaker.state is BreakerState.CLOSED
+
+
 async def test_breaker_stops_calls_then_half_opens_after_reset(sim: Sim) -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(failure_threshold=2, reset_timeout_s=30, clock=clock)
