@@ -69,7 +69,8 @@ class MqttIntake:
                  subscriptions: tuple[str, ...] = ("devices/#", "zigbee2mqtt/#"),
                  username: str | None = None, password: str | None = None,
                  keepalive: int = 30, max_payload_bytes: int = 8192,
-                 on_unknown: Callable[[str, bytes], None] | None = None):
+                 on_unknown: Callable[[str, bytes], None] | None = None,
+                 on_error: Callable[[str, str], None] | None = None):
         self.host, self.port, self.client_id = host, port, client_id
         self.sink = sink
         self.bindings = bindings
@@ -79,6 +80,7 @@ class MqttIntake:
         self.keepalive = keepalive
         self.max_payload_bytes = max_payload_bytes
         self.on_unknown = on_unknown
+        self.on_error = on_error or (lambda device_id, reason: None)
         self.connected = asyncio.Event()
         self.state = "starting"
         self._paho: paho.Client | None = None
@@ -155,12 +157,14 @@ class MqttIntake:
         if len(payload) > self.max_payload_bytes:
             self._reject("oversize", f"{topic} (device {binding.device_id})",
                          f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
+            self.on_error(binding.device_id, "oversize")
             return []
         try:
             readings = decode_json(binding.profile, binding.device_id, payload, utc(),
                                    where=f"{topic} (device {binding.device_id})")
         except DecodeError as exc:
             self._reject(exc.reason, exc.where, exc.detail)
+            self.on_error(binding.device_id, exc.reason)
             return []
         return [r.with_site(household_id=binding.household_id, grid_cell=binding.grid_cell,
                             device_type=binding.device_type) for r in readings]

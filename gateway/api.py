@@ -73,6 +73,7 @@ class ApiContext:
     health: Any                      # callable -> dict of component states
     site: Any                        # edge_config.loader.SiteConfig
     case_callback: Any = None        # async callable(method, target, headers, body) -> dict
+    devices: Any = None              # gateway.health.HealthBook
     secure_cookies: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -274,6 +275,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
                                  headers={"Cache-Control": "no-store",
                                           "X-Accel-Buffering": "no"})
 
+    # -- devices -----------------------------------------------------------------------
+    @app.get("/api/devices", tags=["devices"])
+    def list_devices(p: Annotated[Principal, Depends(need("devices.read"))]) -> dict:
+        """Health of every configured device (online/offline/degraded, battery, last seen)."""
+        return {"devices": [h.to_json() for h in ctx.devices.devices.values()],
+                "summary": ctx.devices.summary()}
+
+    @app.get("/api/devices/unknown", tags=["devices"])
+    def unknown_devices(p: Annotated[Principal, Depends(need("devices.write"))]) -> dict:
+        """Devices seen on the bus that no configuration binds (the installer's inbox)."""
+        return {"unknown": sorted(ctx.devices.unknown.values(), key=lambda e: -e["last_seen"])}
+
+    @app.get("/api/devices/{device_id}/readings", tags=["devices"])
+    def device_readings(device_id: str,
+                        p: Annotated[Principal, Depends(need("devices.read"))]) -> dict:
+        """The last decoded readings of a device (newest last)."""
+        h = ctx.devices.devices.get(device_id)
+        if h is None:
+            raise HTTPException(404, f"device {device_id!r} not configured")
+        return {"device": h.to_json(), "readings": list(h.last_readings)}
+
     # -- case system callback ----------------------------------------------------------
     @app.post("/api/case-callback", tags=["case system"])
     async def case_callback(request: Request) -> dict:
@@ -281,7 +303,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         if ctx.case_callback is None:
             raise HTTPException(404, "no case system configured")
         body = await request.body()
-        return await ctx.case_callback(request.method, request.url.path, request.headers, body)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return await ctx.case_callback(request.method, target, request.headers, body)
 
     # -- console -----------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -25,6 +25,7 @@ from gateway import ConfigError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
+from gateway.health import HealthBook
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
@@ -158,14 +159,23 @@ class Gateway:
         uplink = site.uplinks.case_system
         callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
         book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url)
-        pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s)
+        health_book = HealthBook([(d.id, d.type, d.household,
+                                   d.grid_cell or (site.household(d.household).grid_cell
+                                                   if d.household else None))
+                                  for d in site.devices.devices])
+        self.health_book = health_book
+        pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
+                            on_reading=health_book.seen)
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
         intake = MqttIntake(
             host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
             client_id=mq.client_id or f"gateway-{site.site.site.id}", sink=pipeline,
             bindings=bindings_for(site), metrics=self.metrics, username=mq.username,
-            password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes)
+            password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes,
+            on_error=health_book.error,
+            on_unknown=lambda topic, payload: health_book.saw_unknown(
+                topic, "mqtt", payload.decode("utf-8", "replace")))
         forwarder = None
         callback = None
         if uplink is not None:
@@ -194,7 +204,8 @@ class Gateway:
             }
 
         ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
-                         health=health, site=site, case_callback=callback)
+                         health=health, site=site, case_callback=callback,
+                         devices=health_book)
         app = create_app(ctx)
         server = QuietServer(uvicorn.Config(app, host=self.o.api_host, port=self.o.api_port,
                                         log_level="warning", lifespan="off", access_log=False))
@@ -206,6 +217,7 @@ class Gateway:
                     tg.create_task(forwarder.run(), name="case-forwarder")
                 tg.create_task(serve_uvicorn(server), name="api")
                 tg.create_task(self._announce(server, intake), name="announce")
+                tg.create_task(_every(5.0, health_book.tick), name="device-health")
         finally:
             await pipeline.save_snapshot()
 
@@ -216,6 +228,12 @@ class Gateway:
         log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
                  self.o.api_host, self.o.api_port)
         self.started.set()
+
+
+async def _every(seconds: float, fn) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        fn()
 
 
 async def serve_uvicorn(server: uvicorn.Server) -> None:
