@@ -1,0 +1,56 @@
+"""`gateway demo` as a new user runs it: broker, case system, devices, gateway, console;
+Ctrl-C stops everything and leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from gateway.broker import free_port
+from tests.support import VENV_BIN, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _mosquitto_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-x", "mosquitto"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_demo_runs_and_stops_cleanly(tmp_path):
+    port = free_port()
+    before = _mosquitto_pids()
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([str(VENV_BIN / "gateway"), "demo", "--port", str(port),
+                                 "--press-every", "0.5", "--data", str(tmp_path / "demo")],
+                                stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        text = wait_for(lambda: "password:" in log.read_text() and log.read_text(), timeout=60,
+                        interval=0.1, what="demo banner")
+        password = re.search(r"password: (\S+)", text).group(1)
+        started = _mosquitto_pids() - before
+        assert started, "the demo runs its own mosquitto"
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as web:
+            assert "社区值班台" in web.get("/").text
+            me = web.post("/api/login", json={"username": "duty", "password": password}).json()
+            assert me["role"] == "duty"
+            alarms = wait_for(lambda: web.get("/api/alarms").json()["alarms"], timeout=30,
+                              interval=0.2, what="a simulated press to raise an alarm")
+            assert alarms[0]["household"] or alarms[0]["grid"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    assert code == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+    deadline = time.monotonic() + 10
+    while _mosquitto_pids() & started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (_mosquitto_pids() & started), "demo left its mosquitto running"
+    assert not os.path.exists(tmp_path / "demo" / "mosquitto" / "mosquitto.pid")
