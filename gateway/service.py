@@ -29,6 +29,7 @@ from gateway.health import HealthBook
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
+from gateway.sdnotify import notify_task
 from gateway.store import Store
 
 __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]
@@ -218,6 +219,9 @@ class Gateway:
                 tg.create_task(serve_uvicorn(server), name="api")
                 tg.create_task(self._announce(server, intake), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
+                tg.create_task(notify_task(self.started,
+                                           lambda: health()["rules"]["ready"]),
+                               name="sd-notify")
         finally:
             await pipeline.save_snapshot()
 
