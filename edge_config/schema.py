@@ -22,7 +22,9 @@ from gateway.model import DEVICE_TYPES
 
 __all__ = [
     "Contact", "Device", "DevicesFile", "GatewayFile", "GridCell", "Household", "MqttBroker",
-    "MqttTransport", "CaseSystemUplink", "SecretRef", "Site", "SiteFile", "UplinksFile",
+    "MqttTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
+    "Notifications", "SecretRef", "Site", "SiteFile", "TelemetryConfig", "UplinksFile",
+    "UpstreamMqtt",
 ]
 
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -152,10 +154,78 @@ class CaseSystemUplink(SecretRef):
     ca_file: str | None = None
     timeout_s: float = Field(default=5.0, gt=0, le=120)
     callback_url: str | None = None
+    poll_s: float = Field(default=60.0, gt=0, le=3600,
+                          description="case status polling interval (fallback to callbacks)")
+    window: int = Field(default=32, ge=1, le=256,
+                        description="outbox rows of different alarms in flight at once")
+
+
+class InfluxDbTelemetry(_Strict):
+    """An InfluxDB 2/3 (or anything speaking its /api/v2/write, e.g. VictoriaMetrics)."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+    org: str = Field(default="community", min_length=1, max_length=100)
+    bucket: str = Field(default="telemetry", min_length=1, max_length=100)
+    token: SecretRef | None = Field(default=None, description="API token (env var or file)")
+    ca_file: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class EmbeddedTelemetry(_Strict):
+    """The default when no InfluxDB is configured: recent telemetry in DATA_DIR/telemetry.db."""
+
+    raw_retention_h: float = Field(default=48.0, gt=0, le=24 * 90)
+    rollup_s: int = Field(default=300, ge=10, le=86400, description="downsampling bucket")
+    rollup_retention_d: float = Field(default=90.0, gt=0, le=3650)
+    max_raw_rows: int = Field(default=2_000_000, ge=1000, le=100_000_000,
+                              description="disk bound: oldest raw rows go first")
+
+
+class TelemetryConfig(_Strict):
+    enabled: bool = True
+    influxdb: InfluxDbTelemetry | None = None
+    embedded: EmbeddedTelemetry = Field(default_factory=EmbeddedTelemetry)
+    buffer_lines: int = Field(default=100_000, ge=1000, le=10_000_000,
+                              description="bounded buffer; beyond it readings are shed, counted")
+    batch_lines: int = Field(default=5000, ge=1, le=5000)
+    flush_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class UpstreamMqtt(_Strict):
+    """The city's central broker (fleet view): alarms and summaries, see docs/upstream-mqtt.md."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+    tls: bool = False
+    ca_file: str | None = None
+    client_id: str | None = Field(default=None, description="default: gateway-<site id>-up")
+    username: str | None = None
+    password: SecretRef | None = None
+    topic_prefix: str = Field(default="sites", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    summary_s: float = Field(default=60.0, gt=0, le=3600)
+    keepalive_s: int = Field(default=30, ge=5, le=600)
+
+
+class Notifications(_Strict):
+    """Notifications to on-duty staff through apprise URLs, per escalation tier target.
+
+    ``targets`` maps a name used in rules.yaml ``escalation.tiers[].notify`` (``grid_member``,
+    ``duty_officer`` ...) to apprise URLs. URLs carry tokens, so each is a secret reference.
+    """
+
+    targets: dict[str, list[SecretRef]] = Field(default_factory=dict)
+    per_household: int = Field(default=3, ge=1, le=1000,
+                               description="notifications per household per window")
+    window_s: float = Field(default=600.0, gt=0, le=86400)
+    max_age_s: float = Field(default=900.0, gt=0, le=86400,
+                             description="older escalations (after downtime) are not sent")
 
 
 class UplinksFile(_Strict):
     case_system: CaseSystemUplink | None = None
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    upstream_mqtt: UpstreamMqtt | None = None
+    notifications: Notifications | None = None
 
 
 class MqttBroker(_Strict):

@@ -1,28 +1,61 @@
-"""Case status coming back from the grid case system (signed callbacks).
+"""Case status coming back from the grid case system: signed callbacks, and polling.
 
 Callbacks are delivered at least once; ``event_id`` deduplicates them. Each accepted status
 change is stored on the alarm (``case_status``) and in its history, and pushed to the console.
+
+Callbacks can be lost (the gateway was restarting, the 4G link was down while the case
+system gave up retrying, or the city's network does not allow calls into the community at
+all). :class:`CaseStatusPoller` is the fallback: every ``interval_s`` it pages through the
+cases changed since its cursor (``GET /api/v1/cases?updated_since=``, kept in ``meta``) and
+applies every event it has not seen, through the same ``event_id`` dedup — so a change that
+arrives both ways is recorded once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from fastapi import HTTPException
 from pydantic import ValidationError
 
+from gateway import StoreError
 from gateway.alarms import Change
+from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store
-from gateway.uplink.case_system import decode_callback
+from gateway.uplink import PermanentUplinkError, RetryableUplinkError
+from gateway.uplink.case_system import Backoff, CaseSystemClient, CaseView, decode_callback
 from gateway.uplink.signing import Secret, SignatureError, Verifier
 
-__all__ = ["CaseFeedback"]
+__all__ = ["CaseFeedback", "CaseStatusPoller", "apply_case_event"]
 
 log = logging.getLogger(__name__)
+_CURSOR_KEY = "case_poll_since"
+
+
+def apply_case_event(conn: sqlite3.Connection, *, event_id: str, case_id: str, status: str,
+                     handler: str | None, note: str, via: str) -> int | None:
+    """Record one case status change once (by ``event_id``); the alarm's id, or None when
+    it was seen before or belongs to no alarm here."""
+    cur = conn.execute("INSERT OR IGNORE INTO case_callbacks VALUES (?, ?)",
+                       (event_id, utc().isoformat()))
+    if cur.rowcount == 0:
+        return None     # duplicate delivery
+    row = conn.execute("SELECT id FROM alarms WHERE case_id=?", (case_id,)).fetchone()
+    if row is None:
+        return None
+    conn.execute("UPDATE alarms SET case_status=? WHERE id=?", (status, row[0]))
+    conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
+                 "VALUES (?,?,?,?,?)",
+                 (row[0], utc().isoformat(), "case_status", f"case_system:{handler or ''}",
+                  json.dumps({"status": status, "note": note, "event_id": event_id,
+                              "via": via}, ensure_ascii=False)))
+    return row[0]
 
 
 class CaseFeedback:
@@ -44,25 +77,93 @@ class CaseFeedback:
             field = ".".join(str(p) for p in first["loc"])
             raise HTTPException(422, f"{field}: {first['msg']}") from None
 
-        def tx(conn: sqlite3.Connection) -> int | None:
-            cur = conn.execute("INSERT OR IGNORE INTO case_callbacks VALUES (?, ?)",
-                               (cb.event_id, utc().isoformat()))
-            if cur.rowcount == 0:
-                return None     # duplicate delivery
-            row = conn.execute("SELECT id FROM alarms WHERE case_id=?", (cb.case_id,)).fetchone()
-            if row is None:
-                return None
-            conn.execute("UPDATE alarms SET case_status=? WHERE id=?", (cb.status.value, row[0]))
-            conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
-                         "VALUES (?,?,?,?,?)",
-                         (row[0], utc().isoformat(), "case_status",
-                          f"case_system:{cb.handler or ''}",
-                          json.dumps({"status": cb.status.value, "note": cb.note,
-                                      "event_id": cb.event_id}, ensure_ascii=False)))
-            return row[0]
-
-        alarm_id = await self.store.write(tx)
+        try:
+            alarm_id = await self.store.write(lambda c: apply_case_event(
+                c, event_id=cb.event_id, case_id=cb.case_id, status=cb.status.value,
+                handler=cb.handler, note=cb.note, via="callback"))
+        except StoreError as exc:
+            # 503: the case system retries the callback (and the poller catches up).
+            raise HTTPException(503, f"store: {exc}") from None
         if alarm_id is not None:
             self.on_change([Change(alarm_id, "case_status")])
             return {"ok": True, "duplicate": False}
         return {"ok": True, "duplicate": True}
+
+
+class CaseStatusPoller:
+    """Polls the case system for status changes (fallback to callbacks). ``run()`` forever."""
+
+    def __init__(self, store: Store, client: CaseSystemClient, metrics: Metrics,
+                 on_change: Callable[[list[Change]], None], *, interval_s: float = 60.0,
+                 lookback: timedelta = timedelta(hours=1)):
+        if interval_s <= 0:
+            raise ValueError("interval_s must be positive")
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.on_change = on_change
+        self.interval_s = interval_s
+        self.lookback = lookback
+        self.state = "starting"
+        self._backoff = Backoff(base_s=min(1.0, interval_s), cap_s=max(interval_s, 5.0))
+
+    def cursor(self) -> datetime:
+        saved = self.store.get_meta(_CURSOR_KEY)
+        return datetime.fromisoformat(saved) if saved else utc() - self.lookback
+
+    async def run(self) -> None:
+        failures = 0
+        async with self.client:
+            while True:
+                try:
+                    await self.poll_once()
+                    failures = 0
+                    await asyncio.sleep(self.interval_s)
+                except (RetryableUplinkError, PermanentUplinkError, StoreError) as exc:
+                    failures += 1
+                    self._set_state(f"error: {getattr(exc, 'reason', 'store')}")
+                    self.metrics.inc("gateway_case_poll_errors_total",
+                                     reason=getattr(exc, "reason", "store"))
+                    await asyncio.sleep(self._backoff.delay(min(failures - 1, 30)))
+
+    async def poll_once(self) -> int:
+        """Apply every unseen event of cases changed since the cursor; events applied."""
+        since = self.cursor()
+        cases = await self.client.cases_updated_since(since, limit=200, max_pages=50)
+        newest = max((c.updated_at for c in cases), default=since)
+
+        def tx(conn: sqlite3.Connection) -> list[int]:
+            changed = []
+            for case in cases:
+                changed += _apply_case(conn, case)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                         (_CURSOR_KEY, newest.isoformat()))
+            return changed
+
+        changed = await self.store.write(tx)
+        self._set_state("ok")
+        self.metrics.inc("gateway_case_polls_total")
+        if changed:
+            self.metrics.inc("gateway_case_status_polled_total", len(changed))
+            self.on_change([Change(a, "case_status") for a in sorted(set(changed))])
+        return len(changed)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            level = logging.INFO if state == "ok" else logging.WARNING
+            log.log(level, "case status polling: %s -> %s", self.state, state)
+            self.state = state
+
+
+def _apply_case(conn: sqlite3.Connection, case: CaseView) -> list[int]:
+    out = []
+    for ev in sorted(case.events, key=lambda e: e.changed_at):
+        alarm_id = apply_case_event(conn, event_id=ev.event_id, case_id=case.case_id,
+                                    status=ev.status.value, handler=ev.handler, note=ev.note,
+                                    via="poll")
+        if alarm_id is not None:
+            out.append(alarm_id)
+    if out:   # events may have been missed in any order: the case's own status is current
+        conn.execute("UPDATE alarms SET case_status=? WHERE case_id=?",
+                     (case.status.value, case.case_id))
+    return out

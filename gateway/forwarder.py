@@ -1,12 +1,24 @@
 """Store-and-forward of outbox rows to the grid case system.
 
-Rows are sent in outbox order (``seq``), one at a time, so the cases of queued alarms arrive
-in the order the alarms were raised and the updates of one alarm never overtake its create.
-A retryable failure holds the head of the queue and backs off (capped exponential with full
-jitter, through a circuit breaker) — the typical cause, the case system or the 4G link being
-down, affects every row alike, and the idempotency key makes the retry safe. A permanent
-failure (the case system refused the request) marks the row ``failed``, records the reason
-on the alarm for staff to see, and lets the queue move on.
+Order. Rows are dispatched in outbox order (``seq``): the cases of queued alarms go out
+before those of newer alarms, and the rows of ONE alarm go strictly one after the other (an
+update is sent only once the row before it was delivered or refused), so an update never
+overtakes its create. To drain a backlog quickly, up to ``window`` rows of *different*
+alarms are in flight at once (HTTP keep-alive, one connection each); among those, the case
+system may see them complete in any order — the dispatch order is ``seq`` order.
+
+Failures. A retryable failure (case system or 4G link down, 5xx, timeout, garbled reply)
+holds the rows back, feeds the circuit breaker and backs off (capped exponential with full
+jitter). While the breaker is open, ONE row (the oldest) is sent as the trial; when it
+succeeds the full window resumes. The backoff cap and breaker reset (2 s each by default)
+bound how long after the case system comes back the queued cases start flowing. The
+idempotency key makes every resend safe (a crash after sending and before recording the
+answer resends; the case system answers with the existing case). A permanent failure (the
+case system refused the request: 4xx) marks the row ``failed``, records the reason on the
+alarm for staff to see (``case_error``) and lets the queue move on.
+
+Outcomes of one round are recorded in ONE store transaction (group commit). A store that
+cannot commit (disk full) is retried; rows whose outcome was not recorded are simply resent.
 """
 
 from __future__ import annotations
@@ -17,9 +29,11 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from gateway import StoreError
 from gateway.alarms import Change
 from gateway.metrics import Metrics
 from gateway.model import utc
@@ -28,7 +42,7 @@ from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import (Backoff, CaseCreate, CaseSystemClient, CaseUpdate,
                                         CircuitBreaker)
 
-__all__ = ["CaseForwarder", "to_case_create", "to_case_update"]
+__all__ = ["CaseForwarder", "Outcome", "to_case_create", "to_case_update"]
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +70,51 @@ def to_case_update(payload: dict) -> CaseUpdate:
     })
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one outbox row in one attempt."""
+
+    seq: int
+    alarm_id: int
+    topic: str
+    kind: str                 # delivered | retry | failed
+    case_id: str | None = None
+    status: str | None = None
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("delivered", "retry", "failed"):
+            raise ValueError(f"unknown outcome {self.kind!r}")
+
+
 class CaseForwarder:
-    """Drains the outbox to the case system. ``run()`` until cancelled."""
+    """Drains the outbox to the case system. ``run()`` until cancelled.
+
+    ``window``: rows (of different alarms) in flight at once; 1 = strictly one at a time.
+    """
 
     def __init__(self, store: Store, client: CaseSystemClient, metrics: Metrics, *,
                  on_change: Callable[[list[Change]], None] | None = None,
-                 backoff: Backoff | None = None, breaker: CircuitBreaker | None = None):
+                 backoff: Backoff | None = None, breaker: CircuitBreaker | None = None,
+                 window: int = 32):
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
         self.store = store
         self.client = client
         self.metrics = metrics
         self.on_change = on_change or (lambda c: None)
-        self.backoff = backoff or Backoff(base_s=0.2, cap_s=5.0)
-        self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout_s=2.0)
+        self.backoff = backoff or Backoff(base_s=0.1, cap_s=2.0)
+        self.breaker = breaker or CircuitBreaker(failure_threshold=3, reset_timeout_s=2.0,
+                                                 name="case-system")
+        self.window = window
         self._wake = asyncio.Event()
         self._failures = 0
         self.state = "idle"
+        self.delivered = 0
         metrics.gauge("gateway_outbox_pending", self.pending_count,
                       "outbox rows not yet delivered to the case system")
+        metrics.gauge("gateway_outbox_failed", self.failed_count,
+                      "outbox rows the case system refused (surfaced on the alarm)")
 
     def wake(self) -> None:
         self._wake.set()
@@ -81,23 +123,50 @@ class CaseForwarder:
         row = self.store.query_one("SELECT count(*) AS n FROM outbox WHERE state='pending'")
         return row["n"] if row else 0
 
+    def failed_count(self) -> int:
+        row = self.store.query_one("SELECT count(*) AS n FROM outbox WHERE state='failed'")
+        return row["n"] if row else 0
+
+    def oldest_pending_age_s(self) -> float:
+        """Seconds since the oldest undelivered row was queued (0 when none)."""
+        row = self.store.query_one("SELECT created_at FROM outbox WHERE state='pending' "
+                                   "ORDER BY seq LIMIT 1")
+        if row is None:
+            return 0.0
+        from datetime import datetime
+
+        return max(0.0, (utc() - datetime.fromisoformat(row["created_at"])).total_seconds())
+
     async def run(self) -> None:
         async with self.client:
             while True:
-                row = self.store.query_one(
-                    "SELECT * FROM outbox WHERE state='pending' ORDER BY seq LIMIT 1")
-                if row is None:
-                    self.state = "idle"
-                    self._wake.clear()
-                    await self._wait(60.0)
-                    continue
-                delay = self.breaker.retry_in()
-                if delay > 0:
-                    await self._wait(delay)
-                    continue
-                ok = await self._send(row)
-                if not ok:
-                    await self._wait(self.backoff.delay(self._failures - 1))
+                await self.step()
+
+    async def step(self) -> int:
+        """One round: send what is due, record the outcomes, wait as needed. Rows sent."""
+        delay = self.breaker.retry_in()
+        if delay > 0:
+            await self._wait(delay)
+            return 0
+        rows = self._due(1 if self._failures else self.window)
+        if not rows:
+            self.state = "idle"
+            self._wake.clear()
+            await self._wait(60.0)
+            return 0
+        outcomes = await asyncio.gather(*(self._send(r) for r in rows))
+        await self._record(rows, outcomes)
+        if any(o.kind == "retry" for o in outcomes):
+            await self._wait(self.backoff.delay(min(self._failures - 1, 30)))
+        return len(rows)
+
+    def _due(self, limit: int) -> list[dict]:
+        """The oldest pending row of each of the first ``limit`` alarms, in seq order."""
+        rows = self.store.query(
+            "SELECT o.* FROM outbox o WHERE o.state='pending' AND NOT EXISTS ("
+            " SELECT 1 FROM outbox p WHERE p.alarm_id=o.alarm_id AND p.state='pending'"
+            " AND p.seq < o.seq) ORDER BY o.seq LIMIT ?", (limit,))
+        return rows
 
     async def _wait(self, seconds: float) -> None:
         try:
@@ -107,73 +176,94 @@ class CaseForwarder:
             pass
         self._wake.clear()
 
-    async def _send(self, row: dict) -> bool:
+    async def _send(self, row: dict) -> Outcome:
+        seq, alarm_id, topic = row["seq"], row["alarm_id"], row["topic"]
         payload = json.loads(row["payload"])
         started = time.monotonic()
+        if not self.breaker.allow():
+            return Outcome(seq, alarm_id, topic, "retry", error="circuit_open")
         try:
-            if row["topic"] == "case.create":
+            if topic == "case.create":
                 ref = await self.client.create_case(to_case_create(payload))
-                result = {"case_id": ref.case_id, "status": ref.status.value}
+                case_id, status = ref.case_id, ref.status.value
             else:
-                case_id = self._case_id(row["alarm_id"])
+                case_id = self._case_id(alarm_id)
                 if case_id is None:   # its create failed permanently: nothing to update
                     raise PermanentUplinkError("no_case", detail="the alarm has no case")
-                ref = await self.client.update_case(case_id, to_case_update(payload))
-                result = {"case_id": case_id, "status": ref.status.value}
+                uref = await self.client.update_case(case_id, to_case_update(payload))
+                status = uref.status.value
         except RetryableUplinkError as exc:
-            self._failures += 1
-            self.state = f"retrying: {exc.reason}"
+            self.breaker.record_failure()
             self.metrics.inc("gateway_uplink_errors_total", uplink="case_system",
                              reason=exc.reason)
-            if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
-                log.warning("case system: %s (attempt %d, outbox seq %d)", exc,
-                            self._failures, row["seq"])
-            await self.store.write(lambda c: _retry(c, row["seq"], str(exc)))
-            return False
+            return Outcome(seq, alarm_id, topic, "retry", error=str(exc)[:500])
         except (PermanentUplinkError, ValidationError) as exc:
+            if isinstance(exc, PermanentUplinkError) and exc.status is not None:
+                self.breaker.record_success()   # the server is up; it refused this one
             reason = exc.reason if isinstance(exc, PermanentUplinkError) else "invalid_payload"
             self.metrics.inc("gateway_uplink_errors_total", uplink="case_system", reason=reason)
-            log.error("case system refused outbox seq %d (alarm %d): %s", row["seq"],
-                      row["alarm_id"], exc)
-            await self.store.write(lambda c: _failed(c, row, f"{reason}: {exc}"[:500]))
-            self.on_change([Change(row["alarm_id"], "case_error")])
-            return True
-        if self._failures:
-            log.info("case system reachable again after %d failed attempts", self._failures)
-        self._failures = 0
-        self.state = "ok"
+            log.error("case system refused outbox seq %d (alarm %d): %s", seq, alarm_id, exc)
+            return Outcome(seq, alarm_id, topic, "failed", error=f"{reason}: {exc}"[:500])
+        self.breaker.record_success()
         self.metrics.inc("gateway_uplink_delivered_total", uplink="case_system")
         self.metrics.observe("gateway_uplink_latency_seconds", time.monotonic() - started)
-        await self.store.write(lambda c: _delivered(c, row, result))
-        self.on_change([Change(row["alarm_id"], "case")])
-        return True
+        return Outcome(seq, alarm_id, topic, "delivered", case_id=case_id, status=status)
+
+    async def _record(self, rows: list[dict], outcomes: list[Outcome]) -> None:
+        retries = [o for o in outcomes if o.kind == "retry"]
+        if retries:
+            self._failures += 1
+            self.state = f"retrying: {retries[0].error.split(' ', 1)[0]}"
+            if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
+                log.warning("case system: %s (attempt %d, outbox seq %d)", retries[0].error,
+                            self._failures, retries[0].seq)
+        elif self._failures:
+            log.info("case system reachable again after %d failed attempts", self._failures)
+            self._failures = 0
+        if not retries:
+            self.state = "ok"
+        delay = 0.05
+        while True:
+            try:
+                await self.store.write(lambda c: _apply(c, outcomes))
+                break
+            except StoreError as exc:
+                # Not recorded: those rows stay pending and are resent (same idempotency key).
+                self.metrics.inc("gateway_store_errors_total", stage="outbox")
+                log.error("cannot record case system outcomes: %s (retrying)", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.delivered += sum(o.kind == "delivered" for o in outcomes)
+        changes = [Change(o.alarm_id, "case" if o.kind == "delivered" else "case_error")
+                   for o in outcomes if o.kind != "retry"]
+        if changes:
+            self.on_change(changes)
 
     def _case_id(self, alarm_id: int) -> str | None:
         row = self.store.query_one("SELECT case_id FROM alarms WHERE id=?", (alarm_id,))
         return row["case_id"] if row else None
 
 
-def _retry(conn: sqlite3.Connection, seq: int, error: str) -> None:
-    conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE seq=?",
-                 (error[:500], seq))
-
-
-def _failed(conn: sqlite3.Connection, row: dict, error: str) -> None:
-    conn.execute("UPDATE outbox SET state='failed', attempts=attempts+1, last_error=? "
-                 "WHERE seq=?", (error, row["seq"]))
-    conn.execute("UPDATE alarms SET case_error=? WHERE id=?", (error, row["alarm_id"]))
-
-
-def _delivered(conn: sqlite3.Connection, row: dict, result: dict) -> None:
+def _apply(conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
     now = utc().isoformat()
-    conn.execute("UPDATE outbox SET state='delivered', delivered_at=?, attempts=attempts+1, "
-                 "last_error=NULL WHERE seq=?", (now, row["seq"]))
-    if row["topic"] == "case.create":
-        conn.execute("UPDATE alarms SET case_id=?, case_status=?, case_error=NULL WHERE id=?",
-                     (result["case_id"], result["status"], row["alarm_id"]))
-        conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
-                     "VALUES (?,?,?,?,?)", (row["alarm_id"], now, "case_created", "case_system",
-                                            json.dumps(result)))
-    else:
-        conn.execute("UPDATE alarms SET case_status=? WHERE id=?",
-                     (result["status"], row["alarm_id"]))
+    for o in outcomes:
+        if o.kind == "retry":
+            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE seq=?",
+                         (o.error, o.seq))
+        elif o.kind == "failed":
+            conn.execute("UPDATE outbox SET state='failed', attempts=attempts+1, last_error=? "
+                         "WHERE seq=?", (o.error, o.seq))
+            conn.execute("UPDATE alarms SET case_error=? WHERE id=?", (o.error, o.alarm_id))
+        else:
+            conn.execute("UPDATE outbox SET state='delivered', delivered_at=?, "
+                         "attempts=attempts+1, last_error=NULL WHERE seq=?", (now, o.seq))
+            if o.topic == "case.create":
+                conn.execute("UPDATE alarms SET case_id=?, case_status=?, case_error=NULL "
+                             "WHERE id=?", (o.case_id, o.status, o.alarm_id))
+                conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
+                             "VALUES (?,?,?,?,?)",
+                             (o.alarm_id, now, "case_created", "case_system",
+                              json.dumps({"case_id": o.case_id, "status": o.status})))
+            else:
+                conn.execute("UPDATE alarms SET case_status=? WHERE id=?",
+                             (o.status, o.alarm_id))

@@ -179,6 +179,7 @@ class Gateway:
                 topic, "mqtt", payload.decode("utf-8", "replace")))
         forwarder = None
         callback = None
+        poller = None
         if uplink is not None:
             from gateway.case_feedback import CaseFeedback
             from gateway.forwarder import CaseForwarder
@@ -187,8 +188,16 @@ class Gateway:
             secret = read_secret(uplink, self.config_dir)
             client = CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id, secret,
                                       timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
-            forwarder = CaseForwarder(store, client, self.metrics, on_change=on_change)
+            forwarder = CaseForwarder(store, client, self.metrics, on_change=on_change,
+                                      window=uplink.window)
             callback = CaseFeedback(store, uplink.key_id, secret, on_change).handle
+            from gateway.case_feedback import CaseStatusPoller
+
+            poller = CaseStatusPoller(
+                store, CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id,
+                                        secret, timeout=uplink.timeout_s,
+                                        ca_bundle=uplink.ca_file),
+                self.metrics, on_change, interval_s=uplink.poll_s)
         else:
             log.warning("no case system configured (uplinks.yaml): alarms stay on this gateway")
 
@@ -216,6 +225,8 @@ class Gateway:
                 tg.create_task(intake.run(), name="mqtt-intake")
                 if forwarder is not None:
                     tg.create_task(forwarder.run(), name="case-forwarder")
+                if poller is not None:
+                    tg.create_task(poller.run(), name="case-status-poll")
                 tg.create_task(serve_uvicorn(server), name="api")
                 tg.create_task(self._announce(server, intake), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
