@@ -20,8 +20,8 @@ from edge_config.loader import SiteConfig
 from gateway.model import utc
 from gateway.store import Store
 
-__all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "RESOLVE_REASONS",
-           "SYSTEM_ACTOR"]
+__all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "HistoryFilter",
+           "RESOLVE_REASONS", "SYSTEM_ACTOR"]
 
 RESOLVE_REASONS: dict[str, dict[str, str]] = {
     "handled": {"zh": "已处置", "en": "Handled"},
@@ -76,6 +76,7 @@ class AlarmBook:
         self.on_change = on_change or (lambda changes: None)
         self.callback_url = callback_url
         self._key_prefix = f"{site.site.site.id}-{store.instance_id}"
+        store.write_sync(_create_device_tables)
 
     # -- rule actions ----------------------------------------------------------------
     async def apply(self, actions: Iterable, inbox_seqs: Iterable[int] = ()) -> list[Change]:
@@ -163,6 +164,25 @@ class AlarmBook:
         _event(conn, row["id"], "escalated", SYSTEM_ACTOR, now, tier=a.tier,
                tier_name=a.tier_name, targets=list(a.targets or []))
         return Change(row["id"], "escalated")
+
+    def _on_TestRecord(self, conn: sqlite3.Connection, a) -> None:
+        # A device in test/maintenance mode: recorded for commissioning, never an alarm.
+        ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
+        conn.execute("INSERT INTO device_tests (device_id, rule_id, ts, value) VALUES (?,?,?,?)",
+                     (a.device_id, a.rule_id, ts, json.dumps(a.value)))
+
+    def _on_RaiseFault(self, conn: sqlite3.Connection, a) -> None:
+        ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
+        conn.execute("INSERT OR REPLACE INTO device_faults (key, fault, device_id, household_id,"
+                     " grid_cell, severity, message_zh, message_en, raised_at, cleared_at)"
+                     " VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                     (a.key, a.fault, a.device_id, a.household_id, a.grid_cell, str(a.severity),
+                      a.message_zh, a.message_en, ts))
+
+    def _on_ClearFault(self, conn: sqlite3.Connection, a) -> None:
+        ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
+        conn.execute("UPDATE device_faults SET cleared_at=? WHERE key=? AND cleared_at IS NULL",
+                     (ts, a.key))
 
     # -- staff commands --------------------------------------------------------------
     async def acknowledge(self, alarm_id: int, actor: str, note: str = "") -> dict:
@@ -274,6 +294,82 @@ class AlarmBook:
                 "SELECT ts, action, actor, detail FROM alarm_events WHERE alarm_id=? ORDER BY id",
                 (alarm_id,))]
         return out
+
+
+    def history(self, f: HistoryFilter, limit: int = 100,
+                offset: int = 0) -> tuple[int, list[dict]]:
+        """(total matching, one page newest first) of alarms matching ``f``."""
+        where, params = f.sql()
+        total = self.store.query_one(f"SELECT count(*) AS n FROM alarms WHERE {where}",
+                                     tuple(params))["n"]
+        rows = self.store.query(f"SELECT * FROM alarms WHERE {where} ORDER BY id DESC "
+                                f"LIMIT ? OFFSET ?", (*params, limit, offset))
+        return total, [_decode(r) for r in rows]
+
+    def device_tests(self, device_id: str | None = None, limit: int = 50) -> list[dict]:
+        """Presses of devices in test mode, newest first."""
+        sql = "SELECT * FROM device_tests"
+        params: tuple = ()
+        if device_id is not None:
+            sql += " WHERE device_id=?"
+            params = (device_id,)
+        rows = self.store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return [dict(r, value=json.loads(r["value"]) if r["value"] else None) for r in rows]
+
+    def faults(self, open_only: bool = True, limit: int = 1000) -> list[dict]:
+        """Device faults (not alarms) raised by the supervision rules, newest first."""
+        sql = "SELECT * FROM device_faults"
+        if open_only:
+            sql += " WHERE cleared_at IS NULL"
+        return self.store.query(sql + " ORDER BY raised_at DESC LIMIT ?", (limit,))
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Filters of the alarm history; every field optional (None = any)."""
+
+    state: str | None = None            # open | raised | acknowledged | resolved
+    severity: str | None = None
+    category: str | None = None
+    household_id: str | None = None
+    grid_cell: str | None = None
+    device_id: str | None = None
+    since: str | None = None            # ISO 8601, compared with raised_at
+    until: str | None = None
+    include_tests: bool = False
+
+    def sql(self) -> tuple[str, list]:
+        clauses: list[str] = []
+        params: list = []
+        if self.state == "open":
+            clauses.append("state != 'resolved'")
+        elif self.state:
+            clauses.append("state = ?")
+            params.append(self.state)
+        for column in ("severity", "category", "household_id", "grid_cell", "device_id"):
+            value = getattr(self, column)
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.since:
+            clauses.append("raised_at >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append("raised_at < ?")
+            params.append(self.until)
+        if not self.include_tests:
+            clauses.append("test = 0")
+        return (" AND ".join(clauses) or "1=1"), params
+
+
+def _create_device_tables(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS device_tests (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+                 " device_id TEXT NOT NULL, rule_id TEXT NOT NULL, ts TEXT NOT NULL, value TEXT)")
+    conn.execute("CREATE INDEX IF NOT EXISTS device_tests_device ON device_tests(device_id, id)")
+    conn.execute("CREATE TABLE IF NOT EXISTS device_faults (key TEXT PRIMARY KEY,"
+                 " fault TEXT NOT NULL, device_id TEXT, household_id TEXT, grid_cell TEXT,"
+                 " severity TEXT NOT NULL, message_zh TEXT NOT NULL, message_en TEXT NOT NULL,"
+                 " raised_at TEXT NOT NULL, cleared_at TEXT)")
 
 
 def _decode(row: dict) -> dict:

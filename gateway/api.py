@@ -16,14 +16,15 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
 from gateway.alarms import RESOLVE_REASONS, AlarmBook, AlarmNotFound, AlarmStateError, Change
-from gateway.auth import Auth, AuthError, Principal
+from gateway.auth import PERMISSIONS, Auth, AuthError, Principal
 from gateway.metrics import Metrics
 
-__all__ = ["ApiContext", "Broadcaster", "create_app"]
+__all__ = ["ApiContext", "Broadcaster", "create_app", "grid_json", "household_json"]
 
 log = logging.getLogger(__name__)
 COOKIE = "gw_session"
@@ -74,6 +75,8 @@ class ApiContext:
     site: Any                        # edge_config.loader.SiteConfig
     case_callback: Any = None        # async callable(method, target, headers, body) -> dict
     devices: Any = None              # gateway.health.HealthBook
+    reload: Any = None               # callable(SiteConfig): apply an edited site, no restart
+    editor: Any = None               # gateway.installer.SiteEditor
     secure_cookies: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -102,9 +105,34 @@ class ResolveBody(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                               "style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
 def _mask_phone(p: str) -> str:
     digits = p.replace(" ", "")
     return digits[:3] + "****" + digits[-4:] if len(digits) >= 8 else "****"
+
+
+def household_json(hh, p: Principal) -> dict | None:
+    """A household card; contacts masked for roles without ``contacts.read``."""
+    if hh is None:
+        return None
+    full = p.can("contacts.read")
+    return {"id": hh.id, "address": hh.address, "building": hh.building,
+            "grid_cell": hh.grid_cell, "lives_alone": hh.lives_alone,
+            "contacts": [{"name": c.name if full else c.name[:1] + "*", "relation": c.relation,
+                          "phone": c.phone if full else _mask_phone(c.phone)}
+                         for c in hh.contacts]}
+
+
+def grid_json(cell) -> dict | None:
+    return None if cell is None else {"code": cell.code, "name": cell.name,
+                                      "grid_member": cell.grid_member}
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -136,18 +164,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return dep
 
     def decorate(alarm: dict, p: Principal) -> dict:
-        hh = ctx.site.household(alarm.get("household_id"))
-        cell = ctx.site.grid_cell(alarm.get("grid_cell"))
         alarm = dict(alarm)
-        alarm["household"] = None if hh is None else {
-            "id": hh.id, "address": hh.address, "building": hh.building,
-            "lives_alone": hh.lives_alone,
-            "contacts": [{"name": c.name if p.can("contacts.read") else c.name[:1] + "*",
-                          "relation": c.relation,
-                          "phone": c.phone if p.can("contacts.read") else _mask_phone(c.phone)}
-                         for c in hh.contacts]}
-        alarm["grid"] = None if cell is None else {"code": cell.code, "name": cell.name,
-                                                   "grid_member": cell.grid_member}
+        alarm["household"] = household_json(ctx.site.household(alarm.get("household_id")), p)
+        alarm["grid"] = grid_json(ctx.site.grid_cell(alarm.get("grid_cell")))
         return alarm
 
     # -- health and metrics ------------------------------------------------------------
@@ -192,8 +211,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/api/me", tags=["auth"])
     def me(p: Annotated[Principal, Depends(principal)]) -> dict:
+        """Who is logged in, what they may do, and what the console needs to know."""
+        esc = ctx.site.rules.escalation if ctx.site.rules is not None else None
         return {"user": p.name, "role": p.role, "csrf": p.csrf,
-                "site": {"id": ctx.site.site.site.id, "name": ctx.site.site.site.name}}
+                "permissions": sorted(k for k in PERMISSIONS if p.can(k)),
+                "site": {"id": ctx.site.site.site.id, "name": ctx.site.site.site.name,
+                         "language": ctx.site.site.site.language,
+                         "timezone": ctx.site.site.site.timezone},
+                "escalation": None if esc is None else {
+                    "min_severity": str(esc.min_severity),
+                    "tiers": [{"name": t.name, "after_s": t.after, "notify": t.notify}
+                              for t in esc.tiers]}}
 
     @app.post("/api/setup", tags=["auth"])
     def setup(body: SetupBody) -> dict:
@@ -224,6 +252,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   body: AckBody | None = None) -> dict:
         try:
             alarm = await ctx.book.acknowledge(alarm_id, p.name, body.note if body else "")
+            await ctx.book.store.audit(p.name, "alarm.acknowledge", str(alarm_id))
         except AlarmNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except AlarmStateError as exc:
@@ -235,6 +264,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
                       p: Annotated[Principal, Depends(need("alarms.act"))]) -> dict:
         try:
             alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note)
+            await ctx.book.store.audit(p.name, "alarm.resolve", str(alarm_id),
+                                       reason=body.reason)
         except AlarmNotFound as exc:
             raise HTTPException(404, str(exc)) from None
         except AlarmStateError as exc:
@@ -306,10 +337,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return await ctx.case_callback(request.method, target, request.headers, body)
 
-    # -- console -----------------------------------------------------------------------
+    from gateway.api_console import add_console_routes
+    from gateway.api_installer import add_installer_routes
+
+    add_console_routes(app, ctx, need, decorate)
+    add_installer_routes(app, ctx, need)
+
+    # -- console (static, no build step; served from the package) ----------------------
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def console() -> str:
-        return resources.files("gateway").joinpath("static/console.html").read_text("utf-8")
+    def console() -> Response:
+        html = resources.files("gateway").joinpath("static/console.html").read_text("utf-8")
+        return HTMLResponse(html, headers=_SECURITY_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=str(resources.files("gateway") / "static")),
+              name="static")
 
     return app
 

@@ -37,6 +37,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "alarms.read": frozenset({"duty", "installer", "admin"}),
     "alarms.act": frozenset({"duty", "admin"}),            # acknowledge, resolve
     "contacts.read": frozenset({"duty", "admin"}),         # unmasked emergency contacts
+    "households.read": frozenset({"duty", "installer", "admin"}),  # address, grid cell
     "devices.read": frozenset({"duty", "installer", "admin"}),
     "devices.write": frozenset({"installer", "admin"}),
     "users.manage": frozenset({"admin"}),
@@ -122,6 +123,37 @@ class Auth:
             self.store.write_sync(tx)
         except sqlite3.IntegrityError as exc:
             raise ValueError(f"user {username!r} exists") from exc
+
+    def users(self) -> list[dict]:
+        """Every user (never the password hash)."""
+        return self.store.query("SELECT username, role, display_name, created_at, disabled "
+                                "FROM users ORDER BY username")
+
+    def disable_user(self, username: str, actor: str) -> None:
+        """Disable a user: their sessions stop working at once. The last admin stays."""
+        row = self.store.query_one("SELECT role, disabled FROM users WHERE username=?",
+                                   (username,))
+        if row is None:
+            raise AuthError(f"no user {username!r}", 404)
+        admins = self.store.query_one("SELECT count(*) AS n FROM users WHERE role='admin' "
+                                      "AND disabled=0")["n"]
+        if row["role"] == "admin" and not row["disabled"] and admins <= 1:
+            raise AuthError("cannot disable the last admin", 409)
+
+        def tx(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE users SET disabled=1 WHERE username=?", (username,))
+            c.execute("DELETE FROM sessions WHERE username=?", (username,))
+            record_audit(c, actor, "user.disable", username)
+
+        self.store.write_sync(tx)
+        self._sessions = {h: s for h, s in self._sessions.items() if s[0] != username}
+
+    def audit_log(self, limit: int = 200, actor: str | None = None) -> list[dict]:
+        """Who did what, newest first."""
+        sql, params = "SELECT * FROM audit", ()
+        if actor:
+            sql, params = sql + " WHERE actor=?", (actor,)
+        return self.store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
 
     def login(self, username: str, password: str, client: str) -> tuple[str, Principal]:
         """Check a password; return (session cookie value, principal). Rate-limited."""

@@ -42,7 +42,12 @@ async def run_demo(args) -> None:
         data = Path(tmp.name)
     secret = secrets.token_urlsafe(32)
     os.environ["CASE_SYSTEM_SECRET"] = secret      # read by the gateway via uplinks.yaml
-    site_dir = example_site_dir()
+    # A copy: the installer pages edit devices.yaml, never the packaged example.
+    site_dir = data / "site"
+    if not site_dir.exists():
+        import shutil
+
+        shutil.copytree(example_site_dir(), site_dir)
     broker = Mosquitto(workdir=data / "mosquitto")
     await asyncio.to_thread(broker.start)
     case_port = free_port()

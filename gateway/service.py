@@ -81,10 +81,20 @@ def build_engine(site: SiteConfig):
     households = {h.id: HouseholdInfo(h.id, h.grid_cell, h.lives_alone)
                   for h in site.site.households}
     engine = Engine(site.rules, SiteIndex(devices, households, site.site.site.timezone))
-    for d in site.devices.devices:
-        if d.mode != "normal":
-            engine.set_device_mode(d.id, d.mode)
+    apply_modes(engine, site)
     return engine
+
+
+def apply_modes(engine, site: SiteConfig) -> None:
+    """Device modes (normal/test/maintenance) from the config win over a restored snapshot."""
+    for d in site.devices.devices:
+        engine.set_device_mode(d.id, d.mode)
+
+
+def health_rows(site: SiteConfig) -> list[tuple[str, str, str | None, str | None]]:
+    return [(d.id, d.type, d.household,
+             d.grid_cell or (site.household(d.household).grid_cell if d.household else None))
+            for d in site.devices.devices]
 
 
 def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
@@ -143,6 +153,7 @@ class Gateway:
         snap = store.get_meta("rules_snapshot")
         if snap:
             engine.load_snapshot(json.loads(snap))
+            apply_modes(engine, site)
             log.info("rule engine state restored from snapshot")
 
         def on_change(changes: list[Change]) -> None:
@@ -150,9 +161,9 @@ class Gateway:
                 if ch.action in ("acknowledged", "resolved"):
                     row = book.get(ch.alarm_id)
                     if ch.action == "acknowledged":
-                        engine.acknowledged(row["key"], utc())
+                        pipeline.engine.acknowledged(row["key"], utc())
                     else:
-                        engine.resolved(row["key"], utc())
+                        pipeline.engine.resolved(row["key"], utc())
             change_events(book, broadcaster, changes)
             if forwarder is not None:
                 forwarder.wake()
@@ -160,10 +171,7 @@ class Gateway:
         uplink = site.uplinks.case_system
         callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
         book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url)
-        health_book = HealthBook([(d.id, d.type, d.household,
-                                   d.grid_cell or (site.household(d.household).grid_cell
-                                                   if d.household else None))
-                                  for d in site.devices.devices])
+        health_book = HealthBook(health_rows(site))
         self.health_book = health_book
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=health_book.seen)
@@ -213,9 +221,25 @@ class Gateway:
                                 "pending": forwarder.pending_count() if forwarder else 0},
             }
 
+        def reload_site(new: SiteConfig) -> None:
+            """Apply an edited site without a restart (installer pages): topics, device
+            health and the rule engine (its state carried over by snapshot)."""
+            bindings = bindings_for(new)
+            engine_new = build_engine(new)
+            engine_new.load_snapshot(pipeline.engine.snapshot())
+            apply_modes(engine_new, new)
+            pipeline.engine = engine_new
+            intake.rebind(bindings)
+            health_book.rebind(health_rows(new))
+            book.site = ctx.site = self.site = new
+            log.info("site configuration reloaded: %d devices", len(new.devices.devices))
+
+        from gateway.installer import SiteEditor
+
         ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
                          health=health, site=site, case_callback=callback,
-                         devices=health_book)
+                         devices=health_book, reload=reload_site,
+                         editor=SiteEditor(self.config_dir, check=bindings_for))
         app = create_app(ctx)
         server = QuietServer(uvicorn.Config(app, host=self.o.api_host, port=self.o.api_port,
                                         log_level="warning", lifespan="off", access_log=False))

@@ -1,0 +1,197 @@
+"""Installer endpoints: device configuration (validated, atomic, applied without a restart),
+test mode, test presses, the commissioning checklist. Registered by ``create_app``.
+
+Every edit goes through :class:`gateway.installer.SiteEditor` and then the service's reload
+hook (``ApiContext.reload``); a rejected edit answers 422 with ``detail`` as a list of
+``{"loc": ["body", field], "msg": ...}`` (the same shape as FastAPI's own validation errors),
+and leaves the files untouched.
+"""
+
+
+import json
+import logging
+from typing import Annotated, Literal
+
+from fastapi import Depends, FastAPI, HTTPException
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth import Principal
+from gateway.installer import InstallerError, checklist
+from gateway.model import DEVICE_TYPES
+
+__all__ = ["DeviceBody", "add_installer_routes"]
+
+log = logging.getLogger(__name__)
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Mode = Literal["normal", "test", "maintenance"]
+
+
+class DeviceBody(BaseModel):
+    """A device as the installer form sends it (``devices.yaml`` entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=ID)
+    type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
+    household: str | None = Field(default=None, pattern=ID)
+    grid_cell: str | None = Field(default=None, max_length=32)
+    name: str = Field(default="", max_length=100)
+    profile: str | None = Field(default=None, max_length=64)
+    topic: str | None = Field(default=None, min_length=1, max_length=200,
+                              description="MQTT topic; default devices/<id>")
+    zigbee2mqtt: str | None = Field(default=None, min_length=1, max_length=100,
+                                    description="Zigbee2MQTT friendly name (instead of topic)")
+    mode: Mode = "normal"
+
+    def to_entry(self) -> dict:
+        mqtt = ({"zigbee2mqtt": self.zigbee2mqtt} if self.zigbee2mqtt
+                else {"topic": self.topic or f"devices/{self.id}"})
+        return {"id": self.id, "type": self.type, "household": self.household,
+                "grid_cell": self.grid_cell, "name": self.name, "profile": self.profile,
+                "mqtt": mqtt, "mode": None if self.mode == "normal" else self.mode}
+
+
+class ModeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Mode
+
+
+def _device_json(d) -> dict:
+    return {"id": d.id, "type": d.type, "household": d.household, "grid_cell": d.grid_cell,
+            "name": d.name, "profile": d.profile, "topic": d.topic,
+            "zigbee2mqtt": d.mqtt.zigbee2mqtt if d.mqtt else None, "mode": d.mode}
+
+
+def _problem(exc: InstallerError) -> HTTPException:
+    return HTTPException(exc.status, [{"loc": ["body", e["field"]], "msg": e["message"],
+                                       "type": "config"} for e in exc.errors])
+
+
+def add_installer_routes(app: FastAPI, ctx, need) -> None:
+    Writer = Annotated[Principal, Depends(need("devices.write"))]
+    Reader = Annotated[Principal, Depends(need("devices.read"))]
+
+    def editor():
+        if ctx.editor is None:
+            raise HTTPException(503, "configuration editing is not available on this gateway")
+        return ctx.editor
+
+    async def apply(site, actor: str, action: str, target: str, **detail) -> None:
+        if ctx.reload is not None:
+            ctx.reload(site)
+        else:
+            ctx.site = site
+        await ctx.book.store.audit(actor, action, target, **detail)
+
+    def find(device_id: str):
+        d = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
+        if d is None:
+            raise HTTPException(404, f"device {device_id!r} not configured")
+        return d
+
+    @app.get("/api/installer/options", tags=["installer"])
+    def options(p: Writer) -> dict:
+        """What the device form offers: types, households, grid cells, profiles."""
+        from drivers.profiles import load_profiles
+
+        profiles = load_profiles(ctx.site.directory / "profiles")
+        return {"device_types": list(DEVICE_TYPES),
+                "modes": ["normal", "test", "maintenance"],
+                "households": [{"id": h.id, "address": h.address, "grid_cell": h.grid_cell}
+                               for h in ctx.site.site.households],
+                "grid_cells": [{"code": c.code, "name": c.name}
+                               for c in ctx.site.site.grid_cells],
+                "profiles": sorted(({"id": pid, "device_type": getattr(pr, "device_type", None)}
+                                    for pid, pr in profiles.by_id.items()),
+                                   key=lambda x: x["id"])}
+
+    @app.get("/api/config/devices", tags=["installer"])
+    def config_devices(p: Writer) -> dict:
+        """The configured devices as the installer edits them."""
+        return {"devices": [_device_json(d) for d in ctx.site.devices.devices]}
+
+    @app.post("/api/config/devices", tags=["installer"], status_code=201)
+    async def create_device(body: DeviceBody, p: Writer) -> dict:
+        """Add a device (e.g. from the unknown-devices inbox); applied without a restart."""
+        try:
+            site = await editor().upsert_device(body.to_entry(), create=True, actor=p.name)
+        except InstallerError as exc:
+            raise _problem(exc) from None
+        await apply(site, p.name, "device.create", body.id, type=body.type,
+                    household=body.household)
+        return {"device": _device_json(find(body.id))}
+
+    @app.put("/api/config/devices/{device_id}", tags=["installer"])
+    async def edit_device(device_id: str, body: DeviceBody, p: Writer) -> dict:
+        """Replace a device's configuration (its id stays); applied without a restart."""
+        if body.id != device_id:
+            raise HTTPException(422, [{"loc": ["body", "id"], "type": "config",
+                                       "msg": "the id cannot be changed; remove and add"}])
+        try:
+            site = await editor().upsert_device(body.to_entry(), create=False, actor=p.name)
+        except InstallerError as exc:
+            raise _problem(exc) from None
+        await apply(site, p.name, "device.edit", device_id, household=body.household)
+        return {"device": _device_json(find(device_id))}
+
+    @app.delete("/api/config/devices/{device_id}", tags=["installer"])
+    async def remove_device(device_id: str, p: Writer) -> dict:
+        try:
+            site = await editor().remove_device(device_id, actor=p.name)
+        except InstallerError as exc:
+            raise _problem(exc) from None
+        await apply(site, p.name, "device.remove", device_id)
+        return {"removed": device_id}
+
+    @app.get("/api/config/versions", tags=["installer"])
+    def versions(p: Writer) -> dict:
+        """Previous versions of devices.yaml kept by the editor (newest first)."""
+        return {"versions": [{"name": v.name, "saved_at": v.saved_at, "size": v.size}
+                             for v in editor().versions()]}
+
+    @app.put("/api/devices/{device_id}/mode", tags=["installer"])
+    async def set_mode(device_id: str, body: ModeBody, p: Writer) -> dict:
+        """Test mode: presses are recorded as tests, never alarms (kept in devices.yaml)."""
+        try:
+            site = await editor().set_mode(device_id, body.mode, actor=p.name)
+        except InstallerError as exc:
+            raise _problem(exc) from None
+        await apply(site, p.name, "device.mode", device_id, mode=body.mode)
+        return {"device": _device_json(find(device_id))}
+
+    @app.get("/api/devices/{device_id}/tests", tags=["installer"])
+    def device_tests(device_id: str, p: Reader) -> dict:
+        """Test presses recorded for a device (newest first)."""
+        find(device_id)
+        return {"tests": ctx.book.device_tests(device_id)}
+
+    def signed_off(household_id: str) -> dict | None:
+        row = ctx.book.store.query_one(
+            "SELECT ts, actor FROM audit WHERE action='household.commissioned' AND target=? "
+            "ORDER BY id DESC LIMIT 1", (household_id,))
+        return dict(row) if row else None
+
+    def household_checklist(household_id: str) -> dict:
+        hh = ctx.site.household(household_id)
+        if hh is None:
+            raise HTTPException(404, f"household {household_id!r} not found")
+        ids = [d.id for d in ctx.site.devices.devices if d.household == household_id]
+        tests = {}
+        for dev in ids:
+            tests[dev] = len(ctx.book.device_tests(dev, limit=1))
+        return checklist(ctx.site, household_id, ctx.devices, tests, signed_off(household_id))
+
+    @app.get("/api/households/{household_id}/checklist", tags=["installer"])
+    def get_checklist(household_id: str, p: Reader) -> dict:
+        """The commissioning checklist of a household (computed live)."""
+        return household_checklist(household_id)
+
+    @app.post("/api/households/{household_id}/commissioned", tags=["installer"])
+    async def sign_off(household_id: str, p: Writer) -> dict:
+        """Record that the household is commissioned; 409 while an item is open."""
+        result = household_checklist(household_id)
+        if not result["complete"]:
+            open_items = [i["id"] for i in result["items"] if not i["ok"]]
+            raise HTTPException(409, f"checklist incomplete: {', '.join(open_items)}")
+        await ctx.book.store.audit(p.name, "household.commissioned", household_id,
+                                   items=json.dumps([i["id"] for i in result["items"]]))
+        return household_checklist(household_id)
