@@ -12,6 +12,11 @@ maps top-level keys of the device's JSON object to reading kinds::
       event: {kind: smoke, map: {alarm: true, clear: false}}   # enumerations -> values
       battery: {kind: battery, scale: 1.0}
 
+Other formats (``format:``) describe devices that are polled or framed rather than
+publishing JSON: ``modbus`` (a register map, see :class:`ModbusProfile`), ``dlt645`` and
+``cjt188`` (serial meters, the data identifiers to read), ``contact_id`` (alarm receiver
+lines). docs/profiles.md documents every field.
+
 Decoding is pure: :func:`decode_json` takes bytes and the receive time and returns readings
 or raises :class:`drivers.DecodeError` naming the field.
 """
@@ -20,19 +25,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 from ruamel.yaml import YAML
 
 from drivers import DecodeError
+from drivers.codecs.dlt645 import DATA_ITEMS
+from drivers.codecs.modbus_registers import RegisterEntry
 from gateway.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, utc
 
-__all__ = ["FieldMap", "Profile", "ProfileSet", "decode_json", "load_profiles"]
+__all__ = [
+    "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
+    "ModbusProfile", "Profile", "ProfileSet", "RegisterMap", "decode_json", "load_profiles",
+]
 
 #: A device clock this far ahead of ours is not trusted; the receive time is used instead.
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
@@ -42,50 +53,174 @@ class FieldMap(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Kind
     map: dict[str, bool | float | str] | None = None
+    ignore: list[str] = Field(default_factory=list,
+                              description="raw values that carry no reading (skipped)")
     scale: float = 1.0
     offset: float = 0.0
     metric: str | None = None
 
 
-class Profile(BaseModel):
+class _ProfileBase(BaseModel):
+    """What every profile has: a unique id, the device type it serves, a line for humans."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{1,63}$")
     device_type: str
+    description: str = ""
+
+
+class Profile(_ProfileBase):
+    """A device publishing JSON objects (MQTT): top-level keys mapped to readings."""
+
     format: Literal["json"] = "json"
     timestamp: str | None = None
     fields: dict[str, FieldMap] = Field(min_length=1)
 
 
+class RegisterMap(BaseModel):
+    """One value of a Modbus register map (the YAML form of ``RegisterEntry``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    kind: Kind
+    address: int = Field(ge=0, le=0xFFFF)
+    data_type: Literal["int16", "uint16", "int32", "uint32", "float32", "float64"] | None = None
+    function: Literal[3, 4] | None = None
+    byte_order: Literal["big", "little"] | None = None
+    word_order: Literal["big", "little"] | None = None
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+
+class ModbusProfile(_ProfileBase):
+    """A Modbus device: its register map. Entry fields left out take ``defaults``."""
+
+    format: Literal["modbus"]
+    defaults: dict[Literal["data_type", "function", "byte_order", "word_order"], str | int] = \
+        Field(default_factory=dict)
+    max_gap: int = Field(default=8, ge=0, le=124)
+    registers: list[RegisterMap] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _entries_valid(self) -> ModbusProfile:
+        seen: set[str] = set()
+        for i, r in enumerate(self.registers):
+            if r.metric in seen:
+                raise ValueError(f"registers[{i}]: duplicate metric {r.metric!r}")
+            seen.add(r.metric)
+        self.entries()          # RegisterEntry validation (units, bool kinds, address range)
+        return self
+
+    def entries(self) -> list[RegisterEntry]:
+        d = self.defaults
+        out = []
+        for i, r in enumerate(self.registers):
+            try:
+                out.append(RegisterEntry(
+                    r.metric, r.kind, r.address,
+                    data_type=r.data_type or str(d.get("data_type", "uint16")),
+                    function=r.function or int(d.get("function", 3)),
+                    byte_order=r.byte_order or str(d.get("byte_order", "big")),
+                    word_order=r.word_order or str(d.get("word_order", "big")),
+                    scale=r.scale, offset=r.offset, unit=r.unit))
+            except ValueError as exc:
+                raise ValueError(f"registers[{i}]: {exc}") from None
+        return out
+
+
+class Dlt645Profile(_ProfileBase):
+    """A DL/T 645-2007 meter on a serial line: which data identifiers to read each poll."""
+
+    format: Literal["dlt645"]
+    read: list[str] = Field(min_length=1, description="metric names of dlt645.DATA_ITEMS")
+
+    @field_validator("read")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        known = {item.metric for item in DATA_ITEMS.values()}
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown DL/T 645 item {name!r}; known: {sorted(known)}")
+        return v
+
+    def identifiers(self) -> list[int]:
+        by_metric = {item.metric: di for di, item in DATA_ITEMS.items()}
+        return [by_metric[name] for name in self.read]
+
+
+class Cjt188Profile(_ProfileBase):
+    """A CJ/T 188 water or gas meter: meter type byte and whether it has a valve."""
+
+    format: Literal["cjt188"]
+    meter_type: int = Field(default=0x10, ge=0, le=0xFF)
+    has_valve: bool = False
+    clock_high_first: bool = False
+
+
+class ContactIdProfile(_ProfileBase):
+    """Contact ID lines printed by an alarm receiver (events mapped by code)."""
+
+    format: Literal["contact_id"]
+
+
+AnyProfile = Profile | ModbusProfile | Dlt645Profile | Cjt188Profile | ContactIdProfile
+_MODELS: dict[str, type[BaseModel]] = {
+    "json": Profile, "modbus": ModbusProfile, "dlt645": Dlt645Profile,
+    "cjt188": Cjt188Profile, "contact_id": ContactIdProfile,
+}
+
+
 @dataclass(frozen=True)
 class ProfileSet:
-    """Profiles by id, plus the default profile of each device type."""
+    """Profiles by id, plus the default profile of each (device type, format)."""
 
-    by_id: dict[str, Profile]
-    by_type: dict[str, Profile]
+    by_id: dict[str, AnyProfile]
+    by_type: dict[str, AnyProfile]
+    sources: dict[str, str] = field(default_factory=dict)   # id -> file it came from
 
-    def for_device(self, device_type: str, profile_id: str | None = None) -> Profile | None:
+    def for_device(self, device_type: str, profile_id: str | None = None,
+                   fmt: str | None = None) -> AnyProfile | None:
+        """The named profile, else the first of ``device_type`` (of format ``fmt``)."""
         if profile_id:
             return self.by_id.get(profile_id)
-        return self.by_type.get(device_type)
+        if fmt is None:
+            return self.by_type.get(device_type)
+        return next((p for p in self.by_id.values()
+                     if p.device_type == device_type and p.format == fmt), None)
+
+
+def parse_profile(data: Any, name: str) -> AnyProfile:
+    """Validate one profile document; ``ValueError`` naming the file and field."""
+    fmt = data.get("format", "json") if isinstance(data, dict) else "json"
+    model = _MODELS.get(fmt)
+    if model is None:
+        raise ValueError(f"profile {name}: format {fmt!r}, one of {', '.join(_MODELS)}")
+    try:
+        return model.model_validate(data)  # type: ignore[return-value]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(file)'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise ValueError(f"profile {name}: {problems}") from None
 
 
 def load_profiles(extra_dir: Path | None = None) -> ProfileSet:
     """The shipped profiles, plus a site's own from ``extra_dir`` (which may override)."""
     yaml = YAML(typ="safe")
-    by_id: dict[str, Profile] = {}
-    by_type: dict[str, Profile] = {}
+    by_id: dict[str, AnyProfile] = {}
+    by_type: dict[str, AnyProfile] = {}
+    sources_of: dict[str, str] = {}
     sources = [p for p in resources.files("drivers").joinpath("profiles").iterdir()
                if p.name.endswith(".yaml")]
     if extra_dir is not None and extra_dir.is_dir():
         sources += sorted(extra_dir.glob("*.yaml"))
+    # shipped files first; within them json-* before others so a type's default stays JSON
     for src in sorted(sources, key=lambda p: (isinstance(p, Path), p.name)):
-        try:
-            profile = Profile.model_validate(yaml.load(src.read_text(encoding="utf-8")))
-        except ValidationError as exc:
-            raise ValueError(f"profile {src.name}: {exc}") from exc
+        profile = parse_profile(yaml.load(src.read_text(encoding="utf-8")), src.name)
         by_id[profile.id] = profile
+        sources_of[profile.id] = src.name if not isinstance(src, Path) else str(src)
         by_type.setdefault(profile.device_type, profile)
-    return ProfileSet(by_id, by_type)
+    return ProfileSet(by_id, by_type, sources_of)
 
 
 def _typed(kind: Kind, raw: Any, fm: FieldMap, where: str) -> bool | float | str:
@@ -152,6 +287,8 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str,
         if key not in obj:
             continue
         raw = obj[key]
+        if fm.ignore and isinstance(raw, str) and raw.lower() in fm.ignore:
+            continue
         fwhere = f"{where} field {key!r}"
         if raw is None:
             readings.append(Reading(device_id, fm.kind, None, ts, quality=Quality.BAD,

@@ -1,0 +1,344 @@
+"""Modbus TCP and RTU polling: one task per bus, requests serialized, dead devices fenced off.
+
+A *bus* is one Modbus endpoint the gateway talks to: an RS-485 line behind a serial port
+(RTU), or a TCP endpoint (a meter, or an RS-485-to-Ethernet gateway) addressing devices by
+unit id. :class:`ModbusBus` owns one pymodbus client and polls every device on it once per
+``period_s``, one request at a time (an RS-485 line carries one conversation at a time, and
+a TCP-to-RTU gateway serializes anyway). Each device's register map comes from its profile;
+adjacent registers are merged into reads of at most 125 registers
+(:func:`drivers.codecs.modbus_registers.plan_reads`).
+
+One dead device must not slow the others, so each cycle runs in two passes:
+
+1. *healthy* devices (last poll succeeded, or never polled), in a fixed order, each read with
+   the bus timeout and ``retries`` retries;
+2. *failing* devices in the time left before the next cycle, one attempt each, with a
+   timeout no longer than that slack. After ``quarantine_after`` failed polls in a row a
+   device is *quarantined*: reported unavailable (an ``availability`` reading False, logged
+   once) and only probed after a capped exponential backoff with jitter. Its first good poll
+   brings it back (``availability`` True).
+
+Bad answers (Modbus exception responses, short replies, timeouts) are counted by reason
+(``gateway_rejected_total{transport="modbus"}``) and reported to ``on_error``; a value the
+device could not give is never reported as 0. A lost connection is re-established with
+capped exponential backoff and jitter, without restarting anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from drivers import DecodeError
+from drivers.codecs.modbus_registers import ReadRequest, decode_block
+from drivers.mqtt import IntakeSink, backoff_delays
+from gateway.metrics import Metrics, RateLimitedLog
+from gateway.model import Kind, Reading, utc
+
+__all__ = ["BusEndpoint", "ModbusBus", "ModbusDevice", "PollPolicy", "PollStats"]
+
+log = logging.getLogger(__name__)
+# pymodbus logs every timeout at ERROR; we count and log them ourselves, once per transition.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True, slots=True)
+class BusEndpoint:
+    """Where a bus is: ``tcp`` (host, port) or ``rtu`` (serial port and line settings)."""
+
+    kind: str                      # "tcp" | "rtu"
+    host: str = "127.0.0.1"
+    port: int = 502
+    device: str = ""               # serial port path for rtu
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tcp", "rtu"):
+            raise ValueError(f"bus kind {self.kind!r}: tcp or rtu")
+        if self.kind == "rtu" and not self.device:
+            raise ValueError("an rtu bus needs a serial device path")
+
+    def describe(self) -> str:
+        return f"tcp://{self.host}:{self.port}" if self.kind == "tcp" else \
+            f"rtu:{self.device}@{self.baudrate}{self.bytesize}{self.parity}{self.stopbits}"
+
+
+@dataclass(frozen=True, slots=True)
+class PollPolicy:
+    period_s: float = 1.0
+    timeout_s: float = 0.5
+    retries: int = 1
+    quarantine_after: int = 3
+    quarantine_base_s: float = 5.0
+    quarantine_max_s: float = 300.0
+    min_probe_s: float = 0.05      # slack below this is not worth a probe
+
+    def __post_init__(self) -> None:
+        if not (self.period_s > 0 and self.timeout_s > 0 and self.retries >= 0
+                and self.quarantine_after >= 1 and 0 < self.quarantine_base_s
+                <= self.quarantine_max_s):
+            raise ValueError("poll policy: positive period/timeout, retries >= 0, "
+                             "quarantine_after >= 1, 0 < base <= max")
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusDevice:
+    """One device on a bus: its unit id, its planned reads, and its place in the site."""
+
+    device_id: str
+    unit: int
+    requests: tuple[ReadRequest, ...]
+    device_type: str = ""
+    household_id: str | None = None
+    grid_cell: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.unit <= 247:
+            raise ValueError(f"{self.device_id}: unit id {self.unit} outside 0..247")
+        if not self.requests:
+            raise ValueError(f"{self.device_id}: nothing to read")
+
+
+@dataclass(slots=True)
+class PollStats:
+    """Per-device bookkeeping (also what the benchmark reads)."""
+
+    ok: int = 0
+    failed: int = 0
+    consecutive_failures: int = 0
+    quarantined: bool = False
+    next_probe: float = 0.0
+    last_ok: float | None = None              # monotonic time of the last good poll
+    last_error: str = ""
+    intervals: list[float] = field(default_factory=list)   # only when record_intervals
+    _probe_delays: object = None
+
+
+class ModbusBus:
+    """Polls the devices of one bus until cancelled (``run()``)."""
+
+    def __init__(self, bus_id: str, endpoint: BusEndpoint, devices: list[ModbusDevice],
+                 sink: IntakeSink, metrics: Metrics, *, policy: PollPolicy | None = None,
+                 on_error: Callable[[str, str], None] | None = None,
+                 record_intervals: bool = False):
+        ids = [d.device_id for d in devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"bus {bus_id}: duplicate device ids")
+        self.bus_id = bus_id
+        self.endpoint = endpoint
+        self.devices = list(devices)
+        self.sink = sink
+        self.metrics = metrics
+        self.policy = policy or PollPolicy()
+        self.on_error = on_error or (lambda device_id, reason: None)
+        self.record_intervals = record_intervals
+        self.stats: dict[str, PollStats] = {d.device_id: PollStats() for d in devices}
+        self.state = "starting"
+        self.cycles = 0
+        self.overruns = 0
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._rlog = RateLimitedLog(log)
+
+    # -- connection ---------------------------------------------------------------------
+    def _make_client(self):
+        ep, p = self.endpoint, self.policy
+        # retries=0 and no automatic reconnect: both are this class's policy, not pymodbus's
+        if ep.kind == "tcp":
+            return AsyncModbusTcpClient(ep.host, port=ep.port, timeout=p.timeout_s, retries=0,
+                                        reconnect_delay=0, name=f"modbus[{self.bus_id}]")
+        return AsyncModbusSerialClient(ep.device, baudrate=ep.baudrate, parity=ep.parity,
+                                       stopbits=ep.stopbits, bytesize=ep.bytesize,
+                                       timeout=p.timeout_s, retries=0, reconnect_delay=0,
+                                       name=f"modbus[{self.bus_id}]")
+
+    async def run(self) -> None:
+        delays = backoff_delays(base=0.5, cap=30.0)
+        while True:
+            client = self._make_client()
+            self._client = client
+            try:
+                try:
+                    async with asyncio.timeout(max(5.0, self.policy.timeout_s * 4)):
+                        ok = await client.connect()
+                except TimeoutError:
+                    ok = False
+                if not ok:
+                    self._transition("offline", f"cannot connect to {self.endpoint.describe()}")
+                    self.metrics.inc("gateway_driver_reconnects_total", driver="modbus")
+                    await asyncio.sleep(next(delays))
+                    continue
+                self._transition("online")
+                delays = backoff_delays(base=0.5, cap=30.0)
+                await self._poll_forever(client)
+            except ConnectionException as exc:
+                self._transition("offline", f"connection lost: {exc}")
+                self.metrics.inc("gateway_driver_reconnects_total", driver="modbus")
+                self._all_unavailable()
+                await asyncio.sleep(next(delays))
+            finally:
+                client.close()
+
+    def _transition(self, state: str, why: str = "") -> None:
+        if state != self.state:
+            level = logging.INFO if state == "online" else logging.WARNING
+            log.log(level, "modbus bus %s (%s) %s -> %s%s", self.bus_id,
+                    self.endpoint.describe(), self.state, state, f" ({why})" if why else "")
+            self.state = state
+
+    # -- the cycle ----------------------------------------------------------------------
+    async def _poll_forever(self, client) -> None:
+        period = self.policy.period_s
+        start = time.monotonic()
+        k = 0
+        while True:
+            due = start + k * period
+            now = time.monotonic()
+            if now < due:
+                await asyncio.sleep(due - now)
+            elif now - due > period:
+                # the bus could not keep up: skip the cycles that are already over
+                skipped = int((now - due) // period)
+                self.overruns += skipped
+                self.metrics.inc("gateway_modbus_overruns_total", skipped, bus=self.bus_id)
+                k += skipped
+                due = start + k * period
+            await self._cycle(client, due + period)
+            if not client.connected:
+                raise ConnectionException(f"bus {self.bus_id} disconnected")
+            self.cycles += 1
+            k += 1
+
+    async def _cycle(self, client, cycle_end: float) -> None:
+        p = self.policy
+        failing: list[ModbusDevice] = []
+        for dev in self.devices:
+            st = self.stats[dev.device_id]
+            if st.consecutive_failures:
+                failing.append(dev)
+                continue
+            await self._poll(client, dev, p.timeout_s, p.retries)
+        now = time.monotonic()
+        for dev in failing:
+            st = self.stats[dev.device_id]
+            if st.quarantined and now < st.next_probe:
+                continue
+            slack = cycle_end - now - p.min_probe_s
+            if slack < p.min_probe_s:
+                break      # no time left this cycle; healthy devices keep their period
+            await self._poll(client, dev, min(p.timeout_s, slack), 0)
+            now = time.monotonic()
+
+    async def _poll(self, client, dev: ModbusDevice, timeout_s: float, retries: int) -> None:
+        readings: list[Reading] = []
+        ts = utc()
+        for req in dev.requests:
+            for attempt in range(retries + 1):
+                try:
+                    registers = await self._read(client, dev, req, timeout_s)
+                    readings += decode_block(req, registers, device_id=dev.device_id, ts=ts)
+                    break
+                except DecodeError as exc:
+                    if attempt < retries and exc.reason == "timeout":
+                        continue
+                    self._failed(dev, exc)
+                    return
+        self._succeeded(dev, readings)
+
+    async def _read(self, client, dev: ModbusDevice, req: ReadRequest,
+                    timeout_s: float) -> list[int]:
+        where = f"bus {self.bus_id} unit {dev.unit} (device {dev.device_id}) " \
+                f"fc{req.function} @{req.address}+{req.count}"
+        read = client.read_input_registers if req.function == 4 else \
+            client.read_holding_registers
+        try:
+            async with asyncio.timeout(timeout_s + 0.5):   # pymodbus times out first
+                rr = await read(req.address, count=req.count, device_id=dev.unit)
+        except (TimeoutError, ModbusIOException) as exc:
+            raise DecodeError("timeout", f"no answer within {timeout_s:.3g} s",
+                              where=where) from exc
+        except ConnectionException:
+            raise
+        except ModbusException as exc:
+            raise DecodeError("modbus_error", str(exc), where=where) from exc
+        if rr.isError():
+            code = getattr(rr, "exception_code", None)
+            raise DecodeError("modbus_exception", f"exception response, code {code}",
+                              where=where)
+        return list(rr.registers)
+
+    # -- outcomes -----------------------------------------------------------------------
+    def _succeeded(self, dev: ModbusDevice, readings: list[Reading]) -> None:
+        st = self.stats[dev.device_id]
+        now = time.monotonic()
+        if self.record_intervals and st.last_ok is not None:
+            st.intervals.append(now - st.last_ok)
+        st.ok += 1
+        st.last_ok = now
+        st.consecutive_failures = 0
+        if st.quarantined:
+            st.quarantined = False
+            log.info("modbus device %s (bus %s unit %d) answers again", dev.device_id,
+                     self.bus_id, dev.unit)
+            readings.append(Reading(dev.device_id, Kind.AVAILABILITY, True, utc(),
+                                    metric="availability"))
+        self.metrics.inc("gateway_ingest_messages_total", transport="modbus")
+        self._offer(dev, readings)
+
+    def _failed(self, dev: ModbusDevice, exc: DecodeError) -> None:
+        st = self.stats[dev.device_id]
+        st.failed += 1
+        st.consecutive_failures += 1
+        st.last_error = exc.reason
+        self.metrics.inc("gateway_rejected_total", reason=exc.reason, transport="modbus")
+        self.on_error(dev.device_id, exc.reason)
+        if not st.quarantined:
+            self._rlog.warning((exc.reason, dev.device_id), "modbus %s: %s [%s]", exc.where,
+                               exc.detail, exc.reason)
+        p = self.policy
+        if st.quarantined:
+            st.next_probe = time.monotonic() + next(st._probe_delays)  # type: ignore[call-overload]
+        elif st.consecutive_failures >= p.quarantine_after:
+            st.quarantined = True
+            st._probe_delays = _probe_delays(p.quarantine_base_s, p.quarantine_max_s)
+            st.next_probe = time.monotonic() + next(st._probe_delays)  # type: ignore[call-overload]
+            log.warning("modbus device %s (bus %s unit %d) quarantined after %d failed polls "
+                        "(%s); probing with backoff", dev.device_id, self.bus_id, dev.unit,
+                        st.consecutive_failures, exc.reason)
+            self._offer(dev, [Reading(dev.device_id, Kind.AVAILABILITY, False, utc(),
+                                      metric="availability")])
+
+    def _all_unavailable(self) -> None:
+        for dev in self.devices:
+            st = self.stats[dev.device_id]
+            if not st.quarantined:
+                st.quarantined = True
+                st.consecutive_failures = max(st.consecutive_failures, 1)
+                st._probe_delays = _probe_delays(self.policy.quarantine_base_s,
+                                                 self.policy.quarantine_max_s)
+                st.next_probe = 0.0      # probe as soon as the bus is back
+                self._offer(dev, [Reading(dev.device_id, Kind.AVAILABILITY, False, utc(),
+                                          metric="availability")])
+
+    def _offer(self, dev: ModbusDevice, readings: list[Reading]) -> None:
+        if readings:
+            self.sink.offer([r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
+                                         device_type=dev.device_type) for r in readings], None)
+
+
+def _probe_delays(base: float, cap: float):
+    """Capped exponential backoff with jitter (never below half the nominal delay)."""
+    attempt = 0
+    while True:
+        nominal = min(cap, base * 2 ** attempt)
+        yield random.uniform(nominal / 2, nominal)
+        attempt = min(attempt + 1, 30)

@@ -1,0 +1,163 @@
+"""Simulated Modbus meters: a real pymodbus server whose units answer from a register map.
+
+Each unit holds the registers a profile's register map describes (e.g. Eastron SDM630: input
+registers, float32), encoded with :func:`drivers.codecs.modbus_registers.encode_value`, so the
+gateway's driver reads exactly what a real meter would send. A unit can be made *dead* (the
+server stays silent, as a disconnected RS-485 device does: the client times out) and values
+can be changed while the server runs.
+
+The server uses pymodbus' ``ModbusServerContext`` with a custom data store (this class);
+addresses are 0-based PDU addresses, as in the profiles.
+
+    python -m simulators.modbus_meters --port 5020 --units 1-20 --dead 7 \
+        --profile eastron-sdm630
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import random
+import sys
+
+from pymodbus.constants import ExcCodes
+from pymodbus.datastore import ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusTcpServer
+
+from drivers.codecs.modbus_registers import RegisterEntry, encode_value
+from drivers.profiles import ModbusProfile, load_profiles
+
+__all__ = ["MeterStore", "default_values", "serve_meters"]
+
+log = logging.getLogger(__name__)
+
+
+def default_values(entries: list[RegisterEntry], unit: int) -> dict[str, float | bool]:
+    """Plausible readings for a meter, different per unit (deterministic)."""
+    rng = random.Random(unit)
+    out: dict[str, float | bool] = {}
+    for e in entries:
+        k = e.kind.value
+        if e.is_bool:
+            out[e.metric] = False
+        elif k == "voltage":
+            out[e.metric] = round(rng.uniform(215, 235), 1)
+        elif k == "current":
+            out[e.metric] = round(rng.uniform(0.5, 20), 2)
+        elif k == "power":
+            out[e.metric] = round(rng.uniform(100, 4000), 1)
+        elif k == "frequency":
+            out[e.metric] = 50.0
+        elif k == "battery":
+            out[e.metric] = 90.0
+        else:
+            out[e.metric] = round(rng.uniform(10, 9000), 2)
+    return out
+
+
+class MeterStore(ModbusServerContext):
+    """Registers of several units; pymodbus calls :meth:`async_getValues` per request."""
+
+    def __init__(self, entries: list[RegisterEntry], units: list[int]):
+        # Deliberately not calling super().__init__: this is the documented way to give the
+        # server a data store of our own (old_simulator=True makes the server use it as-is).
+        self.old_simulator = True
+        self.simdevices = []
+        self._devices = {}
+        self.entries = entries
+        self.units = set(units)
+        self.dead: set[int] = set()
+        self.registers: dict[int, dict[tuple[int, int], int]] = {u: {} for u in units}
+        self.requests = 0
+        for u in units:
+            self.set_values(u, default_values(entries, u))
+
+    def set_values(self, unit: int, values: dict[str, float | bool]) -> None:
+        regs = self.registers[unit]
+        for e in self.entries:
+            if e.metric in values:
+                for i, word in enumerate(encode_value(e, values[e.metric])):
+                    regs[(e.function, e.address + i)] = word
+
+    async def async_getValues(self, device_id: int, func_code: int, address: int,
+                              count: int = 1):
+        if device_id not in self.units or device_id in self.dead:
+            raise NoSuchIdException(f"unit {device_id} does not answer")
+        self.requests += 1
+        regs = self.registers[device_id]
+        out = []
+        for a in range(address, address + count):
+            word = regs.get((func_code, a))
+            if word is None:
+                # a gap inside a merged read: real meters return 0 for unused registers;
+                # a read that touches nothing we hold is an illegal address
+                word = 0
+            out.append(word)
+        if all((func_code, a) not in regs for a in range(address, address + count)):
+            return ExcCodes.ILLEGAL_ADDRESS
+        return out
+
+    async def async_setValues(self, device_id, func_code, address, values):
+        return ExcCodes.ILLEGAL_FUNCTION
+
+    def device_ids(self):
+        return sorted(self.units)
+
+
+async def serve_meters(store: MeterStore, port: int, host: str = "127.0.0.1") -> ModbusTcpServer:
+    """Start a Modbus TCP server for ``store`` in the running loop (``await server.shutdown()``)."""
+    server = ModbusTcpServer(store, address=(host, port), ignore_missing_devices=True)
+    await server.serve_forever(background=True)
+    return server
+
+
+def _units(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def profile_entries(profile_id: str) -> list[RegisterEntry]:
+    profile = load_profiles().by_id.get(profile_id)
+    if not isinstance(profile, ModbusProfile):
+        raise SystemExit(f"{profile_id}: not a shipped Modbus profile")
+    return profile.entries()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    entries = profile_entries(args.profile)
+    servers = []
+    for port in args.port:
+        store = MeterStore(entries, _units(args.units))
+        store.dead = set(_units(args.dead)) if args.dead else set()
+        servers.append(await serve_meters(store, port))
+    print("ready", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for s in servers:
+            await s.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--port", type=int, action="append", required=True,
+                   help="TCP port on 127.0.0.1 (repeat for several buses)")
+    p.add_argument("--units", default="1", help="unit ids, e.g. 1-20")
+    p.add_argument("--dead", default="", help="unit ids that never answer, e.g. 7")
+    p.add_argument("--profile", default="eastron-sdm630")
+    args = p.parse_args(argv)
+    try:
+        asyncio.run(_main(args))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,181 @@
+"""Simulated serial devices on a pty: DL/T 645 and CJ/T 188 meters, a Contact ID receiver.
+
+:class:`PtyAdapter` plays a USB-RS485 adapter: a pty pair whose slave is reachable through a
+symlink we control (``path``), as udev gives ``/dev/serial/by-id/...``. ``unplug()`` closes
+the pty and removes the symlink, as pulling the adapter does; ``replug()`` creates a new pty
+(a different ``/dev/pts/N``) behind the same symlink.
+
+:class:`MeterBus` answers requests arriving on an adapter, from a thread: DL/T 645 meters
+(``dlt645_meters``: address -> {DI: value}) and CJ/T 188 meters (``cjt188_meters``: address
+-> volume m³). Faults for tests: ``dead`` addresses never answer; ``corrupt_next`` spoils the
+checksum of the next N replies; ``split_replies`` sends replies in two chunks; ``junk`` is
+written before every reply.
+
+Every loop is bounded by a stop event and short select timeouts.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+import tty
+from pathlib import Path
+
+from drivers import DecodeError
+from drivers.codecs import cjt188, dlt645
+from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
+
+__all__ = ["MeterBus", "PtyAdapter"]
+
+
+class PtyAdapter:
+    """A pty pair behind a symlink; ``master`` is the device side's file descriptor."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.master: int | None = None
+        self._slave: int | None = None
+        self.lock = threading.Lock()
+        self.replug()
+
+    @property
+    def plugged(self) -> bool:
+        return self.master is not None
+
+    def replug(self) -> None:
+        with self.lock:
+            self._close()
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            os.set_blocking(master, False)
+            tmp = self.path.with_name(self.path.name + ".new")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(os.ttyname(slave))
+            tmp.replace(self.path)          # atomic: the path is never half-made
+            # keep our slave fd open so that the master side never reads EIO while the
+            # gateway has the port closed (between a replug and its reopen)
+            self.master, self._slave = master, slave
+
+    def unplug(self) -> None:
+        with self.lock:
+            self._close()
+            self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        for fd in (self.master, self._slave):
+            if fd is not None:
+                os.close(fd)
+        self.master = self._slave = None
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            if self.master is not None:
+                os.write(self.master, data)
+
+    def read(self, timeout: float) -> bytes:
+        fd = self.master
+        if fd is None:
+            time.sleep(timeout)
+            return b""
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                return b""
+            with self.lock:
+                if self.master != fd:
+                    return b""
+                return os.read(fd, 4096)
+        except (OSError, ValueError):
+            return b""     # unplugged meanwhile (fd closed) or no reader yet
+
+
+class MeterBus:
+    """Meters answering on an adapter, in a background thread (``start()`` / ``stop()``)."""
+
+    def __init__(self, adapter: PtyAdapter, *, protocol: str,
+                 dlt645_meters: dict[str, dict[int, float]] | None = None,
+                 cjt188_meters: dict[str, float] | None = None, cjt188_type: int = 0x10):
+        self.adapter = adapter
+        self.protocol = protocol
+        self.dlt645_meters = dlt645_meters or {}
+        self.cjt188_meters = cjt188_meters or {}
+        self.cjt188_type = cjt188_type
+        self.dead: set[str] = set()
+        self.corrupt_next = 0
+        self.split_replies = False
+        self.junk = b""
+        self.requests = 0
+        self.bad_requests = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        layout = DLT645_LAYOUT if protocol == "dlt645" else CJT188_LAYOUT
+        self._splitter = FrameSplitter(layout)
+        self._layout = layout
+
+    def start(self) -> MeterBus:
+        self._thread = threading.Thread(target=self._run, name="sim-meter-bus", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        master = None
+        while not self._stop.is_set():
+            if self.adapter.master != master:          # replugged: fresh stream
+                master = self.adapter.master
+                self._splitter = FrameSplitter(self._layout)
+            data = self.adapter.read(0.05)
+            if not data:
+                continue
+            for item in self._splitter.feed(data):
+                if isinstance(item, DecodeError):
+                    self.bad_requests += 1
+                    continue
+                reply = self._answer(item)
+                if reply is not None:
+                    self._send(reply)
+
+    def _send(self, reply: bytes) -> None:
+        if self.corrupt_next > 0:
+            self.corrupt_next -= 1
+            reply = reply[:-2] + bytes([(reply[-2] + 1) & 0xFF]) + reply[-1:]
+        if self.junk:
+            self.adapter.write(self.junk)
+        if self.split_replies:
+            half = len(reply) // 2
+            self.adapter.write(reply[:half])
+            time.sleep(0.02)
+            self.adapter.write(reply[half:])
+        else:
+            self.adapter.write(reply)
+
+    def _answer(self, frame: bytes) -> bytes | None:
+        self.requests += 1
+        if self.protocol == "dlt645":
+            req = dlt645.decode_frame(frame)
+            if req.control == dlt645.C_READ_ADDRESS and len(self.dlt645_meters) == 1:
+                (address,) = self.dlt645_meters
+                return None if address in self.dead else dlt645.encode_address_reply(address)
+            if req.control != dlt645.C_READ or req.address in self.dead:
+                return None
+            values = self.dlt645_meters.get(req.address)
+            if values is None:
+                return None                              # not on this bus: silence
+            di = int.from_bytes(req.data[:4], "little")
+            if di not in values:
+                return dlt645.encode_abnormal_reply(req.address, 0x02)
+            return dlt645.encode_read_reply(req.address, di, values[di], preamble=2)
+        req = cjt188.decode_frame(frame)
+        if req.control != cjt188.C_READ or req.address in self.dead:
+            return None
+        volume = self.cjt188_meters.get(req.address)
+        if volume is None:
+            return None
+        return cjt188.encode_read_reply(req.address, volume=volume, meter_type=self.cjt188_type,
+                                        ser=req.data[2] if len(req.data) > 2 else 0)
