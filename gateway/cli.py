@@ -1,4 +1,5 @@
-"""The ``gateway`` command: run, demo, config validate, user/token management, rules replay."""
+"""The ``gateway`` command: run, demo, config validate, user/token management, rules replay,
+backup and restore."""
 
 from __future__ import annotations
 
@@ -154,6 +155,39 @@ def cmd_rules_replay(args: argparse.Namespace) -> int:
     return 1 if bad and args.strict else 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    import time
+
+    from gateway.backup import BackupError, create_backup, prune_backups
+
+    out = Path(args.out) if args.out else Path(args.out_dir) / time.strftime(
+        "gateway-backup-%Y%m%dT%H%M%S.tar.gz")
+    try:
+        info = create_backup(args.data, args.config, out, extra=args.extra)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{info.path}: {info.files} files, {info.bytes} bytes (instance {info.instance_id})")
+    if args.out_dir and args.keep:
+        for old in prune_backups(args.out_dir, args.keep):
+            print(f"removed old backup {old}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from gateway.backup import BackupError, restore_backup
+
+    try:
+        m = restore_backup(args.archive, args.data, args.config, force=args.force,
+                           extra_dir=args.extra_to)
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored backup of {m.get('created_at')} (gateway {m.get('gateway_version')}, "
+          f"instance {m.get('instance_id')}) into {args.data} and {args.config}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description="Community edge gateway")
     p.add_argument("--version", action="version", version=f"gateway {__version__}")
@@ -204,6 +238,29 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--strict", action="store_true", help="exit 1 if any line was skipped")
     rr.add_argument("events")
     rr.set_defaults(fn=cmd_rules_replay)
+
+    bk = sub.add_parser("backup", help="back up the store (online, consistent) and the site "
+                                        "configuration into a .tar.gz")
+    bk.add_argument("--data", required=True, help="data directory (store)")
+    bk.add_argument("--config", required=True, help="site configuration directory")
+    where = bk.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="archive to write (FILE.tar.gz)")
+    where.add_argument("--out-dir", help="write gateway-backup-<time>.tar.gz here")
+    bk.add_argument("--keep", type=int, default=0,
+                    help="with --out-dir: keep only the newest N backups")
+    bk.add_argument("--extra", action="append", default=[],
+                    help="also archive this file (e.g. the env file with secrets); repeatable")
+    bk.set_defaults(fn=cmd_backup)
+
+    rs = sub.add_parser("restore", help="restore a backup (stop the gateway first)")
+    rs.add_argument("archive")
+    rs.add_argument("--data", required=True)
+    rs.add_argument("--config", required=True)
+    rs.add_argument("--force", action="store_true",
+                    help="restore over non-empty directories (they are kept aside)")
+    rs.add_argument("--extra-to", default=None,
+                    help="write archived extra files (secrets) into this directory")
+    rs.set_defaults(fn=cmd_restore)
     return p
 
 
