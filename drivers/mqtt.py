@@ -18,6 +18,7 @@ not acknowledged.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from drivers import DecodeError
+from drivers import zigbee2mqtt as z2m
 from drivers.profiles import Profile, decode_json
 from gateway.metrics import Metrics, RateLimitedLog
 from gateway.model import Reading, utc
@@ -70,7 +72,8 @@ class MqttIntake:
                  username: str | None = None, password: str | None = None,
                  keepalive: int = 30, max_payload_bytes: int = 8192,
                  on_unknown: Callable[[str, bytes], None] | None = None,
-                 on_error: Callable[[str, str], None] | None = None):
+                 on_error: Callable[[str, str], None] | None = None,
+                 commit_delay_s: float = 0.0):
         self.host, self.port, self.client_id = host, port, client_id
         self.sink = sink
         self.bindings = bindings
@@ -81,6 +84,9 @@ class MqttIntake:
         self.max_payload_bytes = max_payload_bytes
         self.on_unknown = on_unknown
         self.on_error = on_error or (lambda device_id, reason: None)
+        # Fault injection for the redelivery test only (GATEWAY_TEST_COMMIT_DELAY_S): hold
+        # alarm-class messages this long before handing them to the pipeline's commit.
+        self.commit_delay_s = commit_delay_s
         self.connected = asyncio.Event()
         self.state = "starting"
         self._paho: paho.Client | None = None
@@ -136,6 +142,10 @@ class MqttIntake:
             self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
             return
         if any(r.is_alarm_class for r in readings):
+            if self.commit_delay_s:
+                asyncio.get_running_loop().call_later(
+                    self.commit_delay_s, self.sink.offer, readings, lambda: self._ack(mid, qos))
+                return
             self.sink.offer(readings, lambda: self._ack(mid, qos))
         else:
             self.sink.offer(readings, None)
@@ -148,8 +158,18 @@ class MqttIntake:
     def _decode(self, topic: str, payload: bytes) -> list[Reading]:
         binding = self.bindings.get(topic)
         if binding is None:
-            if topic.endswith("/availability") or topic.startswith("zigbee2mqtt/bridge/"):
+            base, _, leaf = topic.rpartition("/")
+            parent = self.bindings.get(base)
+            if parent is not None:
+                if leaf == "availability":
+                    return self._availability(parent, topic, payload)
+                return []          # <device>/set, /get ...: commands to the device, not ours
+            if topic.startswith("zigbee2mqtt/bridge/"):
+                if topic == z2m.BRIDGE_DEVICES:
+                    self._bridge_devices(payload)
                 return []
+            if leaf == "availability":
+                return []          # availability of a device nobody bound: not a problem
             self._reject("unknown_device", topic, "no device is bound to this topic")
             if self.on_unknown is not None:
                 self.on_unknown(topic, payload[:512])
@@ -159,15 +179,43 @@ class MqttIntake:
                          f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
             self.on_error(binding.device_id, "oversize")
             return []
+        return self._bound(binding, lambda: decode_json(
+            binding.profile, binding.device_id, payload, utc(),
+            where=f"{topic} (device {binding.device_id})"))
+
+    def _availability(self, binding: DeviceBinding, topic: str,
+                      payload: bytes) -> list[Reading]:
+        return self._bound(binding, lambda: [z2m.availability_reading(
+            binding.device_id, payload[:256], utc(),
+            where=f"{topic} (device {binding.device_id})")])
+
+    def _bound(self, binding: DeviceBinding, decode: Callable[[], list[Reading]]
+               ) -> list[Reading]:
+        """Run ``decode``; bind its readings to the device's site, or count its error."""
         try:
-            readings = decode_json(binding.profile, binding.device_id, payload, utc(),
-                                   where=f"{topic} (device {binding.device_id})")
+            readings = decode()
         except DecodeError as exc:
             self._reject(exc.reason, exc.where, exc.detail)
             self.on_error(binding.device_id, exc.reason)
             return []
         return [r.with_site(household_id=binding.household_id, grid_cell=binding.grid_cell,
                             device_type=binding.device_type) for r in readings]
+
+    def _bridge_devices(self, payload: bytes) -> None:
+        """Zigbee devices the coordinator knows but no device of the site is bound to."""
+        if len(payload) > z2m.MAX_BRIDGE_BYTES:
+            self._reject("oversize", z2m.BRIDGE_DEVICES, f"{len(payload)} bytes")
+            return
+        try:
+            entries = z2m.bridge_devices(payload)
+        except DecodeError as exc:
+            self._reject(exc.reason, exc.where, exc.detail)
+            return
+        for entry in entries:
+            if entry["topic"] not in self.bindings and self.on_unknown is not None:
+                self.on_unknown(entry["topic"], json.dumps(
+                    {k: v for k, v in entry.items() if k != "topic"},
+                    ensure_ascii=False).encode())
 
     def _reject(self, reason: str, where: str, detail: str) -> None:
         self.metrics.inc("gateway_rejected_total", reason=reason, transport="mqtt")

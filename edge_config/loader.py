@@ -211,17 +211,62 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
     if devices is not None:
         topics: dict[str, str] = {}
         for i, d in enumerate(devices.devices):
+            if not d.topic:
+                continue
             if d.topic in topics:
                 loc = ("devices", i, "mqtt")
                 out.add("devices.yaml", locate(dt, loc), loc,
                         f"topic {d.topic!r} already used by device {topics[d.topic]!r}")
             topics[d.topic] = d.id
+        _check_transports(devices, cfg.get("gateway.yaml"), dt, out)
     rules_cfg = cfg.get("rules.yaml")
     if rules_cfg is not None and "rules.yaml" in trees:
         from rules.spec import check_references
 
         for loc, msg in check_references(rules_cfg, ids, homes, cells):
             out.add("rules.yaml", locate(trees["rules.yaml"], tuple(loc)), tuple(loc), msg)
+
+
+def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
+                      out: _Collector) -> None:
+    """Modbus/serial devices name a bus/line of gateway.yaml, sit at a free address, and
+    have a profile of the transport's format (shipped or in the site's profiles/)."""
+    from drivers.profiles import load_profiles
+
+    buses = {b.id for b in gw.modbus_buses} if gw else set()
+    lines = {ln.id: ln.protocol for ln in gw.serial_lines} if gw else {}
+    try:
+        profiles = load_profiles(out.directory / "profiles")
+    except ValueError as exc:
+        out.add("profiles", 1, "(file)", str(exc))
+        return
+    taken: dict[tuple, str] = {}
+    for i, d in enumerate(devices.devices):
+        fmt = "json"
+        if d.modbus is not None:
+            loc, fmt = ("devices", i, "modbus", "bus"), "modbus"
+            if gw is not None and d.modbus.bus not in buses:
+                out.add("devices.yaml", locate(dt, loc), loc,
+                        f"unknown Modbus bus {d.modbus.bus!r} (gateway.yaml modbus_buses)")
+            key: tuple = ("modbus", d.modbus.bus, d.modbus.unit)
+        elif d.serial is not None:
+            loc = ("devices", i, "serial", "line")
+            fmt = lines.get(d.serial.line, "")
+            if gw is not None and d.serial.line not in lines:
+                out.add("devices.yaml", locate(dt, loc), loc,
+                        f"unknown serial line {d.serial.line!r} (gateway.yaml serial_lines)")
+            key = ("serial", d.serial.line, d.serial.address.upper(), d.serial.zone)
+        else:
+            continue
+        if key in taken:
+            out.add("devices.yaml", locate(dt, loc), loc,
+                    f"address already used by device {taken[key]!r}")
+        taken[key] = d.id
+        profile = profiles.for_device(d.type, d.profile, fmt=fmt or None)
+        if fmt and (profile is None or profile.format != fmt):
+            ploc = ("devices", i, "profile") if d.profile else ("devices", i, "type")
+            out.add("devices.yaml", locate(dt, ploc), ploc,
+                    f"no {fmt} profile {d.profile or 'for type ' + repr(d.type)}")
 
 
 def load_site(directory: str | Path) -> SiteConfig:

@@ -22,7 +22,8 @@ from gateway.model import DEVICE_TYPES
 
 __all__ = [
     "Contact", "Device", "DevicesFile", "GatewayFile", "GridCell", "Household", "MqttBroker",
-    "MqttTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
+    "MqttTransport", "ModbusBusConfig", "ModbusTcp", "ModbusTransport", "SerialLineConfig",
+    "SerialPort", "SerialTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
     "Notifications", "SecretRef", "Site", "SiteFile", "TelemetryConfig", "UplinksFile",
     "UpstreamMqtt",
 ]
@@ -97,6 +98,22 @@ class MqttTransport(_Strict):
         return v
 
 
+class ModbusTransport(_Strict):
+    """A device on a Modbus bus defined in gateway.yaml (``modbus_buses``)."""
+
+    bus: Annotated[str, Field(pattern=ID_RE)]
+    unit: int = Field(ge=1, le=247, description="Modbus unit (slave) id")
+
+
+class SerialTransport(_Strict):
+    """A device on a serial line defined in gateway.yaml (``serial_lines``): a meter's
+    address as on its nameplate, or a Contact ID account (with ``zone`` for one zone)."""
+
+    line: Annotated[str, Field(pattern=ID_RE)]
+    address: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{4,14}$")]
+    zone: int | None = Field(default=None, ge=0, le=999)
+
+
 class Device(_Strict):
     id: Annotated[str, Field(pattern=ID_RE)]
     type: str
@@ -106,6 +123,8 @@ class Device(_Strict):
     name: str = Field(default="", max_length=100)
     profile: str | None = Field(default=None, description="default: the type's shipped profile")
     mqtt: MqttTransport | None = None
+    modbus: ModbusTransport | None = None
+    serial: SerialTransport | None = None
     mode: Literal["normal", "test", "maintenance"] = "normal"
 
     @field_validator("type")
@@ -119,13 +138,21 @@ class Device(_Strict):
     def _placed(self) -> Device:
         if self.household is None and self.grid_cell is None:
             raise ValueError("a device needs a household or, for shared devices, a grid_cell")
-        if self.mqtt is None:
-            raise ValueError("a device needs a transport (mqtt)")
+        given = [t for t in ("mqtt", "modbus", "serial") if getattr(self, t) is not None]
+        if len(given) != 1:
+            raise ValueError("a device needs exactly one transport (mqtt, modbus or serial), "
+                             f"got {', '.join(given) or 'none'}")
         return self
 
     @property
+    def transport(self) -> str:
+        return "mqtt" if self.mqtt else "modbus" if self.modbus else "serial"
+
+    @property
     def topic(self) -> str:
-        assert self.mqtt is not None
+        """The MQTT topic of an MQTT device ("" for devices on other transports)."""
+        if self.mqtt is None:
+            return ""
         if self.mqtt.zigbee2mqtt:
             return f"zigbee2mqtt/{self.mqtt.zigbee2mqtt}"
         return self.mqtt.topic or f"devices/{self.id}"
@@ -238,6 +265,52 @@ class MqttBroker(_Strict):
     max_payload_bytes: int = Field(default=8192, ge=256, le=262144)
 
 
+class ModbusTcp(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, ge=1, le=65535)
+
+
+class SerialPort(_Strict):
+    device: Annotated[str, Field(min_length=1, description="e.g. /dev/serial/by-id/...")]
+    baudrate: int = Field(default=9600, ge=300, le=921600)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+
+
+class ModbusBusConfig(_Strict):
+    """One Modbus bus: an RS-485 line (``rtu``) or a TCP endpoint (``tcp``), polled by one
+    task; see docs/profiles.md for the timing fields."""
+
+    id: Annotated[str, Field(pattern=ID_RE)]
+    tcp: ModbusTcp | None = None
+    rtu: SerialPort | None = None
+    period_s: float = Field(default=10.0, gt=0, le=3600)
+    timeout_s: float = Field(default=0.5, gt=0, le=30)
+    retries: int = Field(default=1, ge=0, le=5)
+    quarantine_after: int = Field(default=3, ge=1, le=100)
+    quarantine_max_s: float = Field(default=300.0, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> ModbusBusConfig:
+        if (self.tcp is None) == (self.rtu is None):
+            raise ValueError("give exactly one of tcp or rtu")
+        return self
+
+
+class SerialLineConfig(SerialPort):
+    """One serial line with meters (polled) or an alarm receiver (read)."""
+
+    id: Annotated[str, Field(pattern=ID_RE)]
+    protocol: Literal["dlt645", "cjt188", "contact_id"]
+    baudrate: int = Field(default=2400, ge=300, le=921600)
+    parity: Literal["N", "E", "O"] = "E"
+    period_s: float = Field(default=60.0, gt=0, le=86400)
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+
+
 class GatewayFile(_Strict):
     mqtt: MqttBroker = Field(default_factory=MqttBroker)
+    modbus_buses: list[ModbusBusConfig] = Field(default_factory=list)
+    serial_lines: list[SerialLineConfig] = Field(default_factory=list)
 

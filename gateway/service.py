@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
+from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
 from drivers.profiles import load_profiles
 from edge_config.loader import SiteConfig, load_site
@@ -99,9 +100,14 @@ def health_rows(site: SiteConfig) -> list[tuple[str, str, str | None, str | None
 
 def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
     profiles = load_profiles(site.directory / "profiles")
+    plan_field(site, profiles)   # Modbus/serial devices: profiles and buses exist (ConfigError)
     out: dict[str, DeviceBinding] = {}
     for d in site.devices.devices:
-        profile = profiles.for_device(d.type, d.profile)
+        if d.mqtt is None:
+            continue
+        profile = profiles.for_device(d.type, d.profile, fmt="json")
+        if d.mqtt.zigbee2mqtt and not d.profile:   # Zigbee2MQTT keys, no profile to write
+            profile = profiles.by_id.get(f"zigbee2mqtt-{d.type.replace('_', '-')}", profile)
         if profile is None:
             raise ConfigError([f"devices.yaml: devices.{d.id}.profile: no profile "
                                f"{d.profile or 'for type ' + d.type!r}"])
@@ -184,7 +190,12 @@ class Gateway:
             password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes,
             on_error=health_book.error,
             on_unknown=lambda topic, payload: health_book.saw_unknown(
-                topic, "mqtt", payload.decode("utf-8", "replace")))
+                topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
+                payload.decode("utf-8", "replace")),
+            commit_delay_s=_test_commit_delay())
+        field = FieldDrivers(plan_field(site, load_profiles(site.directory / "profiles")),
+                             pipeline, self.metrics, on_error=health_book.error,
+                             on_unknown=health_book.saw_unknown)
         forwarder = None
         callback = None
         poller = None
@@ -213,6 +224,7 @@ class Gateway:
             tick_age = time.monotonic() - (pipeline.last_tick or self._t0)
             return {
                 "mqtt": {"state": intake.state, "ready": intake.state == "online"},
+                **{key: {"state": state} for key, state in field.states().items()},
                 "store": {"state": "error" if store.last_error else "ok",
                           "error": store.last_error, "ready": store.last_error is None},
                 "rules": {"state": "ok" if tick_age < 10 * self.o.tick_s + 5 else "stalled",
@@ -230,6 +242,7 @@ class Gateway:
             apply_modes(engine_new, new)
             pipeline.engine = engine_new
             intake.rebind(bindings)
+            field.rebind(plan_field(new, load_profiles(new.directory / "profiles")))
             health_book.rebind(health_rows(new))
             book.site = ctx.site = self.site = new
             log.info("site configuration reloaded: %d devices", len(new.devices.devices))
@@ -247,6 +260,7 @@ class Gateway:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pipeline.run(), name="pipeline")
                 tg.create_task(intake.run(), name="mqtt-intake")
+                tg.create_task(field.run(), name="field-buses")
                 if forwarder is not None:
                     tg.create_task(forwarder.run(), name="case-forwarder")
                 if poller is not None:
@@ -267,6 +281,18 @@ class Gateway:
         log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
                  self.o.api_host, self.o.api_port)
         self.started.set()
+
+
+def _test_commit_delay() -> float:
+    """GATEWAY_TEST_COMMIT_DELAY_S: fault injection for the redelivery test (off unless set)."""
+    raw = os.environ.get("GATEWAY_TEST_COMMIT_DELAY_S")
+    if not raw:
+        return 0.0
+    delay = float(raw)
+    log.warning("TEST FAULT INJECTION: GATEWAY_TEST_COMMIT_DELAY_S=%s delays every alarm-class "
+                "message by %.1f s before it is committed. Never set this in production.",
+                raw, delay)
+    return delay
 
 
 async def _every(seconds: float, fn) -> None:

@@ -1,0 +1,159 @@
+"""Field buses of a site: one polling task per Modbus bus and per serial line.
+
+:func:`plan_field` turns the site configuration (``gateway.yaml`` buses and lines,
+``devices.yaml`` devices with ``modbus:``/``serial:`` transports, their profiles) into
+plans; :class:`FieldDrivers` runs one named task per plan (``modbus[<bus>]``,
+``serial[<line>]``) and, when the installer edits the site, restarts only the buses and lines
+whose plan changed (:meth:`FieldDrivers.rebind`), without restarting the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from drivers.codecs.modbus_registers import plan_reads
+from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
+from drivers.mqtt import IntakeSink
+from drivers.profiles import ModbusProfile, ProfileSet
+from drivers.serial_line import LineSettings, SerialDevice, SerialLine
+from gateway import ConfigError
+from gateway.metrics import Metrics
+
+__all__ = ["BusPlan", "FieldDrivers", "LinePlan", "plan_field"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BusPlan:
+    bus_id: str
+    endpoint: BusEndpoint
+    policy: PollPolicy
+    devices: tuple[ModbusDevice, ...]
+
+
+@dataclass(frozen=True)
+class LinePlan:
+    line_id: str
+    settings: LineSettings
+    devices: tuple[SerialDevice, ...]
+
+
+def plan_field(site, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
+    """Plans keyed ``modbus:<bus id>`` / ``serial:<line id>``; ``ConfigError`` naming the
+    device when its profile is missing or of the wrong format."""
+    gw = site.gateway
+    by_bus: dict[str, list[ModbusDevice]] = {b.id: [] for b in gw.modbus_buses}
+    by_line: dict[str, list[SerialDevice]] = {ln.id: [] for ln in gw.serial_lines}
+    protocols = {ln.id: ln.protocol for ln in gw.serial_lines}
+    problems: list[str] = []
+    for d in site.devices.devices:
+        if d.modbus is None and d.serial is None:
+            continue
+        fmt = "modbus" if d.modbus else protocols.get(d.serial.line, "")
+        profile = profiles.for_device(d.type, d.profile, fmt=fmt)
+        where = f"devices.yaml: devices.{d.id}"
+        if profile is None or profile.format != fmt:
+            problems.append(f"{where}.profile: no {fmt} profile "
+                            f"{d.profile or 'for type ' + repr(d.type)}")
+            continue
+        grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
+        if d.modbus is not None:
+            if d.modbus.bus not in by_bus:
+                problems.append(f"{where}.modbus.bus: unknown bus {d.modbus.bus!r}")
+                continue
+            assert isinstance(profile, ModbusProfile)
+            reads = tuple(plan_reads(profile.entries(), max_gap=profile.max_gap))
+            by_bus[d.modbus.bus].append(ModbusDevice(d.id, d.modbus.unit, reads, d.type,
+                                                     d.household, grid))
+        else:
+            if d.serial.line not in by_line:
+                problems.append(f"{where}.serial.line: unknown line {d.serial.line!r}")
+                continue
+            by_line[d.serial.line].append(SerialDevice(
+                d.id, d.serial.address.upper(), profile, d.type, d.household, grid,
+                d.serial.zone))
+    if problems:
+        raise ConfigError(problems)
+    plans: dict[str, BusPlan | LinePlan] = {}
+    for b in gw.modbus_buses:
+        if b.tcp is not None:
+            endpoint = BusEndpoint("tcp", host=b.tcp.host, port=b.tcp.port)
+        else:
+            endpoint = BusEndpoint("rtu", device=b.rtu.device, baudrate=b.rtu.baudrate,
+                                   parity=b.rtu.parity, stopbits=b.rtu.stopbits,
+                                   bytesize=b.rtu.bytesize)
+        policy = PollPolicy(period_s=b.period_s, timeout_s=b.timeout_s, retries=b.retries,
+                            quarantine_after=b.quarantine_after,
+                            quarantine_base_s=min(5.0, b.quarantine_max_s),
+                            quarantine_max_s=b.quarantine_max_s)
+        plans[f"modbus:{b.id}"] = BusPlan(b.id, endpoint, policy, tuple(by_bus[b.id]))
+    for ln in gw.serial_lines:
+        settings = LineSettings(ln.device, ln.protocol, baudrate=ln.baudrate,
+                                bytesize=ln.bytesize, parity=ln.parity, stopbits=ln.stopbits,
+                                period_s=ln.period_s, timeout_s=ln.timeout_s)
+        plans[f"serial:{ln.id}"] = LinePlan(ln.id, settings, tuple(by_line[ln.id]))
+    return plans
+
+
+class FieldDrivers:
+    """Runs the plans' drivers as named tasks; ``rebind()`` swaps changed ones."""
+
+    def __init__(self, plans: dict[str, BusPlan | LinePlan], sink: IntakeSink,
+                 metrics: Metrics, *, on_error: Callable[[str, str], None] | None = None,
+                 on_unknown: Callable[[str, str, str], None] | None = None):
+        self.plans = plans
+        self.sink = sink
+        self.metrics = metrics
+        self.on_error = on_error
+        self.on_unknown = on_unknown
+        self.drivers: dict[str, ModbusBus | SerialLine] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    def _build(self, plan: BusPlan | LinePlan) -> ModbusBus | SerialLine:
+        if isinstance(plan, BusPlan):
+            return ModbusBus(plan.bus_id, plan.endpoint, list(plan.devices), self.sink,
+                             self.metrics, policy=plan.policy, on_error=self.on_error)
+        unknown = None
+        if self.on_unknown is not None:
+            on_unknown = self.on_unknown
+            unknown = lambda key, sample: on_unknown(key, "serial", sample)  # noqa: E731
+        return SerialLine(plan.line_id, plan.settings, list(plan.devices), self.sink,
+                          self.metrics, on_error=self.on_error, on_unknown=unknown)
+
+    def _start(self, key: str) -> None:
+        assert self._tg is not None
+        plan = self.plans[key]
+        driver = self._build(plan)
+        self.drivers[key] = driver
+        name = f"modbus[{plan.bus_id}]" if isinstance(plan, BusPlan) else f"serial[{plan.line_id}]"
+        self._tasks[key] = self._tg.create_task(driver.run(), name=name)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            for key, plan in self.plans.items():
+                if plan.devices:
+                    self._start(key)
+            await asyncio.Event().wait()     # until cancelled; rebind() adds tasks meanwhile
+
+    def rebind(self, plans: dict[str, BusPlan | LinePlan]) -> None:
+        """Restart the buses/lines whose plan changed; stop removed ones; start new ones."""
+        old, self.plans = self.plans, plans
+        for key in set(old) | set(plans):
+            if old.get(key) == plans.get(key) and key in self._tasks:
+                continue
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+                self.drivers.pop(key, None)
+            if key in plans and plans[key].devices and self._tg is not None:
+                log.info("field bus %s: configuration changed, restarting its driver", key)
+                self._start(key)
+
+    def states(self) -> dict[str, str]:
+        return {key: d.state for key, d in self.drivers.items()}
