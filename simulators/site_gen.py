@@ -1,0 +1,197 @@
+"""Write a complete, valid site directory for a simulated community.
+
+Contract: :func:`write_site` writes ``site.yaml``, ``devices.yaml``, ``rules.yaml``,
+``uplinks.yaml``, ``gateway.yaml`` and ``profiles/`` (JSON profiles of the meters and entrance
+access controllers, which publish JSON through their vendor's MQTT bridge) for a
+:class:`~simulators.community.Community`; the directory passes ``gateway config validate``.
+Contacts are fictional (名字 and 1380000xxxx numbers). Rules: emergency calls, smoke, device
+supervision, and two inactivity rules for residents living alone — ``inactivity`` (learned
+hour-of-week baseline, :data:`LEARNED`) and ``inactivity_fixed`` (a fixed timeout with quiet
+hours, :data:`FIXED`; written disabled: it is the comparison the detection benchmark makes).
+
+``time_scale`` > 1 (the accelerated demo) divides the inactivity and supervision durations
+by it and drops quiet hours, because the gateway timestamps readings with the real clock.
+
+    python -m simulators.site_gen OUT_DIR [--households 200] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from simulators.community import Community
+
+__all__ = ["FIXED", "LEARNED", "SOURCES", "inactivity_rules", "write_site"]
+
+#: activity that counts: not electricity (fridges draw power whether anybody moves or not)
+SOURCES = ["motion", "door_open", "water_volume", "sos", "button", "access"]
+#: the learned baseline: alarm once the gap passes the end of the household's usual next
+#: active hour (+ grace), never sooner than ``floor`` after the last activity
+LEARNED = {"floor": "2h", "ceiling": "20h", "grace": "0s", "min_weeks": 2}
+#: the fixed timeout the benchmark compares against (see docs/benchmarks.md)
+FIXED = {"threshold": "3h", "quiet_hours": {"start": "22:00", "end": "07:00"}}
+
+_MSG_INACTIVE = {"zh": "独居老人无活动：{household_id}，{explanation}",
+                 "en": "No activity of the resident living alone in {household_id}: "
+                       "{explanation}"}
+_SURNAMES = "王李张刘陈杨黄赵周吴徐孙马朱胡郭何高林罗"
+_GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂"
+_RELATIONS = ("儿子", "女儿", "侄子", "外甥女", "邻居")
+
+
+def _scaled(seconds: float, scale: float) -> str:
+    return f"{max(30, round(seconds / scale))}s"
+
+
+def inactivity_rules(time_scale: float = 1.0, learned: dict | None = None,
+                     fixed: dict | None = None) -> list[dict]:
+    """The two inactivity rules (learned baseline enabled, fixed timeout disabled)."""
+    from rules.durations import parse_duration
+
+    learned = {**LEARNED, **(learned or {})}
+    fixed = {**FIXED, **(fixed or {})}
+    base = {"kind": "inactivity", "lives_alone_only": True, "sources": SOURCES,
+            "severity": "major", "message": _MSG_INACTIVE}
+    if time_scale == 1.0:
+        return [
+            {"id": "inactivity", **base, "threshold": "12h", "baseline": learned,
+             "sources_offline_after": "6h"},
+            {"id": "inactivity_fixed", **base, "enabled": False, **fixed,
+             "sources_offline_after": "6h"},
+        ]
+    threshold = parse_duration(fixed["threshold"])
+    return [{"id": "inactivity", **base, "threshold": _scaled(threshold, time_scale),
+             "sources_offline_after": _scaled(6 * 3600, time_scale)}]
+
+
+def _rules(time_scale: float) -> dict:
+    sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller"],
+           "when": {"kind": "sos", "value": True}, "clear_when": {"kind": "sos", "value": False},
+           "auto_resolve_on_clear": False, "severity": "critical", "category": "emergency_call",
+           "message": {"zh": "一键呼叫：{household_id} 的住户按下了紧急按钮",
+                       "en": "Emergency call: the resident of {household_id} pressed the button"}}
+    smoke = {"id": "smoke", "kind": "match", "when": {"kind": "smoke", "value": True},
+             "clear_when": {"kind": "smoke", "value": False}, "severity": "critical",
+             "category": "fire", "message": {"zh": "烟感报警：{device_id}",
+                                             "en": "Smoke detected: {device_id}"}}
+    health = {"id": "device_health", "kind": "supervision", "battery_below": 20,
+              "message": {"zh": "设备故障：{device_id}（{fault}）",
+                          "en": "Device fault: {device_id} ({fault})"}}
+    if time_scale != 1.0:
+        health["silence"] = _scaled(6 * 3600, time_scale)
+    return {"rules": [sos, smoke, health, *inactivity_rules(time_scale)],
+            "escalation": {"tiers": [
+                {"name": "grid_member", "after": "0s", "notify": ["grid_member"]},
+                {"name": "duty_officer", "after": "3m", "notify": ["duty_officer"]},
+                {"name": "street_office", "after": "10m", "notify": ["street_office"]}]}}
+
+
+def _site(c: Community, site_id: str) -> dict:
+    rng = random.Random(f"{c.seed}:contacts")
+    cells = [{"code": code, "name": f"{c.name}第{k + 1}网格",
+              "grid_member": rng.choice(_SURNAMES) + rng.choice(_GIVEN)}
+             for k, code in enumerate(c.grid_cells)]
+    households = []
+    for k, h in enumerate(c.households):
+        contact = {"name": rng.choice(_SURNAMES) + rng.choice(_GIVEN) + rng.choice(_GIVEN),
+                   "relation": rng.choice(_RELATIONS) if h.lives_alone else "本人",
+                   "phone": f"1380000{k:04d}"}
+        households.append({"id": h.id, "address": f"模拟路100弄{h.building}号{h.room}室",
+                           "building": str(h.building), "grid_cell": h.grid_cell,
+                           "lives_alone": h.lives_alone, "contacts": [contact]})
+    return {"site": {"id": site_id, "name": c.name, "timezone": c.tz, "language": "zh-CN"},
+            "grid_cells": cells, "households": households}
+
+
+def _devices(c: Community) -> dict:
+    out = []
+    for d in c.devices:
+        row: dict[str, Any] = {"id": d.id, "type": d.type}
+        if d.household:
+            row["household"] = d.household
+        else:
+            row["grid_cell"] = d.grid_cell
+        row["name"] = d.name
+        if d.shape == "z2m":
+            row["profile"] = f"zigbee2mqtt-{d.type.replace('_', '-')}"
+            row["mqtt"] = {"zigbee2mqtt": d.zigbee}
+        else:
+            row["profile"] = _JSON_PROFILE.get(d.type, f"json-{d.type.replace('_', '-')}")
+            row["mqtt"] = {"topic": d.topic}
+        out.append(row)
+    return {"devices": out}
+
+
+_JSON_PROFILE = {"emergency_caller": "json-emergency-caller",
+                 "smoke_detector": "json-smoke-detector"}
+#: JSON profiles the community's meters and access controllers need (site-local)
+PROFILES = {
+    "json-water-meter": {
+        "id": "json-water-meter", "device_type": "water_meter", "format": "json",
+        "description": "Water meter read by its vendor's bridge, JSON {volume_m3, battery}",
+        "timestamp": "ts",
+        "fields": {"volume_m3": {"kind": "water_volume"}, "battery": {"kind": "battery"},
+                   "leak": {"kind": "water_leak"}}},
+    "json-electricity-meter": {
+        "id": "json-electricity-meter", "device_type": "electricity_meter", "format": "json",
+        "description": "Electricity meter read by its vendor's bridge, JSON {energy_kwh, "
+                       "power_w}",
+        "timestamp": "ts",
+        "fields": {"energy_kwh": {"kind": "energy"}, "power_w": {"kind": "power"}}},
+    "json-door-access": {
+        "id": "json-door-access", "device_type": "door_access", "format": "json",
+        "description": "Entrance access controller, JSON {result: granted|denied, method}",
+        "timestamp": "ts",
+        "fields": {"result": {"kind": "access"}, "tamper": {"kind": "tamper"}}},
+}
+
+
+def _dump(path: Path, data: Any, header: str) -> None:
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 100
+    buf = io.StringIO()
+    yaml.dump(data, buf)
+    path.write_text(header + buf.getvalue(), encoding="utf-8")
+
+
+def write_site(out: str | Path, community: Community, *, site_id: str = "sim-community",
+               mqtt_port: int = 1883, case_url: str = "http://127.0.0.1:8700",
+               time_scale: float = 1.0) -> Path:
+    """Write the site directory of ``community`` to ``out`` (created); returns it."""
+    out = Path(out)
+    (out / "profiles").mkdir(parents=True, exist_ok=True)
+    gen = f"# Generated by simulators/site_gen.py (seed {community.seed}); fictional people.\n"
+    _dump(out / "site.yaml", _site(community, site_id), gen)
+    _dump(out / "devices.yaml", _devices(community), gen)
+    _dump(out / "rules.yaml", _rules(time_scale), gen + "# Format: docs/rules.md. "
+          "inactivity_fixed is the benchmark's comparison (docs/benchmarks.md).\n")
+    _dump(out / "uplinks.yaml", {"case_system": {
+        "url": case_url, "key_id": site_id, "secret_env": "CASE_SYSTEM_SECRET",
+        "timeout_s": 5}}, gen)
+    _dump(out / "gateway.yaml", {"mqtt": {"host": "127.0.0.1", "port": mqtt_port,
+                                          "keepalive_s": 30, "max_payload_bytes": 8192}}, gen)
+    for pid, profile in PROFILES.items():
+        _dump(out / "profiles" / f"{pid}.yaml", profile, gen)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m simulators.site_gen", description=__doc__)
+    p.add_argument("out")
+    p.add_argument("--households", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    path = write_site(args.out, Community(args.households, args.seed))
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
