@@ -104,14 +104,17 @@ class MqttIntake:
         delays = backoff_delays()
         while True:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     self.host, self.port, identifier=self.client_id, clean_session=False,
                     keepalive=self.keepalive, username=self.username, password=self._password,
-                    protocol=aiomqtt.ProtocolVersion.V311, timeout=10,
-                ) as client:
-                    self._paho = client._client  # noqa: SLF001 - see module docstring
-                    self._paho.manual_ack_set(True)
-                    self._paho.on_message = self._on_message
+                    protocol=aiomqtt.ProtocolVersion.V311, timeout=10)
+                # Before connecting: with a persistent session the broker resends what was
+                # not acknowledged right after CONNACK, before any SUBSCRIBE. aiomqtt's own
+                # handler would auto-acknowledge those into a queue nobody reads (lost SOS).
+                self._paho = client._client  # noqa: SLF001 - see module docstring
+                self._paho.manual_ack_set(True)
+                self._paho.on_message = self._on_message
+                async with client:
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
                     self._transition("online")
