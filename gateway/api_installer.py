@@ -80,6 +80,9 @@ def add_installer_routes(app: FastAPI, ctx, need) -> None:
             ctx.reload(site)
         else:
             ctx.site = site
+        if ctx.devices is not None:       # bound now: out of the unknown-devices inbox
+            for d in site.devices.devices:
+                ctx.devices.unknown.pop(d.topic, None)
         await ctx.book.store.audit(actor, action, target, **detail)
 
     def find(device_id: str):

@@ -1,0 +1,275 @@
+"use strict";
+// The duty console: login, navigation, the live alarm board (SSE), sound and notifications.
+// Other pages (history, devices, installer, admin) are in pages.js. No build step.
+const C = window.C = {
+  lang: localStorage.getItem("lang") || "zh", csrf: null, me: null,
+  alarms: new Map(), cards: new Map(), source: null, reasons: {}, view: "board",
+};
+const $ = (s, root = document) => root.querySelector(s);
+const $$ = (s, root = document) => [...root.querySelectorAll(s)];
+function t(k, vars) {
+  let s = (I18N[C.lang] && I18N[C.lang][k]) || I18N.zh[k] || k;
+  if (vars) for (const [n, v] of Object.entries(vars)) s = s.replace("{" + n + "}", v);
+  return s;
+}
+function esc(s) { return String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
+function can(perm) { return !!C.me && C.me.permissions.includes(perm); }
+const SEV = {critical: 0, major: 1, minor: 2, info: 3};
+window.__drawn = {};  // alarm id -> epoch ms when its card was drawn (benchmark, tests)
+
+async function api(path, opts = {}) {
+  const headers = {"Content-Type": "application/json"};
+  if (C.csrf) headers["X-CSRF-Token"] = C.csrf;
+  const r = await fetch(path, {credentials: "same-origin", ...opts, headers});
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const d = body.detail;
+    const msg = Array.isArray(d) ? d.map(e => (e.loc ? e.loc.slice(1).join(".") + ": " : "") + e.msg).join("; ") : (d || r.statusText);
+    throw Object.assign(new Error(msg), {status: r.status, detail: d});
+  }
+  return body;
+}
+function toast(msg, bad) {
+  const el = $("#toast"); el.textContent = msg; el.hidden = false; el.classList.toggle("bad", !!bad);
+  clearTimeout(toast.timer); toast.timer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+function fmtTime(iso) { return iso ? new Date(iso).toLocaleString(C.lang === "zh" ? "zh-CN" : "en-GB") : ""; }
+function fmtAgo(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000)), h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60);
+  return h ? t("ago_h", {h, m}) : m ? t("ago_m", {m, s: s % 60}) : t("ago_s", {s});
+}
+function fmtDur(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000)), h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60), ss = s % 60;
+  const two = n => String(n).padStart(2, "0");
+  return h ? `${h}:${two(m)}:${two(ss)}` : `${two(m)}:${two(ss)}`;
+}
+
+// -- i18n and navigation ------------------------------------------------------------------
+function applyLang() {
+  document.documentElement.lang = C.lang === "zh" ? "zh-CN" : "en";
+  $$("[data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
+  $$("[data-i18n-placeholder]").forEach(e => { e.placeholder = t(e.dataset.i18nPlaceholder); });
+  document.title = t("title");
+  $("#lang").value = C.lang;
+  updateMute();
+  if (C.me) { redrawBoard(true); if (window.Pages) Pages.show(C.view); }
+}
+$("#lang").onchange = e => { C.lang = e.target.value; localStorage.setItem("lang", C.lang); applyLang(); };
+$("#nav").addEventListener("click", e => {
+  const b = e.target.closest("[data-view]"); if (!b) return;
+  show(b.dataset.view);
+});
+function show(view) {
+  C.view = view;
+  $$("#nav .tab").forEach(b => b.classList.toggle("active", b.dataset.view === view));
+  $$(".view").forEach(s => { s.hidden = s.id !== "view-" + view; });
+  if (view !== "board" && window.Pages) Pages.show(view);
+}
+
+// -- the board -----------------------------------------------------------------------------
+function tierName(name) { const k = "tier_" + name; const s = t(k); return s === k ? name : s; }
+function escalation(a, now) {
+  const e = C.me && C.me.escalation;
+  if (!e || a.state !== "raised" || SEV[a.severity] > SEV[e.min_severity]) return "";
+  const next = e.tiers[a.escalation_tier || 0];
+  if (!next) return `<span class="esc done">${esc(t("escalated", {tier: tierName(a.escalation_tier_name || "")}))}</span>`;
+  const due = Date.parse(a.raised_at) + next.after_s * 1000;
+  return `<span class="esc" data-due="${due}" data-tier="${esc(next.name)}">${esc(t("escalate_in", {tier: tierName(next.name)}))} <b>${fmtDur(due - now)}</b></span>`;
+}
+function householdCard(a) {
+  const h = a.household, g = a.grid;
+  const place = h ? `<b>${esc(h.address)}</b>${h.lives_alone ? ` <span class="tag">${t("lives_alone")}</span>` : ""}` : esc(a.device_id || "");
+  const grid = g ? `${t("grid")} ${esc(g.name)} (${esc(g.code)})${g.grid_member ? ` · ${t("member")} ${esc(g.grid_member)}` : ""}` : esc(a.grid_cell || "");
+  const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}: ${h.contacts.map(c =>
+    `${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""} ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
+  return `<div class="household"><div>${place}</div><div class="meta">${grid}</div>${contacts}</div>`;
+}
+function caseLine(a) {
+  if (a.test) return "";
+  const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status || "")}` : t("case_none");
+  return `<span class="case">${status}</span>${a.case_error ? ` <span class="error">${esc(a.case_error)}</span>` : ""}`;
+}
+function cardHtml(a, now) {
+  const actor = can("alarms.act");
+  const msg = C.lang === "zh" ? a.message_zh : a.message_en;
+  return `<div class="line1"><span class="sev ${esc(a.severity)}">${t(a.severity)}</span>
+      ${a.test ? `<span class="tag test">${t("test_badge")}</span>` : ""}
+      <span class="title">${esc(msg)}</span>${a.count > 1 ? `<span class="count">${a.count}${t("count")}</span>` : ""}
+      <span class="state ${esc(a.state)}">${t(a.state)}</span></div>
+    ${householdCard(a)}
+    <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
+      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · ${esc(a.device_id || "")} ${escalation(a, now)} · ${caseLine(a)}
+      ${a.ack_by ? ` · ${t("acknowledged")}: ${esc(a.ack_by)}` : ""}</div>
+    ${actor ? `<div class="actions">
+      ${a.state === "raised" ? `<button class="primary ack">${t("ack")}</button>` : ""}
+      <select class="reason" aria-label="${t("reason")}">${Object.entries(C.reasons).map(([k, v]) => `<option value="${k}">${esc(v[C.lang] || v.zh)}</option>`).join("")}</select>
+      <input class="note" placeholder="${t("note")}" maxlength="1000" aria-label="${t("note")}">
+      <button class="resolve">${t("resolve")}</button></div>` : ""}`;
+}
+const pending = new Set();
+let flushQueued = false;
+function upsert(a) {
+  const old = C.alarms.get(a.id);
+  if (old && old.updated_at > a.updated_at && old.state === "resolved") return;
+  C.alarms.set(a.id, a);
+  if (a.severity === "critical" && a.state === "raised" && !a.test && (!old || old.state !== "raised")) notify(a);
+  updateSound();
+  pending.add(a.id);
+  queueFlush();
+}
+function queueFlush() {
+  if (flushQueued) return;
+  flushQueued = true;
+  const run = () => { if (flushQueued) { flushQueued = false; flush(); } };
+  requestAnimationFrame(run);
+  setTimeout(run, 250);  // background tabs do not run animation frames
+}
+function order(a, b) { return (SEV[a.severity] - SEV[b.severity]) || (b.id - a.id); }
+function flush() {
+  const box = $("#alarms"), now = Date.now();
+  for (const id of pending) {
+    const a = C.alarms.get(id);
+    let el = C.cards.get(id);
+    if (!a || a.state === "resolved") {
+      if (el) { el.remove(); C.cards.delete(id); }
+      if (a) C.alarms.delete(id);
+      continue;
+    }
+    if (!el) { el = document.createElement("article"); C.cards.set(id, el); }
+    el.className = `alarm ${a.severity} ${a.state}${a.test ? " test" : ""}`;
+    el.dataset.id = a.id; el.dataset.state = a.state; el.dataset.severity = a.severity;
+    const keep = el.querySelector(".note"), note = keep ? keep.value : "";
+    el.innerHTML = cardHtml(a, now);
+    if (note && el.querySelector(".note")) el.querySelector(".note").value = note;
+    window.__drawn[a.id] = Date.now();
+  }
+  pending.clear();
+  const sorted = [...C.alarms.values()].sort(order);
+  let prev = null;
+  for (const a of sorted) {
+    const el = C.cards.get(a.id);
+    const want = prev ? prev.nextSibling : box.firstChild;
+    if (want !== el) box.insertBefore(el, want);
+    prev = el;
+  }
+  const empty = $("#board-empty");
+  if (!sorted.length && !empty) box.insertAdjacentHTML("beforeend", `<p id="board-empty">${t("none")}</p>`);
+  if (sorted.length && empty) empty.remove();
+  summary(sorted);
+}
+function summary(list) {
+  const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
+  $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}: <b id="n-critical">${crit}</b></span>
+    <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>`;
+  document.title = (crit ? `(${crit}) ` : "") + t("title");
+}
+function redrawBoard(all) {
+  if (all) { for (const id of C.alarms.keys()) pending.add(id); }
+  flush();
+}
+// one timer for every "time since" and countdown on the board
+setInterval(() => {
+  if (C.view !== "board") return;
+  const now = Date.now();
+  $$("#alarms .since").forEach(el => { el.textContent = fmtAgo(now - Number(el.dataset.since)); });
+  $$("#alarms .esc[data-due]").forEach(el => { el.lastElementChild.textContent = fmtDur(Number(el.dataset.due) - now); });
+}, 1000);
+
+$("#alarms").addEventListener("click", async e => {
+  const card = e.target.closest(".alarm"); if (!card) return;
+  const id = card.dataset.id;
+  try {
+    if (e.target.classList.contains("ack")) {
+      e.target.disabled = true;
+      upsert(await api(`/api/alarms/${id}/ack`, {method: "POST", body: "{}"}));
+    } else if (e.target.classList.contains("resolve")) {
+      e.target.disabled = true;
+      upsert(await api(`/api/alarms/${id}/resolve`, {method: "POST", body: JSON.stringify(
+        {reason: $(".reason", card).value, note: $(".note", card).value})}));
+      toast(t("resolved"));
+    }
+  } catch (err) { e.target.disabled = false; toast(err.message, true); }
+});
+
+// -- sound and notifications ----------------------------------------------------------------
+function unackedCritical() { for (const a of C.alarms.values()) if (a.severity === "critical" && a.state === "raised" && !a.test) return true; return false; }
+function updateSound() {
+  const need = unackedCritical();
+  AlarmSound.set(need);
+  $("#sound-banner").hidden = !(need && !AlarmSound.ready() && !AlarmSound.muted());
+  renotify(need);
+}
+function updateMute() { const b = $("#mute"); b.textContent = AlarmSound.muted() ? t("muted") : t("mute"); b.classList.toggle("muted", AlarmSound.muted()); }
+$("#mute").onclick = () => { AlarmSound.toggleMute(); AlarmSound.unlock(); updateMute(); updateSound(); };
+$("#sound-enable").onclick = () => AlarmSound.unlock().then(updateSound);
+document.addEventListener("click", () => { if (!AlarmSound.ready()) AlarmSound.unlock().then(updateSound); });
+$("#notify").onclick = async () => { if ("Notification" in window) await Notification.requestPermission(); $("#notify").hidden = Notification.permission !== "default"; };
+function notify(a) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const n = new Notification(t("notify_title"), {body: `${C.lang === "zh" ? a.message_zh : a.message_en}\n${a.household ? a.household.address : ""}`,
+    tag: "alarm-" + a.id, requireInteraction: true, renotify: true});
+  n.onclick = () => { window.focus(); show("board"); n.close(); };
+}
+let renotifyTimer = null;
+function renotify(on) {  // repeat the notification every 60 s until acknowledged
+  if (on && !renotifyTimer) renotifyTimer = setInterval(() => {
+    for (const a of C.alarms.values()) if (a.severity === "critical" && a.state === "raised" && !a.test) notify(a);
+  }, 60000);
+  if (!on && renotifyTimer) { clearInterval(renotifyTimer); renotifyTimer = null; }
+}
+
+// -- live stream -----------------------------------------------------------------------------
+async function loadBoard() {
+  const data = await api("/api/alarms?state=open&limit=5000");
+  const ids = new Set(data.alarms.map(a => a.id));
+  for (const id of C.alarms.keys()) if (!ids.has(id)) { C.alarms.get(id).state = "resolved"; pending.add(id); }
+  data.alarms.forEach(upsert);
+  queueFlush();
+}
+function connect() {
+  if (C.source) C.source.close();
+  const src = C.source = new EventSource("/api/stream");
+  src.addEventListener("alarm", e => upsert(JSON.parse(e.data).alarm));
+  src.onopen = () => { $("#conn").textContent = "● " + t("live"); $("#conn").className = "conn live"; loadBoard(); };
+  src.onerror = () => {
+    $("#conn").textContent = "○ " + t("offline"); $("#conn").className = "conn down";
+    if (src.readyState === EventSource.CLOSED) setTimeout(() => start(), 3000);
+  };
+}
+
+// -- login and start -------------------------------------------------------------------------
+async function start() {
+  try { C.me = await api("/api/me"); } catch (e) {
+    $("#login").hidden = location.hash === "#setup"; $("#setup").hidden = location.hash !== "#setup";
+    $("#app").hidden = true; $("#nav").hidden = true; return;
+  }
+  C.csrf = C.me.csrf;
+  $("#who").textContent = `${C.me.user} · ${t("role_" + C.me.role)}`;
+  $("#site-name").textContent = C.me.site.name;
+  $("#logout").hidden = false; $("#mute").hidden = false; $("#nav").hidden = false;
+  $("#notify").hidden = !("Notification" in window) || Notification.permission !== "default";
+  $$("#nav [data-perm]").forEach(b => { b.hidden = !can(b.dataset.perm); });
+  $("#login").hidden = true; $("#setup").hidden = true; $("#app").hidden = false;
+  C.reasons = (await api("/api/resolve-reasons")).reasons;
+  applyLang();
+  await loadBoard(); connect();
+}
+$("#login").onsubmit = async e => {
+  e.preventDefault(); const f = new FormData(e.target);
+  AlarmSound.unlock();  // the login click is the user gesture that lets the alarm sound play
+  try {
+    await api("/api/login", {method: "POST", body: JSON.stringify({username: f.get("username"), password: f.get("password")})});
+    $("#login-error").textContent = ""; e.target.reset(); start();
+  } catch (err) { $("#login-error").textContent = err.message; }
+};
+$("#to-setup").onclick = () => { $("#login").hidden = true; $("#setup").hidden = false; };
+$("#setup").onsubmit = async e => {
+  e.preventDefault(); const f = new FormData(e.target);
+  try {
+    await api("/api/setup", {method: "POST", body: JSON.stringify(Object.fromEntries(f))});
+    location.hash = ""; $("#setup").hidden = true; $("#login").hidden = false;
+  } catch (err) { $("#setup-error").textContent = err.message; }
+};
+$("#logout").onclick = async () => { try { await api("/api/logout", {method: "POST"}); } finally { location.reload(); } };
+Object.assign(window, {$, $$, t, esc, api, can, toast, fmtTime, fmtDur, fmtAgo, show});
+applyLang(); start();

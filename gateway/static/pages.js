@@ -1,0 +1,213 @@
+"use strict";
+// Pages besides the board: history (filters, CSV), device health, installer, admin.
+window.Pages = (function () {
+  let options = null, households = null, histOffset = 0, detailTimer = null, editing = null;
+  const PAGE = 50;
+
+  async function loadHouseholds() {
+    if (!households) households = await api("/api/households");
+    const hh = households.households, cells = households.grid_cells;
+    $$(".households-select").forEach(sel => {
+      const first = sel.options[0]; const keep = sel.value;
+      sel.innerHTML = ""; sel.appendChild(first);
+      hh.forEach(h => sel.insertAdjacentHTML("beforeend", `<option value="${esc(h.id)}">${esc(h.address)} (${esc(h.id)})</option>`));
+      sel.value = keep;
+    });
+    $$(".cells-select").forEach(sel => {
+      const first = sel.options[0]; const keep = sel.value;
+      sel.innerHTML = ""; sel.appendChild(first);
+      cells.forEach(c => sel.insertAdjacentHTML("beforeend", `<option value="${esc(c.code)}">${esc(c.name)} (${esc(c.code)})</option>`));
+      sel.value = keep;
+    });
+  }
+
+  // -- history ------------------------------------------------------------------------------
+  function historyQuery() {
+    const f = new FormData($("#history-filter")), q = new URLSearchParams();
+    for (const [k, v] of f) {
+      if (!v) continue;
+      if (k === "since" || k === "until") {
+        const d = new Date(v + "T00:00:00"); if (k === "until") d.setDate(d.getDate() + 1);
+        q.set(k, d.toISOString());
+      } else q.set(k, v);
+    }
+    return q;
+  }
+  async function history() {
+    await loadHouseholds();
+    const q = historyQuery();
+    $("#csv").href = "/api/history.csv?" + q;
+    q.set("limit", PAGE); q.set("offset", histOffset);
+    const data = await api("/api/history?" + q);
+    $("#history-table").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("severity")}</th><th>${t("message")}</th>
+      <th>${t("household")}</th><th>${t("state")}</th><th>${t("reason")}</th><th>${t("case")}</th></tr></thead><tbody>
+      ${data.alarms.map(a => `<tr data-id="${a.id}"><td>${esc(fmtTime(a.raised_at))}</td><td><span class="sev ${esc(a.severity)}">${t(a.severity)}</span></td>
+        <td>${esc(C.lang === "zh" ? a.message_zh : a.message_en)}</td><td>${esc(a.household ? a.household.address : a.device_id)}</td>
+        <td>${t(a.state)}${a.resolved_by ? " · " + esc(a.resolved_by) : a.ack_by ? " · " + esc(a.ack_by) : ""}</td>
+        <td>${a.resolve_reason ? esc((C.reasons[a.resolve_reason] || {})[C.lang] || a.resolve_reason) : ""}${a.resolve_note ? "：" + esc(a.resolve_note) : ""}</td>
+        <td>${esc(a.case_id || "")} ${esc(a.case_status || "")}</td></tr>`).join("")}</tbody></table>`;
+    $("#page").textContent = t("total", {n: data.total});
+    $("#prev").disabled = histOffset === 0; $("#next").disabled = histOffset + PAGE >= data.total;
+  }
+  $("#history-filter").onsubmit = e => { e.preventDefault(); histOffset = 0; history().catch(err => toast(err.message, true)); };
+  $("#prev").onclick = () => { histOffset = Math.max(0, histOffset - PAGE); history(); };
+  $("#next").onclick = () => { histOffset += PAGE; history(); };
+
+  // -- device health ------------------------------------------------------------------------
+  let deviceData = null;
+  async function devices() {
+    const [d, f] = await Promise.all([api("/api/devices"), api("/api/faults")]);
+    await loadHouseholds();
+    deviceData = d;
+    $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t(k)}: <b>${n}</b></span>`).join("");
+    $("#faults").innerHTML = f.faults.length ? `<table class="grid"><tbody>${f.faults.map(x => `<tr><td><span class="sev ${esc(x.severity)}">${esc(x.fault)}</span></td>
+      <td>${esc(C.lang === "zh" ? x.message_zh : x.message_en)}</td><td>${esc(x.device_id || x.household_id || "")}</td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table>`
+      : `<p class="hint">${t("no_faults")}</p>`;
+    drawDevices();
+  }
+  function drawDevices() {
+    if (!deviceData) return;
+    const filter = $("#device-filter").value.trim().toLowerCase();
+    const byId = new Map(households.households.map(h => [h.id, h]));
+    const cellName = new Map(households.grid_cells.map(c => [c.code, c.name]));
+    const groups = new Map();
+    for (const dv of deviceData.devices) {
+      const h = byId.get(dv.household_id);
+      const hay = `${dv.device_id} ${dv.household_id || ""} ${h ? h.address : ""} ${dv.grid_cell || ""}`.toLowerCase();
+      if (filter && !hay.includes(filter)) continue;
+      const cell = dv.grid_cell || "?", hk = dv.household_id || "";
+      if (!groups.has(cell)) groups.set(cell, new Map());
+      const g = groups.get(cell); if (!g.has(hk)) g.set(hk, []); g.get(hk).push(dv);
+    }
+    const now = Date.now();
+    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}"><td>${esc(dv.device_id)}</td><td>${esc(dv.device_type)}</td>
+      <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
+      <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
+    $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} ${esc(cellName.get(cell) || cell)} (${esc(cell)})</summary>
+      ${[...hs.entries()].map(([hk, list]) => `<div class="hgroup"><h4>${hk ? esc((byId.get(hk) || {}).address || hk) : t("shared")}</h4>
+        <table class="grid"><thead><tr><th>${t("device")}</th><th>${t("f_type")}</th><th>${t("state")}</th><th>${t("battery")}</th><th>${t("last_seen")}</th></tr></thead>
+        <tbody>${list.map(row).join("")}</tbody></table></div>`).join("")}</details>`).join("");
+  }
+  $("#device-filter").oninput = drawDevices;
+
+  // -- installer ----------------------------------------------------------------------------
+  async function installer() {
+    if (!options) options = await api("/api/installer/options");
+    await loadHouseholds();
+    const typeSel = $("#type-select");
+    if (!typeSel.options.length) options.device_types.forEach(x => typeSel.insertAdjacentHTML("beforeend", `<option value="${esc(x)}">${esc(x)}</option>`));
+    const profSel = $("#profile-select");
+    if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}">${esc(p.id)}</option>`));
+    const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices")]);
+    $("#unknown").innerHTML = u.unknown.length ? `<table class="grid"><tbody>${u.unknown.map(x => `<tr class="unknown-device" data-topic="${esc(x.id)}">
+      <td><code>${esc(x.id)}</code><div class="hint">${t("sample")}: <code>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
+      <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_unknown")}</p>`;
+    $("#configured").innerHTML = `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
+      <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? `<span class="tag test">${t("mode_" + d.mode)}</span>` : ""}<div class="hint">${esc(d.type)} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
+      <td class="actions"><button class="edit">${t("edit")}</button><button class="detail">${t("readings")}</button>
+      <button class="mode">${d.mode === "normal" ? t("test_mode_on") : t("test_mode_off")}</button><button class="remove">${t("remove")}</button></td></tr>`).join("")}</tbody></table>`;
+    installer.devices = cfg.devices;
+  }
+  function fillForm(d, isEdit) {
+    const f = $("#device-form");
+    editing = isEdit ? d.id : null;
+    $("#form-title").textContent = t(isEdit ? "edit_device" : "add_device");
+    const dflt = {mode: "normal", type: options ? options.device_types[0] : ""};
+    for (const k of ["id", "type", "household", "grid_cell", "name", "topic", "zigbee2mqtt", "profile", "mode"]) f.elements[k].value = d[k] || dflt[k] || "";
+    f.elements.id.readOnly = isEdit;
+    $$(".ferr", f).forEach(e => { e.textContent = ""; }); $("#form-error").textContent = "";
+    f.scrollIntoView({block: "nearest"});
+  }
+  $("#unknown").addEventListener("click", e => {
+    const tr = e.target.closest(".unknown-device"); if (!tr || !e.target.classList.contains("register")) return;
+    const topic = tr.dataset.topic, z2m = topic.startsWith("zigbee2mqtt/");
+    const tail = topic.split("/").pop();
+    fillForm({id: tail, topic: z2m ? "" : topic, zigbee2mqtt: z2m ? topic.slice(12) : "", type: guessType(tail)}, false);
+    $("#device-form").elements.household.focus();
+  });
+  function guessType(id) {
+    const m = [["caller", "emergency_caller"], ["sos", "emergency_caller"], ["smoke", "smoke_detector"], ["gas", "gas_detector"],
+      ["leak", "water_leak_detector"], ["door", "door_contact"], ["motion", "motion_sensor"], ["meter", "electricity_meter"]];
+    const hit = m.find(([k]) => id.toLowerCase().includes(k)); return hit ? hit[1] : options.device_types[0];
+  }
+  $("#form-reset").onclick = () => fillForm({}, false);
+  $("#device-form").onsubmit = async e => {
+    e.preventDefault();
+    const f = e.target, body = {};
+    for (const k of ["id", "type", "household", "grid_cell", "name", "topic", "zigbee2mqtt", "profile", "mode"]) {
+      const v = f.elements[k].value.trim(); if (v) body[k] = v;
+    }
+    $$(".ferr", f).forEach(x => { x.textContent = ""; }); $("#form-error").textContent = "";
+    try {
+      if (editing) await api(`/api/config/devices/${encodeURIComponent(editing)}`, {method: "PUT", body: JSON.stringify(body)});
+      else await api("/api/config/devices", {method: "POST", body: JSON.stringify(body)});
+      toast(t("saved")); fillForm({}, false); households = null; installer();
+    } catch (err) {
+      const rest = [];
+      (Array.isArray(err.detail) ? err.detail : []).forEach(d => {
+        const field = (d.loc || []).slice(1).join("."), slot = $(`.ferr[data-for="${CSS.escape(field)}"]`, f);
+        if (slot) slot.textContent = d.msg; else rest.push((field ? field + ": " : "") + d.msg);
+      });
+      $("#form-error").textContent = rest.join("; ") || (Array.isArray(err.detail) ? "" : err.message);
+    }
+  };
+  $("#configured").addEventListener("click", async e => {
+    const tr = e.target.closest(".configured-device"); if (!tr) return;
+    const id = tr.dataset.device, d = (installer.devices || []).find(x => x.id === id);
+    try {
+      if (e.target.classList.contains("edit")) fillForm(d, true);
+      else if (e.target.classList.contains("mode")) {
+        await api(`/api/devices/${encodeURIComponent(id)}/mode`, {method: "PUT", body: JSON.stringify({mode: tr.dataset.mode === "normal" ? "test" : "normal"})});
+        await installer(); openDetail(id);
+      } else if (e.target.classList.contains("remove")) {
+        if (!confirm(t("confirm_remove", {id}))) return;
+        await api(`/api/config/devices/${encodeURIComponent(id)}`, {method: "DELETE"}); installer();
+      } else if (e.target.classList.contains("detail")) openDetail(id);
+    } catch (err) { toast(err.message, true); }
+  });
+  async function drawDetail(id) {
+    const [r, tests] = await Promise.all([api(`/api/devices/${encodeURIComponent(id)}/readings`), api(`/api/devices/${encodeURIComponent(id)}/tests`)]);
+    const box = $("#device-detail");
+    box.hidden = false; box.dataset.device = id;
+    box.innerHTML = `<h4>${esc(id)} · <span class="dot ${esc(r.device.state)}"></span>${t(r.device.state)}</h4>
+      <h5>${t("tests")}</h5>${tests.tests.length ? `<ul class="tests">${tests.tests.map(x => `<li class="test-record">${t("test_badge")} · ${esc(fmtTime(x.ts))} · ${esc(x.rule_id)} = ${esc(JSON.stringify(x.value))}</li>`).join("")}</ul>` : `<p class="hint">${t("no_tests")}</p>`}
+      <h5>${t("last_readings")}</h5>${r.readings.length ? `<table class="grid"><tbody>${r.readings.slice().reverse().map(x => `<tr><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.kind)}</td><td>${esc(JSON.stringify(x.value))} ${esc(x.unit || "")}</td><td>${esc(x.quality || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_readings")}</p>`}`;
+  }
+  function openDetail(id) {
+    clearInterval(detailTimer);
+    drawDetail(id).catch(err => toast(err.message, true));
+    detailTimer = setInterval(() => { if (C.view === "installer") drawDetail(id).catch(() => {}); else clearInterval(detailTimer); }, 1500);
+  }
+  async function drawChecklist() {
+    const hid = $("#checklist-household").value;
+    if (!hid) { $("#checklist").innerHTML = ""; return; }
+    const c = await api(`/api/households/${encodeURIComponent(hid)}/checklist`);
+    $("#checklist").innerHTML = `<ul class="checklist">${c.items.map(i => `<li class="${i.ok ? "ok" : "todo"}" data-item="${esc(i.id)}">${i.ok ? "✔" : "✘"} ${esc(C.lang === "zh" ? i.zh : i.en)}</li>`).join("")}</ul>
+      ${c.signed_off ? `<p class="ok">${esc(t("signed_off", {ts: fmtTime(c.signed_off.ts), who: c.signed_off.actor}))}</p>` : ""}
+      ${can("devices.write") ? `<button id="sign-off" class="primary" ${c.complete ? "" : "disabled"}>${t("sign_off")}</button>` : ""}`;
+    const b = $("#sign-off");
+    if (b) b.onclick = async () => { try { await api(`/api/households/${encodeURIComponent(hid)}/commissioned`, {method: "POST"}); drawChecklist(); } catch (err) { toast(err.message, true); } };
+  }
+  $("#checklist-household").onchange = () => drawChecklist().catch(err => toast(err.message, true));
+
+  // -- admin ----------------------------------------------------------------------------------
+  async function admin() {
+    const [u, a] = await Promise.all([api("/api/users"), api("/api/audit?limit=200")]);
+    $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
+      <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
+    $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
+      <tbody>${a.audit.map(x => `<tr><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.actor)}</td><td>${esc(x.action)}</td><td>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+  }
+  $("#users").addEventListener("click", async e => {
+    const tr = e.target.closest("[data-user]"); if (!tr || !e.target.classList.contains("disable")) return;
+    try { await api(`/api/users/${encodeURIComponent(tr.dataset.user)}/disable`, {method: "POST"}); admin(); } catch (err) { toast(err.message, true); }
+  });
+  $("#user-form").onsubmit = async e => {
+    e.preventDefault(); const f = new FormData(e.target);
+    try { await api("/api/users", {method: "POST", body: JSON.stringify(Object.fromEntries(f))}); e.target.reset(); $("#user-error").textContent = ""; admin(); }
+    catch (err) { $("#user-error").textContent = err.message; }
+  };
+
+  const pages = {history, devices, installer: () => installer().then(drawChecklist), admin};
+  return {show(view) { const fn = pages[view]; if (fn) fn().catch(err => toast(err.message, true)); }};
+})();
