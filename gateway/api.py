@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,7 @@ __all__ = ["ApiContext", "Broadcaster", "create_app", "grid_json", "household_js
 
 log = logging.getLogger(__name__)
 COOKIE = "gw_session"
+AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alarm id")]
 
 
 class Broadcaster:
@@ -241,14 +242,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return {"alarms": [decorate(a, p) for a in ctx.book.list(state, limit)]}
 
     @app.get("/api/alarms/{alarm_id}", tags=["alarms"])
-    def get_alarm(alarm_id: int, p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
+    def get_alarm(alarm_id: AlarmId,
+                  p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
         try:
             return decorate(ctx.book.get(alarm_id, with_events=True), p)
         except AlarmNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
     @app.post("/api/alarms/{alarm_id}/ack", tags=["alarms"])
-    async def ack(alarm_id: int, p: Annotated[Principal, Depends(need("alarms.act"))],
+    async def ack(alarm_id: AlarmId, p: Annotated[Principal, Depends(need("alarms.act"))],
                   body: AckBody | None = None) -> dict:
         try:
             alarm = await ctx.book.acknowledge(alarm_id, p.name, body.note if body else "")
@@ -260,7 +262,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return decorate(alarm, p)
 
     @app.post("/api/alarms/{alarm_id}/resolve", tags=["alarms"])
-    async def resolve(alarm_id: int, body: ResolveBody,
+    async def resolve(alarm_id: AlarmId, body: ResolveBody,
                       p: Annotated[Principal, Depends(need("alarms.act"))]) -> dict:
         try:
             alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note)

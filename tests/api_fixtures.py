@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from edge_config.loader import load_site
@@ -76,6 +77,8 @@ def api_env(tmp_path) -> ApiEnv:
     book = AlarmBook(store, site, on_change=lambda ch: change_events(book, broadcaster, ch))
     health = HealthBook(health_rows(site))
     auth = Auth(store)
+    # still Argon2id, at a test-friendly cost (the service uses the library's defaults)
+    auth.hasher = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
     def reload(new) -> None:
         health.rebind(health_rows(new))
