@@ -11,7 +11,7 @@ what=${1:-demo}; shift || true
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_need=(mosquitto mosquitto-clients python3-venv)
-if [ "$what" = test ]; then apt_need+=(chromium fonts-wqy-microhei victoria-metrics); fi
+if [ "$what" = test ]; then apt_need+=(chromium fonts-wqy-microhei victoria-metrics openssl systemd); fi
 missing=()
 for p in "${apt_need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
