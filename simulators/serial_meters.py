@@ -179,3 +179,34 @@ class MeterBus:
             return None
         return cjt188.encode_read_reply(req.address, volume=volume, meter_type=self.cjt188_type,
                                         ser=req.data[2] if len(req.data) > 2 else 0)
+
+
+class PtyLink:
+    """Two pty adapters wired together (a null-modem cable): what one side's port writes,
+    the other side's port reads. For tests of a serial master against a serial slave that
+    both open ports by path (e.g. a pymodbus RTU server and the gateway's RTU bus)."""
+
+    def __init__(self, path_a: Path, path_b: Path):
+        self.a, self.b = PtyAdapter(path_a), PtyAdapter(path_b)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-pty-link", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            fds = [fd for fd in (self.a.master, self.b.master) if fd is not None]
+            try:
+                ready, _, _ = select.select(fds, [], [], 0.05)
+            except (OSError, ValueError):
+                continue
+            for fd in ready:
+                src, dst = (self.a, self.b) if fd == self.a.master else (self.b, self.a)
+                data = src.read(0)
+                if data:
+                    dst.write(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.a.unplug()
+        self.b.unplug()

@@ -6,6 +6,7 @@ import math
 import struct
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -206,7 +207,19 @@ def test_round_trip(entry, data):
     value = _in_range(entry, data)
     registers = encode_value(entry, value)
     assert len(registers) == entry.count and all(0 <= r <= 0xFFFF for r in registers)
-    assert decode_value(entry, registers) == value
+    decoded = decode_value(entry, registers)
+    if entry.data_type == "float32" and not entry.is_bool:
+        # decoded as the shortest decimal of the same float32 (229.8, not 229.8000030517578)
+        assert np.float32((decoded - entry.offset) / entry.scale) == \
+            np.float32((value - entry.offset) / entry.scale)
+    else:
+        assert decoded == value
+
+
+def test_float32_decodes_as_the_meter_shows_it():
+    entry = RegisterEntry("voltage_l1", Kind.VOLTAGE, 0, "float32", function=4)
+    assert decode_value(entry, encode_value(entry, 229.8)) == 229.8
+    assert decode_value(entry, encode_value(entry, 0.1)) == 0.1
 
 
 @settings(max_examples=300, deadline=None)

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
+
 from drivers import DecodeError
 from gateway.model import UNITS, Kind, Quality, Reading
 
@@ -149,6 +151,10 @@ def decode_value(entry: RegisterEntry, registers: Sequence[int]) -> float | bool
         return raw != 0
     if not math.isfinite(raw):
         return None
+    if entry.data_type == "float32":
+        # the shortest decimal that is the same float32: the meter's 217.7, not the double
+        # 217.6999969482422 (numpy prints float32 that way)
+        raw = float(str(np.float32(raw)))
     value = raw * entry.scale + entry.offset
     return value if math.isfinite(value) else None
 
