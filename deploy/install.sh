@@ -111,6 +111,7 @@ svc() { if [ "$systemd" = 1 ] && [ "$real" = 1 ]; then systemctl "$@"; fi; }
 render() { # render SRC DEST: the unit/config with paths moved into the root
   sed -e "s|/opt/community-gateway|$APP|g" -e "s|/etc/community-gateway|$ETC|g" \
       -e "s|/var/lib/community-gateway|$DATA|g" -e "s|/var/backups/community-gateway|$BACKUPS|g" \
+      -e "s|/etc/mosquitto/community-gateway|$MOSQ_DIR|g" \
       -e "s|@MOSQ_DIR@|$MOSQ_DIR|g" -e "s|@MQTT_PORT@|$mqtt_port|g" \
       -e "s|@MQTT_TLS_LISTENER@|$mqtt_tls_port${mqtt_tls_bind:+ $mqtt_tls_bind}|g" -e "s|@TLS_CA@|$tls_ca|g" \
       -e "s|@TLS_CERT@|$tls_cert|g" -e "s|@TLS_KEY@|$tls_key|g" "$1" > "$2.new"
@@ -243,8 +244,9 @@ EOF
 EOF
   say "no site configured: installed the example site in $ETC/site — replace it with yours (--site DIR)"
 fi
+# the service writes here (installer pages edit devices.yaml); secrets live in gateway.env
 find "$ETC/site" -type d -exec chmod 0750 {} + && find "$ETC/site" -type f -exec chmod 0640 {} +
-[ "$real" = 0 ] || chown -R root:gateway "$ETC/site"
+[ "$real" = 0 ] || chown -R gateway:gateway "$ETC/site"
 "$rel/venv/bin/gateway" config validate "$ETC/site" >&2 || die "the site in $ETC/site is invalid"
 
 env_file=$ETC/gateway.env
@@ -323,7 +325,8 @@ done
 
 # ---------------------------------------------------------------------------- units
 changed=0
-for u in community-gateway.service community-gateway-backup.service community-gateway-backup.timer; do
+for u in community-gateway.service community-gateway-backup.service community-gateway-backup.timer \
+         community-gateway-accounts.service community-gateway-accounts.path; do
   render "$here/systemd/$u" "$UNITS/$u" && changed=1 restart=1
 done
 render "$here/journald/community-gateway.conf" "$JOURNALD/community-gateway.conf" \
@@ -331,6 +334,7 @@ render "$here/journald/community-gateway.conf" "$JOURNALD/community-gateway.conf
 if [ "$systemd" = 1 ] && [ "$real" = 1 ]; then
   [ "$changed" = 0 ] || systemctl daemon-reload
   systemctl enable --quiet community-gateway.service community-gateway-backup.timer
+  [ "$broker" = 0 ] || systemctl enable --quiet --now community-gateway-accounts.path
   # only what changed is restarted: a re-run on an installed box leaves the service alone
   if [ "$restart" = 1 ]; then systemctl restart community-gateway.service
   else systemctl start community-gateway.service; fi

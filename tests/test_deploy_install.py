@@ -148,7 +148,8 @@ def test_systemd_analyze_verify_accepts_the_units(installed):
     root, _, _ = installed
     units = root / "etc/systemd/system"
     names = ["community-gateway.service", "community-gateway-backup.service",
-             "community-gateway-backup.timer"]
+             "community-gateway-backup.timer", "community-gateway-accounts.service",
+             "community-gateway-accounts.path"]
     res = subprocess.run(["systemd-analyze", "verify", *[str(units / n) for n in names]],
                          capture_output=True, text=True, timeout=60)
     # verify exits 0 even for unknown keys; any line about our units is a failure
@@ -326,3 +327,28 @@ def test_invalid_site_is_refused_and_nothing_changes(installed, tmp_path, wheel)
     assert res.returncode != 0
     assert "devices.yaml:" in res.stderr and "toaster" in res.stderr
     assert (root / "etc/community-gateway/site/devices.yaml").read_text() == before
+
+
+def test_accounts_unit_gives_a_new_device_an_account_and_keeps_the_others(installed):
+    """What community-gateway-accounts.service runs when devices.yaml changes."""
+    root, _, _ = installed
+    unit = (root / "etc/systemd/system/community-gateway-accounts.service").read_text()
+    cmd = next(ln.split("=", 1)[1] for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    site = root / "etc/community-gateway/site"
+    devices = site / "devices.yaml"
+    original = devices.read_text()
+    before = _credentials(root)
+    try:
+        devices.write_text(original + "  - id: caller-9-202\n    type: emergency_caller\n"
+                           "    household: h-9-201\n    mqtt: {topic: devices/caller-9-202}\n")
+        res = subprocess.run(cmd.split(), capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        after = _credentials(root)
+        assert after["caller-9-202"]["topic"] == "devices/caller-9-202"
+        assert {k: after[k] for k in before} == before         # nobody else re-keyed
+        acl = (root / "etc/mosquitto/community-gateway/acl").read_text()
+        assert "user caller-9-202\ntopic write devices/caller-9-202\n" in acl
+    finally:
+        devices.write_text(original)
+        subprocess.run(cmd.split(), capture_output=True, text=True, timeout=60, check=True)
+    assert "caller-9-202" not in _credentials(root)            # removed device: no account
