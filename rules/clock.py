@@ -27,7 +27,7 @@ class EngineClock:
     __slots__ = ("wall", "t", "max_step", "steps", "resumed")
 
     def __init__(self, max_step: float) -> None:
-        self.wall: float | None = None   # last wall time seen (epoch seconds)
+        self.wall = float("-inf")        # last wall time seen (epoch seconds); -inf: none
         self.t = 0.0                     # engine time at ``wall``
         self.max_step = max_step
         self.steps = 0                   # clock steps absorbed
@@ -36,7 +36,7 @@ class EngineClock:
     def advance(self, wall: float) -> float:
         """Observe wall time ``wall``; return engine time now."""
         last = self.wall
-        if last is None:
+        if last == float("-inf"):
             self.wall = wall
             self.t = wall   # engine time starts equal to wall time: easy to read in snapshots
             return wall
@@ -58,22 +58,25 @@ class EngineClock:
 
     def event_time(self, ts: float) -> float:
         """Engine time of a reading stamped ``ts`` (wall epoch), never after engine now."""
-        age = self.wall - ts  # type: ignore[operator]
+        age = self.wall - ts  
         return self.t - age if age > 0.0 else self.t
 
     def to_wall(self, t: float) -> float:
         """Wall epoch seconds corresponding to engine time ``t`` under the current offset."""
-        return t + (self.wall - self.t)  # type: ignore[operator]
+        return t + (self.wall - self.t)  
 
     def wall_dt(self, t: float) -> datetime:
         return datetime.fromtimestamp(self.to_wall(t), timezone.utc)
 
     def state(self) -> dict:
-        return {"wall": self.wall, "t": self.t, "steps": self.steps}
+        return {"wall": None if self.wall == float("-inf") else self.wall, "t": self.t,
+                "steps": self.steps}
 
     def load(self, d: dict) -> None:
-        self.wall, self.t, self.steps = d["wall"], float(d["t"]), int(d.get("steps", 0))
-        self.resumed = self.wall is not None
+        wall = d["wall"]
+        self.wall = float("-inf") if wall is None else float(wall)
+        self.t, self.steps = float(d["t"]), int(d.get("steps", 0))
+        self.resumed = wall is not None
 
 
 class TimerOwner(Protocol):

@@ -17,13 +17,17 @@ Contract:
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from gateway.model import UNITS, Kind, Reading, Value
 from rules.actions import Action
 from rules.alarms import AlarmBook, FaultBook, Subject
+from rules.arrays import pack, unpack
 from rules.clock import EngineClock, TimerQueue
 from rules.evaluators import (
     CompoundEval, CountEval, Evaluator, HeldEval, MatchEval, ThresholdEval,
@@ -32,7 +36,7 @@ from rules.index import RuleIndex
 from rules.site import DeviceInfo, SiteIndex
 from rules.spec import RulesConfig
 
-__all__ = ["Engine", "MODES", "Stream"]
+__all__ = ["DeviceRoute", "Engine", "MODES", "Stream"]
 
 MODES = frozenset({"normal", "test", "maintenance"})
 SNAPSHOT_VERSION = 1
@@ -48,22 +52,43 @@ def register_kind(kind: str, compiler: Callable[..., Evaluator]) -> None:
     _COMPILERS[kind] = compiler
 
 
+class DeviceRoute:
+    """What the engine knows of one device, computed once: where it is, its dense indexes,
+    and the rules that listen to each kind of its readings."""
+
+    __slots__ = ("info", "where", "device_index", "household_index", "by_kind")
+
+    def __init__(self, info: DeviceInfo, index: RuleIndex, site: SiteIndex) -> None:
+        self.info = info
+        self.where = Subject(info.device_id, info.household_id, info.grid_cell)
+        #: dense indexes of the site (-1: not a site device / no household)
+        self.device_index = site.device_index.get(info.device_id, -1)
+        self.household_index = (site.household_index.get(info.household_id, -1)
+                                if info.household_id is not None else -1)
+        self.by_kind = index.routes_for(info)
+
+
 class Stream:
     """Readings of one kind from one device: ordering state and the rules that listen."""
 
-    __slots__ = ("device_id", "kind", "last_ts", "last_value", "handlers", "bad_handlers",
-                 "where", "unit", "device_type")
+    __slots__ = ("device_id", "kind", "last_ts", "last_value", "handlers", "calls",
+                 "bad_calls", "where", "unit", "device_type", "device_index",
+                 "household_index")
 
-    def __init__(self, info: DeviceInfo, kind: Kind, handlers: tuple[Evaluator, ...]) -> None:
-        self.device_id = info.device_id
-        self.device_type = info.device_type
+    def __init__(self, route: DeviceRoute, kind: Kind) -> None:
+        self.device_id = route.info.device_id
+        self.device_type = route.info.device_type
         self.kind = kind
         self.last_ts = float("-inf")
         self.last_value: Value = None
-        self.handlers = handlers
-        self.bad_handlers = tuple(h for h in handlers if h.wants_bad)
-        self.where = Subject(info.device_id, info.household_id, info.grid_cell)
+        by_kind = route.by_kind
+        self.handlers = handlers = by_kind.get(kind) or by_kind[None]
+        self.calls = tuple(h.on_reading for h in handlers)
+        self.bad_calls = tuple(h.on_reading for h in handlers if h.wants_bad)
+        self.where = route.where
         self.unit = UNITS.get(kind, "")
+        self.device_index = route.device_index
+        self.household_index = route.household_index
 
 
 class Engine:
@@ -87,19 +112,29 @@ class Engine:
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
         self._index = RuleIndex(self.evaluators)
         self._streams: dict[str, dict[Kind, Stream]] = {}
+        self._routes: dict[str, DeviceRoute] = {}
+        #: engine time each site device last sent a good reading (-inf: never); supervision
+        #: and inactivity read it in their scans instead of handling every reading
+        self.seen = array("d", [float("-inf")]) * len(site.devices)
+        self.seen_np = np.frombuffer(self.seen, dtype=np.float64)
         self._max_future = config.policy.max_future
-        self.stats = {"fed": 0, "future": 0, "stale": 0, "duplicate": 0, "unknown_device": 0}
+        self.stats = {"future": 0, "stale": 0, "duplicate": 0, "unknown_device": 0}
 
     # -- input --------------------------------------------------------------------------
     def feed(self, reading: Reading, now: datetime) -> list[Action]:
         """Evaluate ``reading`` at wall time ``now``; return the actions it causes."""
         wall = now.timestamp()
-        t = self.clock.advance(wall)
-        ts = reading.ts.timestamp()
-        stats = self.stats
-        stats["fed"] += 1
+        ts = wall if reading.ts is now else reading.ts.timestamp()
+        clock = self.clock
+        d = wall - clock.wall
+        if 0.0 <= d <= clock.max_step:    # the common case of EngineClock.advance, inlined
+            t = clock.t = clock.t + d
+            clock.wall = wall
+            clock.resumed = False
+        else:
+            t = clock.advance(wall)
         if ts > wall + self._max_future:
-            stats["future"] += 1
+            self.stats["future"] += 1
             return []
         kinds = self._streams.get(reading.device_id)
         if kinds is None:
@@ -110,24 +145,27 @@ class Engine:
         value = reading.value
         if ts <= st.last_ts:
             if ts < st.last_ts:
-                stats["stale"] += 1
+                self.stats["stale"] += 1
                 return []
             if value == st.last_value:
-                stats["duplicate"] += 1
+                self.stats["duplicate"] += 1
                 return []
         prev = st.last_value
         st.last_ts = ts
         if value is None:
-            handlers = st.bad_handlers
+            calls = st.bad_calls
         else:
             st.last_value = value
-            handlers = st.handlers
-        if not handlers:
+            calls = st.calls
+            i = st.device_index
+            if i >= 0 and self.seen[i] < t:
+                self.seen[i] = t
+        if not calls:
             return []
         out = self._out = []
         t_ev = t - (wall - ts) if ts < wall else t
-        for h in handlers:
-            h.on_reading(st, reading, prev, t_ev)
+        for call in calls:
+            call(st, reading, prev, t_ev)
         return out
 
     def tick(self, now: datetime) -> list[Action]:
@@ -167,11 +205,14 @@ class Engine:
         self._out.append(action)
 
     def _new_stream(self, r: Reading) -> Stream:
-        info = self.site.devices.get(r.device_id)
-        if info is None:
-            self.stats["unknown_device"] += 1
-            info = DeviceInfo(r.device_id, r.device_type, r.household_id, r.grid_cell)
-        return Stream(info, r.kind, self._index.handlers_for(info, r.kind))
+        route = self._routes.get(r.device_id)
+        if route is None:
+            info = self.site.devices.get(r.device_id)
+            if info is None:
+                self.stats["unknown_device"] += 1
+                info = DeviceInfo(r.device_id, r.device_type, r.household_id, r.grid_cell)
+            route = self._routes[r.device_id] = DeviceRoute(info, self._index, self.site)
+        return Stream(route, r.kind)
 
     def unit_of(self, device_id: str, kind: Kind) -> str:
         st = self._streams.get(device_id, {}).get(kind)
@@ -193,6 +234,7 @@ class Engine:
                          st.where.household_id, st.where.grid_cell]
                         for d, ks in self._streams.items() for k, st in ks.items()
                         if st.last_ts != float("-inf")],
+            "seen": pack(list(self.site.devices), {"seen": self.seen_np}),
             "alarms": self.book.state(),
             "faults": self.faults.state(),
             "rules": {ev.rule.id: {"kind": ev.rule.kind, "state": ev.state()}
@@ -209,10 +251,14 @@ class Engine:
         self._streams = {}
         for d, k, last_ts, last_value, dtype, household, cell in snap["streams"]:
             kind = Kind(k)
-            info = self.site.devices.get(d) or DeviceInfo(d, dtype, household, cell)
-            st = Stream(info, kind, self._index.handlers_for(info, kind))
+            route = self._routes.get(d)
+            if route is None:
+                info = self.site.devices.get(d) or DeviceInfo(d, dtype, household, cell)
+                route = self._routes[d] = DeviceRoute(info, self._index, self.site)
+            st = Stream(route, kind)
             st.last_ts, st.last_value = last_ts, last_value
             self._streams.setdefault(d, {})[kind] = st
+        unpack(snap["seen"], list(self.site.devices), {"seen": self.seen_np})
         self.book.load(snap["alarms"])
         self.faults.load(snap["faults"])
         for ev in self.evaluators:

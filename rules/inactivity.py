@@ -10,16 +10,18 @@ Contract:
 - Baseline (optional, once a household has ``min_weeks`` of history): the deadline is the
   end of the household's usual next active hour (:mod:`rules.baseline`) plus ``grace``,
   clamped to ``[floor, ceiling]`` after the last activity, and moved out of quiet hours.
-- Liveness: any good reading from a source device (heartbeat, battery...) shows the sources
-  are alive. If none arrived for ``sources_offline_after`` the household gets a
-  ``RaiseFault(fault="sources_offline")`` instead of an inactivity alarm; when the sources
-  come back the fault clears and the gap is measured from their return.
+- Liveness: any good reading from a source device (heartbeat, battery...; ``Engine.seen``)
+  shows the sources are alive. If none arrived for ``sources_offline_after`` the household
+  gets a ``RaiseFault(fault="sources_offline")`` instead of an inactivity alarm; when the
+  sources come back the fault clears (at the next scan) and the gap is measured from their
+  return.
 - New activity ends the alarm: ``ClearAlarm`` (``auto_resolve`` per rule, default False).
 - Watching starts at the first ``tick``: a household without any reading counts from there.
 """
 
 from __future__ import annotations
 
+from array import array
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -56,7 +58,6 @@ _DAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日"
 
 
 class InactivityEval(Evaluator):
-    kinds = None
     rule: InactivityRule
 
     def __init__(self, rule: InactivityRule, engine: Engine, order: int) -> None:
@@ -64,6 +65,7 @@ class InactivityEval(Evaluator):
         site = engine.site
         self._zone = site.zone
         self._sources = frozenset(rule.sources)
+        self.kinds = self._sources
         self._src_types = frozenset().union(*(SOURCE_DEVICE_TYPES.get(k, frozenset())
                                               for k in rule.sources))
         self._hidx = site.household_index
@@ -74,65 +76,84 @@ class InactivityEval(Evaluator):
             if ((not rule.lives_alone_only or info.lives_alone)
                     and (not self._households or h in self._households)
                     and (not self._cells or info.grid_cell in self._cells)
-                    and any(self.accepts(site.devices[d])
+                    and any(self._source_device(site.devices[d])
                             for d in site.devices_of_household[h])):
                 self._covered[self._hidx[h]] = True
-        self._last = np.full(n, np.nan)        # engine time of the last activity
-        self._alive = np.full(n, np.nan)       # engine time of the last source reading
-        self._due = np.full(n, np.inf)         # next check (a lower bound of the deadline)
-        self._state = np.zeros(n, dtype=np.uint8)
+        # array.array for fast scalar access per reading; numpy views for the scans.
+        # -inf: nothing seen yet (watching starts at the first tick)
+        self._last = array("d", [-np.inf]) * n     # engine time of the last activity
+        self._due = array("d", [np.inf]) * n       # next check (lower bound of the deadline)
+        self._state = bytearray(n)
+        self._np = {name: np.frombuffer(a, dtype=np.uint8 if name == "state" else np.float64)
+                    for name, a in (("last", self._last), ("due", self._due),
+                                    ("state", self._state))}
+        # source devices of each household (CSR: devices of i are _src[_ptr[i]:_ptr[i+1]]);
+        # their liveness is read from engine.seen when a household is checked
+        dev_index = site.device_index
+        counts = np.zeros(n + 1, dtype=np.int64)
+        src: list[int] = []
+        for h, i in self._hidx.items():
+            ds = [dev_index[d] for d in site.devices_of_household[h]
+                  if self._covered[i] and self._source_device(site.devices[d])]
+            src.extend(ds)
+            counts[i + 1] = len(ds)
+        self._ptr = np.cumsum(counts).astype(np.int32)
+        self._src = np.asarray(src, dtype=np.int32)
+        self._start = -np.inf
         self.baseline = HourOfWeekBaseline(n) if rule.baseline is not None else None
         b = rule.baseline
-        self._lower = min(rule.threshold, b.floor) if b is not None else rule.threshold
+        # earliest possible deadline after a reading: the next check is never later than it
+        self._lower = min(rule.threshold, b.floor if b is not None else rule.threshold,
+                          rule.sources_offline_after)
         self._next_scan = -np.inf
         self._started = False
 
     @property
     def nbytes(self) -> int:
         """Bytes of per-household state (numpy arrays)."""
-        own = sum(a.nbytes for a in (self._covered, self._last, self._alive, self._due,
-                                     self._state))
+        own = (self._covered.nbytes + self._ptr.nbytes + self._src.nbytes
+               + sum(a.nbytes for a in self._np.values()))
         return own + (self.baseline.nbytes if self.baseline is not None else 0)
 
-    def accepts(self, d: DeviceInfo) -> bool:
+    def _source_device(self, d: DeviceInfo) -> bool:
         return (d.household_id is not None and Evaluator.accepts(self, d)
                 and (not d.device_type or d.device_type in self._src_types))
+
+    def accepts(self, d: DeviceInfo) -> bool:
+        i = self._hidx.get(d.household_id) if d.household_id is not None else None
+        return i is not None and bool(self._covered[i]) and self._source_device(d)
 
     def index_keys(self):  # type: ignore[override]
         return ("household", self._households) if self._households else ("type",
                                                                          self._src_types)
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
-        i = self._hidx.get(st.where.household_id)  # type: ignore[arg-type]
-        if i is None or not self._covered[i]:
-            return
-        if not self._alive[i] >= t:
-            self._alive[i] = t
+        i = st.household_index
         kind, v = r.kind, r.value
-        act = False
-        if kind in self._sources:
-            if kind in CUMULATIVE_KINDS:
-                act = prev is not None and v > prev  # type: ignore[operator]
-            else:
-                act = v is True or value_type(kind) is str
-        if act:
-            if not self._last[i] >= t:
-                self._last[i] = t
-            if self.baseline is not None:
-                self.baseline.active[i] = 1
+        if kind in CUMULATIVE_KINDS:
+            if prev is None or v <= prev:  # type: ignore[operator]
+                return
+        elif v is not True and value_type(kind) is not str:
+            return
+        if self._last[i] < t:
+            self._last[i] = t
+        if self.baseline is not None:
+            self.baseline.active[i] = 1
         state = self._state[i]
-        if state == ALARMED and act:
-            self._state[i] = NORMAL
+        if state == ALARMED:
             self.book.clear(self.rule, self._key(i), t, "activity resumed",
                             self.rule.auto_resolve_on_clear)
         elif state == SOURCES_OFFLINE:
-            self._state[i] = NORMAL
-            if not self._last[i] >= t:
-                self._last[i] = t     # the gap is unknown while the sources were silent
             self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
         else:
             return
+        self._state[i] = NORMAL
         self._due[i] = min(self._due[i], t + self._lower)
+
+    def _alive(self, i: int) -> float:
+        """Engine time a source device of household ``i`` last reported (or watch start)."""
+        seen = self.engine.seen_np[self._src[self._ptr[i]:self._ptr[i + 1]]]
+        return max(float(seen.max()), self._start) if seen.size else self._start
 
     def tick(self, t: float) -> None:
         if t < self._next_scan:
@@ -140,18 +161,28 @@ class InactivityEval(Evaluator):
         self._next_scan = t + _SCAN_EVERY
         if self.baseline is not None:
             self.baseline.roll(self.engine.clock.to_wall(t), self._zone)
+        arrays = self._np
         if not self._started:
             self._started = True
-            for a in (self._last, self._alive):
-                a[np.isnan(a)] = t
-            idle = self._covered & (self._state == NORMAL)
-            self._due[idle] = np.minimum(self._due[idle], t + self._lower)
-        for i in np.flatnonzero(self._due <= t).tolist():
+            self._start = t
+            last = arrays["last"]
+            last[last == -np.inf] = t
+            idle = self._covered & (arrays["state"] == NORMAL)
+            arrays["due"][idle] = np.minimum(arrays["due"][idle], t + self._lower)
+        for i in np.flatnonzero(arrays["due"] <= t).tolist():
             self._check(i, t)
+        off = np.flatnonzero(arrays["state"] == SOURCES_OFFLINE).tolist()
+        for i in off:   # sources back? the gap is unknown while they were silent: restart it
+            alive = self._alive(i)
+            if t - alive < self.rule.sources_offline_after:
+                self._state[i] = NORMAL
+                self._last[i] = max(self._last[i], alive)
+                self._due[i] = t
+                self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
 
     def _check(self, i: int, t: float) -> None:
         rule = self.rule
-        last, alive = float(self._last[i]), float(self._alive[i])
+        last, alive = float(self._last[i]), self._alive(i)
         offline_at = alive + rule.sources_offline_after
         deadline, usual = self._deadline(i, last)
         if offline_at <= t:
@@ -225,26 +256,28 @@ class InactivityEval(Evaluator):
         return Subject(None, h, self.engine.site.households[h].grid_cell)
 
     def state(self) -> dict:
-        arrays = {"last": self._last, "alive": self._alive, "due": self._due,
-                  "state": self._state}
+        arrays = dict(self._np)
         if self.baseline is not None:
             arrays.update(self.baseline.arrays())
         d = pack(self._ids(), arrays)
         d["started"] = self._started
+        d["start"] = None if self._start == -np.inf else self._start
+        d["next_scan"] = None if self._next_scan == -np.inf else self._next_scan
         if self.baseline is not None:
             d["hour"] = [self.baseline.cur_how, self.baseline.cur_start]
         return d
 
     def load(self, d: dict) -> None:
-        arrays = {"last": self._last, "alive": self._alive, "due": self._due,
-                  "state": self._state}
+        arrays = dict(self._np)
         if self.baseline is not None:
             arrays.update(self.baseline.arrays())
             if "hour" in d:
                 self.baseline.cur_how, self.baseline.cur_start = d["hour"]
         unpack(d, self._ids(), arrays)
-        self._due[~self._covered] = np.inf
+        self._np["due"][~self._covered] = np.inf
         self._started = bool(d.get("started", False))
+        self._start = -np.inf if d.get("start") is None else float(d["start"])
+        self._next_scan = -np.inf if d.get("next_scan") is None else float(d["next_scan"])
 
 
 register_kind("inactivity", InactivityEval)

@@ -1,9 +1,9 @@
-"""Index of compiled rules by reading kind and by their most selective filter.
+"""Index of compiled rules by their most selective filter, and per-device routes.
 
-Contract: :meth:`RuleIndex.handlers_for` returns, in rule order, the evaluators that listen to
-``kind`` (or to every kind) and accept ``device``. Its cost depends on the number of rules
-that could apply to that device, not on the number of rules: the engine calls it once per
-(device, kind) stream and caches the answer.
+Contract: :meth:`RuleIndex.routes_for` returns, for one device, the evaluators that accept
+it grouped by the reading kind they listen to (rule order kept; key ``None``: evaluators
+listening to every kind). Its cost depends on the number of rules that could apply to that
+device, not on the number of rules; the engine calls it once per device and caches it.
 """
 
 from __future__ import annotations
@@ -17,47 +17,43 @@ from rules.site import DeviceInfo
 
 __all__ = ["RuleIndex"]
 
-
-class _Bucket:
-    __slots__ = ("by", "anywhere")
-
-    def __init__(self) -> None:
-        self.by: dict[str, defaultdict[str, list[Evaluator]]] = {
-            f: defaultdict(list) for f in ("device", "household", "cell", "type")}
-        self.anywhere: list[Evaluator] = []
-
-    def add(self, ev: Evaluator) -> None:
-        field, ids = ev.index_keys()
-        if field == "any":
-            self.anywhere.append(ev)
-        else:
-            for i in ids:
-                self.by[field][i].append(ev)
-
-    def candidates(self, d: DeviceInfo, out: dict[int, Evaluator]) -> None:
-        for field, val in (("device", d.device_id), ("household", d.household_id),
-                           ("cell", d.grid_cell), ("type", d.device_type)):
-            if val is not None:
-                for ev in self.by[field].get(val, ()):
-                    out[ev.order] = ev
-        for ev in self.anywhere:
-            out[ev.order] = ev
+_FIELDS = ("device", "household", "cell", "type")
 
 
 class RuleIndex:
     def __init__(self, evaluators: Sequence[Evaluator]) -> None:
-        self._by_kind: dict[Kind | None, _Bucket] = defaultdict(_Bucket)
+        self._by: dict[str, defaultdict[str, list[Evaluator]]] = {
+            f: defaultdict(list) for f in _FIELDS}
+        self._anywhere: list[Evaluator] = []
         for ev in evaluators:
-            if ev.kinds is None:
-                self._by_kind[None].add(ev)
+            field, ids = ev.index_keys()
+            if field == "any":
+                self._anywhere.append(ev)
             else:
-                for k in ev.kinds:
-                    self._by_kind[k].add(ev)
+                for i in ids:
+                    self._by[field][i].append(ev)
 
-    def handlers_for(self, device: DeviceInfo, kind: Kind) -> tuple[Evaluator, ...]:
-        found: dict[int, Evaluator] = {}
-        for k in (kind, None):
-            b = self._by_kind.get(k)
-            if b is not None:
-                b.candidates(device, found)
-        return tuple(found[o] for o in sorted(found) if found[o].accepts(device))
+    def routes_for(self, d: DeviceInfo) -> dict[Kind | None, tuple[Evaluator, ...]]:
+        found: dict[int, Evaluator] = {ev.order: ev for ev in self._anywhere}
+        for field, val in zip(_FIELDS, (d.device_id, d.household_id, d.grid_cell,
+                                        d.device_type)):
+            if val is not None:
+                bucket = self._by[field].get(val)
+                if bucket:
+                    for ev in bucket:
+                        found[ev.order] = ev
+        routes: dict[Kind | None, list[Evaluator]] = defaultdict(list)
+        for order in sorted(found):
+            ev = found[order]
+            if ev.accepts(d):
+                for k in (ev.kinds if ev.kinds is not None else (None,)):
+                    routes[k].append(ev)
+        every = routes.pop(None, [])
+        out: dict[Kind | None, tuple[Evaluator, ...]] = {
+            k: tuple(sorted(evs + every, key=_order)) for k, evs in routes.items()}
+        out[None] = tuple(every)
+        return out
+
+
+def _order(ev: Evaluator) -> int:
+    return ev.order

@@ -6,8 +6,9 @@ Contract:
   fatal: it is skipped and ``(line_number, message)`` appended to ``errors``.
 - :func:`replay` feeds each reading at ``now = reading.ts`` (never moving ``now`` backwards:
   an out-of-order line is fed at the latest time seen so far, where the engine's ordering
-  policy applies), ticks every ``tick_every`` seconds of recorded time in between, as the
-  gateway does, and after the last reading keeps ticking until ``until`` (if given). It
+  policy applies), ticks at every whole multiple of ``tick_every`` seconds of recorded time
+  in between (as the gateway ticks; aligned so that a replay resumed from a snapshot ticks
+  at the same instants), and after the last reading keeps ticking until ``until`` (if given). It
   yields every action as its ``to_json()`` dict, in order. Same engine state + same input =
   same output (the engine has no other source of time or randomness).
 """
@@ -57,7 +58,10 @@ def replay(engine: Engine, readings: Iterable[Reading], *, tick_every: float = 6
 
 
 def _ticks(engine: Engine, start: datetime, end: datetime, step: timedelta) -> Iterator[dict]:
-    t = start + step
+    # ticks fall on whole multiples of ``step`` since the epoch, so that a replay resumed
+    # from a snapshot ticks at the same instants as an uninterrupted one
+    n = start.timestamp() // step.total_seconds() + 1
+    t = datetime.fromtimestamp(n * step.total_seconds(), start.tzinfo)
     while t < end:
         for a in engine.tick(t):
             yield a.to_json()

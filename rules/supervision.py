@@ -4,11 +4,13 @@ Contract:
 - Every covered device (site devices passing the rule's filters) is expected to report at
   least once per ``silence`` (default: :data:`DEFAULT_SILENCE` of its device type; types not
   listed are not watched for silence). Watching starts at the first ``tick``. A device silent
-  longer than that gets ``RaiseFault(fault="silent")``; any later good reading clears it.
+  longer than that gets ``RaiseFault(fault="silent")``; a later good reading clears it at the
+  next scan (scans run in ``tick``, every few seconds of engine time).
 - ``battery`` below ``battery_below`` (clears at ``battery_below + 5``), ``battery_low``,
   ``tamper``, ``fault`` (True raises, False clears) and ``availability`` False (``offline``)
   raise faults keyed ``"{rule_id}:{device_id}:{fault}"``.
-- BAD-quality readings (value None) do not count as the device reporting.
+- BAD-quality readings (value None) do not count as the device reporting. Readings of
+  devices unknown to the site get battery/tamper/fault/offline faults but no silence watch.
 """
 
 from __future__ import annotations
@@ -45,32 +47,27 @@ _BOOL_FAULTS = {Kind.BATTERY_LOW: ("battery_low", True), Kind.TAMPER: ("tamper",
 
 
 class SupervisionEval(Evaluator):
-    kinds = None
     rule: SupervisionRule
 
     def __init__(self, rule: SupervisionRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
         self._enabled = {"battery_low": rule.battery_below is not None, "tamper": rule.tamper,
                          "fault": rule.fault, "offline": rule.offline}
-        watched = [d for d in engine.site.devices.values() if self.accepts(d)]
-        self._ids = [d.device_id for d in watched]
-        self._idx = {d: i for i, d in enumerate(self._ids)}
-        self._where = [Subject(d.device_id, d.household_id, d.grid_cell) for d in watched]
-        self._limit = np.array([rule.silence if rule.silence is not None
-                                else DEFAULT_SILENCE.get(d.device_type, np.inf)
-                                for d in watched], dtype=np.float64)
-        self._last = np.full(len(watched), np.nan)
-        self._silent = np.zeros(len(watched), dtype=bool)
+        self.kinds = frozenset({Kind.BATTERY, *_BOOL_FAULTS})
+        site = engine.site
+        # silence is watched for site devices (by the site's dense index) via engine.seen
+        self._ids = list(site.devices)
+        limit = np.full(len(self._ids), np.inf)
+        for i, d in enumerate(site.devices.values()):
+            if self.accepts(d):
+                limit[i] = (rule.silence if rule.silence is not None
+                            else DEFAULT_SILENCE.get(d.device_type, np.inf))
+        self._limit = limit
+        self._silent = np.zeros(len(self._ids), dtype=bool)
+        self._start = -np.inf       # engine time watching started (first tick)
         self._next_scan = -np.inf
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
-        i = self._idx.get(st.device_id)
-        if i is not None:
-            if not self._last[i] >= t:
-                self._last[i] = t
-            if self._silent[i]:
-                self._silent[i] = False
-                self.engine.faults.clear_fault(f"{self.rule.id}:{st.device_id}:silent", t)
         kind, v = r.kind, r.value
         if kind is Kind.BATTERY:
             limit = self.rule.battery_below
@@ -79,7 +76,7 @@ class SupervisionEval(Evaluator):
                     self._raise(st.where, "battery_low", t, v, st.unit)
                 elif v >= limit + 5.0:  # type: ignore[operator]
                     self._clear(st.device_id, "battery_low", t)
-        elif kind in _BOOL_FAULTS:
+        else:
             fault, bad = _BOOL_FAULTS[kind]
             if self._enabled[fault]:
                 if v is bad:
@@ -88,18 +85,23 @@ class SupervisionEval(Evaluator):
                     self._clear(st.device_id, fault, t)
 
     def tick(self, t: float) -> None:
-        if t < self._next_scan or not len(self._ids):
+        """Silence scan (every few seconds): raise for devices quiet past their limit,
+        clear for silent ones that reported again."""
+        if t < self._next_scan or not self._ids:
             return
         self._next_scan = t + _SCAN_EVERY
-        last = self._last
-        fresh = np.isnan(last)
-        if fresh.any():
-            last[fresh] = t     # watching starts now
-        quiet = t - last
-        for i in np.nonzero((quiet > self._limit) & ~self._silent)[0].tolist():
+        if self._start == -np.inf:
+            self._start = t
+        quiet = t - np.maximum(self.engine.seen_np, self._start)
+        over = quiet > self._limit
+        for i in np.flatnonzero(self._silent & ~over).tolist():
+            self._silent[i] = False
+            self._clear(self._ids[i], "silent", t)
+        for i in np.flatnonzero(over & ~self._silent).tolist():
             self._silent[i] = True
-            self._raise(self._where[i], "silent", t, None, "",
-                        duration=bilingual_duration(quiet[i]))
+            d = self.engine.site.devices[self._ids[i]]
+            where = Subject(d.device_id, d.household_id, d.grid_cell)
+            self._raise(where, "silent", t, None, "", duration=bilingual_duration(quiet[i]))
 
     def _raise(self, where: Subject, fault: str, t: float, value: Value, unit: str,
                **extra: object) -> None:
@@ -111,10 +113,15 @@ class SupervisionEval(Evaluator):
         self.engine.faults.clear_fault(f"{self.rule.id}:{device_id}:{fault}", t)
 
     def state(self) -> dict:
-        return pack(self._ids, {"last": self._last, "silent": self._silent})
+        d = pack(self._ids, {"silent": self._silent})
+        d["start"] = None if self._start == -np.inf else self._start
+        d["next_scan"] = None if self._next_scan == -np.inf else self._next_scan
+        return d
 
     def load(self, d: dict) -> None:
-        unpack(d, self._ids, {"last": self._last, "silent": self._silent})
+        unpack(d, self._ids, {"silent": self._silent})
+        self._start = -np.inf if d.get("start") is None else float(d["start"])
+        self._next_scan = -np.inf if d.get("next_scan") is None else float(d["next_scan"])
 
 
 register_kind("supervision", SupervisionEval)
