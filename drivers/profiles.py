@@ -241,6 +241,8 @@ def _typed(kind: Kind, raw: Any, fm: FieldMap, where: str) -> bool | float | str
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise DecodeError("wrong_type", f"expected a number, got {raw!r}", where=where)
     value = float(raw) * fm.scale + fm.offset
+    if fm.scale != 1.0 or fm.offset:
+        value = float(f"{value:.12g}")     # 3010 mV * 0.001 is 3.01 V, not 3.0100000000000002
     if not math.isfinite(value):
         raise DecodeError("wrong_type", f"not a finite number: {raw!r}", where=where)
     return value

@@ -156,7 +156,11 @@ def decode_value(entry: RegisterEntry, registers: Sequence[int]) -> float | bool
         # 217.6999969482422 (numpy prints float32 that way)
         raw = float(str(np.float32(raw)))
     value = raw * entry.scale + entry.offset
-    return value if math.isfinite(value) else None
+    if not math.isfinite(value):
+        return None
+    if entry.scale != 1.0 or entry.offset:
+        value = float(f"{value:.12g}")     # 1234 l * 0.001 is 1.234 m3, without binary noise
+    return value
 
 
 def decode_reading(entry: RegisterEntry, registers: Sequence[int], *, device_id: str,
