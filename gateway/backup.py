@@ -65,9 +65,13 @@ def _sha256(path: Path) -> str:
 
 
 def _snapshot_db(src: Path, dest: Path) -> dict:
-    """Online backup of ``src`` into ``dest``; returns facts from the copy."""
+    """Online backup of ``src`` into ``dest``; returns facts from the copy.
+
+    Run as root (sudo, install.sh) on a stopped gateway, SQLite creates the store's -wal/-shm
+    files and gives them the database file's owner itself, so the service keeps access.
+    """
     try:
-        # read-only URI: a backup never creates or changes the live store
+        # read-only URI: a backup never changes the live store's content
         live = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
         try:
             copy = sqlite3.connect(dest)

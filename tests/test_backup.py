@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import tarfile
 from pathlib import Path
@@ -171,3 +172,39 @@ def test_cli_reports_errors_with_exit_code_1(tmp_path):
                           "--config", str(tmp_path / "c")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "nope.tar.gz: no such file" in res.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+def test_backup_by_root_leaves_the_store_usable_by_its_owner(tmp_path):
+    """sudo gateway backup on a stopped gateway: SQLite creates -wal/-shm; they must belong
+    to the store's owner, or the service could not open its store any more."""
+    data = tmp_path / "data"
+    _small_store(data)
+    nobody = 65534
+    for p in [data, *data.iterdir()]:
+        os.chown(p, nobody, nobody)
+    assert not (data / "gateway.db-wal").exists()
+    create_backup(data, EXAMPLE, tmp_path / "b.tar.gz")
+    for p in data.iterdir():
+        assert p.stat().st_uid == nobody, p
+
+
+def test_restore_into_the_installed_layout_keeps_the_directories_owners(tmp_path):
+    """Data and site in different parents (/var/lib/..., /etc/.../site), both already created
+    (empty) by install.sh: restored files take the owner of the directory they replace."""
+    _small_store(tmp_path / "src")
+    archive = create_backup(tmp_path / "src", EXAMPLE, tmp_path / "b.tar.gz").path
+    data = tmp_path / "var/lib/community-gateway"
+    site = tmp_path / "etc/community-gateway/site"
+    data.mkdir(parents=True)
+    site.mkdir(parents=True)
+    owner = 65534 if os.geteuid() == 0 else os.geteuid()
+    if os.geteuid() == 0:
+        os.chown(data, owner, owner)
+    restore_backup(archive, data, site)
+    assert _files(site) == _files(EXAMPLE)
+    assert (data / "gateway.db").stat().st_uid == owner
+    assert data.stat().st_uid == owner
+    leftovers = [p.name for p in (tmp_path / "var/lib").iterdir()] + \
+        [p.name for p in (tmp_path / "etc/community-gateway").iterdir()]
+    assert sorted(leftovers) == ["community-gateway", "site"]     # no temp dirs left behind
