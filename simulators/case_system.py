@@ -692,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(secret, args.key_id, delays=delays, journal=args.journal)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY on accepted connections only then;
+    # without it Nagle + delayed ACK add ~40 ms to every keep-alive request.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((args.host, args.port))
