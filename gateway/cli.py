@@ -258,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=None, help="data directory (default: a temp dir)")
     demo.add_argument("--press-every", type=float, default=20.0,
                       help="mean seconds between simulated button presses")
+    demo.add_argument("--households", type=int, default=200,
+                      help="households of the simulated community (default 200)")
+    demo.add_argument("--speed", type=float, default=60.0,
+                      help="simulated seconds per real second (default 60: a day in 24 min)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the community (default 0)")
+    demo.add_argument("--example", action="store_true",
+                      help="run the small example site (edge_config/examples/tianlin) instead")
     demo.set_defaults(fn=cmd_demo)
 
     cfg = sub.add_parser("config", help="site configuration").add_subparsers(dest="sub",

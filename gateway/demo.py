@@ -1,7 +1,10 @@
 """``gateway demo``: a whole community on one machine.
 
-Starts a local Mosquitto (generated config, loopback), the simulated grid case system, simulated
-devices and the gateway with the console on http://127.0.0.1:PORT. A duty user with a fresh
+Starts a local Mosquitto (generated config, loopback), the simulated grid case system, the
+simulated community (``--households`` homes whose residents live their days ``--speed`` times
+faster than real time, publishing Zigbee2MQTT and JSON messages; ``--example`` runs the small
+example site with button presses instead) and the gateway with the console on
+http://127.0.0.1:PORT. A duty user with a fresh
 random password is created and printed (there are no default passwords). Ctrl-C stops it all.
 """
 
@@ -13,13 +16,18 @@ import os
 import secrets
 import sys
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.broker import Mosquitto, free_port
 from gateway.service import Gateway, Overrides, QuietServer, serve_uvicorn
+
+if TYPE_CHECKING:
+    from simulators.community import Community
 
 __all__ = ["run_demo", "example_site_dir"]
 
@@ -32,6 +40,7 @@ def example_site_dir() -> Path:
 
 async def run_demo(args) -> None:
     from simulators.case_system import create_app as case_app
+    from simulators.community_mqtt import run_community
     from simulators.devices import run_devices
 
     tmp = None
@@ -42,12 +51,16 @@ async def run_demo(args) -> None:
         data = Path(tmp.name)
     secret = secrets.token_urlsafe(32)
     os.environ["CASE_SYSTEM_SECRET"] = secret      # read by the gateway via uplinks.yaml
-    # A copy: the installer pages edit devices.yaml, never the packaged example.
     site_dir = data / "site"
-    if not site_dir.exists():
-        import shutil
+    community, key_id, note = None, "tianlin-07", ""
+    if getattr(args, "example", False):
+        # A copy: the installer pages edit devices.yaml, never the packaged example.
+        if not site_dir.exists():
+            import shutil
 
-        shutil.copytree(example_site_dir(), site_dir)
+            shutil.copytree(example_site_dir(), site_dir)
+    else:
+        community, key_id, note = _community_site(site_dir, args)
     broker = Mosquitto(workdir=data / "mosquitto")
     await asyncio.to_thread(broker.start)
     case_port = free_port()
@@ -55,7 +68,7 @@ async def run_demo(args) -> None:
         from gateway.uplink.signing import Secret
 
         cs = QuietServer(uvicorn.Config(
-            case_app(Secret(secret), "tianlin-07"), host="127.0.0.1", port=case_port,
+            case_app(Secret(secret), key_id), host="127.0.0.1", port=case_port,
             log_level="warning", access_log=False))
         gw = Gateway(site_dir, data / "gateway", Overrides(
             api_port=args.port, mqtt_port=broker.port,
@@ -72,14 +85,42 @@ async def run_demo(args) -> None:
                   f"  Log in as 'duty' with password: {password}\n"
                   f"  MQTT broker: 127.0.0.1:{broker.port}   case system: "
                   f"http://127.0.0.1:{case_port}/_sim/cases\n"
+                  f"{note}"
                   f"  Press Ctrl-C to stop.\n", file=sys.stderr, flush=True)
-            tg.create_task(run_devices("127.0.0.1", broker.port, devices,
-                                       press_every=args.press_every), name="demo-devices")
+            if community is None:
+                tg.create_task(run_devices("127.0.0.1", broker.port, devices,
+                                           press_every=args.press_every), name="demo-devices")
+            else:
+                tg.create_task(run_community("127.0.0.1", broker.port, community,
+                                             speed=args.speed, press_every=args.press_every,
+                                             seed=args.seed), name="demo-community")
     finally:
         await asyncio.to_thread(broker.cleanup)
         if tmp is not None:
             tmp.cleanup()
         print("demo stopped", file=sys.stderr)
+
+
+def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
+    """Generate the simulated community's site (rewritten on every start: its size and
+    speed are the command's) and plant one incident an hour into simulated time."""
+    from simulators.community import Community
+    from simulators.site_gen import write_site
+
+    if args.households < 1 or args.speed <= 0:
+        raise SystemExit("gateway demo: --households must be >= 1 and --speed > 0")
+    origin = float(int(time.time()))
+    community = Community(args.households, args.seed, origin=origin)
+    write_site(site_dir, community, site_id="sim-community", time_scale=args.speed)
+    incidents = community.plant(origin + 3600, origin + 2 * 3600,
+                                1 / max(1, sum(h.lives_alone for h in community.households)))
+    note = (f"  Community: {args.households} households, {len(community.devices)} devices, "
+            f"a simulated day every {86400 / args.speed / 60:.0f} min (--speed {args.speed:g}).\n")
+    for inc in incidents:
+        after = (inc.at - origin) / args.speed
+        note += (f"  Planted incident: the resident of {inc.household} stops all activity "
+                 f"{after / 60:.1f} min from now; its inactivity alarm follows.\n")
+    return community, "sim-community", note
 
 
 def _ensure_demo_user(data: Path) -> str:
