@@ -21,7 +21,7 @@
 # Options:
 #   --site DIR          install this site configuration (the old one is kept as site.prev)
 #   --wheel FILE        install this wheel instead of building the checkout
-#   --release-id ID     name of the release (default: version-g<commit>[-dirty-<time>])
+#   --release-id ID     name of the release (default: version-<hash of the source files>)
 #   --force             rebuild the release even if it is already installed
 #   --python PY         interpreter for the virtual environment (default: python3, >= 3.11)
 #   --deps-from VENV    reuse the dependencies installed in VENV instead of downloading them
@@ -100,6 +100,7 @@ MOSQ_CONF=$R/etc/mosquitto/conf.d
 MOSQ_DIR=$R/etc/mosquitto/community-gateway
 BIN=$R/usr/local/bin
 SVC=community-gateway.service
+pkgs=(gateway drivers rules edge_config simulators)   # what goes into the wheel
 
 own() { # own USER:GROUP MODE PATH... — only on the real system
   local who=$1 mode=$2; shift 2
@@ -171,13 +172,12 @@ if [ -z "$release_id" ]; then
     release_id=$(basename "$wheel" | cut -d- -f2)
   else
     version=$("$python" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' "$src/pyproject.toml")
-    release_id=$version
-    if git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
-      release_id+="-g$(git -C "$src" rev-parse --short=10 HEAD)"
-      # uncommitted changes are different code: a release of their own
-      [ -z "$(git -C "$src" status --porcelain --untracked-files=no)" ] \
-        || release_id+="-dirty-$(date +%Y%m%dT%H%M%S)"
-    fi
+    # named by content: the same code is the same release (a re-run is a no-op), any change
+    # (committed or not) is a new one; no git needed (root and a user-owned checkout)
+    digest=$(cd "$src" && find pyproject.toml "${pkgs[@]}" -type f ! -name '*.pyc' \
+               ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum \
+             | sha256sum | cut -c1-10)
+    release_id=$version-$digest
   fi
 fi
 rel=$APP/releases/$release_id
@@ -188,6 +188,12 @@ else
     || die "release $release_id is the running one; use a new --release-id to rebuild it"
   rm -rf "$rel"
   say "building release $release_id in $rel"
+  if [ -z "$wheel" ]; then
+    # build from a copy: pip builds in the source tree, which may belong to another user
+    build=$(mktemp -d); trap 'rm -rf "$build"' EXIT
+    (cd "$src" && cp -r pyproject.toml README.md "${pkgs[@]}" "$build/")
+    find "$build" -name __pycache__ -prune -exec rm -rf {} +
+  fi
   if [ -n "$deps_from" ]; then
     # no pip of its own (ensurepip is the slowest step); VENV's pip installs into it
     "$python" -m venv --without-pip "$rel/venv"
@@ -198,10 +204,10 @@ else
     [ "$(basename "$(dirname "$purelib")")" = "$(basename "$(dirname "$mine")")" ] \
       || die "--deps-from $deps_from has another Python version than $python"
     echo "$purelib" > "$mine/_community_gateway_deps.pth"
-    "${pip[@]}" install --no-deps "${wheel:-$src}"
+    "${pip[@]}" install --no-deps "${wheel:-$build}"
   else
     "$python" -m venv "$rel/venv"
-    "$rel/venv/bin/python" -m pip --disable-pip-version-check -q install "${wheel:-$src}"
+    "$rel/venv/bin/python" -m pip --disable-pip-version-check -q install "${wheel:-$build}"
   fi
   mkdir -p "$rel/share/docs"
   cp -r "$here/systemd" "$here/mosquitto" "$here/journald" "$rel/share/"

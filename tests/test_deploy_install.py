@@ -47,10 +47,22 @@ def read_env(path: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def checkout(tmp_path_factory) -> Path:
+    """A snapshot of this checkout (others may edit the shared tree while tests run)."""
+    src = tmp_path_factory.mktemp("checkout")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src)
+    for d in ("gateway", "drivers", "rules", "edge_config", "simulators", "deploy", "docs"):
+        shutil.copytree(REPO / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory, checkout) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     res = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w",
-                          str(out), str(REPO)], capture_output=True, text=True, timeout=180)
+                          str(out), str(checkout)], capture_output=True, text=True,
+                         timeout=180)
     assert res.returncode == 0, res.stderr
     return next(out.glob("community_edge_gateway-*.whl"))
 
@@ -352,3 +364,34 @@ def test_accounts_unit_gives_a_new_device_an_account_and_keeps_the_others(instal
         devices.write_text(original)
         subprocess.run(cmd.split(), capture_output=True, text=True, timeout=60, check=True)
     assert "caller-9-202" not in _credentials(root)            # removed device: no account
+
+
+def test_install_from_a_checkout_names_releases_by_content(checkout, tmp_path):
+    """The default path: no --wheel, no --release-id. The same code is the same release (a
+    re-run builds nothing); a changed file is a new release; the checkout stays clean."""
+    root = tmp_path / "root"
+    before = sorted(p.name for p in checkout.iterdir())
+
+    def install() -> subprocess.CompletedProcess:
+        res = subprocess.run(["bash", str(checkout / "deploy/install.sh"), "--root", str(root),
+                              "--no-apt", "--no-systemd", "--no-broker", "--python",
+                              BASE_PYTHON, "--deps-from", str(TEST_VENV)],
+                             capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stderr
+        return res
+
+    install()
+    first = os.readlink(root / "opt/community-gateway/current")
+    assert first.startswith("releases/0.") or first.startswith("releases/1.")
+    assert "is already installed" in install().stderr
+    assert os.readlink(root / "opt/community-gateway/current") == first
+    with open(checkout / "gateway/__init__.py", "a") as fh:
+        fh.write("# a local patch\n")
+    try:
+        install()
+    finally:
+        text = (checkout / "gateway/__init__.py").read_text()
+        (checkout / "gateway/__init__.py").write_text(text.replace("# a local patch\n", ""))
+    assert os.readlink(root / "opt/community-gateway/current") != first
+    assert os.readlink(root / "opt/community-gateway/previous") == first
+    assert sorted(p.name for p in checkout.iterdir()) == before   # no build/ or egg-info
