@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import queue
+import shutil
 import sqlite3
 import threading
 import uuid
@@ -138,6 +139,8 @@ class Store:
         self.commits = 0          # transactions committed (for metrics and benchmarks)
         self.writes = 0           # functions committed
         self.last_error: str | None = None   # last commit failure (disk full ...), for health
+        self.disk_full = False    # the last commit failed because the disk is full
+        self.commit_failures = 0  # transactions that could not commit (for metrics)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -169,6 +172,13 @@ class Store:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+    def free_bytes(self) -> int:
+        """Free bytes on the store's filesystem (-1 when it cannot be read)."""
+        try:
+            return shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return -1
 
     @property
     def instance_id(self) -> str:
@@ -221,6 +231,14 @@ class Store:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self.commit_failures += 1
+            full = (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+                    or "full" in str(exc).lower())
+            if full and not self.disk_full:   # health is state: log the transition once
+                log.error("store: disk full at %s (%d bytes free); alarm-class messages are "
+                          "not acknowledged until space is freed", self.path.parent,
+                          self.free_bytes())
+            self.disk_full = full
             log.error("store commit failed (%d writes not accepted): %s", len(batch), exc)
             err = StoreError(f"store commit failed: {exc}")
             for _fn, done in batch:
@@ -228,7 +246,10 @@ class Store:
             return
         self.commits += 1
         self.writes += len(batch)
+        if self.disk_full:
+            log.warning("store: commits succeed again (disk space is back)")
         self.last_error = None
+        self.disk_full = False
         for (_fn, done), (res, exc) in zip(batch, results):
             done(res, exc)
 

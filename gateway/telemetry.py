@@ -1,0 +1,324 @@
+"""Telemetry: readings to a time-series server, or to an embedded SQLite file by default.
+
+Telemetry is the cheap path: it may be shed under overload, alarms never are (they take the
+durable inbox path in gateway/pipeline.py and never wait for anything here).
+
+- :class:`TelemetrySink` takes readings from the pipeline without blocking
+  (``offer``), keeps them in a bounded buffer (beyond it: shed and counted,
+  ``gateway_shed_total{reason="telemetry_buffer_full"}``) and writes them in batches of at
+  most ``batch_lines`` (<= 5,000) from a worker thread. A failing server keeps the batch at
+  the head of the buffer and is retried with capped backoff; the buffer bounds the memory.
+- :class:`InfluxWriter`: influxdb-client, line protocol, gzip, to InfluxDB 2/3 (or anything
+  that speaks ``/api/v2/write``, e.g. VictoriaMetrics).
+- :class:`EmbeddedTelemetry`: the default when no InfluxDB is configured. A SEPARATE SQLite
+  file (``DATA_DIR/telemetry.db``, WAL, ``synchronous=NORMAL``: a power cut may lose the
+  last second of telemetry) so telemetry never competes with alarm commits for the store's
+  writer or its fsyncs. Raw points are kept ``raw_retention_h`` hours and at most
+  ``max_raw_rows`` rows (oldest first); every point also updates its ``rollup_s`` bucket
+  (count, mean, min, max, last), kept ``rollup_retention_d`` days.
+
+Line protocol: measurement = reading kind, tags ``site, device, device_type, household,
+grid_cell, metric``, field ``value`` (float, or boolean for on/off kinds), time in ns.
+String readings (door access ids, button names) are events, not telemetry: not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from gateway import GatewayError
+from gateway.metrics import Metrics
+from gateway.model import Reading
+from gateway.uplink.case_system import Backoff
+
+__all__ = ["EmbeddedTelemetry", "InfluxWriter", "TelemetryError", "TelemetrySink", "build_sink",
+           "TelemetryWriter", "to_line"]
+
+log = logging.getLogger(__name__)
+
+
+class TelemetryError(GatewayError):
+    """A telemetry batch could not be written; ``retryable`` says whether to try again."""
+
+    def __init__(self, msg: str, *, retryable: bool) -> None:
+        super().__init__(msg)
+        self.retryable = retryable
+
+
+class TelemetryWriter(Protocol):
+    def write_readings(self, readings: list[Reading]) -> None:
+        """Write one batch (called from a worker thread); raise TelemetryError."""
+
+    def close(self) -> None: ...
+
+
+_TAG_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": " "})
+_MEAS_ESC = str.maketrans({",": r"\,", " ": r"\ ", "\n": " "})
+
+
+def to_line(r: Reading, site: str) -> str | None:
+    """One reading as an InfluxDB line, or None when it is not telemetry (string, no value)."""
+    v = r.value
+    if v is None or isinstance(v, str):
+        return None
+    field = ("true" if v else "false") if isinstance(v, bool) else repr(float(v))
+    tags = [("site", site), ("device", r.device_id), ("device_type", r.device_type),
+            ("household", r.household_id), ("grid_cell", r.grid_cell), ("metric", r.metric)]
+    tag_s = "".join(f",{k}={str(val).translate(_TAG_ESC)}" for k, val in tags if val)
+    ns = int(r.ts.timestamp() * 1_000_000) * 1000
+    return f"{r.kind.value.translate(_MEAS_ESC)}{tag_s} value={field} {ns}"
+
+
+class InfluxWriter:
+    """Synchronous writer with influxdb-client (used from the sink's worker thread).
+
+    Also usable directly (``write(lines)``) and as a context manager.
+    """
+
+    def __init__(self, url: str, *, org: str, bucket: str, token: str | None, site: str = "",
+                 gzip: bool = True, timeout_s: float = 10.0, ca_file: str | None = None):
+        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        kwargs = {"ssl_ca_cert": ca_file} if ca_file else {}
+        self._client = InfluxDBClient(url=url, token=token, org=org, enable_gzip=gzip,
+                                      timeout=int(timeout_s * 1000), **kwargs)
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+        self.bucket, self.org, self.site = bucket, org, site
+
+    def write(self, lines: list[str]) -> None:
+        from influxdb_client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        if not lines:
+            return
+        try:
+            self._api.write(bucket=self.bucket, org=self.org, record="\n".join(lines),
+                            write_precision="ns")
+        except ApiException as exc:
+            retryable = exc.status is None or exc.status >= 500 or exc.status in (408, 429)
+            raise TelemetryError(f"time-series server answered {exc.status}: "
+                                 f"{str(exc.reason)[:200]}", retryable=retryable) from None
+        except (HTTPError, OSError) as exc:
+            raise TelemetryError(f"time-series server unreachable: {type(exc).__name__}",
+                                 retryable=True) from None
+
+    def write_readings(self, readings: list[Reading]) -> None:
+        self.write([ln for ln in (to_line(r, self.site) for r in readings) if ln])
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> InfluxWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS raw (ts REAL NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
+                                value REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS raw_series ON raw(device, metric, ts);
+CREATE INDEX IF NOT EXISTS raw_ts ON raw(ts);
+CREATE TABLE IF NOT EXISTS rollup (
+    device TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL,
+    n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
+    last REAL NOT NULL, PRIMARY KEY (device, metric, bucket)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_bucket ON rollup(bucket);
+"""
+
+
+class EmbeddedTelemetry:
+    """Recent telemetry in its own SQLite file with downsampling and retention.
+
+    Not thread-safe: the sink calls it from one worker at a time.
+    """
+
+    def __init__(self, path: str | Path, *, raw_retention_h: float = 48.0,
+                 rollup_s: int = 300, rollup_retention_d: float = 90.0,
+                 max_raw_rows: int = 2_000_000, prune_every_s: float = 60.0,
+                 clock: Callable[[], float] = time.time):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.raw_retention_s = raw_retention_h * 3600
+        self.rollup_s = rollup_s
+        self.rollup_retention_s = rollup_retention_d * 86400
+        self.max_raw_rows = max_raw_rows
+        self.prune_every_s = prune_every_s
+        self._clock = clock
+        self._last_prune = clock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def write_readings(self, readings: list[Reading]) -> None:
+        rows = []
+        for r in readings:
+            v = r.value
+            if v is None or isinstance(v, str):
+                continue
+            rows.append((r.ts.timestamp(), r.device_id, r.metric, float(v)))
+        if not rows:
+            return
+        step = self.rollup_s
+        try:
+            with self._conn:  # one transaction per batch
+                self._conn.execute("BEGIN")
+                self._conn.executemany("INSERT INTO raw VALUES (?,?,?,?)", rows)
+                self._conn.executemany(
+                    "INSERT INTO rollup VALUES (?,?,?,1,?,?,?,?) ON CONFLICT DO UPDATE SET "
+                    "n=n+1, sum=sum+excluded.sum, min=min(min, excluded.min), "
+                    "max=max(max, excluded.max), last=excluded.last",
+                    [(d, m, int(ts // step) * step, v, v, v, v) for ts, d, m, v in rows])
+        except sqlite3.Error as exc:
+            full = "full" in str(exc).lower()
+            raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
+        if self._clock() - self._last_prune >= self.prune_every_s:
+            self.prune()
+
+    def prune(self) -> dict[str, int]:
+        """Apply retention and the row bound; returns rows deleted per table."""
+        now = self._clock()
+        self._last_prune = now
+        c = self._conn
+        raw = c.execute("DELETE FROM raw WHERE ts < ?", (now - self.raw_retention_s,)).rowcount
+        excess = c.execute("SELECT count(*) FROM raw").fetchone()[0] - self.max_raw_rows
+        if excess > 0:
+            raw += c.execute("DELETE FROM raw WHERE rowid IN (SELECT rowid FROM raw "
+                             "ORDER BY ts LIMIT ?)", (excess,)).rowcount
+        roll = c.execute("DELETE FROM rollup WHERE bucket < ?",
+                         (now - self.rollup_retention_s,)).rowcount
+        return {"raw": raw, "rollup": roll}
+
+    def series(self, device: str, metric: str, since: float, until: float | None = None,
+               *, rollup: bool = False) -> list[tuple]:
+        """Raw ``(ts, value)`` points, or rollup ``(bucket, n, mean, min, max, last)`` rows."""
+        until = self._clock() + 1e9 if until is None else until
+        if rollup:
+            return [tuple(r) for r in self._conn.execute(
+                "SELECT bucket, n, sum / n, min, max, last FROM rollup WHERE device=? AND "
+                "metric=? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+                (device, metric, int(since // self.rollup_s) * self.rollup_s, until))]
+        return [tuple(r) for r in self._conn.execute(
+            "SELECT ts, value FROM raw WHERE device=? AND metric=? AND ts >= ? AND ts < ? "
+            "ORDER BY ts", (device, metric, since, until))]
+
+    def counts(self) -> dict[str, int]:
+        return {"raw": self._conn.execute("SELECT count(*) FROM raw").fetchone()[0],
+                "rollup": self._conn.execute("SELECT count(*) FROM rollup").fetchone()[0]}
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class TelemetrySink:
+    """Bounded buffer in front of a writer; ``offer`` never blocks. ``run()`` until cancelled."""
+
+    def __init__(self, writer: TelemetryWriter, metrics: Metrics, *, name: str,
+                 buffer_lines: int = 100_000, batch_lines: int = 5000, flush_s: float = 1.0):
+        if not 1 <= batch_lines <= 5000:
+            raise ValueError("batch_lines must be within 1..5000")
+        self.writer = writer
+        self.metrics = metrics
+        self.name = name
+        self.batch_lines = batch_lines
+        self.flush_s = flush_s
+        self._buf: deque[Reading] = deque()
+        self._max = buffer_lines
+        self._ready = asyncio.Event()
+        self._backoff = Backoff(base_s=0.5, cap_s=30.0)
+        self.state = "ok"
+        self.written = 0
+        metrics.gauge("gateway_telemetry_buffer", lambda: len(self._buf),
+                      "telemetry readings waiting to be written")
+
+    def offer(self, reading: Reading) -> None:
+        if reading.value is None or isinstance(reading.value, str):
+            return
+        if len(self._buf) >= self._max:
+            self.metrics.inc("gateway_shed_total", reason="telemetry_buffer_full")
+            return
+        self._buf.append(reading)
+        if len(self._buf) >= self.batch_lines:
+            self._ready.set()
+
+    async def run(self) -> None:
+        failures = 0
+        try:
+            while True:
+                if len(self._buf) < self.batch_lines:
+                    try:
+                        async with asyncio.timeout(self.flush_s):
+                            await self._ready.wait()
+                    except TimeoutError:
+                        pass
+                self._ready.clear()
+                while self._buf:
+                    batch = [self._buf[i] for i in range(min(self.batch_lines,
+                                                             len(self._buf)))]
+                    try:
+                        await asyncio.to_thread(self.writer.write_readings, batch)
+                    except TelemetryError as exc:
+                        self.metrics.inc("gateway_telemetry_errors_total", sink=self.name,
+                                         retryable=str(exc.retryable).lower())
+                        if not exc.retryable:   # the server refused this batch: drop it, counted
+                            self._drop(len(batch), "telemetry_refused")
+                            self._set_state(f"refused: {exc}")
+                            continue
+                        failures += 1
+                        self._set_state(f"retrying: {exc}")
+                        await asyncio.sleep(self._backoff.delay(min(failures - 1, 30)))
+                        continue
+                    self._drop(len(batch), None)
+                    failures = 0
+                    self._set_state("ok")
+        finally:
+            await asyncio.to_thread(self.writer.close)
+
+    def _drop(self, n: int, shed_reason: str | None) -> None:
+        for _ in range(n):
+            self._buf.popleft()
+        if shed_reason:
+            self.metrics.inc("gateway_shed_total", n, reason=shed_reason)
+        else:
+            self.written += n
+            self.metrics.inc("gateway_telemetry_written_total", n, sink=self.name)
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            level = logging.INFO if state == "ok" else logging.WARNING
+            log.log(level, "telemetry %s: %s -> %s", self.name, self.state, state[:200])
+            self.state = state
+
+
+def build_sink(cfg, data_dir: Path, metrics: Metrics, site_id: str,
+               secret: Callable[[object, str], str]) -> TelemetrySink | None:
+    """The sink for ``uplinks.yaml`` ``telemetry`` (edge_config.schema.TelemetryConfig):
+    InfluxDB when configured, else the embedded SQLite file; None when disabled."""
+    if not cfg.enabled:
+        return None
+    writer: TelemetryWriter
+    if cfg.influxdb is not None:
+        ix = cfg.influxdb
+        token = secret(ix.token, "telemetry.influxdb.token") if ix.token else None
+        writer = InfluxWriter(ix.url, org=ix.org, bucket=ix.bucket, token=token, site=site_id,
+                              timeout_s=ix.timeout_s, ca_file=ix.ca_file)
+        name = "influxdb"
+    else:
+        e = cfg.embedded
+        writer = EmbeddedTelemetry(Path(data_dir) / "telemetry.db",
+                                   raw_retention_h=e.raw_retention_h, rollup_s=e.rollup_s,
+                                   rollup_retention_d=e.rollup_retention_d,
+                                   max_raw_rows=e.max_raw_rows)
+        name = "embedded"
+    return TelemetrySink(writer, metrics, name=name, buffer_lines=cfg.buffer_lines,
+                         batch_lines=cfg.batch_lines, flush_s=cfg.flush_s)

@@ -1,0 +1,134 @@
+"""Telemetry: line protocol, the embedded SQLite default (downsampling, retention, row
+bound), the bounded buffer (shed and counted, never blocking), and influxdb-client against a
+real VictoriaMetrics (points checked through its export API)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.metrics import Metrics
+from gateway.model import Kind, Reading
+from gateway.telemetry import (EmbeddedTelemetry, InfluxWriter, TelemetryError, TelemetrySink,
+                               to_line)
+from simulators.victoria import VictoriaMetrics
+
+T0 = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def power(i: int, value: float, device: str = "meter-1", at: datetime = T0) -> Reading:
+    return Reading(device, Kind.POWER, value, at + timedelta(seconds=i),
+                   device_type="electricity_meter", household_id="h-7-101",
+                   grid_cell="310104-012-03")
+
+
+def test_line_protocol_escapes_and_types() -> None:
+    r = Reading("meter 1,a=b", Kind.POWER, 12, T0, household_id="h 1")
+    assert to_line(r, "tianlin") == (
+        r"power,site=tianlin,device=meter\ 1\,a\=b,household=h\ 1,metric=power "
+        f"value=12.0 {int(T0.timestamp()) * 10**9}")
+    assert to_line(Reading("d", Kind.SMOKE, True, T0), "s").split(" ")[1] == "value=true"
+    assert to_line(Reading("d", Kind.ACCESS, "card-1", T0), "s") is None
+
+
+@given(st.text(min_size=1, max_size=20).filter(lambda s: s.strip() and "\n" not in s))
+def test_line_protocol_tags_never_break_the_line(device: str) -> None:
+    line = to_line(Reading(device, Kind.VOLTAGE, 230.0, T0), "s")
+    # exactly two unescaped spaces: tags | fields | timestamp
+    unescaped = [i for i, ch in enumerate(line) if ch == " " and line[i - 1] != "\\"]
+    assert len(unescaped) == 2, line
+
+
+def test_embedded_downsamples_and_applies_retention_and_row_bound(tmp_path) -> None:
+    now = [T0.timestamp() + 3600]
+    db = EmbeddedTelemetry(tmp_path / "telemetry.db", raw_retention_h=0.5, rollup_s=300,
+                           rollup_retention_d=1, max_raw_rows=1000, prune_every_s=1e9,
+                           clock=lambda: now[0])
+    # one hour of 1 Hz power readings, 100..(100+3599)
+    db.write_readings([power(i, 100.0 + i) for i in range(3600)])
+    buckets = db.series("meter-1", "power", T0.timestamp(), rollup=True)
+    assert len(buckets) == 12
+    b0 = buckets[0]
+    assert b0[1] == 300 and b0[2] == pytest.approx(100 + 149.5) and b0[3] == 100
+    assert b0[4] == 399 and b0[5] == 399
+    deleted = db.prune()
+    counts = db.counts()
+    print("pruned:", deleted, "left:", counts)
+    # raw: 30 min retention keeps 1800; the row bound then keeps the newest 1000
+    assert counts["raw"] == 1000
+    raw = db.series("meter-1", "power", 0)
+    assert raw[0][1] == 100.0 + 2600 and raw[-1][1] == 100.0 + 3599
+    # rollups outlive raw points; after their own retention they go too
+    assert counts["rollup"] == 12
+    now[0] += 2 * 86400
+    db.prune()
+    assert db.counts() == {"raw": 0, "rollup": 0}
+    db.close()
+
+
+class FlakyWriter:
+    def __init__(self) -> None:
+        self.fail = True
+        self.batches: list[int] = []
+
+    def write_readings(self, readings: list[Reading]) -> None:
+        if self.fail:
+            raise TelemetryError("server down", retryable=True)
+        self.batches.append(len(readings))
+
+    def close(self) -> None:
+        pass
+
+
+async def test_buffer_is_bounded_sheds_counted_and_keeps_data_while_server_down() -> None:
+    metrics = Metrics()
+    writer = FlakyWriter()
+    sink = TelemetrySink(writer, metrics, name="test", buffer_lines=1000, batch_lines=300,
+                         flush_s=0.05)
+    sink._backoff = type(sink._backoff)(base_s=0.01, cap_s=0.05)
+    task = asyncio.create_task(sink.run(), name="telemetry")
+    for i in range(1500):            # the server is down: 1000 kept, 500 shed and counted
+        sink.offer(power(i, float(i)))
+    assert metrics.get("gateway_shed_total", reason="telemetry_buffer_full") == 500
+    for _ in range(200):
+        if metrics.total("gateway_telemetry_errors_total") >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sink.state.startswith("retrying") and sink.written == 0
+    writer.fail = False
+    for _ in range(500):
+        if sink.written == 1000:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    print("batches:", writer.batches)
+    assert sink.written == 1000 and max(writer.batches) <= 300 and sink.state == "ok"
+    assert metrics.get("gateway_telemetry_written_total", sink="test") == 1000
+
+
+@pytest.mark.integration
+def test_influxdb_client_points_arrive_in_victoriametrics(tmp_path) -> None:
+    with VictoriaMetrics(tmp_path / "vm") as vm:
+        with InfluxWriter(vm.url, org="community", bucket="telemetry", token=None,
+                          site="tianlin") as w:
+            readings = [power(i, 10.0 * i, device=f"meter-{i % 3}") for i in range(12_000)]
+            for lo in range(0, len(readings), 5000):
+                w.write_readings(readings[lo:lo + 5000])
+            series = vm.export('{__name__="power_value",site="tianlin"}')
+        got = {s["metric"]["device"]: s for s in series}
+        assert set(got) == {"meter-0", "meter-1", "meter-2"}
+        s0 = got["meter-0"]
+        assert s0["metric"]["household"] == "h-7-101"
+        assert s0["metric"]["grid_cell"] == "310104-012-03"
+        assert len(s0["values"]) == 4000 and s0["values"][:2] == [0, 30]
+        assert s0["timestamps"][0] == int(T0.timestamp() * 1000)
+        # an unreachable server is a retryable error, not a crash
+        vm.stop()
+        with pytest.raises(TelemetryError) as err:
+            w.write_readings(readings[:10])
+        assert err.value.retryable

@@ -1,0 +1,108 @@
+"""Upstream MQTT for fleets against a real Mosquitto acting as the city's central broker:
+every alarm event arrives (QoS 1, persistent session) even when the broker is down for a
+while; topics follow docs/upstream-mqtt.md; summaries and status are retained."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import paho.mqtt.client as paho
+import pytest
+
+from edge_config.loader import load_site
+from gateway.alarms import AlarmBook
+from gateway.broker import Mosquitto
+from gateway.metrics import Metrics
+from gateway.store import Store
+from gateway.upstream import UpstreamPublisher
+from simulators.bench._backlog import fill_backlog
+from tests.support import EXAMPLE
+
+pytestmark = pytest.mark.integration
+
+
+class CentralSubscriber:
+    """A fleet application: persistent session, QoS 1, collects messages by topic."""
+
+    def __init__(self, port: int):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="city-fleet-view",
+                             clean_session=False)
+        self.c.on_message = self._on_message
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe("sites/#", qos=1)
+        self.c.reconnect_delay_set(0.1, 0.5)
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+
+    def _on_message(self, _c, _u, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def events(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(p) for t, p, _r in self.messages if t.endswith("/events")]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+async def until(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_alarm_events_survive_central_broker_outage(tmp_path):
+    broker = Mosquitto(workdir=tmp_path / "central").start()
+    sub = CentralSubscriber(broker.port)
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    metrics = Metrics()
+    pub = UpstreamPublisher(store, metrics, site_id="tianlin-07", host="127.0.0.1",
+                            port=broker.port, client_id="gateway-tianlin-07-up", summary_s=0.5,
+                            summary=lambda: {"devices": {"online": 5}})
+    book = AlarmBook(store, load_site(EXAMPLE), on_change=lambda ch: pub.wake())
+    task = asyncio.create_task(pub.run(), name="upstream-mqtt")
+    try:
+        await fill_backlog(book, 20, tag="up")
+        await until(lambda: len(sub.events()) >= 20, 10, "first 20 events upstream")
+        broker.stop()                                   # the central broker goes away
+        await until(lambda: pub.state == "offline", 10, "publisher notices")
+        await fill_backlog(book, 30, start=20, tag="up")
+        first = store.query_one("SELECT id FROM alarms ORDER BY id")["id"]
+        await book.acknowledge(first, "duty-1", "电话已联系 resident name here")
+        await book.resolve(first, "duty-1", "handled")
+        assert pub.backlog() >= 32        # 30 raised + acknowledged + resolved
+        broker.start()                                  # back (same port, persistent store)
+        total = store.query_one("SELECT count(*) AS n FROM alarm_events")["n"]
+        await until(lambda: len({e["event_id"] for e in sub.events()}) >= total, 20,
+                    "every alarm event upstream after the outage")
+        await until(lambda: pub.backlog() == 0, 5, "cursor caught up")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        sub.close()
+        broker.cleanup()
+        store.close()
+    events = sub.events()
+    ids = {e["event_id"] for e in events}
+    print(f"upstream: {total} alarm events, {len(events)} received ({len(events) - len(ids)} "
+          f"redelivered), 0 lost")
+    assert len(ids) == total
+    topics = {t for t, _p, _r in sub.messages}
+    assert f"sites/tianlin-07/alarms/{first}/events" in topics
+    assert "sites/tianlin-07/summary" in topics and "sites/tianlin-07/status" in topics
+    ack = next(e for e in events if e["action"] == "acknowledged")
+    assert "note" not in ack["detail"] and ack["alarm"]["state"] in ("acknowledged", "resolved")
+    summary = [json.loads(p) for t, p, _r in sub.messages if t.endswith("/summary")][-1]
+    assert summary["devices"] == {"online": 5} and summary["open_alarms"]["critical"] == 49
+    # the resolved alarm's retained state is cleared (empty payload)
+    states = [p for t, p, _r in sub.messages if t == f"sites/tianlin-07/alarms/{first}/state"]
+    assert states[-1] == b""
