@@ -1,0 +1,179 @@
+"""Notifications to on-duty staff per escalation tier, through apprise.
+
+apprise speaks DingTalk (``dingtalk://``), WeCom (``wecombot://``), Feishu (``feishu://``),
+email (``mailto://``), SMS gateways and plain webhooks (``json://``, ``form://``). The site's
+``uplinks.yaml`` maps each escalation target named in rules.yaml (``grid_member``,
+``duty_officer``, ...) to apprise URLs; URLs carry tokens, so each is a secret reference.
+
+Source: every ``escalated`` row of ``alarm_events`` (a tier with ``after: 0s`` escalates
+together with the raise), read after the notifier's own cursor (``meta.notify_cursor``), so
+a restart neither loses nor repeats a notification. Escalations older than ``max_age_s``
+(the gateway was down) are skipped and counted: the console and the case system carry them.
+
+Rate limit per household (and target): at most ``per_household`` notifications in
+``window_s`` to the same people about the same household; an alarm
+storm in one home (a resident pressing the button again and again, a faulty smoke detector)
+does not flood phones. Suppressed ones are counted
+(``gateway_notifications_total{result="suppressed"}``) and the next notification that goes
+out says how many were held back. Notifications are a convenience channel on top of the
+durable ones: a target that keeps failing is retried a few times, then counted as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+
+import apprise
+
+from gateway import StoreError
+from gateway.metrics import Metrics
+from gateway.model import utc
+from gateway.store import Store
+
+__all__ = ["HouseholdRateLimit", "Notifier"]
+
+log = logging.getLogger(__name__)
+_CURSOR = "notify_cursor"
+_SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "一般", "info": "提示"}
+
+
+class HouseholdRateLimit:
+    """Sliding window: at most ``limit`` sends per household per ``window_s`` (monotonic)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window_s, self._clock = limit, window_s, clock
+        self._sent: dict[str, deque[float]] = {}
+        self.held: dict[str, int] = {}
+
+    def allow(self, household: str) -> bool:
+        now = self._clock()
+        q = self._sent.setdefault(household, deque())
+        while q and now - q[0] >= self.window_s:
+            q.popleft()
+        if len(q) >= self.limit:
+            self.held[household] = self.held.get(household, 0) + 1
+            return False
+        q.append(now)
+        if len(self._sent) > 10_000:          # bounded memory
+            self._sent = {k: v for k, v in self._sent.items() if v}
+        return True
+
+
+class Notifier:
+    """Sends escalation notifications. ``run()`` until cancelled."""
+
+    def __init__(self, store: Store, site, metrics: Metrics, targets: dict[str, list[str]], *,
+                 per_household: int = 3, window_s: float = 600.0, max_age_s: float = 900.0,
+                 console_url: str | None = None, attempts: int = 3):
+        self.store = store
+        self.site = site
+        self.metrics = metrics
+        self.targets = targets
+        self.limit = HouseholdRateLimit(per_household, window_s)
+        self.max_age_s = max_age_s
+        self.console_url = console_url
+        self.attempts = attempts
+        self._wake = asyncio.Event()
+        self.state = "ok"
+        unknown = sorted({t for tier in site.rules.escalation.tiers for t in tier.notify}
+                         - set(targets)) if getattr(site.rules, "escalation", None) else []
+        if unknown:
+            log.warning("notifications: escalation targets without URLs: %s", ", ".join(unknown))
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while await self.step():
+                    pass
+            except StoreError as exc:
+                log.error("notifications: cannot record progress: %s", exc)
+            try:
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def step(self, batch: int = 50) -> int:
+        """Handle the escalations after the cursor; returns how many were looked at."""
+        cursor = int(self.store.get_meta(_CURSOR) or 0)
+        rows = self.store.query(
+            "SELECT e.id AS ev_id, e.ts, e.detail, a.* FROM alarm_events e JOIN alarms a "
+            "ON a.id = e.alarm_id WHERE e.id > ? AND e.action = 'escalated' ORDER BY e.id "
+            "LIMIT ?", (cursor, batch))
+        if not rows:
+            last = self.store.query_one("SELECT max(id) AS m FROM alarm_events")["m"] or 0
+            if last > cursor:
+                await self.store.set_meta(_CURSOR, str(last))
+            return 0
+        for row in rows:
+            await self._one(row)
+            await self.store.set_meta(_CURSOR, str(row["ev_id"]))
+        return len(rows)
+
+    async def _one(self, row: dict) -> None:
+        detail = json.loads(row["detail"])
+        age = (utc() - datetime.fromisoformat(row["ts"])).total_seconds()
+        if age > self.max_age_s:
+            self.metrics.inc("gateway_notifications_total", result="stale")
+            return
+        if row["test"]:
+            self.metrics.inc("gateway_notifications_total", result="test_alarm")
+            return
+        household = row["household_id"] or f"{row['grid_cell']}:{row['device_id']}"
+        for target in detail.get("targets", []):
+            urls = self.targets.get(target)
+            if not urls:
+                self.metrics.inc("gateway_notifications_total", result="no_target")
+                continue
+            key = f"{household}|{target}"   # a higher tier reaches its own people
+            if not self.limit.allow(key):
+                self.metrics.inc("gateway_notifications_total", result="suppressed")
+                continue
+            title, body = self._message(row, detail, self.limit.held.pop(key, 0))
+            ok = await self._send(urls, title, body)
+            self.metrics.inc("gateway_notifications_total", result="sent" if ok else "failed",
+                             tier=str(detail.get("tier_name", "")))
+            self._set_state("ok" if ok else f"failing: {target}")
+
+    def _message(self, row: dict, detail: dict, held: int) -> tuple[str, str]:
+        hh = self.site.household(row["household_id"])
+        cell = self.site.grid_cell(row["grid_cell"])
+        where = hh.address if hh else (cell.name if cell else row["grid_cell"] or "")
+        sev = _SEVERITY_ZH.get(row["severity"], row["severity"])
+        title = f"[{sev}] {row['message_zh']}"[:120]
+        lines = [f"地点: {where}", f"网格: {cell.name if cell else row['grid_cell']}",
+                 f"级别: {detail.get('tier_name', '')} (第{detail.get('tier', '?')}级)",
+                 f"时间: {row['raised_at']}", f"告警编号: {row['id']}"]
+        if held:
+            lines.append(f"另有 {held} 条同户告警未单独通知 ({held} more held back)")
+        if self.console_url:
+            lines.append(f"{self.console_url.rstrip('/')}/#alarm-{row['id']}")
+        return title, "\n".join(lines)
+
+    async def _send(self, urls: list[str], title: str, body: str) -> bool:
+        ap = apprise.Apprise()
+        for url in urls:
+            ap.add(url)
+        for attempt in range(self.attempts):
+            if await ap.async_notify(body=body, title=title):
+                return True
+            await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+        log.warning("notification not delivered after %d attempts (%d URL(s))",
+                    self.attempts, len(urls))
+        return False
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            log.log(logging.INFO if state == "ok" else logging.WARNING,
+                    "notifications: %s -> %s", self.state, state)
+            self.state = state
