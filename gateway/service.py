@@ -51,12 +51,12 @@ class Overrides:
     tick_s: float = 1.0
 
 
-def read_secret(ref, config_dir: Path) -> str:
+def read_secret(ref, config_dir: Path, where: str = "case_system") -> str:
     """Resolve a SecretRef (env var or file); raise ConfigError naming what is missing."""
     if ref.secret_env:
         value = os.environ.get(ref.secret_env)
         if not value:
-            raise ConfigError([f"uplinks.yaml: case_system.secret_env: environment variable "
+            raise ConfigError([f"uplinks.yaml: {where}.secret_env: environment variable "
                                f"{ref.secret_env} is not set"])
         return value
     path = Path(ref.secret_file)
@@ -65,7 +65,7 @@ def read_secret(ref, config_dir: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ConfigError([f"uplinks.yaml: case_system.secret_file: cannot read {path}: "
+        raise ConfigError([f"uplinks.yaml: {where}.secret_file: cannot read {path}: "
                            f"{exc.strerror}"]) from exc
 
 
@@ -173,14 +173,22 @@ class Gateway:
             change_events(book, broadcaster, changes)
             if forwarder is not None:
                 forwarder.wake()
+            for waker in wakers:
+                waker()
 
         uplink = site.uplinks.case_system
         callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
         book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url)
         health_book = HealthBook(health_rows(site))
         self.health_book = health_book
+        from gateway.uplinks_wiring import build_uplinks
+
+        extra = build_uplinks(site, store, self.metrics, self.data_dir,
+                              lambda ref, where: read_secret(ref, self.config_dir, where),
+                              health_book, self.o.api_host, self.o.api_port)
+        wakers = extra.wakers
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
-                            on_reading=health_book.seen)
+                            on_reading=extra.on_reading(health_book.seen))
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
         intake = MqttIntake(
@@ -231,6 +239,7 @@ class Gateway:
                           "ready": tick_age < 10 * self.o.tick_s + 5},
                 "case_system": {"state": forwarder.state if forwarder else "not configured",
                                 "pending": forwarder.pending_count() if forwarder else 0},
+                **extra.health(forwarder),
             }
 
         def reload_site(new: SiteConfig) -> None:
@@ -265,6 +274,8 @@ class Gateway:
                     tg.create_task(forwarder.run(), name="case-forwarder")
                 if poller is not None:
                     tg.create_task(poller.run(), name="case-status-poll")
+                for name, run in extra.tasks:
+                    tg.create_task(run(), name=name)
                 tg.create_task(serve_uvicorn(server), name="api")
                 tg.create_task(self._announce(server, intake), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
