@@ -136,10 +136,23 @@ def grid_json(cell) -> dict | None:
                                       "grid_member": cell.grid_member}
 
 
+def _register_gauges(ctx: ApiContext) -> None:
+    """Driver and device health as Prometheus gauges (computed on scrape)."""
+    for state in ("online", "offline", "degraded", "unknown"):
+        ctx.metrics.gauge(f"gateway_devices_{state}",
+                          lambda s=state: (ctx.devices.summary().get(s, 0) if ctx.devices else 0),
+                          f"configured devices whose health is {state}")
+    for comp in ("mqtt", "store", "rules"):
+        ctx.metrics.gauge(f"gateway_component_ready_{comp}",
+                          lambda c=comp: float(bool(ctx.health().get(c, {}).get("ready", 0))),
+                          f"1 while the {comp} component is ready")
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="Community edge gateway", version=__version__,
                   description="Alarms, duty console and installer API of a community gateway.")
     app.state.ctx = ctx
+    _register_gauges(ctx)
 
     def principal(request: Request) -> Principal:
         authz = request.headers.get("authorization", "")

@@ -111,6 +111,8 @@ class Auth:
             raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
         if len(password) < 10:
             raise ValueError("password: at least 10 characters")
+        if self.store.query_one("SELECT 1 AS x FROM users WHERE username=?", (username,)):
+            raise ValueError(f"user {username!r} exists")
         digest = self.hasher.hash(password)
 
         def tx(c: sqlite3.Connection) -> None:

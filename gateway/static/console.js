@@ -111,6 +111,8 @@ let flushQueued = false;
 function upsert(a) {
   const old = C.alarms.get(a.id);
   if (old && old.updated_at > a.updated_at && old.state === "resolved") return;
+  const sig = x => [x.updated_at, x.state, x.count, x.escalation_tier, x.case_id, x.case_status, x.case_error].join("|");
+  if (old && sig(old) === sig(a) && C.cards.has(a.id)) return;  // unchanged: no redraw
   C.alarms.set(a.id, a);
   if (a.severity === "critical" && a.state === "raised" && !a.test && (!old || old.state !== "raised")) notify(a);
   updateSound();
@@ -159,6 +161,7 @@ function flush() {
 }
 function summary(list) {
   const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
+  $("#alarms").classList.toggle("calm", crit > 12);
   $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}: <b id="n-critical">${crit}</b></span>
     <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>`;
   document.title = (crit ? `(${crit}) ` : "") + t("title");
@@ -220,16 +223,24 @@ function renotify(on) {  // repeat the notification every 60 s until acknowledge
 
 // -- live stream -----------------------------------------------------------------------------
 async function loadBoard() {
-  const data = await api("/api/alarms?state=open&limit=5000");
+  // Alarms that arrive on the stream while the snapshot is in flight are newer than it:
+  // the snapshot must not drop them (nor roll back their state).
+  const live = C.liveDuringLoad = new Map();
+  let data;
+  try { data = await api("/api/alarms?state=open&limit=5000"); } finally { C.liveDuringLoad = null; }
   const ids = new Set(data.alarms.map(a => a.id));
-  for (const id of C.alarms.keys()) if (!ids.has(id)) { C.alarms.get(id).state = "resolved"; pending.add(id); }
-  data.alarms.forEach(upsert);
+  for (const [id, a] of C.alarms) if (!ids.has(id) && !live.has(id)) { a.state = "resolved"; pending.add(id); }
+  data.alarms.forEach(a => { if (!live.has(a.id)) upsert(a); });
   queueFlush();
 }
 function connect() {
   if (C.source) C.source.close();
   const src = C.source = new EventSource("/api/stream");
-  src.addEventListener("alarm", e => upsert(JSON.parse(e.data).alarm));
+  src.addEventListener("alarm", e => {
+    const a = JSON.parse(e.data).alarm;
+    if (C.liveDuringLoad) C.liveDuringLoad.set(a.id, a);
+    upsert(a);
+  });
   src.onopen = () => { $("#conn").textContent = "● " + t("live"); $("#conn").className = "conn live"; loadBoard(); };
   src.onerror = () => {
     $("#conn").textContent = "○ " + t("offline"); $("#conn").className = "conn down";
@@ -252,7 +263,7 @@ async function start() {
   $("#login").hidden = true; $("#setup").hidden = true; $("#app").hidden = false;
   C.reasons = (await api("/api/resolve-reasons")).reasons;
   applyLang();
-  await loadBoard(); connect();
+  connect();  // the stream's open event loads the board (one snapshot, no gap)
 }
 $("#login").onsubmit = async e => {
   e.preventDefault(); const f = new FormData(e.target);
