@@ -7,6 +7,7 @@ The archive is a gzip'd tar:
     manifest.json        format, gateway version, time, instance id, schema version,
                          sha256 of every other member
     data/gateway.db      the store (integrity-checked copy)
+    data/*.db            other SQLite databases (embedded telemetry), copied the same way
     data/...             other regular files of the data directory
     config/...           the site directory (YAML, profiles)
     extra/<name>         files given with ``extra=`` (e.g. the env file with secrets)
@@ -41,7 +42,15 @@ __all__ = ["BackupError", "BackupInfo", "create_backup", "restore_backup", "prun
 
 FORMAT = 1
 DB_NAME = "gateway.db"
-_SKIP_DATA = {DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", DB_NAME + "-journal"}
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 class BackupError(GatewayError):
@@ -80,8 +89,10 @@ def _snapshot_db(src: Path, dest: Path) -> dict:
                 check = copy.execute("PRAGMA integrity_check").fetchone()[0]
                 if check != "ok":
                     raise BackupError(f"{src}: integrity check of the copy failed: {check}")
-                meta = dict(copy.execute("SELECT key, value FROM meta WHERE key IN "
-                                         "('instance_id', 'schema_version')").fetchall())
+                meta = {}
+                if copy.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
+                    meta = dict(copy.execute("SELECT key, value FROM meta WHERE key IN "
+                                             "('instance_id', 'schema_version')").fetchall())
                 copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
             finally:
                 copy.close()
@@ -107,8 +118,13 @@ def _tree(root: Path, skip: set[str] = frozenset()) -> list[Path]:
 
 
 def create_backup(data_dir: str | Path, config_dir: str | Path, out: str | Path, *,
-                  extra: list[str | Path] = ()) -> BackupInfo:
-    """Write a backup archive of ``data_dir`` (store) and ``config_dir`` (site) to ``out``."""
+                  extra: list[str | Path] = (), exclude: list[str] = ()) -> BackupInfo:
+    """Write a backup archive of ``data_dir`` (store) and ``config_dir`` (site) to ``out``.
+
+    Every SQLite database at the top of ``data_dir`` (the store, the embedded telemetry) is
+    copied with the online backup API; ``exclude`` names files of ``data_dir`` to leave out
+    (e.g. ``telemetry.db`` in nightly backups: bounded, and may be shed by design).
+    """
     data_dir, config_dir, out = Path(data_dir), Path(config_dir), Path(out)
     db = data_dir / DB_NAME
     if not db.is_file():
@@ -117,10 +133,22 @@ def create_backup(data_dir: str | Path, config_dir: str | Path, out: str | Path,
         raise BackupError(f"{config_dir}: no site.yaml (is --config the site directory?)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=out.parent) as tmp:
-        snap = Path(tmp) / DB_NAME
-        meta = _snapshot_db(db, snap)
-        members: list[tuple[str, Path]] = [(f"data/{DB_NAME}", snap)]
-        members += [(f"data/{p.relative_to(data_dir)}", p) for p in _tree(data_dir, _SKIP_DATA)]
+        if DB_NAME in exclude:
+            raise BackupError(f"{DB_NAME} is the store: it cannot be excluded")
+        dbs = [p for p in sorted(data_dir.glob("*.db")) if p.name not in exclude
+               and p.is_file() and _is_sqlite(p)]
+        if db not in dbs:
+            raise BackupError(f"{db}: not an SQLite database")
+        skip = set(exclude) | {p.name + s for p in dbs for s in ("", *_SIDECARS)}
+        members: list[tuple[str, Path]] = []
+        meta: dict = {}
+        for p in dbs:
+            snap = Path(tmp) / p.name
+            facts = _snapshot_db(p, snap)
+            if p.name == DB_NAME:
+                meta = facts
+            members.append((f"data/{p.name}", snap))
+        members += [(f"data/{p.relative_to(data_dir)}", p) for p in _tree(data_dir, skip)]
         members += [(f"config/{p.relative_to(config_dir)}", p) for p in _tree(config_dir)]
         for e in extra:
             e = Path(e)
@@ -181,16 +209,19 @@ def _extract_verified(archive: Path, into: Path) -> dict:
             raise BackupError(f"{archive}: {name}: listed in the manifest but missing")
         if _sha256(p) != digest:
             raise BackupError(f"{archive}: {name}: checksum mismatch (damaged archive)")
-    try:
-        conn = sqlite3.connect(into / "data" / DB_NAME)
+    for name in files:
+        if not (name.startswith("data/") and name.endswith(".db")):
+            continue
         try:
-            check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise BackupError(f"{archive}: data/{DB_NAME}: {exc}") from exc
-    if check != "ok":
-        raise BackupError(f"{archive}: data/{DB_NAME}: integrity check failed: {check}")
+            conn = sqlite3.connect(into / name)
+            try:
+                check = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise BackupError(f"{archive}: {name}: {exc}") from exc
+        if check != "ok":
+            raise BackupError(f"{archive}: {name}: integrity check failed: {check}")
     return manifest
 
 

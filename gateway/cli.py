@@ -163,7 +163,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.out_dir) / time.strftime(
         "gateway-backup-%Y%m%dT%H%M%S.tar.gz")
     try:
-        info = create_backup(args.data, args.config, out, extra=args.extra)
+        info = create_backup(args.data, args.config, out, extra=args.extra,
+                             exclude=args.exclude)
     except BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -308,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --out-dir: keep only the newest N backups")
     bk.add_argument("--extra", action="append", default=[],
                     help="also archive this file (e.g. the env file with secrets); repeatable")
+    bk.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                    help="leave this file of the data directory out (e.g. telemetry.db); "
+                         "repeatable")
     bk.set_defaults(fn=cmd_backup)
 
     rs = sub.add_parser("restore", help="restore a backup (stop the gateway first)")

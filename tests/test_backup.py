@@ -56,7 +56,7 @@ def test_backup_of_running_gateway_restores_alarms_tokens_and_config(tmp_path, m
         names = tar.getnames()
     assert "manifest.json" in names and "data/gateway.db" in names
     assert "config/site.yaml" in names and "config/devices.yaml" in names
-    assert not any(n.endswith(("-wal", "-shm")) for n in names)
+    assert not any(n.endswith(("-wal", "-shm")) for n in names), names
 
     fresh_data, fresh_config = tmp_path / "new" / "data", tmp_path / "new" / "site"
     res = gw.cli("restore", str(archive), "--data", str(fresh_data), "--config",
@@ -208,3 +208,34 @@ def test_restore_into_the_installed_layout_keeps_the_directories_owners(tmp_path
     leftovers = [p.name for p in (tmp_path / "var/lib").iterdir()] + \
         [p.name for p in (tmp_path / "etc/community-gateway").iterdir()]
     assert sorted(leftovers) == ["community-gateway", "site"]     # no temp dirs left behind
+
+
+def test_every_sqlite_database_is_snapshotted_and_telemetry_can_be_left_out(tmp_path):
+    """The embedded telemetry (telemetry.db, WAL, being written) is copied consistently like
+    the store, or left out with exclude (what the nightly timer does)."""
+    data = tmp_path / "data"
+    _small_store(data)
+    live = sqlite3.connect(data / "telemetry.db")
+    live.execute("PRAGMA journal_mode=WAL")
+    live.execute("CREATE TABLE points (ts REAL, value REAL)")
+    live.executemany("INSERT INTO points VALUES (?, ?)", [(i, i * 0.5) for i in range(500)])
+    live.commit()          # committed, but still only in the -wal file: the writer is open
+    (data / "notes.txt").write_text("kept as a plain file\n")
+    try:
+        full = create_backup(data, EXAMPLE, tmp_path / "full.tar.gz").path
+        lean = create_backup(data, EXAMPLE, tmp_path / "lean.tar.gz",
+                             exclude=["telemetry.db"]).path
+    finally:
+        live.close()
+    with tarfile.open(full) as tar:
+        names = set(tar.getnames())
+    assert {"data/gateway.db", "data/telemetry.db", "data/notes.txt"} <= names
+    assert not any(n.endswith(("-wal", "-shm")) for n in names), names
+    restore_backup(full, tmp_path / "r" / "data", tmp_path / "r" / "site")
+    got = sqlite3.connect(tmp_path / "r" / "data" / "telemetry.db")
+    assert got.execute("SELECT count(*), sum(value) FROM points").fetchone() == (500, 62375.0)
+    got.close()
+    with tarfile.open(lean) as tar:
+        assert "data/telemetry.db" not in tar.getnames()
+    with pytest.raises(BackupError, match="cannot be excluded"):
+        create_backup(data, EXAMPLE, tmp_path / "x.tar.gz", exclude=["gateway.db"])

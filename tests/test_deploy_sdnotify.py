@@ -94,8 +94,14 @@ def test_running_gateway_tells_systemd_ready_and_pings_watchdog(tmp_path, mosqui
     got: list[str] = []
     try:
         gw.start(wait_ready=False)
-        wait_for(lambda: _drain(rx, got).count("WATCHDOG=1") >= 2, timeout=30,
-                 what="READY=1 and two WATCHDOG=1 datagrams")
+        def pinged() -> bool:
+            assert gw.proc.poll() is None, gw.log_text()
+            return _drain(rx, got).count("WATCHDOG=1") >= 2
+
+        try:
+            wait_for(pinged, timeout=30, what="READY=1 and two WATCHDOG=1 datagrams")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; got {got}; log:\n{gw.log_text()}") from None
         assert got[0] == "READY=1", got
         # READY=1 is sent only once the API serves
         assert httpx.get(f"{gw.url}/healthz", timeout=5).status_code == 200
