@@ -241,8 +241,7 @@ class Store:
             self.disk_full = full
             log.error("store commit failed (%d writes not accepted): %s", len(batch), exc)
             err = StoreError(f"store commit failed: {exc}")
-            for _fn, done in batch:
-                done(None, err)
+            _deliver([(done, None, err) for _fn, done in batch])
             return
         self.commits += 1
         self.writes += len(batch)
@@ -250,20 +249,15 @@ class Store:
             log.warning("store: commits succeed again (disk space is back)")
         self.last_error = None
         self.disk_full = False
-        for (_fn, done), (res, exc) in zip(batch, results):
-            done(res, exc)
+        _deliver([(done, res, exc) for (_fn, done), (res, exc) in zip(batch, results)])
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in the writer's transaction; return its result once durably committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-
-        def done(res: Any, exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, fut, res, exc)
-
         if self._thread is None:
             raise StoreError("store is closed")
-        self._queue.put((fn, done))
+        self._queue.put((fn, _AsyncDone(loop, fut)))
         return await fut
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30) -> T:
@@ -311,6 +305,36 @@ def record_audit(conn: sqlite3.Connection, actor: str, action: str, target: str 
     conn.execute("INSERT INTO audit (ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
                  (utc().isoformat(), actor, action, target,
                   json.dumps(detail, ensure_ascii=False)))
+
+
+class _AsyncDone:
+    """Where the result of an async ``write`` goes (settled in bulk per event loop)."""
+
+    __slots__ = ("loop", "fut")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+        self.loop, self.fut = loop, fut
+
+
+def _deliver(items: list[tuple[Any, Any, BaseException | None]]) -> None:
+    """Hand results back: ONE wake-up per event loop per batch (call_soon_threadsafe
+    writes to the loop's self-pipe; once per write would cost a syscall per record)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for done, res, exc in items:
+        if isinstance(done, _AsyncDone):
+            by_loop.setdefault(done.loop, []).append((done.fut, res, exc))
+        else:
+            done(res, exc)
+    for loop, settles in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_many, settles)
+        except RuntimeError:   # that loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle_many(settles: list) -> None:
+    for fut, res, exc in settles:
+        _settle(fut, res, exc)
 
 
 def _settle(fut: asyncio.Future, res: Any, exc: BaseException | None) -> None:
