@@ -135,7 +135,11 @@ def test_duty_sees_sos_within_2s_acknowledges_and_resolves(browser, gateway, mos
         page.click("[data-view=history]")
         page.select_option("#history-filter select[name=state]", "resolved")
         page.click("#history-filter button[type=submit]")
-        row = page.wait_for_selector("#history-table tbody tr", timeout=3000)
+        # (the tab first shows the unfiltered history; wait for the filtered table)
+        page.wait_for_function("() => document.querySelector('#page').textContent === '共 1 条'",
+                               timeout=3000)
+        row = page.locator("#history-table tbody tr")
+        assert row.count() == 1
         assert "误报" in row.inner_text() and "住户误按" in row.inner_text()
         assert "state=resolved" in page.get_attribute("#csv", "href")
         csv_text = page.evaluate("fetch(document.querySelector('#csv').href).then(r => r.text())")
