@@ -21,6 +21,7 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -75,8 +76,9 @@ def _sha(token: str) -> str:
 
 
 class Auth:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, setup_token_file: Path | None = None):
         self.store = store
+        self.setup_token_file = setup_token_file
         self.hasher = PasswordHasher()   # Argon2id, library defaults (64 MiB, t=3)
         self._failures: dict[str, list[float]] = {}
         self._sessions: dict[str, tuple[str, str, float, float]] = {}
@@ -103,6 +105,8 @@ class Auth:
             raise AuthError("wrong setup token", 401)
         self.add_user(username, "admin", password, actor="setup")
         self.store.write_sync(lambda c: c.execute("DELETE FROM meta WHERE key='setup_token_hash'"))
+        if self.setup_token_file is not None:
+            self.setup_token_file.unlink(missing_ok=True)
 
     # -- users -----------------------------------------------------------------------
     def add_user(self, username: str, role: str, password: str, *, display_name: str = "",

@@ -146,14 +146,8 @@ class Gateway:
             store.close()
 
     async def _run(self, site: SiteConfig, store: Store) -> None:
-        auth = Auth(store)
-        token = auth.issue_setup_token()
-        if token:
-            # Printed on the console once; only its hash is stored. Not sent to the log.
-            print(f"\nFirst start: no admin exists. Create one at http://{self.o.api_host}:"
-                  f"{self.o.api_port}/ with setup token: {token}\n"
-                  f"  (or: gateway user add --role admin --data {self.data_dir})\n",
-                  file=sys.stderr, flush=True)
+        auth = Auth(store, setup_token_file=self.data_dir / "first-admin-setup-token")
+        announce_setup_token(auth, self.data_dir, self.o)
         broadcaster = Broadcaster()
         engine = build_engine(site)
         snap = store.get_meta("rules_snapshot")
@@ -292,6 +286,31 @@ class Gateway:
         log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
                  self.o.api_host, self.o.api_port)
         self.started.set()
+
+
+def announce_setup_token(auth: Auth, data_dir: Path, o: Overrides) -> None:
+    """First start without an admin: make a one-time setup token (only its hash is stored).
+
+    On an interactive terminal it is shown there. Otherwise (systemd, containers) it goes to a
+    file readable only by the service user, and only the file's path is logged, so the token
+    never lands in the journal.
+    """
+    token = auth.issue_setup_token()
+    if not token:
+        return
+    where = f"http://{o.api_host}:{o.api_port}/"
+    if sys.stderr.isatty():
+        print(f"\nFirst start: no admin exists. Create one at {where} with setup token: {token}\n"
+              f"  (or: gateway user add --role admin --data {data_dir})\n",
+              file=sys.stderr, flush=True)
+        return
+    path = data_dir / "first-admin-setup-token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    log.warning("First start: no admin exists. Create one at %s with the one-time setup token "
+                "in %s (readable by the service user only), or: gateway user add --role admin "
+                "--data %s", where, path, data_dir)
 
 
 def _test_commit_delay() -> float:
