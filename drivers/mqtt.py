@@ -21,6 +21,8 @@ import asyncio
 import json
 import logging
 import random
+import select
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -37,6 +39,9 @@ from gateway.model import Reading, utc
 __all__ = ["DeviceBinding", "IntakeSink", "MqttIntake", "backoff_delays"]
 
 log = logging.getLogger(__name__)
+
+#: MQTT packets read per socket-readable event at most (fairness with the other tasks).
+READ_BURST = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,7 @@ class MqttIntake:
         self.state = "starting"
         self._paho: paho.Client | None = None
         self._rlog = RateLimitedLog(log)
+        self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
 
     def rebind(self, bindings: dict[str, DeviceBinding]) -> None:
         """Swap the topic -> device table (installer edited the config); takes effect at once."""
@@ -115,6 +121,7 @@ class MqttIntake:
                 self._paho.manual_ack_set(True)
                 self._paho.on_message = self._on_message
                 async with client:
+                    self._read_in_bursts(client)
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
                     self._transition("online")
@@ -126,6 +133,42 @@ class MqttIntake:
                 self._transition("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
+
+    def _read_in_bursts(self, client: aiomqtt.Client) -> None:
+        """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
+        that reads up to ``READ_BURST`` packets while the socket has data: a turn of the
+        loop costs more than decoding a message, so under load this roughly doubles what
+        one core takes in (see the ingest benchmark). Errors end the connection as
+        aiomqtt's reader does (the run loop then reconnects with backoff)."""
+        mqttc = self._paho
+        sock = mqttc.socket() if mqttc is not None else None
+        if mqttc is None or sock is None:
+            return
+        fd = sock.fileno()
+        if hasattr(sock, "setsockopt"):
+            # PUBACKs are tiny: without NODELAY, Nagle holds them for the peer's delayed ACK
+            # (tens of ms), which stalls the broker's in-flight window and delays alarms
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop = asyncio.get_running_loop()
+        disconnected = client._disconnected  # noqa: SLF001
+
+        def read_burst() -> None:
+            try:
+                for _ in range(READ_BURST):
+                    mqttc.loop_read()
+                    current = mqttc.socket()
+                    if current is None:
+                        break
+                    if getattr(current, "pending", None) and current.pending() > 0:
+                        continue        # TLS: decrypted bytes wait inside the SSL object
+                    if not select.select([fd], [], [], 0)[0]:
+                        break
+            except Exception as exc:  # noqa: BLE001 - any read failure ends this connection
+                if not disconnected.done():
+                    disconnected.set_exception(exc)
+
+        loop.remove_reader(fd)
+        loop.add_reader(fd, read_burst)
 
     def _transition(self, state: str, why: str = "") -> None:
         if state != self.state:
@@ -139,7 +182,7 @@ class MqttIntake:
         topic = msg.topic
         payload = msg.payload
         mid, qos = msg.mid, msg.qos
-        self.metrics.inc("gateway_ingest_messages_total", transport="mqtt")
+        self.metrics.counters[self._ingested_key] += 1    # inc() without the label sort
         readings = self._decode(topic, payload)
         if not readings:
             self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
@@ -182,9 +225,15 @@ class MqttIntake:
                          f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
             self.on_error(binding.device_id, "oversize")
             return []
-        return self._bound(binding, lambda: decode_json(
-            binding.profile, binding.device_id, payload, utc(),
-            where=f"{topic} (device {binding.device_id})"))
+        try:
+            return decode_json(binding.profile, binding.device_id, payload, utc(),
+                               where=f"{topic} (device {binding.device_id})",
+                               device_type=binding.device_type,
+                               household_id=binding.household_id, grid_cell=binding.grid_cell)
+        except DecodeError as exc:
+            self._reject(exc.reason, exc.where, exc.detail)
+            self.on_error(binding.device_id, exc.reason)
+            return []
 
     def _availability(self, binding: DeviceBinding, topic: str,
                       payload: bytes) -> list[Reading]:

@@ -268,8 +268,12 @@ def _timestamp(raw: Any, received_at: datetime, where: str) -> datetime:
 
 
 def decode_json(profile: Profile, device_id: str, payload: bytes | str,
-                received_at: datetime, *, where: str = "") -> list[Reading]:
+                received_at: datetime, *, where: str = "", device_type: str = "",
+                household_id: str | None = None, grid_cell: str | None = None
+                ) -> list[Reading]:
     """Decode one JSON payload into readings. Unknown keys are ignored; known keys are checked.
+    ``device_type``/``household_id``/``grid_cell`` are put on the readings (the intake's hot
+    path builds each reading once).
 
     Raises DecodeError: ``malformed_json``, ``not_an_object``, ``wrong_type``,
     ``unknown_value``, ``bad_timestamp``, ``no_known_fields``.
@@ -291,13 +295,16 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str,
         raw = obj[key]
         if fm.ignore and isinstance(raw, str) and raw.lower() in fm.ignore:
             continue
-        fwhere = f"{where} field {key!r}"
         if raw is None:
-            readings.append(Reading(device_id, fm.kind, None, ts, quality=Quality.BAD,
-                                    metric=fm.metric or key))
+            readings.append(Reading(device_id, fm.kind, None, ts, "", Quality.BAD, device_type,
+                                    household_id, grid_cell, fm.metric or key))
             continue
-        value = _typed(fm.kind, raw, fm, fwhere)
-        readings.append(Reading(device_id, fm.kind, value, ts, metric=fm.metric or fm.kind.value))
+        try:
+            value = _typed(fm.kind, raw, fm, "")
+        except DecodeError as exc:     # name the field only when there is something to say
+            raise DecodeError(exc.reason, exc.detail, where=f"{where} field {key!r}") from None
+        readings.append(Reading(device_id, fm.kind, value, ts, "", Quality.GOOD, device_type,
+                                household_id, grid_cell, fm.metric or fm.kind.value))
     if not readings:
         raise DecodeError("no_known_fields",
                           f"none of the fields {sorted(profile.fields)} present", where=where)
