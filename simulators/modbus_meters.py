@@ -133,7 +133,8 @@ async def _main(args: argparse.Namespace) -> None:
     servers = []
     for port in args.port:
         store = MeterStore(entries, _units(args.units))
-        store.dead = set(_units(args.dead)) if args.dead else set()
+        if args.dead and (args.dead_port is None or args.dead_port == port):
+            store.dead = set(_units(args.dead))
         servers.append(await serve_meters(store, port))
     print("ready", flush=True)
     try:
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="TCP port on 127.0.0.1 (repeat for several buses)")
     p.add_argument("--units", default="1", help="unit ids, e.g. 1-20")
     p.add_argument("--dead", default="", help="unit ids that never answer, e.g. 7")
+    p.add_argument("--dead-port", type=int, default=None,
+                   help="only the units of this port are dead (default: every port's)")
     p.add_argument("--profile", default="eastron-sdm630")
     args = p.parse_args(argv)
     try:
