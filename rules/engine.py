@@ -54,18 +54,28 @@ def register_kind(kind: str, compiler: Callable[..., Evaluator]) -> None:
 
 class DeviceRoute:
     """What the engine knows of one device, computed once: where it is, its dense indexes,
-    and the rules that listen to each kind of its readings."""
+    and for each kind of its readings the rules that listen (``by_kind``) with their bound
+    ``on_reading`` methods (``calls``; ``bad_calls``: those that also want BAD readings)."""
 
-    __slots__ = ("info", "where", "device_index", "household_index", "by_kind")
+    __slots__ = ("info", "where", "device_index", "household_index", "by_kind", "calls")
 
-    def __init__(self, info: DeviceInfo, index: RuleIndex, site: SiteIndex) -> None:
+    def __init__(self, info: DeviceInfo, index: RuleIndex, site: SiteIndex,
+                 bound: dict[tuple, tuple[tuple, tuple]]) -> None:
         self.info = info
         self.where = Subject(info.device_id, info.household_id, info.grid_cell)
         #: dense indexes of the site (-1: not a site device / no household)
         self.device_index = site.device_index.get(info.device_id, -1)
         self.household_index = (site.household_index.get(info.household_id, -1)
                                 if info.household_id is not None else -1)
-        self.by_kind = index.routes_for(info)
+        self.by_kind = by_kind = index.routes_for(info)
+        calls = {}
+        for k, handlers in by_kind.items():
+            pair = bound.get(handlers)
+            if pair is None:
+                pair = bound[handlers] = (tuple(h.on_reading for h in handlers),
+                                          tuple(h.on_reading for h in handlers if h.wants_bad))
+            calls[k] = pair
+        self.calls = calls
 
 
 class Stream:
@@ -76,15 +86,15 @@ class Stream:
                  "household_index")
 
     def __init__(self, route: DeviceRoute, kind: Kind) -> None:
-        self.device_id = route.info.device_id
-        self.device_type = route.info.device_type
+        info = route.info
+        self.device_id = info.device_id
+        self.device_type = info.device_type
         self.kind = kind
         self.last_ts = float("-inf")
         self.last_value: Value = None
-        by_kind = route.by_kind
-        self.handlers = handlers = by_kind.get(kind) or by_kind[None]
-        self.calls = tuple(h.on_reading for h in handlers)
-        self.bad_calls = tuple(h.on_reading for h in handlers if h.wants_bad)
+        key = kind if kind in route.by_kind else None
+        self.handlers = route.by_kind[key]
+        self.calls, self.bad_calls = route.calls[key]
         self.where = route.where
         self.unit = UNITS.get(kind, "")
         self.device_index = route.device_index
@@ -112,7 +122,12 @@ class Engine:
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
         self._index = RuleIndex(self.evaluators)
         self._streams: dict[str, dict[Kind, Stream]] = {}
-        self._routes: dict[str, DeviceRoute] = {}
+        #: bound on_reading methods per (interned) handler tuple, shared by the routes
+        self._bound: dict[tuple, tuple[tuple, tuple]] = {}
+        #: every site device's route, built here so that no reading pays for it
+        self._routes: dict[str, DeviceRoute] = {
+            d: DeviceRoute(info, self._index, site, self._bound)
+            for d, info in site.devices.items()}
         #: engine time each site device last sent a good reading (-inf: never); supervision
         #: and inactivity read it in their scans instead of handling every reading
         self.seen = array("d", [float("-inf")]) * len(site.devices)
@@ -211,7 +226,8 @@ class Engine:
             if info is None:
                 self.stats["unknown_device"] += 1
                 info = DeviceInfo(r.device_id, r.device_type, r.household_id, r.grid_cell)
-            route = self._routes[r.device_id] = DeviceRoute(info, self._index, self.site)
+            route = self._routes[r.device_id] = DeviceRoute(info, self._index, self.site,
+                                                              self._bound)
         return Stream(route, r.kind)
 
     def unit_of(self, device_id: str, kind: Kind) -> str:
@@ -254,7 +270,7 @@ class Engine:
             route = self._routes.get(d)
             if route is None:
                 info = self.site.devices.get(d) or DeviceInfo(d, dtype, household, cell)
-                route = self._routes[d] = DeviceRoute(info, self._index, self.site)
+                route = self._routes[d] = DeviceRoute(info, self._index, self.site, self._bound)
             st = Stream(route, kind)
             st.last_ts, st.last_value = last_ts, last_value
             self._streams.setdefault(d, {})[kind] = st

@@ -7,14 +7,22 @@ Contract:
 - Fixed threshold: alarm when ``threshold`` of time *outside* ``quiet_hours`` (local, may span
   midnight) has passed since the last activity. So no inactivity alarm is raised during quiet
   hours; a gap that began in the evening continues after them.
-- Baseline (optional, once a household has ``min_weeks`` of history): the deadline is the
-  end of the household's usual next active hour (:mod:`rules.baseline`) plus ``grace``,
-  clamped to ``[floor, ceiling]`` after the last activity, and moved out of quiet hours.
+- Baseline (optional; once a household has ``min_weeks`` of history, the fixed threshold
+  until then): the deadline is the time by which the household is usually active again
+  after an hour like the one of its last activity (:mod:`rules.baseline`, learned from
+  ended gaps only) plus ``grace``, clamped to ``[floor, ceiling]`` after the last activity,
+  and outside quiet hours if any are given. *Out*: when the last activity was the door
+  opening while the resident was at home and nothing inside followed, the resident is taken
+  to be out: the limit is ``away_limit`` instead, and the gap is not learned. The next
+  door opening (coming home) or any activity inside ends it; so a resident who falls right
+  after coming home is judged as at home, from the door.
+- ``repeat_after``: while the gap goes on, an alarm is raised again that long after the last
+  one (a new alarm if staff resolved it, an update if still open).
 - Liveness: any good reading from a source device (heartbeat, battery...; ``Engine.seen``)
   shows the sources are alive. If none arrived for ``sources_offline_after`` the household
   gets a ``RaiseFault(fault="sources_offline")`` instead of an inactivity alarm; when the
   sources come back the fault clears (at the next scan) and the gap is measured from their
-  return.
+  return (and not learned).
 - New activity ends the alarm: ``ClearAlarm`` (``auto_resolve`` per rule, default False).
 - Watching starts at the first ``tick``: a household without any reading counts from there.
 """
@@ -29,8 +37,8 @@ import numpy as np
 from gateway.model import Kind, Reading, Value
 from rules.alarms import Subject
 from rules.arrays import pack, unpack
-from rules.baseline import HourOfWeekBaseline
-from rules.durations import Bilingual, bilingual_duration, format_duration, format_time_of_day
+from rules.baseline import GapBaseline
+from rules.durations import Bilingual, bilingual_duration, format_time_of_day
 from rules.engine import register_kind
 from rules.evaluators import Evaluator
 from rules.localtime import active_deadline, local, window_end_after
@@ -55,6 +63,7 @@ NORMAL, ALARMED, SOURCES_OFFLINE = 0, 1, 2
 _DAYS_EN = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays",
             "Sundays")
 _DAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
+_AWAY = "away"
 
 
 class InactivityEval(Evaluator):
@@ -84,9 +93,13 @@ class InactivityEval(Evaluator):
         self._last = array("d", [-np.inf]) * n     # engine time of the last activity
         self._due = array("d", [np.inf]) * n       # next check (lower bound of the deadline)
         self._state = bytearray(n)
-        self._np = {name: np.frombuffer(a, dtype=np.uint8 if name == "state" else np.float64)
+        self._out = bytearray(n)                   # 1: the resident went out (door, then nothing)
+        self._alarmed = array("d", [-np.inf]) * n  # engine time of the last alarm of the gap
+        self._np = {name: np.frombuffer(a, dtype=np.float64 if isinstance(a, array)
+                                        else np.uint8)
                     for name, a in (("last", self._last), ("due", self._due),
-                                    ("state", self._state))}
+                                    ("state", self._state), ("out", self._out),
+                                    ("alarmed", self._alarmed))}
         # source devices of each household (CSR: devices of i are _src[_ptr[i]:_ptr[i+1]]);
         # their liveness is read from engine.seen when a household is checked
         dev_index = site.device_index
@@ -100,8 +113,11 @@ class InactivityEval(Evaluator):
         self._ptr = np.cumsum(counts).astype(np.int32)
         self._src = np.asarray(src, dtype=np.int32)
         self._start = -np.inf
-        self.baseline = HourOfWeekBaseline(n) if rule.baseline is not None else None
         b = rule.baseline
+        self.baseline = GapBaseline(n, self._zone) if b is not None else None
+        # local hours start at epoch + k*3600 - _hour_phase (the zone's offset within an hour)
+        off = local(0.0, self._zone).utcoffset()
+        self._hour_phase = (off.total_seconds() if off else 0.0) % 3600.0
         # earliest possible deadline after a reading: the next check is never later than it
         self._lower = min(rule.threshold, b.floor if b is not None else rule.threshold,
                           rule.sources_offline_after)
@@ -135,11 +151,14 @@ class InactivityEval(Evaluator):
                 return
         elif v is not True and value_type(kind) is not str:
             return
-        if self._last[i] < t:
-            self._last[i] = t
-        if self.baseline is not None:
-            self.baseline.active[i] = 1
+        last = self._last[i]
         state = self._state[i]
+        if last < t:
+            self._last[i] = t
+            if self.baseline is not None:
+                self._went(i, kind is Kind.DOOR_OPEN, last, t, state)
+        if t + self._lower < self._due[i]:
+            self._due[i] = t + self._lower
         if state == ALARMED:
             self.book.clear(self.rule, self._key(i), t, "activity resumed",
                             self.rule.auto_resolve_on_clear)
@@ -148,7 +167,17 @@ class InactivityEval(Evaluator):
         else:
             return
         self._state[i] = NORMAL
-        self._due[i] = min(self._due[i], t + self._lower)
+
+    def _went(self, i: int, door: bool, last: float, t: float, state: int) -> None:
+        """Out/home state after an activity at ``t``; learn the gap that it ended."""
+        out = self._out[i]
+        self._out[i] = 0 if out or not door else 1
+        if out or state == SOURCES_OFFLINE or last == self._start or last == -np.inf:
+            return
+        phase = self.engine.clock.to_wall(0.0) + self._hour_phase
+        if (last + phase) // 3600.0 != (t + phase) // 3600.0:    # the gap left its hour
+            offset = self.engine.clock.to_wall(0.0)
+            self.baseline.learn(i, last + offset, t + offset)  # type: ignore[union-attr]
 
     def _alive(self, i: int) -> float:
         """Engine time a source device of household ``i`` last reported (or watch start)."""
@@ -160,7 +189,7 @@ class InactivityEval(Evaluator):
             return
         self._next_scan = t + _SCAN_EVERY
         if self.baseline is not None:
-            self.baseline.roll(self.engine.clock.to_wall(t), self._zone)
+            self.baseline.roll(self.engine.clock.to_wall(t), self._covered)
         arrays = self._np
         if not self._started:
             self._started = True
@@ -177,6 +206,7 @@ class InactivityEval(Evaluator):
             if t - alive < self.rule.sources_offline_after:
                 self._state[i] = NORMAL
                 self._last[i] = max(self._last[i], alive)
+                self._out[i] = 0
                 self._due[i] = t
                 self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
 
@@ -184,7 +214,6 @@ class InactivityEval(Evaluator):
         rule = self.rule
         last, alive = float(self._last[i]), self._alive(i)
         offline_at = alive + rule.sources_offline_after
-        deadline, usual = self._deadline(i, last)
         if offline_at <= t:
             self._state[i], self._due[i] = SOURCES_OFFLINE, np.inf
             silent = bilingual_duration(t - alive)
@@ -194,45 +223,75 @@ class InactivityEval(Evaluator):
             self.engine.faults.raise_fault(rule, self._key(i) + ":sources_offline",
                                            "sources_offline", self._where(i), t,
                                            {"explanation": expl, "duration": silent})
-        elif deadline <= t:
-            self._state[i], self._due[i] = ALARMED, np.inf
-            gap = t - last
-            fields = {"duration": bilingual_duration(gap),
-                      "explanation": self._explain(last, gap, usual)}
-            self.book.trigger(rule, self._key(i), self._where(i), t, fields, round(gap))
+            return
+        state = self._state[i]
+        if state == ALARMED:     # the gap goes on: raise it again after repeat_after
+            again = (self._alarmed[i] + rule.repeat_after if rule.repeat_after is not None
+                     else np.inf)
+            if again > t:
+                self._due[i] = min(again, offline_at)
+                return
+            usual = self._deadline(i, last)[1]
         else:
-            self._due[i] = min(deadline, offline_at)
+            deadline, usual = self._deadline(i, last)
+            if deadline > t:
+                self._due[i] = min(deadline, offline_at)
+                return
+        self._state[i] = ALARMED
+        self._alarmed[i] = t
+        self._due[i] = min(t + (rule.repeat_after or np.inf), offline_at)
+        gap = t - last
+        fields = {"duration": bilingual_duration(gap),
+                  "explanation": self._explain(last, gap, usual)}
+        self.book.trigger(rule, self._key(i), self._where(i), t, fields, round(gap))
 
-    def _deadline(self, i: int, last: float) -> tuple[float, tuple[float, int] | None]:
-        """Engine time of the alarm deadline, and the usual-activity answer used (if any)."""
+    def _deadline(self, i: int, last: float) -> tuple[float, float | str | None]:
+        """Engine time of the alarm deadline, and what it came from: the usual time (wall)
+        by which the household is active again, :data:`_AWAY`, or None (fixed threshold)."""
         rule, clock, zone = self.rule, self.engine.clock, self._zone
         offset = clock.to_wall(0.0)     # wall = engine time + offset
         lw = last + offset
         b, spec = self.baseline, rule.baseline
         if b is not None and spec is not None and b.learned(i, spec.min_weeks):
-            usual = b.usual_by(i, lw, zone)
-            d = lw + spec.ceiling if usual is None else usual[0] + spec.grace
-            d = min(max(d, lw + spec.floor), lw + spec.ceiling)
+            usual: float | str | None
+            if self._out[i]:
+                d, usual = lw + spec.away_limit, _AWAY
+            else:
+                got = b.usual_by(i, lw, spec.min_samples)
+                if got is None:
+                    return self._fixed(lw) - offset, None
+                usual = got[0]
+                d = min(max(usual + spec.grace, lw + spec.floor), lw + spec.ceiling)
             if rule.quiet_hours is not None:
                 d = window_end_after(d, rule.quiet_hours, zone)
             return d - offset, usual
-        return active_deadline(lw, rule.threshold, rule.quiet_hours, zone) - offset, None
+        return self._fixed(lw) - offset, None
 
-    def _explain(self, last: float, gap: float, usual: tuple[float, int] | None) -> Bilingual:
+    def _fixed(self, lw: float) -> float:
+        rule = self.rule
+        return active_deadline(lw, rule.threshold, rule.quiet_hours, self._zone)
+
+    def _explain(self, last: float, gap: float, usual: float | str | None) -> Bilingual:
         since = local(self.engine.clock.to_wall(last), self._zone)
         day = since.weekday()
         hm = since.strftime("%H:%M")
         g = bilingual_duration(gap)
+        if usual == _AWAY:
+            lim = bilingual_duration(self.rule.baseline.away_limit)  # type: ignore[union-attr]
+            return Bilingual(
+                f"开门外出后已 {g.zh} 家中无活动（自{_DAYS_ZH[day]} {hm} 起）；外出超过 {lim.zh}",
+                f"no activity at home for {g.en} since the door opened "
+                f"({_DAYS_EN[day][:3]} {hm}); out longer than {lim.en}")
         zh = f"已 {g.zh} 无活动（自{_DAYS_ZH[day]} {hm} 起）"
         en = f"no activity for {g.en} (since {_DAYS_EN[day][:3]} {hm})"
-        if usual is not None:
-            by = local(usual[0], self._zone)
-            zh += f"；平时{_DAYS_ZH[by.weekday()]} {by:%H:%M} 前会有活动"
-            en += f"; usually active by {by:%H:%M} on {_DAYS_EN[by.weekday()]}"
+        if isinstance(usual, float):
+            by = local(usual, self._zone)
+            weekend = by.weekday() >= 5
+            zh += f"；平时{'周末' if weekend else '工作日'} {by:%H:%M} 前会有活动"
+            en += f"; usually active by {by:%H:%M} {'at weekends' if weekend else 'on weekdays'}"
         else:
             q = self.rule.quiet_hours
-            lim = Bilingual(format_duration(self.rule.threshold, "zh"),
-                            format_duration(self.rule.threshold, "en"))
+            lim = bilingual_duration(self.rule.threshold)
             if q is not None:
                 span = f"{format_time_of_day(q.start)}–{format_time_of_day(q.end)}"
                 zh += f"；超过 {lim.zh}（不计 {span} 安静时段）"
@@ -264,15 +323,17 @@ class InactivityEval(Evaluator):
         d["start"] = None if self._start == -np.inf else self._start
         d["next_scan"] = None if self._next_scan == -np.inf else self._next_scan
         if self.baseline is not None:
-            d["hour"] = [self.baseline.cur_how, self.baseline.cur_start]
+            d["hour"] = self.baseline.cur_start
+            d["window"] = self.baseline.window
         return d
 
     def load(self, d: dict) -> None:
         arrays = dict(self._np)
         if self.baseline is not None:
             arrays.update(self.baseline.arrays())
-            if "hour" in d:
-                self.baseline.cur_how, self.baseline.cur_start = d["hour"]
+            if isinstance(d.get("hour"), float):
+                self.baseline.cur_start = d["hour"]
+            self.baseline.window = int(d.get("window", -1))
         unpack(d, self._ids(), arrays)
         self._np["due"][~self._covered] = np.inf
         self._started = bool(d.get("started", False))

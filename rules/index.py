@@ -3,7 +3,9 @@
 Contract: :meth:`RuleIndex.routes_for` returns, for one device, the evaluators that accept
 it grouped by the reading kind they listen to (rule order kept; key ``None``: evaluators
 listening to every kind). Its cost depends on the number of rules that could apply to that
-device, not on the number of rules; the engine calls it once per device and caches it.
+device, not on the number of rules; the engine calls it once per site device when it is
+built (and once for each unknown device it meets) and keeps the result. Equal handler
+tuples are interned (shared by every device that has them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class RuleIndex:
         self._by: dict[str, defaultdict[str, list[Evaluator]]] = {
             f: defaultdict(list) for f in _FIELDS}
         self._anywhere: list[Evaluator] = []
+        #: equal handler tuples are shared between devices (memory, and the engine's cache
+        #: of bound methods per tuple)
+        self._interned: dict[tuple[Evaluator, ...], tuple[Evaluator, ...]] = {}
         for ev in evaluators:
             field, ids = ev.index_keys()
             if field == "any":
@@ -34,24 +39,36 @@ class RuleIndex:
                     self._by[field][i].append(ev)
 
     def routes_for(self, d: DeviceInfo) -> dict[Kind | None, tuple[Evaluator, ...]]:
-        found: dict[int, Evaluator] = {ev.order: ev for ev in self._anywhere}
-        for field, val in zip(_FIELDS, (d.device_id, d.household_id, d.grid_cell,
-                                        d.device_type)):
+        cands = list(self._anywhere)
+        by = self._by
+        for field, val in (("device", d.device_id), ("household", d.household_id),
+                           ("cell", d.grid_cell), ("type", d.device_type)):
             if val is not None:
-                bucket = self._by[field].get(val)
+                bucket = by[field].get(val)
                 if bucket:
-                    for ev in bucket:
-                        found[ev.order] = ev
-        routes: dict[Kind | None, list[Evaluator]] = defaultdict(list)
-        for order in sorted(found):
-            ev = found[order]
+                    cands += bucket
+        if len(cands) > 1:
+            cands = sorted(set(cands), key=_order)
+        routes: dict[Kind | None, list[Evaluator]] = {}
+        every: list[Evaluator] = []
+        for ev in cands:
             if ev.accepts(d):
-                for k in (ev.kinds if ev.kinds is not None else (None,)):
-                    routes[k].append(ev)
-        every = routes.pop(None, [])
-        out: dict[Kind | None, tuple[Evaluator, ...]] = {
-            k: tuple(sorted(evs + every, key=_order)) for k, evs in routes.items()}
-        out[None] = tuple(every)
+                if ev.kinds is None:
+                    every.append(ev)
+                else:
+                    for k in ev.kinds:
+                        lst = routes.get(k)
+                        if lst is None:
+                            routes[k] = [ev]
+                        else:
+                            lst.append(ev)
+        intern = self._interned
+        out: dict[Kind | None, tuple[Evaluator, ...]] = {}
+        for k, evs in routes.items():
+            t = tuple(sorted(evs + every, key=_order)) if every else tuple(evs)
+            out[k] = intern.setdefault(t, t)
+        t = tuple(every)
+        out[None] = intern.setdefault(t, t)
         return out
 
 

@@ -275,18 +275,25 @@ class SupervisionRule(_RuleBase):
 
 
 class BaselineSpec(_Model):
-    """Learned hour-of-week activity: alarm when the gap exceeds the household's usual one
-    (+ ``grace``), never sooner than ``floor`` nor later than ``ceiling``."""
+    """Learned rhythm (:mod:`rules.baseline`): alarm when the gap passes the time by which the
+    household is usually active again after an hour like the one of its last activity
+    (+ ``grace``), never sooner than ``floor`` nor later than ``ceiling`` after it. While the
+    resident is out (the last activity was the front door opening, nothing moved inside
+    since) the limit is ``away_limit`` instead."""
 
-    floor: Duration = 4 * 3600.0
+    floor: Duration = 3600.0
     ceiling: Duration = 24 * 3600.0
-    grace: Duration = 3600.0
+    grace: Duration = 1800.0
+    away_limit: Duration = 24 * 3600.0
     min_weeks: int = Field(default=2, ge=1, le=52)
+    min_samples: int = Field(default=3, ge=1, le=50)
 
     @model_validator(mode="after")
     def _order(self) -> BaselineSpec:
         if not 0 < self.floor < self.ceiling:
             raise PydanticCustomError("baseline", "need 0 < floor < ceiling", {})
+        if self.away_limit <= 0:
+            raise PydanticCustomError("baseline", "away_limit must be longer than 0s", {})
         return self
 
 
@@ -302,12 +309,15 @@ class InactivityRule(_RuleBase):
     quiet_hours: TimeWindow | None = None
     baseline: BaselineSpec | None = None
     sources_offline_after: Duration = 6 * 3600.0
+    #: an alarm resolved by staff while the gap goes on is raised again after this long
+    #: (an open one is updated); None: once per gap
+    repeat_after: Duration | None = 12 * 3600.0
     auto_resolve_on_clear: bool = False
 
-    @field_validator("threshold", "sources_offline_after")
+    @field_validator("threshold", "sources_offline_after", "repeat_after")
     @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
+    def _positive(cls, v: float | None) -> float | None:
+        if v is not None and v <= 0:
             raise PydanticCustomError("duration", "must be longer than 0s", {})
         return v
 

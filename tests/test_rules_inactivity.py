@@ -145,28 +145,113 @@ def test_restart_mid_gap_keeps_the_last_activity() -> None:
     assert a.ts <= local(1, 12, 1) and "since Mon 08:00" in a.message_en
 
 
-def test_learned_baseline_alarms_earlier_and_explains_itself() -> None:
+LEARNED = {**FIXED, "quiet_hours": None, "threshold": "16h",
+           "baseline": {"floor": "1h", "ceiling": "20h", "grace": "1h", "away_limit": "10h",
+                        "min_weeks": 2}}
+
+
+def regular_life(rule: dict, days: int = 14, door_at: tuple[int, ...] = ()):
+    """An engine that watched ``days`` days of a regular life: up at 07:10, active at ten
+    past every hour until 21:10 (the front door opens at the hours in ``door_at``, with
+    movement inside right after), asleep until the next 07:10."""
     site = small_site(1)
-    rule = {**FIXED, "quiet_hours": {"start": "23:00", "end": "05:00"}, "threshold": "16h",
-            "baseline": {"floor": "4h", "ceiling": "20h", "grace": "1h", "min_weeks": 2}}
     eng = Engine(config(rule), site)
     sim = Sim(eng, site, local(1, 0), step=300.0)
-    # two weeks of a regular life: up at 07:xx, active every hour until 21:xx
-    for day in range(1, 15):
+    for day in range(1, days + 1):
         for hh in range(7, 22):
             sim.until(local(day, hh, 10))
+            if hh in door_at:
+                sim.feed("door-1", "door_open", True)
             sim.feed("motion-1", "motion", True)
+    return eng, sim
+
+
+def test_learned_baseline_alarms_after_the_usual_wake_up_and_explains_itself() -> None:
+    eng, sim = regular_life(LEARNED)
     sim.until(local(15, 7))
     assert eng.evaluators[0].baseline.learned(0, 2)
-    assert alarms(sim.out) == []
+    assert alarms(sim.out) == []          # the nights were learned: no alarm in two weeks
     # Monday 15th: last activity 21:10 Sunday... nothing Monday morning
     got = alarms(sim.until(local(15, 12)))
     [a] = got
     assert isinstance(a, RaiseAlarm)
-    assert a.ts == local(15, 9, 0)       # usually active by 08:00, + 1 h grace
-    assert a.message_en == ("h1: no activity for 11 h 50 min (since Sun 21:10); usually "
-                            "active by 08:00 on Mondays")
-    assert "平时周一 08:00 前会有活动" in a.message_zh
+    assert a.ts == local(15, 8, 10)       # usually active by 07:10, + 1 h grace
+    assert a.message_en == ("h1: no activity for 11 h (since Sun 21:10); usually "
+                            "active by 07:10 on weekdays")
+    assert "平时工作日 07:10 前会有活动" in a.message_zh
+
+
+def test_the_gap_being_judged_does_not_move_its_own_deadline() -> None:
+    eng, sim = regular_life(LEARNED)
+    for hh in range(7, 11):
+        sim.until(local(15, hh, 10))
+        sim.feed("motion-1", "motion", True)
+    # usually active again by 11:10 after an active 10 o'clock: limit 11:10 + 1 h grace,
+    # although the inactive hours of this gap pass (and are counted) meanwhile
+    assert alarms(sim.until(local(15, 12, 5))) == []
+    [a] = alarms(sim.until(local(15, 12, 15)))
+    assert a.ts == local(15, 12, 10)
+    assert a.message_en.endswith("usually active by 11:10 on weekdays")
+
+
+def test_an_early_night_is_judged_by_the_usual_wake_up() -> None:
+    eng, sim = regular_life(LEARNED)
+    for hh in range(7, 20):                # Monday: to bed two hours early, after 19:10
+        sim.until(local(15, hh, 10))
+        sim.feed("motion-1", "motion", True)
+    assert alarms(sim.until(local(16, 8, 5))) == []
+    [a] = alarms(sim.until(local(16, 8, 15)))
+    assert "usually active by 07:10" in a.message_en
+
+
+def test_out_of_home_waits_for_the_away_limit_and_coming_home_counts() -> None:
+    rule = {**LEARNED, "baseline": {**LEARNED["baseline"], "away_limit": "4h"}}
+    eng, sim = regular_life(rule, door_at=(9, 15))
+    for hh in range(7, 9):
+        sim.until(local(15, hh, 10))
+        sim.feed("motion-1", "motion", True)
+    sim.until(local(15, 9, 10))
+    sim.feed("door-1", "door_open", True)  # leaves; nothing moves inside afterwards
+    assert alarms(sim.until(local(15, 13, 5))) == []
+    [a] = alarms(sim.until(local(15, 13, 15)))   # away_limit 4 h after the door
+    assert a.ts == local(15, 13, 10)
+    assert a.message_en == ("h1: no activity at home for 4 h since the door opened "
+                            "(Mon 09:10); out longer than 4 h")
+    assert eng.resolved(a.key, sim.now)
+    # the next door opening is coming home: a fall right after it is judged as at home
+    sim.until(local(15, 14, 10))
+    assert alarms(sim.feed("door-1", "door_open", True)) == []    # (alarm resolved)
+    assert alarms(sim.until(local(15, 16, 5))) == []
+    [b] = alarms(sim.until(local(15, 16, 15)))
+    assert b.ts == local(15, 16, 10)     # usually active by 15:10, + 1 h grace
+    assert b.message_en.endswith("(since Mon 14:10); usually active by 15:10 on weekdays")
+
+
+def test_an_alarm_resolved_while_the_gap_goes_on_is_raised_again() -> None:
+    site = small_site(1)
+    rule = {**FIXED, "quiet_hours": None, "repeat_after": "6h"}
+    eng = Engine(config(rule), site)
+    sim = Sim(eng, site, local(1, 8))
+    sim.feed("motion-1", "motion", True)
+    [a] = alarms(sim.until(local(1, 12, 1)))
+    assert eng.resolved(a.key, sim.now)          # staff called; nobody moved since
+    assert alarms(sim.until(local(1, 17, 59))) == []
+    [b] = alarms(sim.until(local(1, 18, 2)))
+    assert isinstance(b, RaiseAlarm) and "no activity for 10 h" in b.message_en
+    # while open it is updated, not duplicated
+    [c] = [x for x in sim.until(local(2, 0, 2)) if x.key == a.key]
+    assert type(c).__name__ == "UpdateAlarm"
+
+
+def test_learned_state_survives_a_restart_mid_gap() -> None:
+    eng, sim = regular_life(LEARNED)
+    sim.until(local(15, 1, 0))
+    snap = json.loads(json.dumps(eng.snapshot()))
+    eng2 = Engine.restore(eng.config, sim.site, snap)
+    sim2 = Sim(eng2, sim.site, local(15, 1, 0), step=300.0)
+    assert alarms(sim2.until(local(15, 8, 5))) == []
+    [a] = alarms(sim2.until(local(15, 8, 15)))
+    assert "usually active by 07:10" in a.message_en
 
 
 def test_supervision_faults_are_kept_apart_from_alarms() -> None:
