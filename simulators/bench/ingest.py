@@ -64,12 +64,21 @@ def _publish(port: int, n: int) -> None:
     c.connect("127.0.0.1", port)
     c.loop_start()
     try:
-        infos = [c.publish(f"devices/bench-{i % DEVICES}", _payload(i), qos=1) for i in range(n)]
-        for info in infos:
-            info.wait_for_publish(timeout=60)
+        for start in range(0, n, 1000):         # in chunks: paho's queue is bounded
+            infos = [c.publish(f"devices/bench-{i % DEVICES}", _payload(i), qos=1)
+                     for i in range(start, min(n, start + 1000))]
+            for info in infos:
+                info.wait_for_publish(timeout=60)
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+def _forget(port: int, client_id: str) -> None:
+    """Drop a receiver's persistent session so later rounds do not queue messages for it."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    c.connect("127.0.0.1", port)
+    c.disconnect()
 
 
 def _bare_paho(port: int, client_id: str, n: int, timeout: float) -> float:
@@ -174,6 +183,7 @@ def run(args) -> dict:
                         gateway.append(res["rate"])
                         shed += res["shed"]
                         rejected += res["rejected"]
+                    _forget(broker.port, cid)
         finally:
             broker.cleanup()
     best_ceiling, best_gateway = max(ceiling), max(gateway)
