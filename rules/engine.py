@@ -60,21 +60,20 @@ class DeviceRoute:
     __slots__ = ("info", "where", "device_index", "household_index", "by_kind", "calls")
 
     def __init__(self, info: DeviceInfo, index: RuleIndex, site: SiteIndex,
-                 bound: dict[tuple, tuple[tuple, tuple]]) -> None:
+                 bound: dict[int, dict]) -> None:
         self.info = info
         self.where = Subject(info.device_id, info.household_id, info.grid_cell)
         #: dense indexes of the site (-1: not a site device / no household)
         self.device_index = site.device_index.get(info.device_id, -1)
         self.household_index = (site.household_index.get(info.household_id, -1)
                                 if info.household_id is not None else -1)
-        self.by_kind = by_kind = index.routes_for(info)
-        calls = {}
-        for k, handlers in by_kind.items():
-            pair = bound.get(handlers)
-            if pair is None:
-                pair = bound[handlers] = (tuple(h.on_reading for h in handlers),
-                                          tuple(h.on_reading for h in handlers if h.wants_bad))
-            calls[k] = pair
+        self.by_kind = by_kind = index.routes_for(info)     # interned: shared by devices
+        calls = bound.get(id(by_kind))
+        if calls is None:
+            calls = bound[id(by_kind)] = {
+                k: (tuple(h.on_reading for h in handlers),
+                    tuple(h.on_reading for h in handlers if h.wants_bad))
+                for k, handlers in by_kind.items()}
         self.calls = calls
 
 
@@ -122,8 +121,8 @@ class Engine:
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
         self._index = RuleIndex(self.evaluators)
         self._streams: dict[str, dict[Kind, Stream]] = {}
-        #: bound on_reading methods per (interned) handler tuple, shared by the routes
-        self._bound: dict[tuple, tuple[tuple, tuple]] = {}
+        #: bound on_reading methods per interned route (by id: the index keeps them alive)
+        self._bound: dict[int, dict] = {}
         #: every site device's route, built here so that no reading pays for it
         self._routes: dict[str, DeviceRoute] = {
             d: DeviceRoute(info, self._index, site, self._bound)

@@ -5,7 +5,8 @@ it grouped by the reading kind they listen to (rule order kept; key ``None``: ev
 listening to every kind). Its cost depends on the number of rules that could apply to that
 device, not on the number of rules; the engine calls it once per site device when it is
 built (and once for each unknown device it meets) and keeps the result. Equal handler
-tuples are interned (shared by every device that has them).
+tuples and equal routes are interned (shared by every device that has them; do not
+modify a returned route).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class RuleIndex:
         #: equal handler tuples are shared between devices (memory, and the engine's cache
         #: of bound methods per tuple)
         self._interned: dict[tuple[Evaluator, ...], tuple[Evaluator, ...]] = {}
+        self._routes: dict[tuple, dict[Kind | None, tuple[Evaluator, ...]]] = {}
         for ev in evaluators:
             field, ids = ev.index_keys()
             if field == "any":
@@ -69,7 +71,11 @@ class RuleIndex:
             out[k] = intern.setdefault(t, t)
         t = tuple(every)
         out[None] = intern.setdefault(t, t)
-        return out
+        key = tuple(out.items())
+        shared = self._routes.get(key)
+        if shared is None:
+            shared = self._routes[key] = out
+        return shared
 
 
 def _order(ev: Evaluator) -> int:

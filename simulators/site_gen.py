@@ -41,6 +41,9 @@ QUIET = {"start": "22:00", "end": "08:00"}
 #: (docs/benchmarks.md), scored on seed 0
 LEARNED = {"floor": "1.5h", "ceiling": "20h", "grace": "1h", "away_limit": "24h",
            "min_weeks": 2}
+#: raise again while a gap goes on: not in the simulated community, whose residents go away
+#: for days without an "away" switch (each stay away would alarm every day)
+REPEAT = None
 #: the fixed timeout the benchmark compares against (same quiet hours)
 FIXED = {"threshold": "3h", "quiet_hours": QUIET}
 
@@ -66,9 +69,9 @@ def inactivity_rules(time_scale: float = 1.0, learned: dict | None = None,
     if time_scale == 1.0:
         return [
             {"id": "inactivity", **base, "threshold": "12h", "baseline": learned,
-             "sources_offline_after": "6h"},
+             "sources_offline_after": "6h", "repeat_after": REPEAT},
             {"id": "inactivity_fixed", **base, "enabled": False, **fixed,
-             "sources_offline_after": "6h"},
+             "sources_offline_after": "6h", "repeat_after": REPEAT},
         ]
     # accelerated: the baseline cannot learn (it runs on the real clock); 12 h unscaled
     return [{"id": "inactivity", **base, "threshold": _scaled(12 * 3600, time_scale),
