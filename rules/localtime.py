@@ -1,4 +1,4 @@
-"""Local time of the site for quiet hours and hour-of-week baselines (epoch seconds in/out).
+"""Local time of the site for quiet hours and learned baselines (epoch seconds in/out).
 
 Contract: all functions take and return POSIX epoch seconds (UTC) and a ``ZoneInfo``; local
 wall times are resolved with zoneinfo, so DST zones are handled (a local time that does not

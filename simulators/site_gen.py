@@ -5,8 +5,8 @@ Contract: :func:`write_site` writes ``site.yaml``, ``devices.yaml``, ``rules.yam
 access controllers, which publish JSON through their vendor's MQTT bridge) for a
 :class:`~simulators.community.Community`; the directory passes ``gateway config validate``.
 Contacts are fictional (名字 and 1380000xxxx numbers). Rules: emergency calls, smoke, device
-supervision, and two inactivity rules for residents living alone — ``inactivity`` (learned
-hour-of-week baseline, :data:`LEARNED`) and ``inactivity_fixed`` (a fixed timeout with quiet
+supervision, and two inactivity rules for residents living alone — ``inactivity`` (the
+learned rhythm, :data:`LEARNED`) and ``inactivity_fixed`` (a fixed timeout with quiet
 hours, :data:`FIXED`; written disabled: it is the comparison the detection benchmark makes).
 The fixed one keeps the quiet hours :data:`QUIET`; the learned one learns the night.
 
