@@ -60,8 +60,9 @@ class UpstreamPublisher:
                  client_id: str, topic_prefix: str = "sites", username: str | None = None,
                  password: str | None = None, tls: bool = False, ca_file: str | None = None,
                  summary_s: float = 60.0, keepalive: int = 30, batch: int = 200,
-                 summary: Callable[[], dict] | None = None):
+                 summary: Callable[[], dict] | None = None, reconnect_cap_s: float = 30.0):
         self.store = store
+        self.reconnect_cap_s = reconnect_cap_s
         self.metrics = metrics
         self.site_id = site_id
         self.host, self.port, self.client_id = host, port, client_id
@@ -91,7 +92,7 @@ class UpstreamPublisher:
         return row["n"] if row else 0
 
     async def run(self) -> None:
-        delays = backoff_delays(base=0.5, cap=30.0)
+        delays = backoff_delays(base=0.5, cap=self.reconnect_cap_s)
         will = aiomqtt.Will(f"{self.base}/status", json.dumps({"online": False}), qos=1,
                             retain=True)
         while True:
@@ -105,7 +106,7 @@ class UpstreamPublisher:
                     # a batch is published pipelined on purpose: no warning per extra call
                     client.pending_calls_threshold = 2 * self.batch + 10
                     self._set_state("online")
-                    delays = backoff_delays(base=0.5, cap=30.0)
+                    delays = backoff_delays(base=0.5, cap=self.reconnect_cap_s)
                     await client.publish(f"{self.base}/status", json.dumps(
                         {"online": True, "since": utc().isoformat()}), qos=1, retain=True)
                     await self._serve(client)

@@ -33,7 +33,9 @@ class CentralSubscriber:
         self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="city-fleet-view",
                              clean_session=False)
         self.c.on_message = self._on_message
+        self.subscribed = 0
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe("sites/#", qos=1)
+        self.c.on_subscribe = lambda *a: setattr(self, "subscribed", self.subscribed + 1)
         self.c.reconnect_delay_set(0.1, 0.5)
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
@@ -67,7 +69,7 @@ async def test_alarm_events_survive_central_broker_outage(tmp_path):
     metrics = Metrics()
     pub = UpstreamPublisher(store, metrics, site_id="tianlin-07", host="127.0.0.1",
                             port=broker.port, client_id="gateway-tianlin-07-up", summary_s=0.5,
-                            summary=lambda: {"devices": {"online": 5}})
+                            summary=lambda: {"devices": {"online": 5}}, reconnect_cap_s=1.0)
     book = AlarmBook(store, load_site(EXAMPLE), on_change=lambda ch: pub.wake())
     task = asyncio.create_task(pub.run(), name="upstream-mqtt")
     try:
@@ -80,10 +82,27 @@ async def test_alarm_events_survive_central_broker_outage(tmp_path):
         await book.acknowledge(first, "duty-1", "电话已联系 resident name here")
         await book.resolve(first, "duty-1", "handled")
         assert pub.backlog() >= 32        # 30 raised + acknowledged + resolved
+        # the gateway restarts too while the broker is away: the cursor is in the store
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         broker.start()                                  # back (same port, persistent store)
+        # Observed here: messages published after a Mosquitto restart but before a persistent
+        # subscriber re-subscribed do not reach it (see the xfail in test_faults_gateway.py),
+        # so the fleet subscriber is back first; this test is about the publisher's cursor
+        await until(lambda: sub.subscribed >= 2, 15, "fleet subscriber back")
+        pub = UpstreamPublisher(store, Metrics(), site_id="tianlin-07", host="127.0.0.1",
+                                port=broker.port, client_id="gateway-tianlin-07-up",
+                                summary_s=0.5, summary=lambda: {"devices": {"online": 5}},
+                                reconnect_cap_s=1.0)
+        task = asyncio.create_task(pub.run(), name="upstream-mqtt")
         total = store.query_one("SELECT count(*) AS n FROM alarm_events")["n"]
-        await until(lambda: len({e["event_id"] for e in sub.events()}) >= total, 20,
-                    "every alarm event upstream after the outage")
+        try:
+            await until(lambda: len({e["event_id"] for e in sub.events()}) >= total, 30,
+                        "every alarm event upstream after the outage")
+        finally:
+            print(f"events {total}, received {len({e['event_id'] for e in sub.events()})}, "
+                  f"publisher {pub.state} backlog {pub.backlog()}, subscriber connected "
+                  f"{sub.c.is_connected()}")
         await until(lambda: pub.backlog() == 0, 5, "cursor caught up")
     finally:
         task.cancel()
