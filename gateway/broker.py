@@ -6,6 +6,8 @@ this one listens on loopback only, which is why it may allow anonymous clients.
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -51,7 +53,12 @@ class Mosquitto:
         self.proc: subprocess.Popen | None = None
 
     def config_text(self) -> str:
+        # Started as root, mosquitto switches to the user named here (default "mosquitto"),
+        # which cannot write the persistence file into our work directory: every restart
+        # would then silently lose all persistent sessions and their queued messages. So it
+        # stays the user that starts it (for a normal user the option is ignored).
         return "\n".join([
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             f"persistence {'true' if self.persistence else 'false'}",
@@ -60,7 +67,7 @@ class Mosquitto:
             "max_queued_messages 200000",
             "max_inflight_messages 1000",
             "message_size_limit 262144",
-            "log_dest stderr",
+            f"log_dest file {self.workdir / 'mosquitto.log'}",
             "log_type error",
             "log_type warning",
             "",
@@ -73,7 +80,7 @@ class Mosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(self.config_text())
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.DEVNULL)
         try:
             wait_port(self.port)
         except TimeoutError:
@@ -89,8 +96,6 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
         self.proc = None
 
     def cleanup(self) -> None:

@@ -92,13 +92,6 @@ def test_kill_9_fifty_times_while_forwarding(tmp_path, case_system, case_secret)
     assert no_case == 0 and failed == 0 and len(set(keys)) == n
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "OPEN BUG (reported): SOS messages the broker acknowledged to devices do not all reach "
-    "the gateway across broker restarts; a second persistent QoS 1 subscriber on the same "
-    "broker receives (nearly) all of them. Likely cause, seen in test_upstream_mqtt.py: "
-    "after a Mosquitto restart, messages published before a persistent session "
-    "re-subscribes do not reach it (session subscriptions not restored?); the gateway "
-    "reconnects later (backoff, 10 s connect timeout) so it misses more"))
 def test_device_broker_restarts_while_devices_publish(tmp_path, mosquitto):
     config = site_copy(tmp_path / "site", mqtt_port=mosquitto.port)
     gw = GatewayProcess(config, tmp_path / "data")

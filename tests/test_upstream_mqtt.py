@@ -86,9 +86,8 @@ async def test_alarm_events_survive_central_broker_outage(tmp_path):
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         broker.start()                                  # back (same port, persistent store)
-        # Observed here: messages published after a Mosquitto restart but before a persistent
-        # subscriber re-subscribed do not reach it (see the xfail in test_faults_gateway.py),
-        # so the fleet subscriber is back first; this test is about the publisher's cursor
+        # the fleet subscriber's persistent session survives the restart; wait for it so
+        # the count below is about the publisher's cursor, not the subscriber's reconnect
         await until(lambda: sub.subscribed >= 2, 15, "fleet subscriber back")
         pub = UpstreamPublisher(store, Metrics(), site_id="tianlin-07", host="127.0.0.1",
                                 port=broker.port, client_id="gateway-tianlin-07-up",
