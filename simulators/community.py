@@ -177,15 +177,33 @@ class Community:
 
     # -- the rest of life: trips, faults, presses ------------------------------------------
     def _trips(self, h: HouseholdSpec, start: float, end: float) -> tuple:
-        """Stays away overnight (visiting children, hospital): about three a year."""
+        """Stays away overnight (visiting children, hospital): about three a year, planned
+        to leave at 09-11. A trip starts from home: a resident whose routine has them out at
+        that time comes home first (the outing's own return) and leaves 15-45 min later; a
+        trip that would end while the routine has them out ends when that outing does."""
         rng = random.Random(f"{self.seed}:{h.id}:trips")
+        key, persona = h.residents[0]
         out, t = [], start + rng.expovariate(3 / 365 / DAY)
         while t < end and len(out) < 50:
-            leave = self._at_local(t, rng.uniform(9, 11))
-            back = leave + rng.randint(1, 4) * DAY + rng.uniform(-3, 6) * 3600
+            planned = self._at_local(t, rng.uniform(9, 11))
+            back = planned + rng.randint(1, 4) * DAY + rng.uniform(-3, 6) * 3600
+            settle = random.Random(f"{self.seed}:{h.id}:trip:{planned}").uniform(15, 45) * 60
+            leave = self._home_at(key, persona, planned, settle)
+            back = self._home_at(key, persona, max(back, leave + DAY / 2), 0.0)
             out.append((leave, back))
             t = back + rng.expovariate(3 / 365 / DAY)
         return tuple(out)
+
+    def _home_at(self, key: str, persona: Persona, ts: float, settle: float) -> float:
+        """``ts``, or if the routine has the resident out then, ``settle`` after they are
+        back from that outing (bounded: a day has at most a few outings)."""
+        for _ in range(10):
+            plan = self._plan_at(key, persona, ts)
+            span = next(((a, b) for a, b in plan.away if a <= ts < b), None)
+            if span is None:
+                return ts
+            ts = span[1] + settle
+        raise RuntimeError(f"{key}: no time at home near {ts}")
 
     def trips(self, h: HouseholdSpec) -> tuple:
         if not h.lives_alone:

@@ -7,7 +7,10 @@ water (litres -> m3) and electricity (base load + appliances, kWh) read every
 ``METER_PERIOD``, battery heartbeats, emergency-caller presses and kitchen smoke. Device
 faults planned by the community (offline spans, a flapping door contact, draining batteries)
 and the household's own masks (an incident: from ``stop_at`` on, nobody acts; trips away)
-are applied here. ``advance(until)`` returns every report with ``ts < until`` not yet
+are applied here. A trip ``(leave, back)`` (planned by the community to start from home) is
+the resident moving about and drawing water in the quarter hour before ``leave`` (packing),
+the door at ``leave``, nothing of the routine until ``back`` inclusive (a trip may end when
+a routine outing would have), the door and an entrance card swipe at ``back``. ``advance(until)`` returns every report with ``ts < until`` not yet
 returned (unsorted); call it with increasing ``until``.
 """
 
@@ -85,8 +88,10 @@ class HouseholdSim:
         self._occupied_until = -1.0
         self._off_pending = False
         self._carry_water = self._carry_energy = 0.0     # used after the last reading
-        for s, e in self.trips:    # leaving for and coming back from a stay away
-            self._acts += [Act(ts, DOOR) for ts in (s, e) if self.start <= ts < self.stop_at]
+        for s, e in self.trips:    # packing, leaving for and coming back from a stay away
+            trip = self._packing(s) + [Act(s, DOOR), Act(e, DOOR)]
+            self._acts += [a for a in trip if self.start <= a.ts < self.stop_at]
+            self._returns += [e] if self.start <= e < self.stop_at else []
         self._phase = rng.uniform(0, METER_PERIOD)
         self._beat = rng.uniform(0, HEARTBEAT)
 
@@ -106,15 +111,27 @@ class HouseholdSim:
                 self._acts += self._masked(plan.acts)
                 self._returns += [b for _, b in plan.away
                                   if self._done <= b < self.stop_at
-                                  and not any(s <= b < e for s, e in self.trips)]
+                                  and not self._on_trip(b)]
                 horizon = min(horizon, plan.next_wake)
             self._horizon = max(self._horizon, horizon)
         raise RuntimeError(f"{self.household_id}: planning did not reach {until}")
 
     def _masked(self, acts: tuple[Act, ...]) -> list[Act]:
         return [a for a in acts
-                if self._done <= a.ts < self.stop_at
-                and not any(s <= a.ts < e for s, e in self.trips)]
+                if self._done <= a.ts < self.stop_at and not self._on_trip(a.ts)]
+
+    def _on_trip(self, ts: float) -> bool:
+        """Away on a trip at ``ts``; the return itself is the trip's (see module contract)."""
+        return any(s <= ts <= e for s, e in self.trips)
+
+    def _packing(self, leave: float) -> list[Act]:
+        """Moving about and a toilet visit in the quarter hour before leaving for a trip."""
+        rng = random.Random(f"{self.seed}:{self.household_id}:packing:{leave}")
+        acts = [Act(leave - rng.uniform(1, 15) * 60, MOTION) for _ in range(rng.randint(3, 6))]
+        flush = leave - rng.uniform(5, 15) * 60
+        acts += [Act(flush, MOTION), Act(flush + 90, WATER, rng.uniform(4.5, 7.0))]
+        return [a for a in acts if not any(s <= a.ts <= e for s, e in self.trips
+                                           if e < leave)]
 
     # -- reports -----------------------------------------------------------------------
     def advance(self, until: float) -> list[Report]:

@@ -72,3 +72,31 @@ def test_generated_site_is_valid_and_every_payload_decodes_to_its_readings(tmp_p
         seen.add((d.type, d.shape))
     assert ("motion_sensor", "z2m") in seen and ("water_meter", "json") in seen
     assert ("door_access", "json") in seen
+
+
+def test_a_trip_always_starts_with_the_resident_at_home():
+    """A stay away starts from home: a resident out on an outing at the planned departure
+    comes home first (door), is active, then leaves (door); nothing until the return."""
+    c = Community(40, seed=0)
+    alone = [h for h in c.households if h.lives_alone]
+    trips = [(h, s, e) for h in alone for s, e in c.trips(h)]
+    assert len(trips) > 20
+    for h, s, e in trips:
+        key, persona = h.residents[0]
+        assert c._plan_at(key, persona, s).at_home(s), (h.id, s)
+        assert c._plan_at(key, persona, e).at_home(e), (h.id, e)
+    hours = [datetime.fromtimestamp(s, c.zone).hour for _, s, _ in trips]
+    assert any(x >= 11 for x in hours), "some departures waited for the resident to come home"
+    moved = [(h, s, e) for h, s, e in trips if datetime.fromtimestamp(s, c.zone).hour >= 11]
+    for h, s, e in moved[:4]:     # the devices tell the same story
+        mine = {d.id: d.type for d in c.devices if d.household == h.id}
+        seen = [(r.ts, mine[r.device_id], v) for batch in c.reports(s - 6 * 3600, s + 3600,
+                                                                    households=[h.id],
+                                                                    shared=False)
+                for r in batch for k, v in r.values if k in (Kind.MOTION, Kind.DOOR_OPEN)]
+        doors = [ts for ts, t, v in seen if t == "door_contact" and v is True]
+        assert s in doors, "the door opens when the resident leaves"
+        came_home = max(ts for ts in doors if ts < s)
+        assert any(t == "motion_sensor" and v is True and came_home < ts < s
+                   for ts, t, v in seen), "active at home between coming home and leaving"
+        assert not [ts for ts, t, v in seen if v is True and s < ts], "nothing while away"
