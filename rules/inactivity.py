@@ -15,7 +15,9 @@ Contract:
   opening while the resident was at home and nothing inside followed, the resident is taken
   to be out: the limit is ``away_limit`` instead, and the gap is not learned. The next
   door opening (coming home) or any activity inside ends it; so a resident who falls right
-  after coming home is judged as at home, from the door.
+  after coming home is judged as at home, from the door. A meter increase within
+  ``METER_LAG`` of the door does not: meters report what was used since their last reading
+  (water drawn just before leaving shows up after the door).
 - ``repeat_after``: while the gap goes on, an alarm is raised again that long after the last
   one (a new alarm if staff resolved it, an update if still open).
 - Liveness: any good reading from a source device (heartbeat, battery...; ``Engine.seen``)
@@ -48,7 +50,7 @@ from rules.spec import CUMULATIVE_KINDS, InactivityRule, value_type
 if TYPE_CHECKING:
     from rules.engine import Engine, Stream
 
-__all__ = ["InactivityEval", "SOURCE_DEVICE_TYPES"]
+__all__ = ["InactivityEval", "METER_LAG", "SOURCE_DEVICE_TYPES"]
 
 #: Which device types can report each activity kind.
 SOURCE_DEVICE_TYPES: dict[Kind, frozenset[str]] = {
@@ -59,6 +61,8 @@ SOURCE_DEVICE_TYPES: dict[Kind, frozenset[str]] = {
     Kind.ACCESS: frozenset({"door_access"}),
 }
 _SCAN_EVERY = 5.0
+#: a cumulative meter's increase this soon after the door (out) was used before leaving
+METER_LAG = 20 * 60.0
 NORMAL, ALARMED, SOURCES_OFFLINE = 0, 1, 2
 _DAYS_EN = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturdays",
             "Sundays")
@@ -149,6 +153,8 @@ class InactivityEval(Evaluator):
         if kind in CUMULATIVE_KINDS:
             if prev is None or v <= prev:  # type: ignore[operator]
                 return
+            if self._out[i] and t - self._last[i] < METER_LAG:
+                return      # read after the door, drawn before it: still out
         elif v is not True and value_type(kind) is not str:
             return
         last = self._last[i]

@@ -278,3 +278,33 @@ def test_supervision_faults_are_kept_apart_from_alarms() -> None:
     assert not any(isinstance(a, RaiseAlarm) for a in sim.out)
     eng.set_device_mode("smoke-1", "maintenance")
     assert [type(a).__name__ for a in sim.feed("smoke-1", "fault", True)] == ["TestRecord"]
+
+
+def test_water_read_just_after_leaving_is_not_coming_home() -> None:
+    """Meters report what was used since their last reading: water drawn just before the
+    door shows up after it and does not end "out"; water used well after the door does."""
+    rule = {**LEARNED, "baseline": {**LEARNED["baseline"], "away_limit": "4h"}}
+    eng, sim = regular_life(rule, door_at=(9, 15))
+    sim.feed("water-1", "water_volume", 10.0)
+    for hh in range(7, 9):
+        sim.until(local(15, hh, 10))
+        sim.feed("motion-1", "motion", True)
+    sim.until(local(15, 9, 10))
+    sim.feed("door-1", "door_open", True)       # leaves
+    sim.until(local(15, 9, 20))
+    sim.feed("water-1", "water_volume", 10.2)   # the flush before leaving, read now
+    assert alarms(sim.until(local(15, 13, 5))) == []    # not "at home and still" at 11:10
+    [a] = alarms(sim.until(local(15, 13, 15)))
+    assert "since the door opened (Mon 09:10); out longer than 4 h" in a.message_en
+    eng, sim = regular_life(rule, door_at=(9, 15))      # the same Monday again
+    sim.feed("water-1", "water_volume", 10.0)
+    for hh in range(7, 10):
+        sim.until(local(15, hh, 10))
+        sim.feed("motion-1", "motion", True)
+    sim.until(local(15, 10, 10))
+    sim.feed("door-1", "door_open", True)
+    sim.until(local(15, 10, 45))
+    sim.feed("water-1", "water_volume", 10.2)   # 35 min after the door: somebody is home
+    [b] = alarms(sim.until(local(15, 13)))      # (out, it would wait until 14:10)
+    assert b.message_en == ("h1: no activity for 1 h 25 min (since Mon 10:45); usually "
+                            "active by 11:10 on weekdays")
