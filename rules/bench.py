@@ -69,12 +69,14 @@ def _base_rules() -> list[dict]:
     ]
 
 
-def bench_rules(n: int, households: int, seed: int, cells: int = 50) -> RulesConfig:
-    """``n`` rules: the ten base rules, then scoped ones cycling over households/devices."""
+def bench_rules(n: int, households: int, seed: int, cells: int = 50,
+                h_offset: int = 0) -> RulesConfig:
+    """``n`` rules: the ten base rules, then scoped ones cycling over households/devices
+    ``h_offset`` .. ``h_offset + households - 1``."""
     rng = random.Random(seed)
     rules = _base_rules()[:n]
     for j in range(len(rules), n):
-        h = rng.randrange(households)
+        h = h_offset + rng.randrange(households)
         scope = j % 4
         if scope == 0:
             rules.append({"id": f"temp_h{j}", "kind": "threshold", "category": "comfort",
@@ -220,11 +222,19 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
         runs[n] = best
     few, many = compare
     main = runs[rules]
+    # The same number of rules, but scoped to other households than the readings come from:
+    # the cost of the index alone, apart from the extra rules that really fire above.
+    idle_site = bench_site(2 * households)
+    idle_cfg = bench_rules(many, households, seed, h_offset=households)
+    idle = max((_run(idle_cfg, idle_site, data) for _ in range(max(1, repeat))),
+               key=lambda row: row["events_per_s"])
     return {
         "households": households, "rules": rules, "readings": readings, "seed": seed,
         "events_per_s": main["events_per_s"], "us_p50": main["us_p50"],
         "us_p99": main["us_p99"],
         "ratio_many_rules": runs[many]["events_per_s"] / runs[few]["events_per_s"],
+        "ratio_many_rules_not_firing": idle["events_per_s"] / runs[few]["events_per_s"],
+        "actions_by_rules": {str(n): runs[n]["actions"] for n in counts},
         "runs": list(runs.values()),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "inactivity": inactivity_memory(memory_households) if memory_households else None,
