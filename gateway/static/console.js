@@ -86,7 +86,7 @@ function householdCard(a) {
 }
 function caseLine(a) {
   if (a.test) return "";
-  const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status || "")}` : t("case_none");
+  const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status ? t("cs_" + a.case_status) : "")}` : t("case_none");
   return `<span class="case">${status}</span>${a.case_error ? ` <span class="error">${esc(a.case_error)}</span>` : ""}`;
 }
 function cardHtml(a, now) {

@@ -3,6 +3,7 @@
 // attributes in console.html and by t() in the scripts.
 window.I18N = {
   zh: {
+    cs_accepted: "已受理", cs_dispatched: "已派单", cs_on_site: "已到场", cs_closed: "已结案", cs_rejected: "已退回",
     title: "社区值班台", login: "登录", logout: "退出", username: "用户名", password: "密码",
     first_start: "首次启动？用设置令牌创建管理员", setup_title: "创建第一个管理员",
     setup_hint: "设置令牌在网关首次启动时打印在控制台上，只能使用一次。", setup_token: "设置令牌",
@@ -38,6 +39,7 @@ window.I18N = {
     reconnecting: "正在重连", error: "出错了", seen: "次", first_seen: "首次发现", sample: "报文样例",
   },
   en: {
+    cs_accepted: "accepted", cs_dispatched: "dispatched", cs_on_site: "on site", cs_closed: "closed", cs_rejected: "rejected",
     title: "Community duty console", login: "Log in", logout: "Log out", username: "User name",
     password: "Password", first_start: "First start? Create the admin with the setup token",
     setup_title: "Create the first admin",
