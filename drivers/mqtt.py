@@ -183,7 +183,20 @@ class MqttIntake:
         payload = msg.payload
         mid, qos = msg.mid, msg.qos
         self.metrics.counters[self._ingested_key] += 1    # inc() without the label sort
-        readings = self._decode(topic, payload)
+        try:
+            readings = self._decode(topic, payload)
+        except Exception as exc:  # noqa: BLE001 - see below
+            # A message our own decoding could not handle (a bug, not a DecodeError) must not
+            # stop the intake: left unacknowledged, the broker would redeliver it after every
+            # reconnect and wedge the gateway. Counted, logged with topic and a sample, acked.
+            self.metrics.inc("gateway_rejected_total", reason="internal_error", transport="mqtt")
+            self._rlog.error(("internal_error", topic), "cannot decode %s (%d bytes, starts %r):"
+                             " %s: %s", topic, len(payload), payload[:80], type(exc).__name__,
+                             exc)
+            binding = self.bindings.get(topic)
+            if binding is not None:
+                self.on_error(binding.device_id, "internal_error")
+            readings = []
         if not readings:
             self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
             return

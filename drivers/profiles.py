@@ -281,8 +281,11 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str,
     where = where or device_id
     try:
         obj = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError("malformed_json", f"not JSON: {exc}", where=where) from exc
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer than
+        # Python's digit limit; RecursionError a payload nested too deeply to parse.
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise DecodeError("malformed_json", f"not JSON: {detail}", where=where) from None
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", "payload must be a JSON object", where=where)
     ts = received_at

@@ -38,7 +38,7 @@ def availability_reading(device_id: str, payload: bytes, ts: datetime, *,
     if text.startswith("{"):
         try:
             state = json.loads(text).get("state")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, RecursionError, AttributeError):
             raise DecodeError("malformed_json", "availability is not a JSON object",
                               where=where) from None
     if not isinstance(state, str) or state.lower() not in _STATES:
@@ -57,8 +57,9 @@ def bridge_devices(payload: bytes) -> list[dict]:
     """
     try:
         data = json.loads(payload)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError("malformed_json", f"not JSON: {exc}", where=BRIDGE_DEVICES) from None
+    except (ValueError, RecursionError) as exc:   # see decode_json: depth and digit limits
+        raise DecodeError("malformed_json", f"not JSON: {str(exc)[:200]}",
+                          where=BRIDGE_DEVICES) from None
     if not isinstance(data, list):
         raise DecodeError("not_a_list", "bridge/devices must be a JSON list",
                           where=BRIDGE_DEVICES)

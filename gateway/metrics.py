@@ -95,12 +95,18 @@ class RateLimitedLog:
         self._last: dict[tuple, tuple[float, int]] = {}
 
     def warning(self, key: tuple, msg: str, *args: object) -> None:
+        self._log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: tuple, msg: str, *args: object) -> None:
+        self._log(logging.ERROR, key, msg, *args)
+
+    def _log(self, level: int, key: tuple, msg: str, *args: object) -> None:
         now = time.monotonic()
         last, suppressed = self._last.get(key, (-1e18, 0))
         if now - last >= self.interval_s:
             if suppressed:
                 msg += f" (+{suppressed} similar suppressed)"
-            self.logger.warning(msg, *args)
+            self.logger.log(level, msg, *args)
             self._last[key] = (now, 0)
             if len(self._last) > 10_000:      # bound memory under a flood of distinct keys
                 self._last.clear()

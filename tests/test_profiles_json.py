@@ -84,3 +84,14 @@ def test_random_objects_only_decode_error(obj):
     except DecodeError:
         return
     assert readings and all(r.device_id == "c1" for r in readings)
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 5000,                                   # nested past the parser's recursion limit
+    b'{"sos": ' + b"9" * 5000 + b"}",              # an integer past Python's digit limit
+    b'{"battery": 1e999}',                         # inf
+])
+def test_pathological_json_is_a_decode_error(payload):
+    with pytest.raises(DecodeError) as exc:
+        decode_json(CALLER, "c1", payload, NOW)
+    assert exc.value.reason in ("malformed_json", "wrong_type")
