@@ -123,6 +123,40 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """List the case outbox's failed rows, or put them back in the queue (``--retry-failed``).
+
+    A row fails when the case system refused it (4xx). Once the cause is fixed (a grid cell
+    code, the case system's configuration), re-queued rows are sent again in their original
+    order by the running gateway; their idempotency keys make a resend safe.
+    """
+    store = _open_store(args.data)
+    try:
+        failed = store.query("SELECT seq, alarm_id, topic, attempts, last_error FROM outbox "
+                             "WHERE state='failed' ORDER BY seq")
+        for row in failed:
+            print(f"seq {row['seq']} alarm {row['alarm_id']} {row['topic']} after "
+                  f"{row['attempts']} attempt(s): {row['last_error']}")
+        if args.retry_failed and failed:
+            def tx(conn) -> int:
+                from gateway.store import record_audit
+
+                n = conn.execute("UPDATE outbox SET state='pending', attempts=0, "
+                                 "next_attempt_at=0 WHERE state='failed'").rowcount
+                conn.execute("UPDATE alarms SET case_error=NULL WHERE id IN (SELECT alarm_id "
+                             "FROM outbox WHERE state='pending')")
+                record_audit(conn, "cli", "outbox.retry_failed", "", rows=n)
+                return n
+
+            print(f"{store.write_sync(tx)} row(s) queued again; the running gateway sends them "
+                  f"within seconds")
+        elif not failed:
+            print("no failed rows")
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_rules_replay(args: argparse.Namespace) -> int:
     from edge_config.loader import load_site
     from gateway.model import Reading
@@ -289,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--password-stdin", action="store_true")
     ua.add_argument("--data", required=True)
     ua.set_defaults(fn=cmd_user_add)
+
+    ob = sub.add_parser("outbox", help="the case outbox: list failed rows, queue them again")
+    ob.add_argument("--data", required=True)
+    ob.add_argument("--retry-failed", action="store_true",
+                    help="queue every failed row again (after fixing the cause)")
+    ob.set_defaults(fn=cmd_outbox)
 
     rules = sub.add_parser("rules", help="rules").add_subparsers(dest="sub", required=True)
     rr = rules.add_parser("replay", help="replay recorded readings (JSON lines) through the "

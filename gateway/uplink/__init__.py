@@ -6,12 +6,13 @@ Every failure of an uplink call is one of exactly two exceptions, both derived f
 :class:`gateway.UplinkError`, so a caller (the durable outbox) needs one decision only:
 
 - :class:`RetryableUplinkError` — try again later with the SAME idempotency key: the
-  connection failed or timed out, the server answered 5xx, 408 or 429, the circuit breaker
+  connection failed or timed out, the server answered 5xx, 401 (our clock or key: fixed
+  outside the request), 408 or 429, the circuit breaker
   is open, or the reply could not be understood. A garbled reply to a POST may come from a
   server that already applied the request; retrying is safe precisely because every create
   and update carries an idempotency key the server deduplicates on.
-- :class:`PermanentUplinkError` — the server understood and refused (4xx other than 408/429:
-  validation, signature, unknown case, idempotency-key conflict). Retrying the same request
+- :class:`PermanentUplinkError` — the server understood and refused (4xx other than 401/408/429:
+  validation, unknown case, idempotency-key conflict). Retrying the same request
   will not help; the outbox surfaces it to staff instead of retrying forever.
 
 Both carry ``status`` (the HTTP status, or ``None`` when there was no reply), ``reason``

@@ -420,7 +420,10 @@ class HmacAuth(httpx.Auth):
 
 
 _M = TypeVar("_M", bound=BaseModel)
-_RETRYABLE_4XX = frozenset({408, 429})
+#: 401 is the receiver refusing our signature: a clock not yet synchronised (a Pi has no
+#: real-time clock) or a key being rotated. Both are fixed outside the request, so the request
+#: is kept and retried (the breaker slows the retries) instead of the alarm's case given up.
+_RETRYABLE_4XX = frozenset({401, 408, 429})
 _DETAIL_MAX = 300
 
 
