@@ -257,6 +257,14 @@ def restore_backup(archive: str | Path, data_dir: str | Path, config_dir: str | 
     archive, data_dir, config_dir = Path(archive), Path(data_dir), Path(config_dir)
     if not archive.is_file():
         raise BackupError(f"{archive}: no such file")
+    if (data_dir / "gateway.lock").exists():
+        from gateway.store import lock_data_dir
+
+        lock = lock_data_dir(data_dir)
+        if lock is None:
+            raise BackupError(f"{data_dir}: a gateway is running on this data directory; "
+                              f"stop it first (systemctl stop community-gateway)")
+        lock.close()
     for target in (data_dir, config_dir):
         target.parent.mkdir(parents=True, exist_ok=True)
         if not force and target.exists() and any(target.iterdir()):

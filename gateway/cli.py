@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gateway import ConfigError, __version__
+from gateway import ConfigError, GatewayError, __version__
 
 __all__ = ["main", "run_until_signalled"]
 
@@ -67,7 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
         return 1
-    return run_until_signalled(gw.run())
+    try:
+        return run_until_signalled(gw.run())
+    except GatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
 from drivers.profiles import load_profiles
 from edge_config.loader import SiteConfig, load_site
-from gateway import ConfigError
+from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
@@ -31,7 +31,7 @@ from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
 from gateway.sdnotify import notify_task
-from gateway.store import Store
+from gateway.store import Store, lock_data_dir
 
 __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]
 
@@ -138,12 +138,17 @@ class Gateway:
 
     async def run(self) -> None:
         site = self.site
+        lock = lock_data_dir(self.data_dir)
+        if lock is None:
+            raise GatewayError(f"{self.data_dir}: another gateway (or a restore) is using this "
+                               f"data directory")
         store = Store(self.data_dir / "gateway.db")
         store.open()
         try:
             await self._run(site, store)
         finally:
             store.close()
+            lock.close()
 
     async def _run(self, site: SiteConfig, store: Store) -> None:
         auth = Auth(store, setup_token_file=self.data_dir / "first-admin-setup-token")

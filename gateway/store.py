@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 from gateway import StoreError
 
-__all__ = ["Store", "SCHEMA_VERSION"]
+__all__ = ["Store", "SCHEMA_VERSION", "lock_data_dir", "record_audit"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -296,6 +296,25 @@ class Store:
 
     async def audit(self, actor: str, action: str, target: str = "", **detail: Any) -> None:
         await self.write(lambda c: record_audit(c, actor, action, target, **detail))
+
+
+def lock_data_dir(data_dir: Path):
+    """Hold an exclusive lock on ``data_dir`` for as long as the returned file stays open.
+
+    The running gateway holds it, so a second gateway on the same data, or ``gateway
+    restore`` into it, is refused instead of corrupting it. Returns None when the lock is
+    held by another process.
+    """
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(data_dir / "gateway.lock", "a+")  # noqa: SIM115 - lifetime is the caller's
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def record_audit(conn: sqlite3.Connection, actor: str, action: str, target: str = "",

@@ -239,3 +239,28 @@ def test_every_sqlite_database_is_snapshotted_and_telemetry_can_be_left_out(tmp_
         assert "data/telemetry.db" not in tar.getnames()
     with pytest.raises(BackupError, match="cannot be excluded"):
         create_backup(data, EXAMPLE, tmp_path / "x.tar.gz", exclude=["gateway.db"])
+
+
+def test_restore_refuses_while_a_gateway_runs_on_the_data_dir(tmp_path, mosquitto):
+    """The running gateway holds a lock on its data directory; restore and a second gateway
+    on the same data are refused instead of corrupting it."""
+    from tests.support import GatewayProcess, site_copy
+
+    config = site_copy(tmp_path / "site", mqtt_port=mosquitto.port)
+    gw = GatewayProcess(config, tmp_path / "data").start()
+    try:
+        archive = tmp_path / "b.tar.gz"
+        made = gw.cli("backup", "--data", str(gw.data), "--config", str(config), "--out",
+                      str(archive))
+        assert made.returncode == 0, made.stderr
+        res = gw.cli("restore", str(archive), "--data", str(gw.data), "--config", str(config),
+                     "--force")
+        assert res.returncode != 0
+        assert "a gateway is running on this data directory" in res.stderr
+        second = GatewayProcess(config, tmp_path / "data")
+        out = second.cli("run", "--config", str(config), "--data", str(gw.data), "--port",
+                         "1")
+        assert out.returncode == 1 and "another gateway" in out.stderr
+        assert gw.ready()
+    finally:
+        gw.stop()
