@@ -60,7 +60,7 @@ class DeviceRoute:
     __slots__ = ("info", "where", "device_index", "household_index", "by_kind", "calls")
 
     def __init__(self, info: DeviceInfo, index: RuleIndex, site: SiteIndex,
-                 bound: dict[int, dict]) -> None:
+                 bound: dict[int, Any]) -> None:
         self.info = info
         self.where = Subject(info.device_id, info.household_id, info.grid_cell)
         #: dense indexes of the site (-1: not a site device / no household)
@@ -70,11 +70,20 @@ class DeviceRoute:
         self.by_kind = by_kind = index.routes_for(info)     # interned: shared by devices
         calls = bound.get(id(by_kind))
         if calls is None:
-            calls = bound[id(by_kind)] = {
-                k: (tuple(h.on_reading for h in handlers),
-                    tuple(h.on_reading for h in handlers if h.wants_bad))
-                for k, handlers in by_kind.items()}
+            calls = bound[id(by_kind)] = {k: _calls_of(handlers, bound)
+                                          for k, handlers in by_kind.items()}
         self.calls = calls
+
+
+def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple[tuple, tuple]:
+    """``(calls, bad_calls)`` of an interned handler tuple, shared by every route that has it
+    (few objects for the garbage collector to scan, however many distinct routes there are);
+    each evaluator's bound ``on_reading`` is made once (``Evaluator.call``)."""
+    pair = bound.get(id(handlers))
+    if pair is None:
+        pair = bound[id(handlers)] = (tuple(h.call for h in handlers),
+                                      tuple(h.call for h in handlers if h.wants_bad))
+    return pair
 
 
 class Stream:
@@ -121,8 +130,9 @@ class Engine:
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
         self._index = RuleIndex(self.evaluators)
         self._streams: dict[str, dict[Kind, Stream]] = {}
-        #: bound on_reading methods per interned route (by id: the index keeps them alive)
-        self._bound: dict[int, dict] = {}
+        #: bound on_reading methods per interned route and per interned handler tuple (by
+        #: id: the index keeps both alive)
+        self._bound: dict[int, Any] = {}
         #: every site device's route, built here so that no reading pays for it
         self._routes: dict[str, DeviceRoute] = {
             d: DeviceRoute(info, self._index, site, self._bound)

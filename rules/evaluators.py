@@ -29,6 +29,22 @@ __all__ = ["CompoundEval", "CountEval", "Evaluator", "HeldEval", "MatchEval", "T
            "matches"]
 
 
+_NO_IDS: frozenset[str] = frozenset()
+_KIND_SETS: dict[frozenset[Kind], frozenset[Kind]] = {}
+
+
+def _ids(ids: Iterable[str]) -> frozenset[str]:
+    """A filter's ids; an empty filter is one shared object (thousands of rules, few objects
+    for the garbage collector to scan)."""
+    return frozenset(ids) if ids else _NO_IDS
+
+
+def kind_set(kinds: Iterable[Kind]) -> frozenset[Kind]:
+    """The frozenset of ``kinds``, shared by every rule listening to the same kinds."""
+    fs = frozenset(kinds)
+    return _KIND_SETS.setdefault(fs, fs)
+
+
 def matches(cond: Condition, kind: Kind, value: Value) -> bool:
     """Whether a reading of ``kind`` with ``value`` satisfies ``cond``."""
     return cond.kind is kind and (cond.value is None or cond.value == value)
@@ -45,11 +61,13 @@ class Evaluator:
         self.order = order
         self.engine = engine
         self.book = engine.book
-        self._devices = frozenset(rule.devices)
-        self._types = frozenset(rule.device_types)
-        self._households = frozenset(rule.households)
-        self._cells = frozenset(rule.grid_cells)
+        self._devices = _ids(rule.devices)
+        self._types = _ids(rule.device_types)
+        self._households = _ids(rule.households)
+        self._cells = _ids(rule.grid_cells)
         self._due: dict[str, float] = {}
+        #: ``on_reading`` bound once: the engine's routes share it (one object per rule)
+        self.call = self.on_reading
 
     def accepts(self, d: DeviceInfo) -> bool:
         return ((not self._devices or d.device_id in self._devices)
@@ -115,7 +133,7 @@ class MatchEval(Evaluator):
         ks = {rule.when.kind}
         if rule.clear_when is not None:
             ks.add(rule.clear_when.kind)
-        self.kinds = frozenset(ks)
+        self.kinds = kind_set(ks)
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
         rule = self.rule
@@ -134,18 +152,20 @@ class ThresholdEval(_PendingEval):
 
     def __init__(self, rule: ThresholdRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
-        self.kinds = frozenset({rule.metric})
+        self.kinds = kind_set((rule.metric,))
+        self._up = rule.above is not None
+        self._limit = rule.above if self._up else rule.below
+        self._clear_at = (rule.above - rule.hysteresis if self._up       # type: ignore
+                          else rule.below + rule.hysteresis)            # type: ignore
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
-        rule, v = self.rule, r.value
-        if rule.above is not None:
-            over, clear = v > rule.above, v <= rule.above - rule.hysteresis  # type: ignore
-        else:
-            over, clear = v < rule.below, v >= rule.below + rule.hysteresis  # type: ignore
+        v = r.value
+        over = v > self._limit if self._up else v < self._limit  # type: ignore[operator]
         dev = st.device_id
         s = self._pending.get(dev)
-        if s is None:
+        if s is None:        # normal: only a value over the limit matters (the common case)
             if over:
+                rule = self.rule
                 self._where[dev] = st.where
                 self._pending[dev] = [t, v]
                 if rule.for_ <= 0:
@@ -155,7 +175,8 @@ class ThresholdEval(_PendingEval):
             return
         s[1] = v
         if len(s) == 3:      # active: only the clear level ends it (hysteresis)
-            if clear:
+            if v <= self._clear_at if self._up else v >= self._clear_at:  # type: ignore
+                rule = self.rule
                 del self._pending[dev]
                 self.book.clear(rule, f"{rule.id}:{dev}", t, f"{r.kind.value}={v}",
                                 rule.auto_resolve_on_clear)
@@ -183,37 +204,46 @@ class CountEval(Evaluator):
 
     def __init__(self, rule: CountRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
-        self.kinds = frozenset({rule.when.kind})
+        self.kinds = kind_set((rule.when.kind,))
+        self._kind, self._want = rule.when.kind, rule.when.value
+        self._per_household = rule.per == "household"
+        #: engine times of the matching readings in the window, per group (in place)
         self._times: dict[str, list[float]] = {}
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
-        rule = self.rule
-        if not matches(rule.when, r.kind, r.value):
+        want = self._want
+        if r.kind is not self._kind or (want is not None and r.value != want):
             return
-        if self.engine.mode_of(st.device_id) != "normal":
+        rule = self.rule
+        engine = self.engine
+        if engine._modes and engine.mode_of(st.device_id) != "normal":
             # a press under test is recorded, and never counts toward an alarm
             self.book.trigger(rule, f"{rule.id}:{st.device_id}", st.where, t, {}, r.value)
             return
-        if rule.per == "household":
+        if self._per_household:
             group = st.where.household_id
             if group is None:
                 return
-            where = Subject(None, group, st.where.grid_cell)
         else:
-            group, where = st.device_id, st.where
-        lo = t - rule.window
-        times = [x for x in self._times.get(group, ()) if x > lo]
-        times.append(t)
+            group = st.device_id
+        times = self._times.get(group)
+        if times is None:
+            times = self._times[group] = [t]
+        else:
+            lo = t - rule.window
+            if min(times) <= lo:     # prune only when something fell out of the window
+                times[:] = [x for x in times if x > lo]
+            times.append(t)
         if len(times) >= rule.count:
-            self._times.pop(group, None)
+            del self._times[group]
+            where = (Subject(None, group, st.where.grid_cell) if self._per_household
+                     else st.where)
             fields = self._fields(st, r.value, count=len(times),
                                   duration=bilingual_duration(rule.window))
             self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
-        else:
-            self._times[group] = times
 
     def state(self) -> dict:
-        return {"times": self._times}
+        return {"times": {k: list(v) for k, v in self._times.items()}}
 
     def load(self, d: dict) -> None:
         self._times = {k: list(v) for k, v in d["times"].items()}
@@ -226,17 +256,21 @@ class HeldEval(_PendingEval):
 
     def __init__(self, rule: HeldRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
-        self.kinds = frozenset({rule.when.kind})
+        self.kinds = kind_set((rule.when.kind,))
+        self._increasing, self._want = rule.increasing, rule.when.value
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
-        rule, v = self.rule, r.value
-        if rule.increasing:
+        v = r.value
+        if self._increasing:
             on = prev is not None and v > prev  # type: ignore[operator]
         else:
-            on = v == rule.when.value
+            on = v == self._want
+        dev = st.device_id
+        if not on and dev not in self._pending:
+            return           # the state does not hold and was not holding: nothing changes
+        rule = self.rule
         if on and rule.hours is not None:
             on = rule.hours.contains(self.engine.local_minute(r.ts))
-        dev = st.device_id
         s = self._pending.get(dev)
         if on:
             if s is None:
@@ -271,7 +305,7 @@ class CompoundEval(Evaluator):
     def __init__(self, rule: CompoundRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
         self._terms = [term.when for term in rule.terms]
-        self.kinds = frozenset(c.kind for c in self._terms)
+        self.kinds = kind_set(c.kind for c in self._terms)
         self._seen: dict[str, list[float | None]] = {}
         self._need_all = rule.all is not None
 

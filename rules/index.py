@@ -71,7 +71,10 @@ class RuleIndex:
             out[k] = intern.setdefault(t, t)
         t = tuple(every)
         out[None] = intern.setdefault(t, t)
-        key = tuple(out.items())
+        # a flat key of kind names and interned tuples' ids (kept alive by ``_interned``):
+        # one tuple of atoms per distinct route, which the garbage collector stops tracking
+        key = tuple(x for k, t in out.items()
+                    for x in ("" if k is None else k.value, id(t)))
         shared = self._routes.get(key)
         if shared is None:
             shared = self._routes[key] = out
