@@ -21,19 +21,25 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# the distribution starts its own mosquitto on :1883; the gateway runs its own broker instead
-if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then :; fi
+# (the distribution's own mosquitto service may run on :1883; the demo and the tests start
+# their own brokers on free loopback ports and never touch it)
 
 venv="$root/.venv"
-stamp="$venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+hash=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if [ ! -f "$stamp" ]; then
+# the demo needs the project; the tests also need the test extra (Playwright, hypothesis, ...)
+if [ "$what" = test ]; then extra="[test]"; wanted=("$venv/.installed-$hash-test")
+else extra=""; wanted=("$venv/.installed-$hash-test" "$venv/.installed-$hash-demo"); fi
+have=""
+for s in "${wanted[@]}"; do [ -f "$s" ] && have=1; done
+if [ -z "$have" ]; then
   echo "quickstart: installing Python packages into .venv" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$venv/bin/python" -m pip install -q -e ".[test]"
-  rm -f "$venv"/.installed-*; touch "$stamp"
+  "$venv/bin/python" -m pip install -q -e ".$extra"
+  find "$venv" -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash-*" -delete
+  touch "$venv/.installed-$hash-${what}"
 fi
 
 case "$what" in

@@ -114,6 +114,9 @@ class CaseStatusPoller:
     async def run(self) -> None:
         failures = 0
         async with self.client:
+            # Callbacks are the fast path; polling is the fallback. The first poll waits one
+            # interval, so a case system that starts with the gateway is not reported down.
+            await asyncio.sleep(min(self.interval_s, 30.0))
             while True:
                 try:
                     await self.poll_once()

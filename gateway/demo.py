@@ -43,6 +43,7 @@ async def run_demo(args) -> None:
     from simulators.community_mqtt import run_community
     from simulators.devices import run_devices
 
+    _check_port_free(args.port)     # before anything starts: nothing to leave behind
     tmp = None
     if args.data:
         data = Path(args.data)
@@ -74,7 +75,7 @@ async def run_demo(args) -> None:
             api_port=args.port, mqtt_port=broker.port,
             case_system_url=f"http://127.0.0.1:{case_port}",
             callback_url=f"http://127.0.0.1:{args.port}/api/case-callback"))
-        password = _ensure_demo_user(data / "gateway")
+        password, admin_password = _ensure_demo_users(data / "gateway")
         devices = [(d.id, d.type, d.topic) for d in gw.site.devices.devices]
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve_uvicorn(cs), name="case-system-sim")
@@ -83,6 +84,8 @@ async def run_demo(args) -> None:
             print(f"\n  Demo community running.\n"
                   f"  Console:  http://127.0.0.1:{args.port}/\n"
                   f"  Log in as 'duty' with password: {password}\n"
+                  f"  (installer pages and admin: user 'admin', password: {admin_password})\n"
+                  f"  Data: {data if tmp is None else 'a temporary directory, removed on exit (keep it with --data DIR)'}\n"
                   f"  MQTT broker: 127.0.0.1:{broker.port}   case system: "
                   f"http://127.0.0.1:{case_port}/_sim/cases\n"
                   f"{note}"
@@ -123,17 +126,34 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
     return community, "sim-community", note
 
 
-def _ensure_demo_user(data: Path) -> str:
-    """Create (or reset) the demo duty user with a new random password."""
+def _check_port_free(port: int) -> None:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(f"gateway demo: port {port} is in use; choose another with "
+                             f"--port N") from None
+
+
+def _ensure_demo_users(data: Path) -> tuple[str, str]:
+    """Create (or reset) the demo's duty and admin users with new random passwords (so the
+    demo never asks for the first-admin setup token)."""
     from gateway.auth import Auth
     from gateway.store import Store
 
     store = Store(data / "gateway.db")
     store.open()
     try:
-        password = secrets.token_urlsafe(9)
-        store.write_sync(lambda c: c.execute("DELETE FROM users WHERE username='duty'"))
-        Auth(store).add_user("duty", "duty", password, display_name="值班员")
-        return password
+        auth = Auth(store)
+        out = []
+        for user, role, name in (("duty", "duty", "值班员"), ("admin", "admin", "管理员")):
+            password = secrets.token_urlsafe(9)
+            store.write_sync(lambda c, u=user: c.execute("DELETE FROM users WHERE username=?",
+                                                         (u,)))
+            auth.add_user(user, role, password, display_name=name)
+            out.append(password)
+        return out[0], out[1]
     finally:
         store.close()

@@ -121,8 +121,11 @@ class HealthBook:
 
     def _set(self, h: DeviceHealth, state: str, why: str) -> None:
         if h.state != state:
-            log.info("device %s: %s -> %s%s", h.device_id, h.state, state,
-                     f" ({why})" if why else "")
+            # a device's first report is routine (1,000 of them after a start); changes
+            # after that are what an operator wants in the log
+            level = logging.DEBUG if h.state == "unknown" and state == "online" else logging.INFO
+            log.log(level, "device %s: %s -> %s%s", h.device_id, h.state, state,
+                    f" ({why})" if why else "")
             h.state = state
 
     def summary(self) -> dict[str, int]:

@@ -336,9 +336,19 @@ async def _every(seconds: float, fn) -> None:
         fn()
 
 
+async def _serve_or_raise(server: uvicorn.Server) -> None:
+    # uvicorn answers a port it cannot bind with sys.exit(); as SystemExit that would skip
+    # every finally block of the tasks around it (the demo's broker would be left running).
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        raise GatewayError(f"cannot serve on {server.config.host}:{server.config.port} "
+                           f"(in use?)") from exc
+
+
 async def serve_uvicorn(server: uvicorn.Server) -> None:
     """Serve until cancelled; then let uvicorn shut down gracefully (lifespan, sockets)."""
-    task = asyncio.create_task(server.serve(), name="uvicorn")
+    task = asyncio.create_task(_serve_or_raise(server), name="uvicorn")
     try:
         await asyncio.shield(task)
     except asyncio.CancelledError:

@@ -54,3 +54,19 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         time.sleep(0.1)
     assert not (_mosquitto_pids() & started), "demo left its mosquitto running"
     assert not os.path.exists(tmp_path / "demo" / "mosquitto" / "mosquitto.pid")
+
+
+def test_demo_on_a_port_in_use_says_so_and_leaves_nothing_running(tmp_path):
+    import socket
+
+    before = _mosquitto_pids()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = subprocess.run([str(VENV_BIN / "gateway"), "demo", "--port", str(port), "--data",
+                              str(tmp_path / "demo")], capture_output=True, text=True,
+                             timeout=60)
+    assert res.returncode != 0
+    assert f"port {port} is in use" in res.stderr
+    assert _mosquitto_pids() <= before, "a broker was left running"
