@@ -205,8 +205,9 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
     homes = unique("site.yaml", st, "households", "id", "household id")
     refs("site.yaml", st, "households", "grid_cell", cells, "grid cell")
     ids = unique("devices.yaml", dt, "devices", "id", "device id")
-    refs("devices.yaml", dt, "devices", "household", homes, "household")
-    refs("devices.yaml", dt, "devices", "grid_cell", cells, "grid cell")
+    if "site.yaml" in trees:     # unreadable site.yaml: its own error says so, no echoes
+        refs("devices.yaml", dt, "devices", "household", homes, "household")
+        refs("devices.yaml", dt, "devices", "grid_cell", cells, "grid cell")
     devices: DevicesFile | None = cfg.get("devices.yaml")
     if devices is not None:
         topics: dict[str, str] = {}

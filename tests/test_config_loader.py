@@ -80,3 +80,10 @@ def test_not_a_mapping_and_oversize(site):
     issues = _issues(site)
     assert f"{site}/gateway.yaml:1: (file): the file must hold a mapping at its top level" \
         in issues
+
+
+def test_unreadable_site_file_is_one_error_not_an_echo_in_every_device(site):
+    (site / "site.yaml").write_text("- not\n- a mapping\n")
+    issues = _issues(site)
+    assert issues == [f"{site}/site.yaml:1: (file): the file must hold a mapping at its top "
+                      f"level"], issues
