@@ -129,7 +129,9 @@ class Engine:
             _COMPILERS[r.kind](r, self, i) for i, r in enumerate(config.rules) if r.enabled]
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
         self._index = RuleIndex(self.evaluators)
-        self._streams: dict[str, dict[Kind, Stream]] = {}
+        #: streams by device and kind; every site device's (empty) dict is made here, so
+        #: that first readings allocate only the stream itself
+        self._streams: dict[str, dict[Kind, Stream]] = {d: {} for d in site.devices}
         #: bound on_reading methods per interned route and per interned handler tuple (by
         #: id: the index keeps both alive)
         self._bound: dict[int, Any] = {}
@@ -273,7 +275,7 @@ class Engine:
             raise ValueError(f"unsupported rules snapshot version {snap.get('version')!r}")
         self.clock.load(snap["clock"])
         self._modes = dict(snap["modes"])
-        self._streams = {}
+        self._streams = {d: {} for d in self.site.devices}
         for d, k, last_ts, last_value, dtype, household, cell in snap["streams"]:
             kind = Kind(k)
             route = self._routes.get(d)
