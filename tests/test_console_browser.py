@@ -89,7 +89,8 @@ def test_duty_sees_sos_within_2s_acknowledges_and_resolves(browser, gateway, mos
 
         t0 = time.monotonic()
         mqtt_publish(mosquitto.port, [("devices/caller-7-101", {"event": "sos"})])
-        card = page.wait_for_selector(".alarm[data-state=raised]", timeout=2000)
+        card = page.locator(".alarm[data-state=raised]").first   # re-found on each use
+        card.wait_for(timeout=2000)
         print(f"publish -> card drawn: {(time.monotonic() - t0) * 1000:.0f} ms")
         text = card.inner_text()
         assert "紧急" in text and "待处理" in text
@@ -178,8 +179,8 @@ def test_installer_registers_unknown_device_and_test_press_is_a_test(browser, ga
         form.locator("select[name=mode]").select_option("test")
         form.locator("input[name=name]").fill("调试中的呼叫器")
         form.locator("button[type=submit]").click()
-        dev = page.wait_for_selector(".configured-device[data-device='caller-new-9']"
-                                     "[data-mode=test]", timeout=5000)
+        dev = page.locator(".configured-device[data-device='caller-new-9'][data-mode=test]")
+        dev.wait_for(timeout=5000)
         assert "测试" in dev.inner_text()
 
         # the binding took effect without a restart: a press is decoded and recorded as a test
