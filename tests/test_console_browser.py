@@ -185,7 +185,7 @@ def test_installer_registers_unknown_device_and_test_press_is_a_test(browser, ga
 
         # the binding took effect without a restart: a press is decoded and recorded as a test
         assert page.locator(".unknown-device[data-topic='devices/caller-new-9']").count() == 0
-        dev.query_selector("button.detail").click()
+        dev.locator("button.detail").click()
         mqtt_publish(mosquitto.port, [("devices/caller-new-9", {"event": "sos"})])
         page.wait_for_selector("#device-detail .test-record", timeout=5000)
         assert "测试" in page.inner_text("#device-detail")
