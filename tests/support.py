@@ -32,6 +32,36 @@ def wait_for(cond, timeout: float = 10.0, interval: float = 0.02, what: str = "c
         time.sleep(interval)
 
 
+async def until(cond, timeout: float, what: str = "condition", interval: float = 0.02):
+    """Await ``cond()`` truthy within ``timeout`` seconds (the async twin of wait_for)."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+class CollectingSink:
+    """A pipeline stand-in for driver tests: keeps every offered reading."""
+
+    def __init__(self, *, expect_ack: bool | None = None) -> None:
+        self.readings: list = []
+        self.expect_ack = expect_ack
+
+    def offer(self, readings, ack) -> None:
+        if self.expect_ack is False:
+            assert ack is None
+        self.readings.extend(readings)
+
+    def of(self, device: str, metric: str) -> list:
+        return [r for r in self.readings if r.device_id == device and r.metric == metric]
+
+
 def site_copy(dest: Path, *, mqtt_port: int, case_url: str | None = None,
               callback_url: str | None = None) -> Path:
     """A copy of the example site bound to the given broker and case system."""

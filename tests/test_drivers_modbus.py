@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -21,6 +20,7 @@ from gateway.metrics import Metrics
 from gateway.model import Kind, Quality
 from simulators.modbus_meters import MeterStore, serve_meters
 from simulators.serial_meters import PtyLink
+from tests.support import CollectingSink, until
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +29,6 @@ SDM630 = PROFILES.by_id["eastron-sdm630"]
 SDM630_READS = tuple(plan_reads(SDM630.entries(), max_gap=SDM630.max_gap))
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.readings = []
-
-    def offer(self, readings, ack) -> None:
-        assert ack is None
-        self.readings.extend(readings)
-
-    def of(self, device: str, metric: str):
-        return [r for r in self.readings if r.device_id == device and r.metric == metric]
 
 
 @asynccontextmanager
@@ -52,13 +42,6 @@ async def running(bus: ModbusBus):
             await task
 
 
-async def until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 def test_sdm630_plan_merges_into_two_reads():
@@ -72,7 +55,7 @@ async def test_sdm630_registers_decode_as_the_meter_shows_them():
                          "energy_total": math.nan})     # a value the meter does not have
     port = free_port()
     server = await serve_meters(store, port)
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(expect_ack=False), Metrics()
     bus = ModbusBus("b1", BusEndpoint("tcp", port=port), [ModbusDevice(
         "em-1", 1, SDM630_READS, "electricity_meter", "h-1", "g-1")], sink, metrics,
         policy=PollPolicy(period_s=0.2, timeout_s=0.5))
@@ -99,7 +82,7 @@ async def test_dead_slave_does_not_change_the_others_period():
     store.dead = {7}
     port = free_port()
     server = await serve_meters(store, port)
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(expect_ack=False), Metrics()
     devices = [ModbusDevice(f"em-{u}", u, SDM630_READS) for u in range(1, 21)]
     bus = ModbusBus("b1", BusEndpoint("tcp", port=port), devices, sink, metrics,
                     policy=PollPolicy(period_s=period, timeout_s=0.15, retries=1,
@@ -131,7 +114,7 @@ async def test_exception_response_is_counted_and_the_next_device_still_polled():
     port = free_port()
     server = await serve_meters(store, port)
     wrong = (plan_reads([RegisterEntry("volume", Kind.WATER_VOLUME, 900, "uint32")])[0],)
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(expect_ack=False), Metrics()
     errors: list[tuple[str, str]] = []
     bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
                     [ModbusDevice("wm-wrong-map", 1, wrong),
@@ -154,7 +137,7 @@ async def test_bus_reconnects_when_the_server_comes_back():
     store = MeterStore(SDM630.entries(), [1])
     port = free_port()
     server = await serve_meters(store, port)
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(expect_ack=False), Metrics()
     bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
                     [ModbusDevice("em-1", 1, SDM630_READS)], sink, metrics,
                     policy=PollPolicy(period_s=0.2, timeout_s=0.2))
@@ -180,7 +163,7 @@ async def test_rtu_bus_over_a_serial_line(tmp_path):
     server = ModbusSerialServer(store, port=str(link.a.path), framer=FramerType.RTU,
                                 baudrate=9600, ignore_missing_devices=True)
     await server.serve_forever(background=True)
-    sink = Sink()
+    sink = CollectingSink(expect_ack=False)
     bus = ModbusBus("rtu-1", BusEndpoint("rtu", device=str(link.b.path), baudrate=9600),
                     [ModbusDevice("em-120", 1, tuple(plan_reads(sdm120.entries())))], sink,
                     Metrics(), policy=PollPolicy(period_s=0.3, timeout_s=0.5))

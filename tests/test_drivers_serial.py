@@ -5,7 +5,6 @@ unplugged and plugged back while the driver runs."""
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -16,6 +15,7 @@ from drivers.serial_line import LineSettings, SerialDevice, SerialLine
 from gateway.metrics import Metrics
 from gateway.model import Kind, Quality
 from simulators.serial_meters import MeterBus, PtyAdapter
+from tests.support import CollectingSink, until
 
 pytestmark = pytest.mark.integration
 
@@ -25,15 +25,6 @@ VALUES = {0x00010000: 4521.37, 0x00020000: 12.5, 0x02010100: 229.8, 0x02020100: 
           0x02030000: -739.2}
 
 
-class Sink:
-    def __init__(self) -> None:
-        self.readings = []
-
-    def offer(self, readings, ack) -> None:
-        self.readings.extend(readings)
-
-    def of(self, device: str, metric: str):
-        return [r for r in self.readings if r.device_id == device and r.metric == metric]
 
 
 @asynccontextmanager
@@ -47,13 +38,6 @@ async def running(line: SerialLine):
             await task
 
 
-async def until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
 
 
 def dlt645_line(path, devices, sink, metrics, **kw) -> SerialLine:
@@ -73,7 +57,7 @@ async def test_dlt645_meters_read_with_bad_frames_counted(adapter):
     bus = MeterBus(adapter, protocol="dlt645",
                    dlt645_meters={METER_A: VALUES, METER_B: {0x00010000: 7.0}}).start()
     prof = PROFILES.by_id["dlt645-meter"]
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(), Metrics()
     errors: list[tuple[str, str]] = []
     line = dlt645_line(adapter.path, [SerialDevice("em-a", METER_A, prof, "electricity_meter",
                                                    "h-1", "g-1"),
@@ -108,7 +92,7 @@ async def test_silent_meter_is_reported_unavailable_once_and_skipped(adapter):
                    dlt645_meters={METER_A: VALUES, METER_B: VALUES}).start()
     bus.dead = {METER_B}
     prof = PROFILES.by_id["dlt645-meter"]
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(), Metrics()
     line = dlt645_line(adapter.path, [SerialDevice("em-a", METER_A, prof),
                                       SerialDevice("em-b", METER_B, prof)], sink, metrics,
                        timeout_s=0.1)
@@ -126,7 +110,7 @@ async def test_silent_meter_is_reported_unavailable_once_and_skipped(adapter):
 async def test_cjt188_water_meter(adapter):
     bus = MeterBus(adapter, protocol="cjt188",
                    cjt188_meters={"12345678901234": 1234.56}).start()
-    sink = Sink()
+    sink = CollectingSink()
     line = SerialLine("mbus-1", LineSettings(str(adapter.path), "cjt188", period_s=0.2,
                                              timeout_s=0.3),
                       [SerialDevice("wm-1", "12345678901234",
@@ -144,7 +128,7 @@ async def test_cjt188_water_meter(adapter):
 
 async def test_contact_id_receiver_lines(adapter):
     prof = PROFILES.by_id["contact-id-receiver"]
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(), Metrics()
     unknown: list[tuple[str, str]] = []
     line = SerialLine("receiver", LineSettings(str(adapter.path), "contact_id", baudrate=9600,
                                                parity="N"),
@@ -173,7 +157,7 @@ async def test_unplugged_adapter_recovers_without_restart(adapter):
     """Close the pty under the running driver: offline once, backoff, back on replug."""
     bus = MeterBus(adapter, protocol="dlt645", dlt645_meters={METER_A: VALUES}).start()
     prof = PROFILES.by_id["dlt645-meter"]
-    sink, metrics = Sink(), Metrics()
+    sink, metrics = CollectingSink(), Metrics()
     line = dlt645_line(adapter.path, [SerialDevice("em-a", METER_A, prof)], sink, metrics)
     try:
         async with running(line):

@@ -31,21 +31,11 @@ from gateway.store import Store
 from gateway.uplink.case_system import CaseSystemClient
 from gateway.uplink.signing import Secret, signed_headers
 from simulators.bench._backlog import fill_backlog
-from tests.support import EXAMPLE
+from tests.support import EXAMPLE, until
 
 pytestmark = pytest.mark.integration
 
 
-async def until(cond, timeout: float, what: str, interval: float = 0.01):
-    """Await ``cond()`` truthy within ``timeout`` seconds (the async twin of wait_for)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 class Rig:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 
 import paho.mqtt.client as paho
 import pytest
@@ -19,7 +18,7 @@ from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.upstream import UpstreamPublisher
 from simulators.bench._backlog import fill_backlog
-from tests.support import EXAMPLE
+from tests.support import EXAMPLE, until
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +52,6 @@ class CentralSubscriber:
         self.c.loop_stop()
 
 
-async def until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_alarm_events_survive_central_broker_outage(tmp_path):
