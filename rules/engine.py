@@ -75,56 +75,15 @@ class DeviceRoute:
         self.calls = calls
 
 
-def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple:
-    """``(calls, bad_calls, band)`` of an interned handler tuple, shared by every route that
-    has it (few objects for the garbage collector to scan, however many distinct routes there
-    are); each evaluator's bound ``on_reading`` is made once (``Evaluator.call``). ``band``:
-    see :func:`_quiet_band`."""
-    triple = bound.get(id(handlers))
-    if triple is None:
-        triple = bound[id(handlers)] = (tuple(h.call for h in handlers),
-                                        tuple(h.call for h in handlers if h.wants_bad),
-                                        _quiet_band(handlers))
-    return triple
-
-
-#: the kinds whose readings a quiet band summarizes (exact types: a subclass may differ)
-_BANDED = (ThresholdEval, HeldEval)
-
-
-def _quiet_band(handlers: tuple[Evaluator, ...]) -> tuple | None:
-    """What lets :meth:`Engine.feed` skip a stream's threshold and held rules for a reading
-    that cannot change anything: ``(quiet_calls, hi, lo, wants, increasing)`` — the calls
-    of the other rules (order kept), the lowest ``above`` limit, the highest ``below``
-    limit, the values a held rule waits for, and whether a held rule watches increments.
-    A reading is quiet for those rules when no device state of theirs exists for the stream
-    (``Stream.hot == 0``), it is over no limit, is none of ``wants``, and (``increasing``)
-    is not above the previous value; their ``on_reading`` returns at once for it. None:
-    the handlers have no such rule."""
-    banded = [h for h in handlers if type(h) in _BANDED]
-    if not banded:
-        return None
-    hi, lo = float("inf"), float("-inf")
-    wants: list[Value] = []
-    increasing = False
-    for h in banded:
-        if isinstance(h, ThresholdEval):
-            if h._up:
-                hi = min(hi, h._limit)
-            else:
-                lo = max(lo, h._limit)
-        elif h._increasing:        # type: ignore[attr-defined]
-            increasing = True
-        else:
-            wants.append(h._want)  # type: ignore[attr-defined]
-    quiet = tuple(h.call for h in handlers if type(h) not in _BANDED)
-    return quiet, hi, lo, tuple(wants), increasing
-
-
-def _count_hot(handlers: tuple[Evaluator, ...], device_id: str) -> int:
-    """How many of a stream's banded rules hold state (pending or active) for its device."""
-    return sum(1 for h in handlers
-               if type(h) in _BANDED and device_id in h._pending)  # type: ignore[attr-defined]
+def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple[tuple, tuple]:
+    """``(calls, bad_calls)`` of an interned handler tuple, shared by every route that has it
+    (few objects for the garbage collector to scan, however many distinct routes there are);
+    each evaluator's bound ``on_reading`` is made once (``Evaluator.call``)."""
+    pair = bound.get(id(handlers))
+    if pair is None:
+        pair = bound[id(handlers)] = (tuple(h.call for h in handlers),
+                                      tuple(h.call for h in handlers if h.wants_bad))
+    return pair
 
 
 class Stream:
@@ -132,7 +91,7 @@ class Stream:
 
     __slots__ = ("device_id", "kind", "last_ts", "last_value", "handlers", "calls",
                  "bad_calls", "where", "unit", "device_type", "device_index",
-                 "household_index", "hot", "quiet_calls", "hi", "lo", "wants", "increasing")
+                 "household_index")
 
     def __init__(self, route: DeviceRoute, kind: Kind) -> None:
         info = route.info
@@ -143,14 +102,7 @@ class Stream:
         self.last_value: Value = None
         key = kind if kind in route.by_kind else None
         self.handlers = route.by_kind[key]
-        self.calls, self.bad_calls, band = route.calls[key]
-        #: number of this stream's threshold/held rules with state for its device (kept by
-        #: those rules; see _quiet_band)
-        self.hot = _count_hot(self.handlers, self.device_id)
-        if band is None:
-            self.quiet_calls = None
-        else:
-            self.quiet_calls, self.hi, self.lo, self.wants, self.increasing = band
+        self.calls, self.bad_calls = route.calls[key]
         self.where = route.where
         self.unit = UNITS.get(kind, "")
         self.device_index = route.device_index
@@ -231,10 +183,6 @@ class Engine:
         else:
             st.last_value = value
             calls = st.calls
-            if (st.quiet_calls is not None and not st.hot and not value > st.hi
-                    and not value < st.lo and value not in st.wants
-                    and not (st.increasing and prev is not None and value > prev)):
-                calls = st.quiet_calls   # its threshold/held rules would change nothing
             i = st.device_index
             if i >= 0 and self.seen[i] < t:
                 self.seen[i] = t
@@ -344,9 +292,6 @@ class Engine:
             saved = snap["rules"].get(ev.rule.id)
             if saved is not None and saved["kind"] == ev.rule.kind:
                 ev.load(saved["state"])
-        for ks in self._streams.values():     # the rules' state is known only now
-            for st in ks.values():
-                st.hot = _count_hot(st.handlers, st.device_id)
         self.stats.update(snap.get("stats", {}))
 
     @classmethod

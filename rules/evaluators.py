@@ -6,9 +6,7 @@ Contract of an evaluator (also followed by supervision and inactivity):
   hold; within one filter any listed id will do; an empty filter accepts everything);
 - ``on_reading(stream, reading, prev, t)``: a new, in-order reading (``prev`` is the previous
   value of that device and kind, ``t`` the engine time of the reading); actions go through
-  the engine's alarm/fault books; threshold and held rules add 1 to ``stream.hot`` when they
-  start keeping state (pending or active) for the stream's device and subtract 1 when they
-  drop it, so that the engine can skip them for readings that cannot change anything;
+  the engine's alarm/fault books;
 - ``on_timer(key, due, t)``: a timer it scheduled is due; ``state()``/``load()``: JSON state
   for snapshots (``load`` re-arms pending timers).
 """
@@ -182,7 +180,6 @@ class ThresholdEval(_PendingEval):
                 rule = self.rule
                 self._where[dev] = st.where
                 self._pending[dev] = [t, v]
-                st.hot += 1
                 if rule.for_ <= 0:
                     self._fire(dev, t)
                 else:
@@ -193,12 +190,10 @@ class ThresholdEval(_PendingEval):
             if v <= self._clear_at if self._up else v >= self._clear_at:  # type: ignore
                 rule = self.rule
                 del self._pending[dev]
-                st.hot -= 1
                 self.book.clear(rule, f"{rule.id}:{dev}", t, f"{r.kind.value}={v}",
                                 rule.auto_resolve_on_clear)
         elif not over:       # pending: must stay over the limit for the whole duration
             del self._pending[dev]
-            st.hot -= 1
             self._due.pop(dev, None)
 
     def on_timer(self, key: str, due: float, t: float) -> None:
@@ -294,13 +289,11 @@ class HeldEval(_PendingEval):
         if on:
             if s is None:
                 self._pending[dev] = [t]
-                st.hot += 1
                 self._where[dev] = st.where
                 self._arm(dev, t + rule.for_)
             return
         if s is not None:
             del self._pending[dev]
-            st.hot -= 1
             self._due.pop(dev, None)
             if len(s) == 2:
                 self.book.clear(rule, f"{rule.id}:{dev}", t, f"{r.kind.value}={v}",
