@@ -81,6 +81,10 @@ class _Open:
 class AlarmBook:
     """Open alarms by key. Actions go to ``emit``; wall timestamps come from ``clock``."""
 
+    #: timer rank (rules.clock.TimerQueue): escalation and quiet-period timers run before
+    #: rules' timers due at the same instant
+    order = -1
+
     def __init__(self, escalation: EscalationSpec | None, timers: TimerQueue,
                  clock: EngineClock, emit: Callable[[object], None],
                  mode_of: Callable[[str], str]) -> None:

@@ -80,6 +80,10 @@ class EngineClock:
 
 
 class TimerOwner(Protocol):
+    #: stable rank of the owner (a rule's position in the config; the alarm book: -1): with
+    #: the key it orders timers due at the same instant
+    order: int
+
     def on_timer(self, key: str, due: float, t: float) -> None: ...
 
 
@@ -88,16 +92,20 @@ class TimerQueue:
 
     An owner keeps its own ``{key: due}``; a popped timer whose due no longer equals the
     owner's record is stale and dropped. So cancel = forget the key; reschedule = schedule.
+    Timers due at the same instant run in the order of (owner's ``order``, key): a function
+    of the state alone, not of the order they were scheduled in, so that an engine restored
+    from a snapshot (which re-schedules its timers rule by rule) fires them in the same order
+    as the engine that never stopped.
     """
 
     __slots__ = ("_heap", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, TimerOwner, str]] = []
-        self._seq = itertools.count()
+        self._heap: list[tuple[float, int, str, int, TimerOwner]] = []
+        self._seq = itertools.count()   # only orders duplicates of one (owner, key, due)
 
     def schedule(self, owner: TimerOwner, key: str, due: float) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), owner, key))
+        heapq.heappush(self._heap, (due, owner.order, key, next(self._seq), owner))
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -106,7 +114,7 @@ class TimerQueue:
         """Call ``owner.on_timer(key, due, t)`` for every timer due at or before ``t``."""
         heap = self._heap
         while heap and heap[0][0] <= t:
-            due, _, owner, key = heapq.heappop(heap)
+            due, _, key, _, owner = heapq.heappop(heap)
             owner.on_timer(key, due, t)
 
     def __len__(self) -> int:
