@@ -18,7 +18,7 @@ from datetime import datetime
 
 from edge_config.loader import SiteConfig
 from gateway.model import utc
-from gateway.store import Store
+from gateway.store import Store, record_audit
 
 __all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "HistoryFilter",
            "RESOLVE_REASONS", "SYSTEM_ACTOR"]
@@ -196,6 +196,7 @@ class AlarmBook:
             conn.execute("UPDATE alarms SET state='acknowledged', ack_by=?, ack_at=?, ack_note=?,"
                          " updated_at=? WHERE id=?", (actor, now, note, now, alarm_id))
             _event(conn, alarm_id, "acknowledged", actor, now, note=note)
+            record_audit(conn, actor, "alarm.acknowledge", str(alarm_id))
             self._enqueue_update(conn, row, {"event": "acknowledged", "by": actor,
                                              "note": note}, now)
 
@@ -214,6 +215,7 @@ class AlarmBook:
             if row["state"] == "resolved":
                 raise AlarmStateError(f"alarm {alarm_id} is already resolved")
             self._resolve_tx(conn, row, actor, reason, note)
+            record_audit(conn, actor, "alarm.resolve", str(alarm_id), reason=reason)
 
         await self.store.write(tx)
         self.on_change([Change(alarm_id, "resolved")])

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -154,6 +154,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.state.ctx = ctx
     _register_gauges(ctx)
 
+    # One mapping of the alarm book's errors for every endpoint: 404 unknown, 409 wrong state.
+    @app.exception_handler(AlarmNotFound)
+    async def _not_found(_request: Request, exc: AlarmNotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(AlarmStateError)
+    async def _wrong_state(_request: Request, exc: AlarmStateError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
     def principal(request: Request) -> Principal:
         authz = request.headers.get("authorization", "")
         try:
@@ -257,34 +266,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.get("/api/alarms/{alarm_id}", tags=["alarms"])
     def get_alarm(alarm_id: AlarmId,
                   p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
-        try:
-            return decorate(ctx.book.get(alarm_id, with_events=True), p)
-        except AlarmNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
+        return decorate(ctx.book.get(alarm_id, with_events=True), p)
 
     @app.post("/api/alarms/{alarm_id}/ack", tags=["alarms"])
     async def ack(alarm_id: AlarmId, p: Annotated[Principal, Depends(need("alarms.act"))],
                   body: AckBody | None = None) -> dict:
-        try:
-            alarm = await ctx.book.acknowledge(alarm_id, p.name, body.note if body else "")
-            await ctx.book.store.audit(p.name, "alarm.acknowledge", str(alarm_id))
-        except AlarmNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except AlarmStateError as exc:
-            raise HTTPException(409, str(exc)) from None
+        alarm = await ctx.book.acknowledge(alarm_id, p.name, body.note if body else "")
         return decorate(alarm, p)
 
     @app.post("/api/alarms/{alarm_id}/resolve", tags=["alarms"])
     async def resolve(alarm_id: AlarmId, body: ResolveBody,
                       p: Annotated[Principal, Depends(need("alarms.act"))]) -> dict:
-        try:
-            alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note)
-            await ctx.book.store.audit(p.name, "alarm.resolve", str(alarm_id),
-                                       reason=body.reason)
-        except AlarmNotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except AlarmStateError as exc:
-            raise HTTPException(409, str(exc)) from None
+        alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note)
         return decorate(alarm, p)
 
     @app.get("/api/resolve-reasons", tags=["alarms"])
