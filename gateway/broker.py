@@ -15,7 +15,19 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Mosquitto", "free_port", "wait_port"]
+__all__ = ["Mosquitto", "free_port", "stop_process", "wait_port"]
+
+
+def stop_process(proc: subprocess.Popen | None, grace_s: float = 10.0) -> None:
+    """SIGTERM, wait up to ``grace_s``, then SIGKILL: a child never outlives its owner."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def free_port() -> int:
@@ -89,13 +101,7 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from gateway.broker import free_port, wait_port
+from gateway.broker import free_port, stop_process, wait_port
 from gateway.model import Severity, utc
 from rules.actions import RaiseAlarm
 
@@ -54,13 +54,7 @@ class CaseSim:
     key_id: str
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 def start_case_system(workdir: Path, key_id: str = "tianlin-07", *,
