@@ -38,6 +38,7 @@ from gateway.uplink.case_system import (Backoff, BreakerState, CaseCategory, Cas
                                         UpdateKind, decode_callback)
 from gateway.uplink.signing import Secret, SignatureError, Verifier, asgi_target
 from simulators.case_system import LifecycleDelays, create_app
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_ID = "test-gateway"
@@ -64,7 +65,8 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        wait_sync(lambda: self.server.started or not self.thread.is_alive(), 10, "server start")
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), 10,
+                 interval=0.005, what="server start")
         assert self.server.started, "server thread died during start-up"
         return self
 
@@ -73,14 +75,6 @@ class ServerThread:
         self.thread.join(15)
         self.sock.close()
         assert not self.thread.is_alive(), "server thread did not stop"
-
-
-def wait_sync(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
 
 
 async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
