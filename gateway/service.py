@@ -27,6 +27,7 @@ from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
 from gateway.health import HealthBook
+from gateway.heap import settle
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
@@ -253,7 +254,9 @@ class Gateway:
             field.rebind(plan_field(new, load_profiles(new.directory / "profiles")))
             health_book.rebind(health_rows(new))
             book.site = ctx.site = self.site = new
-            log.info("site configuration reloaded: %d devices", len(new.devices.devices))
+            settled = settle()     # frees the replaced engine; freezes the new one
+            log.info("site configuration reloaded: %d devices (heap settled: %d objects, "
+                     "%.0f ms)", len(new.devices.devices), settled["frozen"], settled["ms"])
 
         from gateway.installer import SiteEditor
 
@@ -265,6 +268,9 @@ class Gateway:
         server = QuietServer(uvicorn.Config(app, host=self.o.api_host, port=self.o.api_port,
                                         log_level="warning", lifespan="off", access_log=False))
         try:
+            settled = settle()
+            log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
+                     settled["ms"])
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pipeline.run(), name="pipeline")
                 tg.create_task(intake.run(), name="mqtt-intake")
