@@ -80,8 +80,8 @@ class EngineClock:
 
 
 class TimerOwner(Protocol):
-    #: stable rank of the owner (a rule's position in the config; the alarm book: -1): with
-    #: the key it orders timers due at the same instant
+    #: stable rank of the owner, unique within an engine (a rule's position in the config;
+    #: the alarm book: -1): with the key it orders timers due at the same instant
     order: int
 
     def on_timer(self, key: str, due: float, t: float) -> None: ...
@@ -96,26 +96,34 @@ class TimerQueue:
     of the state alone, not of the order they were scheduled in, so that an engine restored
     from a snapshot (which re-schedules its timers rule by rule) fires them in the same order
     as the engine that never stopped.
+
+    Entries hold the owner's rank, not the owner: a tuple of numbers and a string, which the
+    garbage collector stops tracking at its first look (a busy site keeps thousands of
+    cancelled-but-not-yet-due entries; they must not be scanned again and again).
     """
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_heap", "_seq", "_owners")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, str, int, TimerOwner]] = []
+        self._heap: list[tuple[float, int, str, int]] = []
         self._seq = itertools.count()   # only orders duplicates of one (owner, key, due)
+        self._owners: dict[int, TimerOwner] = {}
 
     def schedule(self, owner: TimerOwner, key: str, due: float) -> None:
-        heapq.heappush(self._heap, (due, owner.order, key, next(self._seq), owner))
+        rank = owner.order
+        if self._owners.setdefault(rank, owner) is not owner:
+            raise ValueError(f"two timer owners share the rank {rank}")
+        heapq.heappush(self._heap, (due, rank, key, next(self._seq)))
 
     def next_due(self) -> float | None:
         return self._heap[0][0] if self._heap else None
 
     def run_due(self, t: float) -> None:
         """Call ``owner.on_timer(key, due, t)`` for every timer due at or before ``t``."""
-        heap = self._heap
+        heap, owners = self._heap, self._owners
         while heap and heap[0][0] <= t:
-            due, _, key, _, owner = heapq.heappop(heap)
-            owner.on_timer(key, due, t)
+            due, rank, key, _ = heapq.heappop(heap)
+            owners[rank].on_timer(key, due, t)
 
     def __len__(self) -> int:
         return len(self._heap)

@@ -10,6 +10,12 @@ Contract:
   kind is stale and ignored (``stats["stale"]``); one with the same time and value is a
   duplicate and ignored (``stats["duplicate"]``). None of them changes any state.
 - Timers run on engine time (see :mod:`rules.clock`): clock steps do not fire them.
+- Quiet band: evaluators that define ``quiet_band()`` (thresholds) are not called for a
+  reading whose value lies in the band where each of them is neither over its limit nor
+  holding state, provided the stream's previous value did too (then that reading was given
+  to them, and it cleared whatever they held for this device). Equivalent to calling them:
+  they would do nothing (tests/test_rules_quiet_band.py compares both). A stream made by a
+  restore starts outside the band, so its first reading reaches every rule.
 - ``snapshot()`` is JSON-serializable; ``Engine.restore(config, site, snap)`` continues every
   timer, open alarm, escalation clock and inactivity gap. State of rules that are no longer
   in the config (or changed kind) is dropped.
@@ -75,23 +81,32 @@ class DeviceRoute:
         self.calls = calls
 
 
-def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple[tuple, tuple]:
-    """``(calls, bad_calls)`` of an interned handler tuple, shared by every route that has it
-    (few objects for the garbage collector to scan, however many distinct routes there are);
-    each evaluator's bound ``on_reading`` is made once (``Evaluator.call``)."""
-    pair = bound.get(id(handlers))
-    if pair is None:
-        pair = bound[id(handlers)] = (tuple(h.call for h in handlers),
-                                      tuple(h.call for h in handlers if h.wants_bad))
-    return pair
+def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple:
+    """``(calls, bad_calls, quiet_calls, quiet_lo, quiet_hi)`` of an interned handler tuple,
+    shared by every route that has it (few objects for the garbage collector to scan, however
+    many distinct routes there are); each evaluator's bound ``on_reading`` is made once
+    (``Evaluator.call``). ``quiet_calls`` leaves out the evaluators with a quiet band;
+    ``quiet_lo..quiet_hi`` is the intersection of their bands (None: none has one)."""
+    made = bound.get(id(handlers))
+    if made is None:
+        bands = [b for b in (h.quiet_band() for h in handlers) if b is not None]
+        lo = max(b[0] for b in bands) if bands else None
+        hi = min(b[1] for b in bands) if bands else None
+        quiet = tuple(h.call for h in handlers if h.quiet_band() is None)
+        quiet = bound.setdefault(quiet, quiet)     # shared by every route that has it
+        calls = tuple(h.call for h in handlers)
+        made = bound[id(handlers)] = (calls, tuple(h.call for h in handlers if h.wants_bad),
+                                      quiet if bands else calls, lo, hi)
+    return made
 
 
 class Stream:
-    """Readings of one kind from one device: ordering state and the rules that listen."""
+    """Readings of one kind from one device: ordering state and the rules that listen.
+    ``quiet``: the last value lay in the quiet band (see module contract)."""
 
     __slots__ = ("device_id", "kind", "last_ts", "last_value", "handlers", "calls",
-                 "bad_calls", "where", "unit", "device_type", "device_index",
-                 "household_index")
+                 "bad_calls", "quiet_calls", "quiet_lo", "quiet_hi", "quiet", "where", "unit",
+                 "device_type", "device_index", "household_index")
 
     def __init__(self, route: DeviceRoute, kind: Kind) -> None:
         info = route.info
@@ -102,7 +117,9 @@ class Stream:
         self.last_value: Value = None
         key = kind if kind in route.by_kind else None
         self.handlers = route.by_kind[key]
-        self.calls, self.bad_calls = route.calls[key]
+        (self.calls, self.bad_calls, self.quiet_calls, self.quiet_lo,
+         self.quiet_hi) = route.calls[key]
+        self.quiet = False
         self.where = route.where
         self.unit = UNITS.get(kind, "")
         self.device_index = route.device_index
@@ -183,6 +200,15 @@ class Engine:
         else:
             st.last_value = value
             calls = st.calls
+            hi = st.quiet_hi
+            if hi is not None:
+                if st.quiet_lo <= value <= hi:      # type: ignore[operator]
+                    if st.quiet:
+                        calls = st.quiet_calls
+                    else:
+                        st.quiet = True         # this reading clears what they held
+                else:
+                    st.quiet = False
             i = st.device_index
             if i >= 0 and self.seen[i] < t:
                 self.seen[i] = t

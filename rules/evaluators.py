@@ -8,7 +8,10 @@ Contract of an evaluator (also followed by supervision and inactivity):
   value of that device and kind, ``t`` the engine time of the reading); actions go through
   the engine's alarm/fault books;
 - ``on_timer(key, due, t)``: a timer it scheduled is due; ``state()``/``load()``: JSON state
-  for snapshots (``load`` re-arms pending timers).
+  for snapshots (``load`` re-arms pending timers);
+- ``quiet_band()``: None, or ``(lo, hi)``: values for which ``on_reading`` does nothing when
+  the device holds no state in this rule, and which leave it holding none (the engine then
+  skips the call once a previous value in the band has been given to it).
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ class Evaluator:
 
     def on_timer(self, key: str, due: float, t: float) -> None:
         pass
+
+    def quiet_band(self) -> tuple[float, float] | None:
+        return None
 
     def state(self) -> dict:
         return {}
@@ -196,6 +202,12 @@ class ThresholdEval(_PendingEval):
             del self._pending[dev]
             self._due.pop(dev, None)
 
+    def quiet_band(self) -> tuple[float, float]:
+        """At or past the clear level: not over the limit, and it clears an active alarm
+        and cancels a pending one."""
+        inf = float("inf")
+        return (-inf, self._clear_at) if self._up else (self._clear_at, inf)
+
     def on_timer(self, key: str, due: float, t: float) -> None:
         if self._due.get(key) == due:
             del self._due[key]
@@ -262,16 +274,21 @@ class CountEval(Evaluator):
         self._times = {k: list(v) for k, v in d["times"].items()}
 
 
-class HeldEval(_PendingEval):
-    """Per device: ``[since]`` while the state holds (pending), ``[since, 1]`` once alarmed."""
+class HeldEval(Evaluator):
+    """Per device, while the state holds: ``[since, due, where]`` (pending until ``due``),
+    then ``[since, due, where, 1]`` once alarmed. One dict, and the rule's settings in slots:
+    a scoped rule is touched rarely, so each call costs the memory it reads (snapshot
+    format as for thresholds: ``pending``, ``due``, ``where``)."""
 
-    __slots__ = ("kinds", "_increasing", "_want")
+    __slots__ = ("kinds", "_increasing", "_want", "_for", "_hours", "_held")
     rule: HeldRule
 
     def __init__(self, rule: HeldRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
         self.kinds = kind_set((rule.when.kind,))
         self._increasing, self._want = rule.increasing, rule.when.value
+        self._for, self._hours = rule.for_, rule.hours
+        self._held: dict[str, list] = {}
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
         v = r.value
@@ -279,36 +296,49 @@ class HeldEval(_PendingEval):
             on = prev is not None and v > prev  # type: ignore[operator]
         else:
             on = v == self._want
-        dev = st.device_id
-        if not on and (not self._pending or dev not in self._pending):
-            return           # the state does not hold and was not holding: nothing changes
-        rule = self.rule
-        if on and rule.hours is not None:
-            on = rule.hours.contains(self.engine.local_minute(r.ts))
-        s = self._pending.get(dev)
+        held = self._held
+        if on and self._hours is not None:
+            on = self._hours.contains(self.engine.local_minute(r.ts))
         if on:
-            if s is None:
-                self._pending[dev] = [t]
-                self._where[dev] = st.where
-                self._arm(dev, t + rule.for_)
+            dev = st.device_id
+            if dev not in held:
+                due = t + self._for
+                held[dev] = [t, due, st.where]
+                self.engine.timers.schedule(self, dev, due)
             return
-        if s is not None:
-            del self._pending[dev]
-            self._due.pop(dev, None)
-            if len(s) == 2:
-                self.book.clear(rule, f"{rule.id}:{dev}", t, f"{r.kind.value}={v}",
+        if held:
+            s = held.pop(st.device_id, None)     # the state ended: cancel (lazily) or clear
+            if s is not None and len(s) == 4:
+                rule = self.rule
+                self.book.clear(rule, f"{rule.id}:{st.device_id}", t, f"{r.kind.value}={v}",
                                 rule.auto_resolve_on_clear)
 
     def on_timer(self, key: str, due: float, t: float) -> None:
-        if self._due.get(key) != due:
-            return
-        del self._due[key]
-        s = self._pending[key]
+        s = self._held.get(key)
+        if s is None or s[1] != due or len(s) == 4:
+            return   # cancelled, re-armed, or already alarmed
         s.append(1)
         fields = {"duration": bilingual_duration(due - s[0]),
                   "unit": self.engine.unit_of(key, self.rule.when.kind)}
-        self.book.trigger(self.rule, f"{self.rule.id}:{key}", self._where[key], due, fields)
+        self.book.trigger(self.rule, f"{self.rule.id}:{key}", s[2], due, fields)
 
+    def state(self) -> dict:
+        held = self._held
+        return {"pending": {d: [s[0], 1] if len(s) == 4 else [s[0]] for d, s in held.items()},
+                "due": {d: s[1] for d, s in held.items() if len(s) == 3},
+                "where": {d: [s[2].device_id, s[2].household_id, s[2].grid_cell]
+                          for d, s in held.items()}}
+
+    def load(self, d: dict) -> None:
+        self._held = {}
+        for dev, p in d["pending"].items():
+            where = Subject(*d["where"][dev])
+            due = d["due"].get(dev)
+            if len(p) == 1 and due is not None:
+                self._held[dev] = [float(p[0]), float(due), where]
+                self.engine.timers.schedule(self, dev, float(due))
+            elif len(p) == 2:
+                self._held[dev] = [float(p[0]), None, where, 1]
 
 
 class CompoundEval(Evaluator):
