@@ -3,17 +3,21 @@
 Contract: :func:`run_rules_bench` builds a synthetic site (``households`` households with a
 caller, smoke detector, motion sensor, door contact and electricity meter each), a rule set of
 ``rules`` rules (ten site-wide rules of every kind plus rules scoped to households, devices
-and grid cells), and ``readings`` readings of a realistic mix (meters, temperature, motion,
-doors, heartbeats, a few alarms), all from ``seed``. It feeds them through ``Engine.feed``
-(ticking once per simulated second, not timed) and returns figures; nothing is printed.
-The same run is repeated with 10 and with 10,000 rules for ``ratio_many_rules``.
+and grid cells), and ``readings`` readings of one simulated hour (meters, temperature,
+motion, doors, heartbeats, a few alarms), all from ``seed``: by default shaped like recorded
+ones (``"recorded"``: temperatures drift, doors close again), and as a stress case drawn
+afresh at every reading (``"noise"``). It feeds them through ``Engine.feed`` (ticking once
+per simulated second, not timed; the heap settled as the gateway settles it, see
+:mod:`gateway.heap`) and returns figures; nothing is printed. The same runs with 10 and with
+10,000 rules give ``ratio_many_rules``.
 """
 
 from __future__ import annotations
 
-import gc
+import heapq
 import random
 import resource
+import statistics
 import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
@@ -21,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.heap import settle
 from gateway.model import Kind, Reading
 from rules.engine import Engine
 from rules.site import DeviceInfo, HouseholdInfo, SiteIndex
@@ -98,7 +103,93 @@ def bench_rules(n: int, households: int, seed: int, cells: int = 50,
     return RulesConfig.model_validate({"rules": rules})
 
 
-def _readings(site_households: int, n: int, seed: int) -> list[Reading]:
+def _readings(site_households: int, n: int, seed: int,
+              workload: str = "recorded") -> list[Reading]:
+    """``n`` readings over one simulated hour. ``"recorded"``: signals shaped like a real
+    site's (see :func:`_recorded`); ``"noise"``: every value drawn afresh (see
+    :func:`_noise`), a stress case where thresholds and held states flip all the time."""
+    if workload == "recorded":
+        return _recorded(site_households, n, seed)
+    if workload == "noise":
+        return _noise(site_households, n, seed)
+    raise ValueError(f"unknown workload {workload!r}; use 'recorded' or 'noise'")
+
+
+def _recorded(site_households: int, n: int, seed: int) -> list[Reading]:
+    """About the mix of :func:`_noise` (meters 48 %, temperature 14 %, motion 19 %, doors
+    10 % as opens and their closes, battery 7 %, smoke 2.4 %, SOS 0.5 %; the closes take the
+    place of other readings) with values shaped like recorded ones: a room's
+    temperature drifts around its own level (a few warm flats cross 30 °C); power is a base
+    load plus appliances that switch on for a few readings; a door is opened and closed
+    again 5–90 s later, and one opening in 20 is left ajar for 3–15 minutes."""
+    rng = random.Random(seed)
+    step = timedelta(seconds=3600.0 / max(n, 1))     # one simulated hour in total
+    energy = [0.0] * site_households
+    level = [rng.uniform(28.0, 33.0) if rng.random() < 0.05 else rng.uniform(18.0, 27.0)
+             for _ in range(site_households)]
+    temp = list(level)
+    base = [rng.uniform(40.0, 400.0) for _ in range(site_households)]
+    appliances: list[list[float]] = [[] for _ in range(site_households)]
+    is_open = [False] * site_households
+    closing: list[tuple[datetime, int]] = []        # (when, household): doors to close
+    out: list[Reading] = []
+    ts = _START
+    for _ in range(n):
+        ts += step
+        if closing and closing[0][0] <= ts:
+            _, h = heapq.heappop(closing)
+            is_open[h] = False
+            out.append(Reading(f"door-{h}", Kind.DOOR_OPEN, False, ts))
+            continue
+        h = rng.randrange(site_households)
+        x = rng.random()
+        if x < 0.35:
+            energy[h] += rng.random() * 0.01
+            r = Reading(f"meter-{h}", Kind.ENERGY, energy[h], ts)
+        elif x < 0.50:
+            on = appliances[h]
+            if on and rng.random() < 0.3:
+                on.pop(rng.randrange(len(on)))
+            if rng.random() < 0.1:
+                on.append(rng.uniform(300.0, 2500.0))
+            r = Reading(f"meter-{h}", Kind.POWER,
+                        base[h] + sum(on) + rng.gauss(0.0, 15.0), ts)
+        elif x < 0.65:
+            temp[h] += 0.1 * (level[h] - temp[h]) + rng.gauss(0.0, 0.3)
+            r = Reading(f"smoke-{h}", Kind.TEMPERATURE, round(temp[h], 2), ts)
+        elif x < 0.80:
+            r = Reading(f"motion-{h}", Kind.MOTION, rng.random() < 0.5, ts)
+        elif x < 0.85:            # half the door share opens; the closes come from `closing`
+            if is_open[h]:        # someone walking through the open door
+                r = Reading(f"motion-{h}", Kind.MOTION, True, ts)
+            else:
+                is_open[h] = True
+                held = (rng.uniform(180.0, 900.0) if rng.random() < 0.05
+                        else rng.uniform(5.0, 90.0))
+                heapq.heappush(closing, (ts + timedelta(seconds=held), h))
+                r = Reading(f"door-{h}", Kind.DOOR_OPEN, True, ts)
+        elif x < 0.90:
+            r = Reading(f"motion-{h}", Kind.MOTION, rng.random() < 0.5, ts)
+        else:
+            r = _heartbeat_or_alarm(rng, h, x, ts)
+        out.append(r)
+    return out
+
+
+def _heartbeat_or_alarm(rng: random.Random, h: int, x: float, ts: datetime) -> Reading:
+    """The last 10 % of both mixes (``x`` >= 0.90): battery 7 %, smoke 2.5 %, SOS 0.5 %."""
+    if x < 0.97:
+        dev = f"{rng.choice(list(_TYPES))}-{h}"
+        return Reading(dev, Kind.BATTERY, 30.0 + rng.random() * 70.0, ts)
+    if x < 0.995:
+        return Reading(f"smoke-{h}", Kind.SMOKE, rng.random() < 0.01, ts)
+    return Reading(f"caller-{h}", Kind.SOS, rng.random() < 0.5, ts)
+
+
+def _noise(site_households: int, n: int, seed: int) -> list[Reading]:
+    """Meters 50 %, temperature 15 %, motion 15 %, doors 10 %, battery 7 %, smoke 2.5 %,
+    SOS 0.5 %, every value drawn afresh (power 0–4 kW, 18–33 °C, doors open or shut at
+    random every few minutes): thresholds and held states change at almost every reading."""
     rng = random.Random(seed)
     step = timedelta(seconds=3600.0 / max(n, 1))     # one simulated hour in total
     energy = [0.0] * site_households
@@ -119,13 +210,8 @@ def _readings(site_households: int, n: int, seed: int) -> list[Reading]:
             r = Reading(f"motion-{h}", Kind.MOTION, rng.random() < 0.5, ts)
         elif x < 0.90:
             r = Reading(f"door-{h}", Kind.DOOR_OPEN, rng.random() < 0.5, ts)
-        elif x < 0.97:
-            dev = f"{rng.choice(list(_TYPES))}-{h}"
-            r = Reading(dev, Kind.BATTERY, 30.0 + rng.random() * 70.0, ts)
-        elif x < 0.995:
-            r = Reading(f"smoke-{h}", Kind.SMOKE, rng.random() < 0.01, ts)
         else:
-            r = Reading(f"caller-{h}", Kind.SOS, rng.random() < 0.5, ts)
+            r = _heartbeat_or_alarm(rng, h, x, ts)
         out.append(r)
     return out
 
@@ -139,15 +225,11 @@ def _run(cfg: RulesConfig, site: SiteIndex, readings: list[Reading]) -> dict[str
     eng = Engine(cfg, site)
     feed, tick = eng.feed, eng.tick
     clock = time.perf_counter_ns
-    chunks: list[list[Reading]] = []
-    for r in readings:
-        if not chunks or (r.ts - chunks[-1][0].ts).total_seconds() >= 1.0:
-            chunks.append([])
-        chunks[-1].append(r)
+    chunks = _chunks(readings)
     lat: list[int] = []
     actions = busy = 0
     cpu = time.process_time_ns
-    gc.collect()
+    settle()          # as the gateway does once its engine is built (gateway/heap.py)
     cpu0 = cpu()
     for c, chunk in enumerate(chunks):
         t_tick = cpu()
@@ -201,41 +283,107 @@ def inactivity_memory(households: int = 250_000) -> dict[str, Any]:
 def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int = 1_000_000,
                     seed: int = 0, compare: tuple[int, int] = (10, 10_000),
                     memory_households: int = 250_000, repeat: int = 1) -> dict[str, Any]:
-    """Figures of the benchmark (see module contract). Keys: ``events_per_s``, ``us_p50``,
-    ``us_p99``, ``ratio_many_rules``, ``runs`` (one per rule count: the best of ``repeat``
-    runs, with every run's events/s in ``all_events_per_s``), ``rss_mb`` (peak),
-    ``inactivity``. Runs of the rule counts are interleaved so that a change in the machine's
-    load hits them alike."""
+    """Figures of the benchmark (see module contract).
+
+    Keys: ``events_per_s``, ``us_p50``, ``us_p99``: ``rules`` rules, the best of ``repeat``
+    runs (``runs``: the best run of each rule count, with every run's events/s; the counts
+    run back to back in ``repeat`` rounds, alternating which goes first, each on a fresh
+    engine with the heap settled as in the gateway). ``ratio_many_rules``: throughput with
+    ``compare[1]`` rules ÷ with ``compare[0]``, measured side by side (:func:`_side_by_side`),
+    the median of ``repeat`` measurements (``ratio_many_rules_rounds``).
+    ``ratio_many_rules_sequential``: the same ratio from the back-to-back runs (median of the
+    rounds; noisier: the machine's speed drifts between runs). ``ratio_many_rules_noise``:
+    side by side on the ``"noise"`` workload, where the extra rules change state at almost
+    every reading; ``ratio_many_rules_not_firing``: the extra rules scoped to households the
+    readings do not come from (the index alone). ``rss_mb`` (peak); ``inactivity``."""
     site = bench_site(households)
-    data = _readings(households, readings, seed)
-    gc.freeze()   # the recorded readings are input, not engine garbage to scan
     counts = (rules, *compare)
     configs = {n: bench_rules(n, households, seed) for n in counts}
-    tries: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
-    for _ in range(max(1, repeat)):
-        for n in counts:
-            tries[n].append(_run(configs[n], site, data))
+    few, many = compare
+    pair = (configs[few], configs[many])
+    data = _readings(households, readings, seed, "recorded")
+    tries, sequential = _rounds(configs, site, data, counts, repeat, compare)
     runs = {}
     for n, rows in tries.items():
         best = dict(max(rows, key=lambda row: row["events_per_s"]))
         best["all_events_per_s"] = [round(row["events_per_s"]) for row in rows]
         runs[n] = best
-    few, many = compare
     main = runs[rules]
+    rounds = range(max(1, repeat))
+    side = [_side_by_side(pair, site, data) for _ in rounds]
+    noise = _readings(households, readings, seed, "noise")
+    noise_side = [_side_by_side(pair, site, noise) for _ in rounds]
+    del noise
     # The same number of rules, but scoped to other households than the readings come from:
-    # the cost of the index alone, apart from the extra rules that really fire above.
+    # the cost of the index alone, apart from the extra rules that really run above.
+    idle = (configs[few], bench_rules(many, households, seed, h_offset=households))
     idle_site = bench_site(2 * households)
-    idle_cfg = bench_rules(many, households, seed, h_offset=households)
-    idle = max((_run(idle_cfg, idle_site, data) for _ in range(max(1, repeat))),
-               key=lambda row: row["events_per_s"])
+    idle_side = [_side_by_side(idle, idle_site, data) for _ in rounds]
     return {
         "households": households, "rules": rules, "readings": readings, "seed": seed,
+        "workload": "recorded",
         "events_per_s": main["events_per_s"], "us_p50": main["us_p50"],
         "us_p99": main["us_p99"],
-        "ratio_many_rules": runs[many]["events_per_s"] / runs[few]["events_per_s"],
-        "ratio_many_rules_not_firing": idle["events_per_s"] / runs[few]["events_per_s"],
+        "ratio_many_rules": statistics.median(side),
+        "ratio_many_rules_rounds": [round(x, 3) for x in side],
+        "ratio_many_rules_sequential": statistics.median(sequential),
+        "ratio_many_rules_sequential_rounds": [round(x, 3) for x in sequential],
+        "ratio_many_rules_noise": statistics.median(noise_side),
+        "ratio_many_rules_noise_rounds": [round(x, 3) for x in noise_side],
+        "ratio_many_rules_not_firing": statistics.median(idle_side),
         "actions_by_rules": {str(n): runs[n]["actions"] for n in counts},
         "runs": list(runs.values()),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "inactivity": inactivity_memory(memory_households) if memory_households else None,
     }
+
+
+def _side_by_side(configs: tuple[RulesConfig, RulesConfig], site: SiteIndex,
+                  readings: list[Reading]) -> float:
+    """Throughput of an engine with ``configs[1]`` ÷ one with ``configs[0]``, measured side
+    by side in this process: both engines get the same readings one simulated second at a
+    time (a few hundred readings, about a millisecond), alternating which goes first, and
+    each engine's ``feed`` calls are timed in CPU time. A drift of the machine's speed (a
+    neighbour on the host, the CPU's clock) lasts far longer than a millisecond, so it hits
+    both sides of the ratio alike, where runs one after the other see it as a swing of
+    ±10 %. Garbage collection runs as in the gateway (heap settled once both engines are
+    built); each engine pays for the collections its own allocations trigger."""
+    engines = (Engine(configs[0], site), Engine(configs[1], site))
+    spent = [0, 0]
+    cpu = time.process_time_ns
+    settle()
+    for c, chunk in enumerate(_chunks(readings)):
+        for e in ((0, 1) if c % 2 == 0 else (1, 0)):
+            eng = engines[e]
+            eng.tick(chunk[0].ts)
+            feed = eng.feed
+            t0 = cpu()
+            for r in chunk:
+                feed(r, r.ts)
+            spent[e] += cpu() - t0
+    return spent[0] / spent[1]
+
+
+def _rounds(configs: dict[int, RulesConfig], site: SiteIndex, data: list[Reading],
+            counts: tuple[int, ...], repeat: int, pair: tuple[int, int]
+            ) -> tuple[dict[int, list[dict[str, Any]]], list[float]]:
+    """``repeat`` rounds of one run per rule count (order reversed every other round);
+    returns the runs by rule count and, per round, events/s of ``pair[1]`` ÷ ``pair[0]``."""
+    tries: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    ratios = []
+    for i in range(max(1, repeat)):
+        for n in (counts if i % 2 == 0 else counts[::-1]):
+            tries[n].append(_run(configs[n], site, data))
+        few, many = (tries[n][-1]["events_per_s"] for n in pair)
+        ratios.append(many / few)
+    return tries, ratios
+
+
+def _chunks(readings: list[Reading]) -> list[list[Reading]]:
+    """``readings`` cut into runs of one simulated second (the engine is ticked per run)."""
+    chunks: list[list[Reading]] = []
+    for r in readings:
+        if not chunks or (r.ts - chunks[-1][0].ts).total_seconds() >= 1.0:
+            chunks.append([])
+        chunks[-1].append(r)
+    return chunks

@@ -58,7 +58,7 @@ def _stream(eng: Engine, readings, cfg, site, restore_every: int | None) -> list
 def test_benchmark_workload_is_identical_with_restarts() -> None:
     site = bench_site(300)
     cfg = bench_rules(300, 300, seed=0)
-    readings = _readings(300, 12_000, 0)
+    readings = _readings(300, 12_000, 0, "noise")
     straight = _stream(Engine(cfg, site), readings, cfg, site, None)
     restarted = _stream(Engine(cfg, site), readings, cfg, site, 1_000)
     assert len(straight) > 100
