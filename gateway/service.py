@@ -189,44 +189,11 @@ class Gateway:
         wakers = extra.wakers
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=extra.on_reading(health_book.seen))
-        mq = site.gateway.mqtt
-        password = os.environ.get(mq.password_env) if mq.password_env else None
-        intake = MqttIntake(
-            host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
-            client_id=mq.client_id or f"gateway-{site.site.site.id}", sink=pipeline,
-            bindings=bindings_for(site), metrics=self.metrics, username=mq.username,
-            password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes,
-            on_error=health_book.error,
-            on_unknown=lambda topic, payload: health_book.saw_unknown(
-                topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
-                payload.decode("utf-8", "replace")),
-            commit_delay_s=_test_commit_delay())
+        intake = self._intake(site, pipeline, health_book)
         field = FieldDrivers(plan_field(site, load_profiles(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown)
-        forwarder = None
-        callback = None
-        poller = None
-        if uplink is not None:
-            from gateway.case_feedback import CaseFeedback
-            from gateway.forwarder import CaseForwarder
-            from gateway.uplink.case_system import CaseSystemClient
-
-            secret = read_secret(uplink, self.config_dir)
-            client = CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id, secret,
-                                      timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
-            forwarder = CaseForwarder(store, client, self.metrics, on_change=on_change,
-                                      window=uplink.window)
-            callback = CaseFeedback(store, uplink.key_id, secret, on_change).handle
-            from gateway.case_feedback import CaseStatusPoller
-
-            poller = CaseStatusPoller(
-                store, CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id,
-                                        secret, timeout=uplink.timeout_s,
-                                        ca_bundle=uplink.ca_file),
-                self.metrics, on_change, interval_s=uplink.poll_s)
-        else:
-            log.warning("no case system configured (uplinks.yaml): alarms stay on this gateway")
+        forwarder, callback, poller = self._case_system(site, store, on_change)
 
         def health() -> dict:
             tick_age = time.monotonic() - (pipeline.last_tick or self._t0)
@@ -289,6 +256,46 @@ class Gateway:
                                name="sd-notify")
         finally:
             await pipeline.save_snapshot()
+
+    def _intake(self, site: SiteConfig, pipeline: Pipeline,
+                health_book: HealthBook) -> MqttIntake:
+        """The MQTT intake of the site's devices (broker address overridable for tests)."""
+        mq = site.gateway.mqtt
+        password = os.environ.get(mq.password_env) if mq.password_env else None
+        return MqttIntake(
+            host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
+            client_id=mq.client_id or f"gateway-{site.site.site.id}", sink=pipeline,
+            bindings=bindings_for(site), metrics=self.metrics, username=mq.username,
+            password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes,
+            on_error=health_book.error,
+            on_unknown=lambda topic, payload: health_book.saw_unknown(
+                topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
+                payload.decode("utf-8", "replace")),
+            commit_delay_s=_test_commit_delay())
+
+    def _case_system(self, site: SiteConfig, store: Store, on_change):
+        """``(forwarder, callback handler, status poller)`` for the grid case system of
+        uplinks.yaml, or three Nones (with a warning) when none is configured."""
+        uplink = site.uplinks.case_system
+        if uplink is None:
+            log.warning("no case system configured (uplinks.yaml): alarms stay on this gateway")
+            return None, None, None
+        from gateway.case_feedback import CaseFeedback, CaseStatusPoller
+        from gateway.forwarder import CaseForwarder
+        from gateway.uplink.case_system import CaseSystemClient
+
+        secret = read_secret(uplink, self.config_dir)
+
+        def client() -> CaseSystemClient:
+            return CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id, secret,
+                                    timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
+
+        forwarder = CaseForwarder(store, client(), self.metrics, on_change=on_change,
+                                  window=uplink.window)
+        callback = CaseFeedback(store, uplink.key_id, secret, on_change).handle
+        poller = CaseStatusPoller(store, client(), self.metrics, on_change,
+                                  interval_s=uplink.poll_s)
+        return forwarder, callback, poller
 
     async def _announce(self, server: uvicorn.Server, intake: MqttIntake) -> None:
         async with asyncio.timeout(60):
