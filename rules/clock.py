@@ -109,10 +109,16 @@ class TimerQueue:
         self._seq = itertools.count()   # only orders duplicates of one (owner, key, due)
         self._owners: dict[int, TimerOwner] = {}
 
+    def register(self, owner: TimerOwner) -> None:
+        """Make ``owner`` known by its rank (the engine registers every owner when it is
+        built, so that a shared rank is a build error, not one in the middle of a feed)."""
+        if self._owners.setdefault(owner.order, owner) is not owner:
+            raise ValueError(f"two timer owners share the rank {owner.order}")
+
     def schedule(self, owner: TimerOwner, key: str, due: float) -> None:
         rank = owner.order
-        if self._owners.setdefault(rank, owner) is not owner:
-            raise ValueError(f"two timer owners share the rank {rank}")
+        if self._owners.get(rank) is not owner:
+            self.register(owner)
         heapq.heappush(self._heap, (due, rank, key, next(self._seq)))
 
     def next_due(self) -> float | None:

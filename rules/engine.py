@@ -145,6 +145,8 @@ class Engine:
         self.evaluators: list[Evaluator] = [
             _COMPILERS[r.kind](r, self, i) for i, r in enumerate(config.rules) if r.enabled]
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
+        for owner in (self.book, *self.evaluators):    # ranks must be unique (rules.clock)
+            self.timers.register(owner)
         self._index = RuleIndex(self.evaluators)
         #: streams by device and kind; every site device's (empty) dict is made here, so
         #: that first readings allocate only the stream itself

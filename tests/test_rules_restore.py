@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rules.bench import _readings, bench_rules, bench_site
 from rules.engine import Engine
 from rules.replay import replay
@@ -63,3 +65,25 @@ def test_benchmark_workload_is_identical_with_restarts() -> None:
     restarted = _stream(Engine(cfg, site), readings, cfg, site, 1_000)
     assert len(straight) > 100
     assert restarted == straight
+
+
+def test_timer_owners_must_have_distinct_ranks() -> None:
+    from rules.clock import TimerQueue
+
+    class Owner:
+        def __init__(self, order: int) -> None:
+            self.order = order
+            self.fired: list[str] = []
+
+        def on_timer(self, key: str, due: float, t: float) -> None:
+            self.fired.append(key)
+
+    q = TimerQueue()
+    a, b = Owner(3), Owner(-1)
+    q.register(a)
+    q.schedule(b, "x", 5.0)          # an owner not registered yet is registered on first use
+    q.schedule(a, "y", 5.0)
+    q.run_due(5.0)
+    assert (b.fired, a.fired) == (["x"], ["y"])     # same instant: lower rank first
+    with pytest.raises(ValueError, match="share the rank 3"):
+        q.register(Owner(3))
