@@ -4,9 +4,9 @@ Contract: :func:`run_rules_bench` builds a synthetic site (``households`` househ
 caller, smoke detector, motion sensor, door contact and electricity meter each), a rule set of
 ``rules`` rules (ten site-wide rules of every kind plus rules scoped to households, devices
 and grid cells), and ``readings`` readings of one simulated hour (meters, temperature,
-motion, doors, heartbeats, a few alarms), all from ``seed``: by default shaped like recorded
-ones (``"recorded"``: temperatures drift, doors close again), and as a stress case drawn
-afresh at every reading (``"noise"``). It feeds them through ``Engine.feed`` (ticking once
+motion, doors, heartbeats, a few alarms), all from ``seed``: by default synthetic signals
+shaped like recorded ones (``"smooth"``: temperatures drift, doors close again), and as a
+stress case drawn afresh at every reading (``"noise"``). It feeds them through ``Engine.feed`` (ticking once
 per simulated second, not timed; the heap settled as the gateway settles it, see
 :mod:`gateway.heap`) and returns figures; nothing is printed. The same runs with 10 and with
 10,000 rules give ``ratio_many_rules``.
@@ -15,6 +15,7 @@ per simulated second, not timed; the heap settled as the gateway settles it, see
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import resource
 import statistics
@@ -104,18 +105,18 @@ def bench_rules(n: int, households: int, seed: int, cells: int = 50,
 
 
 def _readings(site_households: int, n: int, seed: int,
-              workload: str = "recorded") -> list[Reading]:
-    """``n`` readings over one simulated hour. ``"recorded"``: signals shaped like a real
-    site's (see :func:`_recorded`); ``"noise"``: every value drawn afresh (see
+              workload: str = "smooth") -> list[Reading]:
+    """``n`` readings over one simulated hour. ``"smooth"``: synthetic signals shaped like a
+    real site's (see :func:`_smooth`); ``"noise"``: every value drawn afresh (see
     :func:`_noise`), a stress case where thresholds and held states flip all the time."""
-    if workload == "recorded":
-        return _recorded(site_households, n, seed)
+    if workload == "smooth":
+        return _smooth(site_households, n, seed)
     if workload == "noise":
         return _noise(site_households, n, seed)
-    raise ValueError(f"unknown workload {workload!r}; use 'recorded' or 'noise'")
+    raise ValueError(f"unknown workload {workload!r}; use 'smooth' or 'noise'")
 
 
-def _recorded(site_households: int, n: int, seed: int) -> list[Reading]:
+def _smooth(site_households: int, n: int, seed: int) -> list[Reading]:
     """About the mix of :func:`_noise` (meters 48 %, temperature 14 %, motion 19 %, doors
     10 % as opens and their closes, battery 7 %, smoke 2.4 %, SOS 0.5 %; the closes take the
     place of other readings) with values shaped like recorded ones: a room's
@@ -290,18 +291,21 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
     run back to back in ``repeat`` rounds, alternating which goes first, each on a fresh
     engine with the heap settled as in the gateway). ``ratio_many_rules``: throughput with
     ``compare[1]`` rules ÷ with ``compare[0]``, measured side by side (:func:`_side_by_side`),
-    the median of ``repeat`` measurements (``ratio_many_rules_rounds``).
-    ``ratio_many_rules_sequential``: the same ratio from the back-to-back runs (median of the
-    rounds; noisier: the machine's speed drifts between runs). ``ratio_many_rules_noise``:
-    side by side on the ``"noise"`` workload, where the extra rules change state at almost
-    every reading; ``ratio_many_rules_not_firing``: the extra rules scoped to households the
-    readings do not come from (the index alone). ``rss_mb`` (peak); ``inactivity``."""
+    the median of ``repeat`` measurements (``ratio_many_rules_rounds``);
+    ``side_by_side_control``: the same measurement with ``compare[0]`` rules on both sides
+    (1.0 when the method has no bias). ``ratio_many_rules_sequential``: the ratio from the
+    back-to-back runs (median of the rounds; noisier: the machine's speed drifts between
+    runs). ``ratio_many_rules_noise`` (side by side) and ``ratio_many_rules_noise_sequential``:
+    the same on the ``"noise"`` workload, where the extra rules change state at almost every
+    reading (``noise_actions_by_rules``); ``ratio_many_rules_not_firing``: the extra rules
+    scoped to households the readings do not come from (the index alone). ``rss_mb`` (peak);
+    ``inactivity``."""
     site = bench_site(households)
     counts = (rules, *compare)
     configs = {n: bench_rules(n, households, seed) for n in counts}
     few, many = compare
     pair = (configs[few], configs[many])
-    data = _readings(households, readings, seed, "recorded")
+    data = _readings(households, readings, seed, "smooth")
     tries, sequential = _rounds(configs, site, data, counts, repeat, compare)
     runs = {}
     for n, rows in tries.items():
@@ -311,8 +315,10 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
     main = runs[rules]
     rounds = range(max(1, repeat))
     side = [_side_by_side(pair, site, data) for _ in rounds]
+    control = _side_by_side((configs[few], configs[few]), site, data)
     noise = _readings(households, readings, seed, "noise")
     noise_side = [_side_by_side(pair, site, noise) for _ in rounds]
+    noise_tries, noise_sequential = _rounds(configs, site, noise, compare, repeat, compare)
     del noise
     # The same number of rules, but scoped to other households than the readings come from:
     # the cost of the index alone, apart from the extra rules that really run above.
@@ -321,17 +327,21 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
     idle_side = [_side_by_side(idle, idle_site, data) for _ in rounds]
     return {
         "households": households, "rules": rules, "readings": readings, "seed": seed,
-        "workload": "recorded",
+        "workload": "smooth",
         "events_per_s": main["events_per_s"], "us_p50": main["us_p50"],
         "us_p99": main["us_p99"],
         "ratio_many_rules": statistics.median(side),
         "ratio_many_rules_rounds": [round(x, 3) for x in side],
+        "side_by_side_control": control,
         "ratio_many_rules_sequential": statistics.median(sequential),
         "ratio_many_rules_sequential_rounds": [round(x, 3) for x in sequential],
         "ratio_many_rules_noise": statistics.median(noise_side),
         "ratio_many_rules_noise_rounds": [round(x, 3) for x in noise_side],
+        "ratio_many_rules_noise_sequential": statistics.median(noise_sequential),
+        "ratio_many_rules_noise_sequential_rounds": [round(x, 3) for x in noise_sequential],
         "ratio_many_rules_not_firing": statistics.median(idle_side),
         "actions_by_rules": {str(n): runs[n]["actions"] for n in counts},
+        "noise_actions_by_rules": {str(n): noise_tries[n][0]["actions"] for n in compare},
         "runs": list(runs.values()),
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "inactivity": inactivity_memory(memory_households) if memory_households else None,
@@ -345,23 +355,31 @@ def _side_by_side(configs: tuple[RulesConfig, RulesConfig], site: SiteIndex,
     time (a few hundred readings, about a millisecond), alternating which goes first, and
     each engine's ``feed`` calls are timed in CPU time. A drift of the machine's speed (a
     neighbour on the host, the CPU's clock) lasts far longer than a millisecond, so it hits
-    both sides of the ratio alike, where runs one after the other see it as a swing of
-    ±10 %. Garbage collection runs as in the gateway (heap settled once both engines are
-    built); each engine pays for the collections its own allocations trigger."""
-    engines = (Engine(configs[0], site), Engine(configs[1], site))
-    spent = [0, 0]
+    both sides of the ratio alike, where whole runs one after the other see it as a swing of
+    up to ±20 %. Garbage collection runs as in the gateway (heap settled once both engines
+    are built); a collection is paid by the engine whose allocation triggers it, which can
+    favour one slot, so the measurement is made twice with the engines in swapped slots and
+    the geometric mean of the two ratios is returned."""
+    chunks = _chunks(readings)
     cpu = time.process_time_ns
-    settle()
-    for c, chunk in enumerate(_chunks(readings)):
-        for e in ((0, 1) if c % 2 == 0 else (1, 0)):
-            eng = engines[e]
-            eng.tick(chunk[0].ts)
-            feed = eng.feed
-            t0 = cpu()
-            for r in chunk:
-                feed(r, r.ts)
-            spent[e] += cpu() - t0
-    return spent[0] / spent[1]
+    ratios = []
+    for order in ((0, 1), (1, 0)):
+        engines = [Engine(configs[i], site) for i in order]
+        spent = [0, 0]
+        settle()
+        for c, chunk in enumerate(chunks):
+            for e in ((0, 1) if c % 2 == 0 else (1, 0)):
+                eng = engines[e]
+                eng.tick(chunk[0].ts)
+                feed = eng.feed
+                t0 = cpu()
+                for r in chunk:
+                    feed(r, r.ts)
+                spent[e] += cpu() - t0
+        first, second = spent if order == (0, 1) else spent[::-1]
+        ratios.append(first / second)
+        del engines
+    return math.sqrt(ratios[0] * ratios[1])
 
 
 def _rounds(configs: dict[int, RulesConfig], site: SiteIndex, data: list[Reading],
