@@ -152,8 +152,8 @@ class Engine:
         #: that first readings allocate only the stream itself
         self._streams: dict[str, dict[Kind, Stream]] = {d: {} for d in site.devices}
         #: bound on_reading methods per interned route and per interned handler tuple (by
-        #: id: the index keeps both alive)
-        self._bound: dict[int, Any] = {}
+        #: id: the index keeps both alive); the quiet-band call tuples, interned by value
+        self._bound: dict[Any, Any] = {}
         #: every site device's route, built here so that no reading pays for it
         self._routes: dict[str, DeviceRoute] = {
             d: DeviceRoute(info, self._index, site, self._bound)
