@@ -94,7 +94,9 @@ def plan_field(site, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
     for ln in gw.serial_lines:
         settings = LineSettings(ln.device, ln.protocol, baudrate=ln.baudrate,
                                 bytesize=ln.bytesize, parity=ln.parity, stopbits=ln.stopbits,
-                                period_s=ln.period_s, timeout_s=ln.timeout_s)
+                                period_s=ln.period_s, timeout_s=ln.timeout_s,
+                                ack=bytes.fromhex(ln.ack_hex or ""),
+                                nak=bytes.fromhex(ln.nak_hex or ""))
         plans[f"serial:{ln.id}"] = LinePlan(ln.id, settings, tuple(by_line[ln.id]))
     return plans
 

@@ -61,6 +61,8 @@ class LineSettings:
     period_s: float = 60.0
     timeout_s: float = 1.0
     quarantine_after: int = 3
+    ack: bytes = b""               # contact_id: sent once an event is safe (e.g. b"\x06")
+    nak: bytes = b""               # contact_id: sent for an event line with a bad checksum
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -87,6 +89,7 @@ class _Port:
     def __init__(self, ser: serial.Serial):
         self.ser = ser
         self.fd = ser.fileno()
+        self.closed = False
         self._loop = asyncio.get_running_loop()
 
     async def read(self, timeout: float) -> bytes:
@@ -111,6 +114,8 @@ class _Port:
         return data
 
     def write(self, data: bytes) -> None:
+        if self.closed:          # its fd number may belong to another file by now
+            raise LineLost("port closed")
         try:
             os.write(self.fd, data)
         except OSError as exc:
@@ -126,6 +131,7 @@ class _Port:
             raise LineLost(f"read failed: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
+        self.closed = True
         try:
             self.ser.close()
         except (OSError, serial.SerialException):
@@ -209,10 +215,11 @@ class SerialLine:
         self._offer(dev, [Reading(dev.device_id, Kind.AVAILABILITY, available, utc(),
                                   metric="availability")])
 
-    def _offer(self, dev: SerialDevice, readings: list[Reading]) -> None:
+    def _offer(self, dev: SerialDevice, readings: list[Reading],
+               ack: Callable[[], None] | None = None) -> None:
         if readings:
             self.sink.offer([r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
-                                         device_type=dev.device_type) for r in readings], None)
+                                         device_type=dev.device_type) for r in readings], ack)
 
     def _reject(self, exc: DecodeError, device_id: str | None) -> None:
         self.metrics.inc("gateway_rejected_total", reason=exc.reason, transport="serial")
@@ -329,13 +336,21 @@ class SerialLine:
             buf = bytearray(rest)
             for raw in lines:
                 if raw.strip():
-                    self._receiver_line(raw, by_zone)
+                    self._receiver_line(raw, by_zone, port)
 
-    def _receiver_line(self, raw: bytes, by_zone: dict) -> None:
+    def _receiver_line(self, raw: bytes, by_zone: dict, port: _Port) -> None:
+        """Decode one receiver line and answer it (when the line has ``ack``/``nak``): an
+        event of a known account is acknowledged only once the pipeline has it safe (for
+        alarms: committed), so a receiver that resends unacknowledged events loses none to
+        a crash; a checksum error is refused (the receiver sends it again); anything else
+        (an unknown account or event code, a status line) is acknowledged at once — sending
+        it again would not make it usable."""
+        settings = self.settings
         try:
             event = contact_id.parse_line(raw)
         except DecodeError as exc:
             self._reject(exc, None)
+            self._answer(port, settings.nak if exc.reason == "bad_checksum" else settings.ack)
             return
         dev = by_zone.get((event.account, event.zone)) or by_zone.get((event.account, None))
         if dev is None:
@@ -343,12 +358,25 @@ class SerialLine:
                              transport="serial")
             self.on_unknown(f"contact-id:{event.source}",
                             raw.decode("ascii", "replace").strip())
+            self._answer(port, settings.ack)
             return
         try:
             reading = contact_id.event_reading(event, device_id=dev.device_id, ts=utc())
         except DecodeError as exc:
             self._reject(exc, dev.device_id)
+            self._answer(port, settings.ack)
             return
         self.metrics.inc("gateway_ingest_messages_total", transport="serial")
-        self._offer(dev, [reading])
+        data = settings.ack
+        self._offer(dev, [reading], (lambda: self._answer(port, data)) if data else None)
+
+    def _answer(self, port: _Port, data: bytes) -> None:
+        """Send an ACK/NAK to the receiver; a lost line only costs the receiver a resend."""
+        if not data:
+            return
+        try:
+            port.write(data)
+        except LineLost as exc:
+            self._rlog.warning(("answer", self.line_id), "line %s: could not answer the "
+                               "receiver (%s); it will send the event again", self.line_id, exc)
 

@@ -307,6 +307,20 @@ class SerialLineConfig(SerialPort):
     parity: Literal["N", "E", "O"] = "E"
     period_s: float = Field(default=60.0, gt=0, le=86400)
     timeout_s: float = Field(default=1.0, gt=0, le=30)
+    ack_hex: str | None = Field(
+        default=None, pattern=r"^(?:[0-9A-Fa-f]{2}){1,8}$",
+        description="contact_id: bytes (hex) sent to the receiver once an event is safe, "
+                    "e.g. '06' (ASCII ACK) for receivers that resend unacknowledged events")
+    nak_hex: str | None = Field(
+        default=None, pattern=r"^(?:[0-9A-Fa-f]{2}){1,8}$",
+        description="contact_id: bytes (hex) sent for an event line with a bad checksum, "
+                    "e.g. '15' (ASCII NAK)")
+
+    @model_validator(mode="after")
+    def _answers_need_a_receiver(self) -> SerialLineConfig:
+        if (self.ack_hex or self.nak_hex) and self.protocol != "contact_id":
+            raise ValueError("ack_hex/nak_hex are for protocol contact_id (a receiver line)")
+        return self
 
 
 class GatewayFile(_Strict):

@@ -153,6 +153,54 @@ async def test_contact_id_receiver_lines(adapter):
     assert all(r.quality is Quality.GOOD for r in sink.readings)
 
 
+class HeldAckSink:
+    """A pipeline stand-in that keeps each offer's ``ack`` until the test calls it (the
+    pipeline calls it once the alarm is committed)."""
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[list, object]] = []
+
+    def offer(self, readings, ack) -> None:
+        self.offers.append((readings, ack))
+
+
+async def test_receiver_gets_its_ack_only_once_the_event_is_safe(adapter):
+    prof = PROFILES.by_id["contact-id-receiver"]
+    sink, metrics = HeldAckSink(), Metrics()
+    line = SerialLine("receiver", LineSettings(str(adapter.path), "contact_id", baudrate=9600,
+                                               parity="N", ack=b"\x06", nak=b"\x15"),
+                      [SerialDevice("caller-7-302", "1234", prof, "emergency_caller", zone=1)],
+                      sink, metrics)
+    sos = encode_line(ContactIdEvent("1234", 1, 101, 1, 1))
+    bad = sos[:-1] + ("1" if sos[-1] != "1" else "2")          # checksum digit changed
+    unknown = encode_line(ContactIdEvent("9999", 1, 154, 1, 2))
+    async with running(line):
+        await until(lambda: line.state == "online", 5, "port open")
+        adapter.write(sos.encode() + b"\r\n")
+        await until(lambda: sink.offers, 5, "event offered")
+        (readings, ack), = sink.offers
+        assert [(r.device_id, r.kind, r.value) for r in readings] == [
+            ("caller-7-302", Kind.SOS, True)]
+        assert adapter.read(0) == b""          # not acknowledged while not yet safe
+        ack()                                  # the pipeline committed it
+        assert adapter.read(2.0) == b"\x06"
+        adapter.write(bad.encode() + b"\r\n")
+        await until(lambda: metrics.get("gateway_rejected_total", reason="bad_checksum",
+                                        transport="serial") == 1, 5, "bad checksum counted")
+        assert adapter.read(2.0) == b"\x15"     # refused: the receiver sends it again
+        adapter.write(unknown.encode() + b"\r\n")
+        await until(lambda: metrics.get("gateway_rejected_total", reason="unknown_device",
+                                        transport="serial") == 1, 5, "unknown account counted")
+        assert adapter.read(2.0) == b"\x06"     # heard; resending would not help
+        adapter.write(sos.encode() + b"\r\n")
+        await until(lambda: len(sink.offers) == 2, 5, "second event offered")
+        adapter.unplug()
+        await until(lambda: line.state == "offline", 5, "line lost")
+        sink.offers[1][1]()                    # committed after the line died: no crash
+    readings, ack = sink.offers[-1]            # the line's loss reported, nothing to answer
+    assert [(r.metric, r.value) for r in readings] == [("availability", False)] and ack is None
+
+
 async def test_unplugged_adapter_recovers_without_restart(adapter):
     """Close the pty under the running driver: offline once, backoff, back on replug."""
     bus = MeterBus(adapter, protocol="dlt645", dlt645_meters={METER_A: VALUES}).start()

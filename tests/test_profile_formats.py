@@ -170,3 +170,33 @@ serial_lines:
     # defaults: the first shipped profile of the type in the transport's format
     assert plans["serial:mbus"].devices[0].profile.id.startswith("cjt188-water-meter")
     assert plans["serial:mbus"].settings.baudrate == 2400
+
+
+def test_receiver_answers_configured_and_refused_on_meter_lines(tmp_path):
+    devices = """
+  - id: panel-1234
+    type: alarm_panel
+    household: h-7-101
+    serial: {line: receiver, address: "1234"}
+"""
+    gateway = """serial_lines:
+  - {id: receiver, device: /dev/ttyUSB2, protocol: contact_id, ack_hex: "06", nak_hex: "15"}
+"""
+    from drivers.field import plan_field
+
+    plans = plan_field(load_site(_site(tmp_path, devices, gateway)), load_profiles())
+    settings = plans["serial:receiver"].settings
+    assert (settings.ack, settings.nak) == (b"\x06", b"\x15")
+    bad = """serial_lines:
+  - id: mbus
+    device: /dev/ttyUSB1
+    protocol: cjt188
+    ack_hex: "06"
+  - {id: receiver, device: /dev/ttyUSB2, protocol: contact_id, ack_hex: "0G"}
+"""
+    with pytest.raises(ConfigError) as err:
+        load_site(_site(tmp_path / "bad", devices, bad))
+    issues = "\n".join(err.value.issues)
+    assert "gateway.yaml:2: serial_lines[0]: ack_hex/nak_hex are for protocol contact_id" \
+           in issues, issues
+    assert "gateway.yaml:6: serial_lines[1].ack_hex" in issues, issues
