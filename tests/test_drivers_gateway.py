@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from drivers.codecs.contact_id import ContactIdEvent, encode_line
 from gateway.broker import free_port, wait_port
 from simulators.serial_meters import MeterBus, PtyAdapter
 from tests.support import GatewayProcess, metric_value, site_copy, wait_for
@@ -46,6 +47,11 @@ EXTRA_DEVICES = """
     grid_cell: "310104-012-03"
     profile: dlt645-meter
     serial: {line: rs485-1, address: "%s"}
+  - id: cid-caller-7-101
+    type: emergency_caller
+    household: h-7-101
+    profile: contact-id-receiver
+    serial: {line: receiver, address: "1234", zone: 1}
 """ % METER
 
 
@@ -62,6 +68,7 @@ def field_site(tmp_path, mosquitto):
                             str(modbus_port), "--units", "1-2", "--dead", "2"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     adapter = PtyAdapter(tmp_path / "ttyRS485-1")
+    receiver = PtyAdapter(tmp_path / "ttyRS232-receiver")
     meters = MeterBus(adapter, protocol="dlt645", dlt645_meters={METER: {
         0x00010000: 4521.37, 0x00020000: 12.5, 0x02010100: 229.8, 0x02020100: 3.217,
         0x02030000: 739.2}}).start()
@@ -82,15 +89,24 @@ serial_lines:
     protocol: dlt645
     period_s: 0.5
     timeout_s: 0.5
+  - id: receiver
+    device: {receiver.path}
+    protocol: contact_id
+    baudrate: 9600
+    parity: N
+    ack_hex: "06"
 """)
         gw = GatewayProcess(site, tmp_path / "data")
         gw.test_token = gw.token("installer", "field-test")
+        gw.duty_token = gw.token("duty", "field-duty")
+        gw.receiver = receiver
         gw.start()
         yield gw
         gw.stop()
     finally:
         meters.stop()
         adapter.unplug()
+        receiver.unplug()
         sim.terminate()
         sim.wait(10)
 
@@ -180,3 +196,20 @@ def test_zigbee2mqtt_devices_work_without_a_profile(field_site, mosquitto):
     entry = next(u for u in unknown if u["id"] == "zigbee2mqtt/0x00158d0009f8e7d6")
     assert entry["transport"] == "zigbee2mqtt" and "SJCGQ11LM" in entry["sample"]
     assert not any(u["id"] == "zigbee2mqtt/hall_door" for u in unknown)
+
+
+def test_receiver_event_becomes_an_alarm_and_is_acknowledged_once_committed(field_site):
+    """A Contact ID receiver line with ``ack_hex``: the event's ACK comes back over the line
+    (only after the inbox commit: tests/test_drivers_serial.py holds the pipeline's ack to
+    show that), and the event is an alarm on the console."""
+    wait_for(lambda: field_site.api(field_site.test_token).get("/readyz").json()["components"]
+             ["serial:receiver"]["state"] == "online", timeout=10, what="receiver line online")
+    sos = encode_line(ContactIdEvent("1234", 1, 101, 1, 1))
+    field_site.receiver.write(sos.encode() + b"\r\n")
+    answer = wait_for(lambda: field_site.receiver.read(0.5), timeout=10, what="ACK from gateway")
+    assert answer == b"\x06"
+    api = field_site.api(field_site.duty_token)
+    alarm = wait_for(lambda: [a for a in api.get("/api/alarms", params={"state": "open"})
+                              .json()["alarms"] if a["device_id"] == "cid-caller-7-101"],
+                     timeout=5, what="receiver SOS in /api/alarms")[0]
+    assert alarm["category"] == "emergency_call" and alarm["state"] == "raised"
