@@ -1,7 +1,8 @@
 """The gateway (a real process) reads every transport of a site at once: Zigbee2MQTT devices
 through Mosquitto (payloads sent with mosquitto_pub), SDM630 meters on a Modbus TCP bus (a
-pymodbus server, one unit dead) and a DL/T 645 meter on a pty - and the installer sees the
-readings, the device health and the unknown Zigbee devices through the API."""
+pymodbus server, one unit dead), a DL/T 645 meter on a pty and a Contact ID receiver on
+another - and the installer sees the readings, the device health and the unknown Zigbee
+devices through the API, the receiver its ACK."""
 
 from __future__ import annotations
 
