@@ -56,8 +56,10 @@ class DeviceBinding:
 
 
 class IntakeSink(Protocol):
-    def offer(self, readings: list[Reading], ack: Callable[[], None] | None) -> None:
-        """Take decoded readings. Call ``ack`` once they are safe (durable for alarms)."""
+    def offer(self, readings: list[Reading], ack: Callable[[], None] | None,
+              durable: bool = False) -> None:
+        """Take decoded readings. Call ``ack`` once they are safe (durable for alarms, and
+        for every reading when ``durable``)."""
 
 
 def backoff_delays(base: float = 0.5, cap: float = 30.0):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import string
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = ["LineLost", "LineSettings", "SerialDevice", "SerialLine"]
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("dlt645", "cjt188", "contact_id")
+_REFUSALS = 3        # a receiver line that will not decode is refused this often, then acked
 
 
 class LineLost(DriverError):
@@ -160,6 +162,8 @@ class SerialLine:
         self._unavailable: set[str] = set()
         self._rlog = RateLimitedLog(log)
         self._layout = DLT645_LAYOUT if settings.protocol == "dlt645" else CJT188_LAYOUT
+        self._rx_seq = 0                      # receiver lines read so far (stale-ACK guard)
+        self._refused = (b"", 0)              # the last unreadable line, times refused
 
     # -- supervision ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -216,10 +220,14 @@ class SerialLine:
                                   metric="availability")])
 
     def _offer(self, dev: SerialDevice, readings: list[Reading],
-               ack: Callable[[], None] | None = None) -> None:
+               ack: Callable[[], None] | None = None, durable: bool = False) -> None:
         if readings:
-            self.sink.offer([r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
-                                         device_type=dev.device_type) for r in readings], ack)
+            bound = [r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
+                                 device_type=dev.device_type) for r in readings]
+            if durable:
+                self.sink.offer(bound, ack, durable=True)
+            else:
+                self.sink.offer(bound, ack)
 
     def _reject(self, exc: DecodeError, device_id: str | None) -> None:
         self.metrics.inc("gateway_rejected_total", reason=exc.reason, transport="serial")
@@ -339,19 +347,44 @@ class SerialLine:
                     self._receiver_line(raw, by_zone, port)
 
     def _receiver_line(self, raw: bytes, by_zone: dict, port: _Port) -> None:
-        """Decode one receiver line and answer it (when the line has ``ack``/``nak``): an
-        event of a known account is acknowledged only once the pipeline has it safe (for
-        alarms: committed), so a receiver that resends unacknowledged events loses none to
-        a crash; a checksum error is refused (the receiver sends it again); anything else
-        (an unknown account or event code, a status line) is acknowledged at once — sending
-        it again would not make it usable."""
+        """Decode one receiver line and answer it (when the line has ``ack``/``nak``).
+
+        - An event of a known account is acknowledged only once the pipeline has it in its
+          inbox (every event, not only alarm-class ones), and only if no newer line has come
+          since: an ACK carries no sequence number, so an ACK for a copy the receiver has
+          already resent would be taken as the answer to the resend (or to the next event).
+        - A line that does not decode but has the digits of an event (12 or more hex digits:
+          a bad checksum, a lost or garbled character) is refused — ``nak``, or silence — so
+          the receiver sends it again; the
+          same line refused ``_REFUSALS`` times running is acknowledged and logged as an
+          error (``unreadable_gave_up``), so one bad stored event cannot block the receiver.
+        - Anything else (a status line such as a receiver's heartbeat, an unknown account or
+          event code) is acknowledged at once: sending it again would not make it usable; it
+          is counted (unknown accounts are shown to installers)."""
         settings = self.settings
+        self._rx_seq += 1
         try:
             event = contact_id.parse_line(raw)
         except DecodeError as exc:
             self._reject(exc, None)
-            self._answer(port, settings.nak if exc.reason == "bad_checksum" else settings.ack)
+            if sum(chr(b) in string.hexdigits for b in raw) < 12:
+                self._answer(port, settings.ack)   # a status line (heartbeat), not an event
+                return
+            last, times = self._refused
+            times = times + 1 if raw == last else 1
+            if times > _REFUSALS:
+                self._refused = (b"", 0)
+                self.metrics.inc("gateway_rejected_total", reason="unreadable_gave_up",
+                                 transport="serial")
+                log.error("line %s: receiver line %r refused %d times; acknowledged so that "
+                          "the receiver goes on (the event in it is lost)", self.line_id,
+                          raw[:80], _REFUSALS)
+                self._answer(port, settings.ack)
+            else:
+                self._refused = (raw, times)
+                self._answer(port, settings.nak)
             return
+        self._refused = (b"", 0)
         dev = by_zone.get((event.account, event.zone)) or by_zone.get((event.account, None))
         if dev is None:
             self.metrics.inc("gateway_rejected_total", reason="unknown_device",
@@ -367,8 +400,15 @@ class SerialLine:
             self._answer(port, settings.ack)
             return
         self.metrics.inc("gateway_ingest_messages_total", transport="serial")
-        data = settings.ack
-        self._offer(dev, [reading], (lambda: self._answer(port, data)) if data else None)
+        ack = None
+        if settings.ack:
+            seq = self._rx_seq
+
+            def ack() -> None:
+                if seq == self._rx_seq:      # else a newer line (or a resend) is pending
+                    self._answer(port, settings.ack)
+
+        self._offer(dev, [reading], ack, durable=True)
 
     def _answer(self, port: _Port, data: bytes) -> None:
         """Send an ACK/NAK to the receiver; a lost line only costs the receiver a resend."""

@@ -316,6 +316,15 @@ class SerialLineConfig(SerialPort):
         description="contact_id: bytes (hex) sent for an event line with a bad checksum, "
                     "e.g. '15' (ASCII NAK)")
 
+    @field_validator("ack_hex", "nak_hex", mode="before")
+    @classmethod
+    def _digits_read_as_a_number(cls, v: object) -> object:
+        """``ack_hex: 06`` unquoted is the number 6 in YAML: take its digits back."""
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            digits = str(v)
+            return digits if len(digits) % 2 == 0 else "0" + digits
+        return v
+
     @model_validator(mode="after")
     def _answers_need_a_receiver(self) -> SerialLineConfig:
         if (self.ack_hex or self.nak_hex) and self.protocol != "contact_id":

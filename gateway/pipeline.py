@@ -69,9 +69,16 @@ class Pipeline:
                       "alarm-class readings waiting for commit or rules")
 
     # -- intake (called from driver callbacks on the loop thread) ---------------------
-    def offer(self, readings: list[Reading], ack: Callable[[], None] | None) -> None:
-        alarm = [r for r in readings if r.is_alarm_class]
-        telemetry = [r for r in readings if not r.is_alarm_class]
+    def offer(self, readings: list[Reading], ack: Callable[[], None] | None,
+              durable: bool = False) -> None:
+        """``durable``: every reading goes through the inbox commit before ``ack`` (a source
+        that resends until acknowledged and whose every event matters, e.g. an alarm
+        receiver); otherwise only alarm-class readings do and telemetry is acked at once."""
+        if durable:
+            alarm, telemetry = list(readings), []
+        else:
+            alarm = [r for r in readings if r.is_alarm_class]
+            telemetry = [r for r in readings if not r.is_alarm_class]
         for r in telemetry:
             try:
                 self._telemetry_q.put_nowait(r)

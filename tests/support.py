@@ -53,7 +53,7 @@ class CollectingSink:
         self.readings: list = []
         self.expect_ack = expect_ack
 
-    def offer(self, readings, ack) -> None:
+    def offer(self, readings, ack, durable: bool = False) -> None:
         if self.expect_ack is False:
             assert ack is None
         self.readings.extend(readings)

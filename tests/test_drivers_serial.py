@@ -155,13 +155,13 @@ async def test_contact_id_receiver_lines(adapter):
 
 class HeldAckSink:
     """A pipeline stand-in that keeps each offer's ``ack`` until the test calls it (the
-    pipeline calls it once the alarm is committed)."""
+    pipeline calls it once the readings are committed to its inbox)."""
 
     def __init__(self) -> None:
-        self.offers: list[tuple[list, object]] = []
+        self.offers: list[tuple[list, object, bool]] = []
 
-    def offer(self, readings, ack) -> None:
-        self.offers.append((readings, ack))
+    def offer(self, readings, ack, durable: bool = False) -> None:
+        self.offers.append((readings, ack, durable))
 
 
 async def test_receiver_gets_its_ack_only_once_the_event_is_safe(adapter):
@@ -172,32 +172,76 @@ async def test_receiver_gets_its_ack_only_once_the_event_is_safe(adapter):
                       [SerialDevice("caller-7-302", "1234", prof, "emergency_caller", zone=1)],
                       sink, metrics)
     sos = encode_line(ContactIdEvent("1234", 1, 101, 1, 1))
-    bad = sos[:-1] + ("1" if sos[-1] != "1" else "2")          # checksum digit changed
+    supervision = encode_line(ContactIdEvent("1234", 1, 381, 1, 1))   # RF supervision loss
     unknown = encode_line(ContactIdEvent("9999", 1, 154, 1, 2))
+
+    def rejected(reason: str) -> float:
+        return metrics.get("gateway_rejected_total", reason=reason, transport="serial")
+
     async with running(line):
         await until(lambda: line.state == "online", 5, "port open")
         adapter.write(sos.encode() + b"\r\n")
         await until(lambda: sink.offers, 5, "event offered")
-        (readings, ack), = sink.offers
+        readings, ack, durable = sink.offers[0]
         assert [(r.device_id, r.kind, r.value) for r in readings] == [
             ("caller-7-302", Kind.SOS, True)]
+        assert durable                         # through the inbox, whatever its kind
         assert adapter.read(0) == b""          # not acknowledged while not yet safe
         ack()                                  # the pipeline committed it
         assert adapter.read(2.0) == b"\x06"
-        adapter.write(bad.encode() + b"\r\n")
-        await until(lambda: metrics.get("gateway_rejected_total", reason="bad_checksum",
-                                        transport="serial") == 1, 5, "bad checksum counted")
-        assert adapter.read(2.0) == b"\x15"     # refused: the receiver sends it again
+
+        # every event of a known account is kept durable, not only alarm-class ones
+        adapter.write(supervision.encode() + b"\r\n")
+        await until(lambda: len(sink.offers) == 2, 5, "supervision event offered")
+        assert sink.offers[1][2] and adapter.read(0) == b""
+        sink.offers[1][1]()
+        assert adapter.read(2.0) == b"\x06"
+
+        # noise on the line: refused, so the receiver sends it again ...
+        garbled = sos[:5] + "Z" + sos[6:]
+        for n, bad in enumerate([sos[:-1] + ("1" if sos[-1] != "1" else "2"), garbled,
+                                 sos[:-3]], start=1):
+            adapter.write(bad.encode() + b"\r\n")
+            await until(lambda: sum(rejected(r) for r in ("bad_checksum", "bad_format",
+                                                          "bad_length")) == n, 5, "refused")
+            assert adapter.read(2.0) == b"\x15", bad
+        # ... but the same unreadable line is not refused forever
+        for _ in range(4):                     # refused 3 times running, the 4th copy acked
+            adapter.write(garbled.encode() + b"\r\n")
+            await asyncio.sleep(0.05)
+        await until(lambda: rejected("unreadable_gave_up") == 1, 5, "gave up")
+        answers = b""
+        while len(answers) < 4 and (more := adapter.read(2.0)):
+            answers += more
+        assert answers == b"\x15\x15\x15\x06"
+
         adapter.write(unknown.encode() + b"\r\n")
-        await until(lambda: metrics.get("gateway_rejected_total", reason="unknown_device",
-                                        transport="serial") == 1, 5, "unknown account counted")
+        await until(lambda: rejected("unknown_device") == 1, 5, "unknown account counted")
         assert adapter.read(2.0) == b"\x06"     # heard; resending would not help
+        before = rejected("bad_format") + rejected("bad_length")
+        adapter.write(b"1011           @    \r\n")       # a receiver's heartbeat
+        await until(lambda: rejected("bad_format") + rejected("bad_length") == before + 1, 5,
+                    "status line counted")
+        assert adapter.read(2.0) == b"\x06"     # answered, not refused
+
+        # the receiver timed out and resent the event before the first copy was committed:
+        # the first copy's ACK would answer the resend (or the next event), so only the
+        # newest copy is acknowledged
         adapter.write(sos.encode() + b"\r\n")
-        await until(lambda: len(sink.offers) == 2, 5, "second event offered")
+        await until(lambda: len(sink.offers) == 3, 5, "event offered")
+        adapter.write(sos.encode() + b"\r\n")
+        await until(lambda: len(sink.offers) == 4, 5, "resent copy offered")
+        sink.offers[2][1]()
+        assert adapter.read(0.2) == b""
+        sink.offers[3][1]()
+        assert adapter.read(2.0) == b"\x06"
+
+        adapter.write(sos.encode() + b"\r\n")
+        await until(lambda: len(sink.offers) == 5, 5, "event offered")
         adapter.unplug()
         await until(lambda: line.state == "offline", 5, "line lost")
-        sink.offers[1][1]()                    # committed after the line died: no crash
-    readings, ack = sink.offers[-1]            # the line's loss reported, nothing to answer
+        sink.offers[4][1]()                    # committed after the line died: no crash
+    readings, ack, _ = sink.offers[-1]         # the line's loss reported, nothing to answer
     assert [(r.metric, r.value) for r in readings] == [("availability", False)] and ack is None
 
 

@@ -180,7 +180,7 @@ def test_receiver_answers_configured_and_refused_on_meter_lines(tmp_path):
     serial: {line: receiver, address: "1234"}
 """
     gateway = """serial_lines:
-  - {id: receiver, device: /dev/ttyUSB2, protocol: contact_id, ack_hex: "06", nak_hex: "15"}
+  - {id: receiver, device: /dev/ttyUSB2, protocol: contact_id, ack_hex: 06, nak_hex: "15"}
 """
     from drivers.field import plan_field
 
