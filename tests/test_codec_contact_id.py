@@ -94,6 +94,7 @@ def _line(code, q=1, zone=1):
     (110, Kind.FIRE, "fire"), (111, Kind.SMOKE, "smoke"), (114, Kind.HEAT, "heat"),
     (137, Kind.TAMPER, "tamper"), (144, Kind.TAMPER, "sensor_tamper"),
     (151, Kind.GAS, "gas"), (154, Kind.WATER_LEAK, "water_leak"),
+    (158, Kind.HEAT, "high_temperature"),
     (301, Kind.FAULT, "ac_power_loss"), (302, Kind.BATTERY_LOW, "system_battery_low"),
     (384, Kind.BATTERY_LOW, "sensor_battery_low"),
     (601, Kind.TEST, "manual_test"), (602, Kind.TEST, "periodic_test"),

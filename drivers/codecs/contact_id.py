@@ -125,6 +125,7 @@ EVENT_KINDS: Mapping[int, EventKind] = MappingProxyType(dict([
     _ek(144, Kind.TAMPER, "sensor_tamper"),
     _ek(151, Kind.GAS, "gas"),
     _ek(154, Kind.WATER_LEAK, "water_leak"),
+    _ek(158, Kind.HEAT, "high_temperature"),
     _ek(301, Kind.FAULT, "ac_power_loss"),
     _ek(302, Kind.BATTERY_LOW, "system_battery_low"),
     _ek(381, Kind.AVAILABILITY, "rf_supervision", inverted=True),
