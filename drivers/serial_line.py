@@ -355,9 +355,9 @@ class SerialLine:
           already resent would be taken as the answer to the resend (or to the next event).
         - A line that does not decode but has the digits of an event (12 or more hex digits:
           a bad checksum, a lost or garbled character) is refused — ``nak``, or silence — so
-          the receiver sends it again; the
-          same line refused ``_REFUSALS`` times running is acknowledged and logged as an
-          error (``unreadable_gave_up``), so one bad stored event cannot block the receiver.
+          the receiver sends it again; the same line refused ``_REFUSALS`` times running is
+          acknowledged and logged as an error (``unreadable_gave_up``), so one bad stored
+          event cannot block the receiver.
         - Anything else (a status line such as a receiver's heartbeat, an unknown account or
           event code) is acknowledged at once: sending it again would not make it usable; it
           is counted (unknown accounts are shown to installers)."""
