@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.broker import free_port, wait_port
+from gateway.broker import free_port, stop_process, wait_port
 
 __all__ = ["VICTORIA_BIN", "VictoriaMetrics"]
 
@@ -42,13 +42,7 @@ class VictoriaMetrics:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc, grace_s=15)
         self.proc = None
 
     def export(self, match: str) -> list[dict]:

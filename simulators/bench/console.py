@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as paho
 
-from gateway.broker import Mosquitto, free_port, wait_port
+from gateway.broker import Mosquitto, free_port, stop_process, wait_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -109,12 +109,7 @@ class _Gateway:
         return {a["device_id"]: a["id"] for a in r.json()["alarms"]}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop_process(self.proc, grace_s=20)
         self.log.close()
 
 
