@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -9,15 +10,30 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as paho
+import pytest
 
 from gateway.broker import free_port, wait_port
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "edge_config" / "examples" / "tianlin"
 VENV_BIN = Path(sys.executable).parent
+
+
+@asynccontextmanager
+async def running(driver):
+    """``driver.run()`` as a task for the ``async with`` block; cancelled after it (a driver
+    runs until cancelled, so it must end by cancellation, not by an error)."""
+    task = asyncio.create_task(driver.run(), name=f"{type(driver).__name__} under test")
+    try:
+        yield driver
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 def wait_for(cond, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):

@@ -4,9 +4,7 @@ responses counted, a lost server reconnected."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-from contextlib import asynccontextmanager
 
 import pytest
 from pymodbus.framer import FramerType
@@ -20,28 +18,13 @@ from gateway.metrics import Metrics
 from gateway.model import Kind, Quality
 from simulators.modbus_meters import MeterStore, serve_meters
 from simulators.serial_meters import PtyLink
-from tests.support import CollectingSink, until
+from tests.support import CollectingSink, running, until
 
 pytestmark = pytest.mark.integration
 
 PROFILES = load_profiles()
 SDM630 = PROFILES.by_id["eastron-sdm630"]
 SDM630_READS = tuple(plan_reads(SDM630.entries(), max_gap=SDM630.max_gap))
-
-
-
-
-@asynccontextmanager
-async def running(bus: ModbusBus):
-    task = asyncio.create_task(bus.run(), name=f"modbus[{bus.bus_id}]")
-    try:
-        yield bus
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-
 
 
 def test_sdm630_plan_merges_into_two_reads():
