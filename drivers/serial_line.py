@@ -222,12 +222,9 @@ class SerialLine:
     def _offer(self, dev: SerialDevice, readings: list[Reading],
                ack: Callable[[], None] | None = None, durable: bool = False) -> None:
         if readings:
-            bound = [r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
-                                 device_type=dev.device_type) for r in readings]
-            if durable:
-                self.sink.offer(bound, ack, durable=True)
-            else:
-                self.sink.offer(bound, ack)
+            self.sink.offer([r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
+                                         device_type=dev.device_type) for r in readings], ack,
+                            durable=durable)
 
     def _reject(self, exc: DecodeError, device_id: str | None) -> None:
         self.metrics.inc("gateway_rejected_total", reason=exc.reason, transport="serial")

@@ -41,8 +41,11 @@ async def test_durable_offer_is_in_the_inbox_before_its_ack(tmp_path):
         acked: list[bool] = []
         pipe.offer([_fault("p-2")], lambda: acked.append(True))   # plain telemetry
         assert acked == [True]                             # at once ...
-        await asyncio.sleep(0.1)
-        assert store.query_one("SELECT count(*) AS n FROM inbox")["n"] == 1   # ... not stored
+        pipe.offer([_fault("p-3")], ack, durable=True)     # committed after it, if at all
+        await until(lambda: len(inbox_rows_at_ack) == 2, 5, "second ack after commit")
+        stored = [r["reading"] for r in store.query("SELECT reading FROM inbox ORDER BY seq")]
+        assert ['"p-2"' in r for r in stored] == [False, False]   # ... and never stored
+        assert inbox_rows_at_ack == [1, 2]
         committer.cancel()
     finally:
         store.close()

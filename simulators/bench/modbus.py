@@ -39,7 +39,7 @@ class _Count:
     def __init__(self) -> None:
         self.readings = 0
 
-    def offer(self, readings, ack) -> None:
+    def offer(self, readings, ack, durable: bool = False) -> None:
         self.readings += len(readings)
 
 
