@@ -89,14 +89,17 @@ def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple:
     ``quiet_lo..quiet_hi`` is the intersection of their bands (None: none has one)."""
     made = bound.get(id(handlers))
     if made is None:
-        bands = [b for b in (h.quiet_band() for h in handlers) if b is not None]
-        lo = max(b[0] for b in bands) if bands else None
-        hi = min(b[1] for b in bands) if bands else None
-        quiet = tuple(h.call for h in handlers if h.quiet_band() is None)
-        quiet = bound.setdefault(quiet, quiet)     # shared by every route that has it
         calls = tuple(h.call for h in handlers)
-        made = bound[id(handlers)] = (calls, tuple(h.call for h in handlers if h.wants_bad),
-                                      quiet if bands else calls, lo, hi)
+        bad = tuple(h.call for h in handlers if h.wants_bad)
+        bands = {h: h.quiet_band() for h in handlers}
+        banded = [b for b in bands.values() if b is not None]
+        if not banded:
+            made = (calls, bad, calls, None, None)
+        else:
+            quiet = tuple(h.call for h, b in bands.items() if b is None)
+            quiet = bound.setdefault(quiet, quiet)     # shared by every route that has it
+            made = (calls, bad, quiet, max(b[0] for b in banded), min(b[1] for b in banded))
+        bound[id(handlers)] = made
     return made
 
 
