@@ -124,7 +124,6 @@ def _smooth(site_households: int, n: int, seed: int) -> list[Reading]:
     load plus appliances that switch on for a few readings; a door is opened and closed
     again 5–90 s later, and one opening in 20 is left ajar for 3–15 minutes."""
     rng = random.Random(seed)
-    step = timedelta(seconds=3600.0 / max(n, 1))     # one simulated hour in total
     energy = [0.0] * site_households
     level = [rng.uniform(28.0, 33.0) if rng.random() < 0.05 else rng.uniform(18.0, 27.0)
              for _ in range(site_households)]
@@ -134,9 +133,7 @@ def _smooth(site_households: int, n: int, seed: int) -> list[Reading]:
     is_open = [False] * site_households
     closing: list[tuple[datetime, int]] = []        # (when, household): doors to close
     out: list[Reading] = []
-    ts = _START
-    for _ in range(n):
-        ts += step
+    for ts in _hour(n):
         if closing and closing[0][0] <= ts:
             _, h = heapq.heappop(closing)
             is_open[h] = False
@@ -145,8 +142,7 @@ def _smooth(site_households: int, n: int, seed: int) -> list[Reading]:
         h = rng.randrange(site_households)
         x = rng.random()
         if x < 0.35:
-            energy[h] += rng.random() * 0.01
-            r = Reading(f"meter-{h}", Kind.ENERGY, energy[h], ts)
+            r = _energy(rng, energy, h, ts)
         elif x < 0.50:
             on = appliances[h]
             if on and rng.random() < 0.3:
@@ -177,6 +173,21 @@ def _smooth(site_households: int, n: int, seed: int) -> list[Reading]:
     return out
 
 
+def _hour(n: int):
+    """``n`` timestamps spread evenly over one simulated hour from ``_START``."""
+    step = timedelta(seconds=3600.0 / max(n, 1))
+    ts = _START
+    for _ in range(n):
+        ts += step
+        yield ts
+
+
+def _energy(rng: random.Random, energy: list[float], h: int, ts: datetime) -> Reading:
+    """The first 35 % of both mixes: household ``h``'s meter total, a little higher."""
+    energy[h] += rng.random() * 0.01
+    return Reading(f"meter-{h}", Kind.ENERGY, energy[h], ts)
+
+
 def _heartbeat_or_alarm(rng: random.Random, h: int, x: float, ts: datetime) -> Reading:
     """The last 10 % of both mixes (``x`` >= 0.90): battery 7 %, smoke 2.5 %, SOS 0.5 %."""
     if x < 0.97:
@@ -192,17 +203,13 @@ def _noise(site_households: int, n: int, seed: int) -> list[Reading]:
     SOS 0.5 %, every value drawn afresh (power 0–4 kW, 18–33 °C, doors open or shut at
     random every few minutes): thresholds and held states change at almost every reading."""
     rng = random.Random(seed)
-    step = timedelta(seconds=3600.0 / max(n, 1))     # one simulated hour in total
     energy = [0.0] * site_households
     out: list[Reading] = []
-    ts = _START
-    for _ in range(n):
-        ts += step
+    for ts in _hour(n):
         h = rng.randrange(site_households)
         x = rng.random()
         if x < 0.35:
-            energy[h] += rng.random() * 0.01
-            r = Reading(f"meter-{h}", Kind.ENERGY, energy[h], ts)
+            r = _energy(rng, energy, h, ts)
         elif x < 0.50:
             r = Reading(f"meter-{h}", Kind.POWER, rng.random() * 4000.0, ts)
         elif x < 0.65:
