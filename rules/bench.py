@@ -6,10 +6,10 @@ caller, smoke detector, motion sensor, door contact and electricity meter each),
 and grid cells), and ``readings`` readings of one simulated hour (meters, temperature,
 motion, doors, heartbeats, a few alarms), all from ``seed``: by default synthetic signals
 shaped like recorded ones (``"smooth"``: temperatures drift, doors close again), and as a
-stress case drawn afresh at every reading (``"noise"``). It feeds them through ``Engine.feed`` (ticking once
-per simulated second, not timed; the heap settled as the gateway settles it, see
-:mod:`gateway.heap`) and returns figures; nothing is printed. The same runs with 10 and with
-10,000 rules give ``ratio_many_rules``.
+stress case drawn afresh at every reading (``"noise"``). It feeds them through
+``Engine.feed`` (ticking once per simulated second, not timed; the heap settled as the
+gateway settles it, see :mod:`gateway.heap`) and returns figures; nothing is printed. The
+same runs with 10 and with 10,000 rules give ``ratio_many_rules``.
 """
 
 from __future__ import annotations
@@ -224,16 +224,15 @@ def _noise(site_households: int, n: int, seed: int) -> list[Reading]:
     return out
 
 
-def _run(cfg: RulesConfig, site: SiteIndex, readings: list[Reading]) -> dict[str, Any]:
-    """Feed ``readings`` in chunks of one simulated second, ticking before each chunk.
-    Throughput is events per second of this process's CPU time in the loop without the
-    ticks (a shared machine's other load does not count against it); ``events_per_s_wall``
-    is the same over wall time spent in ``feed``. Every 32nd chunk times each call (wall)
-    for the latency percentiles."""
+def _run(cfg: RulesConfig, site: SiteIndex, chunks: list[list[Reading]]) -> dict[str, Any]:
+    """Feed ``chunks`` (readings cut into simulated seconds, :func:`_chunks`), ticking before
+    each chunk. Throughput is events per second of this process's CPU time in the loop
+    without the ticks (a shared machine's other load does not count against it);
+    ``events_per_s_wall`` is the same over wall time spent in ``feed``. Every 32nd chunk
+    times each call (wall) for the latency percentiles."""
     eng = Engine(cfg, site)
     feed, tick = eng.feed, eng.tick
     clock = time.perf_counter_ns
-    chunks = _chunks(readings)
     lat: list[int] = []
     actions = busy = 0
     cpu = time.process_time_ns
@@ -259,7 +258,7 @@ def _run(cfg: RulesConfig, site: SiteIndex, readings: list[Reading]) -> dict[str
                     actions += len(out)
             busy += clock() - t0
     cpu_ns = cpu() - cpu0      # CPU time of this process in the loop, ticks excluded
-    n = len(readings)
+    n = sum(len(chunk) for chunk in chunks)
     sample = np.asarray(lat, dtype=np.int64)
     return {"rules": len(cfg.rules), "events": n, "events_per_s": n / (cpu_ns / 1e9),
             "events_per_s_wall": n / (busy / 1e9),
@@ -312,7 +311,7 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
     configs = {n: bench_rules(n, households, seed) for n in counts}
     few, many = compare
     pair = (configs[few], configs[many])
-    data = _readings(households, readings, seed, "smooth")
+    data = _chunks(_readings(households, readings, seed, "smooth"))
     tries, sequential = _rounds(configs, site, data, counts, repeat, compare)
     runs = {}
     for n, rows in tries.items():
@@ -323,7 +322,7 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
     rounds = range(max(1, repeat))
     side = [_side_by_side(pair, site, data) for _ in rounds]
     control = _side_by_side((configs[few], configs[few]), site, data)
-    noise = _readings(households, readings, seed, "noise")
+    noise = _chunks(_readings(households, readings, seed, "noise"))
     noise_side = [_side_by_side(pair, site, noise) for _ in rounds]
     noise_tries, noise_sequential = _rounds(configs, site, noise, compare, repeat, compare)
     del noise
@@ -356,7 +355,7 @@ def run_rules_bench(households: int = 10_000, rules: int = 1_000, readings: int 
 
 
 def _side_by_side(configs: tuple[RulesConfig, RulesConfig], site: SiteIndex,
-                  readings: list[Reading]) -> float:
+                  chunks: list[list[Reading]]) -> float:
     """Throughput of an engine with ``configs[1]`` ÷ one with ``configs[0]``, measured side
     by side in this process: both engines get the same readings one simulated second at a
     time (a few hundred readings, about a millisecond), alternating which goes first, and
@@ -367,7 +366,6 @@ def _side_by_side(configs: tuple[RulesConfig, RulesConfig], site: SiteIndex,
     are built); a collection is paid by the engine whose allocation triggers it, which can
     favour one slot, so the measurement is made twice with the engines in swapped slots and
     the geometric mean of the two ratios is returned."""
-    chunks = _chunks(readings)
     cpu = time.process_time_ns
     ratios = []
     for order in ((0, 1), (1, 0)):
@@ -389,7 +387,7 @@ def _side_by_side(configs: tuple[RulesConfig, RulesConfig], site: SiteIndex,
     return math.sqrt(ratios[0] * ratios[1])
 
 
-def _rounds(configs: dict[int, RulesConfig], site: SiteIndex, data: list[Reading],
+def _rounds(configs: dict[int, RulesConfig], site: SiteIndex, data: list[list[Reading]],
             counts: tuple[int, ...], repeat: int, pair: tuple[int, int]
             ) -> tuple[dict[int, list[dict[str, Any]]], list[float]]:
     """``repeat`` rounds of one run per rule count (order reversed every other round);

@@ -9,8 +9,9 @@ shared machine does not count against it; ``events_per_s`` is the best of ``--re
 readings side by side, one simulated second at a time, so that the machine's drifting speed
 hits both alike, each made in both slot orders (``side_by_side_control``: 10 rules on
 both sides, 1.0 without bias); the median of ``--repeat`` measurements. Rules are indexed,
-not scanned, so it should stay near 1 (``ratio_many_rules_sequential``: the same from whole runs one after
-the other, which a shared machine makes swing by up to ±20 %). ``ratio_many_rules_noise``
+not scanned, so it should stay near 1 (``ratio_many_rules_sequential``: the same from whole
+runs one after the other, which a shared machine makes swing by up to ±20 %).
+``ratio_many_rules_noise``
 (and ``_noise_sequential``) is the same on a stress workload whose values are drawn afresh
 at every reading. ``load_avg_1m`` is the machine's load while it ran.
 
