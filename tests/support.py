@@ -50,8 +50,6 @@ def wait_for(cond, timeout: float = 10.0, interval: float = 0.02, what: str = "c
 
 async def until(cond, timeout: float, what: str = "condition", interval: float = 0.02):
     """Await ``cond()`` truthy within ``timeout`` seconds (the async twin of wait_for)."""
-    import asyncio
-
     deadline = time.monotonic() + timeout
     while True:
         value = cond()

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import httpx
 import pytest
@@ -49,10 +48,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         code = proc.wait(30)
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text()
-    deadline = time.monotonic() + 10
-    while _mosquitto_pids() & started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not (_mosquitto_pids() & started), "demo left its mosquitto running"
+    wait_for(lambda: not (_mosquitto_pids() & started), timeout=10, interval=0.1,
+             what="the demo's mosquitto to be gone (it must not outlive the demo)")
     assert not os.path.exists(tmp_path / "demo" / "mosquitto" / "mosquitto.pid")
 
 

@@ -16,6 +16,7 @@ from gateway.model import Kind, Reading
 from gateway.telemetry import (EmbeddedTelemetry, InfluxWriter, TelemetryError, TelemetrySink,
                                to_line)
 from simulators.victoria import VictoriaMetrics
+from tests.support import until
 
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -94,16 +95,11 @@ async def test_buffer_is_bounded_sheds_counted_and_keeps_data_while_server_down(
     for i in range(1500):            # the server is down: 1000 kept, 500 shed and counted
         sink.offer(power(i, float(i)))
     assert metrics.get("gateway_shed_total", reason="telemetry_buffer_full") == 500
-    for _ in range(200):
-        if metrics.total("gateway_telemetry_errors_total") >= 2:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: metrics.total("gateway_telemetry_errors_total") >= 2, 5,
+                "two failed writes")
     assert sink.state.startswith("retrying") and sink.written == 0
     writer.fail = False
-    for _ in range(500):
-        if sink.written == 1000:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: sink.written == 1000, 10, "the kept 1000 points written")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     print("batches:", writer.batches)
