@@ -11,13 +11,15 @@ instead of opening a second one; the store enforces this with a unique index on 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from edge_config.loader import SiteConfig
-from gateway.model import utc
+from gateway.metrics import Metrics
+from gateway.model import Severity, utc
 from gateway.store import Store, record_audit
 
 __all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "HistoryFilter",
@@ -32,6 +34,7 @@ RESOLVE_REASONS: dict[str, dict[str, str]] = {
     "other": {"zh": "其他", "en": "Other"},
 }
 SYSTEM_ACTOR = "system"
+log = logging.getLogger(__name__)
 
 
 class AlarmError(Exception):
@@ -48,10 +51,27 @@ class AlarmStateError(AlarmError):
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One alarm that changed, with what happened (for the live stream)."""
+    """One alarm that changed, with what happened (for the live stream). ``reopened``: the
+    alarm was raised for a trigger the rule engine took for an update of an alarm that is
+    resolved here (``key``/``rule_id`` tell the engine which bookkeeping to start afresh)."""
 
     alarm_id: int
     action: str
+    key: str = ""
+    rule_id: str = ""
+    reopened: bool = False
+
+
+@dataclass(slots=True)
+class EngineState:
+    """What the store holds of the rule engine's alarm and fault bookkeeping (read at start,
+    for ``rules.Engine.adopt_store``)."""
+
+    journal: dict
+    stored: list
+    version: int
+    open_faults: list[str]
+    ended: set[str]
 
 
 def _now() -> str:
@@ -70,35 +90,49 @@ class AlarmBook:
 
     def __init__(self, store: Store, site: SiteConfig, *,
                  on_change: Callable[[list[Change]], None] | None = None,
-                 callback_url: str | None = None):
+                 callback_url: str | None = None, metrics: Metrics | None = None):
         self.store = store
         self.site = site
         self.on_change = on_change or (lambda changes: None)
         self.callback_url = callback_url
+        self.metrics = metrics
         self._key_prefix = f"{site.site.site.id}-{store.instance_id}"
         store.write_sync(_create_device_tables)
 
     # -- rule actions ----------------------------------------------------------------
-    async def apply(self, actions: Iterable, inbox_seqs: Iterable[int] = ()) -> list[Change]:
-        """Apply rule actions and mark the inbox rows that caused them processed, atomically."""
+    async def apply(self, actions: Iterable, inbox_seqs: Iterable[int] = (),
+                    journal: Iterable[tuple[str, dict, int]] = ()) -> list[Change]:
+        """Apply rule actions, write the engine's alarm bookkeeping (``journal``: entries
+        of ``rules.AlarmBook.journal``) and mark the inbox rows that caused them processed,
+        atomically. An action for an alarm that is not open is never dropped silently: a
+        trigger raises a new alarm (``Change.reopened``), anything else is recorded where it
+        can be, counted (``gateway_orphan_actions_total{action}``) and logged."""
         actions = list(actions)
         seqs = list(inbox_seqs)
+        entries = list(journal)
 
-        def tx(conn: sqlite3.Connection) -> list[Change]:
+        def tx(conn: sqlite3.Connection) -> tuple[list[Change], list[tuple[str, str, str]]]:
             changes: list[Change] = []
+            orphans: list[tuple[str, str, str]] = []
             for action in actions:
                 handler = getattr(self, f"_on_{type(action).__name__}", None)
                 if handler is not None:
-                    change = handler(conn, action)
+                    change = handler(conn, action, orphans)
                     if change is not None:
                         changes.append(change)
+            if entries:
+                _write_journal(conn, entries, {c.key for c in changes if c.reopened})
             if seqs:
                 now = _now()
                 conn.executemany("UPDATE inbox SET processed_at=? WHERE seq=?",
                                  [(now, s) for s in seqs])
-            return changes
+            return changes, orphans
 
-        changes = await self.store.write(tx)
+        changes, orphans = await self.store.write(tx)
+        for action, key, note in orphans:
+            if self.metrics is not None:
+                self.metrics.inc("gateway_orphan_actions_total", action=action)
+            log.warning("rule action %s for alarm %s, which is not open: %s", action, key, note)
         if changes:
             self.on_change(changes)
         return changes
@@ -107,7 +141,41 @@ class AlarmBook:
         return conn.execute("SELECT * FROM alarms WHERE key=? AND state!='resolved'",
                             (key,)).fetchone()
 
-    def _on_RaiseAlarm(self, conn: sqlite3.Connection, a) -> Change:
+    def open_id(self, key: str) -> int | None:
+        """Id of the open alarm with ``key`` (None: none open)."""
+        row = self.store.query_one("SELECT id FROM alarms WHERE key=? AND state!='resolved'",
+                                   (key,))
+        return row["id"] if row else None
+
+    def engine_state(self) -> EngineState:
+        """The rule engine's alarm and fault bookkeeping as the store has it (see
+        ``rules.Engine.adopt_store``): journal entries, open alarms, open faults, and the
+        keys whose last alarm ended with its condition (cleared) and is resolved."""
+        from rules.alarms import StoredAlarm
+
+        journal: dict[str, dict] = {}
+        ids: dict[str, int | None] = {}
+        version = 0
+        for r in self.store.query("SELECT key, alarm_id, state, version FROM alarm_book"):
+            journal[r["key"]] = json.loads(r["state"])
+            ids[r["key"]] = r["alarm_id"]
+            version = max(version, r["version"])
+        stored = [StoredAlarm(r["key"], r["rule_id"], Severity(r["severity"]),
+                              r["state"] == "acknowledged", r["count"], r["escalation_tier"],
+                              datetime.fromisoformat(r["raised_at"]).timestamp(),
+                              r["cleared_at"] is not None, (r["message_zh"], r["message_en"]),
+                              ids.get(r["key"]) == r["id"])
+                  for r in self.store.query("SELECT * FROM alarms WHERE state!='resolved'")]
+        faults = [r["key"] for r in self.store.query(
+            "SELECT key FROM device_faults WHERE cleared_at IS NULL")]
+        ended = {r["key"] for r in self.store.query(
+            "SELECT a.key FROM alarms a JOIN (SELECT key, max(id) AS last FROM alarms "
+            "GROUP BY key) l ON a.id = l.last "
+            "WHERE a.state='resolved' AND a.cleared_at IS NOT NULL")}
+        return EngineState(journal, stored, version, faults, ended)
+
+    def _on_RaiseAlarm(self, conn: sqlite3.Connection, a, orphans: list | None = None
+                       ) -> Change:
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
         now = _now()
         value = json.dumps(a.value)
@@ -116,7 +184,7 @@ class AlarmBook:
             conn.execute("UPDATE alarms SET count=count+1, updated_at=?, value=?, cleared_at=NULL"
                          " WHERE id=?", (now, value, row["id"]))
             _event(conn, row["id"], "retriggered", f"rule:{a.rule_id}", now, value=a.value)
-            return Change(row["id"], "updated")
+            return Change(row["id"], "updated", a.key, a.rule_id)
         cur = conn.execute(
             "INSERT INTO alarms (key, rule_id, category, severity, state, device_id, household_id,"
             " grid_cell, message_zh, message_en, value, test, occurred_at, raised_at, updated_at)"
@@ -127,23 +195,40 @@ class AlarmBook:
         _event(conn, alarm_id, "raised", f"rule:{a.rule_id}", now, value=a.value, occurred_at=ts)
         if not a.test:
             self._enqueue(conn, alarm_id, "case.create", self._case_payload(a, alarm_id, ts), now)
-        return Change(alarm_id, "raised")
+        return Change(alarm_id, "raised", a.key, a.rule_id)
 
-    def _on_UpdateAlarm(self, conn: sqlite3.Connection, a) -> Change | None:
+    def _on_UpdateAlarm(self, conn: sqlite3.Connection, a, orphans: list) -> Change | None:
         row = self._open_by_key(conn, a.key)
         if row is None:
+            if a.again is not None:    # a trigger: the alarm was resolved here meanwhile
+                change = self._on_RaiseAlarm(conn, a.again)
+                return Change(change.alarm_id, "raised", a.key, a.again.rule_id, True)
+            orphans.append(("update", a.key, "flapping note dropped"))
             return None
         now = _now()
-        conn.execute("UPDATE alarms SET count=?, updated_at=?, message_zh=?, message_en=? "
-                     "WHERE id=?", (max(a.count, row["count"]), now, a.message_zh,
-                                    a.message_en, row["id"]))
+        cleared = None if a.again is not None else row["cleared_at"]   # a trigger: active
+        conn.execute("UPDATE alarms SET count=?, updated_at=?, message_zh=?, message_en=?, "
+                     "cleared_at=? WHERE id=?", (max(a.count, row["count"]), now,
+                                                 a.message_zh, a.message_en, cleared,
+                                                 row["id"]))
         _event(conn, row["id"], "updated", SYSTEM_ACTOR, now, count=a.count)
-        return Change(row["id"], "updated")
+        return Change(row["id"], "updated", a.key)
 
-    def _on_ClearAlarm(self, conn: sqlite3.Connection, a) -> Change | None:
+    def _on_ClearAlarm(self, conn: sqlite3.Connection, a, orphans: list) -> Change | None:
         row = self._open_by_key(conn, a.key)
         if row is None:
-            return None
+            last = conn.execute("SELECT id, cleared_at FROM alarms WHERE key=? "
+                                "ORDER BY id DESC LIMIT 1", (a.key,)).fetchone()
+            if last is None:
+                orphans.append(("clear", a.key, "no alarm with this key"))
+                return None
+            now = _now()   # recorded on the alarm that was resolved before the clear came
+            conn.execute("UPDATE alarms SET cleared_at=coalesce(cleared_at, ?) WHERE id=?",
+                         (now, last["id"]))
+            _event(conn, last["id"], "cleared", "device", now, reason=a.reason,
+                   after_resolved=True)
+            orphans.append(("clear", a.key, f"recorded on resolved alarm {last['id']}"))
+            return Change(last["id"], "cleared", a.key)
         now = _now()
         conn.execute("UPDATE alarms SET cleared_at=?, updated_at=? WHERE id=?",
                      (now, now, row["id"]))
@@ -154,10 +239,13 @@ class AlarmBook:
         self._enqueue_update(conn, row, {"event": "cleared", "reason": a.reason}, now)
         return Change(row["id"], "cleared")
 
-    def _on_Escalate(self, conn: sqlite3.Connection, a) -> Change | None:
+    def _on_Escalate(self, conn: sqlite3.Connection, a, orphans: list) -> Change | None:
         row = self._open_by_key(conn, a.key)
-        if row is None or row["state"] != "raised":
+        if row is None:
+            orphans.append(("escalate", a.key, f"tier {a.tier} not sent"))
             return None
+        if row["state"] != "raised" or a.tier <= row["escalation_tier"]:
+            return None   # acknowledged (the engine hears of it next), or notified already
         now = _now()
         conn.execute("UPDATE alarms SET escalation_tier=?, escalation_tier_name=?, updated_at=?"
                      " WHERE id=?", (a.tier, a.tier_name, now, row["id"]))
@@ -165,13 +253,13 @@ class AlarmBook:
                tier_name=a.tier_name, targets=list(a.targets or []))
         return Change(row["id"], "escalated")
 
-    def _on_TestRecord(self, conn: sqlite3.Connection, a) -> None:
+    def _on_TestRecord(self, conn: sqlite3.Connection, a, orphans: list) -> None:
         # A device in test/maintenance mode: recorded for commissioning, never an alarm.
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
         conn.execute("INSERT INTO device_tests (device_id, rule_id, ts, value) VALUES (?,?,?,?)",
                      (a.device_id, a.rule_id, ts, json.dumps(a.value)))
 
-    def _on_RaiseFault(self, conn: sqlite3.Connection, a) -> None:
+    def _on_RaiseFault(self, conn: sqlite3.Connection, a, orphans: list) -> None:
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
         conn.execute("INSERT OR REPLACE INTO device_faults (key, fault, device_id, household_id,"
                      " grid_cell, severity, message_zh, message_en, raised_at, cleared_at)"
@@ -179,7 +267,7 @@ class AlarmBook:
                      (a.key, a.fault, a.device_id, a.household_id, a.grid_cell, str(a.severity),
                       a.message_zh, a.message_en, ts))
 
-    def _on_ClearFault(self, conn: sqlite3.Connection, a) -> None:
+    def _on_ClearFault(self, conn: sqlite3.Connection, a, orphans: list) -> None:
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
         conn.execute("UPDATE device_faults SET cleared_at=? WHERE key=? AND cleared_at IS NULL",
                      (ts, a.key))
@@ -362,6 +450,26 @@ class HistoryFilter:
         if not self.include_tests:
             clauses.append("test = 0")
         return (" AND ".join(clauses) or "1=1"), params
+
+
+def _write_journal(conn: sqlite3.Connection, entries: list[tuple[str, dict, int]],
+                   reopened: set[str]) -> None:
+    """The engine's bookkeeping of each key, with the id of the alarm open with that key now
+    (None where none is, or where this transaction opened it for a trigger the engine took
+    for an update: its entry describes the old alarm). A retried older batch never
+    overwrites a newer entry (``version``)."""
+    rows = []
+    for key, entry, version in entries:
+        alarm_id = None
+        if entry.get("open") is not None and key not in reopened:
+            row = conn.execute("SELECT id FROM alarms WHERE key=? AND state!='resolved'",
+                               (key,)).fetchone()
+            alarm_id = row[0] if row else None
+        rows.append((key, alarm_id, json.dumps(entry, separators=(",", ":")), version))
+    conn.executemany(
+        "INSERT INTO alarm_book (key, alarm_id, state, version) VALUES (?,?,?,?) "
+        "ON CONFLICT(key) DO UPDATE SET alarm_id=excluded.alarm_id, state=excluded.state, "
+        "version=excluded.version WHERE excluded.version > alarm_book.version", rows)
 
 
 def _create_device_tables(conn: sqlite3.Connection) -> None:

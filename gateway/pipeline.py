@@ -105,6 +105,9 @@ class Pipeline:
                                 "ORDER BY seq")
         for row in rows:
             reading = Reading.from_json(json.loads(row["reading"]))
+            # the snapshot may have been taken after this reading was fed and before its
+            # actions committed: it must not be taken for a duplicate of itself
+            self.engine.rewind(reading.device_id, reading.kind, reading.ts)
             self._alarm_q.put_nowait(([row["seq"]], [reading], time.monotonic()))
         if rows:
             log.warning("recovering %d accepted alarm-class readings not yet processed",
@@ -182,17 +185,28 @@ class Pipeline:
         return self.engine.feed(reading, now)
 
     async def _apply(self, actions: list, seqs: list[int]) -> None:
+        """Commit ``actions`` with the engine's alarm bookkeeping changed by them (taken in
+        the same step as the feed/tick that made them, so batches reach the store in the
+        order they were made) and the inbox rows behind them; retry until it commits."""
+        engine = self.engine
+        journal = engine.book.journal()
         delay = 0.05
         while True:
             try:
-                await self.book.apply(actions, seqs)
-                return
+                changes = await self.book.apply(actions, seqs, journal)
+                break
             except StoreError as exc:
                 # The readings are in the inbox (or were telemetry): keep trying, never drop.
                 self.metrics.inc("gateway_store_errors_total", stage="alarms")
                 log.error("cannot commit %d alarm actions: %s (retrying)", len(actions), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        for ch in changes:
+            if ch.reopened:   # the engine took it for an update: its bookkeeping restarts
+                log.info("alarm %s raised anew for %s (the previous one was resolved)",
+                         ch.alarm_id, ch.key)
+                more = self.engine.reopened(ch.key, ch.rule_id, utc())
+                await self._apply(more, [])
 
     async def _ticker(self) -> None:
         last_snapshot = time.monotonic()
@@ -200,13 +214,16 @@ class Pipeline:
             await asyncio.sleep(self.tick_s)
             self.last_tick = time.monotonic()
             actions = self.engine.tick(utc())
-            if actions:
+            if actions or self.engine.book.dirty:   # (staff's ack/resolve: bookkeeping only)
                 await self._apply(actions, [])
             if self.last_tick - last_snapshot >= self.snapshot_every_s:
                 await self.save_snapshot()
                 last_snapshot = self.last_tick
 
     async def save_snapshot(self) -> None:
+        """Save the engine's state (streams, rules' timers and windows, learned baselines).
+        Alarm and fault bookkeeping is in it too, but at start the store's wins
+        (``Engine.adopt_store``)."""
         try:
             await self.store.set_meta("rules_snapshot", json.dumps(self.engine.snapshot()))
         except StoreError as exc:

@@ -87,6 +87,16 @@ def build_engine(site: SiteConfig):
     return engine
 
 
+def adopt_store(engine, book: AlarmBook) -> None:
+    """The store is the one source of truth for alarm and fault bookkeeping: the engine's
+    (restored from a snapshot up to 30 s old, or new) is made from it."""
+    state = book.engine_state()
+    engine.adopt_store(state.journal, state.stored, state.version, state.open_faults,
+                       state.ended)
+    if state.stored:
+        log.info("rule engine: %d open alarms taken from the store", len(state.stored))
+
+
 def apply_modes(engine, site: SiteConfig) -> None:
     """Device modes (normal/test/maintenance) from the config win over a restored snapshot."""
     for d in site.devices.devices:
@@ -165,11 +175,14 @@ class Gateway:
         def on_change(changes: list[Change]) -> None:
             for ch in changes:
                 if ch.action in ("acknowledged", "resolved"):
-                    row = book.get(ch.alarm_id)
-                    if ch.action == "acknowledged":
-                        pipeline.engine.acknowledged(row["key"], utc())
-                    else:
-                        pipeline.engine.resolved(row["key"], utc())
+                    # unless the store has opened a new alarm with this key since (a trigger
+                    # the engine took for an update: the pipeline restarts its bookkeeping)
+                    key = book.get(ch.alarm_id)["key"]
+                    current = book.open_id(key)
+                    if ch.action == "acknowledged" and current == ch.alarm_id:
+                        pipeline.engine.acknowledged(key, utc())
+                    elif ch.action == "resolved" and current is None:
+                        pipeline.engine.resolved(key, utc())
             change_events(book, broadcaster, changes)
             if forwarder is not None:
                 forwarder.wake()
@@ -178,7 +191,9 @@ class Gateway:
 
         uplink = site.uplinks.case_system
         callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
-        book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url)
+        book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url,
+                         metrics=self.metrics)
+        adopt_store(engine, book)
         health_book = HealthBook(health_rows(site))
         self.health_book = health_book
         from gateway.uplinks_wiring import build_uplinks

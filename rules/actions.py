@@ -27,6 +27,8 @@ def _json(obj: object, name: str) -> dict:
             v = v.value
         elif isinstance(v, tuple):
             v = list(v)
+        elif hasattr(v, "to_json"):
+            v = v.to_json()
         out[f.name] = v
     return out
 
@@ -55,7 +57,9 @@ class RaiseAlarm:
 
 @dataclass(frozen=True, slots=True)
 class UpdateAlarm:
-    """The open alarm ``key`` triggered again; ``count`` triggers so far (2 = second)."""
+    """The open alarm ``key`` triggered again; ``count`` triggers so far (2 = second).
+    ``again``: for a trigger, the alarm to raise if the gateway finds none open with this
+    key (resolved meanwhile); None for the flapping notes, which are not triggers."""
 
     key: str
     ts: datetime
@@ -63,6 +67,7 @@ class UpdateAlarm:
     message_zh: str
     message_en: str
     flapping: bool = False
+    again: RaiseAlarm | None = None
 
     def to_json(self) -> dict:
         return _json(self, "update_alarm")

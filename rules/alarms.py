@@ -12,6 +12,17 @@ Contract:
   ``ClearAlarm`` follows once the condition has stayed clear for a whole window.
 - Escalation: tiers fire (``Escalate``) at raise time + ``after`` until acknowledged/resolved.
 - :class:`FaultBook` does the same dedup for device faults (no escalation, no flapping).
+- Journal (one source of truth with the gateway's store): every change of a key's state
+  (open, count, acknowledged, active, tier, flapping, due timers, recent changes) marks the
+  key dirty; :meth:`AlarmBook.journal` hands out each dirty key's whole entry (``None``
+  state: closed) with a version that only grows, and the gateway writes them in the same
+  transaction as the actions they came with. :meth:`AlarmBook.rebuild` makes the book again
+  from those entries reconciled with the store's open alarms (:class:`StoredAlarm`), which
+  win for what staff changed: an alarm resolved there is closed here, an acknowledged one
+  stops escalating, and an open one without a matching entry is made from its row.
+- :meth:`AlarmBook.reopen`: the store opened a new alarm for a trigger the book took for an
+  update of an open one (the alarm was resolved in the store meanwhile): the entry starts
+  afresh (count 1, not acknowledged, escalation from now).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from rules.clock import EngineClock, TimerQueue
 from rules.durations import Bilingual
 from rules.spec import EscalationSpec, FlappingSpec, Message
 
-__all__ = ["AlarmBook", "FaultBook", "Subject", "render"]
+__all__ = ["AlarmBook", "FaultBook", "StoredAlarm", "Subject", "render"]
 
 
 _FLAP_ZH = "（频繁变化，已抑制）"
@@ -58,6 +69,24 @@ class Subject:
     device_id: str | None
     household_id: str | None
     grid_cell: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlarm:
+    """What the store says of one open alarm (for :meth:`AlarmBook.rebuild`).
+    ``raised`` is engine time; ``journal_matches``: the journal entry of its key was
+    written while this very alarm was the open one."""
+
+    key: str
+    rule_id: str
+    severity: Severity
+    acked: bool
+    count: int
+    tier: int
+    raised: float
+    cleared: bool
+    text: tuple[str, str]
+    journal_matches: bool
 
 
 class _Open:
@@ -96,6 +125,8 @@ class AlarmBook:
         self.open: dict[str, _Open] = {}
         self._due: dict[str, float] = {}        # escalation / flapping-quiet timers by key
         self._changes: dict[str, list[float]] = {}   # recent raise/clear times, kept past close
+        self._dirty: set[str] = set()           # keys changed since the last journal()
+        self.version = 0                         # of the last journal entry handed out
 
     # -- triggers from rules ------------------------------------------------------------
     def trigger(self, rule: Any, key: str, where: Subject, t: float, fields: dict[str, Any],
@@ -106,6 +137,7 @@ class AlarmBook:
             self._emit(TestRecord(where.device_id, rule.id, now, value))
             return
         o = self.open.get(key)
+        self._dirty.add(key)
         fields.update(rule_id=rule.id, device_id=where.device_id or "",
                       household_id=where.household_id or "", grid_cell=where.grid_cell or "")
         if o is None:
@@ -130,15 +162,19 @@ class AlarmBook:
             if o.flapping and not started:
                 return   # churn while flapping is silent
         zh, en = o.text = render(rule.message, fields)
+        again = RaiseAlarm(key, rule.id, rule.category, rule.severity, where.device_id,
+                           where.household_id, where.grid_cell, zh, en, now, value, False,
+                           event_ts)
         if started:
             zh, en = zh + _FLAP_ZH, en + _FLAP_EN
-        self._emit(UpdateAlarm(key, now, o.count, zh, en, o.flapping))
+        self._emit(UpdateAlarm(key, now, o.count, zh, en, o.flapping, again))
 
     def clear(self, rule: Any, key: str, t: float, reason: str, auto_resolve: bool) -> None:
         """The condition of ``rule`` ended for ``key``."""
         o = self.open.get(key)
         if o is None or not o.active:
             return
+        self._dirty.add(key)
         o.active = False
         o.auto_resolve = auto_resolve
         if self._note_change(key, o, rule.flapping, t):
@@ -159,6 +195,7 @@ class AlarmBook:
             return False
         o.acked = True
         self._due.pop("e|" + key, None)
+        self._dirty.add(key)
         return True
 
     def resolved(self, key: str) -> bool:
@@ -173,6 +210,7 @@ class AlarmBook:
         o = self.open.get(key)
         if o is None:
             return
+        self._dirty.add(key)
         if what == "q":   # flapping: has the condition stayed clear for a whole window?
             if o.flapping and not o.active:
                 o.flapping = False
@@ -222,26 +260,109 @@ class AlarmBook:
         return False
 
     def _close(self, key: str) -> bool:
+        self._dirty.add(key)
         self._due.pop("e|" + key, None)
         self._due.pop("q|" + key, None)
         return self.open.pop(key, None) is not None
 
+    # -- journal (see module contract) ---------------------------------------------------
+    def entry(self, key: str) -> dict:
+        """The whole bookkeeping of ``key``: ``open`` (None: no alarm open), its due timers
+        and its recent raise/clear times."""
+        o = self.open.get(key)
+        due = {w: self._due[f"{w}|{key}"] for w in "eq" if f"{w}|{key}" in self._due}
+        return {"open": None if o is None else self._row(o), "due": due,
+                "changes": self._changes.get(key, [])}
+
+    @property
+    def dirty(self) -> bool:
+        """Some key changed since the last :meth:`journal`."""
+        return bool(self._dirty)
+
+    def journal(self) -> list[tuple[str, dict, int]]:
+        """``(key, entry, version)`` of every key changed since the last call."""
+        if not self._dirty:
+            return []
+        out = []
+        for key in sorted(self._dirty):
+            self.version += 1
+            out.append((key, self.entry(key), self.version))
+        self._dirty.clear()
+        return out
+
+    def rebuild(self, entries: dict[str, dict], stored: list[StoredAlarm],
+                rules: dict[str, Any], version: int = 0) -> None:
+        """Make the book from the store: ``entries`` (journal by key), ``stored`` (the open
+        alarms), ``rules`` (by id, for escalation). See module contract."""
+        self.open.clear()
+        self._due.clear()
+        self._dirty.clear()
+        self.version = max(self.version, version)
+        self._changes = {k: list(e.get("changes") or []) for k, e in entries.items()
+                         if e.get("changes")}
+        for a in stored:
+            e = entries.get(a.key) if a.journal_matches else None
+            row = e.get("open") if e else None
+            if row is not None:
+                o = self._from_row(row)
+                o.count = max(o.count, a.count)
+                due = dict(e["due"])   # type: ignore[index]
+            else:
+                rule = rules.get(a.rule_id)
+                o = _Open(a.rule_id, a.raised, a.severity,
+                          rule is not None and self._escalates(rule))
+                o.count, o.active, o.text = a.count, not a.cleared, a.text
+                due = {}
+                if o.escalate and self._esc is not None and a.tier < len(self._esc.tiers):
+                    due["e"] = a.raised + self._esc.tiers[a.tier].after
+            o.acked = a.acked
+            o.tier = max(a.tier, o.tier)
+            if o.acked:
+                due.pop("e", None)
+            self.open[a.key] = o
+            for w, t in due.items():
+                self._set_timer(f"{w}|{a.key}", float(t))
+
+    def reopen(self, key: str, t: float, rule: Any) -> None:
+        """The store opened a new alarm for ``key`` of ``rule`` (see module contract)."""
+        o = self.open.get(key)
+        if o is None:   # staff's resolve reached the book first
+            o = self.open[key] = _Open(rule.id, t, rule.severity, self._escalates(rule))
+            o.text = ("", "")
+        self._dirty.add(key)
+        self._due.pop("e|" + key, None)
+        self._due.pop("q|" + key, None)
+        o.count, o.acked, o.active, o.tier, o.flapping, o.raised = 1, False, True, 0, False, t
+        if o.escalate:
+            self._schedule_tier(key, o)
+
+    @staticmethod
+    def _row(o: _Open) -> list:
+        return [o.rule_id, o.count, o.acked, o.active, o.tier, o.flapping, o.raised,
+                o.auto_resolve, o.severity.value, o.escalate, list(o.text)]
+
+    @staticmethod
+    def _from_row(row: list) -> _Open:
+        rid, count, acked, active, tier, flapping, raised, auto, sev, esc, text = row
+        o = _Open(rid, raised, Severity(sev), esc)
+        o.count, o.acked, o.active, o.tier, o.flapping = count, acked, active, tier, flapping
+        o.auto_resolve, o.text = auto, tuple(text)
+        return o
+
     # -- snapshot -----------------------------------------------------------------------
     def state(self) -> dict:
-        return {"open": {k: [o.rule_id, o.count, o.acked, o.active, o.tier, o.flapping,
-                             o.raised, o.auto_resolve, o.severity.value, o.escalate, list(o.text)]
-                         for k, o in self.open.items()},
-                "due": dict(self._due), "changes": dict(self._changes)}
+        return {"open": {k: self._row(o) for k, o in self.open.items()},
+                "due": dict(self._due), "changes": dict(self._changes),
+                "version": self.version}
 
     def load(self, d: dict) -> None:
         self.open.clear()
-        for k, (rid, count, acked, active, tier, flapping, raised, auto, sev,
-                esc, text) in d["open"].items():
-            o = _Open(rid, raised, Severity(sev), esc)
-            o.count, o.acked, o.active, o.tier, o.flapping = count, acked, active, tier, flapping
-            o.auto_resolve, o.text = auto, tuple(text)
-            self.open[k] = o
+        self._dirty.clear()
+        for k, row in d["open"].items():
+            self.open[k] = self._from_row(row)
+        self._dirty = set(self.open)   # (a reloaded site's engine: journaled again)
         self._changes = {k: list(v) for k, v in d.get("changes", {}).items()}
+        self.version = max(self.version, int(d.get("version", 0)))
         for k, due in d["due"].items():
             if k[2:] in self.open:
                 self._set_timer(k, float(due))

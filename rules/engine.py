@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ import numpy as np
 
 from gateway.model import UNITS, Kind, Reading, Value
 from rules.actions import Action
-from rules.alarms import AlarmBook, FaultBook, Subject
+from rules.alarms import AlarmBook, FaultBook, StoredAlarm, Subject
 from rules.arrays import pack, unpack
 from rules.clock import EngineClock, TimerQueue
 from rules.evaluators import (
@@ -244,6 +245,45 @@ class Engine:
         """Staff closed alarm ``key``: its next trigger opens a new alarm."""
         self.clock.advance(now.timestamp())
         return self.book.resolved(key)
+
+    def reopened(self, key: str, rule_id: str, now: datetime) -> list[Action]:
+        """The store opened a new alarm for a trigger of ``key`` that this engine took for an
+        update (the alarm had been resolved there): its bookkeeping starts afresh. Returns
+        the actions that causes (an escalation tier due at once)."""
+        t = self.clock.advance(now.timestamp())
+        out = self._out = []
+        rule = next((r for r in self.config.rules if r.id == rule_id), None)
+        if rule is not None:
+            self.book.reopen(key, t, rule)
+        return out
+
+    def adopt_store(self, journal: dict[str, dict], stored: list[StoredAlarm], version: int,
+                    open_faults: list[str], ended: set[str]) -> None:
+        """Make alarm and fault bookkeeping the store's, after :meth:`load_snapshot`: the
+        store is the one source of truth for them (docs/architecture.md, "Guarantees").
+        ``stored`` have ``raised`` in wall epoch seconds; ``ended``: keys whose last alarm
+        was cleared by its condition and is closed. Rules still holding an alarm active for
+        a key that has none open and active forget it, so the next time their condition
+        is met it raises an alarm, as it would have without the restart."""
+        wall, t = self.clock.wall, self.clock.t
+        offset = 0.0 if wall == float("-inf") else t - wall
+        stored = [replace(a, raised=a.raised + offset) for a in stored]
+        self.book.rebuild(journal, stored, {r.id: r for r in self.config.rules}, version)
+        self.faults.load(open_faults)
+        ended = set(ended) | {k for k, o in self.book.open.items() if not o.active}
+        ended -= {k for k, o in self.book.open.items() if o.active}
+        for ev in self.evaluators:
+            ev.forget_ended(ended)
+
+    def rewind(self, device_id: str, kind: Kind, ts: datetime) -> None:
+        """Forget the order state of ``device_id``'s ``kind`` stream at and after ``ts``, so
+        that a reading stamped ``ts`` fed again (accepted, not yet processed when the
+        gateway stopped) is evaluated instead of being taken for a duplicate or stale."""
+        st = self._streams.get(device_id, {}).get(kind)
+        if st is not None and st.last_ts >= ts.timestamp():
+            st.last_ts = float("-inf")
+            st.last_value = None
+            st.quiet = False
 
     def set_device_mode(self, device_id: str, mode: str) -> None:
         """``"test"``/``"maintenance"``: the device's triggers become TestRecords."""

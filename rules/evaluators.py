@@ -106,6 +106,10 @@ class Evaluator:
     def load(self, d: dict) -> None:
         pass
 
+    def forget_ended(self, keys: set[str]) -> None:
+        """Alarms of ``keys`` are not open and active in the store (Engine.adopt_store):
+        forget holding them, so that the condition met again raises one."""
+
     # helpers
     def _arm(self, key: str, due: float) -> None:
         self._due[key] = due
@@ -212,6 +216,12 @@ class ThresholdEval(_PendingEval):
         if self._due.get(key) == due:
             del self._due[key]
             self._fire(key, due)
+
+    def forget_ended(self, keys: set[str]) -> None:
+        prefix = self.rule.id + ":"
+        for dev in [d for d, s in self._pending.items() if len(s) == 3]:
+            if prefix + dev in keys:
+                del self._pending[dev]
 
     def _fire(self, dev: str, t: float) -> None:
         s = self._pending[dev]
@@ -321,6 +331,12 @@ class HeldEval(Evaluator):
         fields = {"duration": bilingual_duration(due - s[0]),
                   "unit": self.engine.unit_of(key, self.rule.when.kind)}
         self.book.trigger(self.rule, f"{self.rule.id}:{key}", s[2], due, fields)
+
+    def forget_ended(self, keys: set[str]) -> None:
+        prefix = self.rule.id + ":"
+        for dev in [d for d, s in self._held.items() if len(s) == 4]:
+            if prefix + dev in keys:
+                del self._held[dev]
 
     def state(self) -> dict:
         held = self._held
