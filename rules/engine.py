@@ -264,16 +264,22 @@ class Engine:
         ``stored`` have ``raised`` in wall epoch seconds; ``ended``: keys whose last alarm
         was cleared by its condition and is closed. Rules still holding an alarm active for
         a key that has none open and active forget it, so the next time their condition
-        is met it raises an alarm, as it would have without the restart."""
+        is met it raises an alarm, as it would have without the restart; rules not holding
+        one that is open and active hold it, so their condition ending clears it."""
         wall, t = self.clock.wall, self.clock.t
         offset = 0.0 if wall == float("-inf") else t - wall
         stored = [replace(a, raised=a.raised + offset) for a in stored]
         self.book.rebuild(journal, stored, {r.id: r for r in self.config.rules}, version)
         self.faults.load(open_faults)
-        ended = set(ended) | {k for k, o in self.book.open.items() if not o.active}
-        ended -= {k for k, o in self.book.open.items() if o.active}
+        active = {k for k, o in self.book.open.items() if o.active}
+        ended = (set(ended) | {k for k, o in self.book.open.items() if not o.active}) - active
         for ev in self.evaluators:
-            ev.forget_ended(ended)
+            ev.reconcile(active, ended, self.clock.t)
+
+    def where_of(self, device_id: str) -> Subject:
+        """Where a device is (a site device's place; else only its id)."""
+        route = self._routes.get(device_id)
+        return route.where if route is not None else Subject(device_id, None, None)
 
     def rewind(self, device_id: str, kind: Kind, ts: datetime) -> None:
         """Forget the order state of ``device_id``'s ``kind`` stream at and after ``ts``, so

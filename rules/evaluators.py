@@ -106,9 +106,16 @@ class Evaluator:
     def load(self, d: dict) -> None:
         pass
 
-    def forget_ended(self, keys: set[str]) -> None:
-        """Alarms of ``keys`` are not open and active in the store (Engine.adopt_store):
-        forget holding them, so that the condition met again raises one."""
+    def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
+        """After a restore, the store's word on this rule's alarms (Engine.adopt_store):
+        ``active`` are open with their condition present, so hold them (the condition
+        ending clears them); ``ended`` are not, so forget holding them (the condition met
+        again raises one)."""
+
+    def _devices_of(self, keys: set[str]) -> set[str]:
+        prefix = self.rule.id + ":"
+        n = len(prefix)
+        return {k[n:] for k in keys if k.startswith(prefix)}
 
     # helpers
     def _arm(self, key: str, due: float) -> None:
@@ -217,11 +224,19 @@ class ThresholdEval(_PendingEval):
             del self._due[key]
             self._fire(key, due)
 
-    def forget_ended(self, keys: set[str]) -> None:
-        prefix = self.rule.id + ":"
-        for dev in [d for d, s in self._pending.items() if len(s) == 3]:
-            if prefix + dev in keys:
+    def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
+        for dev in self._devices_of(ended):
+            s = self._pending.get(dev)
+            if s is not None and len(s) == 3:
                 del self._pending[dev]
+        for dev in self._devices_of(active):
+            s = self._pending.get(dev)
+            if s is None:
+                self._pending[dev] = [t, float("nan"), 1]
+                self._where[dev] = self.engine.where_of(dev)
+            elif len(s) == 2:       # it fired after the snapshot
+                s.append(1)
+                self._due.pop(dev, None)
 
     def _fire(self, dev: str, t: float) -> None:
         s = self._pending[dev]
@@ -332,11 +347,15 @@ class HeldEval(Evaluator):
                   "unit": self.engine.unit_of(key, self.rule.when.kind)}
         self.book.trigger(self.rule, f"{self.rule.id}:{key}", s[2], due, fields)
 
-    def forget_ended(self, keys: set[str]) -> None:
-        prefix = self.rule.id + ":"
-        for dev in [d for d, s in self._held.items() if len(s) == 4]:
-            if prefix + dev in keys:
+    def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
+        for dev in self._devices_of(ended):
+            s = self._held.get(dev)
+            if s is not None and len(s) == 4:
                 del self._held[dev]
+        for dev in self._devices_of(active):
+            s = self._held.get(dev)
+            if s is None or len(s) == 3:
+                self._held[dev] = [s[0] if s else t, None, self.engine.where_of(dev), 1]
 
     def state(self) -> dict:
         held = self._held
