@@ -17,7 +17,6 @@ problems (each naming the byte offset, line or field). Inputs:
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -25,7 +24,8 @@ from drivers import DecodeError
 from drivers.codecs import cjt188, contact_id, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
 from drivers.codecs.modbus_registers import decode_reading
-from drivers.profiles import AnyProfile, ModbusProfile, ProfileSet, decode_json
+from drivers.profiles import (AnyProfile, ModbusProfile, Profile, ProfileSet, decode_json,
+                              parse_json)
 from gateway.model import Reading, utc
 
 __all__ = ["decode_capture", "describe_profiles", "parse_hex", "reading_line"]
@@ -77,11 +77,8 @@ def _decode(profile: AnyProfile, raw: bytes, device_id: str) -> tuple[list, list
     ts = utc()
     fmt = profile.format
     if fmt == "json":
-        doc = _json_doc(raw)
-        payload = doc.get("payload")
-        body = payload if isinstance(payload, str) else json.dumps(payload)
-        where = f"{doc.get('topic', '(no topic)')} (profile {profile.id})"
-        return decode_json(profile, device_id, body, ts, where=where), []  # type: ignore[arg-type]
+        assert isinstance(profile, Profile)
+        return _json_payload(profile, _json_doc(raw), device_id, ts)
     if fmt == "modbus":
         assert isinstance(profile, ModbusProfile)
         return _modbus(profile, _json_doc(raw), device_id, ts)
@@ -90,11 +87,31 @@ def _decode(profile: AnyProfile, raw: bytes, device_id: str) -> tuple[list, list
     return _frames(profile, parse_hex(raw.decode("utf-8", "replace")), device_id, ts)
 
 
+def _json_payload(profile: Profile, doc: dict, device_id: str, ts):
+    """Readings and field problems of a captured MQTT message, as the intake decodes it: a
+    bad field is one problem and the other fields still give readings; when no field gives
+    one, every field's problem is listed (not just the one the intake counts)."""
+    payload = doc.get("payload")
+    where = f"{doc.get('topic', '(no topic)')} (profile {profile.id})"
+    if not isinstance(payload, (str, dict)):
+        raise DecodeError("not_an_object", "payload must be a JSON object", where=where)
+    problems: list[DecodeError] = []
+    try:
+        readings = decode_json(profile, device_id, payload, ts, where=where, problems=problems)
+    except DecodeError:
+        if not problems:
+            raise
+        return [], problems
+    return readings, problems
+
+
 def _json_doc(raw: bytes) -> dict:
     try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DecodeError("malformed_json", f"input is not JSON: {exc}", where="input") from None
+        doc = parse_json(raw)
+    except (ValueError, RecursionError) as exc:
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise DecodeError("malformed_json", f"input is not JSON: {detail}",
+                          where="input") from None
     if not isinstance(doc, dict):
         raise DecodeError("not_an_object", "input must be a JSON object", where="input")
     return doc

@@ -30,7 +30,7 @@ from typing import Protocol
 import aiomqtt
 import paho.mqtt.client as paho
 
-from drivers import DecodeError
+from drivers import FIELD_ERROR_PREFIX, DecodeError
 from drivers import zigbee2mqtt as z2m
 from drivers.profiles import Profile, decode_json
 from gateway.metrics import Metrics, RateLimitedLog
@@ -240,15 +240,20 @@ class MqttIntake:
                          f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
             self.on_error(binding.device_id, "oversize")
             return []
+        problems: list[DecodeError] = []
         try:
-            return decode_json(binding.profile, binding.device_id, payload, utc(),
-                               where=f"{topic} (device {binding.device_id})",
-                               device_type=binding.device_type,
-                               household_id=binding.household_id, grid_cell=binding.grid_cell)
+            readings = decode_json(binding.profile, binding.device_id, payload, utc(),
+                                   where=f"{topic} (device {binding.device_id})",
+                                   device_type=binding.device_type,
+                                   household_id=binding.household_id,
+                                   grid_cell=binding.grid_cell, problems=problems)
         except DecodeError as exc:
             self._reject(exc.reason, exc.where, exc.detail)
             self.on_error(binding.device_id, exc.reason)
             return []
+        if problems:
+            self._bad_fields(binding.device_id, problems)
+        return readings
 
     def _availability(self, binding: DeviceBinding, topic: str,
                       payload: bytes) -> list[Reading]:
@@ -283,6 +288,17 @@ class MqttIntake:
                 self.on_unknown(entry["topic"], json.dumps(
                     {k: v for k, v in entry.items() if k != "topic"},
                     ensure_ascii=False).encode())
+
+    def _bad_fields(self, device_id: str, problems: list[DecodeError]) -> None:
+        """Fields of a delivered message that gave no reading: counted per reason and field
+        in ``gateway_bad_fields_total`` (not ``gateway_rejected_total``: the message was not
+        lost), logged (rate-limited) and told to ``on_error`` as ``field:<reason>``."""
+        for p in problems:
+            self.metrics.inc("gateway_bad_fields_total", reason=p.reason, field=p.field,
+                             transport="mqtt")
+            self._rlog.warning(("field", p.reason, p.where), "bad field %s: %s [%s] (the message's "
+                               "other fields were kept)", p.where, p.detail, p.reason)
+            self.on_error(device_id, FIELD_ERROR_PREFIX + p.reason)
 
     def _reject(self, reason: str, where: str, detail: str) -> None:
         self.metrics.inc("gateway_rejected_total", reason=reason, transport="mqtt")

@@ -17,8 +17,11 @@ publishing JSON: ``modbus`` (a register map, see :class:`ModbusProfile`), ``dlt6
 ``cjt188`` (serial meters, the data identifiers to read), ``contact_id`` (alarm receiver
 lines). docs/profiles.md documents every field.
 
-Decoding is pure: :func:`decode_json` takes bytes and the receive time and returns readings
-or raises :class:`drivers.DecodeError` naming the field.
+Decoding is pure: :func:`decode_json` takes bytes and the receive time and returns readings.
+A field it cannot read (wrong type, unknown enumeration value, a number no float holds) costs
+that field only: it is reported as a :class:`drivers.DecodeError` naming the field and the
+other fields still give readings, so a bad battery value never loses the SOS next to it. The
+message is rejected (``DecodeError``) only when it gives no reading at all.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from gateway.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, utc
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
     "ModbusProfile", "Profile", "ProfileSet", "RegisterMap", "decode_json", "load_profiles",
+    "parse_json",
 ]
 
 #: A device clock this far ahead of ours is not trusted; the receive time is used instead.
@@ -223,32 +227,86 @@ def load_profiles(extra_dir: Path | None = None) -> ProfileSet:
     return ProfileSet(by_id, by_type, sources_of)
 
 
-def _typed(kind: Kind, raw: Any, fm: FieldMap, where: str) -> bool | float | str:
+class _Overlong:
+    """An integer with more digits than Python converts (``sys.get_int_max_str_digits()``):
+    valid JSON, but no value any field can take."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, text: str):
+        self.digits = len(text.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"<a {self.digits}-digit integer>"
+
+
+def _int_or_overlong(text: str) -> int | _Overlong:
+    try:
+        return int(text)
+    except ValueError:
+        return _Overlong(text)
+
+
+def parse_json(payload: bytes | str) -> Any:
+    """``json.loads``, except that an integer too long to convert becomes a value no field
+    accepts instead of failing the whole document (so it costs only its own field).
+
+    Raises ``ValueError`` (``JSONDecodeError``, ``UnicodeDecodeError``) for text that is not
+    JSON and ``RecursionError`` for nesting deeper than the parser goes.
+    """
+    try:
+        return json.loads(payload)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise
+    except ValueError:      # the int digit limit: parse again, such integers as markers
+        return json.loads(payload, parse_int=_int_or_overlong)
+
+
+def _show(raw: Any) -> str:
+    """A raw value for a log line or a problem: its repr, shortened."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and abs(raw) >= 10 ** 30:
+        return f"<a {len(str(abs(raw)))}-digit integer>"
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _typed(kind: Kind, raw: Any, fm: FieldMap) -> bool | float | str:
+    """The value of one raw field for ``kind``; ``DecodeError`` ``unknown_value`` (not in
+    ``map``), ``wrong_type`` (not the kind's type) or ``bad_value`` (a number no finite
+    float holds, before or after ``scale``/``offset``: 10**400, 1e400, NaN, Infinity)."""
     if fm.map is not None:
         key = str(raw).lower()
         if key not in fm.map:
-            raise DecodeError("unknown_value", f"value {raw!r} not one of {sorted(fm.map)}",
-                              where=where)
+            raise DecodeError("unknown_value",
+                              f"value {_show(raw)} not one of {sorted(fm.map)}")
         raw = fm.map[key]
     if kind in BOOL_KINDS:
         if not isinstance(raw, bool):
-            raise DecodeError("wrong_type", f"expected true/false, got {raw!r}", where=where)
+            raise DecodeError("wrong_type", f"expected true/false, got {_show(raw)}")
         return raw
     if kind in STR_KINDS:
         if not isinstance(raw, str):
-            raise DecodeError("wrong_type", f"expected a string, got {raw!r}", where=where)
+            raise DecodeError("wrong_type", f"expected a string, got {_show(raw)}")
         return raw
+    if isinstance(raw, _Overlong):
+        raise DecodeError("bad_value", f"number out of range: {raw!r}")
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise DecodeError("wrong_type", f"expected a number, got {raw!r}", where=where)
-    value = float(raw) * fm.scale + fm.offset
+        raise DecodeError("wrong_type", f"expected a number, got {_show(raw)}")
+    try:
+        value = float(raw) * fm.scale + fm.offset
+    except OverflowError:
+        raise DecodeError("bad_value", f"number out of range: {_show(raw)}") from None
+    if not math.isfinite(value):
+        raise DecodeError("bad_value", f"not a finite number: {_show(raw)}"
+                          + (" after scale/offset" if math.isfinite(raw) else ""))
     if fm.scale != 1.0 or fm.offset:
         value = float(f"{value:.12g}")     # 3010 mV * 0.001 is 3.01 V, not 3.0100000000000002
-    if not math.isfinite(value):
-        raise DecodeError("wrong_type", f"not a finite number: {raw!r}", where=where)
     return value
 
 
-def _timestamp(raw: Any, received_at: datetime, where: str) -> datetime:
+def _timestamp(raw: Any, received_at: datetime) -> datetime:
+    """The device's time from ``raw`` (ISO 8601 with offset, or epoch s/ms); the receive time
+    when the device clock is ahead; ``DecodeError`` ``bad_timestamp`` when unreadable."""
     try:
         if isinstance(raw, bool):
             raise TypeError
@@ -257,40 +315,67 @@ def _timestamp(raw: Any, received_at: datetime, where: str) -> datetime:
         else:
             ts = datetime.fromisoformat(str(raw))
             if ts.tzinfo is None:
-                raise DecodeError("bad_timestamp", f"timestamp {raw!r} has no UTC offset",
-                                  where=where)
+                raise DecodeError("bad_timestamp", f"timestamp {_show(raw)} has no UTC offset")
             ts = utc(ts)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise DecodeError("bad_timestamp", f"cannot read timestamp {raw!r}", where=where) from exc
+        raise DecodeError("bad_timestamp", f"cannot read timestamp {_show(raw)}") from exc
     if ts - received_at > MAX_CLOCK_AHEAD:
         return received_at  # device clock ahead: trust ours (documented in docs/profiles.md)
     return ts
 
 
-def decode_json(profile: Profile, device_id: str, payload: bytes | str,
-                received_at: datetime, *, where: str = "", device_type: str = "",
-                household_id: str | None = None, grid_cell: str | None = None
-                ) -> list[Reading]:
-    """Decode one JSON payload into readings. Unknown keys are ignored; known keys are checked.
-    ``device_type``/``household_id``/``grid_cell`` are put on the readings (the intake's hot
-    path builds each reading once).
+def _field_problem(exc: Exception, where: str, key: str) -> DecodeError:
+    """``exc`` raised while reading field ``key``, as that field's problem. An exception that
+    is not a DecodeError is a bug of ours (``internal_error``): it still costs only the field."""
+    if isinstance(exc, DecodeError):
+        return DecodeError(exc.reason, exc.detail, where=f"{where} field {key!r}", field=key)
+    return DecodeError("internal_error", f"{type(exc).__name__}: {str(exc)[:200]}",
+                       where=f"{where} field {key!r}", field=key)
 
-    Raises DecodeError: ``malformed_json``, ``not_an_object``, ``wrong_type``,
-    ``unknown_value``, ``bad_timestamp``, ``no_known_fields``.
-    """
-    where = where or device_id
+
+def _parse_object(payload: bytes | str | dict, where: str) -> dict:
+    if isinstance(payload, dict):
+        return payload
     try:
-        obj = json.loads(payload)
+        obj = parse_json(payload)
     except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer than
-        # Python's digit limit; RecursionError a payload nested too deeply to parse.
+        # ValueError covers JSONDecodeError and UnicodeDecodeError; RecursionError a payload
+        # nested too deeply to parse. Over-long integers are not errors here (parse_json).
         detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise DecodeError("malformed_json", f"not JSON: {detail}", where=where) from None
     if not isinstance(obj, dict):
         raise DecodeError("not_an_object", "payload must be a JSON object", where=where)
+    return obj
+
+
+def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict,
+                received_at: datetime, *, where: str = "", device_type: str = "",
+                household_id: str | None = None, grid_cell: str | None = None,
+                problems: list[DecodeError] | None = None) -> list[Reading]:
+    """Decode one JSON payload (or an already parsed object) into readings. Unknown keys are
+    ignored; known keys are checked. ``device_type``/``household_id``/``grid_cell`` are put
+    on the readings (the intake's hot path builds each reading once).
+
+    A field that cannot be read costs that field only: a ``DecodeError`` naming it (``field``
+    set; reason ``wrong_type``, ``unknown_value``, ``bad_value`` or ``bad_timestamp``) is
+    appended to ``problems`` (dropped when None) and the other fields still give readings;
+    an unreadable timestamp field means the receive time is used. So a message with a
+    readable alarm-class field always gives that reading.
+
+    Raises DecodeError only when the message gives no reading: ``malformed_json``,
+    ``not_an_object``, ``no_known_fields`` (no mapped key present), or else the first field
+    problem (all of them are in ``problems``).
+    """
+    where = where or device_id
+    obj = _parse_object(payload, where)
+    found: list[DecodeError] = [] if problems is None else problems
+    first = len(found)
     ts = received_at
     if profile.timestamp and profile.timestamp in obj:
-        ts = _timestamp(obj[profile.timestamp], received_at, f"{where} field {profile.timestamp!r}")
+        try:
+            ts = _timestamp(obj[profile.timestamp], received_at)
+        except DecodeError as exc:
+            found.append(_field_problem(exc, where, profile.timestamp))
     readings: list[Reading] = []
     for key, fm in profile.fields.items():
         if key not in obj:
@@ -298,17 +383,20 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str,
         raw = obj[key]
         if fm.ignore and isinstance(raw, str) and raw.lower() in fm.ignore:
             continue
-        if raw is None:
-            readings.append(Reading(device_id, fm.kind, None, ts, "", Quality.BAD, device_type,
-                                    household_id, grid_cell, fm.metric or key))
-            continue
         try:
-            value = _typed(fm.kind, raw, fm, "")
-        except DecodeError as exc:     # name the field only when there is something to say
-            raise DecodeError(exc.reason, exc.detail, where=f"{where} field {key!r}") from None
-        readings.append(Reading(device_id, fm.kind, value, ts, "", Quality.GOOD, device_type,
-                                household_id, grid_cell, fm.metric or fm.kind.value))
+            if raw is None:
+                readings.append(Reading(device_id, fm.kind, None, ts, "", Quality.BAD,
+                                        device_type, household_id, grid_cell, fm.metric or key))
+                continue
+            value = _typed(fm.kind, raw, fm)
+            readings.append(Reading(device_id, fm.kind, value, ts, "", Quality.GOOD,
+                                    device_type, household_id, grid_cell,
+                                    fm.metric or fm.kind.value))
+        except Exception as exc:  # noqa: BLE001 - one field's failure must not cost the others
+            found.append(_field_problem(exc, where, key))
     if not readings:
+        if len(found) > first:
+            raise found[first]
         raise DecodeError("no_known_fields",
                           f"none of the fields {sorted(profile.fields)} present", where=where)
     return readings

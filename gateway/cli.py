@@ -248,7 +248,9 @@ def cmd_profile_list(args: argparse.Namespace) -> int:
 
 def cmd_profile_test(args: argparse.Namespace) -> int:
     """Decode one captured payload/frame: readings as JSON lines on stdout, problems on
-    stderr as ``INPUT: where: detail [reason]``; exit 1 if anything could not be decoded."""
+    stderr as ``INPUT: where: detail [reason]`` (a bad JSON field is one such line naming
+    the field, next to the other fields' readings); exit 1 if anything could not be decoded.
+    Never a traceback: a failure of the decoder itself is one ``error:`` line (exit 1)."""
     from drivers import DecodeError
     from drivers.commissioning import decode_capture
     from drivers.profiles import load_profiles
@@ -271,6 +273,11 @@ def cmd_profile_test(args: argparse.Namespace) -> int:
         lines, problems = decode_capture(profile, raw, args.device)
     except DecodeError as exc:
         lines, problems = [], [exc]
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, no traceback
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        print(f"error: {args.input}: cannot decode with {profile.id}: {detail}",
+              file=sys.stderr)
+        return 1
     for line in lines:
         print(json.dumps(line, ensure_ascii=False))
     for exc in problems:

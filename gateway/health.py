@@ -14,6 +14,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from drivers import FIELD_ERROR_PREFIX
 from gateway.model import Kind, Quality, Reading
 
 __all__ = ["DeviceHealth", "HealthBook", "REPORTING_INTERVAL_S"]
@@ -94,10 +95,17 @@ class HealthBook:
                   "low battery" if h.battery_low else "")
 
     def error(self, device_id: str, reason: str) -> None:
+        """A driver could not use input from the device: counted in ``errors[reason]``.
+        Three lost messages in a row (decode errors, timeouts) make the device degraded. A
+        ``field:<reason>`` (one bad field of a message whose other readings were delivered,
+        drivers.FIELD_ERROR_PREFIX) is counted but is not a lost message: it neither adds
+        to that run nor changes the state."""
         h = self.devices.get(device_id)
         if h is None:
             return
         h.errors[reason] = h.errors.get(reason, 0) + 1
+        if reason.startswith(FIELD_ERROR_PREFIX):
+            return
         h.recent_errors += 1
         if h.recent_errors >= 3:
             self._set(h, "degraded", f"{h.recent_errors} bad messages in a row ({reason})")

@@ -63,6 +63,58 @@ def test_mqtt_capture(tmp_path, capsys):
     assert "[unknown_value]" in err
 
 
+def test_bad_fields_are_lines_naming_the_field_never_a_traceback(tmp_path):
+    """The capture of an SOS whose battery no float holds: the SOS line, one problem line per
+    bad field (exit 1: something could not be decoded), and no traceback - also for numbers
+    in the capture file itself, and for a payload given as text with NaN/Infinity tokens."""
+    def profile_test(capture: str, pid: str = "json-emergency-caller"):
+        cap = tmp_path / "capture.json"
+        cap.write_text(capture)
+        res = subprocess.run([sys.executable, "-m", "gateway.cli", "profile", "test", pid,
+                              str(cap)], capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in res.stderr + res.stdout
+        return res.returncode, [json.loads(x) for x in res.stdout.splitlines()], res.stderr
+
+    code, lines, err = profile_test(json.dumps({"topic": "devices/caller-1",
+                                                "payload": {"sos": True, "battery": 10 ** 400}}))
+    assert code == 1 and [(x["metric"], x["value"]) for x in lines] == [("sos", True)]
+    assert err.splitlines() == [
+        f"{tmp_path / 'capture.json'}: devices/caller-1 (profile json-emergency-caller) "
+        "field 'battery': number out of range: <a 401-digit integer> [bad_value]"]
+    payload = '{"event": "sos", "battery": NaN, "tamper": Infinity, "ts": 1e400, "test": "x"}'
+    code, lines, err = profile_test(json.dumps({"topic": "devices/caller-1",
+                                                "payload": payload}))
+    assert code == 1 and [(x["metric"], x["value"]) for x in lines] == [("sos", True)]
+    for field, reason in [("battery", "bad_value"), ("tamper", "wrong_type"),
+                          ("ts", "bad_timestamp"), ("test", "wrong_type")]:
+        assert f"field '{field}'" in err and f"[{reason}]" in err
+    assert len(err.splitlines()) == 4
+    code, lines, err = profile_test('{"topic": "zigbee2mqtt/kitchen_leak", "payload": '
+                                    '{"water_leak": true, "battery": ' + "9" * 5000 + "}}",
+                                    "zigbee2mqtt-water-leak-detector")
+    assert code == 1 and [(x["metric"], x["value"]) for x in lines] == [("water_leak", True)]
+    assert "field 'battery': number out of range: <a 5000-digit integer> [bad_value]" in err
+    # nothing readable: every field's problem is listed, still no traceback
+    code, lines, err = profile_test('{"payload": {"sos": 1e400, "battery": "full"}}')
+    assert code == 1 and lines == []
+    assert "field 'sos'" in err and "field 'battery'" in err
+
+
+def test_a_decoder_failure_is_one_error_line(tmp_path, capsys, monkeypatch):
+    import drivers.commissioning
+
+    def broken(*_args):
+        raise RuntimeError("decoder bug\nsecond line")
+
+    monkeypatch.setattr(drivers.commissioning, "decode_capture", broken)
+    cap = tmp_path / "capture.json"
+    cap.write_text('{"payload": {"sos": true}}')
+    assert main(["profile", "test", "json-emergency-caller", str(cap)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == (f"error: {cap}: cannot decode with json-emergency-caller: "
+                                 "RuntimeError: decoder bug second line\n")
+
+
 def test_modbus_capture_sdm630(tmp_path, capsys):
     entries = {e.metric: e for e in PROFILES.by_id["eastron-sdm630"].entries()}
     registers = [0] * 76

@@ -44,7 +44,8 @@ def test_null_value_is_bad_quality_never_zero():
     (b'{"sos": "yes"}', "wrong_type", "'sos'"),
     (b'{"battery": true}', "wrong_type", "'battery'"),
     (b'{"event": "dance"}', "unknown_value", "'event'"),
-    (b'{"sos": true, "ts": "yesterday"}', "bad_timestamp", "'ts'"),
+    (b'{"ts": "yesterday"}', "bad_timestamp", "'ts'"),
+    (b'{"battery": NaN}', "bad_value", "'battery'"),
     (b'{"ts": "2026-01-01T00:00:00"}', "bad_timestamp", "'ts'"),
     (b'{"colour": "red"}', "no_known_fields", None),
     (b"\xff\xfe", "malformed_json", None),
@@ -94,4 +95,4 @@ def test_random_objects_only_decode_error(obj):
 def test_pathological_json_is_a_decode_error(payload):
     with pytest.raises(DecodeError) as exc:
         decode_json(CALLER, "c1", payload, NOW)
-    assert exc.value.reason in ("malformed_json", "wrong_type")
+    assert exc.value.reason in ("malformed_json", "wrong_type", "bad_value")
