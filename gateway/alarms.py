@@ -22,8 +22,8 @@ from gateway.metrics import Metrics
 from gateway.model import Severity, utc
 from gateway.store import Store, record_audit
 
-__all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "HistoryFilter",
-           "RESOLVE_REASONS", "SYSTEM_ACTOR"]
+__all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "CASE_REASONS",
+           "HistoryFilter", "RESOLVE_REASONS", "SYSTEM_ACTOR"]
 
 RESOLVE_REASONS: dict[str, dict[str, str]] = {
     "handled": {"zh": "已处置", "en": "Handled"},
@@ -33,6 +33,11 @@ RESOLVE_REASONS: dict[str, dict[str, str]] = {
     "device_fault": {"zh": "设备故障", "en": "Device fault"},
     "other": {"zh": "其他", "en": "Other"},
 }
+#: reasons only the system gives (shown in history, never offered to staff)
+CASE_REASONS: dict[str, dict[str, str]] = {
+    "case_closed": {"zh": "工单已结案", "en": "Case closed"},
+}
+_CASE_ORDER = ("accepted", "dispatched", "on_site", "closed")
 SYSTEM_ACTOR = "system"
 log = logging.getLogger(__name__)
 
@@ -141,6 +146,15 @@ class AlarmBook:
         return conn.execute("SELECT * FROM alarms WHERE key=? AND state!='resolved'",
                             (key,)).fetchone()
 
+    def escalation_stopped(self, case_status: str | None) -> bool:
+        """The case system has taken the case far enough that escalation beyond the first
+        tier stops (uplinks.yaml ``case_system.stop_escalation_at``)."""
+        uplink = self.site.uplinks.case_system
+        at = uplink.stop_escalation_at if uplink is not None else "never"
+        if at == "never" or case_status not in _CASE_ORDER:
+            return False
+        return _CASE_ORDER.index(case_status) >= _CASE_ORDER.index(at)
+
     def open_id(self, key: str) -> int | None:
         """Id of the open alarm with ``key`` (None: none open)."""
         row = self.store.query_one("SELECT id FROM alarms WHERE key=? AND state!='resolved'",
@@ -161,7 +175,9 @@ class AlarmBook:
             ids[r["key"]] = r["alarm_id"]
             version = max(version, r["version"])
         stored = [StoredAlarm(r["key"], r["rule_id"], Severity(r["severity"]),
-                              r["state"] == "acknowledged", r["count"], r["escalation_tier"],
+                              r["state"] == "acknowledged"
+                              or self.escalation_stopped(r["case_status"]),
+                              r["count"], r["escalation_tier"],
                               datetime.fromisoformat(r["raised_at"]).timestamp(),
                               r["cleared_at"] is not None, (r["message_zh"], r["message_en"]),
                               ids.get(r["key"]) == r["id"])
@@ -244,8 +260,10 @@ class AlarmBook:
         if row is None:
             orphans.append(("escalate", a.key, f"tier {a.tier} not sent"))
             return None
-        if row["state"] != "raised" or a.tier <= row["escalation_tier"]:
-            return None   # acknowledged (the engine hears of it next), or notified already
+        if (row["state"] != "raised" or a.tier <= row["escalation_tier"]
+                or self.escalation_stopped(row["case_status"])):
+            return None   # acknowledged or the case taken (the engine hears of it next), or
+            #               this tier notified already
         now = _now()
         conn.execute("UPDATE alarms SET escalation_tier=?, escalation_tier_name=?, updated_at=?"
                      " WHERE id=?", (a.tier, a.tier_name, now, row["id"]))
@@ -372,13 +390,13 @@ class AlarmBook:
                 "CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' THEN 2 "
                 "ELSE 3 END, id DESC LIMIT ?")
         params.append(limit)
-        return [_decode(r) for r in self.store.query(sql, tuple(params))]
+        return [self._decoded(r) for r in self.store.query(sql, tuple(params))]
 
     def get(self, alarm_id: int, with_events: bool = False) -> dict:
         row = self.store.query_one("SELECT * FROM alarms WHERE id=?", (alarm_id,))
         if row is None:
             raise AlarmNotFound(f"alarm {alarm_id} not found")
-        out = _decode(row)
+        out = self._decoded(row)
         if with_events:
             out["events"] = [dict(e, detail=json.loads(e["detail"])) for e in self.store.query(
                 "SELECT ts, action, actor, detail FROM alarm_events WHERE alarm_id=? ORDER BY id",
@@ -394,7 +412,13 @@ class AlarmBook:
                                      tuple(params))["n"]
         rows = self.store.query(f"SELECT * FROM alarms WHERE {where} ORDER BY id DESC "
                                 f"LIMIT ? OFFSET ?", (*params, limit, offset))
-        return total, [_decode(r) for r in rows]
+        return total, [self._decoded(r) for r in rows]
+
+    def _decoded(self, row: dict) -> dict:
+        out = _decode(row)
+        out["escalation_stopped"] = (out["state"] == "raised"
+                                     and self.escalation_stopped(out["case_status"]))
+        return out
 
     def device_tests(self, device_id: str | None = None, limit: int = 50) -> list[dict]:
         """Presses of devices in test mode, newest first."""

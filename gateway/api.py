@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway import __version__
-from gateway.alarms import RESOLVE_REASONS, AlarmBook, AlarmNotFound, AlarmStateError, Change
+from gateway.alarms import CASE_REASONS, RESOLVE_REASONS, AlarmBook, AlarmNotFound, AlarmStateError, Change
 from gateway.auth import PERMISSIONS, Auth, AuthError, Principal
 from gateway.metrics import Metrics
 
@@ -282,7 +282,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/api/resolve-reasons", tags=["alarms"])
     def reasons(p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
-        return {"reasons": RESOLVE_REASONS}
+        return {"reasons": RESOLVE_REASONS, "labels": {**RESOLVE_REASONS, **CASE_REASONS}}
 
     @app.get("/api/stream", tags=["alarms"])
     async def stream(request: Request,

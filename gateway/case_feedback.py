@@ -39,31 +39,46 @@ _CURSOR_KEY = "case_poll_since"
 
 
 def apply_case_event(conn: sqlite3.Connection, *, event_id: str, case_id: str, status: str,
-                     handler: str | None, note: str, via: str) -> int | None:
-    """Record one case status change once (by ``event_id``); the alarm's id, or None when
-    it was seen before or belongs to no alarm here."""
+                     handler: str | None, note: str, via: str,
+                     on_closed: str = "resolve") -> Change | None:
+    """Record one case status change once (by ``event_id``): the alarm's change, or None
+    when it was seen before or belongs to no alarm here. A case closed resolves its open
+    alarm (``on_closed="resolve"``: reason ``case_closed``, the handler's result as the note,
+    ``case_system:<handler>`` as actor) or leaves it for staff to confirm (``"confirm"``)."""
     cur = conn.execute("INSERT OR IGNORE INTO case_callbacks VALUES (?, ?)",
                        (event_id, utc().isoformat()))
     if cur.rowcount == 0:
         return None     # duplicate delivery
-    row = conn.execute("SELECT id FROM alarms WHERE case_id=?", (case_id,)).fetchone()
+    row = conn.execute("SELECT id, state FROM alarms WHERE case_id=?", (case_id,)).fetchone()
     if row is None:
         return None
+    now = utc().isoformat()
+    actor = f"case_system:{handler or ''}"
     conn.execute("UPDATE alarms SET case_status=? WHERE id=?", (status, row[0]))
     conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
                  "VALUES (?,?,?,?,?)",
-                 (row[0], utc().isoformat(), "case_status", f"case_system:{handler or ''}",
+                 (row[0], now, "case_status", actor,
                   json.dumps({"status": status, "note": note, "event_id": event_id,
                               "via": via}, ensure_ascii=False)))
-    return row[0]
+    if status == "closed" and on_closed == "resolve" and row[1] != "resolved":
+        conn.execute("UPDATE alarms SET state='resolved', resolved_by=?, resolved_at=?, "
+                     "resolve_reason='case_closed', resolve_note=?, updated_at=? WHERE id=?",
+                     (actor, now, note, now, row[0]))
+        conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
+                     "VALUES (?,?,?,?,?)",
+                     (row[0], now, "resolved", actor,
+                      json.dumps({"reason": "case_closed", "note": note}, ensure_ascii=False)))
+        return Change(row[0], "resolved")
+    return Change(row[0], "case_status")
 
 
 class CaseFeedback:
     def __init__(self, store: Store, key_id: str, secret: str,
-                 on_change: Callable[[list[Change]], None]):
+                 on_change: Callable[[list[Change]], None], on_closed: str = "resolve"):
         self.store = store
         self.verifier = Verifier({key_id: Secret(secret)})
         self.on_change = on_change
+        self.on_closed = on_closed
 
     async def handle(self, method: str, target: str, headers: Mapping[str, str],
                      body: bytes) -> dict:
@@ -78,14 +93,14 @@ class CaseFeedback:
             raise HTTPException(422, f"{field}: {first['msg']}") from None
 
         try:
-            alarm_id = await self.store.write(lambda c: apply_case_event(
+            change = await self.store.write(lambda c: apply_case_event(
                 c, event_id=cb.event_id, case_id=cb.case_id, status=cb.status.value,
-                handler=cb.handler, note=cb.note, via="callback"))
+                handler=cb.handler, note=cb.note, via="callback", on_closed=self.on_closed))
         except StoreError as exc:
             # 503: the case system retries the callback (and the poller catches up).
             raise HTTPException(503, f"store: {exc}") from None
-        if alarm_id is not None:
-            self.on_change([Change(alarm_id, "case_status")])
+        if change is not None:
+            self.on_change([change])
             return {"ok": True, "duplicate": False}
         return {"ok": True, "duplicate": True}
 
@@ -95,7 +110,7 @@ class CaseStatusPoller:
 
     def __init__(self, store: Store, client: CaseSystemClient, metrics: Metrics,
                  on_change: Callable[[list[Change]], None], *, interval_s: float = 60.0,
-                 lookback: timedelta = timedelta(hours=1)):
+                 lookback: timedelta = timedelta(hours=1), on_closed: str = "resolve"):
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.store = store
@@ -104,6 +119,7 @@ class CaseStatusPoller:
         self.on_change = on_change
         self.interval_s = interval_s
         self.lookback = lookback
+        self.on_closed = on_closed
         self.state = "starting"
         self._backoff = Backoff(base_s=min(1.0, interval_s), cap_s=max(interval_s, 5.0))
 
@@ -135,10 +151,10 @@ class CaseStatusPoller:
         cases = await self.client.cases_updated_since(since, limit=200, max_pages=50)
         newest = max((c.updated_at for c in cases), default=since)
 
-        def tx(conn: sqlite3.Connection) -> list[int]:
-            changed = []
+        def tx(conn: sqlite3.Connection) -> list[Change]:
+            changed: list[Change] = []
             for case in cases:
-                changed += _apply_case(conn, case)
+                changed += _apply_case(conn, case, self.on_closed)
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                          (_CURSOR_KEY, newest.isoformat()))
             return changed
@@ -148,7 +164,9 @@ class CaseStatusPoller:
         self.metrics.inc("gateway_case_polls_total")
         if changed:
             self.metrics.inc("gateway_case_status_polled_total", len(changed))
-            self.on_change([Change(a, "case_status") for a in sorted(set(changed))])
+            resolved = {c.alarm_id for c in changed if c.action == "resolved"}
+            self.on_change([Change(a, "resolved" if a in resolved else "case_status")
+                            for a in sorted({c.alarm_id for c in changed})])
         return len(changed)
 
     def _set_state(self, state: str) -> None:
@@ -158,14 +176,14 @@ class CaseStatusPoller:
             self.state = state
 
 
-def _apply_case(conn: sqlite3.Connection, case: CaseView) -> list[int]:
+def _apply_case(conn: sqlite3.Connection, case: CaseView, on_closed: str) -> list[Change]:
     out = []
     for ev in sorted(case.events, key=lambda e: e.changed_at):
-        alarm_id = apply_case_event(conn, event_id=ev.event_id, case_id=case.case_id,
-                                    status=ev.status.value, handler=ev.handler, note=ev.note,
-                                    via="poll")
-        if alarm_id is not None:
-            out.append(alarm_id)
+        change = apply_case_event(conn, event_id=ev.event_id, case_id=case.case_id,
+                                  status=ev.status.value, handler=ev.handler, note=ev.note,
+                                  via="poll", on_closed=on_closed)
+        if change is not None:
+            out.append(change)
     if out:   # events may have been missed in any order: the case's own status is current
         conn.execute("UPDATE alarms SET case_status=? WHERE case_id=?",
                      (case.status.value, case.case_id))

@@ -183,6 +183,11 @@ class Gateway:
                         pipeline.engine.acknowledged(key, utc())
                     elif ch.action == "resolved" and current is None:
                         pipeline.engine.resolved(key, utc())
+                elif ch.action in ("case", "case_status"):
+                    row = book.get(ch.alarm_id)   # the case taken: escalation stops
+                    if (row["state"] == "raised" and book.escalation_stopped(row["case_status"])
+                            and book.open_id(row["key"]) == ch.alarm_id):
+                        pipeline.engine.acknowledged(row["key"], utc())
             change_events(book, broadcaster, changes)
             if forwarder is not None:
                 forwarder.wake()
@@ -307,9 +312,10 @@ class Gateway:
 
         forwarder = CaseForwarder(store, client(), self.metrics, on_change=on_change,
                                   window=uplink.window)
-        callback = CaseFeedback(store, uplink.key_id, secret, on_change).handle
+        callback = CaseFeedback(store, uplink.key_id, secret, on_change,
+                                on_closed=uplink.on_case_closed).handle
         poller = CaseStatusPoller(store, client(), self.metrics, on_change,
-                                  interval_s=uplink.poll_s)
+                                  interval_s=uplink.poll_s, on_closed=uplink.on_case_closed)
         return forwarder, callback, poller
 
     async def _announce(self, server: uvicorn.Server, intake: MqttIntake) -> None:

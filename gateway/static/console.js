@@ -71,6 +71,7 @@ function tierName(name) { const k = "tier_" + name; const s = t(k); return s ===
 function escalation(a, now) {
   const e = C.me && C.me.escalation;
   if (!e || a.state !== "raised" || SEV[a.severity] > SEV[e.min_severity]) return "";
+  if (a.escalation_stopped) return `<span class="esc done">${esc(t("escalation_stopped"))}</span>`;
   const next = e.tiers[a.escalation_tier || 0];
   if (!next) return `<span class="esc done">${esc(t("escalated", {tier: tierName(a.escalation_tier_name || "")}))}</span>`;
   const due = Date.parse(a.raised_at) + next.after_s * 1000;
@@ -86,7 +87,8 @@ function householdCard(a) {
 }
 function caseLine(a) {
   if (a.test) return "";
-  const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status ? t("cs_" + a.case_status) : "")}` : t("case_none");
+  const closedOpen = a.case_status === "closed" && a.state !== "resolved";  // site: staff confirm
+  const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status ? t(closedOpen ? "case_closed_confirm" : "cs_" + a.case_status) : "")}` : t("case_none");
   return `<span class="case">${status}</span>${a.case_error ? ` <span class="error">${esc(a.case_error)}</span>` : ""}`;
 }
 function cardHtml(a, now) {
@@ -261,7 +263,8 @@ async function start() {
   $("#notify").hidden = !("Notification" in window) || Notification.permission !== "default";
   $$("#nav [data-perm]").forEach(b => { b.hidden = !can(b.dataset.perm); });
   $("#login").hidden = true; $("#setup").hidden = true; $("#app").hidden = false;
-  C.reasons = (await api("/api/resolve-reasons")).reasons;
+  const rs = await api("/api/resolve-reasons");
+  C.reasons = rs.reasons; C.reasonLabels = rs.labels || rs.reasons;
   applyLang();
   connect();  // the stream's open event loads the board (one snapshot, no gap)
 }

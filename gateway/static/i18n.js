@@ -4,6 +4,7 @@
 window.I18N = {
   zh: {
     cs_accepted: "已受理", cs_dispatched: "已派单", cs_on_site: "已到场", cs_closed: "已结案", cs_rejected: "已退回",
+    case_closed_confirm: "工单已结案，待确认", escalation_stopped: "网格已接单，不再升级",
     title: "社区值班台", login: "登录", logout: "退出", username: "用户名", password: "密码",
     first_start: "首次启动？用设置令牌创建管理员", setup_title: "创建第一个管理员",
     setup_hint: "设置令牌在网关首次启动时打印在控制台上，只能使用一次。", setup_token: "设置令牌",
@@ -40,6 +41,7 @@ window.I18N = {
   },
   en: {
     cs_accepted: "accepted", cs_dispatched: "dispatched", cs_on_site: "on site", cs_closed: "closed", cs_rejected: "rejected",
+    case_closed_confirm: "case closed, to be confirmed", escalation_stopped: "taken by the grid: no further escalation",
     title: "Community duty console", login: "Log in", logout: "Log out", username: "User name",
     password: "Password", first_start: "First start? Create the admin with the setup token",
     setup_title: "Create the first admin",

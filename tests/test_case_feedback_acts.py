@@ -1,0 +1,93 @@
+"""Case feedback acts (issue 12.3): the case taken by the grid stops escalation beyond the grid
+member; a closed case resolves its alarm (actor ``case_system:<handler>``, reason
+``case_closed``) or, by the site setting ``on_case_closed: confirm``, leaves it open marked
+for staff. Real gateway process, real Mosquitto, the simulated case system with its callbacks
+(accepted at once, dispatched after 0.5 s, on site after 1 s, closed after 1.5 s), and the
+console in Debian's Chromium."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.broker import free_port
+from tests.support import GatewayProcess, mqtt_publish, site_copy, wait_for
+from tests.test_console_browser import _login, browser  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.integration]
+
+TIERS = ("escalation:\n  tiers:\n    - {name: grid_member, after: 0s, notify: [grid_member]}\n"
+         "    - {name: duty_officer, after: 1s, notify: [duty_officer]}\n"
+         "    - {name: street_office, after: 2s, notify: [street_office]}\n")
+
+
+def _gateway(tmp_path, mosquitto, case_system, case_secret, **uplink: str) -> GatewayProcess:
+    port = free_port()
+    config = site_copy(tmp_path / "site", mqtt_port=mosquitto.port, case_url=case_system.url,
+                       callback_url=f"http://127.0.0.1:{port}/api/case-callback")
+    with open(config / "uplinks.yaml", "a", encoding="utf-8") as fh:
+        fh.writelines(f"  {k}: {v}\n" for k, v in uplink.items())
+    rules = (config / "rules.yaml").read_text(encoding="utf-8")
+    (config / "rules.yaml").write_text(rules[:rules.index("escalation:")] + TIERS,
+                                       encoding="utf-8")
+    gw = GatewayProcess(config, tmp_path / "data", env={"CASE_SYSTEM_SECRET": case_secret},
+                        port=port)
+    gw.duty = gw.token("duty", "test-duty")
+    return gw.start()
+
+
+def _alarm(gw: GatewayProcess, device: str) -> dict:
+    with gw.api(gw.duty) as api:
+        rows = [a for a in api.get("/api/alarms", params={"limit": 50}).json()["alarms"]
+                if a["device_id"] == device]
+        return api.get(f"/api/alarms/{rows[0]['id']}").json() if rows else {}
+
+
+def test_closed_case_resolves_its_alarm_and_the_taken_case_stops_escalation(
+        tmp_path, mosquitto, case_system, case_secret):
+    gw = _gateway(tmp_path, mosquitto, case_system, case_secret)
+    try:
+        mqtt_publish(mosquitto.port, [("devices/caller-7-101", {"event": "sos"})])
+        alarm = wait_for(lambda: (a := _alarm(gw, "caller-7-101")).get("state") == "resolved"
+                         and a, timeout=20, what="the alarm resolved by its closed case")
+        assert alarm["resolve_reason"] == "case_closed"
+        assert alarm["resolved_by"].startswith("case_system:")
+        assert alarm["resolved_by"] != "case_system:"           # names the handler
+        # tier 2 was due 1 s after the raise, before the case closed (>= 1.5 s): the case
+        # accepted at once stopped it
+        actions = [(e["action"], e["detail"].get("status")) for e in alarm["events"]]
+        assert ("case_status", "closed") in actions
+        assert [a for a, _ in actions].count("escalated") == 1, actions
+        assert alarm["escalation_tier"] == 1                      # the grid member only
+    finally:
+        gw.stop()
+
+
+@pytest.mark.browser
+def test_confirm_mode_keeps_the_alarm_open_marked_closed_on_the_card(
+        tmp_path, mosquitto, case_system, case_secret, browser):  # noqa: F811
+    gw = _gateway(tmp_path, mosquitto, case_system, case_secret, on_case_closed="confirm",
+                  stop_escalation_at="never")
+    gw.passwords = {"duty": "night-shift-" + case_secret[:8]}
+    res = gw.cli("user", "add", "--username", "duty", "--role", "duty", "--password-stdin",
+                 "--data", str(gw.data), input=gw.passwords["duty"] + "\n")
+    assert res.returncode == 0, res.stderr
+    try:
+        context, page = _login(browser, gw, "duty")
+        try:
+            mqtt_publish(mosquitto.port, [("devices/caller-7-101", {"event": "sos"})])
+            card = page.wait_for_selector(".alarm", timeout=5000)
+            page.wait_for_function(
+                "() => document.querySelector('.alarm .case')?.textContent.includes("
+                "'工单已结案，待确认')", timeout=15_000)
+            assert card.get_attribute("data-state") == "raised"     # still open, for staff
+            alarm = wait_for(lambda: (a := _alarm(gw, "caller-7-101"))["escalation_tier"] >= 2
+                             and a, timeout=10, what="tier 2 (escalation not stopped)")
+            assert alarm["state"] == "raised" and alarm["case_status"] == "closed"
+            text = page.inner_text(".alarm")
+            assert "closed" not in text and "case_system" not in text
+        finally:
+            context.close()
+    finally:
+        gw.stop()
