@@ -142,6 +142,10 @@ class Store:
         self._queue: queue.SimpleQueue[tuple | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._reader: sqlite3.Connection | None = None
+        # guards _thread/_reader against close(): nothing is queued behind the writer's stop,
+        # and the reader is closed only once no query (API threads ...) runs on it
+        self._gate = threading.Condition()
+        self._reads = 0           # queries running on the reader connection
         self.commits = 0          # transactions committed (for metrics and benchmarks)
         self.writes = 0           # functions committed
         self.last_error: str | None = None   # last commit failure (disk full ...), for health
@@ -163,14 +167,25 @@ class Store:
         self._thread.start()
         self._reader = _connect(self.path)
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+    def close(self, wait_s: float = 2.0) -> None:
+        """Commit what is queued and stop the writer; close the reader once no query runs on
+        it (threads of the API may still be reading; after ``wait_s`` it is left open for
+        the process's exit rather than closed under them). Later calls: StoreError."""
+        with self._gate:
+            thread, self._thread = self._thread, None
+            reader, self._reader = self._reader, None
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout=30)
+        if reader is not None:
+            with self._gate:
+                idle = self._gate.wait_for(lambda: self._reads == 0, timeout=wait_s)
+            if idle:
+                reader.close()
+            else:
+                log.warning("store: %d queries still running %.0f s after close; their "
+                            "connection is left open", self._reads, wait_s)
 
     async def __aenter__(self) -> Store:
         self.open()
@@ -261,9 +276,10 @@ class Store:
         """Run ``fn`` in the writer's transaction; return its result once durably committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        if self._thread is None:
-            raise StoreError("store is closed")
-        self._queue.put((fn, _AsyncDone(loop, fut)))
+        with self._gate:
+            if self._thread is None:
+                raise StoreError("store is closed")
+            self._queue.put((fn, _AsyncDone(loop, fut)))
         return await fut
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30) -> T:
@@ -275,7 +291,10 @@ class Store:
             box.append((res, exc))
             ev.set()
 
-        self._queue.put((fn, done))
+        with self._gate:
+            if self._thread is None:
+                raise StoreError("store is closed")
+            self._queue.put((fn, done))
         if not ev.wait(timeout):
             raise StoreError("store write timed out")
         res, exc = box[0]
@@ -285,8 +304,18 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------
     def query(self, sql: str, params: tuple | dict = ()) -> list[dict]:
-        assert self._reader is not None, "store not open"
-        return [dict(r) for r in self._reader.execute(sql, params).fetchall()]
+        with self._gate:
+            reader = self._reader
+            if reader is None:
+                raise StoreError("store is closed")
+            self._reads += 1
+        try:
+            return [dict(r) for r in reader.execute(sql, params).fetchall()]
+        finally:
+            with self._gate:
+                self._reads -= 1
+                if not self._reads:
+                    self._gate.notify_all()
 
     def query_one(self, sql: str, params: tuple | dict = ()) -> dict | None:
         rows = self.query(sql, params)

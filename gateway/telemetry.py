@@ -6,8 +6,11 @@ durable inbox path in gateway/pipeline.py and never wait for anything here).
 - :class:`TelemetrySink` takes readings from the pipeline without blocking
   (``offer``), keeps them in a bounded buffer (beyond it: shed and counted,
   ``gateway_shed_total{reason="telemetry_buffer_full"}``) and writes them in batches of at
-  most ``batch_lines`` (<= 5,000) from a worker thread. A failing server keeps the batch at
-  the head of the buffer and is retried with capped backoff; the buffer bounds the memory.
+  most ``batch_lines`` (<= 5,000) from its one writer thread. A failing server keeps the
+  batch at the head of the buffer and is retried with capped backoff; the buffer bounds the
+  memory. The writer (its SQLite connection, its HTTP client) is used and closed by that
+  thread only: at stop its close is queued behind a write still running, never run beside
+  it (a stop used to close the connection under a running INSERT: a segfault).
 - :class:`InfluxWriter`: influxdb-client, line protocol, gzip, to InfluxDB 2/3 (or anything
   that speaks ``/api/v2/write``, e.g. VictoriaMetrics).
 - :class:`EmbeddedTelemetry`: the default when no InfluxDB is configured. A SEPARATE SQLite
@@ -26,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -139,7 +144,7 @@ CREATE INDEX IF NOT EXISTS rollup_bucket ON rollup(bucket);
 class EmbeddedTelemetry:
     """Recent telemetry in its own SQLite file with downsampling and retention.
 
-    Not thread-safe: the sink calls it from one worker at a time.
+    Not thread-safe: the sink uses it (and closes it) from its one writer thread only.
     """
 
     def __init__(self, path: str | Path, *, raw_retention_h: float = 48.0,
@@ -224,7 +229,8 @@ class TelemetrySink:
     """Bounded buffer in front of a writer; ``offer`` never blocks. ``run()`` until cancelled."""
 
     def __init__(self, writer: TelemetryWriter, metrics: Metrics, *, name: str,
-                 buffer_lines: int = 100_000, batch_lines: int = 5000, flush_s: float = 1.0):
+                 buffer_lines: int = 100_000, batch_lines: int = 5000, flush_s: float = 1.0,
+                 stop_wait_s: float = 5.0):
         if not 1 <= batch_lines <= 5000:
             raise ValueError("batch_lines must be within 1..5000")
         self.writer = writer
@@ -232,6 +238,7 @@ class TelemetrySink:
         self.name = name
         self.batch_lines = batch_lines
         self.flush_s = flush_s
+        self.stop_wait_s = stop_wait_s     # at stop: how long to wait for a running write
         self._buf: deque[Reading] = deque()
         self._max = buffer_lines
         self._ready = asyncio.Event()
@@ -252,6 +259,9 @@ class TelemetrySink:
             self._ready.set()
 
     async def run(self) -> None:
+        """Write batches until cancelled; then close the writer (on its thread, after the
+        write in flight, waiting at most ``stop_wait_s`` for that)."""
+        worker = _WriterThread(self.writer, self.name)
         failures = 0
         try:
             while True:
@@ -266,7 +276,7 @@ class TelemetrySink:
                     batch = [self._buf[i] for i in range(min(self.batch_lines,
                                                              len(self._buf)))]
                     try:
-                        await asyncio.to_thread(self.writer.write_readings, batch)
+                        await worker.write(batch)
                     except TelemetryError as exc:
                         self.metrics.inc("gateway_telemetry_errors_total", sink=self.name,
                                          retryable=str(exc.retryable).lower())
@@ -282,7 +292,7 @@ class TelemetrySink:
                     failures = 0
                     self._set_state("ok")
         finally:
-            await asyncio.to_thread(self.writer.close)
+            await worker.close(self.stop_wait_s)
 
     def _drop(self, n: int, shed_reason: str | None) -> None:
         for _ in range(n):
@@ -298,6 +308,65 @@ class TelemetrySink:
             level = logging.INFO if state == "ok" else logging.WARNING
             log.log(level, "telemetry %s: %s -> %s", self.name, self.state, state[:200])
             self.state = state
+
+
+class _WriterThread:
+    """The one thread that uses a writer: its batches, then its close, in that order.
+
+    Cancelling the coroutine that awaits a write does not stop the write (a thread cannot be
+    interrupted); so the close is queued behind it on the same thread instead of being run
+    beside it, and a SQLite connection or HTTP client is never closed under a running call.
+    A daemon thread: a write hanging on a dead server does not hold up the process's exit.
+    """
+
+    def __init__(self, writer: TelemetryWriter, name: str) -> None:
+        self.writer, self.name = writer, name
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=f"telemetry-writer[{name}]",
+                                        daemon=True)
+        self._thread.start()
+
+    def write(self, batch: list[Reading]) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._jobs.put((batch, fut))
+        return fut
+
+    async def close(self, wait_s: float) -> None:
+        """Queue the close behind any write; wait up to ``wait_s`` for both to be done."""
+        self._jobs.put(None)
+        if not await asyncio.to_thread(self._closed.wait, wait_s):
+            log.warning("telemetry %s: a write still runs %.0f s after stop; its thread "
+                        "closes the writer when it ends", self.name, wait_s)
+
+    def _work(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                batch, fut = job
+                exc: BaseException | None = None
+                try:
+                    self.writer.write_readings(batch)
+                except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+                    exc = e
+                try:
+                    fut.get_loop().call_soon_threadsafe(_settle, fut, exc)
+                except RuntimeError:     # the loop is closed: nobody waits for this any more
+                    pass
+        finally:
+            try:
+                self.writer.close()
+            except Exception:  # noqa: BLE001 - a failing close must not hide the stop
+                log.exception("telemetry %s: closing the writer failed", self.name)
+            self._closed.set()
+
+
+def _settle(fut: asyncio.Future, exc: BaseException | None) -> None:
+    if fut.done():               # the awaiting task was cancelled (the stop)
+        return
+    if exc is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(exc)
 
 
 def build_sink(cfg, data_dir: Path, metrics: Metrics, site_id: str,
