@@ -51,7 +51,11 @@ class AlarmNotFound(AlarmError):
 
 
 class AlarmStateError(AlarmError):
-    pass
+    """The alarm is not in a state that allows the command; ``code`` says which rule."""
+
+    def __init__(self, message: str, code: str = "wrong_state"):
+        self.code = code
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +314,12 @@ class AlarmBook:
         self.on_change([Change(alarm_id, "acknowledged")])
         return self.get(alarm_id)
 
-    async def resolve(self, alarm_id: int, actor: str, reason: str, note: str = "") -> dict:
+    async def resolve(self, alarm_id: int, actor: str, reason: str, note: str = "", *,
+                      require_ack: bool = False) -> dict:
+        """Resolve an alarm with a reason. ``require_ack`` (staff, through the API): a
+        critical alarm must be acknowledged first (AlarmStateError ``ack_required``). The
+        system's own paths (a device clear with auto-resolve, the case system closing the
+        case) do not come through here and are not held to it."""
         if reason not in RESOLVE_REASONS:
             raise ValueError(f"unknown reason {reason!r}")
 
@@ -320,6 +329,9 @@ class AlarmBook:
                 raise AlarmNotFound(f"alarm {alarm_id} not found")
             if row["state"] == "resolved":
                 raise AlarmStateError(f"alarm {alarm_id} is already resolved")
+            if require_ack and row["severity"] == "critical" and row["state"] == "raised":
+                raise AlarmStateError(f"alarm {alarm_id} is critical and not acknowledged: "
+                                      f"acknowledge it before resolving it", "ack_required")
             self._resolve_tx(conn, row, actor, reason, note)
             record_audit(conn, actor, "alarm.resolve", str(alarm_id), reason=reason)
 

@@ -9,6 +9,7 @@ stream ``/api/stream`` is Server-Sent Events: one ``alarm`` event per alarm chan
 import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,7 +18,8 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from gateway import __version__
 from gateway.alarms import CASE_REASONS, RESOLVE_REASONS, AlarmBook, AlarmNotFound, AlarmStateError, Change
@@ -100,10 +102,27 @@ class AckBody(BaseModel):
     note: str = Field(default="", max_length=1000)
 
 
+def _reason_required(schema: dict) -> None:
+    # ``reason`` has no default: required in the schema, a clear error when missing
+    schema["properties"]["reason"].pop("default", None)
+    schema["required"] = ["reason", *schema.get("required", [])]
+
+
 class ResolveBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: Literal[tuple(RESOLVE_REASONS)]  # type: ignore[valid-type]
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_reason_required)
+    reason: Literal[tuple(RESOLVE_REASONS)] = Field(  # type: ignore[valid-type]
+        default=None, validate_default=True,
+        description="why the alarm is resolved; staff choose it, there is no default")
     note: str = Field(default="", max_length=1000)
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _reason_given(cls, value: Any) -> Any:
+        if value is None or value == "":
+            raise PydanticCustomError(
+                "reason_required", "a reason is required to resolve an alarm (there is no "
+                "default): one of {choices}", {"choices": ", ".join(RESOLVE_REASONS)})
+        return value
 
 
 _SECURITY_HEADERS = {
@@ -161,20 +180,24 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.exception_handler(AlarmStateError)
     async def _wrong_state(_request: Request, exc: AlarmStateError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return JSONResponse({"detail": str(exc), "code": exc.code}, status_code=409)
+
+    def authenticate(request: Request) -> Principal:
+        """The request's principal (Bearer token or session cookie); AuthError if none."""
+        authz = request.headers.get("authorization", "")
+        if authz.lower().startswith("bearer "):
+            return ctx.auth.from_bearer(authz[7:].strip())
+        cookie = request.cookies.get(COOKIE)
+        if not cookie:
+            raise AuthError("not logged in")
+        return ctx.auth.from_cookie(cookie)
 
     def principal(request: Request) -> Principal:
-        authz = request.headers.get("authorization", "")
         try:
-            if authz.lower().startswith("bearer "):
-                return ctx.auth.from_bearer(authz[7:].strip())
-            cookie = request.cookies.get(COOKIE)
-            if not cookie:
-                raise AuthError("not logged in")
-            p = ctx.auth.from_cookie(cookie)
+            p = authenticate(request)
         except AuthError as exc:
             raise HTTPException(exc.status, str(exc)) from None
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
+        if p.kind == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
             if request.headers.get("x-csrf-token") != p.csrf:
                 raise HTTPException(403, "missing or wrong X-CSRF-Token")
         return p
@@ -220,7 +243,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except AuthError as exc:
             raise HTTPException(exc.status, str(exc)) from None
         response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
-                            secure=ctx.secure_cookies, max_age=24 * 3600)
+                            secure=ctx.secure_cookies, max_age=math.ceil(ctx.auth.max_s))
         return {"user": p.name, "role": p.role, "csrf": p.csrf}
 
     @app.post("/api/logout", tags=["auth"])
@@ -277,7 +300,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.post("/api/alarms/{alarm_id}/resolve", tags=["alarms"])
     async def resolve(alarm_id: AlarmId, body: ResolveBody,
                       p: Annotated[Principal, Depends(need("alarms.act"))]) -> dict:
-        alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note)
+        """Resolve with a reason staff chose (422 without one). A critical alarm must be
+        acknowledged first: 409 ``{"code": "ack_required"}`` otherwise."""
+        alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note,
+                                       require_ack=True)
         return decorate(alarm, p)
 
     @app.get("/api/resolve-reasons", tags=["alarms"])
@@ -287,17 +313,41 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.get("/api/stream", tags=["alarms"])
     async def stream(request: Request,
                      p: Annotated[Principal, Depends(need("alarms.read"))]) -> StreamingResponse:
-        """Server-Sent Events: ``event: alarm`` with the changed alarm as JSON data."""
+        """Server-Sent Events: ``event: alarm`` with the changed alarm as JSON data.
+
+        While it is open the stream re-checks its session every ``stream_check_s`` (15 s),
+        which keeps an open board's session from idling out; when the session has ended
+        (absolute limit, logout, user disabled) it sends ``event: session`` with
+        ``{"state": "ended", "detail": ...}`` and closes."""
         q = ctx.broadcaster.subscribe()
+        check_s = ctx.auth.stream_check_s
+
+        async def session_ended() -> str | None:
+            try:
+                await asyncio.to_thread(authenticate, request)
+            except AuthError as exc:
+                return str(exc)
+            return None
 
         async def events() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            due = loop.time() + check_s
             try:
                 yield b"retry: 2000\n\n"
                 while True:
                     try:
-                        async with asyncio.timeout(15):
+                        async with asyncio.timeout(max(0.0, due - loop.time())):
                             ev = await q.get()
                     except TimeoutError:
+                        ev = False
+                    if loop.time() >= due:
+                        due = loop.time() + check_s
+                        ended = await session_ended()
+                        if ended is not None:
+                            data = json.dumps({"state": "ended", "detail": ended})
+                            yield f"event: session\ndata: {data}\n\n".encode()
+                            return
+                    if ev is False:
                         yield b": keepalive\n\n"
                         continue
                     if ev is None:

@@ -6,7 +6,10 @@
 - Passwords are hashed with Argon2id (argon2-cffi, memory-hard). Login is rate-limited per
   user name and per client address.
 - Browser sessions: a random cookie (HttpOnly, SameSite=Strict) plus a CSRF token that every
-  state-changing request must echo in ``X-CSRF-Token``; sessions expire (idle and absolute).
+  state-changing request must echo in ``X-CSRF-Token``; sessions expire after ``idle_s``
+  without a request or a live-stream check (an open board's stream re-checks its session every
+  ``stream_check_s``, which keeps it alive) and ``max_s`` after login whatever happens. Both
+  are configurable (constructor, or ``GATEWAY_SESSION_IDLE_S`` / ``GATEWAY_SESSION_MAX_S``).
 - Machine clients: ``Authorization: Bearer gw_...`` tokens from ``gateway token create``;
   only a SHA-256 of the token is stored (the token is 256 random bits, so a fast hash is
   the right tool there).
@@ -17,6 +20,8 @@ The permission matrix (``PERMISSIONS``) is documented in docs/api.md.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -26,11 +31,14 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from gateway import StoreError
 from gateway.model import utc
 from gateway.store import Store, record_audit
 
-__all__ = ["AuthError", "Auth", "Principal", "PERMISSIONS", "ROLES"]
+__all__ = ["AuthError", "Auth", "Principal", "PERMISSIONS", "ROLES", "SESSION_IDLE_S",
+           "SESSION_MAX_S"]
 
+log = logging.getLogger(__name__)
 ROLES = ("duty", "installer", "admin")
 
 #: permission -> roles that hold it
@@ -46,7 +54,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 }
 
 SESSION_IDLE_S = 8 * 3600
-SESSION_MAX_S = 24 * 3600
+#: A 12-hour duty shift plus 2 h of margin (logged in early for the handover, kept late by an
+#: incident): the night shift's login lasts the night, but not into the next shift, which
+#: logs in under its own name (acknowledgements are audited by user).
+SESSION_MAX_S = 14 * 3600
 LOGIN_WINDOW_S = 300
 LOGIN_MAX_FAILURES = 5
 
@@ -75,13 +86,37 @@ def _sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _seconds(name: str, value: float | None, default: float) -> float:
+    """A session limit: the argument, else the environment variable ``name``, else the
+    default; a positive number of seconds."""
+    if value is None:
+        raw = os.environ.get(name, "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            raise ValueError(f"{name}={raw!r}: a number of seconds expected") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}: a positive number of seconds expected, not {value!r}")
+    return float(value)
+
+
 class Auth:
-    def __init__(self, store: Store, setup_token_file: Path | None = None):
+    def __init__(self, store: Store, setup_token_file: Path | None = None, *,
+                 idle_s: float | None = None, max_s: float | None = None):
         self.store = store
         self.setup_token_file = setup_token_file
         self.hasher = PasswordHasher()   # Argon2id, library defaults (64 MiB, t=3)
+        self.idle_s = _seconds("GATEWAY_SESSION_IDLE_S", idle_s, SESSION_IDLE_S)
+        self.max_s = _seconds("GATEWAY_SESSION_MAX_S", max_s, SESSION_MAX_S)
+        #: how often a live stream re-checks (and so keeps alive) its session: 15 s, the
+        #: stream's keepalive, or faster for the short limits of tests
+        self.stream_check_s = max(0.1, min(15.0, self.idle_s / 4, self.max_s / 20))
+        #: how often a session's last request is written to the store (so that a restart
+        #: does not count the night from the login): at most every 5 minutes per session
+        self._persist_s = min(300.0, self.idle_s / 8)
         self._failures: dict[str, list[float]] = {}
-        self._sessions: dict[str, tuple[str, str, float, float]] = {}
+        # token hash -> (user, csrf, created, last seen, last seen as stored)
+        self._sessions: dict[str, tuple[str, str, float, float, float]] = {}
 
     # -- first start -----------------------------------------------------------------
     def has_admin(self) -> bool:
@@ -195,7 +230,7 @@ class Auth:
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
         wall = time.time()
-        self._sessions[_sha(token)] = (username, csrf, wall, wall)
+        self._sessions[_sha(token)] = (username, csrf, wall, wall, wall)
         self.store.write_sync(lambda c: (c.execute(
             "INSERT INTO sessions VALUES (?,?,?,?,?)", (_sha(token), username, csrf, wall, wall)),
             record_audit(c, username, "login", username)))
@@ -207,23 +242,34 @@ class Auth:
         self.store.write_sync(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?", (h,)))
 
     def from_cookie(self, cookie: str) -> Principal:
+        """The session's principal; refreshes its idle timer (every request does, and an
+        open live stream every ``stream_check_s``). Blocking: may write to the store."""
         h = _sha(cookie)
         sess = self._sessions.get(h)
         if sess is None:
             row = self.store.query_one("SELECT * FROM sessions WHERE token_hash=?", (h,))
             if row is None:
                 raise AuthError("not logged in")
-            sess = (row["username"], row["csrf"], row["created"], row["last_seen"])
-        username, csrf, created, last_seen = sess
+            sess = (row["username"], row["csrf"], row["created"], row["last_seen"],
+                    row["last_seen"])
+        username, csrf, created, last_seen, stored = sess
         now = time.time()
-        if now - created > SESSION_MAX_S or now - last_seen > SESSION_IDLE_S:
+        if now - created > self.max_s or now - last_seen > self.idle_s:
             self._sessions.pop(h, None)
             raise AuthError("session expired")
         user = self.store.query_one("SELECT role FROM users WHERE username=? AND disabled=0",
                                     (username,))
         if user is None:
             raise AuthError("user disabled")
-        self._sessions[h] = (username, csrf, created, now)
+        if now - stored >= self._persist_s:
+            try:
+                self.store.write_sync(lambda c: c.execute(
+                    "UPDATE sessions SET last_seen=max(last_seen, ?) WHERE token_hash=?",
+                    (now, h)), timeout=5)
+                stored = now
+            except StoreError as exc:   # the store says so in /healthz; the session goes on
+                log.warning("session last-seen not stored: %s", exc)
+        self._sessions[h] = (username, csrf, created, now, stored)
         return Principal(username, user["role"], "session", csrf)
 
     # -- API tokens ------------------------------------------------------------------

@@ -15,6 +15,7 @@ def test_history_filters_and_csv(api_env):
     a = raise_sos(api_env, "caller-7-101")
     raise_sos(api_env, "caller-9-201")
     duty = api_env.client("duty")
+    assert duty.post(f"/api/alarms/{a}/ack", json={}).status_code == 200   # critical: ack first
     assert duty.post(f"/api/alarms/{a}/resolve", json={"reason": "false_alarm",
                                                       "note": "=cmd()"}).status_code == 200
     r = duty.get("/api/history", params={"state": "resolved"}).json()

@@ -124,10 +124,11 @@ def test_duty_sees_sos_within_2s_acknowledges_and_resolves(browser, gateway, mos
         page.wait_for_timeout(3000)   # one sound period: no new pattern may start
         assert page.evaluate("window.__alarmSoundPlays") == plays
 
-        # resolve with a reason and a note: the card leaves the board
+        # resolve with a reason and a note, confirmed once: the card leaves the board
         caller.locator("select.reason").select_option("false_alarm")
         caller.locator("input.note").fill("住户误按，已电话确认")
         caller.locator("button.resolve").click()
+        page.click("#resolve-dialog #rd-confirm")
         page.wait_for_function("() => !document.body.innerText.includes('田林路200弄7号101室')",
                                timeout=3000)
         assert page.locator(".alarm").count() == 1

@@ -24,8 +24,11 @@ async function api(path, opts = {}) {
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     const d = body.detail;
-    const msg = Array.isArray(d) ? d.map(e => (e.loc ? e.loc.slice(1).join(".") + ": " : "") + e.msg).join("; ") : (d || r.statusText);
-    throw Object.assign(new Error(msg), {status: r.status, detail: d});
+    let msg = Array.isArray(d) ? d.map(e => (e.loc ? e.loc.slice(1).join(".") + ": " : "") + e.msg).join("; ") : (d || r.statusText);
+    // a session that ended while the board was open: ask for the password again, keep the board
+    if (r.status === 401 && C.me && !path.startsWith("/api/login")) { sessionLost(); msg = t("session_expired"); }
+    else if (body.code && I18N.zh["err_" + body.code]) msg = t("err_" + body.code);
+    throw Object.assign(new Error(msg), {status: r.status, detail: d, code: body.code});
   }
   return body;
 }
@@ -104,10 +107,13 @@ function cardHtml(a, now) {
       ${a.ack_by ? ` · ${t("acknowledged")}: ${esc(a.ack_by)}` : ""}</div>
     ${actor ? `<div class="actions">
       ${a.state === "raised" ? `<button class="primary ack">${t("ack")}</button>` : ""}
-      <select class="reason" aria-label="${t("reason")}">${Object.entries(C.reasons).map(([k, v]) => `<option value="${k}">${esc(v[C.lang] || v.zh)}</option>`).join("")}</select>
+      ${needsAck(a) ? `<span class="hint needs-ack">${t("resolve_needs_ack")}</span>` : `
+      <select class="reason" aria-label="${t("reason")}"><option value="" selected>${t("choose_reason")}</option>${Object.entries(C.reasons).map(([k, v]) => `<option value="${k}">${esc(v[C.lang] || v.zh)}</option>`).join("")}</select>
       <input class="note" placeholder="${t("note")}" maxlength="1000" aria-label="${t("note")}">
-      <button class="resolve">${t("resolve")}</button></div>` : ""}`;
+      <button class="resolve">${t("resolve")}</button><span class="error reason-error" role="alert"></span>`}</div>` : ""}`;
 }
+// A critical alarm is acknowledged before it can be resolved (the API refuses it too).
+function needsAck(a) { return a.severity === "critical" && a.state === "raised"; }
 const pending = new Set();
 let flushQueued = false;
 function upsert(a) {
@@ -143,8 +149,10 @@ function flush() {
     el.className = `alarm ${a.severity} ${a.state}${a.test ? " test" : ""}`;
     el.dataset.id = a.id; el.dataset.state = a.state; el.dataset.severity = a.severity;
     const keep = el.querySelector(".note"), note = keep ? keep.value : "";
+    const keepR = el.querySelector(".reason"), reason = keepR ? keepR.value : "";
     el.innerHTML = cardHtml(a, now);
     if (note && el.querySelector(".note")) el.querySelector(".note").value = note;
+    if (reason && el.querySelector(".reason")) el.querySelector(".reason").value = reason;
     window.__drawn[a.id] = Date.now();
   }
   pending.clear();
@@ -188,13 +196,41 @@ $("#alarms").addEventListener("click", async e => {
       e.target.disabled = true;
       upsert(await api(`/api/alarms/${id}/ack`, {method: "POST", body: "{}"}));
     } else if (e.target.classList.contains("resolve")) {
-      e.target.disabled = true;
-      upsert(await api(`/api/alarms/${id}/resolve`, {method: "POST", body: JSON.stringify(
-        {reason: $(".reason", card).value, note: $(".note", card).value})}));
-      toast(t("resolved"));
+      const reason = $(".reason", card).value;
+      if (!reason) { $(".reason-error", card).textContent = t("reason_required"); $(".reason", card).focus(); return; }
+      confirmResolve(C.alarms.get(Number(id)), reason, $(".note", card).value);
     }
   } catch (err) { e.target.disabled = false; toast(err.message, true); }
 });
+$("#alarms").addEventListener("change", e => {
+  const card = e.target.closest(".alarm");
+  if (card && e.target.classList.contains("reason")) $(".reason-error", card).textContent = "";
+});
+// One confirmation step: the dialog names the alarm and the reason chosen; cancel leaves it open.
+function confirmResolve(a, reason, note) {
+  if (!a) return;
+  const d = $("#resolve-dialog"), label = C.reasons[reason] || {};
+  $("#rd-alarm").textContent = `${t(a.severity)} · ${C.lang === "zh" ? a.message_zh : a.message_en}`;
+  $("#rd-place").textContent = a.household ? a.household.address : (a.device_id || "");
+  $("#rd-reason").textContent = label[C.lang] || label.zh || reason;
+  $("#rd-note").textContent = note; $("#rd-note-row").hidden = !note;
+  $("#rd-error").textContent = "";
+  d.dataset.id = a.id; d.dataset.reason = reason; d.dataset.note = note;
+  $("#rd-confirm").disabled = false;
+  d.showModal();
+  $("#rd-cancel").focus();   // the safe choice has the focus
+}
+$("#rd-cancel").onclick = () => $("#resolve-dialog").close("cancel");
+$("#rd-confirm").onclick = async () => {
+  const d = $("#resolve-dialog"), b = $("#rd-confirm");
+  b.disabled = true;
+  try {
+    upsert(await api(`/api/alarms/${d.dataset.id}/resolve`, {method: "POST", body: JSON.stringify(
+      {reason: d.dataset.reason, note: d.dataset.note})}));
+    d.close("resolved");
+    toast(t("resolved"));
+  } catch (err) { b.disabled = false; $("#rd-error").textContent = err.message; }
+};
 
 // -- sound and notifications ----------------------------------------------------------------
 function unackedCritical() { for (const a of C.alarms.values()) if (a.severity === "critical" && a.state === "raised" && !a.test) return true; return false; }
@@ -243,8 +279,10 @@ function connect() {
     if (C.liveDuringLoad) C.liveDuringLoad.set(a.id, a);
     upsert(a);
   });
+  src.addEventListener("session", () => sessionLost());
   src.onopen = () => { $("#conn").textContent = "● " + t("live"); $("#conn").className = "conn live"; loadBoard(); };
   src.onerror = () => {
+    if (C.sessionLost) return;
     $("#conn").textContent = "○ " + t("offline"); $("#conn").className = "conn down";
     if (src.readyState === EventSource.CLOSED) setTimeout(() => start(), 3000);
   };
@@ -252,7 +290,9 @@ function connect() {
 
 // -- login and start -------------------------------------------------------------------------
 async function start() {
+  const running = !!C.me;   // the board is up: never drop it for the login page
   try { C.me = await api("/api/me"); } catch (e) {
+    if (running) { if (e.status !== 401) setTimeout(start, 3000); return; }   // 401: re-login overlay
     $("#login").hidden = location.hash === "#setup"; $("#setup").hidden = location.hash !== "#setup";
     $("#app").hidden = true; $("#nav").hidden = true; return;
   }
@@ -274,7 +314,35 @@ $("#login").onsubmit = async e => {
   try {
     await api("/api/login", {method: "POST", body: JSON.stringify({username: f.get("username"), password: f.get("password")})});
     $("#login-error").textContent = ""; e.target.reset(); start();
-  } catch (err) { $("#login-error").textContent = err.message; }
+  } catch (err) { $("#login-error").textContent = loginError(err); }
+};
+// -- the session ended while the board is open ----------------------------------------------------
+// The board keeps its cards, countdowns and sound; a re-login form over it asks for the
+// password; logging in again resumes the live stream (which re-fetches the board).
+function sessionLost() {
+  if (C.sessionLost) return;
+  C.sessionLost = true;
+  if (C.source) { C.source.close(); C.source = null; }
+  const rd = $("#resolve-dialog"); if (rd.open) rd.close("session");   // (a modal would make the form inert)
+  $("#conn").textContent = "○ " + t("session_ended"); $("#conn").className = "conn down";
+  const f = $("#relogin");
+  if (!f.elements.username.value && C.me) f.elements.username.value = C.me.user;
+  $("#relogin-error").textContent = "";
+  document.body.classList.add("session-lost");
+  f.hidden = false;
+  f.elements[f.elements.username.value ? "password" : "username"].focus();
+}
+function loginError(err) { return err.status === 401 ? t("login_wrong") : err.status === 429 ? t("login_throttled") : err.message; }
+$("#relogin").onsubmit = async e => {
+  e.preventDefault(); const f = new FormData(e.target);
+  AlarmSound.unlock();
+  try {
+    const r = await api("/api/login", {method: "POST", body: JSON.stringify({username: f.get("username"), password: f.get("password")})});
+    C.csrf = r.csrf;
+    e.target.elements.password.value = ""; $("#relogin-error").textContent = "";
+    C.sessionLost = false; document.body.classList.remove("session-lost"); e.target.hidden = true;
+    await start();   // who, reasons, the stream; the board stays as it is until the stream re-fetches it
+  } catch (err) { $("#relogin-error").textContent = loginError(err); }
 };
 $("#to-setup").onclick = () => { $("#login").hidden = true; $("#setup").hidden = false; };
 $("#setup").onsubmit = async e => {
