@@ -7,12 +7,16 @@ pipeline under that name) and a human ``detail`` naming the field or byte offset
 
 from __future__ import annotations
 
-__all__ = ["DriverError", "DecodeError", "FIELD_ERROR_PREFIX"]
+__all__ = ["DECODE_ERROR", "DecodeWatch", "DriverError", "DecodeError", "FIELD_ERROR_PREFIX"]
 
 #: Prefix of an ``on_error(device_id, reason)`` reason about one field of a message whose
 #: other readings were delivered (``"field:bad_value"``): the device sent something wrong,
 #: but no message was lost (see :meth:`gateway.health.HealthBook.error`).
 FIELD_ERROR_PREFIX = "field:"
+
+#: The reason (and device fault) of an exception our own decoding raised on a bound device's
+#: input: not bad input but a bug or a profile that does not fit the device.
+DECODE_ERROR = "decode_error"
 
 
 class DriverError(Exception):
@@ -34,3 +38,21 @@ class DecodeError(DriverError):
         self.where = where
         self.field = field
         super().__init__(f"{where}: {detail} [{reason}]" if where else f"{detail} [{reason}]")
+
+
+class DecodeWatch:
+    """Where drivers report how decoding a bound device's input went (no-op here; the
+    gateway's :class:`gateway.health.DecodeFaults` puts the device in fault ``decode_error``).
+
+    ``failed`` is called for an exception that is not a :class:`DecodeError` raised while
+    decoding a message (or one field or block of it) of ``device_id``; the driver has
+    acknowledged the message and counted it. ``ok`` is called for a message of the device
+    that decoded without such an exception. Both run on the event loop, ``ok`` once per
+    message: it must be cheap.
+    """
+
+    def failed(self, device_id: str, transport: str, exc: BaseException, where: str) -> None:
+        """An exception while decoding input of ``device_id`` (``where``: topic, bus, line)."""
+
+    def ok(self, device_id: str) -> None:
+        """A message of ``device_id`` decoded without an exception."""

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from drivers import DecodeWatch
 from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.mqtt import IntakeSink
-from drivers.profiles import ModbusProfile, ProfileSet
+from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
 from gateway import ConfigError
 from gateway.metrics import Metrics
@@ -44,7 +45,7 @@ class LinePlan:
 
 def plan_field(site, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
     """Plans keyed ``modbus:<bus id>`` / ``serial:<line id>``; ``ConfigError`` naming the
-    device when its profile is missing or of the wrong format."""
+    device when its bus or line is unknown or its profile does not fit (``fit_profile``)."""
     gw = site.gateway
     by_bus: dict[str, list[ModbusDevice]] = {b.id: [] for b in gw.modbus_buses}
     by_line: dict[str, list[SerialDevice]] = {ln.id: [] for ln in gw.serial_lines}
@@ -53,26 +54,28 @@ def plan_field(site, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
     for d in site.devices.devices:
         if d.modbus is None and d.serial is None:
             continue
-        fmt = "modbus" if d.modbus else protocols.get(d.serial.line, "")
-        profile = profiles.for_device(d.type, d.profile, fmt=fmt)
         where = f"devices.yaml: devices.{d.id}"
-        if profile is None or profile.format != fmt:
-            problems.append(f"{where}.profile: no {fmt} profile "
-                            f"{d.profile or 'for type ' + repr(d.type)}")
+        if d.modbus is not None and d.modbus.bus not in by_bus:
+            problems.append(f"{where}.modbus.bus: unknown bus {d.modbus.bus!r}")
+            continue
+        if d.serial is not None and d.serial.line not in by_line:
+            problems.append(f"{where}.serial.line: unknown line {d.serial.line!r}")
+            continue
+        fmt = "modbus" if d.modbus else protocols[d.serial.line]
+        transport = (f"Modbus bus {d.modbus.bus!r}" if d.modbus
+                     else f"serial line {d.serial.line!r} ({fmt})")
+        try:
+            profile = fit_profile(profiles, d.id, d.type, d.profile, fmt, transport=transport)
+        except ProfileMisfit as exc:
+            problems.append(f"{where}.profile: {exc}")
             continue
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
         if d.modbus is not None:
-            if d.modbus.bus not in by_bus:
-                problems.append(f"{where}.modbus.bus: unknown bus {d.modbus.bus!r}")
-                continue
             assert isinstance(profile, ModbusProfile)
             reads = tuple(plan_reads(profile.entries(), max_gap=profile.max_gap))
             by_bus[d.modbus.bus].append(ModbusDevice(d.id, d.modbus.unit, reads, d.type,
                                                      d.household, grid))
         else:
-            if d.serial.line not in by_line:
-                problems.append(f"{where}.serial.line: unknown line {d.serial.line!r}")
-                continue
             by_line[d.serial.line].append(SerialDevice(
                 d.id, d.serial.address.upper(), profile, d.type, d.household, grid,
                 d.serial.zone))
@@ -106,12 +109,14 @@ class FieldDrivers:
 
     def __init__(self, plans: dict[str, BusPlan | LinePlan], sink: IntakeSink,
                  metrics: Metrics, *, on_error: Callable[[str, str], None] | None = None,
-                 on_unknown: Callable[[str, str, str], None] | None = None):
+                 on_unknown: Callable[[str, str, str], None] | None = None,
+                 decode_watch: DecodeWatch | None = None):
         self.plans = plans
         self.sink = sink
         self.metrics = metrics
         self.on_error = on_error
         self.on_unknown = on_unknown
+        self.decode_watch = decode_watch
         self.drivers: dict[str, ModbusBus | SerialLine] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -119,13 +124,15 @@ class FieldDrivers:
     def _build(self, plan: BusPlan | LinePlan) -> ModbusBus | SerialLine:
         if isinstance(plan, BusPlan):
             return ModbusBus(plan.bus_id, plan.endpoint, list(plan.devices), self.sink,
-                             self.metrics, policy=plan.policy, on_error=self.on_error)
+                             self.metrics, policy=plan.policy, on_error=self.on_error,
+                             decode_watch=self.decode_watch)
         unknown = None
         if self.on_unknown is not None:
             on_unknown = self.on_unknown
             unknown = lambda key, sample: on_unknown(key, "serial", sample)  # noqa: E731
         return SerialLine(plan.line_id, plan.settings, list(plan.devices), self.sink,
-                          self.metrics, on_error=self.on_error, on_unknown=unknown)
+                          self.metrics, on_error=self.on_error, on_unknown=unknown,
+                          decode_watch=self.decode_watch)
 
     def _start(self, key: str) -> None:
         assert self._tg is not None

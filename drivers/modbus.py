@@ -20,7 +20,10 @@ One dead device must not slow the others, so each cycle runs in two passes:
 
 Bad answers (Modbus exception responses, short replies, timeouts) are counted by reason
 (``gateway_rejected_total{transport="modbus"}``) and reported to ``on_error``; a value the
-device could not give is never reported as 0. A lost connection is re-established with
+device could not give is never reported as 0. An exception our own decoding of a block of
+registers raises (a bug) costs that block only: counted as ``decode_error``, reported to
+``decode_watch`` (the device's fault ``decode_error``); the device answered, so it is not
+quarantined. A lost connection is re-established with
 capped exponential backoff and jitter, without restarting anything else.
 """
 
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers import DecodeError
+from drivers import DECODE_ERROR, DecodeError, DecodeWatch
 from drivers.codecs.modbus_registers import ReadRequest, decode_block
 from drivers.mqtt import IntakeSink, backoff_delays
 from gateway.metrics import Metrics, RateLimitedLog
@@ -130,6 +133,7 @@ class ModbusBus:
     def __init__(self, bus_id: str, endpoint: BusEndpoint, devices: list[ModbusDevice],
                  sink: IntakeSink, metrics: Metrics, *, policy: PollPolicy | None = None,
                  on_error: Callable[[str, str], None] | None = None,
+                 decode_watch: DecodeWatch | None = None,
                  record_intervals: bool = False):
         ids = [d.device_id for d in devices]
         if len(set(ids)) != len(ids):
@@ -141,6 +145,7 @@ class ModbusBus:
         self.metrics = metrics
         self.policy = policy or PollPolicy()
         self.on_error = on_error or (lambda device_id, reason: None)
+        self.decode_watch = decode_watch or DecodeWatch()
         self.record_intervals = record_intervals
         self.stats: dict[str, PollStats] = {d.device_id: PollStats() for d in devices}
         self.state = "starting"
@@ -241,6 +246,7 @@ class ModbusBus:
     async def _poll(self, client, dev: ModbusDevice, timeout_s: float, retries: int) -> None:
         readings: list[Reading] = []
         ts = utc()
+        clean = True
         for req in dev.requests:
             for attempt in range(retries + 1):
                 try:
@@ -252,7 +258,15 @@ class ModbusBus:
                         continue
                     self._failed(dev, exc)
                     return
+                except (ConnectionException, asyncio.CancelledError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - our decoding failed on this block
+                    clean = False
+                    self._undecodable(dev, req, exc)
+                    break
         self._succeeded(dev, readings)
+        if clean:
+            self.decode_watch.ok(dev.device_id)
 
     async def _read(self, client, dev: ModbusDevice, req: ReadRequest,
                     timeout_s: float) -> list[int]:
@@ -316,6 +330,15 @@ class ModbusBus:
                         st.consecutive_failures, exc.reason)
             self._offer(dev, [Reading(dev.device_id, Kind.AVAILABILITY, False, utc(),
                                       metric="availability")])
+
+    def _undecodable(self, dev: ModbusDevice, req: ReadRequest, exc: Exception) -> None:
+        """Our decoding raised on a block the device answered: that block's readings are
+        lost (counted), the device gets fault ``decode_error`` (logged once per cause)."""
+        self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="modbus")
+        self.on_error(dev.device_id, DECODE_ERROR)
+        self.decode_watch.failed(dev.device_id, "modbus", exc,
+                                 f"bus {self.bus_id} unit {dev.unit} fc{req.function} "
+                                 f"@{req.address}+{req.count}")
 
     def _all_unavailable(self) -> None:
         for dev in self.devices:

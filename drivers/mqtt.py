@@ -30,7 +30,7 @@ from typing import Protocol
 import aiomqtt
 import paho.mqtt.client as paho
 
-from drivers import FIELD_ERROR_PREFIX, DecodeError
+from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch
 from drivers import zigbee2mqtt as z2m
 from drivers.profiles import Profile, decode_json
 from gateway.metrics import Metrics, RateLimitedLog
@@ -80,7 +80,8 @@ class MqttIntake:
                  keepalive: int = 30, max_payload_bytes: int = 8192,
                  on_unknown: Callable[[str, bytes], None] | None = None,
                  on_error: Callable[[str, str], None] | None = None,
-                 commit_delay_s: float = 0.0):
+                 decode_watch: DecodeWatch | None = None,
+                 commit_delay_s: float = 0.0, test_decode_fault: bytes = b""):
         self.host, self.port, self.client_id = host, port, client_id
         self.sink = sink
         self.bindings = bindings
@@ -91,9 +92,13 @@ class MqttIntake:
         self.max_payload_bytes = max_payload_bytes
         self.on_unknown = on_unknown
         self.on_error = on_error or (lambda device_id, reason: None)
+        self.decode_watch = decode_watch or DecodeWatch()
         # Fault injection for the redelivery test only (GATEWAY_TEST_COMMIT_DELAY_S): hold
         # alarm-class messages this long before handing them to the pipeline's commit.
         self.commit_delay_s = commit_delay_s
+        # Fault injection for the decode-fault test only (GATEWAY_TEST_DECODE_FAULT, never in
+        # production): decoding a bound device's payload that contains these bytes raises.
+        self.test_decode_fault = test_decode_fault
         self.connected = asyncio.Event()
         self.state = "starting"
         self._paho: paho.Client | None = None
@@ -188,16 +193,14 @@ class MqttIntake:
         try:
             readings = self._decode(topic, payload)
         except Exception as exc:  # noqa: BLE001 - see below
-            # A message our own decoding could not handle (a bug, not a DecodeError) must not
-            # stop the intake: left unacknowledged, the broker would redeliver it after every
+            # A message our own handling failed on (a bug, not a DecodeError) must not stop
+            # the intake: left unacknowledged, the broker would redeliver it after every
             # reconnect and wedge the gateway. Counted, logged with topic and a sample, acked.
-            self.metrics.inc("gateway_rejected_total", reason="internal_error", transport="mqtt")
-            self._rlog.error(("internal_error", topic), "cannot decode %s (%d bytes, starts %r):"
+            # (A bound device's decoding is caught in _decode: the device gets a fault.)
+            self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="mqtt")
+            self._rlog.error((DECODE_ERROR, topic), "cannot decode %s (%d bytes, starts %r):"
                              " %s: %s", topic, len(payload), payload[:80], type(exc).__name__,
                              exc)
-            binding = self.bindings.get(topic)
-            if binding is not None:
-                self.on_error(binding.device_id, "internal_error")
             readings = []
         if not readings:
             self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
@@ -242,33 +245,68 @@ class MqttIntake:
             return []
         problems: list[DecodeError] = []
         try:
+            if self.test_decode_fault and self.test_decode_fault in payload:
+                raise RuntimeError("decoder failure injected by GATEWAY_TEST_DECODE_FAULT "
+                                   "(tests only)")
             readings = decode_json(binding.profile, binding.device_id, payload, utc(),
                                    where=f"{topic} (device {binding.device_id})",
                                    device_type=binding.device_type,
                                    household_id=binding.household_id,
                                    grid_cell=binding.grid_cell, problems=problems)
         except DecodeError as exc:
+            # no reading at all; if a field raised (a bug of ours), that is why it counts
+            bug = exc if exc.reason == DECODE_ERROR else next(
+                (p for p in problems if p.reason == DECODE_ERROR), None)
+            if bug is not None:
+                self._decode_failed(binding, topic, payload, bug.__cause__ or bug)
+                return []
             self._reject(exc.reason, exc.where, exc.detail)
             self.on_error(binding.device_id, exc.reason)
             return []
+        except Exception as exc:  # noqa: BLE001 - our decoding failed: fault, counted, acked
+            self._decode_failed(binding, topic, payload, exc)
+            return []
         if problems:
-            self._bad_fields(binding.device_id, problems)
+            self._bad_fields(binding, topic, problems)
+            if any(p.reason == DECODE_ERROR for p in problems):
+                return readings
+        self.decode_watch.ok(binding.device_id)
         return readings
+
+    def _decode_failed(self, binding: DeviceBinding, topic: str, payload: bytes,
+                       exc: BaseException, *, field: str = "") -> None:
+        """Our decoding raised on a message of a bound device (not a DecodeError): the
+        message (or only ``field`` of it) is lost, counted (``gateway_rejected_total`` or
+        ``gateway_bad_fields_total`` with reason ``decode_error``), told to device health,
+        and the device is put in fault ``decode_error`` (logged once per cause there)."""
+        if field:
+            self.metrics.inc("gateway_bad_fields_total", reason=DECODE_ERROR, field=field,
+                             transport="mqtt")
+            self.on_error(binding.device_id, FIELD_ERROR_PREFIX + DECODE_ERROR)
+            where = f"{topic} field {field!r}"
+        else:
+            self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="mqtt")
+            self.on_error(binding.device_id, DECODE_ERROR)
+            where = f"{topic} ({len(payload)} bytes, starts {payload[:80]!r})"
+        self.decode_watch.failed(binding.device_id, "mqtt", exc, where)
 
     def _availability(self, binding: DeviceBinding, topic: str,
                       payload: bytes) -> list[Reading]:
-        return self._bound(binding, lambda: [z2m.availability_reading(
+        return self._bound(binding, topic, payload, lambda: [z2m.availability_reading(
             binding.device_id, payload[:256], utc(),
             where=f"{topic} (device {binding.device_id})")])
 
-    def _bound(self, binding: DeviceBinding, decode: Callable[[], list[Reading]]
-               ) -> list[Reading]:
+    def _bound(self, binding: DeviceBinding, topic: str, payload: bytes,
+               decode: Callable[[], list[Reading]]) -> list[Reading]:
         """Run ``decode``; bind its readings to the device's site, or count its error."""
         try:
             readings = decode()
         except DecodeError as exc:
             self._reject(exc.reason, exc.where, exc.detail)
             self.on_error(binding.device_id, exc.reason)
+            return []
+        except Exception as exc:  # noqa: BLE001 - our decoding failed: fault, counted, acked
+            self._decode_failed(binding, topic, payload, exc)
             return []
         return [r.with_site(household_id=binding.household_id, grid_cell=binding.grid_cell,
                             device_type=binding.device_type) for r in readings]
@@ -289,11 +327,18 @@ class MqttIntake:
                     {k: v for k, v in entry.items() if k != "topic"},
                     ensure_ascii=False).encode())
 
-    def _bad_fields(self, device_id: str, problems: list[DecodeError]) -> None:
+    def _bad_fields(self, binding: DeviceBinding, topic: str,
+                    problems: list[DecodeError]) -> None:
         """Fields of a delivered message that gave no reading: counted per reason and field
         in ``gateway_bad_fields_total`` (not ``gateway_rejected_total``: the message was not
-        lost), logged (rate-limited) and told to ``on_error`` as ``field:<reason>``."""
+        lost), logged (rate-limited) and told to ``on_error`` as ``field:<reason>``. A field
+        our decoding raised on (``decode_error``) puts the device in fault instead of a log
+        line per message (:meth:`_decode_failed`)."""
+        device_id = binding.device_id
         for p in problems:
+            if p.reason == DECODE_ERROR:
+                self._decode_failed(binding, topic, b"", p.__cause__ or p, field=p.field)
+                continue
             self.metrics.inc("gateway_bad_fields_total", reason=p.reason, field=p.field,
                              transport="mqtt")
             self._rlog.warning(("field", p.reason, p.where), "bad field %s: %s [%s] (the message's "

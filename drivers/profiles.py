@@ -38,15 +38,15 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ruamel.yaml import YAML
 
-from drivers import DecodeError
+from drivers import DECODE_ERROR, DecodeError
 from drivers.codecs.dlt645 import DATA_ITEMS
 from drivers.codecs.modbus_registers import RegisterEntry
 from gateway.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, utc
 
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
-    "ModbusProfile", "Profile", "ProfileSet", "RegisterMap", "decode_json", "load_profiles",
-    "parse_json",
+    "ModbusProfile", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap", "decode_json",
+    "fit_profile", "load_profiles", "parse_json",
 ]
 
 #: A device clock this far ahead of ours is not trusted; the receive time is used instead.
@@ -194,6 +194,58 @@ class ProfileSet:
                      if p.device_type == device_type and p.format == fmt), None)
 
 
+#: What each profile format is read over (in messages about a profile that does not fit).
+FORMAT_OVER = {"json": "MQTT (JSON)", "modbus": "Modbus", "dlt645": "serial (DL/T 645)",
+               "cjt188": "serial (CJ/T 188)", "contact_id": "serial (Contact ID receiver)"}
+#: Formats whose profiles serve every device type: a receiver's account or zone can be a
+#: caller, a smoke detector or a panel; the event code, not the profile, says what it is.
+ANY_TYPE_FORMATS = frozenset({"contact_id"})
+
+
+class ProfileMisfit(ValueError):
+    """A device's profile is unknown, missing, or does not fit its type and transport; the
+    message names the device, the profile and what would fit."""
+
+
+def fit_profile(profiles: ProfileSet, device_id: str, device_type: str,
+                profile_id: str | None, fmt: str, *, transport: str = "",
+                zigbee2mqtt: bool = False) -> AnyProfile:
+    """The profile device ``device_id`` of ``device_type`` decodes with, on a transport whose
+    input is in format ``fmt`` (MQTT: ``json``; Modbus: ``modbus``; a serial line: its
+    protocol). ``transport`` names it for messages ("MQTT", "Modbus bus 'b1'", ...).
+
+    The named profile, else the type's default (for Zigbee2MQTT devices
+    ``zigbee2mqtt-<type>``, else the first profile of the type in ``fmt``). It fits when its
+    format is ``fmt`` and it is a profile of ``device_type`` (``contact_id`` profiles serve
+    every type). Raises :class:`ProfileMisfit` otherwise.
+    """
+    transport = transport or FORMAT_OVER.get(fmt, fmt)
+    if profile_id:
+        profile = profiles.by_id.get(profile_id)
+    else:
+        profile = None
+        if zigbee2mqtt:
+            profile = profiles.by_id.get(f"zigbee2mqtt-{device_type.replace('_', '-')}")
+        profile = profile or profiles.for_device(device_type, None, fmt=fmt)
+    if profile is not None and profile.format == fmt and (
+            fmt in ANY_TYPE_FORMATS or profile.device_type == device_type):
+        return profile
+    fits = sorted((p.id for p in profiles.by_id.values() if p.format == fmt and (
+        fmt in ANY_TYPE_FORMATS or p.device_type == device_type)),
+        key=lambda pid: (pid.startswith("zigbee2mqtt-") != zigbee2mqtt, pid))
+    needs = f"{device_type} {device_id!r} over {transport} needs a {fmt} profile"
+    needs += (f" such as {', '.join(fits[:3])}" if fits else
+              f" of device_type {device_type}: none is shipped or in the site's profiles/ "
+              f"(add one: docs/profiles.md)")
+    if profile is None and profile_id:
+        raise ProfileMisfit(f"unknown profile {profile_id!r}; {needs}")
+    if profile is None:
+        raise ProfileMisfit(f"no {fmt} profile for type {device_type!r}; {needs}")
+    serves = "any device type" if profile.format in ANY_TYPE_FORMATS else profile.device_type
+    raise ProfileMisfit(f"profile {profile.id!r} is for {serves} over "
+                        f"{FORMAT_OVER.get(profile.format, profile.format)}; {needs}")
+
+
 def parse_profile(data: Any, name: str) -> AnyProfile:
     """Validate one profile document; ``ValueError`` naming the file and field."""
     fmt = data.get("format", "json") if isinstance(data, dict) else "json"
@@ -326,11 +378,14 @@ def _timestamp(raw: Any, received_at: datetime) -> datetime:
 
 def _field_problem(exc: Exception, where: str, key: str) -> DecodeError:
     """``exc`` raised while reading field ``key``, as that field's problem. An exception that
-    is not a DecodeError is a bug of ours (``internal_error``): it still costs only the field."""
+    is not a DecodeError is a bug of ours (``decode_error``, the exception kept as its
+    ``__cause__``): it still costs only the field."""
     if isinstance(exc, DecodeError):
         return DecodeError(exc.reason, exc.detail, where=f"{where} field {key!r}", field=key)
-    return DecodeError("internal_error", f"{type(exc).__name__}: {str(exc)[:200]}",
-                       where=f"{where} field {key!r}", field=key)
+    problem = DecodeError(DECODE_ERROR, f"{type(exc).__name__}: {str(exc)[:200]}",
+                          where=f"{where} field {key!r}", field=key)
+    problem.__cause__ = exc
+    return problem
 
 
 def _parse_object(payload: bytes | str | dict, where: str) -> dict:

@@ -18,6 +18,11 @@ replies split across reads are handled; every bad frame is counted by reason
 (``gateway_rejected_total{transport="serial"}``). A meter that fails ``quarantine_after``
 polls in a row is reported unavailable once and then polled only every few cycles (capped
 backoff) so it does not eat the line's time.
+
+An exception our own decoding raises on a meter's reply or a receiver's event (a bug, not a
+``DecodeError``) costs that reply or event only: counted as ``decode_error``, reported to
+``decode_watch`` (the device's fault ``decode_error``), and the receiver's line is still
+acknowledged; the line's task goes on.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 
 import serial
 
-from drivers import DecodeError, DriverError
+from drivers import DECODE_ERROR, DecodeError, DecodeWatch, DriverError
 from drivers.codecs import cjt188, contact_id, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
 from drivers.mqtt import IntakeSink, backoff_delays
@@ -46,6 +51,7 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("dlt645", "cjt188", "contact_id")
 _REFUSALS = 3        # a receiver line that will not decode is refused this often, then acked
+_UNDECODABLE = object()   # a reply our decoding raised on (counted and reported already)
 
 
 class LineLost(DriverError):
@@ -146,7 +152,8 @@ class SerialLine:
     def __init__(self, line_id: str, settings: LineSettings, devices: list[SerialDevice],
                  sink: IntakeSink, metrics: Metrics, *,
                  on_error: Callable[[str, str], None] | None = None,
-                 on_unknown: Callable[[str, str], None] | None = None):
+                 on_unknown: Callable[[str, str], None] | None = None,
+                 decode_watch: DecodeWatch | None = None):
         self.line_id = line_id
         self.settings = settings
         self.devices = list(devices)
@@ -154,6 +161,7 @@ class SerialLine:
         self.metrics = metrics
         self.on_error = on_error or (lambda device_id, reason: None)
         self.on_unknown = on_unknown or (lambda key, sample: None)
+        self.decode_watch = decode_watch or DecodeWatch()
         self.state = "starting"
         self.opened = 0                       # times the port was (re)opened
         self.polls_ok: dict[str, int] = {d.device_id: 0 for d in devices}
@@ -235,6 +243,20 @@ class SerialLine:
                            where, f" (device {device_id})" if device_id else "", exc.detail,
                            exc.reason)
 
+    def _undecodable(self, dev: SerialDevice, exc: Exception, where: str) -> object:
+        """Our decoding raised on input of ``dev`` (a bug, not a DecodeError): counted, the
+        device gets fault ``decode_error`` (logged once per cause); returns _UNDECODABLE."""
+        self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="serial")
+        self.on_error(dev.device_id, DECODE_ERROR)
+        self.decode_watch.failed(dev.device_id, "serial", exc, f"line {self.line_id} {where}")
+        return _UNDECODABLE
+
+    def _decoding(self, dev: SerialDevice, decode: Callable[[], object]) -> object:
+        try:
+            return decode()
+        except Exception as exc:  # noqa: BLE001 - a bug of ours costs this reply only
+            return self._undecodable(dev, exc, f"address {dev.address}")
+
     # -- meters ---------------------------------------------------------------------------
     async def _poll_meters(self, port: _Port) -> None:
         period = self.settings.period_s
@@ -257,6 +279,7 @@ class SerialLine:
     async def _poll_meter(self, port: _Port, dev: SerialDevice) -> None:
         readings: list[Reading] = []
         ok = True
+        clean = True        # no reply our decoding raised on (see _undecodable)
         if isinstance(dev.profile, Dlt645Profile):
             for di in dev.profile.identifiers():
                 request = dlt645.build_read_request(dev.address, di)
@@ -265,7 +288,12 @@ class SerialLine:
                 if reply is None:
                     ok = False
                     break
-                readings.append(reply.reading(dev.device_id, utc()))
+                if reply is not _UNDECODABLE:
+                    reply = self._decoding(dev, lambda r=reply: r.reading(dev.device_id, utc()))
+                if reply is _UNDECODABLE:
+                    clean = False       # the meter answered: this item only is lost
+                    continue
+                readings.append(reply)
         elif isinstance(dev.profile, Cjt188Profile):
             prof = dev.profile
             request = cjt188.build_read_request(dev.address, meter_type=prof.meter_type)
@@ -274,7 +302,13 @@ class SerialLine:
             if reply is None:
                 ok = False
             else:
-                readings = reply.readings(dev.device_id, utc(), has_valve=prof.has_valve)
+                if reply is not _UNDECODABLE:
+                    reply = self._decoding(dev, lambda r=reply: r.readings(
+                        dev.device_id, utc(), has_valve=prof.has_valve))
+                if reply is _UNDECODABLE:
+                    clean = False
+                else:
+                    readings = reply
         else:
             raise ValueError(f"{dev.device_id}: profile {dev.profile.id} is not a meter profile")
         if ok:
@@ -283,6 +317,8 @@ class SerialLine:
             self.metrics.inc("gateway_ingest_messages_total", transport="serial")
             self._offer(dev, readings)
             self._set_available(dev, True)
+            if clean:
+                self.decode_watch.ok(dev.device_id)
             return
         fails = self._fails[dev.device_id] = self._fails[dev.device_id] + 1
         if fails >= self.settings.quarantine_after:
@@ -323,6 +359,9 @@ class SerialLine:
                     if exc.reason != "unexpected_reply":
                         return None
                     # another meter's late answer: keep waiting for ours
+                except Exception as exc:  # noqa: BLE001 - a bug of ours: this reply only
+                    return self._undecodable(dev, exc, f"address {dev.address} reply "
+                                             f"{item[:32].hex(' ')}")
 
     # -- Contact ID receiver ----------------------------------------------------------------
     async def _read_receiver(self, port: _Port) -> None:
@@ -381,6 +420,14 @@ class SerialLine:
                 self._refused = (raw, times)
                 self._answer(port, settings.nak)
             return
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: counted, logged, acknowledged
+            # no account known yet, so no device to put in fault: resending would not help
+            self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="serial")
+            self._rlog.error((DECODE_ERROR, self.line_id), "line %s: cannot decode receiver "
+                             "line %r: %s: %s (acknowledged: the event in it is lost)",
+                             self.line_id, raw[:80], type(exc).__name__, exc)
+            self._answer(port, settings.ack)
+            return
         self._refused = (b"", 0)
         dev = by_zone.get((event.account, event.zone)) or by_zone.get((event.account, None))
         if dev is None:
@@ -396,6 +443,12 @@ class SerialLine:
             self._reject(exc, dev.device_id)
             self._answer(port, settings.ack)
             return
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: fault, counted, acknowledged
+            self._undecodable(dev, exc, f"account {event.account} zone {event.zone} "
+                              f"line {raw[:80]!r}")
+            self._answer(port, settings.ack)
+            return
+        self.decode_watch.ok(dev.device_id)
         self.metrics.inc("gateway_ingest_messages_total", transport="serial")
         ack = None
         if settings.ack:

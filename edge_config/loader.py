@@ -230,9 +230,13 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
 
 def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
                       out: _Collector) -> None:
-    """Modbus/serial devices name a bus/line of gateway.yaml, sit at a free address, and
-    have a profile of the transport's format (shipped or in the site's profiles/)."""
-    from drivers.profiles import load_profiles
+    """Modbus/serial devices name a bus/line of gateway.yaml and sit at a free address; every
+    device's profile (named, or its type's default) fits its type and transport: format
+    ``json`` over MQTT, ``modbus`` on a bus, the line's protocol on a serial line, and a
+    profile of the device's type (``contact_id`` profiles serve any type). See
+    ``drivers.profiles.fit_profile``; the message names the device, the profile and what
+    fits."""
+    from drivers.profiles import ProfileMisfit, fit_profile, load_profiles
 
     buses = {b.id for b in gw.modbus_buses} if gw else set()
     lines = {ln.id: ln.protocol for ln in gw.serial_lines} if gw else {}
@@ -243,31 +247,37 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
         return
     taken: dict[tuple, str] = {}
     for i, d in enumerate(devices.devices):
-        fmt = "json"
         if d.modbus is not None:
             loc, fmt = ("devices", i, "modbus", "bus"), "modbus"
+            transport = f"Modbus bus {d.modbus.bus!r}"
             if gw is not None and d.modbus.bus not in buses:
                 out.add("devices.yaml", locate(dt, loc), loc,
                         f"unknown Modbus bus {d.modbus.bus!r} (gateway.yaml modbus_buses)")
-            key: tuple = ("modbus", d.modbus.bus, d.modbus.unit)
+            key: tuple | None = ("modbus", d.modbus.bus, d.modbus.unit)
         elif d.serial is not None:
             loc = ("devices", i, "serial", "line")
             fmt = lines.get(d.serial.line, "")
+            transport = f"serial line {d.serial.line!r} ({fmt})"
             if gw is not None and d.serial.line not in lines:
                 out.add("devices.yaml", locate(dt, loc), loc,
                         f"unknown serial line {d.serial.line!r} (gateway.yaml serial_lines)")
             key = ("serial", d.serial.line, d.serial.address.upper(), d.serial.zone)
         else:
+            fmt, key = "json", None
+            transport = "Zigbee2MQTT" if d.mqtt and d.mqtt.zigbee2mqtt else "MQTT"
+        if key is not None:
+            if key in taken:
+                out.add("devices.yaml", locate(dt, loc), loc,
+                        f"address already used by device {taken[key]!r}")
+            taken[key] = d.id
+        if not fmt:         # unknown line: reported above, its format is not known
             continue
-        if key in taken:
-            out.add("devices.yaml", locate(dt, loc), loc,
-                    f"address already used by device {taken[key]!r}")
-        taken[key] = d.id
-        profile = profiles.for_device(d.type, d.profile, fmt=fmt or None)
-        if fmt and (profile is None or profile.format != fmt):
+        try:
+            fit_profile(profiles, d.id, d.type, d.profile, fmt, transport=transport,
+                        zigbee2mqtt=bool(d.mqtt and d.mqtt.zigbee2mqtt))
+        except ProfileMisfit as exc:
             ploc = ("devices", i, "profile") if d.profile else ("devices", i, "type")
-            out.add("devices.yaml", locate(dt, ploc), ploc,
-                    f"no {fmt} profile {d.profile or 'for type ' + repr(d.type)}")
+            out.add("devices.yaml", locate(dt, ploc), ploc, str(exc))
 
 
 def load_site(directory: str | Path) -> SiteConfig:

@@ -1,23 +1,33 @@
-"""Per-device health and the installer's inbox of unknown devices.
+"""Per-device health, the installer's inbox of unknown devices, and decode faults.
 
 Health is state: a device is ``online`` while it reports within its reporting interval,
 ``offline`` after that, ``degraded`` when it reports but something is wrong (low battery, a
-run of decode errors, bad-quality values). Transitions are logged once, not every reading.
-Kept in memory (rebuilt from traffic after a restart); the rule engine's supervision rules
-raise the faults that staff must act on.
+run of decode errors, bad-quality values, a fault of its own). Transitions are logged once,
+not every reading. Kept in memory (rebuilt from traffic after a restart); the rule engine's
+supervision rules raise the faults that staff must act on.
+
+:class:`DecodeFaults` is the gateway's side of ``drivers.DecodeWatch``: a device whose input
+our decoding raises an exception on is put in fault ``decode_error`` (device health and the
+faults list ``device_faults``), counted and logged once per device and cause.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
+import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 
-from drivers import FIELD_ERROR_PREFIX
-from gateway.model import Kind, Quality, Reading
+from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeWatch
+from gateway.model import Kind, Quality, Reading, Severity
 
-__all__ = ["DeviceHealth", "HealthBook", "REPORTING_INTERVAL_S"]
+__all__ = ["DecodeFaults", "DeviceHealth", "HealthBook", "REPORTING_INTERVAL_S"]
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +55,14 @@ class DeviceHealth:
     errors: dict[str, int] = field(default_factory=dict)
     recent_errors: int = 0                # decode errors since the last good message
     last_readings: deque = field(default_factory=lambda: deque(maxlen=20))
+    fault: str | None = None              # "decode_error" (DecodeFaults) or None
 
     def to_json(self) -> dict:
         return {"device_id": self.device_id, "device_type": self.device_type,
                 "household_id": self.household_id, "grid_cell": self.grid_cell,
-                "state": self.state, "last_seen": self.last_seen, "battery": self.battery,
-                "battery_low": self.battery_low, "errors": dict(self.errors)}
+                "state": self.state, "fault": self.fault, "last_seen": self.last_seen,
+                "battery": self.battery, "battery_low": self.battery_low,
+                "errors": dict(self.errors)}
 
 
 class HealthBook:
@@ -90,9 +102,19 @@ class HealthBook:
         if reading.kind is Kind.AVAILABILITY and reading.value is False:
             self._set(h, "offline", "device reports unavailable")
             return
-        degraded = h.battery_low or reading.quality is not Quality.GOOD
+        degraded = h.battery_low or h.fault is not None or reading.quality is not Quality.GOOD
         self._set(h, "degraded" if degraded else "online",
-                  "low battery" if h.battery_low else "")
+                  "low battery" if h.battery_low else f"fault {h.fault}" if h.fault else "")
+
+    def set_fault(self, device_id: str, fault: str | None) -> None:
+        """A fault of the device's own (``decode_error``): shown in ``fault`` and the device
+        is ``degraded`` while it lasts; None ends it (its next reading sets the state)."""
+        h = self.devices.get(device_id)
+        if h is None:
+            return
+        h.fault = fault
+        if fault is not None:
+            self._set(h, "degraded", f"fault {fault}")
 
     def error(self, device_id: str, reason: str) -> None:
         """A driver could not use input from the device: counted in ``errors[reason]``.
@@ -141,3 +163,148 @@ class HealthBook:
         for h in self.devices.values():
             out[h.state] = out.get(h.state, 0) + 1
         return out
+
+
+#: A device's decode fault clears at its first message that decodes without an exception
+#: once none has failed for this long (so that input that fails only sometimes, e.g. only
+#: its alarm messages, keeps the fault visible); after a start or a site edit, at once.
+DECODE_FAULT_HOLD_S = 600.0
+_LOGGED_MAX = 10_000
+
+
+def _cause(exc: BaseException) -> str:
+    """What makes two decode failures "the same cause": the exception type and the line of
+    our code that raised it (not its message, which often carries the input)."""
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    if frames:
+        last = frames[-1]
+        return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno}"
+    return type(exc).__name__
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class DecodeFaults(DecodeWatch):
+    """Devices whose input our own decoding fails on (an exception that is not a
+    ``DecodeError``: a bug, or a profile that does not fit the device).
+
+    - ``failed``: counted in ``gateway_decode_errors_total{transport, cause}`` (cause: the
+      exception type), logged as an error once per device and cause (type and raising line)
+      for as long as the gateway runs, and the device is put in fault ``decode_error``: in
+      its health (``GET /api/devices``: ``fault``, state ``degraded``) and, once, as a row of
+      ``device_faults`` (``GET /api/faults``, key ``driver:<device>:decode_error``, severity
+      major).
+    - ``ok``: a message of the device decoded without an exception. The fault clears if none
+      failed in the last ``hold_s`` (logged, ``cleared_at`` set in ``device_faults``).
+    - ``load`` (at start) takes open decode faults from the store; ``rebind`` (site edited)
+      ends those of removed devices. After either, the device's next clean message clears.
+    """
+
+    def __init__(self, health: HealthBook, metrics, store=None, *,
+                 hold_s: float = DECODE_FAULT_HOLD_S,
+                 clock: Callable[[], float] = time.monotonic):
+        self.health = health
+        self.metrics = metrics
+        self.store = store
+        self.hold_s = hold_s
+        self.clock = clock
+        self.open: dict[str, float] = {}      # device id -> clock of its last failure
+        self._logged: set[tuple[str, str]] = set()
+        self._writes: set[asyncio.Task] = set()
+
+    @staticmethod
+    def key(device_id: str) -> str:
+        return f"driver:{device_id}:{DECODE_ERROR}"
+
+    def load(self) -> None:
+        """Open decode faults from the store (a restart keeps them shown)."""
+        if self.store is None:
+            return
+        rows = self.store.query("SELECT device_id FROM device_faults WHERE fault=? AND "
+                                "cleared_at IS NULL", (DECODE_ERROR,))
+        for row in rows:
+            self.open[row["device_id"]] = -math.inf
+            self.health.set_fault(row["device_id"], DECODE_ERROR)
+        self.rebind()
+
+    def rebind(self) -> None:
+        """The site changed: faults of removed devices end; the others clear at the device's
+        next clean message (its profile may have been changed)."""
+        for device_id in list(self.open):
+            if device_id in self.health.devices:
+                self.open[device_id] = -math.inf
+            else:
+                del self.open[device_id]
+                self._persist_clear(device_id)
+                log.info("device %s removed: its decode fault ended", device_id)
+
+    def failed(self, device_id: str, transport: str, exc: BaseException, where: str) -> None:
+        cause = _cause(exc)
+        self.metrics.inc("gateway_decode_errors_total", transport=transport,
+                         cause=type(exc).__name__)
+        if (device_id, cause) not in self._logged:
+            if len(self._logged) >= _LOGGED_MAX:
+                self._logged.clear()
+            self._logged.add((device_id, cause))
+            log.error("decode error: device %s (%s) %s: %s: %s [%s]; the device is in fault "
+                      "decode_error; further failures of this cause are only counted "
+                      "(gateway_decode_errors_total)", device_id, transport, where,
+                      type(exc).__name__, str(exc)[:300], cause)
+        first = device_id not in self.open
+        self.open[device_id] = self.clock()
+        if first:
+            self.health.set_fault(device_id, DECODE_ERROR)
+            self._persist_raise(device_id, transport)
+
+    def ok(self, device_id: str) -> None:
+        last = self.open.get(device_id)
+        if last is None or self.clock() - last < self.hold_s:
+            return
+        del self.open[device_id]
+        self.health.set_fault(device_id, None)
+        self._persist_clear(device_id)
+        log.info("device %s: its messages decode again; fault decode_error cleared", device_id)
+
+    # -- the faults list ------------------------------------------------------------------
+    def _persist_raise(self, device_id: str, transport: str) -> None:
+        h = self.health.devices.get(device_id)
+        if h is None:
+            return
+        row = (self.key(device_id), DECODE_ERROR, device_id, h.household_id, h.grid_cell,
+               str(Severity.MAJOR),
+               f"设备 {device_id} 上报的数据无法解码，其报警可能无法送达；请检查设备配置文件并查看"
+               f"网关日志",
+               f"Messages of device {device_id} cannot be decoded ({transport}): its alarms may "
+               f"not arrive; check its profile and the gateway log", _iso_now())
+        self._write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO device_faults (key, fault, device_id, household_id, "
+            "grid_cell, severity, message_zh, message_en, raised_at, cleared_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,NULL)", row))
+
+    def _persist_clear(self, device_id: str) -> None:
+        key, ts = self.key(device_id), _iso_now()
+        self._write(lambda conn: conn.execute(
+            "UPDATE device_faults SET cleared_at=? WHERE key=? AND cleared_at IS NULL",
+            (ts, key)))
+
+    def _write(self, fn) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:            # no event loop (a tool, a test): write and wait
+            store.write_sync(fn)
+            return
+
+        async def write() -> None:
+            try:
+                await store.write(fn)
+            except Exception as exc:  # noqa: BLE001 - the health state stands; say why not stored
+                log.warning("decode fault not recorded in the store: %s", exc)
+
+        task = asyncio.get_running_loop().create_task(write(), name="decode-fault")
+        self._writes.add(task)          # writes start in call order: a raise before its clear
+        task.add_done_callback(self._writes.discard)

@@ -20,13 +20,13 @@ import uvicorn
 
 from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
-from drivers.profiles import load_profiles
+from drivers.profiles import Profile, ProfileMisfit, fit_profile, load_profiles
 from edge_config.loader import SiteConfig, load_site
 from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
-from gateway.health import HealthBook
+from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
 from gateway.metrics import Metrics
 from gateway.model import utc
@@ -110,20 +110,27 @@ def health_rows(site: SiteConfig) -> list[tuple[str, str, str | None, str | None
 
 
 def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
+    """The MQTT intake's topic -> device table; ``ConfigError`` naming the device when a
+    profile does not fit (the same rule as ``gateway config validate``: ``fit_profile``)."""
     profiles = load_profiles(site.directory / "profiles")
     plan_field(site, profiles)   # Modbus/serial devices: profiles and buses exist (ConfigError)
     out: dict[str, DeviceBinding] = {}
+    problems: list[str] = []
     for d in site.devices.devices:
         if d.mqtt is None:
             continue
-        profile = profiles.for_device(d.type, d.profile, fmt="json")
-        if d.mqtt.zigbee2mqtt and not d.profile:   # Zigbee2MQTT keys, no profile to write
-            profile = profiles.by_id.get(f"zigbee2mqtt-{d.type.replace('_', '-')}", profile)
-        if profile is None:
-            raise ConfigError([f"devices.yaml: devices.{d.id}.profile: no profile "
-                               f"{d.profile or 'for type ' + d.type!r}"])
+        try:   # Zigbee2MQTT devices without a profile: zigbee2mqtt-<type> (its keys)
+            profile = fit_profile(profiles, d.id, d.type, d.profile, "json",
+                                  transport="Zigbee2MQTT" if d.mqtt.zigbee2mqtt else "MQTT",
+                                  zigbee2mqtt=bool(d.mqtt.zigbee2mqtt))
+        except ProfileMisfit as exc:
+            problems.append(f"devices.yaml: devices.{d.id}.profile: {exc}")
+            continue
+        assert isinstance(profile, Profile)
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
         out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile)
+    if problems:
+        raise ConfigError(problems)
     return out
 
 
@@ -201,6 +208,8 @@ class Gateway:
         adopt_store(engine, book)
         health_book = HealthBook(health_rows(site))
         self.health_book = health_book
+        decode_faults = DecodeFaults(health_book, self.metrics, store)
+        decode_faults.load()
         from gateway.uplinks_wiring import build_uplinks
 
         extra = build_uplinks(site, store, self.metrics, self.data_dir,
@@ -209,10 +218,10 @@ class Gateway:
         wakers = extra.wakers
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=extra.on_reading(health_book.seen))
-        intake = self._intake(site, pipeline, health_book)
+        intake = self._intake(site, pipeline, health_book, decode_faults)
         field = FieldDrivers(plan_field(site, load_profiles(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
-                             on_unknown=health_book.saw_unknown)
+                             on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
         forwarder, callback, poller = self._case_system(site, store, on_change)
 
         def health() -> dict:
@@ -240,6 +249,7 @@ class Gateway:
             intake.rebind(bindings)
             field.rebind(plan_field(new, load_profiles(new.directory / "profiles")))
             health_book.rebind(health_rows(new))
+            decode_faults.rebind()
             book.site = ctx.site = self.site = new
             settled = settle()     # frees the replaced engine; freezes the new one
             log.info("site configuration reloaded: %d devices (heap settled: %d objects, "
@@ -277,8 +287,8 @@ class Gateway:
         finally:
             await pipeline.save_snapshot()
 
-    def _intake(self, site: SiteConfig, pipeline: Pipeline,
-                health_book: HealthBook) -> MqttIntake:
+    def _intake(self, site: SiteConfig, pipeline: Pipeline, health_book: HealthBook,
+                decode_faults: DecodeFaults | None = None) -> MqttIntake:
         """The MQTT intake of the site's devices (broker address overridable for tests)."""
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
@@ -287,11 +297,11 @@ class Gateway:
             client_id=mq.client_id or f"gateway-{site.site.site.id}", sink=pipeline,
             bindings=bindings_for(site), metrics=self.metrics, username=mq.username,
             password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes,
-            on_error=health_book.error,
+            on_error=health_book.error, decode_watch=decode_faults,
             on_unknown=lambda topic, payload: health_book.saw_unknown(
                 topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
                 payload.decode("utf-8", "replace")),
-            commit_delay_s=_test_commit_delay())
+            commit_delay_s=_test_commit_delay(), test_decode_fault=_test_decode_fault())
 
     def _case_system(self, site: SiteConfig, store: Store, on_change):
         """``(forwarder, callback handler, status poller)`` for the grid case system of
@@ -362,6 +372,17 @@ def _test_commit_delay() -> float:
                 "message by %.1f s before it is committed. Never set this in production.",
                 raw, delay)
     return delay
+
+
+def _test_decode_fault() -> bytes:
+    """GATEWAY_TEST_DECODE_FAULT: fault injection for the decode-fault test (off unless set).
+    An MQTT payload of a bound device containing these bytes makes its decoding raise."""
+    raw = os.environ.get("GATEWAY_TEST_DECODE_FAULT")
+    if not raw:
+        return b""
+    log.warning("TEST FAULT INJECTION: GATEWAY_TEST_DECODE_FAULT=%r makes decoding raise for "
+                "every MQTT payload containing it. Never set this in production.", raw)
+    return raw.encode()
 
 
 async def _every(seconds: float, fn) -> None:

@@ -119,7 +119,9 @@ serial_lines:
     assert f"devices.yaml:{line_of('bus: nowhere')}: devices[8].modbus.bus: unknown Modbus " \
            "bus 'nowhere'" in issues, issues
     assert f"devices.yaml:{line_of('profile: eastron-sdm630', 2)}: devices[9].profile: " \
-           "no cjt188 profile eastron-sdm630" in issues, issues
+           "profile 'eastron-sdm630' is for electricity_meter over Modbus; water_meter 'wm-1' " \
+           "over serial line 'rs485' (cjt188) needs a cjt188 profile such as " \
+           "cjt188-water-meter, cjt188-water-meter-valve" in issues, issues
 
 
 def test_transport_schema_errors_are_located(tmp_path):

@@ -55,12 +55,14 @@ window.Pages = (function () {
 
   // -- device health ------------------------------------------------------------------------
   let deviceData = null;
+  // a fault code (decode_error, silent, ...) in the page's language; never the raw code when known
+  const faultLabel = f => (I18N.zh["fault_" + f] ? t("fault_" + f) : f);
   async function devices() {
     const [d, f] = await Promise.all([api("/api/devices"), api("/api/faults")]);
     await loadHouseholds();
     deviceData = d;
     $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t(k)}: <b>${n}</b></span>`).join("");
-    $("#faults").innerHTML = f.faults.length ? `<table class="grid"><tbody>${f.faults.map(x => `<tr><td><span class="sev ${esc(x.severity)}">${esc(x.fault)}</span></td>
+    $("#faults").innerHTML = f.faults.length ? `<table class="grid"><tbody>${f.faults.map(x => `<tr><td><span class="sev ${esc(x.severity)}">${esc(faultLabel(x.fault))}</span></td>
       <td>${esc(C.lang === "zh" ? x.message_zh : x.message_en)}</td><td>${esc(x.device_id || x.household_id || "")}</td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table>`
       : `<p class="hint">${t("no_faults")}</p>`;
     drawDevices();
@@ -81,7 +83,7 @@ window.Pages = (function () {
     }
     const now = Date.now();
     const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}"><td>${esc(dv.device_id)}</td><td>${esc(dv.device_type)}</td>
-      <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
+      <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
       <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
     $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} ${esc(cellName.get(cell) || cell)} (${esc(cell)})</summary>
       ${[...hs.entries()].map(([hk, list]) => `<div class="hgroup"><h4>${hk ? esc((byId.get(hk) || {}).address || hk) : t("shared")}</h4>
