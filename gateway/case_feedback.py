@@ -36,6 +36,9 @@ __all__ = ["CaseFeedback", "CaseStatusPoller", "apply_case_event"]
 
 log = logging.getLogger(__name__)
 _CURSOR_KEY = "case_poll_since"
+#: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final
+_RANK = {"accepted": 0, "dispatched": 1, "on_site": 2, "closed": 3, "rejected": 3}
+_RANK_SQL = " ".join(f"WHEN '{k}' THEN {v}" for k, v in _RANK.items())
 
 
 def apply_case_event(conn: sqlite3.Connection, *, event_id: str, case_id: str, status: str,
@@ -54,7 +57,9 @@ def apply_case_event(conn: sqlite3.Connection, *, event_id: str, case_id: str, s
         return None
     now = utc().isoformat()
     actor = f"case_system:{handler or ''}"
-    conn.execute("UPDATE alarms SET case_status=? WHERE id=?", (status, row[0]))
+    # events may arrive out of order (retries, polling after callbacks): never backwards
+    conn.execute("UPDATE alarms SET case_status=? WHERE id=? AND coalesce(CASE case_status "
+                 + _RANK_SQL + " END, -1) <= ?", (status, row[0], _RANK.get(status, 0)))
     conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
                  "VALUES (?,?,?,?,?)",
                  (row[0], now, "case_status", actor,

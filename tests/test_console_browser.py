@@ -42,6 +42,10 @@ def gateway(tmp_path, mosquitto, case_system, case_secret):
     port = free_port()
     config = site_copy(tmp_path / "site", mqtt_port=mosquitto.port, case_url=case_system.url,
                        callback_url=f"http://127.0.0.1:{port}/api/case-callback")
+    # staff resolve here (the simulated case closes within 2 s), and the card counts down to
+    # the next tier (tests/test_case_feedback_acts.py covers the defaults)
+    with open(config / "uplinks.yaml", "a", encoding="utf-8") as fh:
+        fh.write("  on_case_closed: confirm\n  stop_escalation_at: never\n")
     gw = GatewayProcess(config, tmp_path / "data", env={"CASE_SYSTEM_SECRET": case_secret},
                         port=port)
     gw.passwords = {}
