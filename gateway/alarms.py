@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge_config.loader import SiteConfig
+from gateway.case_refusals import refusal
 from gateway.metrics import Metrics
 from gateway.model import Severity, utc
 from gateway.store import Store, record_audit
@@ -366,28 +367,67 @@ class AlarmBook:
         self._enqueue(conn, row["id"], "case.update", dict(update, at=now), now)
 
     def _case_payload(self, a, alarm_id: int, ts: str) -> dict:
+        """The case to open for alarm ``a`` (docs/case-system.md 4.1, contract 1.1): a
+        household-level alarm (inactivity, count or compound per household) has no single
+        device: ``device`` is left out and ``devices`` lists the household's devices the rule
+        watches."""
         household = self.site.household(a.household_id)
-        device = next((d for d in self.site.devices.devices if d.id == a.device_id), None)
+        device = next((d for d in self.site.devices.devices if d.id == a.device_id), None) \
+            if a.device_id else None
         if household is not None:
             place = {"id": household.id, "address": household.address}
-        else:  # a shared device (entrance, micro fire station): its place in the grid cell
+        else:  # a shared device (entrance, micro fire station) or a grid cell: its place
             cell = self.site.grid_cell(a.grid_cell)
-            label = (device.name if device and device.name else a.device_id) or "?"
-            place = {"id": a.device_id or "site", "address": f"{cell.name if cell else ''} "
-                     f"{label}".strip()}
-        return {
+            label = (device.name if device and device.name else a.device_id) or ""
+            address = f"{cell.name if cell else ''} {label}".strip()
+            place = {"id": a.device_id or a.grid_cell or self.site.site.site.id,
+                     "address": address or self.site.site.site.name}
+        payload = {
             "site_id": self.site.site.site.id,
             "grid_cell_code": a.grid_cell,
             "household": place,
             "category": a.category,
             "severity": str(a.severity),
-            "title": a.message_zh,
-            "description": a.message_en,
+            "title": a.message_zh[:120],
+            "description": a.message_en[:2000],
             "occurred_at": ts,
-            "device": {"id": a.device_id, "type": device.type if device else None},
+            "devices": self._source_devices(a, device),
             "gateway_alarm_id": alarm_id,
             "callback_url": self.callback_url,
         }
+        if a.device_id:
+            payload["device"] = {"id": a.device_id, "type": device.type if device else "unknown"}
+        return payload
+
+    def _source_devices(self, a, device) -> list[dict]:
+        """The devices alarm ``a`` is based on, as far as the site says: its device, or the
+        household's devices that pass the rule's device filters (for inactivity: its
+        activity sensors). At most ``MAX_DEVICES``."""
+        from gateway.uplink.case_system import MAX_DEVICES
+
+        if device is not None:
+            return [{"id": device.id, "type": device.type}]
+        if a.household_id is None:
+            return []
+        rules = self.site.rules.rules if self.site.rules is not None else []
+        rule = next((r for r in rules if r.id == a.rule_id), None)
+        types: set[str] | None = None
+        if rule is not None and getattr(rule, "kind", "") == "inactivity":
+            from rules.inactivity import SOURCE_DEVICE_TYPES
+
+            types = set().union(*(SOURCE_DEVICE_TYPES.get(k, frozenset())
+                                  for k in rule.sources))
+        out: list[dict] = []
+        for d in self.site.devices.devices:
+            if d.household != a.household_id or (types is not None and d.type not in types):
+                continue
+            if rule is not None and ((rule.devices and d.id not in rule.devices) or
+                                     (rule.device_types and d.type not in rule.device_types)):
+                continue
+            out.append({"id": d.id, "type": d.type})
+            if len(out) == MAX_DEVICES:
+                break
+        return out
 
     # -- queries ---------------------------------------------------------------------
     def list(self, state: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
@@ -522,4 +562,6 @@ def _decode(row: dict) -> dict:
     row = dict(row)
     row["value"] = json.loads(row["value"]) if row.get("value") else None
     row["test"] = bool(row["test"])
+    # a refused case in words for the card (never the raw reply): docs/case-system.md 9
+    row["case_refusal"] = refusal(row.get("case_error"), bool(row.get("case_id")))
     return row

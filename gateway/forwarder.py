@@ -14,8 +14,12 @@ succeeds the full window resumes. The backoff cap and breaker reset (2 s each by
 bound how long after the case system comes back the queued cases start flowing. The
 idempotency key makes every resend safe (a crash after sending and before recording the
 answer resends; the case system answers with the existing case). A permanent failure (the
-case system refused the request: 4xx) marks the row ``failed``, records the reason on the
-alarm for staff to see (``case_error``) and lets the queue move on.
+case system refused the request: 4xx) marks the row ``failed``, records a short code on the
+alarm for staff to see (``case_error`` = ``<error>[:<field>]``; the card words it through
+:mod:`gateway.case_refusals`, the full reply stays on the outbox row), counts it in
+``gateway_case_refusals_total{topic,reason}`` and lets the queue move on. ``gateway outbox
+--retry-failed`` (another process) queues failed rows again; the idle forwarder looks for
+queued rows every :data:`IDLE_POLL_S` seconds, so they go out within seconds.
 
 Outcomes of one round are recorded in ONE store transaction (group commit). A store that
 cannot commit (disk full) is retried; rows whose outcome was not recorded are simply resent.
@@ -35,22 +39,38 @@ from pydantic import ValidationError
 
 from gateway import StoreError
 from gateway.alarms import Change
+from gateway.case_refusals import refusal_code
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
-from gateway.uplink.case_system import (Backoff, CaseCreate, CaseSystemClient, CaseUpdate,
-                                        CircuitBreaker)
+from gateway.uplink.case_system import (Backoff, CaseCategory, CaseCreate, CaseSystemClient,
+                                        CaseUpdate, CircuitBreaker)
 
-__all__ = ["CaseForwarder", "Outcome", "to_case_create", "to_case_update"]
+__all__ = ["IDLE_POLL_S", "CaseForwarder", "Outcome", "to_case_create", "to_case_update"]
 
 log = logging.getLogger(__name__)
 
 _REASONS = {"handled": "handled", "false_alarm": "false_alarm", "test": "test"}
+_CATEGORIES = frozenset(c.value for c in CaseCategory)
+#: seconds between looks at the outbox while nothing is queued (rows queued again by
+#: ``gateway outbox --retry-failed`` in another process are seen within this)
+IDLE_POLL_S = 2.0
 
 
 def to_case_create(payload: dict) -> CaseCreate:
+    """The contract's create from an outbox payload (``AlarmBook._case_payload``). Rows of
+    earlier releases are mended here, so ``gateway outbox --retry-failed`` sends them once
+    the gateway is upgraded: ``device: {id: null, ...}`` (a household-level alarm) is left
+    out, a category the contract does not know is sent as ``other``."""
     fields = {k: v for k, v in payload.items() if k not in ("sequence", "gateway_alarm_id")}
+    device = fields.get("device")
+    if isinstance(device, dict) and device.get("id") is None:
+        fields.pop("device")
+    elif isinstance(device, dict) and device.get("type") is None:
+        fields["device"] = dict(device, type="unknown")
+    if fields.get("category") not in _CATEGORIES:
+        fields["category"] = CaseCategory.OTHER.value
     return CaseCreate.model_validate(fields)
 
 
@@ -81,6 +101,7 @@ class Outcome:
     case_id: str | None = None
     status: str | None = None
     error: str = ""
+    code: str = ""            # failed: the short code recorded on the alarm (case_error)
 
     def __post_init__(self) -> None:
         if self.kind not in ("delivered", "retry", "failed"):
@@ -152,7 +173,7 @@ class CaseForwarder:
         if not rows:
             self.state = "idle"
             self._wake.clear()
-            await self._wait(60.0)
+            await self._wait(IDLE_POLL_S)
             return 0
         outcomes = await asyncio.gather(*(self._send(r) for r in rows))
         await self._record(rows, outcomes)
@@ -198,12 +219,19 @@ class CaseForwarder:
                              reason=exc.reason)
             return Outcome(seq, alarm_id, topic, "retry", error=str(exc)[:500])
         except (PermanentUplinkError, ValidationError) as exc:
-            if isinstance(exc, PermanentUplinkError) and exc.status is not None:
-                self.breaker.record_success()   # the server is up; it refused this one
-            reason = exc.reason if isinstance(exc, PermanentUplinkError) else "invalid_payload"
+            if isinstance(exc, PermanentUplinkError):
+                if exc.status is not None:
+                    self.breaker.record_success()   # the server is up; it refused this one
+                reason, field = exc.reason, exc.field
+            else:   # our own models refused it before sending: name the first field
+                reason = "invalid_payload"
+                loc = exc.errors()[0]["loc"] if exc.error_count() else ()
+                field = ".".join(str(p) for p in loc) or None
             self.metrics.inc("gateway_uplink_errors_total", uplink="case_system", reason=reason)
+            self.metrics.inc("gateway_case_refusals_total", topic=topic, reason=reason)
             log.error("case system refused outbox seq %d (alarm %d): %s", seq, alarm_id, exc)
-            return Outcome(seq, alarm_id, topic, "failed", error=f"{reason}: {exc}"[:500])
+            return Outcome(seq, alarm_id, topic, "failed", error=f"{reason}: {exc}"[:500],
+                           code=refusal_code(reason, field))
         self.breaker.record_success()
         self.metrics.inc("gateway_uplink_delivered_total", uplink="case_system")
         self.metrics.observe("gateway_uplink_latency_seconds", time.monotonic() - started)
@@ -253,7 +281,8 @@ def _apply(conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
         elif o.kind == "failed":
             conn.execute("UPDATE outbox SET state='failed', attempts=attempts+1, last_error=? "
                          "WHERE seq=?", (o.error, o.seq))
-            conn.execute("UPDATE alarms SET case_error=? WHERE id=?", (o.error, o.alarm_id))
+            conn.execute("UPDATE alarms SET case_error=? WHERE id=?",
+                         (o.code or o.error, o.alarm_id))
         else:
             conn.execute("UPDATE outbox SET state='delivered', delivered_at=?, "
                          "attempts=attempts+1, last_error=NULL WHERE seq=?", (now, o.seq))

@@ -3,7 +3,10 @@
 It implements docs/case-system.md with an in-memory store (optionally journalled to a JSON
 Lines file), its own case lifecycle (accepted -> dispatched -> on_site -> closed after
 configurable delays, a grid member assigned per grid cell code), signed callbacks to each
-case's ``callback_url`` and fault injection.
+case's ``callback_url`` and fault injection. Every request body is checked against
+docs/case-system.openapi.yaml (:mod:`simulators.contract`) before the models read it, so a
+gateway that drifts from the contract file is refused (422 ``validation_error`` naming the
+field), not quietly accepted; ``GET /_sim/contract`` tells whether the check is on.
 
 Run it::
 
@@ -20,6 +23,7 @@ Test-only admin API (unsigned; bind to loopback):
 - ``GET /_sim/cases``: every case with ``create_requests`` (create requests seen for its
   idempotency key), plus ``count`` and ``create_requests_total``.
 - ``GET /_sim/callbacks``: the callback delivery log.
+- ``GET /_sim/contract``: ``{version, validating, refused}`` (requests refused by the file).
 - ``POST /_sim/cases/{case_id}/status`` ``{"status": "rejected", "note": "..."}``: force a status.
 - ``POST /_sim/reset``: forget all cases, callbacks and faults.
 
@@ -61,6 +65,7 @@ from gateway.uplink.case_system import (Backoff, CaseCallback, CaseCreate, CaseC
                                         HmacAuth, UpdateAccepted, UpdateKind)
 from gateway.uplink.signing import (DEFAULT_WINDOW_S, Secret, SignatureError, Verifier,
                                     asgi_target)
+from simulators.contract import Contract, ContractUnavailable, ContractViolation
 
 __all__ = ["CaseSystemSim", "FaultMode", "Faults", "LifecycleDelays", "create_app", "main"]
 
@@ -118,6 +123,9 @@ class Faults(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: FaultMode = FaultMode.NONE
+    #: for ``reject``: the error code and field of the reply (default "rejected", none)
+    error: str = Field(default="rejected", pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    field: str | None = Field(default=None, max_length=80)
     rate: float = Field(default=1.0, ge=0.0, le=1.0)
     count: int | None = Field(default=None, ge=1)
     status: int | None = Field(default=None, ge=400, le=599)
@@ -137,6 +145,7 @@ class _ApiError(Exception):
     def __init__(self, status: int, error: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.field = status, error, detail, field
+        self.by_contract = False      # refused by the contract file (not by the models)
 
     def response(self) -> JSONResponse:
         body = {"error": self.error, "detail": self.detail}
@@ -195,7 +204,7 @@ def _fingerprint(req: CaseCreate) -> str:
     """What identifies the alarm behind a create. Title, description and severity may be
     re-rendered by a newer gateway on retry, so they do not count."""
     ident = [req.site_id, req.grid_cell_code, req.household.id, req.category.value,
-             req.occurred_at.isoformat(), req.device.id]
+             req.occurred_at.isoformat(), req.device.id if req.device else ""]
     return hashlib.sha256("\x1f".join(ident).encode()).hexdigest()
 
 
@@ -221,8 +230,18 @@ class CaseSystemSim:
                  grid_members: Mapping[str, str] | None = None, journal: Path | None = None,
                  window_s: float = DEFAULT_WINDOW_S, callback_attempts: int = 3,
                  callback_timeout_s: float = 2.0,
-                 wall_clock: Callable[[], datetime] = _now) -> None:
+                 wall_clock: Callable[[], datetime] = _now,
+                 contract: Contract | None | bool = True) -> None:
         self.verifier = Verifier(keys, window_s=window_s)
+        if contract is True:
+            try:
+                contract = Contract.load()
+            except ContractUnavailable as e:
+                log.warning("case-system simulator: requests are NOT checked against the "
+                            "contract file: %s", e)
+                contract = None
+        self.contract: Contract | None = contract or None
+        self.contract_refused = 0
         self.delays = delays
         self._callback_auth = HmacAuth(callback_key_id, callback_secret)
         self._grid_members = dict(grid_members or {})
@@ -293,8 +312,21 @@ class CaseSystemSim:
 
     # ---------------------------------------------------------------- contract
 
+    def contract_report(self) -> dict[str, Any]:
+        return {"version": self.contract.version if self.contract else None,
+                "validating": self.contract is not None, "refused": self.contract_refused}
+
+    def _checked(self, model: type[Any], schema: str, body: bytes) -> Any:
+        try:
+            return _validate(model, body, self.contract, schema)
+        except _ApiError as e:
+            if e.by_contract:
+                self.contract_refused += 1
+                log.warning("refused a %s that breaks the contract file: %s", schema, e.detail)
+            raise
+
     def create_case(self, body: bytes) -> tuple[int, BaseModel]:
-        req = _validate(CaseCreate, body)
+        req = self._checked(CaseCreate, "CaseCreate", body)
         known = self._by_key.get(req.idempotency_key)
         if known is not None:
             case = self._cases[known]
@@ -320,7 +352,7 @@ class CaseSystemSim:
 
     def update_case(self, case_id: str, body: bytes) -> tuple[int, BaseModel]:
         case = self._get(case_id)
-        upd = _validate(CaseUpdate, body)
+        upd = self._checked(CaseUpdate, "CaseUpdate", body)
         seen = case.updates.get(upd.idempotency_key)
         if seen is not None:
             return 200, seen
@@ -527,7 +559,8 @@ class CaseSystemSim:
             return Response(b"<html>\x00 upstream \xff proxy garbage", status_code=200,
                             media_type="application/json")
         if fault.mode is FaultMode.REJECT:
-            return _ApiError(fault.status or 400, "rejected", "simulated rejection").response()
+            return _ApiError(fault.status or 400, fault.error, "simulated rejection",
+                             fault.field).response()
         return None
 
     def _get(self, case_id: str) -> _Case:
@@ -563,13 +596,21 @@ class CaseSystemSim:
         self._resume_pending = []
 
 
-def _validate(model: type[Any], body: bytes) -> Any:
+def _validate(model: type[Any], body: bytes, contract: Contract | None = None,
+              schema: str = "") -> Any:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _ApiError(400, "invalid_json", f"body is not JSON: {e}") from None
     if not isinstance(data, dict):
         raise _ApiError(400, "invalid_json", "body must be a JSON object")
+    if contract is not None:
+        try:
+            contract.check(schema, data)
+        except ContractViolation as e:
+            err = _ApiError(422, "validation_error", e.detail, e.field or None)
+            err.by_contract = True
+            raise err from None
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -581,16 +622,19 @@ def create_app(secret: Secret | str, key_id: str, *,
                delays: LifecycleDelays = LifecycleDelays(),
                grid_members: Mapping[str, str] | None = None,
                journal: str | os.PathLike[str] | None = None,
-               window_s: float = DEFAULT_WINDOW_S, callback_attempts: int = 3) -> FastAPI:
+               window_s: float = DEFAULT_WINDOW_S, callback_attempts: int = 3,
+               contract: Contract | None | bool = True) -> FastAPI:
     """The simulator as an ASGI app; ``app.state.sim`` is its :class:`CaseSystemSim`.
 
     Requests must be signed with ``key_id``/``secret``; callbacks are signed with the same.
+    ``contract``: True checks request bodies against docs/case-system.openapi.yaml (a
+    :class:`~simulators.contract.Contract` for another version of it, None: models only).
     """
     secret = secret if isinstance(secret, Secret) else Secret(secret)
     sim = CaseSystemSim({key_id: secret}, callback_key_id=key_id, callback_secret=secret,
                         delays=delays, grid_members=grid_members,
                         journal=Path(journal) if journal else None, window_s=window_s,
-                        callback_attempts=callback_attempts)
+                        callback_attempts=callback_attempts, contract=contract)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -643,6 +687,10 @@ def _routes(app: FastAPI, sim: CaseSystemSim) -> None:
     @app.get("/_sim/callbacks")
     async def sim_callbacks() -> dict[str, Any]:
         return sim.callbacks_report()
+
+    @app.get("/_sim/contract")
+    async def sim_contract() -> dict[str, Any]:
+        return sim.contract_report()
 
     @app.post("/_sim/cases/{case_id}/status")
     async def force_status(case_id: str, force: StatusForce) -> Response:

@@ -92,7 +92,10 @@ function caseLine(a) {
   if (a.test) return "";
   const closedOpen = a.case_status === "closed" && a.state !== "resolved";  // site: staff confirm
   const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status ? t(closedOpen ? "case_closed_confirm" : "cs_" + a.case_status) : "")}` : t("case_none");
-  return `<span class="case">${status}</span>${a.case_error ? ` <span class="error">${esc(a.case_error)}</span>` : ""}`;
+  // a refused case in words (工单被拒：…), never the raw reply: docs/case-system.md section 9
+  const refused = a.case_refusal ? (a.case_refusal[C.lang] || a.case_refusal.zh) : "";
+  if (refused && !a.case_id) return `<span class="error case-refused">${esc(refused)}</span>`;
+  return `<span class="case">${status}</span>${refused ? ` <span class="error case-refused">${esc(refused)}</span>` : ""}`;
 }
 function cardHtml(a, now) {
   const actor = can("alarms.act");

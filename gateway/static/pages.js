@@ -45,7 +45,7 @@ window.Pages = (function () {
         <td>${esc(C.lang === "zh" ? a.message_zh : a.message_en)}</td><td>${esc(a.household ? a.household.address : a.device_id)}</td>
         <td>${t(a.state)}${a.resolved_by ? " · " + esc(a.resolved_by) : a.ack_by ? " · " + esc(a.ack_by) : ""}</td>
         <td>${a.resolve_reason ? esc(((C.reasonLabels || C.reasons)[a.resolve_reason] || {})[C.lang] || a.resolve_reason) : ""}${a.resolve_note ? "：" + esc(a.resolve_note) : ""}</td>
-        <td>${esc(a.case_id || "")} ${esc(a.case_status || "")}</td></tr>`).join("")}</tbody></table>`;
+        <td>${esc(a.case_id || "")} ${esc(a.case_status || "")}${a.case_refusal ? ` <span class="error">${esc(a.case_refusal[C.lang] || a.case_refusal.zh)}</span>` : ""}</td></tr>`).join("")}</tbody></table>`;
     $("#page").textContent = t("total", {n: data.total});
     $("#prev").disabled = histOffset === 0; $("#next").disabled = histOffset + PAGE >= data.total;
   }

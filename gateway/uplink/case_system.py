@@ -39,6 +39,7 @@ from gateway.uplink.signing import Secret, Verifier, signed_headers
 
 __all__ = [
     "CATEGORY_BY_KIND",
+    "CONTRACT_VERSION",
     "Backoff",
     "BreakerState",
     "CaseCallback",
@@ -147,6 +148,12 @@ class Device(_Wire):
     type: Identifier
 
 
+#: Contract version: docs/case-system.openapi.yaml ``info.version`` (docs/case-system.md 8).
+CONTRACT_VERSION = "1.1.0"
+#: Most source devices one case lists.
+MAX_DEVICES = 50
+
+
 class CaseCreate(_Wire):
     """Body of ``POST /api/v1/cases``."""
 
@@ -159,7 +166,11 @@ class CaseCreate(_Wire):
     title: str = Field(min_length=1, max_length=120)
     description: str = Field(default="", max_length=2000)
     occurred_at: AwareDatetime
-    device: Device
+    #: the device whose report raised the alarm; None for an alarm of the household (or grid
+    #: cell) as a whole: inactivity, a count or compound rule per household (since 1.1)
+    device: Device | None = None
+    #: the devices the alarm is based on, where the gateway knows them (since 1.1)
+    devices: list[Device] = Field(default_factory=list, max_length=MAX_DEVICES)
     callback_url: AnyHttpUrl | None = None
 
 
@@ -478,8 +489,9 @@ class CaseSystemClient:
 
     async def create_case(self, payload: CaseCreate) -> CaseRef:
         """Open a case, or get the one already opened under ``payload.idempotency_key``."""
-        resp = await self._call("POST", "/api/v1/cases", {200, 201},
-                                body=payload.model_dump_json().encode())
+        # no single device (a household-level alarm): the field is left out, not sent as null
+        body = payload.model_dump_json(exclude={"device"} if payload.device is None else None)
+        resp = await self._call("POST", "/api/v1/cases", {200, 201}, body=body.encode())
         reply = self._parse(resp, CaseCreated)
         log.info("case %s for %s (%s)", reply.case_id, payload.idempotency_key,
                  "created" if resp.status_code == 201 else "already existed")
