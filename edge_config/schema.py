@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator,
+)
 
 from gateway.model import DEVICE_TYPES
 
@@ -126,6 +128,10 @@ class Device(_Strict):
     modbus: ModbusTransport | None = None
     serial: SerialTransport | None = None
     mode: Literal["normal", "test", "maintenance"] = "normal"
+    #: when a test/maintenance mode ends by itself (written by the installer pages; the
+    #: service returns the device to normal then, or at start when it has passed)
+    mode_until: AwareDatetime | None = Field(default=None, description="end of the test or "
+                                             "maintenance mode (ISO 8601 with offset)")
 
     @field_validator("type")
     @classmethod
@@ -142,6 +148,8 @@ class Device(_Strict):
         if len(given) != 1:
             raise ValueError("a device needs exactly one transport (mqtt, modbus or serial), "
                              f"got {', '.join(given) or 'none'}")
+        if self.mode_until is not None and self.mode == "normal":
+            raise ValueError("mode_until is only for mode test or maintenance")
         return self
 
     @property

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.alarms import HistoryFilter
 from gateway.auth import ROLES, AuthError, Principal
+from gateway.device_modes import effective_mode
 
 __all__ = ["add_console_routes"]
 
@@ -114,8 +115,11 @@ def add_console_routes(app: FastAPI, ctx, need, decorate) -> None:
         for d in ctx.site.devices.devices:
             if d.household == household_id:
                 h = ctx.devices.devices.get(d.id) if ctx.devices else None
+                mode = effective_mode(d)     # a test/maintenance mode ends by itself
                 devices.append(dict(h.to_json() if h else {"device_id": d.id},
-                                    name=d.name, mode=d.mode))
+                                    name=d.name, mode=mode,
+                                    mode_until=d.mode_until.isoformat()
+                                    if mode != "normal" and d.mode_until else None))
         _n, open_alarms = ctx.book.history(HistoryFilter(state="open",
                                                          household_id=household_id), 100, 0)
         return {"household": household_json(hh, p),

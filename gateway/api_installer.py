@@ -1,5 +1,6 @@
 """Installer endpoints: device configuration (validated, atomic, applied without a restart),
-test mode, test presses, the commissioning checklist. Registered by ``create_app``.
+test and maintenance mode (each with its end: gateway.device_modes), test records, the
+commissioning checklist. Registered by ``create_app``.
 
 Every edit goes through :class:`gateway.installer.SiteEditor` and then the service's reload
 hook (``ApiContext.reload``); a rejected edit answers 422 with ``detail`` as a list of
@@ -13,17 +14,26 @@ import logging
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.auth import Principal
+from gateway.device_modes import (
+    CHOICES, DEFAULT_CHOICE, MAX_S, effective_mode, mode_until, modes_json, parse_mode_duration,
+)
 from gateway.installer import InstallerError, checklist
-from gateway.model import DEVICE_TYPES
+from gateway.model import DEVICE_TYPES, utc
 
 __all__ = ["DeviceBody", "add_installer_routes"]
 
 log = logging.getLogger(__name__)
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Mode = Literal["normal", "test", "maintenance"]
+DURATION_DOC = ("how long a test or maintenance mode lasts: '30m', '2h', '90s' or seconds; "
+                "1 s to 24 h, default 2 h; it then ends by itself (ignored for normal)")
+
+
+def _duration(v):
+    return None if v is None or v == "" else parse_mode_duration(v)
 
 
 class DeviceBody(BaseModel):
@@ -41,24 +51,41 @@ class DeviceBody(BaseModel):
     zigbee2mqtt: str | None = Field(default=None, min_length=1, max_length=100,
                                     description="Zigbee2MQTT friendly name (instead of topic)")
     mode: Mode = "normal"
+    duration: str | float | None = Field(default=None, description=DURATION_DOC)
 
-    def to_entry(self) -> dict:
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _seconds(cls, v):
+        return _duration(v)
+
+    def to_entry(self, until=None) -> dict:
         mqtt = ({"zigbee2mqtt": self.zigbee2mqtt} if self.zigbee2mqtt
                 else {"topic": self.topic or f"devices/{self.id}"})
+        normal = self.mode == "normal"
         return {"id": self.id, "type": self.type, "household": self.household,
                 "grid_cell": self.grid_cell, "name": self.name, "profile": self.profile,
-                "mqtt": mqtt, "mode": None if self.mode == "normal" else self.mode}
+                "mqtt": mqtt, "mode": None if normal else self.mode,
+                "mode_until": None if normal or until is None else until.isoformat()}
 
 
 class ModeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mode: Mode
+    duration: str | float | None = Field(default=None, description=DURATION_DOC)
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _seconds(cls, v):
+        return _duration(v)
 
 
 def _device_json(d) -> dict:
+    mode = effective_mode(d)
     return {"id": d.id, "type": d.type, "household": d.household, "grid_cell": d.grid_cell,
             "name": d.name, "profile": d.profile, "topic": d.topic,
-            "zigbee2mqtt": d.mqtt.zigbee2mqtt if d.mqtt else None, "mode": d.mode}
+            "zigbee2mqtt": d.mqtt.zigbee2mqtt if d.mqtt else None, "mode": mode,
+            "mode_until": d.mode_until.isoformat() if mode != "normal" and d.mode_until
+            else None}
 
 
 def _problem(exc: InstallerError) -> HTTPException:
@@ -91,6 +118,21 @@ def add_installer_routes(app: FastAPI, ctx, need) -> None:
             raise HTTPException(404, f"device {device_id!r} not configured")
         return d
 
+    def until_for(mode: str, seconds: float | None, current=None):
+        """The end of a test/maintenance mode being set: ``seconds`` from now (default 2 h);
+        an edit that keeps the device's current mode and names no duration keeps its end."""
+        if mode == "normal":
+            return None
+        if (seconds is None and current is not None and effective_mode(current) == mode
+                and current.mode_until is not None):
+            return current.mode_until
+        return mode_until(ctx.site, seconds)
+
+    def mode_detail(mode: str, until) -> dict:
+        return {"mode": mode} if until is None else {
+            "mode": mode, "until": until.isoformat(),
+            "duration_s": max(0, round((until - utc()).total_seconds()))}
+
     @app.get("/api/installer/options", tags=["installer"])
     def options(p: Writer) -> dict:
         """What the device form offers: types, households, grid cells, profiles."""
@@ -99,6 +141,8 @@ def add_installer_routes(app: FastAPI, ctx, need) -> None:
         profiles = load_profiles(ctx.site.directory / "profiles")
         return {"device_types": list(DEVICE_TYPES),
                 "modes": ["normal", "test", "maintenance"],
+                "mode_durations": list(CHOICES), "mode_duration_default": DEFAULT_CHOICE,
+                "mode_duration_max_s": MAX_S,
                 "households": [{"id": h.id, "address": h.address, "grid_cell": h.grid_cell}
                                for h in ctx.site.site.households],
                 "grid_cells": [{"code": c.code, "name": c.name}
@@ -115,12 +159,14 @@ def add_installer_routes(app: FastAPI, ctx, need) -> None:
     @app.post("/api/config/devices", tags=["installer"], status_code=201)
     async def create_device(body: DeviceBody, p: Writer) -> dict:
         """Add a device (e.g. from the unknown-devices inbox); applied without a restart."""
+        until = until_for(body.mode, body.duration)
         try:
-            site = await editor().upsert_device(body.to_entry(), create=True, actor=p.name)
+            site = await editor().upsert_device(body.to_entry(until), create=True,
+                                                actor=p.name)
         except InstallerError as exc:
             raise _problem(exc) from None
         await apply(site, p.name, "device.create", body.id, type=body.type,
-                    household=body.household)
+                    household=body.household, **mode_detail(body.mode, until))
         return {"device": _device_json(find(body.id))}
 
     @app.put("/api/config/devices/{device_id}", tags=["installer"])
@@ -129,11 +175,15 @@ def add_installer_routes(app: FastAPI, ctx, need) -> None:
         if body.id != device_id:
             raise HTTPException(422, [{"loc": ["body", "id"], "type": "config",
                                        "msg": "the id cannot be changed; remove and add"}])
+        current = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
+        until = until_for(body.mode, body.duration, current)
         try:
-            site = await editor().upsert_device(body.to_entry(), create=False, actor=p.name)
+            site = await editor().upsert_device(body.to_entry(until), create=False,
+                                                actor=p.name)
         except InstallerError as exc:
             raise _problem(exc) from None
-        await apply(site, p.name, "device.edit", device_id, household=body.household)
+        await apply(site, p.name, "device.edit", device_id, household=body.household,
+                    **mode_detail(body.mode, until))
         return {"device": _device_json(find(device_id))}
 
     @app.delete("/api/config/devices/{device_id}", tags=["installer"])
@@ -153,13 +203,22 @@ def add_installer_routes(app: FastAPI, ctx, need) -> None:
 
     @app.put("/api/devices/{device_id}/mode", tags=["installer"])
     async def set_mode(device_id: str, body: ModeBody, p: Writer) -> dict:
-        """Test mode: presses are recorded as tests, never alarms (kept in devices.yaml)."""
+        """Test or maintenance mode for ``duration`` (default 2 h, at most 24 h): triggers
+        are recorded as tests, never alarms, until the mode ends by itself or is set back
+        to normal (kept in devices.yaml as ``mode`` and ``mode_until``)."""
+        until = until_for(body.mode, body.duration)
         try:
-            site = await editor().set_mode(device_id, body.mode, actor=p.name)
+            site = await editor().set_mode(device_id, body.mode, actor=p.name, until=until)
         except InstallerError as exc:
             raise _problem(exc) from None
-        await apply(site, p.name, "device.mode", device_id, mode=body.mode)
+        await apply(site, p.name, "device.mode", device_id, **mode_detail(body.mode, until))
         return {"device": _device_json(find(device_id))}
+
+    @app.get("/api/devices/modes", tags=["devices"])
+    def device_modes(p: Annotated[Principal, Depends(need("alarms.read"))]) -> dict:
+        """Devices in test or maintenance mode now, with the time each mode ends (the duty
+        board's count and tags). Also sent on the live stream as ``event: modes``."""
+        return modes_json(ctx.site)
 
     @app.get("/api/devices/{device_id}/tests", tags=["installer"])
     def device_tests(device_id: str, p: Reader) -> dict:

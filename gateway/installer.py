@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from ruamel.yaml import YAML
 
 from edge_config.loader import SiteConfig, load_site
 from gateway import ConfigError
+from gateway.device_modes import effective_mode
 from gateway.model import utc
 
 __all__ = ["InstallerError", "SiteEditor", "checklist"]
@@ -132,8 +134,10 @@ class SiteEditor:
             del devices[index]
             return await asyncio.to_thread(self._commit, tree, None)
 
-    async def set_mode(self, device_id: str, mode: str, *, actor: str) -> SiteConfig:
-        """normal / test / maintenance, persisted in devices.yaml (survives a restart)."""
+    async def set_mode(self, device_id: str, mode: str, *, actor: str,
+                       until: datetime | None = None) -> SiteConfig:
+        """normal / test / maintenance, persisted in devices.yaml (survives a restart); a test
+        or maintenance mode ends at ``until`` (``mode_until``, gateway.device_modes)."""
         async with self._lock:
             tree = self._load_tree()
             entry = next((d for d in tree["devices"]
@@ -143,10 +147,44 @@ class SiteEditor:
                                        f"device {device_id!r} not found"}], 404)
             if mode == "normal":
                 entry.pop("mode", None)
+                entry.pop("mode_until", None)
             else:
                 entry["mode"] = mode
+                if until is not None:
+                    entry["mode_until"] = until.isoformat()
             index = tree["devices"].index(entry)
             return await asyncio.to_thread(self._commit, tree, index)
+
+    async def settle_modes(self, now: datetime, *, default_s: float, max_s: float,
+                           zone: tzinfo) -> tuple[SiteConfig | None, list[dict]]:
+        """Test/maintenance modes of the file as of ``now``: ended ones back to normal
+        (``"expired"``), one without an end ends ``default_s`` from now, one ending more than
+        ``max_s`` ahead ends ``max_s`` from now (``"bounded"``). Returns the re-loaded site
+        (None: nothing to change) and the changes ``{"action", "device_id", "mode", "until",
+        "why"?}``. Under the editor's lock, so an installer's edit meanwhile is seen."""
+        async with self._lock:
+            tree = self._load_tree()
+            changes: list[dict] = []
+            for entry in tree["devices"]:
+                if not isinstance(entry, dict) or entry.get("mode") in (None, "normal"):
+                    continue
+                until = _as_datetime(entry.get("mode_until"))
+                if until is not None and until <= now:
+                    changes.append({"action": "expired", "device_id": entry.get("id"),
+                                    "mode": entry.get("mode"), "until": until})
+                    entry.pop("mode", None)
+                    entry.pop("mode_until", None)
+                    continue
+                if until is None or until > now + timedelta(seconds=max_s + 60):
+                    why = "had no end" if until is None else "ended more than 24 h ahead"
+                    until = (now + timedelta(seconds=default_s if until is None else max_s)
+                             ).astimezone(zone).replace(microsecond=0)
+                    entry["mode_until"] = until.isoformat()
+                    changes.append({"action": "bounded", "device_id": entry.get("id"),
+                                    "mode": entry.get("mode"), "until": until, "why": why})
+            if not changes:
+                return None, []
+            return await asyncio.to_thread(self._commit, tree, None), changes
 
     # -- validate, keep the previous version, write atomically ---------------------------
     def _commit(self, tree: Any, index: int | None) -> SiteConfig:
@@ -177,6 +215,19 @@ class SiteEditor:
                     self.check(site)
             except ConfigError as exc:
                 raise InstallerError(_field_errors(exc.issues, index)) from None
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A ``mode_until`` as the YAML gives it (an aware timestamp or an ISO string)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo is not None else None
+    return None
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -216,7 +267,8 @@ def checklist(site: SiteConfig, household_id: str, health: Any, tests: dict[str,
               signed_off: dict | None = None) -> dict:
     """Commissioning checklist of one household: ``{"items": [...], "complete": bool}``.
 
-    ``health`` is the HealthBook; ``tests`` maps device id -> test presses recorded.
+    ``health`` is the HealthBook; ``tests`` maps device id -> tests recorded (presses, or
+    readings while in test mode).
     Each item: ``{"id", "ok", "zh", "en", "device_id"?}``.
     """
     hh = site.household(household_id)
@@ -243,10 +295,13 @@ def checklist(site: SiteConfig, household_id: str, health: Any, tests: dict[str,
                       "ok": seen and h.state in ("online", "degraded") and not h.battery_low,
                       "zh": f"{d.name or d.id} 在线且电量正常",
                       "en": f"{d.name or d.id} online with battery OK"})
+        # a press, or any good reading while in test mode (motion, door, meter): the
+        # device_tests rows the rule engine's TestRecords make
         items.append({"id": f"tested:{d.id}", "device_id": d.id, "ok": tests.get(d.id, 0) > 0,
                       "zh": f"{d.name or d.id} 已完成测试触发",
-                      "en": f"{d.name or d.id} test press recorded"})
-        items.append({"id": f"normal:{d.id}", "device_id": d.id, "ok": d.mode == "normal",
+                      "en": f"{d.name or d.id} test trigger recorded"})
+        items.append({"id": f"normal:{d.id}", "device_id": d.id,
+                      "ok": effective_mode(d) == "normal",
                       "zh": f"{d.name or d.id} 已退出测试模式",
                       "en": f"{d.name or d.id} back in normal mode"})
     return {"household_id": household_id, "items": items,

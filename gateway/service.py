@@ -98,9 +98,13 @@ def adopt_store(engine, book: AlarmBook) -> None:
 
 
 def apply_modes(engine, site: SiteConfig) -> None:
-    """Device modes (normal/test/maintenance) from the config win over a restored snapshot."""
+    """Device modes (normal/test/maintenance) from the config win over a restored snapshot;
+    a mode whose ``mode_until`` has passed is normal (gateway.device_modes)."""
+    from gateway.device_modes import effective_mode
+
+    now = utc()
     for d in site.devices.devices:
-        engine.set_device_mode(d.id, d.mode)
+        engine.set_device_mode(d.id, effective_mode(d, now))
 
 
 def health_rows(site: SiteConfig) -> list[tuple[str, str, str | None, str | None]]:
@@ -251,16 +255,22 @@ class Gateway:
             health_book.rebind(health_rows(new))
             decode_faults.rebind()
             book.site = ctx.site = self.site = new
+            broadcaster.publish({"type": "modes", **modes_json(new)})   # board count, tags
             settled = settle()     # frees the replaced engine; freezes the new one
             log.info("site configuration reloaded: %d devices (heap settled: %d objects, "
                      "%.0f ms)", len(new.devices.devices), settled["frozen"], settled["ms"])
 
+        from gateway.device_modes import ModeKeeper, modes_json
         from gateway.installer import SiteEditor
 
         ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
                          health=health, site=site, case_callback=callback,
                          devices=health_book, reload=reload_site,
                          editor=SiteEditor(self.config_dir, check=bindings_for))
+        # test/maintenance modes end on their own, audited as "system"
+        modes = ModeKeeper(ctx.editor, lambda: ctx.site,
+                           lambda device, mode: pipeline.engine.set_device_mode(device, mode),
+                           reload_site, store.audit)
         app = create_app(ctx)
         server = QuietServer(uvicorn.Config(app, host=self.o.api_host, port=self.o.api_port,
                                         log_level="warning", lifespan="off", access_log=False))
@@ -281,6 +291,7 @@ class Gateway:
                 tg.create_task(serve_uvicorn(server), name="api")
                 tg.create_task(self._announce(server, intake), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
+                tg.create_task(modes.run(), name="device-modes")
                 tg.create_task(notify_task(self.started,
                                            lambda: health()["rules"]["ready"]),
                                name="sd-notify")

@@ -16,6 +16,12 @@ Contract:
   to them, and it cleared whatever they held for this device). Equivalent to calling them:
   they would do nothing (tests/test_rules_quiet_band.py compares both). A stream made by a
   restore starts outside the band, so its first reading reaches every rule.
+- Device modes: a device in ``test`` or ``maintenance`` mode never raises an alarm; its
+  triggers become ``TestRecord``s, and so does any good reading from it that no rule took
+  (``rule_id`` ``reading:<kind>``), so that every device type can be tested, not only the
+  ones a rule listens to: a boolean reading when true (motion, door open, ...), any other
+  value (a meter reading, a temperature) at most once per ``TEST_READING_EVERY_S`` per kind.
+  Supervision readings (battery, availability, signal) are not tests.
 - ``snapshot()`` is JSON-serializable; ``Engine.restore(config, site, snap)`` continues every
   timer, open alarm, escalation clock and inactivity gap. State of rules that are no longer
   in the config (or changed kind) is dropped.
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from gateway.model import UNITS, Kind, Reading, Value
-from rules.actions import Action
+from rules.actions import Action, TestRecord
 from rules.alarms import AlarmBook, FaultBook, StoredAlarm, Subject
 from rules.arrays import pack, unpack
 from rules.clock import EngineClock, TimerQueue
@@ -47,6 +53,11 @@ __all__ = ["DeviceRoute", "Engine", "MODES", "Stream"]
 
 MODES = frozenset({"normal", "test", "maintenance"})
 SNAPSHOT_VERSION = 1
+#: a reading of one of these kinds does not show that a device in test mode works
+NOT_A_TEST: frozenset[Kind] = frozenset(
+    {Kind.BATTERY, Kind.BATTERY_LOW, Kind.AVAILABILITY, Kind.SIGNAL})
+#: a measurement (non-boolean) reading is recorded as a test at most this often per kind
+TEST_READING_EVERY_S = 60.0
 
 _COMPILERS: dict[str, Callable[..., Evaluator]] = {
     "match": MatchEval, "threshold": ThresholdEval, "count": CountEval, "held": HeldEval,
@@ -143,6 +154,8 @@ class Engine:
         self.timers = TimerQueue()
         self._out: list[Action] = []
         self._modes: dict[str, str] = {}
+        #: (device, kind) -> engine time a measurement was last recorded as a test
+        self._tested: dict[tuple[str, Kind], float] = {}
         self.book = AlarmBook(config.escalation, self.timers, self.clock, self._emit,
                               self.mode_of)
         self.faults = FaultBook(self.clock, self._emit, self.mode_of)
@@ -219,11 +232,17 @@ class Engine:
             if i >= 0 and self.seen[i] < t:
                 self.seen[i] = t
         if not calls:
+            if self._modes and value is not None and reading.device_id in self._modes:
+                self._out = []
+                self._test_reading(reading, t)
+                return self._out
             return []
         out = self._out = []
         t_ev = t - (wall - ts) if ts < wall else t
         for call in calls:
             call(st, reading, prev, t_ev)
+        if self._modes and value is not None and reading.device_id in self._modes:
+            self._test_reading(reading, t)
         return out
 
     def tick(self, now: datetime) -> list[Action]:
@@ -302,6 +321,22 @@ class Engine:
 
     def mode_of(self, device_id: str) -> str:
         return self._modes.get(device_id, "normal")
+
+    def _test_reading(self, reading: Reading, t: float) -> None:
+        """A good reading from a device in test/maintenance mode that no rule recorded is
+        its test (module contract)."""
+        kind, value, device = reading.kind, reading.value, reading.device_id
+        if kind in NOT_A_TEST or value is False:
+            return
+        for a in self._out:
+            if type(a) is TestRecord and a.device_id == device:
+                return                  # a rule recorded it already
+        if not isinstance(value, bool):
+            last = self._tested.get((device, kind))
+            if last is not None and t - last < TEST_READING_EVERY_S:
+                return
+            self._tested[(device, kind)] = t
+        self._emit(TestRecord(device, f"reading:{kind.value}", reading.ts, value))
 
     # -- helpers for evaluators ---------------------------------------------------------
     def _emit(self, action: Any) -> None:

@@ -41,6 +41,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/devices/{device_id}/readings"): "devices.read",
     ("GET", "/api/devices/{device_id}/tests"): "devices.read",
     ("PUT", "/api/devices/{device_id}/mode"): "devices.write",
+    ("GET", "/api/devices/modes"): "alarms.read",    # the board's test/maintenance count
     ("GET", "/api/faults"): "devices.read",
     ("GET", "/api/installer/options"): "devices.write",
     ("GET", "/api/config/devices"): "devices.write",

@@ -4,6 +4,7 @@
 const C = window.C = {
   lang: localStorage.getItem("lang") || "zh", csrf: null, me: null,
   alarms: new Map(), cards: new Map(), source: null, reasons: {}, view: "board",
+  modes: [],   // devices in test/maintenance mode now (/api/devices/modes, event: modes)
 };
 const $ = (s, root = document) => root.querySelector(s);
 const $$ = (s, root = document) => [...root.querySelectorAll(s)];
@@ -86,8 +87,30 @@ function householdCard(a) {
   const grid = g ? `${t("grid")} ${esc(g.name)} (${esc(g.code)})${g.grid_member ? ` · ${t("member")} ${esc(g.grid_member)}` : ""}` : esc(a.grid_cell || "");
   const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}: ${h.contacts.map(c =>
     `${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""} ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
-  return `<div class="household"><div>${place}</div><div class="meta">${grid}</div>${contacts}</div>`;
+  return `<div class="household"><div>${place}${modeTags(a)}</div><div class="meta">${grid}</div>${contacts}</div>`;
 }
+// -- devices in test or maintenance mode: their triggers are tests, not alarms, until the mode ends
+function fmtUntil(iso) {
+  const d = new Date(iso), loc = C.lang === "zh" ? "zh-CN" : "en-GB";
+  const time = d.toLocaleTimeString(loc, {hour: "2-digit", minute: "2-digit"});
+  return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString(loc, {month: "numeric", day: "numeric"})} ${time}`;
+}
+function modeTag(m, withName) {
+  const what = t("mode_on_" + m.mode) + (withName ? "：" + (m.name || m.device_id) : "");
+  return `<span class="tag test mode-tag" data-device="${esc(m.device_id)}" data-mode="${esc(m.mode)}" title="${esc(m.device_id)}">${esc(what)}${m.until ? " · " + esc(t("mode_until", {time: fmtUntil(m.until)})) : ""}</span>`;
+}
+function modeTags(a) {   // the household card: every device of the household (or the shared device) in such a mode
+  const list = C.modes.filter(m => a.household_id ? m.household_id === a.household_id : m.device_id === a.device_id);
+  return list.map(m => " " + modeTag(m, true)).join("");
+}
+function setModes(data) {
+  const before = JSON.stringify(C.modes);
+  C.modes = (data && data.devices) || [];
+  if (JSON.stringify(C.modes) === before) return;
+  redrawBoard(true);
+  if (window.Pages && Pages.modesChanged) Pages.modesChanged();
+}
+function loadModes() { return api("/api/devices/modes").then(setModes).catch(() => {}); }
 function caseLine(a) {
   if (a.test) return "";
   const closedOpen = a.case_status === "closed" && a.state !== "resolved";  // site: staff confirm
@@ -176,7 +199,8 @@ function summary(list) {
   const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
   $("#alarms").classList.toggle("calm", crit > 12);
   $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}: <b id="n-critical">${crit}</b></span>
-    <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>`;
+    <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>${C.modes.length ? `
+    <button type="button" class="pill modes" id="modes-pill" title="${esc(C.modes.map(m => `${m.name || m.device_id} · ${t("mode_on_" + m.mode)}${m.until ? " · " + t("mode_until", {time: fmtUntil(m.until)}) : ""}`).join("\n"))}">${t("modes_count")} <b id="n-modes">${C.modes.length}</b></button>` : ""}`;
   document.title = (crit ? `(${crit}) ` : "") + t("title");
 }
 function redrawBoard(all) {
@@ -185,8 +209,11 @@ function redrawBoard(all) {
 }
 // one timer for every "time since" and countdown on the board
 setInterval(() => {
-  if (C.view !== "board") return;
   const now = Date.now();
+  // a mode's end has come by this browser's clock: ask the gateway (its clock decides; its
+  // "modes" event follows the end too)
+  if (C.me && !C.sessionLost && C.modes.some(m => m.until && Date.parse(m.until) <= now) && now - (loadModes.at || 0) > 2000) { loadModes.at = now; loadModes(); }
+  if (C.view !== "board") return;
   $$("#alarms .since").forEach(el => { el.textContent = fmtAgo(now - Number(el.dataset.since)); });
   $$("#alarms .esc[data-due]").forEach(el => { el.lastElementChild.textContent = fmtDur(Number(el.dataset.due) - now); });
 }, 1000);
@@ -263,7 +290,9 @@ function renotify(on) {  // repeat the notification every 60 s until acknowledge
 }
 
 // -- live stream -----------------------------------------------------------------------------
+$("#board-summary").addEventListener("click", e => { if (e.target.closest("#modes-pill")) show("devices"); });
 async function loadBoard() {
+  loadModes();
   // Alarms that arrive on the stream while the snapshot is in flight are newer than it:
   // the snapshot must not drop them (nor roll back their state).
   const live = C.liveDuringLoad = new Map();
@@ -283,6 +312,7 @@ function connect() {
     upsert(a);
   });
   src.addEventListener("session", () => sessionLost());
+  src.addEventListener("modes", e => setModes(JSON.parse(e.data)));
   src.onopen = () => { $("#conn").textContent = "● " + t("live"); $("#conn").className = "conn live"; loadBoard(); };
   src.onerror = () => {
     if (C.sessionLost) return;
@@ -356,5 +386,5 @@ $("#setup").onsubmit = async e => {
   } catch (err) { $("#setup-error").textContent = err.message; }
 };
 $("#logout").onclick = async () => { try { await api("/api/logout", {method: "POST"}); } finally { location.reload(); } };
-Object.assign(window, {$, $$, t, esc, api, can, toast, fmtTime, fmtDur, fmtAgo, show});
+Object.assign(window, {$, $$, t, esc, api, can, toast, fmtTime, fmtDur, fmtAgo, show, modeTag, setModes});
 applyLang(); start();

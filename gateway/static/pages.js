@@ -58,9 +58,10 @@ window.Pages = (function () {
   // a fault code (decode_error, silent, ...) in the page's language; never the raw code when known
   const faultLabel = f => (I18N.zh["fault_" + f] ? t("fault_" + f) : f);
   async function devices() {
-    const [d, f] = await Promise.all([api("/api/devices"), api("/api/faults")]);
+    const [d, f, m] = await Promise.all([api("/api/devices"), api("/api/faults"), api("/api/devices/modes")]);
     await loadHouseholds();
     deviceData = d;
+    C.modes = m.devices;   // devices in test/maintenance mode (the board's count, the row's tag)
     $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t(k)}: <b>${n}</b></span>`).join("");
     $("#faults").innerHTML = f.faults.length ? `<table class="grid"><tbody>${f.faults.map(x => `<tr><td><span class="sev ${esc(x.severity)}">${esc(faultLabel(x.fault))}</span></td>
       <td>${esc(C.lang === "zh" ? x.message_zh : x.message_en)}</td><td>${esc(x.device_id || x.household_id || "")}</td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table>`
@@ -81,9 +82,10 @@ window.Pages = (function () {
       if (!groups.has(cell)) groups.set(cell, new Map());
       const g = groups.get(cell); if (!g.has(hk)) g.set(hk, []); g.get(hk).push(dv);
     }
-    const now = Date.now();
-    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}"><td>${esc(dv.device_id)}</td><td>${esc(dv.device_type)}</td>
-      <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
+    const now = Date.now(), modes = new Map(C.modes.map(m => [m.device_id, m]));
+    const modeOf = dv => modes.has(dv.device_id) ? " " + modeTag(modes.get(dv.device_id)) : "";
+    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td>${esc(dv.device_id)}</td><td>${esc(dv.device_type)}</td>
+      <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}${modeOf(dv)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
       <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
     $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} ${esc(cellName.get(cell) || cell)} (${esc(cell)})</summary>
       ${[...hs.entries()].map(([hk, list]) => `<div class="hgroup"><h4>${hk ? esc((byId.get(hk) || {}).address || hk) : t("shared")}</h4>
@@ -105,17 +107,31 @@ window.Pages = (function () {
       <td><code>${esc(x.id)}</code><div class="hint">${t("sample")}: <code>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
       <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_unknown")}</p>`;
     $("#configured").innerHTML = `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
-      <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? `<span class="tag test">${t("mode_" + d.mode)}</span>` : ""}<div class="hint">${esc(d.type)} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
+      <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, until: d.mode_until}) : ""}<div class="hint">${esc(d.type)} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
       <td class="actions"><button class="edit">${t("edit")}</button><button class="detail">${t("readings")}</button>
-      <button class="mode">${d.mode === "normal" ? t("test_mode_on") : t("test_mode_off")}</button><button class="remove">${t("remove")}</button></td></tr>`).join("")}</tbody></table>`;
+      ${d.mode === "normal" ? durationSelect("mode-duration", t("mode_duration")) : ""}<button class="mode">${d.mode === "normal" ? t("test_mode_on") : t("test_mode_off")}</button><button class="remove">${t("remove")}</button></td></tr>`).join("")}</tbody></table>`;
     installer.devices = cfg.devices;
+    const formDur = $("#duration-select");
+    if (!formDur.options.length || formDur.dataset.lang !== C.lang) {
+      const keep = formDur.value; formDur.innerHTML = durationOptions(); formDur.dataset.lang = C.lang; if (keep) formDur.value = keep;
+    }
   }
+  // how long a test/maintenance mode lasts (it then ends by itself): 30 min ... 24 h, default 2 h
+  function durationLabel(v) { const m = /^(\d+)([mh])$/.exec(v); return m ? t(m[2] === "h" ? "dur_h" : "dur_m", {n: m[1]}) : v; }
+  function durationOptions() {
+    const opts = (options && options.mode_durations) || ["2h"], dflt = (options && options.mode_duration_default) || "2h";
+    return opts.map(v => `<option value="${esc(v)}"${v === dflt ? " selected" : ""}>${esc(durationLabel(v))}</option>`).join("");
+  }
+  function durationSelect(cls, label) { return `<select class="${cls}" aria-label="${esc(label)}" title="${esc(label)}">${durationOptions()}</select>`; }
+  $("#duration-select").onchange = e => { e.target.dataset.touched = "1"; };
   function fillForm(d, isEdit) {
     const f = $("#device-form");
     editing = isEdit ? d.id : null;
     $("#form-title").textContent = t(isEdit ? "edit_device" : "add_device");
     const dflt = {mode: "normal", type: options ? options.device_types[0] : ""};
     for (const k of ["id", "type", "household", "grid_cell", "name", "topic", "zigbee2mqtt", "profile", "mode"]) f.elements[k].value = d[k] || dflt[k] || "";
+    const dur = f.elements.duration;
+    if (dur) { dur.value = (options && options.mode_duration_default) || "2h"; delete dur.dataset.touched; }
     f.elements.id.readOnly = isEdit;
     $$(".ferr", f).forEach(e => { e.textContent = ""; }); $("#form-error").textContent = "";
     f.scrollIntoView({block: "nearest"});
@@ -139,6 +155,10 @@ window.Pages = (function () {
     for (const k of ["id", "type", "household", "grid_cell", "name", "topic", "zigbee2mqtt", "profile", "mode"]) {
       const v = f.elements[k].value.trim(); if (v) body[k] = v;
     }
+    // a test/maintenance mode ends by itself; an edit keeping the device's mode keeps its end
+    // unless another duration is chosen
+    const cur = editing && (installer.devices || []).find(x => x.id === editing), dur = f.elements.duration;
+    if (body.mode && body.mode !== "normal" && dur && !(cur && cur.mode === body.mode && !dur.dataset.touched)) body.duration = dur.value;
     $$(".ferr", f).forEach(x => { x.textContent = ""; }); $("#form-error").textContent = "";
     try {
       if (editing) await api(`/api/config/devices/${encodeURIComponent(editing)}`, {method: "PUT", body: JSON.stringify(body)});
@@ -159,7 +179,8 @@ window.Pages = (function () {
     try {
       if (e.target.classList.contains("edit")) fillForm(d, true);
       else if (e.target.classList.contains("mode")) {
-        await api(`/api/devices/${encodeURIComponent(id)}/mode`, {method: "PUT", body: JSON.stringify({mode: tr.dataset.mode === "normal" ? "test" : "normal"})});
+        const on = tr.dataset.mode === "normal", dur = $(".mode-duration", tr);
+        await api(`/api/devices/${encodeURIComponent(id)}/mode`, {method: "PUT", body: JSON.stringify(on ? {mode: "test", duration: dur ? dur.value : undefined} : {mode: "normal"})});
         await installer(); openDetail(id);
       } else if (e.target.classList.contains("remove")) {
         if (!confirm(t("confirm_remove", {id}))) return;
@@ -172,7 +193,7 @@ window.Pages = (function () {
     const box = $("#device-detail");
     box.hidden = false; box.dataset.device = id;
     box.innerHTML = `<h4>${esc(id)} · <span class="dot ${esc(r.device.state)}"></span>${t(r.device.state)}</h4>
-      <h5>${t("tests")}</h5>${tests.tests.length ? `<ul class="tests">${tests.tests.map(x => `<li class="test-record">${t("test_badge")} · ${esc(fmtTime(x.ts))} · ${esc(x.rule_id)} = ${esc(JSON.stringify(x.value))}</li>`).join("")}</ul>` : `<p class="hint">${t("no_tests")}</p>`}
+      <h5>${t("tests")}</h5>${tests.tests.length ? `<ul class="tests">${tests.tests.map(x => `<li class="test-record">${t("test_badge")} · ${esc(fmtTime(x.ts))} · ${x.rule_id.startsWith("reading:") ? `${t("test_reading")} ${esc(x.rule_id.slice(8))}` : esc(x.rule_id)} = ${esc(JSON.stringify(x.value))}</li>`).join("")}</ul>` : `<p class="hint">${t("no_tests")}</p>`}
       <h5>${t("last_readings")}</h5>${r.readings.length ? `<table class="grid"><tbody>${r.readings.slice().reverse().map(x => `<tr><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.kind)}</td><td>${esc(JSON.stringify(x.value))} ${esc(x.unit || "")}</td><td>${esc(x.quality || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_readings")}</p>`}`;
   }
   function openDetail(id) {
@@ -198,7 +219,15 @@ window.Pages = (function () {
     $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
       <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
     $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
-      <tbody>${a.audit.map(x => `<tr><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.actor)}</td><td>${esc(x.action)}</td><td>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.actor === "system" ? t("actor_system") : x.actor)}</td><td>${esc(auditAction(x))}</td><td>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+  }
+  function auditAction(x) {   // in words; a mode change with the mode and its end
+    const k = "act_" + x.action, label = t(k) === k ? x.action : t(k), d = x.detail || {};
+    if (!x.action.startsWith("device.mode") || !d.mode) return label;
+    const parts = [t("mode_" + d.mode)];
+    if (d.until) parts.push(t("mode_until", {time: fmtTime(d.until)}));
+    if (d.while_stopped) parts.push(t("while_stopped"));
+    return `${label}：${parts.join("，")}`;
   }
   $("#users").addEventListener("click", async e => {
     const tr = e.target.closest("[data-user]"); if (!tr || !e.target.classList.contains("disable")) return;
@@ -211,5 +240,7 @@ window.Pages = (function () {
   };
 
   const pages = {history, devices, installer: () => installer().then(drawChecklist), admin};
-  return {show(view) { const fn = pages[view]; if (fn) fn().catch(err => toast(err.message, true)); }};
+  return {show(view) { const fn = pages[view]; if (fn) fn().catch(err => toast(err.message, true)); },
+    // devices went in or out of test/maintenance mode (the live stream's "modes" event)
+    modesChanged() { if (C.view === "devices") drawDevices(); else if (C.view === "installer") installer().catch(() => {}); }};
 })();
