@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     result = mod.run(args)
     result = {"benchmark": name, "quick": bool(args.quick), **result}
     print(json.dumps(result, ensure_ascii=False, sort_keys=False))
-    return 0
+    return 1 if result.get("ok") is False else 0   # a benchmark that checks invariants (crash)
 
 
 if __name__ == "__main__":
