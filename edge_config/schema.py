@@ -194,7 +194,7 @@ class CaseSystemUplink(SecretRef):
     window: int = Field(default=32, ge=1, le=256,
                         description="outbox rows of different alarms in flight at once")
     stop_escalation_at: Literal["accepted", "dispatched", "on_site", "never"] = Field(
-        default="accepted", description="escalation beyond the first tier (the grid member) "
+        default="dispatched", description="escalation beyond the first tier (the grid member) "
         "stops once the case reaches this status or a later one")
     on_case_closed: Literal["resolve", "confirm"] = Field(
         default="resolve", description="a closed case resolves its alarm (actor "
