@@ -8,7 +8,8 @@ or pages through cases changed since a time. Every request is signed
 
 :class:`CaseSystemClient` maps every failure to :class:`RetryableUplinkError` or
 :class:`PermanentUplinkError` (see :mod:`gateway.uplink` for which is which and why).
-:class:`Backoff` and :class:`CircuitBreaker` are the pure pieces the outbox schedules with.
+:class:`Backoff` and :class:`CircuitBreaker` are the pure pieces the outbox schedules with;
+they are the kernel's (:mod:`gateway.kernel.resilience`), re-exported here.
 
 The models are the wire format: unknown fields in a reply are ignored, so the case system
 may add fields without breaking a deployed gateway. Their ``repr`` can hold resident data
@@ -18,11 +19,10 @@ may add fields without breaking a deployed gateway. Their ``repr`` can hold resi
 from __future__ import annotations
 
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
@@ -33,6 +33,7 @@ import httpx
 from pydantic import (AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError,
                       model_validator)
 
+from gateway.kernel.resilience import Backoff, BreakerState, CircuitBreaker
 from gateway.model import Kind, Severity
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.signing import Secret, Verifier, signed_headers
@@ -302,109 +303,6 @@ class UpdateRef:
     applied: bool
     status: CaseStatus
     created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter.
-
-    ``delay(n)`` for the n-th retry (0-based) is uniform in ``[0, min(cap_s, base_s * 2**n)]``
-    seconds, raised to ``at_least`` (a server's Retry-After) but never above ``cap_s``.
-    A pure function of the attempt number, so the outbox can persist the attempt count and
-    compute the next due time after a restart. (tenacity's ``wait_random_exponential`` is
-    the same curve but wants a live ``RetryCallState``; this needs none.)
-    """
-
-    base_s: float = 1.0
-    cap_s: float = 300.0
-    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.base_s <= self.cap_s:
-            raise ValueError(f"need 0 < base_s <= cap_s, got {self.base_s}, {self.cap_s}")
-
-    def delay(self, attempt: int, *, at_least: float = 0.0) -> float:
-        if attempt < 0:
-            raise ValueError(f"attempt must be >= 0, got {attempt}")
-        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(attempt, 64))
-        return min(self.cap_s, max(at_least, self.rng.uniform(0.0, ceiling)))
-
-
-class BreakerState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class CircuitBreaker:
-    """Stops calling a failing case system for a while, then lets one trial call through.
-
-    closed: every call allowed; ``failure_threshold`` consecutive failures -> open.
-    open: no call allowed until ``reset_timeout_s`` (of ``clock``, default monotonic) has
-    passed -> half-open. half-open: one trial call at a time; success -> closed, failure ->
-    open again. A trial that never reports (its task was cancelled) frees its slot after
-    ``reset_timeout_s``. Not thread-safe; one event loop.
-    """
-
-    def __init__(self, failure_threshold: int = 5, reset_timeout_s: float = 30.0, *,
-                 clock: Callable[[], float] = time.monotonic, name: str = "case-system") -> None:
-        if failure_threshold < 1 or reset_timeout_s <= 0:
-            raise ValueError("failure_threshold >= 1 and reset_timeout_s > 0 required")
-        self.failure_threshold = failure_threshold
-        self.reset_timeout_s = reset_timeout_s
-        self._clock = clock
-        self._name = name
-        self._state = BreakerState.CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
-        self._trial_at: float | None = None
-
-    def __repr__(self) -> str:
-        return f"CircuitBreaker({self._name!r}, state={self.state.value}, failures={self._failures})"
-
-    @property
-    def state(self) -> BreakerState:
-        if (self._state is BreakerState.OPEN
-                and self._clock() - self._opened_at >= self.reset_timeout_s):
-            self._set(BreakerState.HALF_OPEN)
-        return self._state
-
-    def retry_in(self) -> float:
-        """Seconds until a call may be allowed again (0 when one may be now)."""
-        if self.state is not BreakerState.OPEN:
-            return 0.0
-        return max(0.0, self._opened_at + self.reset_timeout_s - self._clock())
-
-    def allow(self) -> bool:
-        """Whether a call may go out now; in half-open this takes the one trial slot."""
-        state = self.state
-        if state is BreakerState.CLOSED:
-            return True
-        if state is BreakerState.OPEN:
-            return False
-        now = self._clock()
-        if self._trial_at is not None and now - self._trial_at < self.reset_timeout_s:
-            return False
-        self._trial_at = now
-        return True
-
-    def record_success(self) -> None:
-        self._failures = 0
-        self._trial_at = None
-        self._set(BreakerState.CLOSED)
-
-    def record_failure(self) -> None:
-        self._failures += 1
-        self._trial_at = None
-        if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
-            self._opened_at = self._clock()
-            self._set(BreakerState.OPEN)
-
-    def _set(self, new: BreakerState) -> None:
-        if new is not self._state:  # health is state: log the transition once
-            level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
-            log.log(level, "circuit %s: %s -> %s", self._name, self._state.value, new.value)
-            self._state = new
 
 
 # ---------------------------------------------------------------------------- client
