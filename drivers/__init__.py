@@ -1,13 +1,26 @@
 """Device drivers: transports (MQTT, Modbus TCP/RTU, serial) and pure frame codecs.
 
-Codecs are pure functions from bytes/JSON to :class:`gateway.model.Reading` objects.
+Codecs are pure functions from bytes/JSON to :class:`gateway.kernel.model.Reading` objects.
 Every rejection raises :class:`DecodeError` with a short machine ``reason`` (counted by the
 pipeline under that name) and a human ``detail`` naming the field or byte offset.
+
+Drivers import the kernel (:mod:`gateway.kernel`) and themselves, nothing else (the
+import-linter contracts in pyproject.toml); what they need of the gateway is passed in: an
+:class:`IntakeSink` for readings, a :class:`DecodeWatch`, a
+:class:`gateway.kernel.metrics.MetricsSink`. The transports (``mqtt``, ``modbus``,
+``serial_line``) do not import each other; ``field`` runs the buses and lines.
 """
 
 from __future__ import annotations
 
-__all__ = ["DECODE_ERROR", "DecodeWatch", "DriverError", "DecodeError", "FIELD_ERROR_PREFIX"]
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway.kernel.errors import GatewayError
+from gateway.kernel.model import Reading
+
+__all__ = ["DECODE_ERROR", "DecodeWatch", "DriverError", "DecodeError", "FIELD_ERROR_PREFIX",
+           "IntakeSink"]
 
 #: Prefix of an ``on_error(device_id, reason)`` reason about one field of a message whose
 #: other readings were delivered (``"field:bad_value"``): the device sent something wrong,
@@ -19,7 +32,7 @@ FIELD_ERROR_PREFIX = "field:"
 DECODE_ERROR = "decode_error"
 
 
-class DriverError(Exception):
+class DriverError(GatewayError):
     """Base of driver errors."""
 
 
@@ -56,3 +69,12 @@ class DecodeWatch:
 
     def ok(self, device_id: str) -> None:
         """A message of ``device_id`` decoded without an exception."""
+
+
+class IntakeSink(Protocol):
+    """Where drivers hand decoded readings (the gateway's ``Pipeline``)."""
+
+    def offer(self, readings: list[Reading], ack: Callable[[], None] | None,
+              durable: bool = False) -> None:
+        """Take decoded readings. Call ``ack`` once they are safe (durable for alarms, and
+        for every reading when ``durable``)."""

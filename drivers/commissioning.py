@@ -26,7 +26,7 @@ from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
 from drivers.codecs.modbus_registers import decode_reading
 from drivers.profiles import (AnyProfile, ModbusProfile, Profile, ProfileSet, decode_json,
                               parse_json)
-from gateway.model import Reading, utc
+from gateway.kernel.model import Reading, utc
 
 __all__ = ["decode_capture", "describe_profiles", "parse_hex", "reading_line"]
 

@@ -14,14 +14,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers import DecodeWatch
+from drivers import DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
-from drivers.mqtt import IntakeSink
 from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
-from gateway import ConfigError
-from gateway.metrics import Metrics
+from gateway.kernel.errors import ConfigError
+from gateway.kernel.metrics import MetricsSink
 
 __all__ = ["BusPlan", "FieldDrivers", "LinePlan", "plan_field"]
 
@@ -108,7 +107,7 @@ class FieldDrivers:
     """Runs the plans' drivers as named tasks; ``rebind()`` swaps changed ones."""
 
     def __init__(self, plans: dict[str, BusPlan | LinePlan], sink: IntakeSink,
-                 metrics: Metrics, *, on_error: Callable[[str, str], None] | None = None,
+                 metrics: MetricsSink, *, on_error: Callable[[str, str], None] | None = None,
                  on_unknown: Callable[[str, str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None):
         self.plans = plans

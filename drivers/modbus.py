@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,11 +38,12 @@ from dataclasses import dataclass, field
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from drivers import DECODE_ERROR, DecodeError, DecodeWatch
+from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import ReadRequest, decode_block
-from drivers.mqtt import IntakeSink, backoff_delays
-from gateway.metrics import Metrics, RateLimitedLog
-from gateway.model import Kind, Reading, utc
+from gateway.kernel.clock import utc
+from gateway.kernel.metrics import MetricsSink
+from gateway.kernel.model import Kind, Reading
+from gateway.kernel.resilience import Backoff, RateLimitedLog
 
 __all__ = ["BusEndpoint", "ModbusBus", "ModbusDevice", "PollPolicy", "PollStats"]
 
@@ -131,7 +131,7 @@ class ModbusBus:
     """Polls the devices of one bus until cancelled (``run()``)."""
 
     def __init__(self, bus_id: str, endpoint: BusEndpoint, devices: list[ModbusDevice],
-                 sink: IntakeSink, metrics: Metrics, *, policy: PollPolicy | None = None,
+                 sink: IntakeSink, metrics: MetricsSink, *, policy: PollPolicy | None = None,
                  on_error: Callable[[str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None,
                  record_intervals: bool = False):
@@ -153,6 +153,10 @@ class ModbusBus:
         self.overruns = 0
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._rlog = RateLimitedLog(log)
+        self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
+        # a quarantined device is probed no sooner than half the nominal delay
+        self._probe = Backoff(base_s=self.policy.quarantine_base_s,
+                              cap_s=self.policy.quarantine_max_s, jitter="equal")
 
     # -- connection ---------------------------------------------------------------------
     def _make_client(self):
@@ -167,7 +171,7 @@ class ModbusBus:
                                        name=f"modbus[{self.bus_id}]")
 
     async def run(self) -> None:
-        delays = backoff_delays(base=0.5, cap=30.0)
+        delays = self._reconnect.delays()
         while True:
             client = self._make_client()
             self._client = client
@@ -183,7 +187,7 @@ class ModbusBus:
                     await asyncio.sleep(next(delays))
                     continue
                 self._transition("online")
-                delays = backoff_delays(base=0.5, cap=30.0)
+                delays = self._reconnect.delays()
                 await self._poll_forever(client)
             except ConnectionException as exc:
                 self._transition("offline", f"connection lost: {exc}")
@@ -323,7 +327,7 @@ class ModbusBus:
             st.next_probe = time.monotonic() + next(st._probe_delays)  # type: ignore[call-overload]
         elif st.consecutive_failures >= p.quarantine_after:
             st.quarantined = True
-            st._probe_delays = _probe_delays(p.quarantine_base_s, p.quarantine_max_s)
+            st._probe_delays = self._probe.delays()
             st.next_probe = time.monotonic() + next(st._probe_delays)  # type: ignore[call-overload]
             log.warning("modbus device %s (bus %s unit %d) quarantined after %d failed polls "
                         "(%s); probing with backoff", dev.device_id, self.bus_id, dev.unit,
@@ -346,8 +350,7 @@ class ModbusBus:
             if not st.quarantined:
                 st.quarantined = True
                 st.consecutive_failures = max(st.consecutive_failures, 1)
-                st._probe_delays = _probe_delays(self.policy.quarantine_base_s,
-                                                 self.policy.quarantine_max_s)
+                st._probe_delays = self._probe.delays()
                 st.next_probe = 0.0      # probe as soon as the bus is back
                 self._offer(dev, [Reading(dev.device_id, Kind.AVAILABILITY, False, utc(),
                                           metric="availability")])
@@ -356,12 +359,3 @@ class ModbusBus:
         if readings:
             self.sink.offer([r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
                                          device_type=dev.device_type) for r in readings], None)
-
-
-def _probe_delays(base: float, cap: float):
-    """Capped exponential backoff with jitter (never below half the nominal delay)."""
-    attempt = 0
-    while True:
-        nominal = min(cap, base * 2 ** attempt)
-        yield random.uniform(nominal / 2, nominal)
-        attempt = min(attempt + 1, 30)

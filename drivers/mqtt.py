@@ -20,23 +20,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import select
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import aiomqtt
 import paho.mqtt.client as paho
 
-from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch
+from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
 from drivers.profiles import Profile, decode_json
-from gateway.metrics import Metrics, RateLimitedLog
-from gateway.model import Reading, utc
+from gateway.kernel.clock import utc
+from gateway.kernel.metrics import MetricsSink
+from gateway.kernel.model import Reading
+from gateway.kernel.resilience import Backoff, RateLimitedLog
 
-__all__ = ["DeviceBinding", "IntakeSink", "MqttIntake", "backoff_delays"]
+__all__ = ["DeviceBinding", "MqttIntake"]
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +55,11 @@ class DeviceBinding:
     profile: Profile
 
 
-class IntakeSink(Protocol):
-    def offer(self, readings: list[Reading], ack: Callable[[], None] | None,
-              durable: bool = False) -> None:
-        """Take decoded readings. Call ``ack`` once they are safe (durable for alarms, and
-        for every reading when ``durable``)."""
-
-
-def backoff_delays(base: float = 0.5, cap: float = 30.0):
-    """Capped exponential backoff with full jitter: an endless iterator of delays (s)."""
-    attempt = 0
-    while True:
-        yield random.uniform(0, min(cap, base * 2 ** attempt))
-        attempt = min(attempt + 1, 30)
-
-
 class MqttIntake:
     """Reads devices from one broker. ``run()`` reconnects forever until cancelled."""
 
     def __init__(self, *, host: str, port: int, client_id: str, sink: IntakeSink,
-                 bindings: dict[str, DeviceBinding], metrics: Metrics,
+                 bindings: dict[str, DeviceBinding], metrics: MetricsSink,
                  subscriptions: tuple[str, ...] = ("devices/#", "zigbee2mqtt/#"),
                  username: str | None = None, password: str | None = None,
                  keepalive: int = 30, max_payload_bytes: int = 8192,
@@ -103,6 +88,7 @@ class MqttIntake:
         self.state = "starting"
         self._paho: paho.Client | None = None
         self._rlog = RateLimitedLog(log)
+        self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
 
     def rebind(self, bindings: dict[str, DeviceBinding]) -> None:
@@ -114,7 +100,7 @@ class MqttIntake:
         return list(self.subscriptions) + sorted(extra)
 
     async def run(self) -> None:
-        delays = backoff_delays()
+        delays = self._reconnect.delays()
         while True:
             try:
                 client = aiomqtt.Client(
@@ -133,7 +119,7 @@ class MqttIntake:
                         await client.subscribe(topic, qos=1)
                     self._transition("online")
                     self.connected.set()
-                    delays = backoff_delays()
+                    delays = self._reconnect.delays()
                     await _wait_disconnected(client)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()

@@ -38,10 +38,10 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
                       model_validator)
 from ruamel.yaml import YAML
 
-from drivers import DECODE_ERROR, DecodeError
+from drivers import DECODE_ERROR, DecodeError, DriverError
 from drivers.codecs.dlt645 import DATA_ITEMS
 from drivers.codecs.modbus_registers import RegisterEntry
-from gateway.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, utc
+from gateway.kernel.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, utc
 
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
@@ -202,9 +202,10 @@ FORMAT_OVER = {"json": "MQTT (JSON)", "modbus": "Modbus", "dlt645": "serial (DL/
 ANY_TYPE_FORMATS = frozenset({"contact_id"})
 
 
-class ProfileMisfit(ValueError):
+class ProfileMisfit(DriverError, ValueError):
     """A device's profile is unknown, missing, or does not fit its type and transport; the
-    message names the device, the profile and what would fit."""
+    message names the device, the profile and what would fit. (Still a ``ValueError``, as
+    it was before it joined the project's error family.)"""
 
 
 def fit_profile(profiles: ProfileSet, device_id: str, device_type: str,

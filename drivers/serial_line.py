@@ -37,13 +37,14 @@ from dataclasses import dataclass
 
 import serial
 
-from drivers import DECODE_ERROR, DecodeError, DecodeWatch, DriverError
+from drivers import DECODE_ERROR, DecodeError, DecodeWatch, DriverError, IntakeSink
 from drivers.codecs import cjt188, contact_id, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
-from drivers.mqtt import IntakeSink, backoff_delays
 from drivers.profiles import AnyProfile, Cjt188Profile, Dlt645Profile
-from gateway.metrics import Metrics, RateLimitedLog
-from gateway.model import Kind, Reading, utc
+from gateway.kernel.clock import utc
+from gateway.kernel.metrics import MetricsSink
+from gateway.kernel.model import Kind, Reading
+from gateway.kernel.resilience import Backoff, RateLimitedLog
 
 __all__ = ["LineLost", "LineSettings", "SerialDevice", "SerialLine"]
 
@@ -150,7 +151,7 @@ class SerialLine:
     """Polls meters on, or reads receiver lines from, one serial port until cancelled."""
 
     def __init__(self, line_id: str, settings: LineSettings, devices: list[SerialDevice],
-                 sink: IntakeSink, metrics: Metrics, *,
+                 sink: IntakeSink, metrics: MetricsSink, *,
                  on_error: Callable[[str, str], None] | None = None,
                  on_unknown: Callable[[str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None):
@@ -169,13 +170,14 @@ class SerialLine:
         self._skip: dict[str, int] = {d.device_id: 0 for d in devices}
         self._unavailable: set[str] = set()
         self._rlog = RateLimitedLog(log)
+        self._reopen = Backoff(base_s=0.2, cap_s=30.0)
         self._layout = DLT645_LAYOUT if settings.protocol == "dlt645" else CJT188_LAYOUT
         self._rx_seq = 0                      # receiver lines read so far (stale-ACK guard)
         self._refused = (b"", 0)              # the last unreadable line, times refused
 
     # -- supervision ----------------------------------------------------------------------
     async def run(self) -> None:
-        delays = backoff_delays(base=0.2, cap=30.0)
+        delays = self._reopen.delays()
         while True:
             try:
                 port = self._open()
@@ -185,7 +187,7 @@ class SerialLine:
                 continue
             self.opened += 1
             self._transition("online")
-            delays = backoff_delays(base=0.2, cap=30.0)
+            delays = self._reopen.delays()
             try:
                 if self.settings.protocol == "contact_id":
                     await self._read_receiver(port)

@@ -16,7 +16,7 @@ import json
 from datetime import datetime
 
 from drivers import DecodeError
-from gateway.model import Kind, Reading
+from gateway.kernel.model import Kind, Reading
 
 __all__ = ["AVAILABILITY_SUFFIX", "BASE", "BRIDGE_DEVICES", "availability_reading",
            "bridge_devices"]

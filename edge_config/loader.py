@@ -1,12 +1,19 @@
 """Load and validate a site directory, reporting every problem as ``FILE:LINE: field: message``.
 
-``load_site(path)`` returns a :class:`SiteConfig` or raises :class:`gateway.ConfigError`
-listing *all* problems found (syntax, schema, cross-references), each located by file and
-line so an installer can fix them in one pass.
+``load_site(path, validators)`` returns a :class:`SiteConfig` or raises
+:class:`gateway.kernel.errors.ConfigError` listing *all* problems found (syntax, schema,
+cross-references), each located by file and line so an installer can fix them in one pass.
+
+edge_config imports the kernel and itself only (docs/architecture.md, "Layers"). What the
+other libraries know about a site, rules.yaml's model and its references (``rules.spec``)
+and which profile fits which device (``drivers.profiles``), comes in as :class:`Validators`;
+``gateway.site.load_site(path)`` is this loader with the rules library's and the drivers'
+validators, and what everything else calls.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +23,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from edge_config.schema import DevicesFile, GatewayFile, SiteFile, UplinksFile
-from gateway import ConfigError
+from gateway.kernel.errors import ConfigError
 
-__all__ = ["FILES", "SiteConfig", "load_site", "locate"]
+__all__ = ["FILES", "SiteConfig", "Validators", "load_site", "locate"]
 
 #: file name -> pydantic model (rules.yaml is validated by the rules library's own model)
 FILES: dict[str, type[BaseModel] | None] = {
@@ -51,10 +58,25 @@ class SiteConfig:
         return next((g for g in self.site.grid_cells if g.code == code), None)
 
 
-def _rules_model():
-    from rules.spec import RulesConfig
+@dataclass(frozen=True)
+class Validators:
+    """What the libraries above edge_config know about a site (see ``gateway.site``).
 
-    return RulesConfig
+    - ``rules_model``: the pydantic model of rules.yaml (``rules.spec.RulesConfig``);
+    - ``rule_references(rules, device_ids, household_ids, grid_cells)``: ``(loc, message)``
+      for each reference of the rules to something the site does not have;
+    - ``load_profiles(directory)``: the site's device profiles (built-in plus its
+      ``profiles/`` directory); raises ``ValueError`` naming a profile file that is wrong;
+    - ``fit_profile(profiles, device_id, device_type, profile_id, fmt, transport=...,
+      zigbee2mqtt=...)``: ``None`` when the device's profile (named, or its type's default)
+      fits its type and a transport whose input is in format ``fmt``, else the message.
+    """
+
+    rules_model: type[BaseModel]
+    rule_references: Callable[[Any, set[str], set[str], set[str]],
+                              Iterable[tuple[Iterable[str | int], str]]]
+    load_profiles: Callable[[Path], Any]
+    fit_profile: Callable[..., str | None]
 
 
 def locate(tree: Any, loc: tuple) -> int | None:
@@ -92,8 +114,9 @@ def _dotted(loc: tuple) -> str:
 
 
 class _Collector:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, validators: Validators) -> None:
         self.directory = directory
+        self.validators = validators
         self.issues: list[str] = []
 
     def add(self, fname: str, line: int | None, loc: tuple | str, msg: str) -> None:
@@ -222,9 +245,7 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
         _check_transports(devices, cfg.get("gateway.yaml"), dt, out)
     rules_cfg = cfg.get("rules.yaml")
     if rules_cfg is not None and "rules.yaml" in trees:
-        from rules.spec import check_references
-
-        for loc, msg in check_references(rules_cfg, ids, homes, cells):
+        for loc, msg in out.validators.rule_references(rules_cfg, ids, homes, cells):
             out.add("rules.yaml", locate(trees["rules.yaml"], tuple(loc)), tuple(loc), msg)
 
 
@@ -234,14 +255,13 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
     device's profile (named, or its type's default) fits its type and transport: format
     ``json`` over MQTT, ``modbus`` on a bus, the line's protocol on a serial line, and a
     profile of the device's type (``contact_id`` profiles serve any type). See
-    ``drivers.profiles.fit_profile``; the message names the device, the profile and what
-    fits."""
-    from drivers.profiles import ProfileMisfit, fit_profile, load_profiles
-
+    ``drivers.profiles.fit_profile`` (through :class:`Validators`); the message names the
+    device, the profile and what fits."""
+    v = out.validators
     buses = {b.id for b in gw.modbus_buses} if gw else set()
     lines = {ln.id: ln.protocol for ln in gw.serial_lines} if gw else {}
     try:
-        profiles = load_profiles(out.directory / "profiles")
+        profiles = v.load_profiles(out.directory / "profiles")
     except ValueError as exc:
         out.add("profiles", 1, "(file)", str(exc))
         return
@@ -272,18 +292,18 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
             taken[key] = d.id
         if not fmt:         # unknown line: reported above, its format is not known
             continue
-        try:
-            fit_profile(profiles, d.id, d.type, d.profile, fmt, transport=transport,
-                        zigbee2mqtt=bool(d.mqtt and d.mqtt.zigbee2mqtt))
-        except ProfileMisfit as exc:
+        misfit = v.fit_profile(profiles, d.id, d.type, d.profile, fmt, transport=transport,
+                               zigbee2mqtt=bool(d.mqtt and d.mqtt.zigbee2mqtt))
+        if misfit is not None:
             ploc = ("devices", i, "profile") if d.profile else ("devices", i, "type")
-            out.add("devices.yaml", locate(dt, ploc), ploc, str(exc))
+            out.add("devices.yaml", locate(dt, ploc), ploc, misfit)
 
 
-def load_site(directory: str | Path) -> SiteConfig:
-    """Read, validate and cross-check a site directory; raise ConfigError with every issue."""
+def load_site(directory: str | Path, validators: Validators) -> SiteConfig:
+    """Read, validate and cross-check a site directory; raise ConfigError with every issue.
+    (Callers outside the tests of edge_config want ``gateway.site.load_site``.)"""
     directory = Path(directory)
-    out = _Collector(directory)
+    out = _Collector(directory, validators)
     if not directory.is_dir():
         raise ConfigError([f"{directory}: not a directory"])
     trees: dict[str, Any] = {}
@@ -299,7 +319,7 @@ def load_site(directory: str | Path) -> SiteConfig:
             if tree is None:
                 continue
         trees[fname] = tree
-        parsed[fname] = _validate(model or _rules_model(), tree, fname, out)
+        parsed[fname] = _validate(model or validators.rules_model, tree, fname, out)
     _cross_check(parsed, trees, out)
     if out.issues:
         raise ConfigError(out.issues)

@@ -20,7 +20,7 @@ from pydantic import (
     AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator,
 )
 
-from gateway.model import DEVICE_TYPES
+from gateway.kernel.model import DEVICE_TYPES
 
 __all__ = [
     "Contact", "Device", "DevicesFile", "GatewayFile", "GridCell", "Household", "MqttBroker",

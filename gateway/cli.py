@@ -43,7 +43,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    from edge_config.loader import load_site
+    from gateway.site import load_site
 
     try:
         site = load_site(args.dir)
@@ -162,9 +162,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def cmd_rules_replay(args: argparse.Namespace) -> int:
-    from edge_config.loader import load_site
     from gateway.model import Reading
     from gateway.service import build_engine
+    from gateway.site import load_site
     from rules.replay import replay
 
     try:

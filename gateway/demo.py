@@ -81,11 +81,14 @@ async def run_demo(args) -> None:
             tg.create_task(serve_uvicorn(cs), name="case-system-sim")
             tg.create_task(gw.run(), name="gateway")
             await asyncio.wait_for(gw.started.wait(), 60)
+            # the gateway's own data directory is what `gateway token create --data` needs
+            where = (f"{data} (the gateway's: {data / 'gateway'})" if tmp is None else
+                     "a temporary directory, removed on exit (keep it with --data DIR)")
             print(f"\n  Demo community running.\n"
                   f"  Console:  http://127.0.0.1:{args.port}/\n"
                   f"  Log in as 'duty' with password: {password}\n"
                   f"  (installer pages and admin: user 'admin', password: {admin_password})\n"
-                  f"  Data: {data if tmp is None else 'a temporary directory, removed on exit (keep it with --data DIR)'}\n"
+                  f"  Data: {where}\n"
                   f"  MQTT broker: 127.0.0.1:{broker.port}   case system: "
                   f"http://127.0.0.1:{case_port}/_sim/cases\n"
                   f"{note}"

@@ -31,10 +31,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from edge_config.loader import SiteConfig, load_site
-from gateway import ConfigError
+from edge_config.loader import SiteConfig
+from gateway import ConfigError, GatewayError
 from gateway.device_modes import effective_mode
 from gateway.model import utc
+from gateway.site import load_site
 
 __all__ = ["InstallerError", "SiteEditor", "checklist"]
 
@@ -42,7 +43,7 @@ DEVICES = "devices.yaml"
 _ISSUE_RE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<loc>[^:]+): (?P<msg>.*)$")
 
 
-class InstallerError(Exception):
+class InstallerError(GatewayError):
     """A rejected edit; ``errors`` is a list of ``{"field", "message"}`` for the form."""
 
     def __init__(self, errors: list[dict[str, str]], status: int = 422):

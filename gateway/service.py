@@ -21,7 +21,7 @@ import uvicorn
 from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
 from drivers.profiles import Profile, ProfileMisfit, fit_profile, load_profiles
-from edge_config.loader import SiteConfig, load_site
+from edge_config.loader import SiteConfig
 from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
@@ -32,6 +32,7 @@ from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
 from gateway.sdnotify import notify_task
+from gateway.site import load_site
 from gateway.store import Store, lock_data_dir
 
 __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]

@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import aiomqtt
 
-from drivers.mqtt import backoff_delays
 from gateway import StoreError
+from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store
@@ -63,6 +63,7 @@ class UpstreamPublisher:
                  summary: Callable[[], dict] | None = None, reconnect_cap_s: float = 30.0):
         self.store = store
         self.reconnect_cap_s = reconnect_cap_s
+        self._reconnect = Backoff(base_s=min(0.5, reconnect_cap_s), cap_s=reconnect_cap_s)
         self.metrics = metrics
         self.site_id = site_id
         self.host, self.port, self.client_id = host, port, client_id
@@ -92,7 +93,7 @@ class UpstreamPublisher:
         return row["n"] if row else 0
 
     async def run(self) -> None:
-        delays = backoff_delays(base=0.5, cap=self.reconnect_cap_s)
+        delays = self._reconnect.delays()
         will = aiomqtt.Will(f"{self.base}/status", json.dumps({"online": False}), qos=1,
                             retain=True)
         while True:
@@ -106,7 +107,7 @@ class UpstreamPublisher:
                     # a batch is published pipelined on purpose: no warning per extra call
                     client.pending_calls_threshold = 2 * self.batch + 10
                     self._set_state("online")
-                    delays = backoff_delays(base=0.5, cap=self.reconnect_cap_s)
+                    delays = self._reconnect.delays()
                     await client.publish(f"{self.base}/status", json.dumps(
                         {"online": True, "since": utc().isoformat()}), qos=1, retain=True)
                     await self._serve(client)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 
-from gateway.model import Severity, Value
+from gateway.kernel.model import Severity, Value
 
 __all__ = ["Action", "ClearAlarm", "ClearFault", "Escalate", "RaiseAlarm", "RaiseFault",
            "TestRecord", "UpdateAlarm"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.model import Severity, Value
+from gateway.kernel.model import Severity, Value
 from rules.actions import (
     ClearAlarm, ClearFault, Escalate, RaiseAlarm, RaiseFault, TestRecord, UpdateAlarm,
 )

@@ -8,7 +8,7 @@ motion, doors, heartbeats, a few alarms), all from ``seed``: by default syntheti
 shaped like recorded ones (``"smooth"``: temperatures drift, doors close again), and as a
 stress case drawn afresh at every reading (``"noise"``). It feeds them through
 ``Engine.feed`` (ticking once per simulated second, not timed; the heap settled as the
-gateway settles it, see :mod:`gateway.heap`) and returns figures; nothing is printed. The
+gateway settles it, see :mod:`gateway.kernel.heap`) and returns figures; nothing is printed. The
 same runs with 10 and with 10,000 rules give ``ratio_many_rules``.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.heap import settle
-from gateway.model import Kind, Reading
+from gateway.kernel.heap import settle
+from gateway.kernel.model import Kind, Reading
 from rules.engine import Engine
 from rules.site import DeviceInfo, HouseholdInfo, SiteIndex
 from rules.spec import RulesConfig

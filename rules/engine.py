@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.model import UNITS, Kind, Reading, Value
+from gateway.kernel.model import UNITS, Kind, Reading, Value
 from rules.actions import Action, TestRecord
 from rules.alarms import AlarmBook, FaultBook, StoredAlarm, Subject
 from rules.arrays import pack, unpack

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from gateway.model import Kind, Reading, Value
+from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
 from rules.durations import bilingual_duration
 from rules.site import DeviceInfo

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.model import Kind, Reading, Value
+from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
 from rules.arrays import pack, unpack
 from rules.baseline import GapBaseline

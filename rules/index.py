@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from gateway.model import Kind
+from gateway.kernel.model import Kind
 from rules.evaluators import Evaluator
 from rules.site import DeviceInfo
 

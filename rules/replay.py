@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
-from gateway.model import Reading
+from gateway.kernel.model import Reading
 from rules.engine import Engine
 
 __all__ = ["readings_from_jsonl", "replay"]

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from gateway.model import ACTIVITY_KINDS, DEVICE_TYPES, UNITS, Kind, Severity
+from gateway.kernel.model import ACTIVITY_KINDS, DEVICE_TYPES, UNITS, Kind, Severity
 from rules.durations import parse_duration, parse_time_of_day
 
 __all__ = [

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gateway.model import Kind, Reading, Value
+from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
 from rules.arrays import pack, unpack
 from rules.durations import bilingual_duration

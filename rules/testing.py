@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gateway.model import Kind, Reading, Value
+from gateway.kernel.model import Kind, Reading, Value
 from rules.site import DeviceInfo, HouseholdInfo, SiteIndex
 from rules.spec import RulesConfig
 

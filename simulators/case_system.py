@@ -79,6 +79,12 @@ _CALLBACK_QUEUE_MAX = 1000
 _PAGE_MAX = 500
 
 
+#: what the simulated grid member writes at each step (a Chinese city system's notes)
+_NOTES = {CaseStatus.ACCEPTED: "已受理", CaseStatus.DISPATCHED: "已派单给网格员",
+          CaseStatus.ON_SITE: "网格员已到场", CaseStatus.CLOSED: "已上门处置，住户平安",
+          CaseStatus.REJECTED: "不属于本网格，已退回"}
+
+
 @dataclass(frozen=True, slots=True)
 class LifecycleDelays:
     """Seconds a case spends in accepted, dispatched and on_site before moving on."""
@@ -343,7 +349,7 @@ class CaseSystemSim:
         case = _Case(f"GC{now:%Y%m%d}-{self._counter:06d}", req, _fingerprint(req),
                      CaseStatus.ACCEPTED, None, now, now)
         case.events.append(CaseEvent(event_id=f"{case.case_id}-e1", status=case.status,
-                                     note="accepted", changed_at=now))
+                                     note=_NOTES[CaseStatus.ACCEPTED], changed_at=now))
         self._cases[case.case_id] = case
         self._by_key[req.idempotency_key] = case.case_id
         self._schedule(case)
@@ -453,7 +459,8 @@ class CaseSystemSim:
         case.status, case.updated_at = status, now
         case.handler = handler if handler is not None else case.handler
         event = CaseEvent(event_id=f"{case.case_id}-e{len(case.events) + 1}", status=status,
-                          handler=case.handler, note=note or status.value, changed_at=now)
+                          handler=case.handler, note=note or _NOTES.get(status, status.value),
+                          changed_at=now)
         case.events.append(event)
         self._schedule(case)
         self._write(case)

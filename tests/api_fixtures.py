@@ -13,7 +13,6 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import ROLES, Auth
@@ -21,6 +20,7 @@ from gateway.health import HealthBook
 from gateway.installer import SiteEditor
 from gateway.metrics import Metrics
 from gateway.service import bindings_for, health_rows
+from gateway.site import load_site
 from gateway.store import Store
 from tests.support import EXAMPLE
 

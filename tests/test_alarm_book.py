@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook, AlarmNotFound, AlarmStateError
 from gateway.model import Severity, utc
+from gateway.site import load_site
 from gateway.store import Store
 from rules.actions import RaiseAlarm
 from tests.support import EXAMPLE

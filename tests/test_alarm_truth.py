@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.metrics import Metrics
 from gateway.model import Kind, Reading, utc
 from gateway.pipeline import Pipeline
 from gateway.service import adopt_store, build_engine
+from gateway.site import load_site
 from gateway.store import Store
 from tests.support import EXAMPLE
 

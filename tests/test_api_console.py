@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from edge_config.loader import load_site
 from gateway.model import utc
+from gateway.site import load_site
 from rules.actions import TestRecord
 from tests.api_fixtures import api_env, raise_sos  # noqa: F401  (fixture)
 

@@ -242,7 +242,7 @@ def seed_learned_rhythm(site: Site, data: Path) -> None:
     """Three weeks of motion every 4 min in the learned household, on a simulated clock
     ending now, through the real rule engine; its snapshot goes where the gateway restores
     it from (the store's meta ``rules_snapshot``)."""
-    from edge_config.loader import load_site
+    from gateway.site import load_site
     from gateway.service import build_engine
 
     cfg = load_site(site.dir.parent / f"{site.name}-seed")

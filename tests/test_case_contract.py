@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.forwarder import CaseForwarder, to_case_create
 from gateway.metrics import Metrics
 from gateway.model import Severity
+from gateway.site import load_site
 from gateway.store import Store
 from gateway.uplink.case_system import CONTRACT_VERSION, CaseSystemClient
 from gateway.uplink.signing import Secret

@@ -99,3 +99,51 @@ def test_confirm_mode_keeps_the_alarm_open_marked_closed_on_the_card(
             context.close()
     finally:
         gw.stop()
+
+
+@pytest.fixture
+def slow_case_system(tmp_path, case_secret):
+    cs = CaseSystemProcess(case_secret, tmp_path, dispatch_after=1.5, on_site_after=3.0,
+                           close_after=8.0).start()
+    yield cs
+    cs.stop()
+
+
+@pytest.mark.browser
+def test_live_case_updates_keep_what_staff_type_and_history_speaks_chinese(
+        tmp_path, mosquitto, slow_case_system, case_secret, browser):  # noqa: F811
+    """The night-shift walk found a note cut off mid-typing by a live case update, and raw
+    codes (on_site, case_system:李强, closed) in the history."""
+    gw = _gateway(tmp_path, mosquitto, slow_case_system, case_secret)
+    gw.passwords = {"duty": "night-shift-" + case_secret[:8]}
+    res = gw.cli("user", "add", "--username", "duty", "--role", "duty", "--password-stdin",
+                 "--data", str(gw.data), input=gw.passwords["duty"] + "\n")
+    assert res.returncode == 0, res.stderr
+    try:
+        context, page = _login(browser, gw, "duty")
+        try:
+            mqtt_publish(mosquitto.port, [("devices/caller-7-101", {"event": "sos"})])
+            page.wait_for_selector(".alarm[data-state=raised] button.ack", timeout=5000).click()
+            note = page.wait_for_selector(".alarm[data-state=acknowledged] input.note",
+                                          timeout=5000)
+            drawn = page.evaluate("Object.values(window.__drawn)[0]")
+            note.click()
+            text = "住户说是误按了按钮，已电话确认平安无事"
+            page.keyboard.type(text, delay=150)      # about 3 s: dispatched and on site
+            assert page.evaluate("Object.values(window.__drawn)[0]") > drawn, \
+                "no live update came while typing: the test proves nothing"
+            assert page.input_value(".alarm input.note") == text
+            assert page.evaluate("document.activeElement.classList.contains('note')")
+            # the case closes (8 s): the alarm leaves the board; the history says it in words
+            page.wait_for_selector(".alarm", state="detached", timeout=15_000)
+            page.click("#nav [data-view=history]")
+            row = page.wait_for_selector("#history-table tbody tr", timeout=5000)
+            cells = row.inner_text()
+            assert "工单已结案" in cells and "已上门处置" in cells and "（工单系统）" in cells
+            assert "已结案" in cells
+            for raw in ("case_system", "closed", "on_site", "dispatched", "accepted"):
+                assert raw not in cells, (raw, cells)
+        finally:
+            context.close()
+    finally:
+        gw.stop()

@@ -7,9 +7,9 @@ import json
 from datetime import datetime, timezone
 
 from drivers.profiles import decode_json
-from edge_config.loader import load_site
 from gateway.model import Kind
 from gateway.service import bindings_for
+from gateway.site import load_site
 from simulators.community import DAY, Community
 from simulators.community_mqtt import payload_for
 

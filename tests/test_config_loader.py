@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from edge_config.loader import load_site
 from gateway import ConfigError
+from gateway.site import load_site
 from tests.support import EXAMPLE
 
 

@@ -30,12 +30,12 @@ from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.mqtt import DeviceBinding, MqttIntake
 from drivers.profiles import load_profiles
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.broker import free_port
 from gateway.health import DecodeFaults, HealthBook
 from gateway.metrics import Metrics
 from gateway.model import Kind
+from gateway.site import load_site
 from gateway.store import Store
 from simulators.modbus_meters import MeterStore, serve_meters
 from simulators.serial_meters import MeterBus, PtyAdapter

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from edge_config.loader import load_site
 from gateway.device_modes import ModeKeeper, effective_mode, modes_json
 from gateway.model import utc
+from gateway.site import load_site
 from rules.actions import RaiseAlarm, TestRecord
 from rules.engine import Engine
 from rules.testing import at, config, reading, small_site

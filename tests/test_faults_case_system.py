@@ -22,11 +22,11 @@ import time
 import httpx
 import pytest
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.case_feedback import CaseFeedback, CaseStatusPoller
 from gateway.forwarder import CaseForwarder
 from gateway.metrics import Metrics
+from gateway.site import load_site
 from gateway.store import Store
 from gateway.uplink.case_system import CaseSystemClient
 from gateway.uplink.signing import Secret, signed_headers

@@ -17,9 +17,9 @@ import httpx
 import paho.mqtt.client as paho
 import pytest
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.broker import free_port
+from gateway.site import load_site
 from gateway.store import Store
 from simulators.bench._backlog import fill_backlog
 from tests.support import (EXAMPLE, GatewayProcess, metric_value, mqtt_publish, site_copy,

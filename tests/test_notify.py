@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.notify import HouseholdRateLimit, Notifier
+from gateway.site import load_site
 from gateway.store import Store
 from rules.actions import Escalate
 from simulators.bench._backlog import raise_actions

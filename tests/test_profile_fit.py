@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from drivers.profiles import ProfileMisfit, fit_profile, load_profiles
-from edge_config.loader import load_site
 from gateway import ConfigError
 from gateway.service import bindings_for
+from gateway.site import load_site
 from tests.api_fixtures import api_env  # noqa: F401 - fixture
 from tests.support import EXAMPLE
 

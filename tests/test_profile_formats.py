@@ -10,8 +10,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from drivers.profiles import ModbusProfile, load_profiles, parse_profile
-from edge_config.loader import load_site
 from gateway import ConfigError
+from gateway.site import load_site
 from tests.support import EXAMPLE
 
 

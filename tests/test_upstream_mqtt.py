@@ -11,10 +11,10 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from edge_config.loader import load_site
 from gateway.alarms import AlarmBook
 from gateway.broker import Mosquitto
 from gateway.metrics import Metrics
+from gateway.site import load_site
 from gateway.store import Store
 from gateway.upstream import UpstreamPublisher
 from simulators.bench._backlog import fill_backlog

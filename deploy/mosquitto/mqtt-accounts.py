@@ -2,7 +2,7 @@
 
     python mqtt-accounts.py --config SITE_DIR --env ENV_FILE --out DIR [--rotate DEVICE]...
 
-Run with the gateway's virtual environment (it reads the site with edge_config). Writes into
+Run with the gateway's virtual environment (it reads the site with gateway.site). Writes into
 DIR (by default /etc/mosquitto/community-gateway):
 
 - ``credentials.csv`` (0600): device,username,password,topic — the source of truth for device
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                    or "/usr/bin/mosquitto_passwd")
     args = p.parse_args(argv)
 
-    from edge_config.loader import load_site
     from gateway import ConfigError
+    from gateway.site import load_site
 
     try:
         site = load_site(args.config)

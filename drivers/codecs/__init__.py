@@ -1,4 +1,4 @@
-"""Pure frame codecs: bytes or text in, :class:`gateway.model.Reading` objects out.
+"""Pure frame codecs: bytes or text in, :class:`gateway.kernel.model.Reading` objects out.
 
 No I/O, no clock: timestamps are passed in. Every rejection raises (or, for the stream
 splitter, returns) :class:`drivers.DecodeError` with a short ``reason`` and a ``where``

@@ -38,7 +38,7 @@ from drivers.codecs.framing import (
     CJT188_LAYOUT, END, PREAMBLE, START, address_from_bytes, address_to_bytes, bcd_to_int,
     check_frame, checksum, int_to_bcd,
 )
-from gateway.model import Kind, Quality, Reading
+from gateway.kernel.model import Kind, Quality, Reading
 
 __all__ = [
     "C_ERROR_REPLY",

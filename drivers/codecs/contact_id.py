@@ -30,7 +30,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from drivers import DecodeError
-from gateway.model import Kind, Reading
+from gateway.kernel.model import Kind, Reading
 
 __all__ = [
     "EVENT_KINDS",

@@ -8,7 +8,7 @@ Every DATA byte travels with 0x33 added; the functions here take and return DATA
 offset removed. Data identifiers are ints written DI3..DI0 (``0x02010100`` = voltage A)
 and travel DI0 first.
 
-Decoded values use the units of :class:`gateway.model.Kind`: kWh, V, A and **W** (the
+Decoded values use the units of :class:`gateway.kernel.model.Kind`: kWh, V, A and **W** (the
 meter sends kW; :data:`DATA_ITEMS` scales it). Current and power carry a sign in the top
 bit of their highest byte (a negative power is export).
 
@@ -32,7 +32,7 @@ from drivers.codecs.framing import (
     DLT645_LAYOUT, END, PREAMBLE, START, address_from_bytes, address_to_bytes, bcd_to_int,
     check_frame, checksum, int_to_bcd,
 )
-from gateway.model import Kind, Reading
+from gateway.kernel.model import Kind, Reading
 
 __all__ = [
     "BROADCAST_ADDRESS",

@@ -28,7 +28,7 @@ from datetime import datetime
 import numpy as np
 
 from drivers import DecodeError
-from gateway.model import UNITS, Kind, Quality, Reading
+from gateway.kernel.model import UNITS, Kind, Quality, Reading
 
 __all__ = [
     "DATA_TYPES",
@@ -63,7 +63,7 @@ MAX_GAP = 8
 class RegisterEntry:
     """One value in a device's register map. See the module docstring for the fields.
 
-    Numeric kinds (those with a unit in :data:`gateway.model.UNITS`) decode to floats; a
+    Numeric kinds (those with a unit in :data:`gateway.kernel.model.UNITS`) decode to floats; a
     ``unit``, if given, must be that kind's unit (convert with ``scale``). Boolean kinds
     (``smoke``, ``valve_open`` ...) need an integer type and read True when the raw
     value is non-zero; scale and offset do not apply to them.
@@ -165,7 +165,7 @@ def decode_value(entry: RegisterEntry, registers: Sequence[int]) -> float | bool
 
 def decode_reading(entry: RegisterEntry, registers: Sequence[int], *, device_id: str,
                    ts: datetime) -> Reading:
-    """:func:`decode_value` as a :class:`~gateway.model.Reading` (BAD when ``None``)."""
+    """:func:`decode_value` as a :class:`~gateway.kernel.model.Reading` (BAD when ``None``)."""
     value = decode_value(entry, registers)
     if value is None:
         # Reading fills the unit only for good values; a BAD one keeps it for display

@@ -48,6 +48,17 @@ function fmtDur(ms) {
   return h ? `${h}:${two(m)}:${two(ss)}` : `${two(m)}:${two(ss)}`;
 }
 
+// who did it, in words: a user's name, the case system's handler, the device, the system
+function actorLabel(actor) {
+  if (!actor) return "";
+  if (actor.startsWith("case_system:")) { const who = actor.slice(12); return who ? t("actor_case_handler", {name: who}) : t("actor_case_system"); }
+  if (actor === "system") return t("actor_system");
+  if (actor === "device") return t("actor_device");
+  if (actor.startsWith("rule:")) return t("actor_rule");
+  return actor;
+}
+function caseStatusLabel(s) { return s ? t("cs_" + s) : ""; }
+
 // -- i18n and navigation ------------------------------------------------------------------
 function applyLang() {
   document.documentElement.lang = C.lang === "zh" ? "zh-CN" : "en";
@@ -56,6 +67,9 @@ function applyLang() {
   document.title = t("title");
   $("#lang").value = C.lang;
   updateMute();
+  const conn = $("#conn");   // the header's live-stream state and the user, in the new language
+  if (conn && conn.dataset.state) conn.textContent = (conn.dataset.state === "live" ? "● " : "○ ") + t(conn.dataset.state);
+  if (C.me) $("#who").textContent = `${C.me.user} · ${t("role_" + C.me.role)}`;
   if (C.me) { redrawBoard(true); if (window.Pages) Pages.show(C.view); }
 }
 $("#lang").onchange = e => { C.lang = e.target.value; localStorage.setItem("lang", C.lang); applyLang(); };
@@ -121,7 +135,6 @@ function caseLine(a) {
   return `<span class="case">${status}</span>${refused ? ` <span class="error case-refused">${esc(refused)}</span>` : ""}`;
 }
 function cardHtml(a, now) {
-  const actor = can("alarms.act");
   const msg = C.lang === "zh" ? a.message_zh : a.message_en;
   return `<div class="line1"><span class="sev ${esc(a.severity)}">${t(a.severity)}</span>
       ${a.test ? `<span class="tag test">${t("test_badge")}</span>` : ""}
@@ -130,13 +143,19 @@ function cardHtml(a, now) {
     ${householdCard(a)}
     <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
       · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · ${esc(a.device_id || "")} ${escalation(a, now)} · ${caseLine(a)}
-      ${a.ack_by ? ` · ${t("acknowledged")}: ${esc(a.ack_by)}` : ""}</div>
-    ${actor ? `<div class="actions">
-      ${a.state === "raised" ? `<button class="primary ack">${t("ack")}</button>` : ""}
+      ${a.ack_by ? ` · ${t("acknowledged")}: ${esc(actorLabel(a.ack_by))}` : ""}</div>`;
+}
+// The card's controls are drawn apart from the rest and kept while they stay the same, so
+// that a live update (case status, escalation) never takes the focus, the typed note or a
+// hint away from staff who are working on the card.
+function actionsKey(a) { return can("alarms.act") ? [a.state, needsAck(a), C.lang].join("|") : ""; }
+function actionsHtml(a) {
+  if (!can("alarms.act")) return "";
+  return `${a.state === "raised" ? `<button class="primary ack">${t("ack")}</button>` : ""}
       ${needsAck(a) ? `<span class="hint needs-ack">${t("resolve_needs_ack")}</span>` : `
       <select class="reason" aria-label="${t("reason")}"><option value="" selected>${t("choose_reason")}</option>${Object.entries(C.reasons).map(([k, v]) => `<option value="${k}">${esc(v[C.lang] || v.zh)}</option>`).join("")}</select>
       <input class="note" placeholder="${t("note")}" maxlength="1000" aria-label="${t("note")}">
-      <button class="resolve">${t("resolve")}</button><span class="error reason-error" role="alert"></span>`}</div>` : ""}`;
+      <button class="resolve">${t("resolve")}</button><span class="error reason-error" role="alert"></span>`}`;
 }
 // A critical alarm is acknowledged before it can be resolved (the API refuses it too).
 function needsAck(a) { return a.severity === "critical" && a.state === "raised"; }
@@ -174,11 +193,27 @@ function flush() {
     if (!el) { el = document.createElement("article"); C.cards.set(id, el); }
     el.className = `alarm ${a.severity} ${a.state}${a.test ? " test" : ""}`;
     el.dataset.id = a.id; el.dataset.state = a.state; el.dataset.severity = a.severity;
-    const keep = el.querySelector(".note"), note = keep ? keep.value : "";
-    const keepR = el.querySelector(".reason"), reason = keepR ? keepR.value : "";
-    el.innerHTML = cardHtml(a, now);
-    if (note && el.querySelector(".note")) el.querySelector(".note").value = note;
-    if (reason && el.querySelector(".reason")) el.querySelector(".reason").value = reason;
+    let body = el.querySelector(".card-body"), actions = el.querySelector(".actions");
+    if (!body) {
+      el.innerHTML = `<div class="card-body"></div>`;
+      body = el.firstChild; actions = null;
+    }
+    body.innerHTML = cardHtml(a, now);
+    const key = actionsKey(a);
+    if (!actions || actions.dataset.key !== key) {   // the controls change: draw them anew
+      const keep = actions && actions.querySelector(".note"), note = keep ? keep.value : "";
+      const keepR = actions && actions.querySelector(".reason"), reason = keepR ? keepR.value : "";
+      if (actions) actions.remove();
+      actions = null;
+      if (key) {
+        actions = document.createElement("div");
+        actions.className = "actions"; actions.dataset.key = key;
+        actions.innerHTML = actionsHtml(a);
+        el.appendChild(actions);
+        if (note && actions.querySelector(".note")) actions.querySelector(".note").value = note;
+        if (reason && actions.querySelector(".reason")) actions.querySelector(".reason").value = reason;
+      }
+    }
     window.__drawn[a.id] = Date.now();
   }
   pending.clear();
@@ -313,10 +348,10 @@ function connect() {
   });
   src.addEventListener("session", () => sessionLost());
   src.addEventListener("modes", e => setModes(JSON.parse(e.data)));
-  src.onopen = () => { $("#conn").textContent = "● " + t("live"); $("#conn").className = "conn live"; loadBoard(); };
+  src.onopen = () => { $("#conn").textContent = "● " + t("live"); $("#conn").className = "conn live"; $("#conn").dataset.state = "live"; loadBoard(); };
   src.onerror = () => {
     if (C.sessionLost) return;
-    $("#conn").textContent = "○ " + t("offline"); $("#conn").className = "conn down";
+    $("#conn").textContent = "○ " + t("offline"); $("#conn").className = "conn down"; $("#conn").dataset.state = "offline";
     if (src.readyState === EventSource.CLOSED) setTimeout(() => start(), 3000);
   };
 }
@@ -357,7 +392,7 @@ function sessionLost() {
   C.sessionLost = true;
   if (C.source) { C.source.close(); C.source = null; }
   const rd = $("#resolve-dialog"); if (rd.open) rd.close("session");   // (a modal would make the form inert)
-  $("#conn").textContent = "○ " + t("session_ended"); $("#conn").className = "conn down";
+  $("#conn").textContent = "○ " + t("session_ended"); $("#conn").className = "conn down"; $("#conn").dataset.state = "session_ended";
   const f = $("#relogin");
   if (!f.elements.username.value && C.me) f.elements.username.value = C.me.user;
   $("#relogin-error").textContent = "";

@@ -43,9 +43,9 @@ window.Pages = (function () {
       <th>${t("household")}</th><th>${t("state")}</th><th>${t("reason")}</th><th>${t("case")}</th></tr></thead><tbody>
       ${data.alarms.map(a => `<tr data-id="${a.id}"><td>${esc(fmtTime(a.raised_at))}</td><td><span class="sev ${esc(a.severity)}">${t(a.severity)}</span></td>
         <td>${esc(C.lang === "zh" ? a.message_zh : a.message_en)}</td><td>${esc(a.household ? a.household.address : a.device_id)}</td>
-        <td>${t(a.state)}${a.resolved_by ? " · " + esc(a.resolved_by) : a.ack_by ? " · " + esc(a.ack_by) : ""}</td>
-        <td>${a.resolve_reason ? esc(((C.reasonLabels || C.reasons)[a.resolve_reason] || {})[C.lang] || a.resolve_reason) : ""}${a.resolve_note ? "：" + esc(a.resolve_note) : ""}</td>
-        <td>${esc(a.case_id || "")} ${esc(a.case_status || "")}${a.case_refusal ? ` <span class="error">${esc(a.case_refusal[C.lang] || a.case_refusal.zh)}</span>` : ""}</td></tr>`).join("")}</tbody></table>`;
+        <td>${t(a.state)}${a.resolved_by ? " · " + esc(actorLabel(a.resolved_by)) : a.ack_by ? " · " + esc(actorLabel(a.ack_by)) : ""}</td>
+        <td>${a.resolve_reason ? esc(((C.reasonLabels || C.reasons)[a.resolve_reason] || {})[C.lang] || a.resolve_reason) : ""}${a.resolve_note ? (C.lang === "zh" ? "：" : ": ") + esc(a.resolve_note) : ""}</td>
+        <td>${esc(a.case_id || "")} ${esc(caseStatusLabel(a.case_status))}${a.case_refusal ? ` <span class="error">${esc(a.case_refusal[C.lang] || a.case_refusal.zh)}</span>` : ""}</td></tr>`).join("")}</tbody></table>`;
     $("#page").textContent = t("total", {n: data.total});
     $("#prev").disabled = histOffset === 0; $("#next").disabled = histOffset + PAGE >= data.total;
   }
@@ -219,7 +219,7 @@ window.Pages = (function () {
     $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
       <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
     $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
-      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.actor === "system" ? t("actor_system") : x.actor)}</td><td>${esc(auditAction(x))}</td><td>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${esc(actorLabel(x.actor))}</td><td>${esc(auditAction(x))}</td><td>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
   }
   function auditAction(x) {   // in words; a mode change with the mode and its end
     const k = "act_" + x.action, label = t(k) === k ? x.action : t(k), d = x.detail || {};

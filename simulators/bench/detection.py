@@ -69,8 +69,8 @@ def run(args) -> dict[str, Any]:
 
 def simulate(households: int, days: int, warmup: int, seed: int, share: float,
              sweep: list[float], truth: str | None = None) -> dict[str, Any]:
-    from edge_config.loader import load_site
     from gateway.service import build_engine
+    from gateway.site import load_site
     from simulators.site_gen import write_site
 
     if days < 2:

@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 async def _cases(tmp: Path, args: argparse.Namespace) -> dict:
-    from edge_config.loader import load_site
     from gateway.alarms import AlarmBook
     from gateway.forwarder import CaseForwarder
+    from gateway.site import load_site
     from gateway.store import Store
     from gateway.uplink.case_system import CaseSystemClient
     from simulators.bench._backlog import fill_backlog, start_case_system

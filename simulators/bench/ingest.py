@@ -107,11 +107,11 @@ def _bare_paho(port: int, client_id: str, n: int, timeout: float) -> float:
 
 async def _gateway(port: int, client_id: str, n: int, timeout: float, workdir: Path) -> dict:
     from drivers.mqtt import MqttIntake
-    from edge_config.loader import load_site
     from gateway.alarms import AlarmBook
     from gateway.metrics import Metrics
     from gateway.pipeline import Pipeline
     from gateway.service import bindings_for, build_engine
+    from gateway.site import load_site
     from gateway.store import Store
 
     site_dir = workdir / "site"
