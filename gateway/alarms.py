@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from edge_config.loader import SiteConfig
+from gateway import GatewayError
 from gateway.case_refusals import refusal
 from gateway.metrics import Metrics
 from gateway.model import Severity, utc
@@ -43,7 +44,7 @@ SYSTEM_ACTOR = "system"
 log = logging.getLogger(__name__)
 
 
-class AlarmError(Exception):
+class AlarmError(GatewayError):
     """Base of alarm command errors (mapped to HTTP 404/409 by the API)."""
 
 

@@ -25,11 +25,12 @@ from pydantic import ValidationError
 
 from gateway import StoreError
 from gateway.alarms import Change
+from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
-from gateway.uplink.case_system import Backoff, CaseSystemClient, CaseView, decode_callback
+from gateway.uplink.case_system import CaseSystemClient, CaseView, decode_callback
 from gateway.uplink.signing import Secret, SignatureError, Verifier
 
 __all__ = ["CaseFeedback", "CaseStatusPoller", "apply_case_event"]

@@ -42,10 +42,10 @@ from gateway.alarms import Change
 from gateway.case_refusals import refusal_code
 from gateway.metrics import Metrics
 from gateway.model import utc
-from gateway.store import Store
+from gateway.kernel.resilience import Backoff, CircuitBreaker
+from gateway.store import COMMIT_RETRY, Store
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
-from gateway.uplink.case_system import (Backoff, CaseCategory, CaseCreate, CaseSystemClient,
-                                        CaseUpdate, CircuitBreaker)
+from gateway.uplink.case_system import CaseCategory, CaseCreate, CaseSystemClient, CaseUpdate
 
 __all__ = ["IDLE_POLL_S", "CaseForwarder", "Outcome", "to_case_create", "to_case_update"]
 
@@ -250,7 +250,7 @@ class CaseForwarder:
             self._failures = 0
         if not retries:
             self.state = "ok"
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 await self.store.write(lambda c: _apply(c, outcomes))
@@ -259,8 +259,8 @@ class CaseForwarder:
                 # Not recorded: those rows stay pending and are resent (same idempotency key).
                 self.metrics.inc("gateway_store_errors_total", stage="outbox")
                 log.error("cannot record case system outcomes: %s (retrying)", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(COMMIT_RETRY.delay(failures))
+                failures += 1
         self.delivered += sum(o.kind == "delivered" for o in outcomes)
         changes = [Change(o.alarm_id, "case" if o.kind == "delivered" else "case_error")
                    for o in outcomes if o.kind != "retry"]

@@ -24,14 +24,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
-from collections.abc import Callable
 from datetime import datetime
 
 import apprise
 
 from gateway import StoreError
+from gateway.kernel.resilience import Backoff, RateLimit
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store
@@ -43,26 +41,12 @@ _CURSOR = "notify_cursor"
 _SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "一般", "info": "提示"}
 
 
-class HouseholdRateLimit:
-    """Sliding window: at most ``limit`` sends per household per ``window_s`` (monotonic)."""
+#: At most ``limit`` sends per household (and target) in any ``window_s``: the kernel's
+#: sliding window, :class:`gateway.kernel.resilience.RateLimit`.
+HouseholdRateLimit = RateLimit
 
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic):
-        self.limit, self.window_s, self._clock = limit, window_s, clock
-        self._sent: dict[str, deque[float]] = {}
-        self.held: dict[str, int] = {}
-
-    def allow(self, household: str) -> bool:
-        now = self._clock()
-        q = self._sent.setdefault(household, deque())
-        while q and now - q[0] >= self.window_s:
-            q.popleft()
-        if len(q) >= self.limit:
-            self.held[household] = self.held.get(household, 0) + 1
-            return False
-        q.append(now)
-        if len(self._sent) > 10_000:          # bounded memory
-            self._sent = {k: v for k, v in self._sent.items() if v}
-        return True
+#: A send apprise reports as failed is tried again after 0.2 s, 0.4 s, ... (at most 5 s).
+_SEND_RETRY = Backoff(base_s=0.2, cap_s=5.0, jitter="none")
 
 
 class Notifier:
@@ -139,7 +123,7 @@ class Notifier:
             if not self.limit.allow(key):
                 self.metrics.inc("gateway_notifications_total", result="suppressed")
                 continue
-            title, body = self._message(row, detail, self.limit.held.pop(key, 0))
+            title, body = self._message(row, detail, self.limit.take_held(key))
             ok = await self._send(urls, title, body)
             self.metrics.inc("gateway_notifications_total", result="sent" if ok else "failed",
                              tier=str(detail.get("tier_name", "")))
@@ -167,7 +151,7 @@ class Notifier:
         for attempt in range(self.attempts):
             if await ap.async_notify(body=body, title=title):
                 return True
-            await asyncio.sleep(min(0.2 * 2 ** attempt, 5.0))
+            await asyncio.sleep(_SEND_RETRY.delay(attempt))
         log.warning("notification not delivered after %d attempts (%d URL(s))",
                     self.attempts, len(urls))
         return False

@@ -28,7 +28,7 @@ from gateway import StoreError
 from gateway.alarms import AlarmBook
 from gateway.metrics import Metrics
 from gateway.model import Reading, utc
-from gateway.store import Store
+from gateway.store import COMMIT_RETRY, Store
 
 __all__ = ["Pipeline"]
 
@@ -115,7 +115,7 @@ class Pipeline:
             self._work.set()
 
     async def _committer(self) -> None:
-        delay = 0.05
+        failures = 0
         while True:
             await self._durable_ready.wait()
             self._durable_ready.clear()
@@ -129,11 +129,11 @@ class Pipeline:
                 self.metrics.inc("gateway_store_errors_total", stage="inbox")
                 log.error("cannot accept %d alarm-class messages: %s (retrying)", len(batch), exc)
                 self._durable = batch + self._durable
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(COMMIT_RETRY.delay(failures))
+                failures += 1
                 self._durable_ready.set()
                 continue
-            delay = 0.05
+            failures = 0
             for pending, seq_list in zip(batch, seqs):
                 if pending.ack is not None:
                     pending.ack()
@@ -190,7 +190,7 @@ class Pipeline:
         order they were made) and the inbox rows behind them; retry until it commits."""
         engine = self.engine
         journal = engine.book.journal()
-        delay = 0.05
+        failures = 0
         while True:
             try:
                 changes = await self.book.apply(actions, seqs, journal)
@@ -199,8 +199,8 @@ class Pipeline:
                 # The readings are in the inbox (or were telemetry): keep trying, never drop.
                 self.metrics.inc("gateway_store_errors_total", stage="alarms")
                 log.error("cannot commit %d alarm actions: %s (retrying)", len(actions), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(COMMIT_RETRY.delay(failures))
+                failures += 1
         for ch in changes:
             if ch.reopened:   # the engine took it for an update: its bookkeeping restarts
                 log.info("alarm %s raised anew for %s (the previous one was resolved)",

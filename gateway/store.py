@@ -28,12 +28,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import StoreError
+from gateway.kernel.resilience import Backoff
 
-__all__ = ["Store", "SCHEMA_VERSION", "lock_data_dir", "record_audit"]
+__all__ = ["COMMIT_RETRY", "Store", "SCHEMA_VERSION", "lock_data_dir", "record_audit"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCHEMA_VERSION = 1
+
+#: How a caller whose write failed (``StoreError``: disk full, I/O error) retries it:
+#: 0.05 s, doubling, at most 5 s, no jitter (one writer, nobody to fall in step with).
+COMMIT_RETRY = Backoff(base_s=0.05, cap_s=5.0, jitter="none")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

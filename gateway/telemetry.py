@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway import GatewayError
+from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
 from gateway.model import Reading
-from gateway.uplink.case_system import Backoff
 
 __all__ = ["EmbeddedTelemetry", "InfluxWriter", "TelemetryError", "TelemetrySink", "build_sink",
            "TelemetryWriter", "to_line"]
