@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian 12 / Raspberry Pi OS machine with only python3 and apt.
 #   bash deploy/quickstart.sh demo   # broker, simulated community + case system, gateway, console
-#   bash deploy/quickstart.sh test   # the whole test suite
+#   bash deploy/quickstart.sh test   # the static checks, then the whole test suite
 # Idempotent: installs what is missing (apt packages, a venv with the project), then runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +42,20 @@ if [ -z "$have" ]; then
   touch "$venv/.installed-$hash-${what}"
 fi
 
+# Static checks: `test` runs them before the tests, in this order, and stops at the first
+# that fails. One line per tool (installed by the test extra, configured in pyproject.toml);
+# ruff and mypy (issue 17.5) go here as `check ruff check` and `check mypy`.
+check() {
+  echo "quickstart: $*" >&2
+  "$venv/bin/$1" "${@:2}" || { echo "quickstart: $1 failed (see above); no tests run" >&2; return 1; }
+}
+static_checks() {
+  check lint-imports --no-cache || return 1   # the layers: [tool.importlinter], docs/architecture.md
+}
+
 case "$what" in
   demo) exec "$venv/bin/gateway" demo "$@" ;;
-  test) exec "$venv/bin/python" -m pytest "$@" ;;
+  test) static_checks || exit 1
+        exec "$venv/bin/python" -m pytest "$@" ;;
   *) echo "usage: $0 demo|test [args...]" >&2; exit 2 ;;
 esac

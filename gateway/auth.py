@@ -31,7 +31,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from gateway import StoreError
+from gateway import GatewayError, StoreError
 from gateway.model import utc
 from gateway.store import Store, record_audit
 
@@ -63,7 +63,7 @@ LOGIN_MAX_FAILURES = 5
 
 
 
-class AuthError(Exception):
+class AuthError(GatewayError):
     """Authentication failed; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, message: str, status: int = 401):
