@@ -20,8 +20,9 @@ from datetime import datetime
 from edge_config.loader import SiteConfig
 from gateway import GatewayError
 from gateway.case_refusals import refusal
+from gateway.kernel.clock import utc_iso
 from gateway.metrics import Metrics
-from gateway.model import Severity, utc
+from gateway.model import Severity
 from gateway.store import Store, record_audit
 
 __all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "CASE_REASONS",
@@ -85,8 +86,7 @@ class EngineState:
     ended: set[str]
 
 
-def _now() -> str:
-    return utc().isoformat()
+_now = utc_iso
 
 
 def _event(conn: sqlite3.Connection, alarm_id: int, action: str, actor: str, ts: str,

@@ -21,10 +21,10 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeWatch
+from gateway.kernel.clock import utc_iso
 from gateway.model import Kind, Quality, Reading, Severity
 
 __all__ = ["DecodeFaults", "DeviceHealth", "HealthBook", "REPORTING_INTERVAL_S"]
@@ -182,10 +182,6 @@ def _cause(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _iso_now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
 class DecodeFaults(DecodeWatch):
     """Devices whose input our own decoding fails on (an exception that is not a
     ``DecodeError``: a bug, or a profile that does not fit the device).
@@ -277,14 +273,14 @@ class DecodeFaults(DecodeWatch):
                f"设备 {device_id} 上报的数据无法解码，其报警可能无法送达；请检查设备配置文件并查看"
                f"网关日志",
                f"Messages of device {device_id} cannot be decoded ({transport}): its alarms may "
-               f"not arrive; check its profile and the gateway log", _iso_now())
+               f"not arrive; check its profile and the gateway log", utc_iso())
         self._write(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO device_faults (key, fault, device_id, household_id, "
             "grid_cell, severity, message_zh, message_en, raised_at, cleared_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,NULL)", row))
 
     def _persist_clear(self, device_id: str) -> None:
-        key, ts = self.key(device_id), _iso_now()
+        key, ts = self.key(device_id), utc_iso()
         self._write(lambda conn: conn.execute(
             "UPDATE device_faults SET cleared_at=? WHERE key=? AND cleared_at IS NULL",
             (ts, key)))
