@@ -368,6 +368,20 @@ class AlarmBook:
                 self._set_timer(k, float(due))
 
 
+#: device faults in words, for messages (``{fault}``): the console never shows the code
+FAULT_NAMES: dict[str, tuple[str, str]] = {
+    "silent": ("长时间未上报", "no report for too long"), "battery_low": ("电量低", "low battery"),
+    "tamper": ("防拆触发", "tamper"), "fault": ("设备自报故障", "device reports a fault"),
+    "offline": ("离线", "offline"), "decode_error": ("解码失败", "decode error"),
+    "sources_offline": ("活动传感器均无上报，无法监护", "every activity sensor is silent"),
+}
+
+
+def fault_name(fault: str) -> Bilingual:
+    zh, en = FAULT_NAMES.get(fault, (fault, fault))
+    return Bilingual(zh, en)
+
+
 class FaultBook:
     """Open device faults by key (dedup only)."""
 
@@ -387,7 +401,7 @@ class FaultBook:
             self._emit(TestRecord(where.device_id, rule.id, now, fault))
             return
         self.open.add(key)
-        fields.update(rule_id=rule.id, fault=fault, device_id=where.device_id or "",
+        fields.update(rule_id=rule.id, fault=fault_name(fault), device_id=where.device_id or "",
                       household_id=where.household_id or "", grid_cell=where.grid_cell or "")
         zh, en = render(rule.message, fields)
         self._emit(RaiseFault(key, fault, where.device_id, where.household_id, where.grid_cell,

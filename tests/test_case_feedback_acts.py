@@ -143,6 +143,14 @@ def test_live_case_updates_keep_what_staff_type_and_history_speaks_chinese(
             assert "已结案" in cells
             for raw in ("case_system", "closed", "on_site", "dispatched", "accepted"):
                 assert raw not in cells, (raw, cells)
+            # device types in words on the devices page
+            page.click("#nav [data-view=devices]")
+            page.wait_for_selector("tr.dev", timeout=5000)
+            devices = page.inner_text("#view-devices") if page.query_selector(
+                "#view-devices") else page.inner_text("body")
+            assert "一键呼叫器" in devices and "烟感" in devices
+            for raw in ("emergency_caller", "smoke_detector", "motion_sensor"):
+                assert raw not in devices, raw
         finally:
             context.close()
     finally:

@@ -263,6 +263,8 @@ def test_supervision_faults_are_kept_apart_from_alarms() -> None:
     sim.until(local(1, 8, 30), heartbeat=None)
     [b] = sim.feed("smoke-1", "battery", 15.0)
     assert isinstance(b, RaiseFault) and b.fault == "battery_low" and b.rule_id == "health"
+    # the message says the fault in words, never its code (the console shows the message)
+    assert b.message_zh == "smoke-1 电量低" and b.message_en.startswith("smoke-1: low battery")
     assert sim.feed("smoke-1", "battery", 22.0) == []           # inside the 5 % hysteresis
     assert [type(a) for a in sim.feed("smoke-1", "battery", 26.0)] == [ClearFault]
     [t] = sim.feed("smoke-1", "tamper", True)

@@ -58,6 +58,8 @@ function actorLabel(actor) {
   return actor;
 }
 function caseStatusLabel(s) { return s ? t("cs_" + s) : ""; }
+// a device type in words (a type the console does not know stays as it is)
+function typeLabel(x) { return x && I18N.zh["type_" + x] ? t("type_" + x) : (x || ""); }
 
 // -- i18n and navigation ------------------------------------------------------------------
 function applyLang() {

@@ -3,6 +3,7 @@
 // attributes in console.html and by t() in the scripts.
 window.I18N = {
   zh: {
+    type_emergency_caller: "一键呼叫器", type_smoke_detector: "烟感", type_heat_detector: "温感", type_gas_detector: "燃气探测器", type_water_leak_detector: "水浸探测器", type_door_access: "门禁", type_door_contact: "门磁", type_motion_sensor: "人体感应器", type_electricity_meter: "电表", type_water_meter: "水表", type_gas_meter: "燃气表", type_temperature_sensor: "温湿度传感器", type_alarm_panel: "报警主机",
     cs_accepted: "已受理", cs_dispatched: "已派单", cs_on_site: "已到场", cs_closed: "已结案", cs_rejected: "已退回",
     case_closed_confirm: "工单已结案，待确认", escalation_stopped: "网格已接单，不再升级",
     mode_on_test: "测试中", mode_on_maintenance: "维护中", mode_until: "至 {time}", modes_count: "测试/维护中",
@@ -56,6 +57,7 @@ window.I18N = {
     login_wrong: "用户名或密码错误", login_throttled: "登录失败次数过多，请几分钟后再试",
   },
   en: {
+    type_emergency_caller: "emergency caller", type_smoke_detector: "smoke detector", type_heat_detector: "heat detector", type_gas_detector: "gas detector", type_water_leak_detector: "water leak detector", type_door_access: "door access", type_door_contact: "door contact", type_motion_sensor: "motion sensor", type_electricity_meter: "electricity meter", type_water_meter: "water meter", type_gas_meter: "gas meter", type_temperature_sensor: "temperature sensor", type_alarm_panel: "alarm panel",
     cs_accepted: "accepted", cs_dispatched: "dispatched", cs_on_site: "on site", cs_closed: "closed", cs_rejected: "rejected",
     case_closed_confirm: "case closed, to be confirmed", escalation_stopped: "taken by the grid: no further escalation",
     mode_on_test: "In test", mode_on_maintenance: "In maintenance", mode_until: "until {time}", modes_count: "In test/maintenance",

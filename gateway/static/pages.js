@@ -84,7 +84,7 @@ window.Pages = (function () {
     }
     const now = Date.now(), modes = new Map(C.modes.map(m => [m.device_id, m]));
     const modeOf = dv => modes.has(dv.device_id) ? " " + modeTag(modes.get(dv.device_id)) : "";
-    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td>${esc(dv.device_id)}</td><td>${esc(dv.device_type)}</td>
+    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td>${esc(dv.device_id)}</td><td>${esc(typeLabel(dv.device_type))}</td>
       <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}${modeOf(dv)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
       <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
     $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} ${esc(cellName.get(cell) || cell)} (${esc(cell)})</summary>
@@ -99,7 +99,7 @@ window.Pages = (function () {
     if (!options) options = await api("/api/installer/options");
     await loadHouseholds();
     const typeSel = $("#type-select");
-    if (!typeSel.options.length) options.device_types.forEach(x => typeSel.insertAdjacentHTML("beforeend", `<option value="${esc(x)}">${esc(x)}</option>`));
+    if (!typeSel.options.length) options.device_types.forEach(x => typeSel.insertAdjacentHTML("beforeend", `<option value="${esc(x)}">${esc(typeLabel(x))}</option>`));
     const profSel = $("#profile-select");
     if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}">${esc(p.id)}</option>`));
     const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices")]);
@@ -107,7 +107,7 @@ window.Pages = (function () {
       <td><code>${esc(x.id)}</code><div class="hint">${t("sample")}: <code>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
       <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_unknown")}</p>`;
     $("#configured").innerHTML = `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
-      <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, until: d.mode_until}) : ""}<div class="hint">${esc(d.type)} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
+      <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, until: d.mode_until}) : ""}<div class="hint">${esc(typeLabel(d.type))} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
       <td class="actions"><button class="edit">${t("edit")}</button><button class="detail">${t("readings")}</button>
       ${d.mode === "normal" ? durationSelect("mode-duration", t("mode_duration")) : ""}<button class="mode">${d.mode === "normal" ? t("test_mode_on") : t("test_mode_off")}</button><button class="remove">${t("remove")}</button></td></tr>`).join("")}</tbody></table>`;
     installer.devices = cfg.devices;
