@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from gateway.kernel.clock import utc
 
@@ -210,7 +211,7 @@ class Reading:
         return Reading(self.device_id, self.kind, self.value, self.ts, self.unit, self.quality,
                        device_type, household_id, grid_cell, self.metric)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "device_id": self.device_id, "kind": self.kind.value, "value": self.value,
             "ts": self.ts.isoformat(), "unit": self.unit, "quality": self.quality.value,
@@ -219,7 +220,7 @@ class Reading:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> Reading:
+    def from_json(cls, d: dict[str, Any]) -> Reading:
         ts = datetime.fromisoformat(d["ts"])
         return cls(d["device_id"], Kind(d["kind"]), d.get("value"), utc(ts), d.get("unit", ""),
                    Quality(d.get("quality", "good")), d.get("device_type", ""),
