@@ -14,6 +14,17 @@
   only a SHA-256 of the token is stored (the token is 256 random bits, so a fast hash is
   the right tool there).
 
+Every method blocks (Argon2, the store): the API calls them through ``gateway.blocking``, so
+several run at once on worker threads. The in-memory maps (sessions, login failures) are
+guarded by one lock, held for dict operations only (never across Argon2 or a query):
+
+- a guess being checked counts against the login limits from the start of its check (and is
+  taken back if the password was right), so guesses sent at the same moment get no more
+  than the limit's worth of password checks;
+- a request in flight never brings back a session that logged out or whose user was disabled
+  meanwhile: it refreshes the session map only if the session is still there (or, when it
+  read the session from the store, only if no session ended since).
+
 The permission matrix (``PERMISSIONS``) is documented in docs/api.md.
 """
 
@@ -24,6 +35,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,9 +126,14 @@ class Auth:
         #: how often a session's last request is written to the store (so that a restart
         #: does not count the night from the login): at most every 5 minutes per session
         self._persist_s = min(300.0, self.idle_s / 8)
+        # guards _failures, _sessions and _ended (see the module's docstring)
+        self._lock = threading.Lock()
         self._failures: dict[str, list[float]] = {}
         # token hash -> (user, csrf, created, last seen, last seen as stored)
         self._sessions: dict[str, tuple[str, str, float, float, float]] = {}
+        #: sessions ended (logout, user disabled) so far: a request that read its session
+        #: from the store caches it only if none ended meanwhile
+        self._ended = 0
 
     # -- first start -----------------------------------------------------------------
     def has_admin(self) -> bool:
@@ -187,7 +204,10 @@ class Auth:
             record_audit(c, actor, "user.disable", username)
 
         self.store.write_sync(tx)
-        self._sessions = {h: s for h, s in self._sessions.items() if s[0] != username}
+        with self._lock:
+            for h in [h for h, s in self._sessions.items() if s[0] == username]:
+                del self._sessions[h]
+            self._ended += 1
 
     def audit_log(self, limit: int = 200, actor: str | None = None) -> list[dict]:
         """Who did what, newest first."""
@@ -209,43 +229,69 @@ class Auth:
         # guesser is slowed down, but nobody on the LAN can lock the duty account out of the
         # duty room's PC during an emergency with a handful of wrong passwords.
         keys = self._login_keys(username, client)
-        for key, limit in keys:
-            recent = [t for t in self._failures.get(key, []) if now - t < LOGIN_WINDOW_S]
-            self._failures[key] = recent
-            if len(recent) >= limit:
-                raise AuthError("too many failed logins; try again in a few minutes", 429)
-        row = self.store.query_one("SELECT * FROM users WHERE username=? AND disabled=0",
-                                   (username,))
+        with self._lock:
+            for key, limit in keys:
+                recent = [t for t in self._failures.get(key, []) if now - t < LOGIN_WINDOW_S]
+                self._failures[key] = recent
+                if len(recent) >= limit:
+                    raise AuthError("too many failed logins; try again in a few minutes", 429)
+            for key, _limit in keys:        # counted while it is checked (module docstring)
+                self._failures[key].append(now)
         try:
+            row = self.store.query_one("SELECT * FROM users WHERE username=? AND disabled=0",
+                                       (username,))
             if row is None:
                 raise VerifyMismatchError
             self.hasher.verify(row["password_hash"], password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
-            for key, _limit in keys:
-                self._failures.setdefault(key, []).append(now)
-            if len(self._failures) > 10_000:       # bounded under a flood of distinct keys
-                self._failures.clear()
+            with self._lock:                       # the guess stays counted
+                if len(self._failures) > 10_000:   # bounded under a flood of distinct keys
+                    self._failures.clear()
             raise AuthError("wrong user name or password", 401) from None
-        self._failures.pop(f"cu:{client}:{username}", None)
+        except BaseException:                      # not a wrong password (store error ...)
+            self._uncount(keys, now)
+            raise
+        self._uncount(keys, now)
+        with self._lock:
+            self._failures.pop(f"cu:{client}:{username}", None)
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
         wall = time.time()
-        self._sessions[_sha(token)] = (username, csrf, wall, wall, wall)
+        with self._lock:
+            self._sessions[_sha(token)] = (username, csrf, wall, wall, wall)
         self.store.write_sync(lambda c: (c.execute(
             "INSERT INTO sessions VALUES (?,?,?,?,?)", (_sha(token), username, csrf, wall, wall)),
             record_audit(c, username, "login", username)))
         return token, Principal(username, row["role"], "session", csrf)
 
+    def _uncount(self, keys: tuple[tuple[str, int], ...], now: float) -> None:
+        """Take back a login attempt counted while its password was checked."""
+        with self._lock:
+            for key, _limit in keys:
+                recent = self._failures.get(key)
+                if recent and now in recent:
+                    recent.remove(now)
+
     def logout(self, cookie: str) -> None:
         h = _sha(cookie)
-        self._sessions.pop(h, None)
-        self.store.write_sync(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?", (h,)))
+        with self._lock:
+            self._sessions.pop(h, None)
+        try:
+            self.store.write_sync(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?",
+                                                      (h,)))
+        finally:
+            with self._lock:     # again: a request in flight may have read it meanwhile
+                self._sessions.pop(h, None)
+                self._ended += 1
 
     def from_cookie(self, cookie: str) -> Principal:
         """The session's principal; refreshes its idle timer (every request does, and an
         open live stream every ``stream_check_s``). Blocking: may write to the store."""
         h = _sha(cookie)
-        sess = self._sessions.get(h)
+        with self._lock:
+            sess = self._sessions.get(h)
+            ended = self._ended
+        cached = sess is not None
         if sess is None:
             row = self.store.query_one("SELECT * FROM sessions WHERE token_hash=?", (h,))
             if row is None:
@@ -255,7 +301,8 @@ class Auth:
         username, csrf, created, last_seen, stored = sess
         now = time.time()
         if now - created > self.max_s or now - last_seen > self.idle_s:
-            self._sessions.pop(h, None)
+            with self._lock:
+                self._sessions.pop(h, None)
             raise AuthError("session expired")
         user = self.store.query_one("SELECT role FROM users WHERE username=? AND disabled=0",
                                     (username,))
@@ -269,7 +316,9 @@ class Auth:
                 stored = now
             except StoreError as exc:   # the store says so in /healthz; the session goes on
                 log.warning("session last-seen not stored: %s", exc)
-        self._sessions[h] = (username, csrf, created, now, stored)
+        with self._lock:   # never brings back a session that ended meanwhile
+            if (h in self._sessions) if cached else (self._ended == ended):
+                self._sessions[h] = (username, csrf, created, now, stored)
         return Principal(username, user["role"], "session", csrf)
 
     # -- API tokens ------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ruamel.yaml import YAML
 
 from edge_config.loader import SiteConfig
 from gateway import ConfigError, GatewayError
+from gateway.blocking import blocking
 from gateway.device_modes import effective_mode
 from gateway.model import utc
 from gateway.site import load_site
@@ -100,7 +101,7 @@ class SiteEditor:
     async def upsert_device(self, device: dict, *, create: bool, actor: str) -> SiteConfig:
         """Add (``create``) or replace the device ``device["id"]``; see module contract."""
         async with self._lock:
-            tree = self._load_tree()
+            tree = await blocking(self._load_tree)
             devices = tree["devices"]
             index = next((i for i, d in enumerate(devices)
                           if isinstance(d, dict) and d.get("id") == device["id"]), None)
@@ -120,12 +121,12 @@ class SiteEditor:
                 for key, value in entry.items():
                     if old.get(key) != value:
                         old[key] = value
-            return await asyncio.to_thread(self._commit, tree, index if index is not None
-                                           else len(devices) - 1)
+            return await blocking(self._commit, tree, index if index is not None
+                                    else len(devices) - 1)
 
     async def remove_device(self, device_id: str, *, actor: str) -> SiteConfig:
         async with self._lock:
-            tree = self._load_tree()
+            tree = await blocking(self._load_tree)
             devices = tree["devices"]
             index = next((i for i, d in enumerate(devices)
                           if isinstance(d, dict) and d.get("id") == device_id), None)
@@ -133,14 +134,14 @@ class SiteEditor:
                 raise InstallerError([{"field": "id", "message":
                                        f"device {device_id!r} not found"}], 404)
             del devices[index]
-            return await asyncio.to_thread(self._commit, tree, None)
+            return await blocking(self._commit, tree, None)
 
     async def set_mode(self, device_id: str, mode: str, *, actor: str,
                        until: datetime | None = None) -> SiteConfig:
         """normal / test / maintenance, persisted in devices.yaml (survives a restart); a test
         or maintenance mode ends at ``until`` (``mode_until``, gateway.device_modes)."""
         async with self._lock:
-            tree = self._load_tree()
+            tree = await blocking(self._load_tree)
             entry = next((d for d in tree["devices"]
                           if isinstance(d, dict) and d.get("id") == device_id), None)
             if entry is None:
@@ -154,7 +155,7 @@ class SiteEditor:
                 if until is not None:
                     entry["mode_until"] = until.isoformat()
             index = tree["devices"].index(entry)
-            return await asyncio.to_thread(self._commit, tree, index)
+            return await blocking(self._commit, tree, index)
 
     async def settle_modes(self, now: datetime, *, default_s: float, max_s: float,
                            zone: tzinfo) -> tuple[SiteConfig | None, list[dict]]:
@@ -164,7 +165,7 @@ class SiteEditor:
         (None: nothing to change) and the changes ``{"action", "device_id", "mode", "until",
         "why"?}``. Under the editor's lock, so an installer's edit meanwhile is seen."""
         async with self._lock:
-            tree = self._load_tree()
+            tree = await blocking(self._load_tree)
             changes: list[dict] = []
             for entry in tree["devices"]:
                 if not isinstance(entry, dict) or entry.get("mode") in (None, "normal"):
@@ -185,7 +186,7 @@ class SiteEditor:
                                     "mode": entry.get("mode"), "until": until, "why": why})
             if not changes:
                 return None, []
-            return await asyncio.to_thread(self._commit, tree, None), changes
+            return await blocking(self._commit, tree, None), changes
 
     # -- validate, keep the previous version, write atomically ---------------------------
     def _commit(self, tree: Any, index: int | None) -> SiteConfig:

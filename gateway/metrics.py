@@ -1,17 +1,30 @@
-"""In-process counters and gauges, rendered in the Prometheus text format at ``/metrics``.
+"""In-process counters, gauges and histograms, rendered in the Prometheus text format at
+``/metrics``.
 
-Deliberately tiny: the gateway's hot paths increment plain dict entries (no locks: everything
-runs on the event loop thread; the store's writer thread only reads its own counters).
+Deliberately tiny, and safe from any thread. The event loop's thread changes them all the
+time (drivers, pipeline, forwarder); ``/metrics`` renders them on a worker thread of
+``gateway.blocking`` (its gauges read the store); anything on the store's writer thread or a
+worker may count too. One lock guards the maps: every change takes it for a dict update, and
+``render``/``total``/``by_label`` take a copy under it and do the formatting and call the
+gauges (which may query the store) after releasing it, so the loop never waits on a scrape.
+
+The one exception is ``drivers/mqtt.py``'s hot path, which adds to ``counters`` directly
+(``counters[key] += 1``, no label sort, no lock): allowed on the event loop's thread only,
+for a key no other thread changes. A copy taken under the lock is one C-level step that no
+such update can interleave with (no bytecode runs inside it).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 
 __all__ = ["Metrics", "RateLimitedLog"]
+
+Key = tuple[str, tuple[tuple[str, str], ...]]
 
 
 class Metrics:
@@ -20,59 +33,77 @@ class Metrics:
     BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
     def __init__(self) -> None:
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self.counters: dict[Key, float] = defaultdict(float)
         self.gauges: dict[str, Callable[[], float]] = {}
         self.help: dict[str, str] = {}
         self._hist: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        self.counters[(name, tuple(sorted(labels.items())))] += amount
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self.counters[key] += amount
 
     def get(self, name: str, **labels: str) -> float:
-        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            return self.counters.get(key, 0.0)
+
+    def _counters(self) -> dict[Key, float]:
+        with self._lock:
+            return dict(self.counters)
 
     def total(self, name: str) -> float:
-        return sum(v for (n, _l), v in self.counters.items() if n == name)
+        return sum(v for (n, _l), v in self._counters().items() if n == name)
 
     def by_label(self, name: str, label: str) -> dict[str, float]:
         out: dict[str, float] = {}
-        for (n, labels), v in self.counters.items():
+        for (n, labels), v in self._counters().items():
             if n == name:
                 key = dict(labels).get(label, "")
                 out[key] = out.get(key, 0.0) + v
         return out
 
     def gauge(self, name: str, fn: Callable[[], float], help_text: str = "") -> None:
-        self.gauges[name] = fn
-        if help_text:
-            self.help[name] = help_text
+        with self._lock:
+            self.gauges[name] = fn
+            if help_text:
+                self.help[name] = help_text
 
     def observe(self, name: str, seconds: float) -> None:
-        h = self._hist.setdefault(name, [0.0] * (len(self.BUCKETS) + 2))
-        for i, b in enumerate(self.BUCKETS):
-            if seconds <= b:
-                h[i] += 1
-        h[-2] += 1          # count
-        h[-1] += seconds    # sum
+        with self._lock:
+            h = self._hist.get(name)
+            if h is None:
+                h = self._hist[name] = [0.0] * (len(self.BUCKETS) + 2)
+            for i, b in enumerate(self.BUCKETS):
+                if seconds <= b:
+                    h[i] += 1
+            h[-2] += 1          # count
+            h[-1] += seconds    # sum
 
     def render(self) -> str:
+        with self._lock:          # copies only; gauges are called after the lock is released
+            counters = dict(self.counters)
+            gauges = dict(self.gauges)
+            helps = dict(self.help)
+            hists = {name: list(h) for name, h in self._hist.items()}
         lines: list[str] = []
-        names = sorted({n for n, _ in self.counters})
-        for name in names:
-            lines.append(f"# TYPE {name} counter")
-            for (n, labels), v in sorted(self.counters.items()):
-                if n == name:
-                    lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels)
-                    lines.append(f"{name}{{{lab}}} {v:g}" if lab else f"{name} {v:g}")
-        for name, fn in sorted(self.gauges.items()):
-            if name in self.help:
-                lines.append(f"# HELP {name} {self.help[name]}")
+        current = None
+        for (name, labels), v in sorted(counters.items()):
+            if name != current:
+                lines.append(f"# TYPE {name} counter")
+                current = name
+            lab = ",".join(f'{k}="{_esc(val)}"' for k, val in labels)
+            lines.append(f"{name}{{{lab}}} {v:g}" if lab else f"{name} {v:g}")
+        for name, fn in sorted(gauges.items()):
+            if name in helps:
+                lines.append(f"# HELP {name} {helps[name]}")
             lines.append(f"# TYPE {name} gauge")
             try:
                 lines.append(f"{name} {float(fn()):g}")
             except (ValueError, TypeError, ArithmeticError):
                 lines.append(f"{name} NaN")
-        for name, h in sorted(self._hist.items()):
+        for name, h in sorted(hists.items()):
             lines.append(f"# TYPE {name} histogram")
             for i, b in enumerate(self.BUCKETS):
                 lines.append(f'{name}_bucket{{le="{b:g}"}} {h[i]:g}')
@@ -87,7 +118,9 @@ def _esc(v: str) -> str:
 
 
 class RateLimitedLog:
-    """Log a repeated problem once per key per interval, with how many were suppressed."""
+    """Log a repeated problem once per key per interval, with how many were suppressed.
+
+    Not locked: each driver keeps its own and uses it on the event loop's thread only."""
 
     def __init__(self, logger: logging.Logger, interval_s: float = 60.0):
         self.logger = logger

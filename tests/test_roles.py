@@ -73,9 +73,17 @@ SKIP_CALL = {("DELETE", "/api/config/devices/{device_id}"), ("POST", "/api/logou
 
 
 def routes(app) -> set[tuple[str, str]]:
+    """(method, path) of every API route, the routers' included (FastAPI >= 0.16x keeps an
+    included router as one entry of ``app.routes``: ``iter_route_contexts`` opens it)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:                  # older FastAPI: include_router copies the routes
+        contexts = list(app.routes)
+    else:
+        contexts = list(iter_route_contexts(app.routes))
     out = set()
-    for r in app.routes:
-        if isinstance(r, APIRoute):
+    for r in contexts:
+        if isinstance(getattr(r, "original_route", r), APIRoute):
             for m in r.methods:
                 out.add((m, r.path))
     return out

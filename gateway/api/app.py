@@ -1,0 +1,42 @@
+"""The FastAPI application: the routers of every area on one context."""
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from gateway import __version__
+from gateway.alarms import AlarmNotFound, AlarmStateError
+from gateway.api import (
+    admin, alarms, case_callback, console, devices, history, installer, operations, session,
+)
+from gateway.api.context import ApiContext
+
+__all__ = ["ROUTERS", "create_app"]
+
+#: every area's router, in the order their routes are matched and listed
+ROUTERS = (operations.router, session.router, alarms.router, devices.router,
+           case_callback.router, history.router, admin.router, installer.router,
+           console.router)
+
+
+async def _not_found(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _wrong_state(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AlarmStateError)
+    return JSONResponse({"detail": str(exc), "code": exc.code}, status_code=409)
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    """The gateway's API and console on ``ctx`` (``app.state.ctx``, read per request)."""
+    app = FastAPI(title="Community edge gateway", version=__version__,
+                  description="Alarms, duty console and installer API of a community gateway.")
+    app.state.ctx = ctx
+    operations.register_gauges(ctx)
+    # One mapping of the alarm book's errors for every endpoint: 404 unknown, 409 wrong state.
+    app.add_exception_handler(AlarmNotFound, _not_found)
+    app.add_exception_handler(AlarmStateError, _wrong_state)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.mount("/static", console.static_files(), name="static")
+    return app

@@ -1,0 +1,54 @@
+"""Device health, the unknown-devices inbox, last readings, faults, test/maintenance modes.
+
+Device health (``HealthBook``) is the event loop's own in-memory state: read on the loop,
+never on a worker thread. Faults live in the store (read through ``gateway.blocking``)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from gateway.api.deps import Ctx, need
+from gateway.auth import Principal
+from gateway.blocking import blocking
+from gateway.device_modes import modes_json
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["devices"])
+Reader = Annotated[Principal, Depends(need("devices.read"))]
+
+
+@router.get("/api/devices")
+async def list_devices(p: Reader, ctx: Ctx) -> dict:
+    """Health of every configured device (online/offline/degraded, battery, last seen)."""
+    return {"devices": [h.to_json() for h in ctx.devices.devices.values()],
+            "summary": ctx.devices.summary()}
+
+
+@router.get("/api/devices/unknown")
+async def unknown_devices(p: Annotated[Principal, Depends(need("devices.write"))],
+                          ctx: Ctx) -> dict:
+    """Devices seen on the bus that no configuration binds (the installer's inbox)."""
+    return {"unknown": sorted(ctx.devices.unknown.values(), key=lambda e: -e["last_seen"])}
+
+
+@router.get("/api/devices/{device_id}/readings")
+async def device_readings(device_id: str, p: Reader, ctx: Ctx) -> dict:
+    """The last decoded readings of a device (newest last)."""
+    h = ctx.devices.devices.get(device_id)
+    if h is None:
+        raise HTTPException(404, f"device {device_id!r} not configured")
+    return {"device": h.to_json(), "readings": list(h.last_readings)}
+
+
+@router.get("/api/faults")
+async def faults(p: Reader, ctx: Ctx, include_cleared: bool = False) -> dict:
+    """Device faults (silent, offline, low battery, tamper...) kept apart from alarms."""
+    return {"faults": await blocking(ctx.book.faults, open_only=not include_cleared)}
+
+
+@router.get("/api/devices/modes")
+async def device_modes(p: Annotated[Principal, Depends(need("alarms.read"))], ctx: Ctx) -> dict:
+    """Devices in test or maintenance mode now, with the time each mode ends (the duty
+    board's count and tags). Also sent on the live stream as ``event: modes``."""
+    return modes_json(ctx.site)

@@ -1,0 +1,282 @@
+"""Installer endpoints: device configuration (validated, atomic, applied without a restart),
+test and maintenance mode (each with its end: gateway.device_modes), test records, the
+commissioning checklist.
+
+Every edit goes through :class:`gateway.installer.SiteEditor` (its file I/O runs on
+``gateway.blocking``'s threads) and then the service's reload hook (``ApiContext.reload``,
+on the event loop: it swaps the loop's own state); a rejected edit answers 422 with
+``detail`` as a list of ``{"loc": ["body", field], "msg": ...}`` (the same shape as
+FastAPI's own validation errors), and leaves the files untouched.
+"""
+
+import json
+import logging
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.alarms import AlarmBook
+from gateway.api.context import ApiContext
+from gateway.api.deps import Ctx, need
+from gateway.auth import Principal
+from gateway.blocking import blocking
+from gateway.device_modes import (
+    CHOICES, DEFAULT_CHOICE, MAX_S, effective_mode, mode_until, parse_mode_duration,
+)
+from gateway.installer import InstallerError, checklist
+from gateway.model import DEVICE_TYPES, utc
+
+__all__ = ["DeviceBody", "ModeBody", "router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["installer"])
+ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Mode = Literal["normal", "test", "maintenance"]
+DURATION_DOC = ("how long a test or maintenance mode lasts: '30m', '2h', '90s' or seconds; "
+                "1 s to 24 h, default 2 h; it then ends by itself (ignored for normal)")
+Writer = Annotated[Principal, Depends(need("devices.write"))]
+Reader = Annotated[Principal, Depends(need("devices.read"))]
+
+
+def _duration(v):
+    return None if v is None or v == "" else parse_mode_duration(v)
+
+
+class DeviceBody(BaseModel):
+    """A device as the installer form sends it (``devices.yaml`` entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=ID)
+    type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
+    household: str | None = Field(default=None, pattern=ID)
+    grid_cell: str | None = Field(default=None, max_length=32)
+    name: str = Field(default="", max_length=100)
+    profile: str | None = Field(default=None, max_length=64)
+    topic: str | None = Field(default=None, min_length=1, max_length=200,
+                              description="MQTT topic; default devices/<id>")
+    zigbee2mqtt: str | None = Field(default=None, min_length=1, max_length=100,
+                                    description="Zigbee2MQTT friendly name (instead of topic)")
+    mode: Mode = "normal"
+    duration: str | float | None = Field(default=None, description=DURATION_DOC)
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _seconds(cls, v):
+        return _duration(v)
+
+    def to_entry(self, until=None) -> dict:
+        mqtt = ({"zigbee2mqtt": self.zigbee2mqtt} if self.zigbee2mqtt
+                else {"topic": self.topic or f"devices/{self.id}"})
+        normal = self.mode == "normal"
+        return {"id": self.id, "type": self.type, "household": self.household,
+                "grid_cell": self.grid_cell, "name": self.name, "profile": self.profile,
+                "mqtt": mqtt, "mode": None if normal else self.mode,
+                "mode_until": None if normal or until is None else until.isoformat()}
+
+
+class ModeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mode: Mode
+    duration: str | float | None = Field(default=None, description=DURATION_DOC)
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _seconds(cls, v):
+        return _duration(v)
+
+
+def _device_json(d) -> dict:
+    mode = effective_mode(d)
+    return {"id": d.id, "type": d.type, "household": d.household, "grid_cell": d.grid_cell,
+            "name": d.name, "profile": d.profile, "topic": d.topic,
+            "zigbee2mqtt": d.mqtt.zigbee2mqtt if d.mqtt else None, "mode": mode,
+            "mode_until": d.mode_until.isoformat() if mode != "normal" and d.mode_until
+            else None}
+
+
+def _problem(exc: InstallerError) -> HTTPException:
+    return HTTPException(exc.status, [{"loc": ["body", e["field"]], "msg": e["message"],
+                                       "type": "config"} for e in exc.errors])
+
+
+def _editor(ctx: ApiContext):
+    if ctx.editor is None:
+        raise HTTPException(503, "configuration editing is not available on this gateway")
+    return ctx.editor
+
+
+async def _apply(ctx: ApiContext, site, actor: str, action: str, target: str,
+                 **detail) -> None:
+    """An edited site takes effect (on the loop: the reload swaps the loop's state)."""
+    if ctx.reload is not None:
+        ctx.reload(site)
+    else:
+        ctx.site = site
+    if ctx.devices is not None:       # bound now: out of the unknown-devices inbox
+        for d in site.devices.devices:
+            ctx.devices.unknown.pop(d.topic, None)
+    await ctx.book.store.audit(actor, action, target, **detail)
+
+
+def _find(ctx: ApiContext, device_id: str):
+    d = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
+    if d is None:
+        raise HTTPException(404, f"device {device_id!r} not configured")
+    return d
+
+
+def _until_for(ctx: ApiContext, mode: str, seconds: float | None, current=None):
+    """The end of a test/maintenance mode being set: ``seconds`` from now (default 2 h);
+    an edit that keeps the device's current mode and names no duration keeps its end."""
+    if mode == "normal":
+        return None
+    if (seconds is None and current is not None and effective_mode(current) == mode
+            and current.mode_until is not None):
+        return current.mode_until
+    return mode_until(ctx.site, seconds)
+
+
+def _mode_detail(mode: str, until) -> dict:
+    return {"mode": mode} if until is None else {
+        "mode": mode, "until": until.isoformat(),
+        "duration_s": max(0, round((until - utc()).total_seconds()))}
+
+
+def _options(site) -> dict:
+    """What the device form offers (blocking: reads the profiles' files)."""
+    from drivers.profiles import load_profiles
+
+    profiles = load_profiles(site.directory / "profiles")
+    return {"device_types": list(DEVICE_TYPES),
+            "modes": ["normal", "test", "maintenance"],
+            "mode_durations": list(CHOICES), "mode_duration_default": DEFAULT_CHOICE,
+            "mode_duration_max_s": MAX_S,
+            "households": [{"id": h.id, "address": h.address, "grid_cell": h.grid_cell}
+                           for h in site.site.households],
+            "grid_cells": [{"code": c.code, "name": c.name}
+                           for c in site.site.grid_cells],
+            "profiles": sorted(({"id": pid, "device_type": getattr(pr, "device_type", None)}
+                                for pid, pr in profiles.by_id.items()),
+                               key=lambda x: x["id"])}
+
+
+def _tests_and_sign_off(book: AlarmBook, device_ids: list[str],
+                        household_id: str) -> tuple[dict[str, int], dict | None]:
+    """Tests recorded per device and the last sign-off (blocking: store queries)."""
+    tests = {dev: len(book.device_tests(dev, limit=1)) for dev in device_ids}
+    row = book.store.query_one(
+        "SELECT ts, actor FROM audit WHERE action='household.commissioned' AND target=? "
+        "ORDER BY id DESC LIMIT 1", (household_id,))
+    return tests, dict(row) if row else None
+
+
+async def _household_checklist(ctx: ApiContext, household_id: str) -> dict:
+    hh = ctx.site.household(household_id)
+    if hh is None:
+        raise HTTPException(404, f"household {household_id!r} not found")
+    ids = [d.id for d in ctx.site.devices.devices if d.household == household_id]
+    tests, signed = await blocking(_tests_and_sign_off, ctx.book, ids, household_id)
+    # device health: the loop's state, read on the loop
+    return checklist(ctx.site, household_id, ctx.devices, tests, signed)
+
+
+@router.get("/api/installer/options")
+async def options(p: Writer, ctx: Ctx) -> dict:
+    """What the device form offers: types, households, grid cells, profiles."""
+    return await blocking(_options, ctx.site)
+
+
+@router.get("/api/config/devices")
+async def config_devices(p: Writer, ctx: Ctx) -> dict:
+    """The configured devices as the installer edits them."""
+    return {"devices": [_device_json(d) for d in ctx.site.devices.devices]}
+
+
+@router.post("/api/config/devices", status_code=201)
+async def create_device(body: DeviceBody, p: Writer, ctx: Ctx) -> dict:
+    """Add a device (e.g. from the unknown-devices inbox); applied without a restart."""
+    until = _until_for(ctx, body.mode, body.duration)
+    try:
+        site = await _editor(ctx).upsert_device(body.to_entry(until), create=True,
+                                                actor=p.name)
+    except InstallerError as exc:
+        raise _problem(exc) from None
+    await _apply(ctx, site, p.name, "device.create", body.id, type=body.type,
+                 household=body.household, **_mode_detail(body.mode, until))
+    return {"device": _device_json(_find(ctx, body.id))}
+
+
+@router.put("/api/config/devices/{device_id}")
+async def edit_device(device_id: str, body: DeviceBody, p: Writer, ctx: Ctx) -> dict:
+    """Replace a device's configuration (its id stays); applied without a restart."""
+    if body.id != device_id:
+        raise HTTPException(422, [{"loc": ["body", "id"], "type": "config",
+                                   "msg": "the id cannot be changed; remove and add"}])
+    current = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
+    until = _until_for(ctx, body.mode, body.duration, current)
+    try:
+        site = await _editor(ctx).upsert_device(body.to_entry(until), create=False,
+                                                actor=p.name)
+    except InstallerError as exc:
+        raise _problem(exc) from None
+    await _apply(ctx, site, p.name, "device.edit", device_id, household=body.household,
+                 **_mode_detail(body.mode, until))
+    return {"device": _device_json(_find(ctx, device_id))}
+
+
+@router.delete("/api/config/devices/{device_id}")
+async def remove_device(device_id: str, p: Writer, ctx: Ctx) -> dict:
+    try:
+        site = await _editor(ctx).remove_device(device_id, actor=p.name)
+    except InstallerError as exc:
+        raise _problem(exc) from None
+    await _apply(ctx, site, p.name, "device.remove", device_id)
+    return {"removed": device_id}
+
+
+@router.get("/api/config/versions")
+async def versions(p: Writer, ctx: Ctx) -> dict:
+    """Previous versions of devices.yaml kept by the editor (newest first)."""
+    return {"versions": [{"name": v.name, "saved_at": v.saved_at, "size": v.size}
+                         for v in await blocking(_editor(ctx).versions)]}
+
+
+@router.put("/api/devices/{device_id}/mode")
+async def set_mode(device_id: str, body: ModeBody, p: Writer, ctx: Ctx) -> dict:
+    """Test or maintenance mode for ``duration`` (default 2 h, at most 24 h): triggers
+    are recorded as tests, never alarms, until the mode ends by itself or is set back
+    to normal (kept in devices.yaml as ``mode`` and ``mode_until``)."""
+    until = _until_for(ctx, body.mode, body.duration)
+    try:
+        site = await _editor(ctx).set_mode(device_id, body.mode, actor=p.name, until=until)
+    except InstallerError as exc:
+        raise _problem(exc) from None
+    await _apply(ctx, site, p.name, "device.mode", device_id,
+                 **_mode_detail(body.mode, until))
+    return {"device": _device_json(_find(ctx, device_id))}
+
+
+@router.get("/api/devices/{device_id}/tests")
+async def device_tests(device_id: str, p: Reader, ctx: Ctx) -> dict:
+    """Test presses recorded for a device (newest first)."""
+    _find(ctx, device_id)
+    return {"tests": await blocking(ctx.book.device_tests, device_id)}
+
+
+@router.get("/api/households/{household_id}/checklist")
+async def get_checklist(household_id: str, p: Reader, ctx: Ctx) -> dict:
+    """The commissioning checklist of a household (computed live)."""
+    return await _household_checklist(ctx, household_id)
+
+
+@router.post("/api/households/{household_id}/commissioned")
+async def sign_off(household_id: str, p: Writer, ctx: Ctx) -> dict:
+    """Record that the household is commissioned; 409 while an item is open."""
+    result = await _household_checklist(ctx, household_id)
+    if not result["complete"]:
+        open_items = [i["id"] for i in result["items"] if not i["ok"]]
+        raise HTTPException(409, f"checklist incomplete: {', '.join(open_items)}")
+    await ctx.book.store.audit(p.name, "household.commissioned", household_id,
+                               items=json.dumps([i["id"] for i in result["items"]]))
+    return await _household_checklist(ctx, household_id)
