@@ -228,7 +228,7 @@ function flush() {
     prev = el;
   }
   const empty = $("#board-empty");
-  if (!sorted.length && !empty) box.insertAdjacentHTML("beforeend", `<p id="board-empty">${t("none")}</p>`);
+  if (!sorted.length && !empty) box.insertAdjacentHTML("beforeend", `<p id="board-empty" data-i18n="none">${t("none")}</p>`);
   if (sorted.length && empty) empty.remove();
   summary(sorted);
 }

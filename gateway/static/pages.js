@@ -100,6 +100,7 @@ window.Pages = (function () {
     await loadHouseholds();
     const typeSel = $("#type-select");
     if (!typeSel.options.length) options.device_types.forEach(x => typeSel.insertAdjacentHTML("beforeend", `<option value="${esc(x)}">${esc(typeLabel(x))}</option>`));
+    else [...typeSel.options].forEach(o => { o.textContent = typeLabel(o.value); });  // the language may have changed
     const profSel = $("#profile-select");
     if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}">${esc(p.id)}</option>`));
     const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices")]);
