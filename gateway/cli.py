@@ -136,19 +136,15 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     """
     store = _open_store(args.data)
     try:
-        failed = store.query("SELECT seq, alarm_id, topic, attempts, last_error FROM outbox "
-                             "WHERE state='failed' ORDER BY seq")
+        from gateway.store import outbox, record_audit
+
+        failed = outbox.failed(store)
         for row in failed:
             print(f"seq {row['seq']} alarm {row['alarm_id']} {row['topic']} after "
                   f"{row['attempts']} attempt(s): {row['last_error']}")
         if args.retry_failed and failed:
             def tx(conn) -> int:
-                from gateway.store import record_audit
-
-                n = conn.execute("UPDATE outbox SET state='pending', attempts=0, "
-                                 "next_attempt_at=0 WHERE state='failed'").rowcount
-                conn.execute("UPDATE alarms SET case_error=NULL WHERE id IN (SELECT alarm_id "
-                             "FROM outbox WHERE state='pending')")
+                n = outbox.requeue_failed(conn)
                 record_audit(conn, "cli", "outbox.retry_failed", "", rows=n)
                 return n
 

@@ -7,16 +7,13 @@ own SAVEPOINT so one failing function does not undo the others. ``write`` return
 the transaction is durably committed. Reads use a separate connection (WAL readers never
 block the writer).
 
-Tables: ``inbox`` (alarm-class readings accepted from devices, kept until the rules have
-processed them), ``alarms`` and ``alarm_events`` (lifecycle with who/when), ``outbox``
-(messages to uplinks, written in the same transaction as the alarm change that caused them),
-``meta`` (instance id, rule engine snapshot), ``audit``.
+The schema and its migrations are in :mod:`gateway.store.schema` (run by :meth:`Store.open`);
+what is read and written, table by table, in the repositories of this package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import shutil
@@ -27,106 +24,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway import StoreError
+from gateway.kernel.errors import StoreError
 from gateway.kernel.resilience import Backoff
+from gateway.store.audit import record_audit
+from gateway.store.schema import SCHEMA_VERSION, migrate
 
-__all__ = ["COMMIT_RETRY", "Store", "SCHEMA_VERSION", "lock_data_dir", "record_audit"]
+__all__ = ["COMMIT_RETRY", "Store", "SCHEMA_VERSION", "lock_data_dir"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SCHEMA_VERSION = 1
 
 #: How a caller whose write failed (``StoreError``: disk full, I/O error) retries it:
 #: 0.05 s, doubling, at most 5 s, no jitter (one writer, nobody to fall in step with).
 COMMIT_RETRY = Backoff(base_s=0.05, cap_s=5.0, jitter="none")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS inbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at TEXT NOT NULL,
-    source TEXT NOT NULL,
-    reading TEXT NOT NULL,
-    processed_at TEXT
-);
-CREATE INDEX IF NOT EXISTS inbox_pending ON inbox(seq) WHERE processed_at IS NULL;
-CREATE TABLE IF NOT EXISTS alarms (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL,
-    rule_id TEXT NOT NULL,
-    category TEXT NOT NULL,
-    severity TEXT NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('raised', 'acknowledged', 'resolved')),
-    device_id TEXT,
-    household_id TEXT,
-    grid_cell TEXT,
-    message_zh TEXT NOT NULL,
-    message_en TEXT NOT NULL,
-    value TEXT,
-    count INTEGER NOT NULL DEFAULT 1,
-    test INTEGER NOT NULL DEFAULT 0,
-    occurred_at TEXT NOT NULL,
-    raised_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    cleared_at TEXT,
-    escalation_tier INTEGER NOT NULL DEFAULT 0,
-    escalation_tier_name TEXT,
-    ack_by TEXT, ack_at TEXT, ack_note TEXT,
-    resolved_by TEXT, resolved_at TEXT, resolve_reason TEXT, resolve_note TEXT,
-    case_id TEXT, case_status TEXT, case_error TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS alarms_open_key ON alarms(key) WHERE state != 'resolved';
-CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state, severity, raised_at);
-CREATE TABLE IF NOT EXISTS alarm_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    alarm_id INTEGER NOT NULL REFERENCES alarms(id),
-    ts TEXT NOT NULL,
-    action TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS alarm_events_alarm ON alarm_events(alarm_id, id);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    alarm_id INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    payload TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
-    delivered_at TEXT,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(seq) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_alarm ON outbox(alarm_id, seq);
-CREATE TABLE IF NOT EXISTS users (
-    username TEXT PRIMARY KEY, role TEXT NOT NULL, display_name TEXT NOT NULL DEFAULT '',
-    password_hash TEXT NOT NULL, created_at TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS sessions (
-    token_hash TEXT PRIMARY KEY, username TEXT NOT NULL, csrf TEXT NOT NULL,
-    created REAL NOT NULL, last_seen REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS api_tokens (
-    token_hash TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
-    created_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS alarm_book (
-    key TEXT PRIMARY KEY,
-    alarm_id INTEGER,
-    state TEXT NOT NULL,
-    version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS case_callbacks (
-    event_id TEXT PRIMARY KEY, received_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-"""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -161,12 +72,15 @@ class Store:
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
-        conn.executescript(_SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE key='instance_id'").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO meta VALUES ('instance_id', ?)", (uuid.uuid4().hex[:12],))
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-                         (str(SCHEMA_VERSION),))
+        try:
+            found, now = migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        if found != now:
+            log.info("store %s: schema upgraded from version %d to %d", self.path, found, now)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('instance_id', ?)",
+                     (uuid.uuid4().hex[:12],))
         self._thread = threading.Thread(target=self._writer, args=(conn,),
                                         name=f"store-writer[{self.path.name}]", daemon=True)
         self._thread.start()
@@ -355,15 +269,6 @@ def lock_data_dir(data_dir: Path):
         fh.close()
         return None
     return fh
-
-
-def record_audit(conn: sqlite3.Connection, actor: str, action: str, target: str = "",
-                 **detail: Any) -> None:
-    from gateway.model import utc
-
-    conn.execute("INSERT INTO audit (ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                 (utc().isoformat(), actor, action, target,
-                  json.dumps(detail, ensure_ascii=False)))
 
 
 class _AsyncDone:

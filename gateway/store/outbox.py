@@ -1,0 +1,94 @@
+"""The case outbox (``outbox``): messages to the grid case system, written in the same
+transaction as the alarm change that caused them, delivered by ``gateway.forwarder``.
+
+A row is ``pending`` until the case system took it (``delivered``) or refused it
+(``failed``, surfaced on the alarm as ``case_error``; ``gateway outbox --retry-failed``
+queues it again). The rows of one alarm are numbered (``sequence``) and keyed
+(``<prefix>-<alarm id>-<sequence>``: the idempotency key that makes resends safe).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.store.core import Store
+
+__all__ = ["due", "enqueue", "failed", "failed_count", "oldest_pending_created_at",
+           "pending_count", "record_delivered", "record_failed", "record_retry",
+           "requeue_failed"]
+
+
+def enqueue(conn: sqlite3.Connection, alarm_id: int, topic: str, payload: dict, now: str,
+            key_prefix: str) -> str:
+    """Queue ``payload`` for alarm ``alarm_id`` in the caller's transaction, numbered after
+    the alarm's earlier rows (``sequence``) and keyed by it (``idempotency_key``, both added
+    to the payload); the key."""
+    n = conn.execute("SELECT count(*) FROM outbox WHERE alarm_id=?", (alarm_id,)).fetchone()[0]
+    key = f"{key_prefix}-{alarm_id}-{n}"
+    payload = dict(payload, idempotency_key=key, sequence=n)
+    conn.execute("INSERT INTO outbox (alarm_id, topic, idempotency_key, payload, created_at)"
+                 " VALUES (?,?,?,?,?)",
+                 (alarm_id, topic, key, json.dumps(payload, ensure_ascii=False), now))
+    return key
+
+
+def due(store: Store, limit: int) -> list[dict]:
+    """The oldest pending row of each of the first ``limit`` alarms, in seq order."""
+    return store.query(
+        "SELECT o.* FROM outbox o WHERE o.state='pending' AND NOT EXISTS ("
+        " SELECT 1 FROM outbox p WHERE p.alarm_id=o.alarm_id AND p.state='pending'"
+        " AND p.seq < o.seq) ORDER BY o.seq LIMIT ?", (limit,))
+
+
+def pending_count(store: Store) -> int:
+    row = store.query_one("SELECT count(*) AS n FROM outbox WHERE state='pending'")
+    return row["n"] if row else 0
+
+
+def failed_count(store: Store) -> int:
+    row = store.query_one("SELECT count(*) AS n FROM outbox WHERE state='failed'")
+    return row["n"] if row else 0
+
+
+def oldest_pending_created_at(store: Store) -> str | None:
+    """When the oldest undelivered row was queued (None: none is)."""
+    row = store.query_one("SELECT created_at FROM outbox WHERE state='pending' "
+                          "ORDER BY seq LIMIT 1")
+    return row["created_at"] if row else None
+
+
+def record_retry(conn: sqlite3.Connection, seq: int, error: str) -> None:
+    """An attempt failed and will be made again."""
+    conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE seq=?",
+                 (error, seq))
+
+
+def record_failed(conn: sqlite3.Connection, seq: int, error: str) -> None:
+    """The case system refused the row: no further attempts until it is queued again."""
+    conn.execute("UPDATE outbox SET state='failed', attempts=attempts+1, last_error=? "
+                 "WHERE seq=?", (error, seq))
+
+
+def record_delivered(conn: sqlite3.Connection, seq: int, now: str) -> None:
+    conn.execute("UPDATE outbox SET state='delivered', delivered_at=?, "
+                 "attempts=attempts+1, last_error=NULL WHERE seq=?", (now, seq))
+
+
+def failed(store: Store) -> list[dict]:
+    """Refused rows in seq order (``seq``, ``alarm_id``, ``topic``, ``attempts``,
+    ``last_error``)."""
+    return store.query("SELECT seq, alarm_id, topic, attempts, last_error FROM outbox "
+                       "WHERE state='failed' ORDER BY seq")
+
+
+def requeue_failed(conn: sqlite3.Connection) -> int:
+    """Queue every refused row again (attempts from 0) and take the refusal off their
+    alarms (``case_error``); how many rows."""
+    n = conn.execute("UPDATE outbox SET state='pending', attempts=0 "
+                     "WHERE state='failed'").rowcount
+    conn.execute("UPDATE alarms SET case_error=NULL WHERE id IN (SELECT alarm_id "
+                 "FROM outbox WHERE state='pending')")
+    return n
