@@ -1,0 +1,162 @@
+"""Serial lines (RS-485 / RS-232 via pyserial, asyncio): DL/T 645 and CJ/T 188 meters, polled;
+Contact ID lines printed by an alarm receiver, read.
+
+One :class:`SerialLine` owns one port (a path such as ``/dev/ttyUSB0`` or a udev symlink) and
+runs until cancelled. The package is split along its seams:
+
+- ``transport``: the settings, the devices, the port read through the event loop
+  (``loop.add_reader`` on the port's file descriptor, so a quiet line costs nothing), and
+  :class:`LineLost`;
+- ``meters``: :class:`~drivers.serial_line.meters.MeterPoller` (DL/T 645, CJ/T 188);
+- ``receiver``: :class:`~drivers.serial_line.receiver.ContactIdReceiver` (Contact ID,
+  ACK/NAK);
+- here: :class:`SerialLine`, which supervises the port and keeps what both share (the
+  intake, rejections, the devices' availability).
+
+Supervision: when the adapter disappears (read/write fails with ``EIO``, the port reports
+readiness but returns no data, or the path is gone) the line goes *offline* - logged once,
+every device on it reported unavailable - and the port is reopened with capped exponential
+backoff and jitter. When the path is back (the adapter plugged in again, possibly as a new
+tty behind the same symlink) the line comes back *online* without restarting the gateway.
+
+Meters: every ``period_s`` each meter is asked for the items of its profile, one request
+at a time (half-duplex RS-485), each answer awaited for ``timeout_s``. Replies go through
+:class:`~drivers.codecs.framing.FrameSplitter`, so wake-up bytes, junk between frames and
+replies split across reads are handled; every bad frame is counted by reason
+(``gateway_rejected_total{transport="serial"}``). A meter that fails ``quarantine_after``
+polls in a row is reported unavailable once and then polled only every few cycles (capped
+backoff) so it does not eat the line's time.
+
+An exception our own decoding raises on a meter's reply or a receiver's event (a bug, not a
+``DecodeError``) costs that reply or event only: counted as ``decode_error``, reported to
+``decode_watch`` (the device's fault ``decode_error``), and the receiver's line is still
+acknowledged; the line's task goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import serial
+
+from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
+from drivers.serial_line.meters import MeterPoller
+from drivers.serial_line.receiver import ContactIdReceiver
+from drivers.serial_line.transport import (PROTOCOLS, UNDECODABLE, LineLost, LineSettings, Port,
+                                           SerialDevice, open_port)
+from gateway.kernel.clock import utc
+from gateway.kernel.metrics import MetricsSink
+from gateway.kernel.model import Kind, Reading
+from gateway.kernel.resilience import Backoff, RateLimitedLog
+
+__all__ = ["PROTOCOLS", "ContactIdReceiver", "LineLost", "LineSettings", "MeterPoller",
+           "SerialDevice", "SerialLine"]
+
+log = logging.getLogger(__name__)
+
+
+class SerialLine:
+    """Polls meters on, or reads receiver lines from, one serial port until cancelled."""
+
+    def __init__(self, line_id: str, settings: LineSettings, devices: list[SerialDevice],
+                 sink: IntakeSink, metrics: MetricsSink, *,
+                 on_error: Callable[[str, str], None] | None = None,
+                 on_unknown: Callable[[str, str], None] | None = None,
+                 decode_watch: DecodeWatch | None = None):
+        self.line_id = line_id
+        self.settings = settings
+        self.devices = list(devices)
+        self.sink = sink
+        self.metrics = metrics
+        self.on_error = on_error or (lambda device_id, reason: None)
+        self.on_unknown = on_unknown or (lambda key, sample: None)
+        self.decode_watch = decode_watch or DecodeWatch()
+        self.state = "starting"
+        self.opened = 0                       # times the port was (re)opened
+        self._unavailable: set[str] = set()
+        self.rlog = RateLimitedLog(log)
+        self._reopen = Backoff(base_s=0.2, cap_s=30.0)
+        self._meters = MeterPoller(self)
+        self._receiver = ContactIdReceiver(self)
+        self.polls_ok: dict[str, int] = self._meters.polls_ok
+
+    # -- supervision ----------------------------------------------------------------------
+    async def run(self) -> None:
+        delays = self._reopen.delays()
+        while True:
+            try:
+                port = self._open()
+            except (OSError, serial.SerialException) as exc:
+                self._offline(f"cannot open {self.settings.device}: {exc}")
+                await asyncio.sleep(next(delays))
+                continue
+            self.opened += 1
+            self._transition("online")
+            delays = self._reopen.delays()
+            try:
+                if self.settings.protocol == "contact_id":
+                    await self._receiver.run(port)
+                else:
+                    await self._meters.run(port)
+            except LineLost as exc:
+                self._offline(str(exc))
+                self.metrics.inc("gateway_driver_reconnects_total", driver="serial")
+                await asyncio.sleep(next(delays))
+            finally:
+                port.close()
+
+    def _open(self) -> Port:
+        return open_port(self.settings)
+
+    def _offline(self, why: str) -> None:
+        if self.state != "offline":
+            self._transition("offline", why)
+            for dev in self.devices:
+                self.set_available(dev, False)
+
+    def _transition(self, state: str, why: str = "") -> None:
+        if state != self.state:
+            level = logging.INFO if state == "online" else logging.WARNING
+            log.log(level, "serial line %s (%s) %s -> %s%s", self.line_id, self.settings.device,
+                    self.state, state, f" ({why})" if why else "")
+            self.state = state
+
+    # -- what the meter poller and the receiver share (transport.LineContext) -------------
+    def is_unavailable(self, device_id: str) -> bool:
+        return device_id in self._unavailable
+
+    def set_available(self, dev: SerialDevice, available: bool) -> None:
+        if available == (dev.device_id not in self._unavailable):
+            return
+        if available:
+            self._unavailable.discard(dev.device_id)
+        else:
+            self._unavailable.add(dev.device_id)
+        self.offer(dev, [Reading(dev.device_id, Kind.AVAILABILITY, available, utc(),
+                                 metric="availability")])
+
+    def offer(self, dev: SerialDevice, readings: list[Reading],
+              ack: Callable[[], None] | None = None, durable: bool = False) -> None:
+        if readings:
+            self.sink.offer([r.with_site(household_id=dev.household_id, grid_cell=dev.grid_cell,
+                                         device_type=dev.device_type) for r in readings], ack,
+                            durable=durable)
+
+    def reject(self, exc: DecodeError, device_id: str | None) -> None:
+        self.metrics.inc("gateway_rejected_total", reason=exc.reason, transport="serial")
+        if device_id:
+            self.on_error(device_id, exc.reason)
+        where = f"line {self.line_id} {exc.where}".strip()
+        self.rlog.warning((exc.reason, device_id or self.line_id), "rejected %s%s: %s [%s]",
+                          where, f" (device {device_id})" if device_id else "", exc.detail,
+                          exc.reason)
+
+    def undecodable(self, dev: SerialDevice, exc: Exception, where: str) -> object:
+        """Our decoding raised on input of ``dev`` (a bug, not a DecodeError): counted, the
+        device gets fault ``decode_error`` (logged once per cause); returns UNDECODABLE."""
+        self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="serial")
+        self.on_error(dev.device_id, DECODE_ERROR)
+        self.decode_watch.failed(dev.device_id, "serial", exc, f"line {self.line_id} {where}")
+        return UNDECODABLE
