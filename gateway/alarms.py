@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,10 @@ from gateway.case_refusals import refusal
 from gateway.kernel.clock import utc_iso
 from gateway.metrics import Metrics
 from gateway.model import Severity
-from gateway.store import Store, record_audit
+from gateway.store import Row, Store, Tx, append_event, devices, inbox, outbox, record_audit
+from gateway.store import alarms as alarm_rows
+from gateway.store.alarms import HistoryFilter
+from gateway.store.events import events_of
 
 __all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "CASE_REASONS",
            "HistoryFilter", "RESOLVE_REASONS", "SYSTEM_ACTOR"]
@@ -89,13 +91,6 @@ class EngineState:
 _now = utc_iso
 
 
-def _event(conn: sqlite3.Connection, alarm_id: int, action: str, actor: str, ts: str,
-           **detail) -> None:
-    conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
-                 "VALUES (?,?,?,?,?)",
-                 (alarm_id, ts, action, actor, json.dumps(detail, ensure_ascii=False)))
-
-
 class AlarmBook:
     """Applies rule actions and staff commands to the alarms in the store."""
 
@@ -108,7 +103,6 @@ class AlarmBook:
         self.callback_url = callback_url
         self.metrics = metrics
         self._key_prefix = f"{site.site.site.id}-{store.instance_id}"
-        store.write_sync(_create_device_tables)
 
     # -- rule actions ----------------------------------------------------------------
     async def apply(self, actions: Iterable, inbox_seqs: Iterable[int] = (),
@@ -122,7 +116,7 @@ class AlarmBook:
         seqs = list(inbox_seqs)
         entries = list(journal)
 
-        def tx(conn: sqlite3.Connection) -> tuple[list[Change], list[tuple[str, str, str]]]:
+        def tx(conn: Tx) -> tuple[list[Change], list[tuple[str, str, str]]]:
             changes: list[Change] = []
             orphans: list[tuple[str, str, str]] = []
             for action in actions:
@@ -132,11 +126,9 @@ class AlarmBook:
                     if change is not None:
                         changes.append(change)
             if entries:
-                _write_journal(conn, entries, {c.key for c in changes if c.reopened})
+                alarm_rows.write_journal(conn, entries, {c.key for c in changes if c.reopened})
             if seqs:
-                now = _now()
-                conn.executemany("UPDATE inbox SET processed_at=? WHERE seq=?",
-                                 [(now, s) for s in seqs])
+                inbox.mark_processed(conn, seqs, _now())
             return changes, orphans
 
         changes, orphans = await self.store.write(tx)
@@ -148,9 +140,8 @@ class AlarmBook:
             self.on_change(changes)
         return changes
 
-    def _open_by_key(self, conn: sqlite3.Connection, key: str) -> sqlite3.Row | None:
-        return conn.execute("SELECT * FROM alarms WHERE key=? AND state!='resolved'",
-                            (key,)).fetchone()
+    def _open_by_key(self, conn: Tx, key: str) -> Row | None:
+        return alarm_rows.open_by_key(conn, key)
 
     def escalation_stopped(self, case_status: str | None) -> bool:
         """The case system has taken the case far enough that escalation beyond the first
@@ -163,9 +154,7 @@ class AlarmBook:
 
     def open_id(self, key: str) -> int | None:
         """Id of the open alarm with ``key`` (None: none open)."""
-        row = self.store.query_one("SELECT id FROM alarms WHERE key=? AND state!='resolved'",
-                                   (key,))
-        return row["id"] if row else None
+        return alarm_rows.open_id(self.store, key)
 
     def engine_state(self) -> EngineState:
         """The rule engine's alarm and fault bookkeeping as the store has it (see
@@ -173,13 +162,7 @@ class AlarmBook:
         keys whose last alarm ended with its condition (cleared) and is resolved."""
         from rules.alarms import StoredAlarm
 
-        journal: dict[str, dict] = {}
-        ids: dict[str, int | None] = {}
-        version = 0
-        for r in self.store.query("SELECT key, alarm_id, state, version FROM alarm_book"):
-            journal[r["key"]] = json.loads(r["state"])
-            ids[r["key"]] = r["alarm_id"]
-            version = max(version, r["version"])
+        journal, ids, version = alarm_rows.read_journal(self.store)
         stored = [StoredAlarm(r["key"], r["rule_id"], Severity(r["severity"]),
                               r["state"] == "acknowledged"
                               or self.escalation_stopped(r["case_status"]),
@@ -187,39 +170,31 @@ class AlarmBook:
                               datetime.fromisoformat(r["raised_at"]).timestamp(),
                               r["cleared_at"] is not None, (r["message_zh"], r["message_en"]),
                               ids.get(r["key"]) == r["id"])
-                  for r in self.store.query("SELECT * FROM alarms WHERE state!='resolved'")]
-        faults = [r["key"] for r in self.store.query(
-            "SELECT key FROM device_faults WHERE cleared_at IS NULL")]
-        ended = {r["key"] for r in self.store.query(
-            "SELECT a.key FROM alarms a JOIN (SELECT key, max(id) AS last FROM alarms "
-            "GROUP BY key) l ON a.id = l.last "
-            "WHERE a.state='resolved' AND a.cleared_at IS NOT NULL")}
+                  for r in alarm_rows.open_alarms(self.store)]
+        faults = devices.open_fault_keys(self.store)
+        ended = alarm_rows.ended_keys(self.store)
         return EngineState(journal, stored, version, faults, ended)
 
-    def _on_RaiseAlarm(self, conn: sqlite3.Connection, a, orphans: list | None = None
-                       ) -> Change:
+    def _on_RaiseAlarm(self, conn: Tx, a, orphans: list | None = None) -> Change:
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
         now = _now()
-        value = json.dumps(a.value)
         row = self._open_by_key(conn, a.key)
         if row is not None:
-            conn.execute("UPDATE alarms SET count=count+1, updated_at=?, value=?, cleared_at=NULL"
-                         " WHERE id=?", (now, value, row["id"]))
-            _event(conn, row["id"], "retriggered", f"rule:{a.rule_id}", now, value=a.value)
+            alarm_rows.retrigger(conn, row["id"], a.value, now)
+            append_event(conn, row["id"], "retriggered", f"rule:{a.rule_id}", now, value=a.value)
             return Change(row["id"], "updated", a.key, a.rule_id)
-        cur = conn.execute(
-            "INSERT INTO alarms (key, rule_id, category, severity, state, device_id, household_id,"
-            " grid_cell, message_zh, message_en, value, test, occurred_at, raised_at, updated_at)"
-            " VALUES (?,?,?,?, 'raised', ?,?,?,?,?,?,?,?,?,?)",
-            (a.key, a.rule_id, a.category, str(a.severity), a.device_id, a.household_id,
-             a.grid_cell, a.message_zh, a.message_en, value, int(bool(a.test)), ts, now, now))
-        alarm_id = cur.lastrowid
-        _event(conn, alarm_id, "raised", f"rule:{a.rule_id}", now, value=a.value, occurred_at=ts)
+        alarm_id = alarm_rows.insert(
+            conn, key=a.key, rule_id=a.rule_id, category=a.category, severity=str(a.severity),
+            device_id=a.device_id, household_id=a.household_id, grid_cell=a.grid_cell,
+            message_zh=a.message_zh, message_en=a.message_en, value=a.value, test=a.test,
+            occurred_at=ts, now=now)
+        append_event(conn, alarm_id, "raised", f"rule:{a.rule_id}", now, value=a.value,
+                     occurred_at=ts)
         if not a.test:
             self._enqueue(conn, alarm_id, "case.create", self._case_payload(a, alarm_id, ts), now)
         return Change(alarm_id, "raised", a.key, a.rule_id)
 
-    def _on_UpdateAlarm(self, conn: sqlite3.Connection, a, orphans: list) -> Change | None:
+    def _on_UpdateAlarm(self, conn: Tx, a, orphans: list) -> Change | None:
         row = self._open_by_key(conn, a.key)
         if row is None:
             if a.again is not None:    # a trigger: the alarm was resolved here meanwhile
@@ -229,39 +204,35 @@ class AlarmBook:
             return None
         now = _now()
         cleared = None if a.again is not None else row["cleared_at"]   # a trigger: active
-        conn.execute("UPDATE alarms SET count=?, updated_at=?, message_zh=?, message_en=?, "
-                     "cleared_at=? WHERE id=?", (max(a.count, row["count"]), now,
-                                                 a.message_zh, a.message_en, cleared,
-                                                 row["id"]))
-        _event(conn, row["id"], "updated", SYSTEM_ACTOR, now, count=a.count)
+        alarm_rows.update(conn, row["id"], count=max(a.count, row["count"]),
+                          message_zh=a.message_zh, message_en=a.message_en, cleared_at=cleared,
+                          now=now)
+        append_event(conn, row["id"], "updated", SYSTEM_ACTOR, now, count=a.count)
         return Change(row["id"], "updated", a.key)
 
-    def _on_ClearAlarm(self, conn: sqlite3.Connection, a, orphans: list) -> Change | None:
+    def _on_ClearAlarm(self, conn: Tx, a, orphans: list) -> Change | None:
         row = self._open_by_key(conn, a.key)
         if row is None:
-            last = conn.execute("SELECT id, cleared_at FROM alarms WHERE key=? "
-                                "ORDER BY id DESC LIMIT 1", (a.key,)).fetchone()
+            last = alarm_rows.last_by_key(conn, a.key)
             if last is None:
                 orphans.append(("clear", a.key, "no alarm with this key"))
                 return None
             now = _now()   # recorded on the alarm that was resolved before the clear came
-            conn.execute("UPDATE alarms SET cleared_at=coalesce(cleared_at, ?) WHERE id=?",
-                         (now, last["id"]))
-            _event(conn, last["id"], "cleared", "device", now, reason=a.reason,
-                   after_resolved=True)
+            alarm_rows.mark_cleared(conn, last["id"], now)
+            append_event(conn, last["id"], "cleared", "device", now, reason=a.reason,
+                         after_resolved=True)
             orphans.append(("clear", a.key, f"recorded on resolved alarm {last['id']}"))
             return Change(last["id"], "cleared", a.key)
         now = _now()
-        conn.execute("UPDATE alarms SET cleared_at=?, updated_at=? WHERE id=?",
-                     (now, now, row["id"]))
-        _event(conn, row["id"], "cleared", "device", now, reason=a.reason)
+        alarm_rows.clear(conn, row["id"], now)
+        append_event(conn, row["id"], "cleared", "device", now, reason=a.reason)
         if a.auto_resolve:
             self._resolve_tx(conn, row, "device", "cancelled_by_resident", a.reason or "")
             return Change(row["id"], "resolved")
         self._enqueue_update(conn, row, {"event": "cleared", "reason": a.reason}, now)
         return Change(row["id"], "cleared")
 
-    def _on_Escalate(self, conn: sqlite3.Connection, a, orphans: list) -> Change | None:
+    def _on_Escalate(self, conn: Tx, a, orphans: list) -> Change | None:
         row = self._open_by_key(conn, a.key)
         if row is None:
             orphans.append(("escalate", a.key, f"tier {a.tier} not sent"))
@@ -271,43 +242,38 @@ class AlarmBook:
             return None   # acknowledged or the case taken (the engine hears of it next), or
             #               this tier notified already
         now = _now()
-        conn.execute("UPDATE alarms SET escalation_tier=?, escalation_tier_name=?, updated_at=?"
-                     " WHERE id=?", (a.tier, a.tier_name, now, row["id"]))
-        _event(conn, row["id"], "escalated", SYSTEM_ACTOR, now, tier=a.tier,
-               tier_name=a.tier_name, targets=list(a.targets or []))
+        alarm_rows.escalate(conn, row["id"], a.tier, a.tier_name, now)
+        append_event(conn, row["id"], "escalated", SYSTEM_ACTOR, now, tier=a.tier,
+                     tier_name=a.tier_name, targets=list(a.targets or []))
         return Change(row["id"], "escalated")
 
-    def _on_TestRecord(self, conn: sqlite3.Connection, a, orphans: list) -> None:
+    def _on_TestRecord(self, conn: Tx, a, orphans: list) -> None:
         # A device in test/maintenance mode: recorded for commissioning, never an alarm.
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
-        conn.execute("INSERT INTO device_tests (device_id, rule_id, ts, value) VALUES (?,?,?,?)",
-                     (a.device_id, a.rule_id, ts, json.dumps(a.value)))
+        devices.record_test(conn, a.device_id, a.rule_id, ts, a.value)
 
-    def _on_RaiseFault(self, conn: sqlite3.Connection, a, orphans: list) -> None:
+    def _on_RaiseFault(self, conn: Tx, a, orphans: list) -> None:
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
-        conn.execute("INSERT OR REPLACE INTO device_faults (key, fault, device_id, household_id,"
-                     " grid_cell, severity, message_zh, message_en, raised_at, cleared_at)"
-                     " VALUES (?,?,?,?,?,?,?,?,?,NULL)",
-                     (a.key, a.fault, a.device_id, a.household_id, a.grid_cell, str(a.severity),
-                      a.message_zh, a.message_en, ts))
+        devices.raise_fault(conn, key=a.key, fault=a.fault, device_id=a.device_id,
+                            household_id=a.household_id, grid_cell=a.grid_cell,
+                            severity=str(a.severity), message_zh=a.message_zh,
+                            message_en=a.message_en, raised_at=ts)
 
-    def _on_ClearFault(self, conn: sqlite3.Connection, a, orphans: list) -> None:
+    def _on_ClearFault(self, conn: Tx, a, orphans: list) -> None:
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)
-        conn.execute("UPDATE device_faults SET cleared_at=? WHERE key=? AND cleared_at IS NULL",
-                     (ts, a.key))
+        devices.clear_fault(conn, a.key, ts)
 
     # -- staff commands --------------------------------------------------------------
     async def acknowledge(self, alarm_id: int, actor: str, note: str = "") -> dict:
-        def tx(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
+        def tx(conn: Tx) -> None:
+            row = alarm_rows.by_id(conn, alarm_id)
             if row is None:
                 raise AlarmNotFound(f"alarm {alarm_id} not found")
             if row["state"] != "raised":
                 raise AlarmStateError(f"alarm {alarm_id} is {row['state']}, not raised")
             now = _now()
-            conn.execute("UPDATE alarms SET state='acknowledged', ack_by=?, ack_at=?, ack_note=?,"
-                         " updated_at=? WHERE id=?", (actor, now, note, now, alarm_id))
-            _event(conn, alarm_id, "acknowledged", actor, now, note=note)
+            alarm_rows.acknowledge(conn, alarm_id, actor, note, now)
+            append_event(conn, alarm_id, "acknowledged", actor, now, note=note)
             record_audit(conn, actor, "alarm.acknowledge", str(alarm_id))
             self._enqueue_update(conn, row, {"event": "acknowledged", "by": actor,
                                              "note": note}, now)
@@ -325,8 +291,8 @@ class AlarmBook:
         if reason not in RESOLVE_REASONS:
             raise ValueError(f"unknown reason {reason!r}")
 
-        def tx(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT * FROM alarms WHERE id=?", (alarm_id,)).fetchone()
+        def tx(conn: Tx) -> None:
+            row = alarm_rows.by_id(conn, alarm_id)
             if row is None:
                 raise AlarmNotFound(f"alarm {alarm_id} not found")
             if row["state"] == "resolved":
@@ -341,28 +307,20 @@ class AlarmBook:
         self.on_change([Change(alarm_id, "resolved")])
         return self.get(alarm_id)
 
-    def _resolve_tx(self, conn: sqlite3.Connection, row: sqlite3.Row, actor: str, reason: str,
+    def _resolve_tx(self, conn: Tx, row: Row, actor: str, reason: str,
                     note: str) -> None:
         now = _now()
-        conn.execute("UPDATE alarms SET state='resolved', resolved_by=?, resolved_at=?, "
-                     "resolve_reason=?, resolve_note=?, updated_at=? WHERE id=?",
-                     (actor, now, reason, note, now, row["id"]))
-        _event(conn, row["id"], "resolved", actor, now, reason=reason, note=note)
+        alarm_rows.resolve(conn, row["id"], actor, reason, note, now)
+        append_event(conn, row["id"], "resolved", actor, now, reason=reason, note=note)
         self._enqueue_update(conn, row, {"event": "resolved", "by": actor, "reason": reason,
                                          "note": note}, now)
 
     # -- case system outbox ----------------------------------------------------------
-    def _enqueue(self, conn: sqlite3.Connection, alarm_id: int, topic: str, payload: dict,
+    def _enqueue(self, conn: Tx, alarm_id: int, topic: str, payload: dict,
                  now: str) -> None:
-        n = conn.execute("SELECT count(*) FROM outbox WHERE alarm_id=?", (alarm_id,)).fetchone()[0]
-        key = f"{self._key_prefix}-{alarm_id}-{n}"
-        payload = dict(payload, idempotency_key=key, sequence=n)
-        conn.execute("INSERT INTO outbox (alarm_id, topic, idempotency_key, payload, created_at)"
-                     " VALUES (?,?,?,?,?)",
-                     (alarm_id, topic, key, json.dumps(payload, ensure_ascii=False), now))
+        outbox.enqueue(conn, alarm_id, topic, payload, now, self._key_prefix)
 
-    def _enqueue_update(self, conn: sqlite3.Connection, row: sqlite3.Row, update: dict,
-                        now: str) -> None:
+    def _enqueue_update(self, conn: Tx, row: Row, update: dict, now: str) -> None:
         if row["test"]:
             return
         self._enqueue(conn, row["id"], "case.update", dict(update, at=now), now)
@@ -432,40 +390,22 @@ class AlarmBook:
 
     # -- queries ---------------------------------------------------------------------
     def list(self, state: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
-        sql = "SELECT * FROM alarms WHERE id > ?"
-        params: list = [since_id]
-        if state == "open":
-            sql += " AND state != 'resolved'"
-        elif state:
-            sql += " AND state = ?"
-            params.append(state)
-        sql += (" ORDER BY CASE state WHEN 'resolved' THEN 1 ELSE 0 END, "
-                "CASE severity WHEN 'critical' THEN 0 WHEN 'major' THEN 1 WHEN 'minor' THEN 2 "
-                "ELSE 3 END, id DESC LIMIT ?")
-        params.append(limit)
-        return [self._decoded(r) for r in self.store.query(sql, tuple(params))]
+        return [self._decoded(r) for r in alarm_rows.board(self.store, state, limit, since_id)]
 
     def get(self, alarm_id: int, with_events: bool = False) -> dict:
-        row = self.store.query_one("SELECT * FROM alarms WHERE id=?", (alarm_id,))
+        row = alarm_rows.get(self.store, alarm_id)
         if row is None:
             raise AlarmNotFound(f"alarm {alarm_id} not found")
         out = self._decoded(row)
         if with_events:
-            out["events"] = [dict(e, detail=json.loads(e["detail"])) for e in self.store.query(
-                "SELECT ts, action, actor, detail FROM alarm_events WHERE alarm_id=? ORDER BY id",
-                (alarm_id,))]
+            out["events"] = events_of(self.store, alarm_id)
         return out
-
 
     def history(self, f: HistoryFilter, limit: int = 100,
                 offset: int = 0) -> tuple[int, list[dict]]:
         """(total matching, one page newest first) of alarms matching ``f``."""
-        where, params = f.sql()
-        total = self.store.query_one(f"SELECT count(*) AS n FROM alarms WHERE {where}",
-                                     tuple(params))["n"]
-        rows = self.store.query(f"SELECT * FROM alarms WHERE {where} ORDER BY id DESC "
-                                f"LIMIT ? OFFSET ?", (*params, limit, offset))
-        return total, [self._decoded(r) for r in rows]
+        total, page = alarm_rows.history(self.store, f, limit, offset)
+        return total, [self._decoded(r) for r in page]
 
     def _decoded(self, row: dict) -> dict:
         out = _decode(row)
@@ -475,88 +415,11 @@ class AlarmBook:
 
     def device_tests(self, device_id: str | None = None, limit: int = 50) -> list[dict]:
         """Presses of devices in test mode, newest first."""
-        sql = "SELECT * FROM device_tests"
-        params: tuple = ()
-        if device_id is not None:
-            sql += " WHERE device_id=?"
-            params = (device_id,)
-        rows = self.store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
-        return [dict(r, value=json.loads(r["value"]) if r["value"] else None) for r in rows]
+        return devices.tests(self.store, device_id, limit)
 
     def faults(self, open_only: bool = True, limit: int = 1000) -> list[dict]:
         """Device faults (not alarms) raised by the supervision rules, newest first."""
-        sql = "SELECT * FROM device_faults"
-        if open_only:
-            sql += " WHERE cleared_at IS NULL"
-        return self.store.query(sql + " ORDER BY raised_at DESC LIMIT ?", (limit,))
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryFilter:
-    """Filters of the alarm history; every field optional (None = any)."""
-
-    state: str | None = None            # open | raised | acknowledged | resolved
-    severity: str | None = None
-    category: str | None = None
-    household_id: str | None = None
-    grid_cell: str | None = None
-    device_id: str | None = None
-    since: str | None = None            # ISO 8601, compared with raised_at
-    until: str | None = None
-    include_tests: bool = False
-
-    def sql(self) -> tuple[str, list]:
-        clauses: list[str] = []
-        params: list = []
-        if self.state == "open":
-            clauses.append("state != 'resolved'")
-        elif self.state:
-            clauses.append("state = ?")
-            params.append(self.state)
-        for column in ("severity", "category", "household_id", "grid_cell", "device_id"):
-            value = getattr(self, column)
-            if value:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if self.since:
-            clauses.append("raised_at >= ?")
-            params.append(self.since)
-        if self.until:
-            clauses.append("raised_at < ?")
-            params.append(self.until)
-        if not self.include_tests:
-            clauses.append("test = 0")
-        return (" AND ".join(clauses) or "1=1"), params
-
-
-def _write_journal(conn: sqlite3.Connection, entries: list[tuple[str, dict, int]],
-                   reopened: set[str]) -> None:
-    """The engine's bookkeeping of each key, with the id of the alarm open with that key now
-    (None where none is, or where this transaction opened it for a trigger the engine took
-    for an update: its entry describes the old alarm). A retried older batch never
-    overwrites a newer entry (``version``)."""
-    rows = []
-    for key, entry, version in entries:
-        alarm_id = None
-        if entry.get("open") is not None and key not in reopened:
-            row = conn.execute("SELECT id FROM alarms WHERE key=? AND state!='resolved'",
-                               (key,)).fetchone()
-            alarm_id = row[0] if row else None
-        rows.append((key, alarm_id, json.dumps(entry, separators=(",", ":")), version))
-    conn.executemany(
-        "INSERT INTO alarm_book (key, alarm_id, state, version) VALUES (?,?,?,?) "
-        "ON CONFLICT(key) DO UPDATE SET alarm_id=excluded.alarm_id, state=excluded.state, "
-        "version=excluded.version WHERE excluded.version > alarm_book.version", rows)
-
-
-def _create_device_tables(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS device_tests (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-                 " device_id TEXT NOT NULL, rule_id TEXT NOT NULL, ts TEXT NOT NULL, value TEXT)")
-    conn.execute("CREATE INDEX IF NOT EXISTS device_tests_device ON device_tests(device_id, id)")
-    conn.execute("CREATE TABLE IF NOT EXISTS device_faults (key TEXT PRIMARY KEY,"
-                 " fault TEXT NOT NULL, device_id TEXT, household_id TEXT, grid_cell TEXT,"
-                 " severity TEXT NOT NULL, message_zh TEXT NOT NULL, message_en TEXT NOT NULL,"
-                 " raised_at TEXT NOT NULL, cleared_at TEXT)")
+        return devices.faults(self.store, open_only, limit)
 
 
 def _decode(row: dict) -> dict:

@@ -34,7 +34,6 @@ import hashlib
 import logging
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -45,7 +44,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from gateway import GatewayError, StoreError
 from gateway.model import utc
-from gateway.store import Store, record_audit
+from gateway.store import Store, Tx, accounts, record_audit
+from gateway.store.audit import audit_log
 
 __all__ = ["AuthError", "Auth", "Principal", "PERMISSIONS", "ROLES", "SESSION_IDLE_S",
            "SESSION_MAX_S"]
@@ -137,26 +137,24 @@ class Auth:
 
     # -- first start -----------------------------------------------------------------
     def has_admin(self) -> bool:
-        return self.store.query_one("SELECT 1 AS x FROM users WHERE role='admin' AND disabled=0"
-                                    ) is not None
+        return accounts.has_admin(self.store)
 
     def issue_setup_token(self) -> str | None:
         """A new one-time setup token if no admin exists yet (the old one is replaced)."""
         if self.has_admin():
             return None
         token = secrets.token_urlsafe(18)
-        self.store.write_sync(lambda c: c.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('setup_token_hash', ?)", (_sha(token),)))
+        self.store.write_sync(lambda c: accounts.set_setup_token(c, _sha(token)))
         return token
 
     def complete_setup(self, token: str, username: str, password: str) -> None:
-        stored = self.store.get_meta("setup_token_hash")
+        stored = accounts.setup_token(self.store)
         if self.has_admin() or not stored:
             raise AuthError("setup already completed", 409)
         if not secrets.compare_digest(stored, _sha(token)):
             raise AuthError("wrong setup token", 401)
         self.add_user(username, "admin", password, actor="setup")
-        self.store.write_sync(lambda c: c.execute("DELETE FROM meta WHERE key='setup_token_hash'"))
+        self.store.write_sync(accounts.drop_setup_token)
         if self.setup_token_file is not None:
             self.setup_token_file.unlink(missing_ok=True)
 
@@ -167,40 +165,35 @@ class Auth:
             raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
         if len(password) < 10:
             raise ValueError("password: at least 10 characters")
-        if self.store.query_one("SELECT 1 AS x FROM users WHERE username=?", (username,)):
+        if accounts.user_exists(self.store, username):
             raise ValueError(f"user {username!r} exists")
         digest = self.hasher.hash(password)
 
-        def tx(c: sqlite3.Connection) -> None:
-            c.execute("INSERT INTO users (username, role, display_name, password_hash, created_at)"
-                      " VALUES (?,?,?,?,?)", (username, role, display_name or username, digest,
-                                              utc().isoformat()))
+        def tx(c: Tx) -> None:
+            accounts.add_user(c, username, role, display_name or username, digest,
+                              utc().isoformat())
             record_audit(c, actor, "user.create", username, role=role)
 
         try:
             self.store.write_sync(tx)
-        except sqlite3.IntegrityError as exc:
+        except accounts.NameTaken as exc:
             raise ValueError(f"user {username!r} exists") from exc
 
     def users(self) -> list[dict]:
         """Every user (never the password hash)."""
-        return self.store.query("SELECT username, role, display_name, created_at, disabled "
-                                "FROM users ORDER BY username")
+        return accounts.users(self.store)
 
     def disable_user(self, username: str, actor: str) -> None:
         """Disable a user: their sessions stop working at once. The last admin stays."""
-        row = self.store.query_one("SELECT role, disabled FROM users WHERE username=?",
-                                   (username,))
+        row = accounts.user(self.store, username)
         if row is None:
             raise AuthError(f"no user {username!r}", 404)
-        admins = self.store.query_one("SELECT count(*) AS n FROM users WHERE role='admin' "
-                                      "AND disabled=0")["n"]
+        admins = accounts.enabled_admins(self.store)
         if row["role"] == "admin" and not row["disabled"] and admins <= 1:
             raise AuthError("cannot disable the last admin", 409)
 
-        def tx(c: sqlite3.Connection) -> None:
-            c.execute("UPDATE users SET disabled=1 WHERE username=?", (username,))
-            c.execute("DELETE FROM sessions WHERE username=?", (username,))
+        def tx(c: Tx) -> None:
+            accounts.disable_user(c, username)
             record_audit(c, actor, "user.disable", username)
 
         self.store.write_sync(tx)
@@ -211,10 +204,7 @@ class Auth:
 
     def audit_log(self, limit: int = 200, actor: str | None = None) -> list[dict]:
         """Who did what, newest first."""
-        sql, params = "SELECT * FROM audit", ()
-        if actor:
-            sql, params = sql + " WHERE actor=?", (actor,)
-        return self.store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
+        return audit_log(self.store, limit, actor)
 
     @staticmethod
     def _login_keys(username: str, client: str) -> tuple[tuple[str, int], ...]:
@@ -238,8 +228,7 @@ class Auth:
             for key, _limit in keys:        # counted while it is checked (module docstring)
                 self._failures[key].append(now)
         try:
-            row = self.store.query_one("SELECT * FROM users WHERE username=? AND disabled=0",
-                                       (username,))
+            row = accounts.enabled_user(self.store, username)
             if row is None:
                 raise VerifyMismatchError
             self.hasher.verify(row["password_hash"], password)
@@ -259,8 +248,8 @@ class Auth:
         wall = time.time()
         with self._lock:
             self._sessions[_sha(token)] = (username, csrf, wall, wall, wall)
-        self.store.write_sync(lambda c: (c.execute(
-            "INSERT INTO sessions VALUES (?,?,?,?,?)", (_sha(token), username, csrf, wall, wall)),
+        self.store.write_sync(lambda c: (
+            accounts.add_session(c, _sha(token), username, csrf, wall, wall),
             record_audit(c, username, "login", username)))
         return token, Principal(username, row["role"], "session", csrf)
 
@@ -277,8 +266,7 @@ class Auth:
         with self._lock:
             self._sessions.pop(h, None)
         try:
-            self.store.write_sync(lambda c: c.execute("DELETE FROM sessions WHERE token_hash=?",
-                                                      (h,)))
+            self.store.write_sync(lambda c: accounts.delete_session(c, h))
         finally:
             with self._lock:     # again: a request in flight may have read it meanwhile
                 self._sessions.pop(h, None)
@@ -293,7 +281,7 @@ class Auth:
             ended = self._ended
         cached = sess is not None
         if sess is None:
-            row = self.store.query_one("SELECT * FROM sessions WHERE token_hash=?", (h,))
+            row = accounts.session(self.store, h)
             if row is None:
                 raise AuthError("not logged in")
             sess = (row["username"], row["csrf"], row["created"], row["last_seen"],
@@ -304,22 +292,19 @@ class Auth:
             with self._lock:
                 self._sessions.pop(h, None)
             raise AuthError("session expired")
-        user = self.store.query_one("SELECT role FROM users WHERE username=? AND disabled=0",
-                                    (username,))
-        if user is None:
+        role = accounts.active_role(self.store, username)
+        if role is None:
             raise AuthError("user disabled")
         if now - stored >= self._persist_s:
             try:
-                self.store.write_sync(lambda c: c.execute(
-                    "UPDATE sessions SET last_seen=max(last_seen, ?) WHERE token_hash=?",
-                    (now, h)), timeout=5)
+                self.store.write_sync(lambda c: accounts.touch_session(c, h, now), timeout=5)
                 stored = now
             except StoreError as exc:   # the store says so in /healthz; the session goes on
                 log.warning("session last-seen not stored: %s", exc)
         with self._lock:   # never brings back a session that ended meanwhile
             if (h in self._sessions) if cached else (self._ended == ended):
                 self._sessions[h] = (username, csrf, created, now, stored)
-        return Principal(username, user["role"], "session", csrf)
+        return Principal(username, role, "session", csrf)
 
     # -- API tokens ------------------------------------------------------------------
     def create_token(self, role: str, name: str, actor: str = "cli") -> str:
@@ -327,17 +312,15 @@ class Auth:
             raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
         token = "gw_" + secrets.token_urlsafe(32)
 
-        def tx(c: sqlite3.Connection) -> None:
-            c.execute("INSERT INTO api_tokens (token_hash, name, role, created_at) "
-                      "VALUES (?,?,?,?)", (_sha(token), name, role, utc().isoformat()))
+        def tx(c: Tx) -> None:
+            accounts.add_token(c, _sha(token), name, role, utc().isoformat())
             record_audit(c, actor, "token.create", name, role=role)
 
         self.store.write_sync(tx)
         return token
 
     def from_bearer(self, token: str) -> Principal:
-        row = self.store.query_one("SELECT name, role FROM api_tokens WHERE token_hash=? AND "
-                                   "revoked=0", (_sha(token),))
+        row = accounts.token(self.store, _sha(token))
         if row is None:
             raise AuthError("invalid API token")
         return Principal(f"token:{row['name']}", row["role"], "token")

@@ -28,14 +28,14 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import GatewayError, __version__
+from gateway import GatewayError, StoreError, __version__
+from gateway.store.files import copy_database, integrity_check
 
 __all__ = ["BackupError", "BackupInfo", "create_backup", "restore_backup", "prune_backups",
            "FORMAT"]
@@ -74,33 +74,15 @@ def _sha256(path: Path) -> str:
 
 
 def _snapshot_db(src: Path, dest: Path) -> dict:
-    """Online backup of ``src`` into ``dest``; returns facts from the copy.
-
-    Run as root (sudo, install.sh) on a stopped gateway, SQLite creates the store's -wal/-shm
-    files and gives them the database file's owner itself, so the service keeps access.
-    """
+    """Online backup of ``src`` into ``dest`` (``gateway.store.files.copy_database``);
+    returns facts from the copy (``instance_id``, ``schema_version``)."""
     try:
-        # read-only URI: a backup never changes the live store's content
-        live = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=30)
-        try:
-            copy = sqlite3.connect(dest)
-            try:
-                live.backup(copy, pages=1024)   # steps; writers are not blocked for long
-                check = copy.execute("PRAGMA integrity_check").fetchone()[0]
-                if check != "ok":
-                    raise BackupError(f"{src}: integrity check of the copy failed: {check}")
-                meta = {}
-                if copy.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone():
-                    meta = dict(copy.execute("SELECT key, value FROM meta WHERE key IN "
-                                             "('instance_id', 'schema_version')").fetchall())
-                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
-            finally:
-                copy.close()
-        finally:
-            live.close()
-    except sqlite3.Error as exc:
+        facts = copy_database(src, dest)
+    except StoreError as exc:
         raise BackupError(f"{src}: cannot back up the store: {exc}") from exc
-    return meta
+    if facts["integrity"] != "ok":
+        raise BackupError(f"{src}: integrity check of the copy failed: {facts['integrity']}")
+    return facts
 
 
 def _tree(root: Path, skip: set[str] = frozenset()) -> list[Path]:
@@ -213,12 +195,8 @@ def _extract_verified(archive: Path, into: Path) -> dict:
         if not (name.startswith("data/") and name.endswith(".db")):
             continue
         try:
-            conn = sqlite3.connect(into / name)
-            try:
-                check = conn.execute("PRAGMA integrity_check").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
+            check = integrity_check(into / name)
+        except StoreError as exc:
             raise BackupError(f"{archive}: {name}: {exc}") from exc
         if check != "ok":
             raise BackupError(f"{archive}: {name}: integrity check failed: {check}")

@@ -14,9 +14,7 @@ arrives both ways is recorded once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -28,7 +26,8 @@ from gateway.alarms import Change
 from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
 from gateway.model import utc
-from gateway.store import Store
+from gateway.store import Store, Tx, append_event, cases, cursors
+from gateway.store import alarms as alarm_rows
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import CaseSystemClient, CaseView, decode_callback
 from gateway.uplink.signing import Secret, SignatureError, Verifier
@@ -36,44 +35,31 @@ from gateway.uplink.signing import Secret, SignatureError, Verifier
 __all__ = ["CaseFeedback", "CaseStatusPoller", "apply_case_event"]
 
 log = logging.getLogger(__name__)
-_CURSOR_KEY = "case_poll_since"
 #: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final
 _RANK = {"accepted": 0, "dispatched": 1, "on_site": 2, "closed": 3, "rejected": 3}
-_RANK_SQL = " ".join(f"WHEN '{k}' THEN {v}" for k, v in _RANK.items())
 
 
-def apply_case_event(conn: sqlite3.Connection, *, event_id: str, case_id: str, status: str,
+def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
                      handler: str | None, note: str, via: str,
                      on_closed: str = "resolve") -> Change | None:
     """Record one case status change once (by ``event_id``): the alarm's change, or None
     when it was seen before or belongs to no alarm here. A case closed resolves its open
     alarm (``on_closed="resolve"``: reason ``case_closed``, the handler's result as the note,
     ``case_system:<handler>`` as actor) or leaves it for staff to confirm (``"confirm"``)."""
-    cur = conn.execute("INSERT OR IGNORE INTO case_callbacks VALUES (?, ?)",
-                       (event_id, utc().isoformat()))
-    if cur.rowcount == 0:
+    if not cases.first_seen(conn, event_id, utc().isoformat()):
         return None     # duplicate delivery
-    row = conn.execute("SELECT id, state FROM alarms WHERE case_id=?", (case_id,)).fetchone()
+    row = alarm_rows.by_case_id(conn, case_id)
     if row is None:
         return None
     now = utc().isoformat()
     actor = f"case_system:{handler or ''}"
     # events may arrive out of order (retries, polling after callbacks): never backwards
-    conn.execute("UPDATE alarms SET case_status=? WHERE id=? AND coalesce(CASE case_status "
-                 + _RANK_SQL + " END, -1) <= ?", (status, row[0], _RANK.get(status, 0)))
-    conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
-                 "VALUES (?,?,?,?,?)",
-                 (row[0], now, "case_status", actor,
-                  json.dumps({"status": status, "note": note, "event_id": event_id,
-                              "via": via}, ensure_ascii=False)))
+    alarm_rows.advance_case_status(conn, row[0], status, _RANK)
+    append_event(conn, row[0], "case_status", actor, now, status=status, note=note,
+                 event_id=event_id, via=via)
     if status == "closed" and on_closed == "resolve" and row[1] != "resolved":
-        conn.execute("UPDATE alarms SET state='resolved', resolved_by=?, resolved_at=?, "
-                     "resolve_reason='case_closed', resolve_note=?, updated_at=? WHERE id=?",
-                     (actor, now, note, now, row[0]))
-        conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
-                     "VALUES (?,?,?,?,?)",
-                     (row[0], now, "resolved", actor,
-                      json.dumps({"reason": "case_closed", "note": note}, ensure_ascii=False)))
+        alarm_rows.resolve(conn, row[0], actor, "case_closed", note, now)
+        append_event(conn, row[0], "resolved", actor, now, reason="case_closed", note=note)
         return Change(row[0], "resolved")
     return Change(row[0], "case_status")
 
@@ -130,7 +116,7 @@ class CaseStatusPoller:
         self._backoff = Backoff(base_s=min(1.0, interval_s), cap_s=max(interval_s, 5.0))
 
     def cursor(self) -> datetime:
-        saved = self.store.get_meta(_CURSOR_KEY)
+        saved = cursors.read_cursor(self.store, cursors.CASE_POLL)
         return datetime.fromisoformat(saved) if saved else utc() - self.lookback
 
     async def run(self) -> None:
@@ -154,15 +140,14 @@ class CaseStatusPoller:
     async def poll_once(self) -> int:
         """Apply every unseen event of cases changed since the cursor; events applied."""
         since = self.cursor()
-        cases = await self.client.cases_updated_since(since, limit=200, max_pages=50)
-        newest = max((c.updated_at for c in cases), default=since)
+        views = await self.client.cases_updated_since(since, limit=200, max_pages=50)
+        newest = max((c.updated_at for c in views), default=since)
 
-        def tx(conn: sqlite3.Connection) -> list[Change]:
+        def tx(conn: Tx) -> list[Change]:
             changed: list[Change] = []
-            for case in cases:
+            for case in views:
                 changed += _apply_case(conn, case, self.on_closed)
-            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                         (_CURSOR_KEY, newest.isoformat()))
+            cursors.write_cursor(conn, cursors.CASE_POLL, newest.isoformat())
             return changed
 
         changed = await self.store.write(tx)
@@ -182,7 +167,7 @@ class CaseStatusPoller:
             self.state = state
 
 
-def _apply_case(conn: sqlite3.Connection, case: CaseView, on_closed: str) -> list[Change]:
+def _apply_case(conn: Tx, case: CaseView, on_closed: str) -> list[Change]:
     out = []
     for ev in sorted(case.events, key=lambda e: e.changed_at):
         change = apply_case_event(conn, event_id=ev.event_id, case_id=case.case_id,
@@ -191,6 +176,5 @@ def _apply_case(conn: sqlite3.Connection, case: CaseView, on_closed: str) -> lis
         if change is not None:
             out.append(change)
     if out:   # events may have been missed in any order: the case's own status is current
-        conn.execute("UPDATE alarms SET case_status=? WHERE case_id=?",
-                     (case.status.value, case.case_id))
+        alarm_rows.set_status_of_case(conn, case.case_id, case.status.value)
     return out

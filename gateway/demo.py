@@ -144,7 +144,7 @@ def _ensure_demo_users(data: Path) -> tuple[str, str]:
     """Create (or reset) the demo's duty and admin users with new random passwords (so the
     demo never asks for the first-admin setup token)."""
     from gateway.auth import Auth
-    from gateway.store import Store
+    from gateway.store import Store, accounts
 
     store = Store(data / "gateway.db")
     store.open()
@@ -153,8 +153,7 @@ def _ensure_demo_users(data: Path) -> tuple[str, str]:
         out = []
         for user, role, name in (("duty", "duty", "值班员"), ("admin", "admin", "管理员")):
             password = secrets.token_urlsafe(9)
-            store.write_sync(lambda c, u=user: c.execute("DELETE FROM users WHERE username=?",
-                                                         (u,)))
+            store.write_sync(lambda c, u=user: accounts.delete_user(c, u))
             auth.add_user(user, role, password, display_name=name)
             out.append(password)
         return out[0], out[1]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,8 @@ from gateway.case_refusals import refusal_code
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.kernel.resilience import Backoff, CircuitBreaker
-from gateway.store import COMMIT_RETRY, Store
+from gateway.store import COMMIT_RETRY, Store, Tx, append_event, outbox
+from gateway.store import alarms as alarm_rows
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import CaseCategory, CaseCreate, CaseSystemClient, CaseUpdate
 
@@ -141,22 +141,19 @@ class CaseForwarder:
         self._wake.set()
 
     def pending_count(self) -> int:
-        row = self.store.query_one("SELECT count(*) AS n FROM outbox WHERE state='pending'")
-        return row["n"] if row else 0
+        return outbox.pending_count(self.store)
 
     def failed_count(self) -> int:
-        row = self.store.query_one("SELECT count(*) AS n FROM outbox WHERE state='failed'")
-        return row["n"] if row else 0
+        return outbox.failed_count(self.store)
 
     def oldest_pending_age_s(self) -> float:
         """Seconds since the oldest undelivered row was queued (0 when none)."""
-        row = self.store.query_one("SELECT created_at FROM outbox WHERE state='pending' "
-                                   "ORDER BY seq LIMIT 1")
-        if row is None:
+        created_at = outbox.oldest_pending_created_at(self.store)
+        if created_at is None:
             return 0.0
         from datetime import datetime
 
-        return max(0.0, (utc() - datetime.fromisoformat(row["created_at"])).total_seconds())
+        return max(0.0, (utc() - datetime.fromisoformat(created_at)).total_seconds())
 
     async def run(self) -> None:
         async with self.client:
@@ -183,11 +180,7 @@ class CaseForwarder:
 
     def _due(self, limit: int) -> list[dict]:
         """The oldest pending row of each of the first ``limit`` alarms, in seq order."""
-        rows = self.store.query(
-            "SELECT o.* FROM outbox o WHERE o.state='pending' AND NOT EXISTS ("
-            " SELECT 1 FROM outbox p WHERE p.alarm_id=o.alarm_id AND p.state='pending'"
-            " AND p.seq < o.seq) ORDER BY o.seq LIMIT ?", (limit,))
-        return rows
+        return outbox.due(self.store, limit)
 
     async def _wait(self, seconds: float) -> None:
         try:
@@ -268,31 +261,22 @@ class CaseForwarder:
             self.on_change(changes)
 
     def _case_id(self, alarm_id: int) -> str | None:
-        row = self.store.query_one("SELECT case_id FROM alarms WHERE id=?", (alarm_id,))
-        return row["case_id"] if row else None
+        return alarm_rows.case_id_of(self.store, alarm_id)
 
 
-def _apply(conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+def _apply(conn: Tx, outcomes: list[Outcome]) -> None:
     now = utc().isoformat()
     for o in outcomes:
         if o.kind == "retry":
-            conn.execute("UPDATE outbox SET attempts=attempts+1, last_error=? WHERE seq=?",
-                         (o.error, o.seq))
+            outbox.record_retry(conn, o.seq, o.error)
         elif o.kind == "failed":
-            conn.execute("UPDATE outbox SET state='failed', attempts=attempts+1, last_error=? "
-                         "WHERE seq=?", (o.error, o.seq))
-            conn.execute("UPDATE alarms SET case_error=? WHERE id=?",
-                         (o.code or o.error, o.alarm_id))
+            outbox.record_failed(conn, o.seq, o.error)
+            alarm_rows.set_case_error(conn, o.alarm_id, o.code or o.error)
         else:
-            conn.execute("UPDATE outbox SET state='delivered', delivered_at=?, "
-                         "attempts=attempts+1, last_error=NULL WHERE seq=?", (now, o.seq))
+            outbox.record_delivered(conn, o.seq, now)
             if o.topic == "case.create":
-                conn.execute("UPDATE alarms SET case_id=?, case_status=?, case_error=NULL "
-                             "WHERE id=?", (o.case_id, o.status, o.alarm_id))
-                conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
-                             "VALUES (?,?,?,?,?)",
-                             (o.alarm_id, now, "case_created", "case_system",
-                              json.dumps({"case_id": o.case_id, "status": o.status})))
+                alarm_rows.set_case(conn, o.alarm_id, o.case_id, o.status)
+                append_event(conn, o.alarm_id, "case_created", "case_system", now,
+                             case_id=o.case_id, status=o.status)
             else:
-                conn.execute("UPDATE alarms SET case_status=? WHERE id=?",
-                             (o.status, o.alarm_id))
+                alarm_rows.set_case_status(conn, o.alarm_id, o.status)

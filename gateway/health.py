@@ -26,6 +26,7 @@ from pathlib import Path
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeWatch
 from gateway.kernel.clock import utc_iso
 from gateway.model import Kind, Quality, Reading, Severity
+from gateway.store import devices as device_rows
 
 __all__ = ["DecodeFaults", "DeviceHealth", "HealthBook", "REPORTING_INTERVAL_S"]
 
@@ -218,11 +219,9 @@ class DecodeFaults(DecodeWatch):
         """Open decode faults from the store (a restart keeps them shown)."""
         if self.store is None:
             return
-        rows = self.store.query("SELECT device_id FROM device_faults WHERE fault=? AND "
-                                "cleared_at IS NULL", (DECODE_ERROR,))
-        for row in rows:
-            self.open[row["device_id"]] = -math.inf
-            self.health.set_fault(row["device_id"], DECODE_ERROR)
+        for device_id in device_rows.open_fault_devices(self.store, DECODE_ERROR):
+            self.open[device_id] = -math.inf
+            self.health.set_fault(device_id, DECODE_ERROR)
         self.rebind()
 
     def rebind(self) -> None:
@@ -268,22 +267,19 @@ class DecodeFaults(DecodeWatch):
         h = self.health.devices.get(device_id)
         if h is None:
             return
-        row = (self.key(device_id), DECODE_ERROR, device_id, h.household_id, h.grid_cell,
-               str(Severity.MAJOR),
-               f"设备 {device_id} 上报的数据无法解码，其报警可能无法送达；请检查设备配置文件并查看"
-               f"网关日志",
-               f"Messages of device {device_id} cannot be decoded ({transport}): its alarms may "
-               f"not arrive; check its profile and the gateway log", utc_iso())
-        self._write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO device_faults (key, fault, device_id, household_id, "
-            "grid_cell, severity, message_zh, message_en, raised_at, cleared_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,NULL)", row))
+        fault = dict(
+            key=self.key(device_id), fault=DECODE_ERROR, device_id=device_id,
+            household_id=h.household_id, grid_cell=h.grid_cell, severity=str(Severity.MAJOR),
+            message_zh=f"设备 {device_id} 上报的数据无法解码，其报警可能无法送达；请检查设备配置"
+                       f"文件并查看网关日志",
+            message_en=f"Messages of device {device_id} cannot be decoded ({transport}): its "
+                       f"alarms may not arrive; check its profile and the gateway log",
+            raised_at=utc_iso())
+        self._write(lambda conn: device_rows.raise_fault(conn, **fault))
 
     def _persist_clear(self, device_id: str) -> None:
         key, ts = self.key(device_id), utc_iso()
-        self._write(lambda conn: conn.execute(
-            "UPDATE device_faults SET cleared_at=? WHERE key=? AND cleared_at IS NULL",
-            (ts, key)))
+        self._write(lambda conn: device_rows.clear_fault(conn, key, ts))
 
     def _write(self, fn) -> None:
         store = self.store

@@ -32,12 +32,12 @@ from gateway import StoreError
 from gateway.kernel.resilience import Backoff, RateLimit
 from gateway.metrics import Metrics
 from gateway.model import utc
-from gateway.store import Store
+from gateway.store import Store, cursors, events
 
 __all__ = ["HouseholdRateLimit", "Notifier"]
 
 log = logging.getLogger(__name__)
-_CURSOR = "notify_cursor"
+_CURSOR = cursors.NOTIFY
 _SEVERITY_ZH = {"critical": "紧急", "major": "重要", "minor": "一般", "info": "提示"}
 
 
@@ -89,19 +89,16 @@ class Notifier:
 
     async def step(self, batch: int = 50) -> int:
         """Handle the escalations after the cursor; returns how many were looked at."""
-        cursor = int(self.store.get_meta(_CURSOR) or 0)
-        rows = self.store.query(
-            "SELECT e.id AS ev_id, e.ts, e.detail, a.* FROM alarm_events e JOIN alarms a "
-            "ON a.id = e.alarm_id WHERE e.id > ? AND e.action = 'escalated' ORDER BY e.id "
-            "LIMIT ?", (cursor, batch))
+        cursor = cursors.event_cursor(self.store, _CURSOR)
+        rows = events.escalations_after(self.store, cursor, batch)
         if not rows:
-            last = self.store.query_one("SELECT max(id) AS m FROM alarm_events")["m"] or 0
+            last = events.last_event_id(self.store)
             if last > cursor:
-                await self.store.set_meta(_CURSOR, str(last))
+                await cursors.save_cursor(self.store, _CURSOR, last)
             return 0
         for row in rows:
             await self._one(row)
-            await self.store.set_meta(_CURSOR, str(row["ev_id"]))
+            await cursors.save_cursor(self.store, _CURSOR, row["ev_id"])
         return len(rows)
 
     async def _one(self, row: dict) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from gateway import StoreError
 from gateway.alarms import AlarmBook
 from gateway.metrics import Metrics
 from gateway.model import Reading, utc
-from gateway.store import COMMIT_RETRY, Store
+from gateway.store import COMMIT_RETRY, Store, Tx, inbox
 
 __all__ = ["Pipeline"]
 
@@ -101,8 +100,7 @@ class Pipeline:
 
     async def recover(self) -> None:
         """Feed inbox rows accepted before a crash/restart but not yet processed."""
-        rows = self.store.query("SELECT seq, reading FROM inbox WHERE processed_at IS NULL "
-                                "ORDER BY seq")
+        rows = inbox.unprocessed(self.store)
         for row in rows:
             reading = Reading.from_json(json.loads(row["reading"]))
             # the snapshot may have been taken after this reading was fed and before its
@@ -230,14 +228,7 @@ class Pipeline:
             log.error("cannot save rule engine snapshot: %s", exc)
 
 
-def _insert_inbox(conn: sqlite3.Connection, batch: list[_Pending]) -> list[list[int]]:
+def _insert_inbox(conn: Tx, batch: list[_Pending]) -> list[list[int]]:
     now = utc().isoformat()
-    out: list[list[int]] = []
-    for pending in batch:
-        seqs = []
-        for r in pending.readings:
-            cur = conn.execute("INSERT INTO inbox (received_at, source, reading) VALUES (?,?,?)",
-                               (now, r.device_id, json.dumps(r.to_json(), ensure_ascii=False)))
-            seqs.append(cur.lastrowid)
-        out.append(seqs)
-    return out
+    return [[inbox.accept(conn, now, r.device_id, json.dumps(r.to_json(), ensure_ascii=False))
+             for r in pending.readings] for pending in batch]

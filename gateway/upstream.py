@@ -33,12 +33,13 @@ from gateway import StoreError
 from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
 from gateway.model import utc
-from gateway.store import Store
+from gateway.store import Store, cursors, events
+from gateway.store import alarms as alarm_rows
 
 __all__ = ["UpstreamPublisher", "alarm_state"]
 
 log = logging.getLogger(__name__)
-_CURSOR = "upstream_cursor"
+_CURSOR = cursors.UPSTREAM
 _STATE_FIELDS = ("id", "key", "rule_id", "category", "severity", "state", "device_id",
                  "household_id", "grid_cell", "count", "test", "occurred_at", "raised_at",
                  "updated_at", "cleared_at", "escalation_tier", "escalation_tier_name",
@@ -85,12 +86,10 @@ class UpstreamPublisher:
         self._wake.set()
 
     def cursor(self) -> int:
-        return int(self.store.get_meta(_CURSOR) or 0)
+        return cursors.event_cursor(self.store, _CURSOR)
 
     def backlog(self) -> int:
-        row = self.store.query_one("SELECT count(*) AS n FROM alarm_events WHERE id > ?",
-                                   (self.cursor(),))
-        return row["n"] if row else 0
+        return events.count_after(self.store, self.cursor())
 
     async def run(self) -> None:
         delays = self._reconnect.delays()
@@ -137,14 +136,11 @@ class UpstreamPublisher:
     async def _publish_events(self, client: aiomqtt.Client) -> int:
         """Publish the next batch after the cursor; advance it once all were acknowledged."""
         cursor = self.cursor()
-        events = self.store.query(
-            "SELECT a.*, e.id AS ev_id, e.alarm_id, e.ts, e.action, e.actor, e.detail FROM "
-            "alarm_events e JOIN alarms a ON a.id = e.alarm_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
-            (cursor, self.batch))
-        if not events:
+        batch = events.events_after(self.store, cursor, self.batch)
+        if not batch:
             return 0
         pubs = []
-        for ev in events:
+        for ev in batch:
             alarm = alarm_state(dict(ev, id=ev["alarm_id"]))
             detail = json.loads(ev["detail"])
             detail.pop("note", None)          # free text may name residents: not upstream
@@ -157,22 +153,20 @@ class UpstreamPublisher:
             state = b"" if alarm["state"] == "resolved" else json.dumps(alarm)
             pubs.append(client.publish(f"{topic}/state", state, qos=1, retain=True))
         await asyncio.gather(*pubs)
-        last = events[-1]["ev_id"]
+        last = batch[-1]["ev_id"]
         try:
-            await self.store.set_meta(_CURSOR, str(last))
+            await cursors.save_cursor(self.store, _CURSOR, last)
         except StoreError as exc:   # not recorded: those events go out again (at least once)
             log.error("upstream: cannot record the cursor: %s", exc)
             await asyncio.sleep(1.0)
             return 0
-        self.published += len(events)
-        self.metrics.inc("gateway_upstream_published_total", len(events))
-        return len(events)
+        self.published += len(batch)
+        self.metrics.inc("gateway_upstream_published_total", len(batch))
+        return len(batch)
 
     def _summary(self) -> dict:
-        rows = self.store.query("SELECT severity, count(*) AS n FROM alarms "
-                                "WHERE state != 'resolved' GROUP BY severity")
         return {"site_id": self.site_id, "at": utc().isoformat(),
-                "open_alarms": {r["severity"]: r["n"] for r in rows},
+                "open_alarms": alarm_rows.open_by_severity(self.store),
                 "upstream_backlog": self.backlog(), **self.summary()}
 
     def _set_state(self, state: str, why: str = "") -> None:

@@ -8,8 +8,10 @@ git history, when the history is at hand, and checks the file is what that relea
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -217,6 +219,61 @@ def test_two_processes_opening_an_old_store_upgrade_it_once(tmp_path):
     for t in threads:
         t.join()
     assert sorted(results) == [(0, SCHEMA_VERSION)] + [(SCHEMA_VERSION, SCHEMA_VERSION)] * 3
+
+
+# -- no SQL outside the store package -------------------------------------------------------
+#: Modules of gateway/ that may use SQLite themselves, and why.
+OWN_DATABASE = {
+    # the embedded telemetry sink: its own file (telemetry.db), its own writer thread and
+    # schema (raw + rollups, docs/telemetry.md); not the store
+    "gateway/telemetry.py",
+}
+_SQL = re.compile(r"""["'](SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|PRAGMA|REPLACE)\s""")
+
+
+def _gateway_modules() -> list[Path]:
+    return sorted(p for p in (ROOT / "gateway").rglob("*.py")
+                  if "store" not in p.relative_to(ROOT / "gateway").parts[:1])
+
+
+def test_no_sql_outside_the_store_package():
+    found = []
+    for path in _gateway_modules():
+        rel = str(path.relative_to(ROOT))
+        if rel in OWN_DATABASE:
+            continue
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) \
+                    else [node.module or ""]
+                if "sqlite3" in mods:
+                    found.append(f"{rel}:{node.lineno}: imports sqlite3")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                    node.func.attr in ("execute", "executemany", "executescript")
+                    or node.func.attr in ("query", "query_one") and node.args):
+                found.append(f"{rel}:{node.lineno}: .{node.func.attr}(...)")
+        for n, line in enumerate(text.splitlines(), 1):
+            if _SQL.search(line):
+                found.append(f"{rel}:{n}: {line.strip()}")
+    assert found == []
+
+
+def test_the_store_package_imports_only_the_kernel_and_itself():
+    for path in sorted((ROOT / "gateway" / "store").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                mod = node.module
+                if mod == "gateway" or mod.startswith("gateway."):
+                    assert mod.startswith(("gateway.kernel", "gateway.store")), \
+                        f"{path.name} imports {mod}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith(("gateway", "rules", "drivers",
+                                                      "edge_config", "simulators")) \
+                        or alias.name.startswith(("gateway.kernel", "gateway.store")), \
+                        f"{path.name} imports {alias.name}"
 
 
 # -- the fixture is what the previous release makes -----------------------------------------

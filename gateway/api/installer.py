@@ -26,6 +26,7 @@ from gateway.device_modes import (
 )
 from gateway.installer import InstallerError, checklist
 from gateway.model import DEVICE_TYPES, utc
+from gateway.store.audit import last_entry
 
 __all__ = ["DeviceBody", "ModeBody", "router"]
 
@@ -165,9 +166,7 @@ def _tests_and_sign_off(book: AlarmBook, device_ids: list[str],
                         household_id: str) -> tuple[dict[str, int], dict | None]:
     """Tests recorded per device and the last sign-off (blocking: store queries)."""
     tests = {dev: len(book.device_tests(dev, limit=1)) for dev in device_ids}
-    row = book.store.query_one(
-        "SELECT ts, actor FROM audit WHERE action='household.commissioned' AND target=? "
-        "ORDER BY id DESC LIMIT 1", (household_id,))
+    row = last_entry(book.store, "household.commissioned", household_id)
     return tests, dict(row) if row else None
 
 

@@ -13,18 +13,19 @@ The rest of the gateway holds no SQL: it calls the repositories of this package.
   (test records, device faults), :mod:`.accounts` (users, sessions, API tokens, setup
   token), :mod:`.audit`, :mod:`.files` (online copy and integrity check, for backups).
 
-Writers take the ``sqlite3.Connection`` of the caller's transaction (``Store.write(fn)``:
-several repository calls commit together); readers take the :class:`Store`.
+Writers take the transaction (:data:`Tx`, the writer's connection that ``Store.write(fn)``
+hands to ``fn``: several repository calls commit together); readers take the
+:class:`Store`.
 """
 
 from gateway.kernel.errors import StoreError
 from gateway.store import (accounts, alarms, audit, cases, cursors, devices, events, files,
                            inbox, outbox, schema)
 from gateway.store.audit import record_audit
-from gateway.store.core import COMMIT_RETRY, Store, lock_data_dir
+from gateway.store.core import COMMIT_RETRY, Row, Store, Tx, lock_data_dir
 from gateway.store.events import append_event
 from gateway.store.schema import SCHEMA_VERSION
 
-__all__ = ["COMMIT_RETRY", "SCHEMA_VERSION", "Store", "StoreError", "accounts", "alarms",
-           "append_event", "audit", "cases", "cursors", "devices", "events", "files", "inbox",
-           "lock_data_dir", "outbox", "record_audit", "schema"]
+__all__ = ["COMMIT_RETRY", "SCHEMA_VERSION", "Row", "Store", "StoreError", "Tx", "accounts",
+           "alarms", "append_event", "audit", "cases", "cursors", "devices", "events", "files",
+           "inbox", "lock_data_dir", "outbox", "record_audit", "schema"]

@@ -7,15 +7,21 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
+from gateway.kernel.errors import StoreError
+
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-__all__ = ["active_role", "add_session", "add_token", "add_user", "delete_session",
+__all__ = ["NameTaken", "active_role", "add_session", "add_token", "add_user", "delete_session",
            "delete_user", "disable_user", "drop_setup_token", "enabled_admins",
            "enabled_user", "has_admin", "session", "set_setup_token", "setup_token",
            "token", "touch_session", "user", "user_exists", "users"]
 
 _SETUP = "setup_token_hash"
+
+
+class NameTaken(StoreError):
+    """A user of that name exists already."""
 
 
 # -- the first admin -------------------------------------------------------------------------
@@ -45,10 +51,13 @@ def user_exists(store: Store, username: str) -> bool:
 
 def add_user(conn: sqlite3.Connection, username: str, role: str, display_name: str,
              password_hash: str, created_at: str) -> None:
-    """A new user (``sqlite3.IntegrityError`` when the name is taken)."""
-    conn.execute("INSERT INTO users (username, role, display_name, password_hash, created_at)"
-                 " VALUES (?,?,?,?,?)", (username, role, display_name, password_hash,
-                                         created_at))
+    """A new user (:class:`NameTaken` when the name is taken)."""
+    try:
+        conn.execute("INSERT INTO users (username, role, display_name, password_hash, "
+                     "created_at) VALUES (?,?,?,?,?)",
+                     (username, role, display_name, password_hash, created_at))
+    except sqlite3.IntegrityError as exc:
+        raise NameTaken(f"user {username!r} exists") from exc
 
 
 def delete_user(conn: sqlite3.Connection, username: str) -> None:

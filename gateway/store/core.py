@@ -29,10 +29,15 @@ from gateway.kernel.resilience import Backoff
 from gateway.store.audit import record_audit
 from gateway.store.schema import SCHEMA_VERSION, migrate
 
-__all__ = ["COMMIT_RETRY", "Store", "SCHEMA_VERSION", "lock_data_dir"]
+__all__ = ["COMMIT_RETRY", "Row", "Store", "SCHEMA_VERSION", "Tx", "lock_data_dir"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: What a write function gets (``Store.write(fn)``: ``fn(tx)``) and hands to the
+#: repositories: the writer's connection, inside the group's transaction.
+Tx = sqlite3.Connection
+#: A row read inside a transaction (by column name: ``row["id"]``).
+Row = sqlite3.Row
 
 #: How a caller whose write failed (``StoreError``: disk full, I/O error) retries it:
 #: 0.05 s, doubling, at most 5 s, no jitter (one writer, nobody to fall in step with).

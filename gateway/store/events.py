@@ -20,7 +20,7 @@ __all__ = ["append_event", "count_after", "escalations_after", "events_after", "
            "last_event_id"]
 
 
-def append_event(conn: sqlite3.Connection, alarm_id: int, action: str, actor: str, ts: str,
+def append_event(conn: sqlite3.Connection, alarm_id: int, action: str, actor: str, ts: str, /,
                  **detail: Any) -> int:
     """Record one transition of alarm ``alarm_id`` in the caller's transaction; its id."""
     cur = conn.execute("INSERT INTO alarm_events (alarm_id, ts, action, actor, detail) "
