@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
+from gateway.change_bus import ChangeBus, Subscriber
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
 from gateway.metrics import Metrics
@@ -139,6 +141,30 @@ def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
     return out
 
 
+def engine_follow_up(book: AlarmBook, pipeline: Pipeline) -> Subscriber:
+    """The change bus's subscriber that tells the rule engine (the pipeline's current one)
+    what people and the case system did: an acknowledgement, a resolution, a case taken."""
+
+    def follow_up(changes: Sequence[Change]) -> None:
+        for ch in changes:
+            if ch.action in ("acknowledged", "resolved"):
+                # unless the store has opened a new alarm with this key since (a trigger
+                # the engine took for an update: the pipeline restarts its bookkeeping)
+                key = book.get(ch.alarm_id)["key"]
+                current = book.open_id(key)
+                if ch.action == "acknowledged" and current == ch.alarm_id:
+                    pipeline.engine.acknowledged(key, utc())
+                elif ch.action == "resolved" and current is None:
+                    pipeline.engine.resolved(key, utc())
+            elif ch.action in ("case", "case_status"):
+                row = book.get(ch.alarm_id)   # the case taken: escalation stops
+                if (row["state"] == "raised" and book.escalation_stopped(row["case_status"])
+                        and book.open_id(row["key"]) == ch.alarm_id):
+                    pipeline.engine.acknowledged(row["key"], utc())
+
+    return follow_up
+
+
 class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handlers: the gateway owns SIGINT/SIGTERM."""
 
@@ -184,31 +210,11 @@ class Gateway:
             apply_modes(engine, site)
             log.info("rule engine state restored from snapshot")
 
-        def on_change(changes: list[Change]) -> None:
-            for ch in changes:
-                if ch.action in ("acknowledged", "resolved"):
-                    # unless the store has opened a new alarm with this key since (a trigger
-                    # the engine took for an update: the pipeline restarts its bookkeeping)
-                    key = book.get(ch.alarm_id)["key"]
-                    current = book.open_id(key)
-                    if ch.action == "acknowledged" and current == ch.alarm_id:
-                        pipeline.engine.acknowledged(key, utc())
-                    elif ch.action == "resolved" and current is None:
-                        pipeline.engine.resolved(key, utc())
-                elif ch.action in ("case", "case_status"):
-                    row = book.get(ch.alarm_id)   # the case taken: escalation stops
-                    if (row["state"] == "raised" and book.escalation_stopped(row["case_status"])
-                            and book.open_id(row["key"]) == ch.alarm_id):
-                        pipeline.engine.acknowledged(row["key"], utc())
-            change_events(book, broadcaster, changes)
-            if forwarder is not None:
-                forwarder.wake()
-            for waker in wakers:
-                waker()
+        changes = ChangeBus()   # subscribers below, once what they call exists
 
         uplink = site.uplinks.case_system
         callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
-        book = AlarmBook(store, site, on_change=on_change, callback_url=callback_url,
+        book = AlarmBook(store, site, on_change=changes.publish, callback_url=callback_url,
                          metrics=self.metrics)
         adopt_store(engine, book)
         health_book = HealthBook(health_rows(site))
@@ -220,14 +226,19 @@ class Gateway:
         extra = build_uplinks(site, store, self.metrics, self.data_dir,
                               lambda ref, where: read_secret(ref, self.config_dir, where),
                               health_book, self.o.api_host, self.o.api_port)
-        wakers = extra.wakers
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=extra.on_reading(health_book.seen))
         intake = self._intake(site, pipeline, health_book, decode_faults)
         field = FieldDrivers(plan_field(site, load_profiles(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
-        forwarder, callback, poller = self._case_system(site, store, on_change)
+        forwarder, callback, poller = self._case_system(site, store, changes.publish)
+        changes.subscribe(engine_follow_up(book, pipeline))
+        changes.subscribe(lambda chs: change_events(book, broadcaster, chs))
+        if forwarder is not None:
+            changes.subscribe(lambda chs, wake=forwarder.wake: wake())
+        for waker in extra.wakers:
+            changes.subscribe(lambda chs, wake=waker: wake())
 
         def health() -> dict:
             tick_age = time.monotonic() - (pipeline.last_tick or self._t0)
