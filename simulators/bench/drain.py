@@ -52,7 +52,7 @@ async def _cases(tmp: Path, args: argparse.Namespace) -> dict:
     from gateway.alarms import AlarmBook
     from gateway.forwarder import CaseForwarder
     from gateway.site import load_site
-    from gateway.store import Store
+    from gateway.store import Store, outbox
     from gateway.uplink.case_system import CaseSystemClient
     from simulators.bench._backlog import fill_backlog, start_case_system
 
@@ -81,8 +81,7 @@ async def _cases(tmp: Path, args: argparse.Namespace) -> dict:
 
         base = await drain(1, args.baseline_cases)
         rate = await drain(args.window, args.cases)
-        left = store.query_one("SELECT count(*) AS n FROM outbox WHERE state='pending'")["n"]
-        failed = store.query_one("SELECT count(*) AS n FROM outbox WHERE state='failed'")["n"]
+        left, failed = outbox.pending_count(store), outbox.failed_count(store)
     finally:
         store.close()
         sim.stop()

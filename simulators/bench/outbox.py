@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.model import Kind, Reading
-from gateway.store import Store
+from gateway.store import Store, inbox
 
 __all__ = ["add_args", "run"]
 
@@ -45,10 +45,8 @@ async def _bench(store: Store, n: int, concurrency: int) -> float:
 
     def insert(i: int):
         def fn(conn):
-            return conn.execute("INSERT INTO inbox (received_at, source, reading) "
-                                "VALUES (?,?,?)", ("2024-05-01T08:00:00+00:00",
-                                                   f"caller-{i % 500}",
-                                                   body[i % len(body)])).lastrowid
+            return inbox.accept(conn, "2024-05-01T08:00:00+00:00", f"caller-{i % 500}",
+                                body[i % len(body)])
         return fn
 
     next_i = iter(range(n))
@@ -72,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
             async with Store(Path(tmp) / "group.db") as store:
                 commits0 = store.commits
                 g = await _bench(store, args.records, args.concurrency)
-                rows = store.query_one("SELECT count(*) AS n FROM inbox")["n"]
+                rows = inbox.count(store)
                 commits = store.commits - commits0
             return {"records": args.records, "records_per_s": round(g),
                     "baseline_one_commit_per_record_per_s": round(b),
