@@ -44,7 +44,6 @@ Row = sqlite3.Row
 COMMIT_RETRY = Backoff(base_s=0.05, cap_s=5.0, jitter="none")
 
 
-
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
@@ -78,11 +77,12 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = _connect(self.path)
         try:
+            new = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
             found, now = migrate(conn)
         except BaseException:
             conn.close()
             raise
-        if found != now:
+        if found != now and not new:
             log.info("store %s: schema upgraded from version %d to %d", self.path, found, now)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('instance_id', ?)",
                      (uuid.uuid4().hex[:12],))
