@@ -27,6 +27,7 @@ import aiomqtt
 
 from gateway.model import Kind
 from simulators.community import DAY, Community, DeviceSpec
+from simulators.devices import publish_on
 from simulators.household_sim import Report
 
 __all__ = ["payload_for", "run_community"]
@@ -92,8 +93,8 @@ async def run_community(host: str, port: int, community: Community, *, speed: fl
                         continue
                     break
                 d = devices[r.device_id]
-                await client.publish(d.topic, json.dumps(payload_for(d, r)),
-                                     qos=1 if any(k in _ALARM for k, _ in r.values) else 0)
+                await publish_on(client, d.topic, json.dumps(payload_for(d, r)),
+                                 qos=1 if any(k in _ALARM for k, _ in r.values) else 0)
                 sent += 1
                 if max_reports is not None and sent >= max_reports:
                     break
@@ -112,11 +113,11 @@ def _next_press(rng: random.Random, press_every: float | None) -> float:
 async def _press(client: aiomqtt.Client, caller: DeviceSpec, rng: random.Random) -> int:
     """One press of ``caller``'s button; three in ten are cancelled a moment later."""
     down = Report(0.0, caller.id, ((Kind.SOS, True),))
-    await client.publish(caller.topic, json.dumps(payload_for(caller, down)), qos=1)
+    await publish_on(client, caller.topic, json.dumps(payload_for(caller, down)), qos=1)
     log.info("demo: %s pressed SOS", caller.id)
     if rng.random() < 0.3:
         await asyncio.sleep(rng.uniform(2, 8))
         up = Report(0.0, caller.id, ((Kind.SOS, False),))
-        await client.publish(caller.topic, json.dumps(payload_for(caller, up)), qos=1)
+        await publish_on(client, caller.topic, json.dumps(payload_for(caller, up)), qos=1)
         return 2
     return 1

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -29,7 +30,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
     with open(log, "wb") as fh:
         proc = subprocess.Popen([str(VENV_BIN / "gateway"), "demo", "--port", str(port),
                                  "--press-every", "0.5", "--data", str(tmp_path / "demo")],
-                                stdout=fh, stderr=subprocess.STDOUT)
+                                stdout=fh, stderr=subprocess.STDOUT,
+                                env=dict(os.environ, PYTHONFAULTHANDLER="1"))
     try:
         text = wait_for(lambda: "password:" in log.read_text() and log.read_text(), timeout=60,
                         interval=0.1, what="demo banner")
@@ -45,7 +47,15 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
             assert alarms[0]["household"] or alarms[0]["grid"]
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
+        t_stop = time.monotonic()
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            raise AssertionError(f"the demo did not stop within 30 s of SIGINT:\n"
+                                 f"{log.read_text()[-6000:]}") from None
+    print(f"demo stopped {time.monotonic() - t_stop:.1f} s after SIGINT")
     assert code == 0, log.read_text()
     assert "Traceback" not in log.read_text()
     wait_for(lambda: not (_mosquitto_pids() & started), timeout=10, interval=0.1,
