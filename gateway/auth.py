@@ -248,9 +248,11 @@ class Auth:
         wall = time.time()
         with self._lock:
             self._sessions[_sha(token)] = (username, csrf, wall, wall, wall)
-        self.store.write_sync(lambda c: (
-            accounts.add_session(c, _sha(token), username, csrf, wall, wall),
-            record_audit(c, username, "login", username)))
+        def tx(c: Tx) -> None:
+            accounts.add_session(c, _sha(token), username, csrf, wall, wall)
+            record_audit(c, username, "login", username)
+
+        self.store.write_sync(tx)
         return token, Principal(username, row["role"], "session", csrf)
 
     def _uncount(self, keys: tuple[tuple[str, int], ...], now: float) -> None:

@@ -267,15 +267,15 @@ class DecodeFaults(DecodeWatch):
         h = self.health.devices.get(device_id)
         if h is None:
             return
-        fault = dict(
-            key=self.key(device_id), fault=DECODE_ERROR, device_id=device_id,
-            household_id=h.household_id, grid_cell=h.grid_cell, severity=str(Severity.MAJOR),
-            message_zh=f"设备 {device_id} 上报的数据无法解码，其报警可能无法送达；请检查设备配置"
-                       f"文件并查看网关日志",
-            message_en=f"Messages of device {device_id} cannot be decoded ({transport}): its "
-                       f"alarms may not arrive; check its profile and the gateway log",
-            raised_at=utc_iso())
-        self._write(lambda conn: device_rows.raise_fault(conn, **fault))
+        key, household, cell, ts = self.key(device_id), h.household_id, h.grid_cell, utc_iso()
+        zh = (f"设备 {device_id} 上报的数据无法解码，其报警可能无法送达；请检查设备配置文件并查看"
+              f"网关日志")
+        en = (f"Messages of device {device_id} cannot be decoded ({transport}): its alarms may "
+              f"not arrive; check its profile and the gateway log")
+        self._write(lambda conn: device_rows.raise_fault(
+            conn, key=key, fault=DECODE_ERROR, device_id=device_id, household_id=household,
+            grid_cell=cell, severity=str(Severity.MAJOR), message_zh=zh, message_en=en,
+            raised_at=ts))
 
     def _persist_clear(self, device_id: str) -> None:
         key, ts = self.key(device_id), utc_iso()

@@ -19,8 +19,19 @@ hands to ``fn``: several repository calls commit together); readers take the
 """
 
 from gateway.kernel.errors import StoreError
-from gateway.store import (accounts, alarms, audit, cases, cursors, devices, events, files,
-                           inbox, outbox, schema)
+from gateway.store import (
+    accounts,
+    alarms,
+    audit,
+    cases,
+    cursors,
+    devices,
+    events,
+    files,
+    inbox,
+    outbox,
+    schema,
+)
 from gateway.store.audit import record_audit
 from gateway.store.core import COMMIT_RETRY, Row, Store, Tx, lock_data_dir
 from gateway.store.events import append_event

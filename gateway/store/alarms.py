@@ -270,8 +270,7 @@ def history(store: Store, f: HistoryFilter, limit: int = 100,
             offset: int = 0) -> tuple[int, list[dict]]:
     """(total matching, one page newest first) of alarms matching ``f``."""
     where, params = f.sql()
-    total = store.query_one(f"SELECT count(*) AS n FROM alarms WHERE {where}",
-                            tuple(params))["n"]
+    row = store.query_one(f"SELECT count(*) AS n FROM alarms WHERE {where}", tuple(params))
     rows = store.query(f"SELECT * FROM alarms WHERE {where} ORDER BY id DESC "
                        f"LIMIT ? OFFSET ?", (*params, limit, offset))
-    return total, rows
+    return (row["n"] if row else 0), rows

@@ -23,9 +23,9 @@ def record_audit(conn: sqlite3.Connection, actor: str, action: str, target: str 
 
 def audit_log(store: Store, limit: int = 200, actor: str | None = None) -> list[dict]:
     """Entries newest first, of one actor or all."""
-    sql, params = "SELECT * FROM audit", ()
+    sql, params = "SELECT * FROM audit", []
     if actor:
-        sql, params = sql + " WHERE actor=?", (actor,)
+        sql, params = sql + " WHERE actor=?", [actor]
     return store.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit))
 
 
