@@ -121,6 +121,11 @@ class UpstreamPublisher:
         while True:
             while await self._publish_events(client):
                 pass
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Python 3.11: asyncio.wait_for inside aiomqtt's publish can swallow a cancel
+                # that arrives with the PUBACK; the stop must not be lost (a hung shutdown)
+                raise asyncio.CancelledError
             if loop.time() >= next_summary:
                 await client.publish(f"{self.base}/summary",
                                      json.dumps(self._summary(), ensure_ascii=False),
