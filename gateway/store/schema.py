@@ -180,6 +180,8 @@ def migrate(conn: sqlite3.Connection,
     """Bring the store on ``conn`` (autocommit mode, no transaction open) to the version of
     the last of ``steps``: (version found, version now). One transaction for all of it."""
     newest = steps[-1].version if steps else 0
+    if newest and version_of(conn) == newest:      # the usual case: no write lock taken
+        return newest, newest
     conn.execute("BEGIN IMMEDIATE")
     try:
         found = version_of(conn)     # read inside the lock: another process may have done it
