@@ -170,8 +170,11 @@ async def test_a_store_of_the_previous_release_upgrades_in_place_with_its_data(t
         store.close()
 
     # opened again: nothing left to do
-    assert schema.migrate(sqlite3.connect(db, isolation_level=None)) == (SCHEMA_VERSION,
-                                                                         SCHEMA_VERSION)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert schema.migrate(conn) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    finally:
+        conn.close()
 
 
 def test_a_failing_step_leaves_the_store_as_it_was(tmp_path):
