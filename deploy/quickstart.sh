@@ -51,6 +51,7 @@ check() {
 }
 static_checks() {
   check lint-imports --no-cache || return 1   # the layers: [tool.importlinter], docs/architecture.md
+  check ruff check --no-cache . || return 1    # bug-finding rules: [tool.ruff] in pyproject.toml
 }
 
 case "$what" in

@@ -44,7 +44,7 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from None
             time.sleep(0.05)
 
 

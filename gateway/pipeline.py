@@ -121,7 +121,7 @@ class Pipeline:
             if not batch:
                 continue
             try:
-                seqs = await self.store.write(lambda c: _insert_inbox(c, batch))
+                seqs = await self.store.write(lambda c: _insert_inbox(c, batch))  # noqa: B023 (awaited here)
             except StoreError as exc:
                 # Not acknowledged: the device/broker still has them. Keep and retry.
                 self.metrics.inc("gateway_store_errors_total", stage="inbox")

@@ -353,7 +353,7 @@ class Gateway:
 
     async def _announce(self, server: uvicorn.Server, intake: MqttIntake) -> None:
         async with asyncio.timeout(60):
-            while not server.started:
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
                 await asyncio.sleep(0.05)
         log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
                  self.o.api_host, self.o.api_port)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -431,7 +430,8 @@ def test_every_alarm_has_exactly_one_case(rig):
         api = site.api()
         alarms = _alarms(site)
         for a in alarms:
-            wait_for(lambda: api.get(f"/api/alarms/{a['id']}").json()["case_id"], timeout=15,
+            wait_for(lambda: api.get(f"/api/alarms/{a['id']}").json()["case_id"],  # noqa: B023
+                     timeout=15,
                      interval=0.1, what=f"case of alarm {a['id']}")
         alarms = _alarms(site)
         assert all(a["case_id"] and a["case_refusal"] is None for a in alarms), alarms

@@ -7,7 +7,6 @@ console in Debian's Chromium."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 

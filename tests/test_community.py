@@ -88,7 +88,7 @@ def test_a_trip_always_starts_with_the_resident_at_home():
     hours = [datetime.fromtimestamp(s, c.zone).hour for _, s, _ in trips]
     assert any(x >= 11 for x in hours), "some departures waited for the resident to come home"
     moved = [(h, s, e) for h, s, e in trips if datetime.fromtimestamp(s, c.zone).hour >= 11]
-    for h, s, e in moved[:4]:     # the devices tell the same story
+    for h, s, _e in moved[:4]:     # the devices tell the same story
         mine = {d.id: d.type for d in c.devices if d.household == h.id}
         seen = [(r.ts, mine[r.device_id], v) for batch in c.reports(s - 6 * 3600, s + 3600,
                                                                     households=[h.id],

@@ -93,7 +93,7 @@ def broker(installed, tmp_path):
         wait_port(ports["tls"])
     except TimeoutError:
         proc.kill()
-        raise AssertionError(f"broker did not start: {proc.communicate(timeout=5)[1]}")
+        raise AssertionError(f"broker did not start: {proc.communicate(timeout=5)[1]}") from None
     yield ports
     proc.terminate()
     proc.communicate(timeout=10)

@@ -187,7 +187,8 @@ async def test_receiver_gets_its_ack_only_once_the_event_is_safe(adapter):
                                  sos[:-3]], start=1):
             adapter.write(bad.encode() + b"\r\n")
             await until(lambda: sum(rejected(r) for r in ("bad_checksum", "bad_format",
-                                                          "bad_length")) == n, 5, "refused")
+                                                          "bad_length")) == n,  # noqa: B023
+                        5, "refused")
             assert adapter.read(2.0) == b"\x15", bad
         # ... but the same unreadable line is not refused forever
         for _ in range(4):                     # refused 3 times running, the 4th copy acked

@@ -57,7 +57,7 @@ def test_kill_9_fifty_times_while_forwarding(tmp_path, case_system, case_secret)
     for _ in range(kills):
         before = requests()
         gw.start(wait_ready=False)
-        wait_for(lambda: requests() > before, timeout=20, interval=0.01,
+        wait_for(lambda: requests() > before, timeout=20, interval=0.01,  # noqa: B023
                  what="the restarted gateway forwarding")
         time.sleep(rng.uniform(0.0, 0.25))   # a random point in the middle of forwarding
         gw.kill()
@@ -129,7 +129,8 @@ def test_device_broker_restarts_while_devices_publish(tmp_path, mosquitto):
     t.start()
     try:
         for k in range(restarts):
-            wait_for(lambda: acked[0] >= (k + 1) * total // (restarts + 1), timeout=30,
+            wait_for(lambda: acked[0] >= (k + 1) * total // (restarts + 1),  # noqa: B023
+                     timeout=30,
                      what="devices publishing")
             mosquitto.stop()
             mosquitto.start()

@@ -102,7 +102,7 @@ async def _poll(ports: list[int], per_bus: int, period: float, seconds: float) -
         "polls_per_s": round(ok / elapsed, 1),
         "target_polls_per_s": round((len(ports) * per_bus - 1) / period, 1),
         "missed_poll_ratio": round(max(0, due - ok) / due, 4),
-        "dead_meter_quarantined": buses[0].stats[f"em-0-7"].quarantined,
+        "dead_meter_quarantined": buses[0].stats["em-0-7"].quarantined,
         "dead_bus_worst_period_dev": round(worst["dead_bus"], 4),
         "healthy_bus_worst_period_dev": round(worst["healthy_bus"], 4),
         "dead_bus_p99_period_dev": round(p99["dead_bus"], 4),
