@@ -10,16 +10,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from gateway.kernel.model import Severity, Value
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = ["Action", "ClearAlarm", "ClearFault", "Escalate", "RaiseAlarm", "RaiseFault",
            "TestRecord", "UpdateAlarm"]
 
 
-def _json(obj: object, name: str) -> dict:
-    out: dict = {"action": name}
-    for f in fields(obj):  # type: ignore[arg-type]
+def _json(obj: DataclassInstance, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"action": name}
+    for f in fields(obj):
         v = getattr(obj, f.name)
         if isinstance(v, datetime):
             v = v.isoformat()
@@ -51,7 +55,7 @@ class RaiseAlarm:
     test: bool = False
     event_ts: datetime | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "raise_alarm")
 
 
@@ -69,7 +73,7 @@ class UpdateAlarm:
     flapping: bool = False
     again: RaiseAlarm | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "update_alarm")
 
 
@@ -83,7 +87,7 @@ class ClearAlarm:
     reason: str
     auto_resolve: bool
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "clear_alarm")
 
 
@@ -97,7 +101,7 @@ class Escalate:
     targets: tuple[str, ...]
     ts: datetime
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "escalate")
 
 
@@ -117,7 +121,7 @@ class RaiseFault:
     rule_id: str = ""
     severity: Severity = Severity.MINOR
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "raise_fault")
 
 
@@ -126,7 +130,7 @@ class ClearFault:
     key: str
     ts: datetime
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "clear_fault")
 
 
@@ -141,7 +145,7 @@ class TestRecord:
     ts: datetime
     value: Value = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return _json(self, "test_record")
 
 

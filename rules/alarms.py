@@ -47,7 +47,7 @@ _FLAP_ZH = "（频繁变化，已抑制）"
 _FLAP_EN = " (flapping, suppressed)"
 
 
-class _Blank(dict):
+class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return ""
 
@@ -266,7 +266,7 @@ class AlarmBook:
         return self.open.pop(key, None) is not None
 
     # -- journal (see module contract) ---------------------------------------------------
-    def entry(self, key: str) -> dict:
+    def entry(self, key: str) -> dict[str, Any]:
         """The whole bookkeeping of ``key``: ``open`` (None: no alarm open), its due timers
         and its recent raise/clear times."""
         o = self.open.get(key)
@@ -279,7 +279,7 @@ class AlarmBook:
         """Some key changed since the last :meth:`journal`."""
         return bool(self._dirty)
 
-    def journal(self) -> list[tuple[str, dict, int]]:
+    def journal(self) -> list[tuple[str, dict[str, Any], int]]:
         """``(key, entry, version)`` of every key changed since the last call."""
         if not self._dirty:
             return []
@@ -290,7 +290,7 @@ class AlarmBook:
         self._dirty.clear()
         return out
 
-    def rebuild(self, entries: dict[str, dict], stored: list[StoredAlarm],
+    def rebuild(self, entries: dict[str, dict[str, Any]], stored: list[StoredAlarm],
                 rules: dict[str, Any], version: int = 0) -> None:
         """Make the book from the store: ``entries`` (journal by key), ``stored`` (the open
         alarms), ``rules`` (by id, for escalation). See module contract."""
@@ -337,12 +337,12 @@ class AlarmBook:
             self._schedule_tier(key, o)
 
     @staticmethod
-    def _row(o: _Open) -> list:
+    def _row(o: _Open) -> list[Any]:
         return [o.rule_id, o.count, o.acked, o.active, o.tier, o.flapping, o.raised,
                 o.auto_resolve, o.severity.value, o.escalate, list(o.text)]
 
     @staticmethod
-    def _from_row(row: list) -> _Open:
+    def _from_row(row: list[Any]) -> _Open:
         rid, count, acked, active, tier, flapping, raised, auto, sev, esc, text = row
         o = _Open(rid, raised, Severity(sev), esc)
         o.count, o.acked, o.active, o.tier, o.flapping = count, acked, active, tier, flapping
@@ -350,12 +350,12 @@ class AlarmBook:
         return o
 
     # -- snapshot -----------------------------------------------------------------------
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"open": {k: self._row(o) for k, o in self.open.items()},
                 "due": dict(self._due), "changes": dict(self._changes),
                 "version": self.version}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self.open.clear()
         self._dirty.clear()
         for k, row in d["open"].items():

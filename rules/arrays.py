@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 __all__ = ["pack", "unpack"]
 
 
-def pack(ids: Sequence[str], arrays: Mapping[str, np.ndarray]) -> dict:
+def pack(ids: Sequence[str], arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {"ids": list(ids),
             "arrays": {name: {"dtype": a.dtype.str, "shape": list(a.shape),
                               "b64": base64.b64encode(np.ascontiguousarray(a).tobytes())
@@ -24,7 +25,8 @@ def pack(ids: Sequence[str], arrays: Mapping[str, np.ndarray]) -> dict:
                        for name, a in arrays.items()}}
 
 
-def unpack(saved: dict, ids: Sequence[str], arrays: Mapping[str, np.ndarray]) -> None:
+def unpack(saved: dict[str, Any], ids: Sequence[str],
+           arrays: Mapping[str, np.ndarray]) -> None:
     pos = {i: n for n, i in enumerate(saved["ids"])}
     pairs = [(n, pos[i]) for n, i in enumerate(ids) if i in pos]
     if not pairs:

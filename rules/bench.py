@@ -21,6 +21,7 @@ import resource
 import statistics
 import time
 import tracemalloc
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -48,7 +49,7 @@ def bench_site(households: int, cells: int = 50, devices: bool = True) -> SiteIn
     return SiteIndex.build(ds, hs)
 
 
-def _base_rules() -> list[dict]:
+def _base_rules() -> list[dict[str, Any]]:
     m = {"message": _MSG}
     return [
         {"id": "sos", "kind": "match", "category": "emergency_call", "severity": "critical",
@@ -173,7 +174,7 @@ def _smooth(site_households: int, n: int, seed: int) -> list[Reading]:
     return out
 
 
-def _hour(n: int):
+def _hour(n: int) -> Iterator[datetime]:
     """``n`` timestamps spread evenly over one simulated hour from ``_START``."""
     step = timedelta(seconds=3600.0 / max(n, 1))
     ts = _START

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = ["EngineClock", "TimerOwner", "TimerQueue"]
 
@@ -68,11 +68,11 @@ class EngineClock:
     def wall_dt(self, t: float) -> datetime:
         return datetime.fromtimestamp(self.to_wall(t), timezone.utc)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"wall": None if self.wall == float("-inf") else self.wall, "t": self.t,
                 "steps": self.steps}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         wall = d["wall"]
         self.wall = float("-inf") if wall is None else float(wall)
         self.t, self.steps = float(d["t"]), int(d.get("steps", 0))

@@ -41,7 +41,7 @@ from gateway.kernel.model import UNITS, Kind, Reading, Value
 from rules.actions import Action, TestRecord
 from rules.alarms import AlarmBook, FaultBook, StoredAlarm, Subject
 from rules.arrays import pack, unpack
-from rules.clock import EngineClock, TimerQueue
+from rules.clock import EngineClock, TimerOwner, TimerQueue
 from rules.evaluators import (
     CompoundEval, CountEval, Evaluator, HeldEval, MatchEval, ThresholdEval,
 )
@@ -78,7 +78,7 @@ class DeviceRoute:
     __slots__ = ("info", "where", "device_index", "household_index", "by_kind", "calls")
 
     def __init__(self, info: DeviceInfo, index: RuleIndex, site: SiteIndex,
-                 bound: dict[int, Any]) -> None:
+                 bound: dict[object, Any]) -> None:
         self.info = info
         self.where = Subject(info.device_id, info.household_id, info.grid_cell)
         #: dense indexes of the site (-1: not a site device / no household)
@@ -93,7 +93,14 @@ class DeviceRoute:
         self.calls = calls
 
 
-def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[int, Any]) -> tuple:
+#: an evaluator's bound ``on_reading``
+_Call = Callable[["Stream", Reading, Value, float], None]
+#: ``(calls, bad_calls, quiet_calls, quiet_lo, quiet_hi)``, see :func:`_calls_of`
+_Calls = tuple[tuple[_Call, ...], tuple[_Call, ...], tuple[_Call, ...], float | None,
+               float | None]
+
+
+def _calls_of(handlers: tuple[Evaluator, ...], bound: dict[object, Any]) -> _Calls:
     """``(calls, bad_calls, quiet_calls, quiet_lo, quiet_hi)`` of an interned handler tuple,
     shared by every route that has it (few objects for the garbage collector to scan, however
     many distinct routes there are); each evaluator's bound ``on_reading`` is made once
@@ -162,7 +169,8 @@ class Engine:
         self.evaluators: list[Evaluator] = [
             _COMPILERS[r.kind](r, self, i) for i, r in enumerate(config.rules) if r.enabled]
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
-        for owner in (self.book, *self.evaluators):    # ranks must be unique (rules.clock)
+        owners: list[TimerOwner] = [self.book, *self.evaluators]
+        for owner in owners:    # ranks must be unique (rules.clock)
             self.timers.register(owner)
         self._index = RuleIndex(self.evaluators)
         #: streams by device and kind; every site device's (empty) dict is made here, so
@@ -221,7 +229,7 @@ class Engine:
             calls = st.calls
             hi = st.quiet_hi
             if hi is not None:
-                if st.quiet_lo <= value <= hi:      # type: ignore[operator]
+                if st.quiet_lo <= value <= hi:
                     if st.quiet:
                         calls = st.quiet_calls
                     else:
@@ -251,7 +259,7 @@ class Engine:
         out = self._out = []
         self.timers.run_due(t)
         for ev in self._tickers:
-            ev.tick(t)   # type: ignore[attr-defined]
+            ev.tick(t)
         return out
 
     # -- from staff and installers ------------------------------------------------------
@@ -276,8 +284,8 @@ class Engine:
             self.book.reopen(key, t, rule)
         return out
 
-    def adopt_store(self, journal: dict[str, dict], stored: list[StoredAlarm], version: int,
-                    open_faults: list[str], ended: set[str]) -> None:
+    def adopt_store(self, journal: dict[str, dict[str, Any]], stored: list[StoredAlarm],
+                    version: int, open_faults: list[str], ended: set[str]) -> None:
         """Make alarm and fault bookkeeping the store's, after :meth:`load_snapshot`: the
         store is the one source of truth for them (docs/architecture.md, "Guarantees").
         ``stored`` have ``raised`` in wall epoch seconds; ``ended``: keys whose last alarm
@@ -363,7 +371,7 @@ class Engine:
         return loc.hour * 60 + loc.minute
 
     # -- snapshot -----------------------------------------------------------------------
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """JSON-serializable state (see module contract)."""
         return {
             "version": SNAPSHOT_VERSION,
@@ -381,7 +389,7 @@ class Engine:
             "stats": dict(self.stats),
         }
 
-    def load_snapshot(self, snap: dict) -> None:
+    def load_snapshot(self, snap: dict[str, Any]) -> None:
         """Replace this engine's state by ``snap`` (from :meth:`snapshot`)."""
         if snap.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"unsupported rules snapshot version {snap.get('version')!r}")
@@ -407,7 +415,7 @@ class Engine:
         self.stats.update(snap.get("stats", {}))
 
     @classmethod
-    def restore(cls, config: RulesConfig, site: SiteIndex, snap: dict) -> Engine:
+    def restore(cls, config: RulesConfig, site: SiteIndex, snap: dict[str, Any]) -> Engine:
         engine = cls(config, site)
         engine.load_snapshot(snap)
         return engine

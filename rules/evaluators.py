@@ -100,10 +100,10 @@ class Evaluator:
     def quiet_band(self) -> tuple[float, float] | None:
         return None
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         pass
 
     def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
@@ -134,15 +134,15 @@ class _PendingEval(Evaluator):
 
     def __init__(self, rule: Any, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
-        self._pending: dict[str, list] = {}
+        self._pending: dict[str, list[Any]] = {}
         self._where: dict[str, Subject] = {}
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"pending": self._pending, "due": self._due,
                 "where": {d: [w.device_id, w.household_id, w.grid_cell]
                           for d, w in self._where.items() if d in self._pending}}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self._pending = {k: list(v) for k, v in d["pending"].items()}
         self._where = {k: Subject(*w) for k, w in d["where"].items()}
         for k, due in d["due"].items():
@@ -292,10 +292,10 @@ class CountEval(Evaluator):
                                   duration=bilingual_duration(rule.window))
             self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"times": {k: list(v) for k, v in self._times.items()}}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self._times = {k: list(v) for k, v in d["times"].items()}
 
 
@@ -313,7 +313,7 @@ class HeldEval(Evaluator):
         self.kinds = kind_set((rule.when.kind,))
         self._increasing, self._want = rule.increasing, rule.when.value
         self._for, self._hours = rule.for_, rule.hours
-        self._held: dict[str, list] = {}
+        self._held: dict[str, list[Any]] = {}
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
         v = r.value
@@ -357,14 +357,14 @@ class HeldEval(Evaluator):
             if s is None or len(s) == 3:
                 self._held[dev] = [s[0] if s else t, None, self.engine.where_of(dev), 1]
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         held = self._held
         return {"pending": {d: [s[0], 1] if len(s) == 4 else [s[0]] for d, s in held.items()},
                 "due": {d: s[1] for d, s in held.items() if len(s) == 3},
                 "where": {d: [s[2].device_id, s[2].household_id, s[2].grid_cell]
                           for d, s in held.items()}}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self._held = {}
         for dev, p in d["pending"].items():
             where = Subject(*d["where"][dev])
@@ -415,8 +415,8 @@ class CompoundEval(Evaluator):
         fields = self._fields(st, r.value, duration=bilingual_duration(rule.window))
         self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         return {"seen": self._seen}
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         self._seen = {k: list(v) for k, v in d["seen"].items()}

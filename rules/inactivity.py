@@ -32,9 +32,11 @@ Contract:
 from __future__ import annotations
 
 from array import array
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
@@ -79,8 +81,8 @@ class InactivityEval(Evaluator):
         self._zone = site.zone
         self._sources = frozenset(rule.sources)
         self.kinds = self._sources
-        self._src_types = frozenset().union(*(SOURCE_DEVICE_TYPES.get(k, frozenset())
-                                              for k in rule.sources))
+        self._src_types: frozenset[str] = frozenset[str]().union(
+            *(SOURCE_DEVICE_TYPES.get(k, frozenset()) for k in rule.sources))
         self._hidx = site.household_index
         n = len(site.households)
         # per-household state for every household of the site; uncovered ones never fire
@@ -95,15 +97,15 @@ class InactivityEval(Evaluator):
         # array.array for fast scalar access per reading; numpy views for the scans.
         # -inf: nothing seen yet (watching starts at the first tick)
         self._last = array("d", [-np.inf]) * n     # engine time of the last activity
-        self._due = array("d", [np.inf]) * n       # next check (lower bound of the deadline)
+        self._next_check = array("d", [np.inf]) * n  # next check (lower bound of deadline)
         self._state = bytearray(n)
         self._out = bytearray(n)                   # 1: the resident went out (door, then nothing)
         self._alarmed = array("d", [-np.inf]) * n  # engine time of the last alarm of the gap
-        self._np = {name: np.frombuffer(a, dtype=np.float64 if isinstance(a, array)
-                                        else np.uint8)
-                    for name, a in (("last", self._last), ("due", self._due),
-                                    ("state", self._state), ("out", self._out),
-                                    ("alarmed", self._alarmed))}
+        self._np: dict[str, npt.NDArray[Any]] = {
+            name: np.frombuffer(a, dtype=np.float64 if isinstance(a, array) else np.uint8)
+            for name, a in (("last", self._last), ("due", self._next_check),
+                            ("state", self._state), ("out", self._out),
+                            ("alarmed", self._alarmed))}
         # source devices of each household (CSR: devices of i are _src[_ptr[i]:_ptr[i+1]]);
         # their liveness is read from engine.seen when a household is checked
         dev_index = site.device_index
@@ -143,7 +145,7 @@ class InactivityEval(Evaluator):
         i = self._hidx.get(d.household_id) if d.household_id is not None else None
         return i is not None and bool(self._covered[i]) and self._source_device(d)
 
-    def index_keys(self):  # type: ignore[override]
+    def index_keys(self) -> tuple[str, Iterable[str]]:
         return ("household", self._households) if self._households else ("type",
                                                                          self._src_types)
 
@@ -163,8 +165,8 @@ class InactivityEval(Evaluator):
             self._last[i] = t
             if self.baseline is not None:
                 self._went(i, kind is Kind.DOOR_OPEN, last, t, state)
-        if t + self._lower < self._due[i]:
-            self._due[i] = t + self._lower
+        if t + self._lower < self._next_check[i]:
+            self._next_check[i] = t + self._lower
         if state == ALARMED:
             self.book.clear(self.rule, self._key(i), t, "activity resumed",
                             self.rule.auto_resolve_on_clear)
@@ -213,7 +215,7 @@ class InactivityEval(Evaluator):
                 self._state[i] = NORMAL
                 self._last[i] = max(self._last[i], alive)
                 self._out[i] = 0
-                self._due[i] = t
+                self._next_check[i] = t
                 self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
 
     def _check(self, i: int, t: float) -> None:
@@ -221,7 +223,7 @@ class InactivityEval(Evaluator):
         last, alive = float(self._last[i]), self._alive(i)
         offline_at = alive + rule.sources_offline_after
         if offline_at <= t:
-            self._state[i], self._due[i] = SOURCES_OFFLINE, np.inf
+            self._state[i], self._next_check[i] = SOURCES_OFFLINE, np.inf
             silent = bilingual_duration(t - alive)
             expl = Bilingual(f"活动传感器已 {silent.zh} 无数据，无法判断是否有活动",
                              f"activity sensors silent for {silent.en}; inactivity cannot "
@@ -235,17 +237,17 @@ class InactivityEval(Evaluator):
             again = (self._alarmed[i] + rule.repeat_after if rule.repeat_after is not None
                      else np.inf)
             if again > t:
-                self._due[i] = min(again, offline_at)
+                self._next_check[i] = min(again, offline_at)
                 return
             usual = self._deadline(i, last)[1]
         else:
             deadline, usual = self._deadline(i, last)
             if deadline > t:
-                self._due[i] = min(deadline, offline_at)
+                self._next_check[i] = min(deadline, offline_at)
                 return
         self._state[i] = ALARMED
         self._alarmed[i] = t
-        self._due[i] = min(t + (rule.repeat_after or np.inf), offline_at)
+        self._next_check[i] = min(t + (rule.repeat_after or np.inf), offline_at)
         gap = t - last
         fields = {"duration": bilingual_duration(gap),
                   "explanation": self._explain(last, gap, usual)}
@@ -320,7 +322,7 @@ class InactivityEval(Evaluator):
         h = self._ids()[i]
         return Subject(None, h, self.engine.site.households[h].grid_cell)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         arrays = dict(self._np)
         if self.baseline is not None:
             arrays.update(self.baseline.arrays())
@@ -333,7 +335,7 @@ class InactivityEval(Evaluator):
             d["window"] = self.baseline.window
         return d
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         arrays = dict(self._np)
         if self.baseline is not None:
             arrays.update(self.baseline.arrays())

@@ -31,7 +31,7 @@ class RuleIndex:
         #: equal handler tuples are shared between devices (memory, and the engine's cache
         #: of bound methods per tuple)
         self._interned: dict[tuple[Evaluator, ...], tuple[Evaluator, ...]] = {}
-        self._routes: dict[tuple, dict[Kind | None, tuple[Evaluator, ...]]] = {}
+        self._routes: dict[tuple[str | int, ...], dict[Kind | None, tuple[Evaluator, ...]]] = {}
         for ev in evaluators:
             field, ids = ev.index_keys()
             if field == "any":
@@ -66,9 +66,9 @@ class RuleIndex:
                             lst.append(ev)
         intern = self._interned
         out: dict[Kind | None, tuple[Evaluator, ...]] = {}
-        for k, evs in routes.items():
+        for kind, evs in routes.items():
             t = tuple(sorted(evs + every, key=_order)) if every else tuple(evs)
-            out[k] = intern.setdefault(t, t)
+            out[kind] = intern.setdefault(t, t)
         t = tuple(every)
         out[None] = intern.setdefault(t, t)
         # a flat key of kind names and interned tuples' ids (kept alive by ``_interned``):

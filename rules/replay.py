@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from typing import Any
 from datetime import datetime, timedelta
 
 from gateway.kernel.model import Reading
@@ -40,7 +41,7 @@ def readings_from_jsonl(lines: Iterable[str],
 
 
 def replay(engine: Engine, readings: Iterable[Reading], *, tick_every: float = 60.0,
-           until: datetime | None = None) -> Iterator[dict]:
+           until: datetime | None = None) -> Iterator[dict[str, Any]]:
     step = timedelta(seconds=tick_every)
     now: datetime | None = None
     for r in readings:
@@ -57,7 +58,8 @@ def replay(engine: Engine, readings: Iterable[Reading], *, tick_every: float = 6
             yield a.to_json()
 
 
-def _ticks(engine: Engine, start: datetime, end: datetime, step: timedelta) -> Iterator[dict]:
+def _ticks(engine: Engine, start: datetime, end: datetime,
+           step: timedelta) -> Iterator[dict[str, Any]]:
     # ticks fall on whole multiples of ``step`` since the epoch, so that a replay resumed
     # from a snapshot ticks at the same instants as an uninterrupted one
     n = start.timestamp() // step.total_seconds() + 1

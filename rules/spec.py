@@ -18,7 +18,8 @@ from collections.abc import Collection, Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator,
+    BaseModel, BeforeValidator, ConfigDict, Field, ModelWrapValidatorHandler, field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -204,8 +205,13 @@ class ThresholdRule(_RuleBase):
                                       {"m": self.metric.value})
         if (self.above is None) == (self.below is None):
             raise PydanticCustomError("threshold", "give exactly one of 'above' or 'below'", {})
-        limit = self.above if self.above is not None else self.below
-        clear = limit - self.hysteresis if self.above is not None else limit + self.hysteresis
+        # narrowed on the value itself, not on the other field: exactly one is set (above)
+        if self.above is not None:
+            limit, clear = self.above, self.above - self.hysteresis
+        elif self.below is not None:
+            limit, clear = self.below, self.below + self.hysteresis
+        else:  # pragma: no cover - excluded by the check above
+            raise PydanticCustomError("threshold", "give exactly one of 'above' or 'below'", {})
         lo, hi = _RANGES.get(self.metric, (float("-inf"), float("inf")))
         for name, v in (("limit", limit), ("clear level (limit -/+ hysteresis)", clear)):
             if not lo <= v <= hi:
@@ -396,7 +402,8 @@ class RulesConfig(_Model):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _track_ids(cls, data: Any, handler: Any) -> RulesConfig:
+    def _track_ids(cls, data: Any,
+                   handler: ModelWrapValidatorHandler[RulesConfig]) -> RulesConfig:
         token = _SEEN_IDS.set(set())
         try:
             return handler(data)

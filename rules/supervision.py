@@ -15,7 +15,7 @@ Contract:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -112,13 +112,13 @@ class SupervisionEval(Evaluator):
     def _clear(self, device_id: str, fault: str, t: float) -> None:
         self.engine.faults.clear_fault(f"{self.rule.id}:{device_id}:{fault}", t)
 
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         d = pack(self._ids, {"silent": self._silent})
         d["start"] = None if self._start == -np.inf else self._start
         d["next_scan"] = None if self._next_scan == -np.inf else self._next_scan
         return d
 
-    def load(self, d: dict) -> None:
+    def load(self, d: dict[str, Any]) -> None:
         unpack(d, self._ids, {"silent": self._silent})
         self._start = -np.inf if d.get("start") is None else float(d["start"])
         self._next_scan = -np.inf if d.get("next_scan") is None else float(d["next_scan"])

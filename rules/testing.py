@@ -42,7 +42,8 @@ _MSG = {"zh": "{household_id} {device_id} 告警 {value}", "en": "{device_id} at
         "{value}{unit} ({count})"}
 
 
-def config(*rules: dict[str, Any], escalation: dict | None = None, **extra: Any) -> RulesConfig:
+def config(*rules: dict[str, Any], escalation: dict[str, Any] | None = None,
+           **extra: Any) -> RulesConfig:
     """A validated config from rule dicts; ``category`` and ``message`` get defaults."""
     full = [{"category": "test_category", "message": _MSG, **r} for r in rules]
     data: dict[str, Any] = {"rules": full, **extra}
