@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from drivers import DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import plan_reads
@@ -42,9 +43,11 @@ class LinePlan:
     devices: tuple[SerialDevice, ...]
 
 
-def plan_field(site, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
+def plan_field(site: Any, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
     """Plans keyed ``modbus:<bus id>`` / ``serial:<line id>``; ``ConfigError`` naming the
-    device when its bus or line is unknown or its profile does not fit (``fit_profile``)."""
+    device when its bus or line is unknown or its profile does not fit (``fit_profile``).
+    ``site`` is an ``edge_config`` site, typed ``Any``: drivers/ may not import edge_config
+    (docs/architecture.md, "Layers")."""
     gw = site.gateway
     by_bus: dict[str, list[ModbusDevice]] = {b.id: [] for b in gw.modbus_buses}
     by_line: dict[str, list[SerialDevice]] = {ln.id: [] for ln in gw.serial_lines}
@@ -117,7 +120,7 @@ class FieldDrivers:
         self.on_unknown = on_unknown
         self.decode_watch = decode_watch
         self.drivers: dict[str, ModbusBus | SerialLine] = {}
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
 
     def _build(self, plan: BusPlan | LinePlan) -> ModbusBus | SerialLine:
@@ -164,4 +167,6 @@ class FieldDrivers:
                 self._start(key)
 
     def states(self) -> dict[str, str]:
-        return {key: d.state for key, d in self.drivers.items()}
+        # read from the API's worker threads (/healthz) while a reload may replace drivers on
+        # the loop: iterate a snapshot (list() of a dict is atomic under the GIL)
+        return {key: d.state for key, d in list(self.drivers.items())}
