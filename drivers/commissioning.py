@@ -18,14 +18,16 @@ problems (each naming the byte offset, line or field). Inputs:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from drivers import DecodeError
 from drivers.codecs import cjt188, contact_id, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
 from drivers.codecs.modbus_registers import decode_reading
-from drivers.profiles import (AnyProfile, ModbusProfile, Profile, ProfileSet, decode_json,
-                              parse_json)
+from drivers.profiles import (AnyProfile, Cjt188Profile, ModbusProfile, Profile, ProfileSet,
+                              decode_json, parse_json)
 from gateway.kernel.model import Reading, utc
 
 __all__ = ["decode_capture", "describe_profiles", "parse_hex", "reading_line"]
@@ -73,7 +75,12 @@ def decode_capture(profile: AnyProfile, raw: bytes, device_id: str = "test-devic
     return [r if isinstance(r, dict) else reading_line(r) for r in readings], problems
 
 
-def _decode(profile: AnyProfile, raw: bytes, device_id: str) -> tuple[list, list[DecodeError]]:
+#: what a capture decodes to: readings, and (DL/T 645's address reply) output lines as they are
+_Item = Reading | dict[str, Any]
+_Decoded = tuple[Sequence[_Item], list[DecodeError]]
+
+
+def _decode(profile: AnyProfile, raw: bytes, device_id: str) -> _Decoded:
     ts = utc()
     fmt = profile.format
     if fmt == "json":
@@ -87,7 +94,8 @@ def _decode(profile: AnyProfile, raw: bytes, device_id: str) -> tuple[list, list
     return _frames(profile, parse_hex(raw.decode("utf-8", "replace")), device_id, ts)
 
 
-def _json_payload(profile: Profile, doc: dict, device_id: str, ts):
+def _json_payload(profile: Profile, doc: dict[str, Any], device_id: str,
+                  ts: datetime) -> _Decoded:
     """Readings and field problems of a captured MQTT message, as the intake decodes it: a
     bad field is one problem and the other fields still give readings; when no field gives
     one, every field's problem is listed (not just the one the intake counts)."""
@@ -105,7 +113,7 @@ def _json_payload(profile: Profile, doc: dict, device_id: str, ts):
     return readings, problems
 
 
-def _json_doc(raw: bytes) -> dict:
+def _json_doc(raw: bytes) -> dict[str, Any]:
     try:
         doc = parse_json(raw)
     except (ValueError, RecursionError) as exc:
@@ -117,7 +125,8 @@ def _json_doc(raw: bytes) -> dict:
     return doc
 
 
-def _modbus(profile: ModbusProfile, doc: dict, device_id: str, ts):
+def _modbus(profile: ModbusProfile, doc: dict[str, Any], device_id: str,
+            ts: datetime) -> _Decoded:
     function, address, registers = doc.get("function"), doc.get("address"), doc.get("registers")
     if function not in (3, 4):
         raise DecodeError("wrong_type", f"function {function!r}, 3 or 4", where="field 'function'")
@@ -127,7 +136,8 @@ def _modbus(profile: ModbusProfile, doc: dict, device_id: str, ts):
         raise DecodeError("wrong_type", "registers must be a non-empty list",
                           where="field 'registers'")
     end = address + len(registers)
-    readings, problems = [], []
+    readings: list[_Item] = []
+    problems: list[DecodeError] = []
     for e in profile.entries():
         if e.function != function or e.address + e.count <= address or e.address >= end:
             continue
@@ -149,8 +159,9 @@ def _modbus(profile: ModbusProfile, doc: dict, device_id: str, ts):
     return readings, problems
 
 
-def _contact_id(raw: bytes, device_id: str, ts):
-    readings, problems = [], []
+def _contact_id(raw: bytes, device_id: str, ts: datetime) -> _Decoded:
+    readings: list[_Item] = []
+    problems: list[DecodeError] = []
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
@@ -161,11 +172,12 @@ def _contact_id(raw: bytes, device_id: str, ts):
     return readings, problems
 
 
-def _frames(profile: AnyProfile, data: bytes, device_id: str, ts):
+def _frames(profile: AnyProfile, data: bytes, device_id: str, ts: datetime) -> _Decoded:
     layout = DLT645_LAYOUT if profile.format == "dlt645" else CJT188_LAYOUT
     splitter = FrameSplitter(layout)
     items = splitter.feed(data) + splitter.flush()
-    readings, problems = [], []
+    readings: list[_Item] = []
+    problems: list[DecodeError] = []
     search = 0
     for item in items:
         if isinstance(item, DecodeError):
@@ -184,12 +196,14 @@ def _frames(profile: AnyProfile, data: bytes, device_id: str, ts):
     return readings, problems
 
 
-def _decode_frame(profile: AnyProfile, frame: bytes, device_id: str, ts) -> list:
+def _decode_frame(profile: AnyProfile, frame: bytes, device_id: str,
+                  ts: datetime) -> list[_Item]:
     if profile.format == "dlt645":
         if dlt645.decode_frame(frame).control == dlt645.C_READ_ADDRESS_REPLY:
             # the answer to the broadcast address read: what goes into devices.yaml
             return [{"metric": "meter_address", "value": dlt645.decode_address_reply(frame),
                      "unit": "", "kind": "address", "quality": "good"}]
         return [dlt645.decode_read_reply(frame).reading(device_id, ts)]
+    assert isinstance(profile, Cjt188Profile)
     reply = cjt188.decode_read_reply(frame, clock_high_first=profile.clock_high_first)
-    return reply.readings(device_id, ts, has_valve=profile.has_valve)
+    return list(reply.readings(device_id, ts, has_valve=profile.has_valve))

@@ -32,10 +32,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
@@ -124,7 +124,7 @@ class PollStats:
     last_ok: float | None = None              # monotonic time of the last good poll
     last_error: str = ""
     intervals: list[float] = field(default_factory=list)   # only when record_intervals
-    _probe_delays: object = None
+    _probe_delays: Iterator[float] | None = None   # set when quarantined
 
 
 class ModbusBus:
@@ -159,7 +159,7 @@ class ModbusBus:
                               cap_s=self.policy.quarantine_max_s, jitter="equal")
 
     # -- connection ---------------------------------------------------------------------
-    def _make_client(self):
+    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         ep, p = self.endpoint, self.policy
         # retries=0 and no automatic reconnect: both are this class's policy, not pymodbus's
         if ep.kind == "tcp":
@@ -205,7 +205,7 @@ class ModbusBus:
             self.state = state
 
     # -- the cycle ----------------------------------------------------------------------
-    async def _poll_forever(self, client) -> None:
+    async def _poll_forever(self, client: ModbusBaseClient) -> None:
         period = self.policy.period_s
         start = time.monotonic()
         k = 0
@@ -227,7 +227,7 @@ class ModbusBus:
             self.cycles += 1
             k += 1
 
-    async def _cycle(self, client, cycle_end: float) -> None:
+    async def _cycle(self, client: ModbusBaseClient, cycle_end: float) -> None:
         p = self.policy
         failing: list[ModbusDevice] = []
         for dev in self.devices:
@@ -247,7 +247,8 @@ class ModbusBus:
             await self._poll(client, dev, min(p.timeout_s, slack), 0)
             now = time.monotonic()
 
-    async def _poll(self, client, dev: ModbusDevice, timeout_s: float, retries: int) -> None:
+    async def _poll(self, client: ModbusBaseClient, dev: ModbusDevice, timeout_s: float,
+                    retries: int) -> None:
         readings: list[Reading] = []
         ts = utc()
         clean = True
@@ -272,7 +273,7 @@ class ModbusBus:
         if clean:
             self.decode_watch.ok(dev.device_id)
 
-    async def _read(self, client, dev: ModbusDevice, req: ReadRequest,
+    async def _read(self, client: ModbusBaseClient, dev: ModbusDevice, req: ReadRequest,
                     timeout_s: float) -> list[int]:
         where = f"bus {self.bus_id} unit {dev.unit} (device {dev.device_id}) " \
                 f"fc{req.function} @{req.address}+{req.count}"
@@ -324,11 +325,12 @@ class ModbusBus:
                                exc.detail, exc.reason)
         p = self.policy
         if st.quarantined:
-            st.next_probe = time.monotonic() + next(st._probe_delays)  # type: ignore[call-overload]
+            assert st._probe_delays is not None
+            st.next_probe = time.monotonic() + next(st._probe_delays)
         elif st.consecutive_failures >= p.quarantine_after:
             st.quarantined = True
-            st._probe_delays = self._probe.delays()
-            st.next_probe = time.monotonic() + next(st._probe_delays)  # type: ignore[call-overload]
+            st._probe_delays = delays = self._probe.delays()
+            st.next_probe = time.monotonic() + next(delays)
             log.warning("modbus device %s (bus %s unit %d) quarantined after %d failed polls "
                         "(%s); probing with backoff", dev.device_id, self.bus_id, dev.unit,
                         st.consecutive_failures, exc.reason)

@@ -152,7 +152,8 @@ class MqttIntake:
                     current = mqttc.socket()
                     if current is None:
                         break
-                    if getattr(current, "pending", None) and current.pending() > 0:
+                    pending = getattr(current, "pending", None)    # ssl / websocket sockets
+                    if pending and pending() > 0:
                         continue        # TLS: decrypted bytes wait inside the SSL object
                     if not select.select([fd], [], [], 0)[0]:
                         break
@@ -173,7 +174,7 @@ class MqttIntake:
     def _on_message(self, _client: paho.Client, _userdata: object,
                     msg: paho.MQTTMessage) -> None:
         topic = msg.topic
-        payload = msg.payload
+        payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
         self.metrics.counters[self._ingested_key] += 1    # inc() without the label sort
         try:

@@ -389,7 +389,7 @@ def _field_problem(exc: Exception, where: str, key: str) -> DecodeError:
     return problem
 
 
-def _parse_object(payload: bytes | str | dict, where: str) -> dict:
+def _parse_object(payload: bytes | str | dict[str, Any], where: str) -> dict[str, Any]:
     if isinstance(payload, dict):
         return payload
     try:
@@ -404,7 +404,7 @@ def _parse_object(payload: bytes | str | dict, where: str) -> dict:
     return obj
 
 
-def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict,
+def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict[str, Any],
                 received_at: datetime, *, where: str = "", device_type: str = "",
                 household_id: str | None = None, grid_cell: str | None = None,
                 problems: list[DecodeError] | None = None) -> list[Reading]:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from datetime import datetime
 
 from drivers import DecodeError
@@ -48,7 +49,7 @@ def availability_reading(device_id: str, payload: bytes, ts: datetime, *,
                    metric="availability")
 
 
-def bridge_devices(payload: bytes) -> list[dict]:
+def bridge_devices(payload: bytes) -> list[dict[str, Any]]:
     """The end devices of a ``bridge/devices`` message: ``{topic, ieee_address,
     friendly_name, model, vendor, type}`` each (the coordinator itself is left out).
 
@@ -70,7 +71,8 @@ def bridge_devices(payload: bytes) -> list[dict]:
         name = entry.get("friendly_name")
         if not isinstance(name, str) or not name:
             continue
-        definition = entry.get("definition") if isinstance(entry.get("definition"), dict) else {}
+        found = entry.get("definition")
+        definition = found if isinstance(found, dict) else {}
         out.append({
             "topic": f"{BASE}/{name}",
             "ieee_address": str(entry.get("ieee_address", "")),

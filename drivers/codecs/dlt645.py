@@ -110,7 +110,8 @@ class DataItem:
     @property
     def max_raw(self) -> int:
         """Largest magnitude of the raw integer (the sign bit steals the top digit's 8)."""
-        return (8 if self.signed else 10) * 100 ** self.size // 10 - 1
+        digits: int = 100 ** self.size     # int ** int is typed Any (a negative power is a float)
+        return (8 if self.signed else 10) * digits // 10 - 1
 
 
 def _item(di: int, metric: str, kind: Kind, size: int, decimals: int,

@@ -85,7 +85,7 @@ CJT188_LAYOUT = FrameLayout("CJ/T 188", header_len=11, second_start=None, max_da
                             max_preamble=4)
 
 
-def checksum(data: bytes) -> int:
+def checksum(data: bytes | bytearray) -> int:
     """Sum mod 256 (give it the bytes from the first 0x68 through DATA)."""
     return sum(data) & 0xFF
 
@@ -269,7 +269,7 @@ class FrameSplitter:
         del self._buf[:n]
         self._base += n
 
-    def _consume(self, n: int, out: list) -> None:
+    def _consume(self, n: int, out: list[bytes | DecodeError]) -> None:
         """Drop ``n`` leading bytes; non-FE bytes not yet reported are counted as junk."""
         for i in range(n):
             pos = self._base + i
@@ -281,20 +281,21 @@ class FrameSplitter:
             self._junk_len += 1
         self._drop(n)
 
-    def _end_junk(self, out: list) -> None:
+    def _end_junk(self, out: list[bytes | DecodeError]) -> None:
         if self._junk_at >= 0:
             out.append(DecodeError("junk_bytes", f"{self._junk_len} bytes outside any frame",
                                    where=f"stream offset {self._junk_at}"))
             self._junk_at, self._junk_len = -1, 0
 
-    def _reject(self, out: list, reason: str, detail: str, at: int, end: int) -> None:
+    def _reject(self, out: list[bytes | DecodeError], reason: str, detail: str, at: int,
+                end: int) -> None:
         """Report the candidate starting at buffer index 0 and resync after its 0x68."""
         self._end_junk(out)
         out.append(DecodeError(reason, detail, where=self._where(at)))
         self._quiet_until = max(self._quiet_until, self._base + end)
         self._drop(1)
 
-    def _scan(self, out: list) -> None:
+    def _scan(self, out: list[bytes | DecodeError]) -> None:
         lay = self.layout
         while True:
             start = self._buf.find(START)

@@ -141,7 +141,8 @@ def _raw(entry: RegisterEntry, registers: Sequence[int]) -> int | float:
         words.append(word[::-1] if entry.byte_order == "little" else word)
     if entry.word_order == "little":
         words.reverse()
-    return struct.unpack(">" + DATA_TYPES[entry.data_type][0], b"".join(words))[0]
+    value: int | float = struct.unpack(">" + DATA_TYPES[entry.data_type][0], b"".join(words))[0]
+    return value
 
 
 def decode_value(entry: RegisterEntry, registers: Sequence[int]) -> float | bool | None:

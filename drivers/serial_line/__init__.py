@@ -45,7 +45,7 @@ from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
 from drivers.serial_line.meters import MeterPoller
 from drivers.serial_line.receiver import ContactIdReceiver
 from drivers.serial_line.transport import (PROTOCOLS, UNDECODABLE, LineLost, LineSettings, Port,
-                                           SerialDevice, open_port)
+                                           SerialDevice, Undecodable, open_port)
 from gateway.kernel.clock import utc
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Kind, Reading
@@ -153,7 +153,7 @@ class SerialLine:
                           where, f" (device {device_id})" if device_id else "", exc.detail,
                           exc.reason)
 
-    def undecodable(self, dev: SerialDevice, exc: Exception, where: str) -> object:
+    def undecodable(self, dev: SerialDevice, exc: Exception, where: str) -> Undecodable:
         """Our decoding raised on input of ``dev`` (a bug, not a DecodeError): counted, the
         device gets fault ``decode_error`` (logged once per cause); returns UNDECODABLE."""
         self.metrics.inc("gateway_rejected_total", reason=DECODE_ERROR, transport="serial")

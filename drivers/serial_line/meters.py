@@ -16,18 +16,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 from drivers import DecodeError
 from drivers.codecs import cjt188, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
 from drivers.profiles import Cjt188Profile, Dlt645Profile
-from drivers.serial_line.transport import UNDECODABLE, LineContext, Port, SerialDevice
+from drivers.serial_line.transport import (UNDECODABLE, LineContext, Port, SerialDevice,
+                                           Undecodable)
 from gateway.kernel.clock import utc
 from gateway.kernel.model import Reading
 
 __all__ = ["MeterPoller"]
 
 log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class MeterPoller:
@@ -41,9 +46,10 @@ class MeterPoller:
         self._skip: dict[str, int] = {d.device_id: 0 for d in devices}
         self._layout = DLT645_LAYOUT if line.settings.protocol == "dlt645" else CJT188_LAYOUT
 
-    def _decoding(self, dev: SerialDevice, decode: Callable[[], object]) -> object:
+    def _decoding(self, dev: SerialDevice, decode: Callable[_P, _T], *args: _P.args,
+                  **kwargs: _P.kwargs) -> _T | Undecodable:
         try:
-            return decode()
+            return decode(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a bug of ours costs this reply only
             return self.line.undecodable(dev, exc, f"address {dev.address}")
 
@@ -73,32 +79,33 @@ class MeterPoller:
         if isinstance(dev.profile, Dlt645Profile):
             for di in dev.profile.identifiers():
                 request = dlt645.build_read_request(dev.address, di)
-                reply = await self._transact(port, dev, request, lambda raw, di=di: (
-                    dlt645.decode_read_reply(raw, expect_address=dev.address, expect_di=di)))
+                reply = await self._transact(port, dev, request, partial(
+                    dlt645.decode_read_reply, expect_address=dev.address, expect_di=di))
                 if reply is None:
                     ok = False
                     break
-                if reply is not UNDECODABLE:
-                    reply = self._decoding(dev, lambda r=reply: r.reading(dev.device_id, utc()))
-                if reply is UNDECODABLE:
+                reading = (reply if reply is UNDECODABLE
+                           else self._decoding(dev, reply.reading, dev.device_id, utc()))
+                if reading is UNDECODABLE:
                     clean = False       # the meter answered: this item only is lost
                     continue
-                readings.append(reply)
+                readings.append(reading)
         elif isinstance(dev.profile, Cjt188Profile):
             prof = dev.profile
             request = cjt188.build_read_request(dev.address, meter_type=prof.meter_type)
-            reply = await self._transact(port, dev, request, lambda raw: cjt188.decode_read_reply(
-                raw, expect_address=dev.address, clock_high_first=prof.clock_high_first))
-            if reply is None:
+            answer = await self._transact(port, dev, request, partial(
+                cjt188.decode_read_reply, expect_address=dev.address,
+                clock_high_first=prof.clock_high_first))
+            if answer is None:
                 ok = False
             else:
-                if reply is not UNDECODABLE:
-                    reply = self._decoding(dev, lambda r=reply: r.readings(
-                        dev.device_id, utc(), has_valve=prof.has_valve))
-                if reply is UNDECODABLE:
+                decoded = (answer if answer is UNDECODABLE
+                           else self._decoding(dev, answer.readings, dev.device_id, utc(),
+                                               has_valve=prof.has_valve))
+                if decoded is UNDECODABLE:
                     clean = False
                 else:
-                    readings = reply
+                    readings = decoded
         else:
             raise ValueError(f"{dev.device_id}: profile {dev.profile.id} is not a meter profile")
         if ok:
@@ -118,7 +125,8 @@ class MeterPoller:
             line.set_available(dev, False)
             self._skip[dev.device_id] = min(2 ** (fails - line.settings.quarantine_after), 32)
 
-    async def _transact(self, port: Port, dev: SerialDevice, request: bytes, decode):
+    async def _transact(self, port: Port, dev: SerialDevice, request: bytes,
+                        decode: Callable[[bytes], _T]) -> _T | Undecodable | None:
         """Send one request; return the decoded reply, or None (reason counted)."""
         line = self.line
         port.drain_input()              # a late answer to an earlier request is stale now

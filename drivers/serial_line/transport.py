@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import serial
 
@@ -24,10 +25,18 @@ from gateway.kernel.model import Reading
 from gateway.kernel.resilience import RateLimitedLog
 
 __all__ = ["PROTOCOLS", "UNDECODABLE", "LineContext", "LineLost", "LineSettings", "Port",
-           "SerialDevice", "open_port"]
+           "SerialDevice", "Undecodable", "open_port"]
 
 PROTOCOLS = ("dlt645", "cjt188", "contact_id")
-UNDECODABLE = object()   # a reply our decoding raised on (counted and reported already)
+
+
+class Undecodable(enum.Enum):
+    """The one value of :data:`UNDECODABLE` (an enum, so that ``is UNDECODABLE`` narrows)."""
+    UNDECODABLE = "undecodable"
+
+
+#: a reply our decoding raised on (counted and reported already)
+UNDECODABLE: Final = Undecodable.UNDECODABLE
 
 
 class LineLost(DriverError):
@@ -79,7 +88,12 @@ class Port:
     async def read(self, timeout: float) -> bytes:
         """Bytes available within ``timeout`` (b"" if none); ``LineLost`` if the port died."""
         ready = self._loop.create_future()
-        self._loop.add_reader(self.fd, lambda: ready.done() or ready.set_result(None))
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self._loop.add_reader(self.fd, wake)
         try:
             async with asyncio.timeout(timeout):
                 await ready
@@ -151,4 +165,4 @@ class LineContext(Protocol):
 
     def reject(self, exc: DecodeError, device_id: str | None) -> None: ...
 
-    def undecodable(self, dev: SerialDevice, exc: Exception, where: str) -> object: ...
+    def undecodable(self, dev: SerialDevice, exc: Exception, where: str) -> Undecodable: ...
