@@ -182,11 +182,12 @@ def test_disk_full_warns_staff_keeps_alarms_and_accepts_again_when_space_is_back
         first = wait_for(lambda: api.get("/api/alarms").json()["alarms"], timeout=10,
                          what="first alarm")[0]
         filler = vol / "filler"
-        with open(filler, "wb") as f:          # fill the disk to the last byte
+        # fill the disk to the last byte, unbuffered: a buffered file would try to flush its
+        # rest again on close and fail there with ENOSPC
+        with open(filler, "wb", buffering=0) as f:
             try:
                 for _ in range(10_000):
                     f.write(b"\0" * 65536)
-                    f.flush()
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC
         sent = 0
