@@ -12,7 +12,7 @@ import pytest
 
 from gateway.broker import free_port
 from tests.support import CaseSystemProcess, GatewayProcess, mqtt_publish, site_copy, wait_for
-from tests.test_console_browser import _login, browser  # noqa: F401  (fixture)
+from tests.test_console_browser import _login
 
 pytestmark = [pytest.mark.integration]
 
@@ -73,7 +73,7 @@ def test_closed_case_resolves_its_alarm_and_the_taken_case_stops_escalation(
 
 @pytest.mark.browser
 def test_confirm_mode_keeps_the_alarm_open_marked_closed_on_the_card(
-        tmp_path, mosquitto, case_system, case_secret, browser):  # noqa: F811
+        tmp_path, mosquitto, case_system, case_secret, browser):
     gw = _gateway(tmp_path, mosquitto, case_system, case_secret, on_case_closed="confirm",
                   stop_escalation_at="never")
     gw.passwords = {"duty": "night-shift-" + case_secret[:8]}
@@ -110,7 +110,7 @@ def slow_case_system(tmp_path, case_secret):
 
 @pytest.mark.browser
 def test_live_case_updates_keep_what_staff_type_and_history_speaks_chinese(
-        tmp_path, mosquitto, slow_case_system, case_secret, browser):  # noqa: F811
+        tmp_path, mosquitto, slow_case_system, case_secret, browser):
     """The night-shift walk found a note cut off mid-typing by a live case update, and raw
     codes (on_site, case_system:李强, closed) in the history."""
     gw = _gateway(tmp_path, mosquitto, slow_case_system, case_secret)

@@ -14,13 +14,13 @@ import pytest
 
 from gateway.broker import free_port
 from tests.support import GatewayProcess, mqtt_publish, site_copy
-from tests.test_console_browser import _login, browser  # noqa: F401  (fixture)
+from tests.test_console_browser import _login
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 
 def test_refused_case_reads_as_one_short_sentence_and_clears_after_retry(
-        tmp_path, mosquitto, case_system, case_secret, browser):  # noqa: F811
+        tmp_path, mosquitto, case_system, case_secret, browser):
     port = free_port()
     config = site_copy(tmp_path / "site", mqtt_port=mosquitto.port, case_url=case_system.url,
                        callback_url=f"http://127.0.0.1:{port}/api/case-callback")

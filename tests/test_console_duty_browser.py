@@ -6,7 +6,6 @@ idle out or ends (short session limits through the environment, seconds instead 
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 
@@ -17,25 +16,9 @@ from tests.support import GatewayProcess, mqtt_publish, site_copy, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 CALLER = "田林路200弄7号101室"        # caller-7-101's household
 SMOKE = "田林路200弄7号302室"         # smoke-7-302's household
 IDLE_S, MAX_S = 3, 18                 # the short session limits of the night-shift test
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Chromium is not installed: run `bash deploy/quickstart.sh test` "
-                    "(it installs the distribution's chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 def _gateway(tmp_path, mosquitto, env: dict | None = None) -> GatewayProcess:

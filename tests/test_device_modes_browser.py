@@ -8,7 +8,6 @@ audit log shows the automatic return to normal by the system.
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -22,25 +21,9 @@ from tests.support import GatewayProcess, mqtt_publish, site_copy
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 H_7_101 = "田林路200弄7号101室"      # caller-7-101 "卧室一键呼叫器", smoke-7-101 "厨房烟感"
 H_9_201 = "田林路200弄9号201室"      # caller-9-201
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.fail("Chromium is not installed: run `bash deploy/quickstart.sh test` "
-                    "(it installs the distribution's chromium package)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
