@@ -21,12 +21,24 @@ TIERS = ("escalation:\n  tiers:\n    - {name: grid_member, after: 0s, notify: [g
          "    - {name: street_office, after: 3s, notify: [street_office]}\n")
 
 
-@pytest.fixture
-def case_system(tmp_path, case_secret):
-    cs = CaseSystemProcess(case_secret, tmp_path, dispatch_after=0.5, on_site_after=1.0,
-                           close_after=4.0).start()
+def _case_system(tmp_path, case_secret, dispatch: float, on_site: float, close: float):
+    cs = CaseSystemProcess(case_secret, tmp_path, dispatch_after=dispatch,
+                           on_site_after=on_site, close_after=close).start()
     yield cs
     cs.stop()
+
+
+@pytest.fixture
+def case_system(tmp_path, case_secret):
+    yield from _case_system(tmp_path, case_secret, 0.5, 1.0, 4.0)
+
+
+def _duty_user(gw: GatewayProcess, secret: str) -> None:
+    """A duty login for the browser (tests.test_console_browser._login reads gw.passwords)."""
+    gw.passwords = {"duty": "night-shift-" + secret[:8]}
+    res = gw.cli("user", "add", "--username", "duty", "--role", "duty", "--password-stdin",
+                 "--data", str(gw.data), input=gw.passwords["duty"] + "\n")
+    assert res.returncode == 0, res.stderr
 
 
 def _gateway(tmp_path, mosquitto, case_system, case_secret, **uplink: str) -> GatewayProcess:
@@ -76,10 +88,7 @@ def test_confirm_mode_keeps_the_alarm_open_marked_closed_on_the_card(
         tmp_path, mosquitto, case_system, case_secret, browser):
     gw = _gateway(tmp_path, mosquitto, case_system, case_secret, on_case_closed="confirm",
                   stop_escalation_at="never")
-    gw.passwords = {"duty": "night-shift-" + case_secret[:8]}
-    res = gw.cli("user", "add", "--username", "duty", "--role", "duty", "--password-stdin",
-                 "--data", str(gw.data), input=gw.passwords["duty"] + "\n")
-    assert res.returncode == 0, res.stderr
+    _duty_user(gw, case_secret)
     try:
         context, page = _login(browser, gw, "duty")
         try:
@@ -102,10 +111,7 @@ def test_confirm_mode_keeps_the_alarm_open_marked_closed_on_the_card(
 
 @pytest.fixture
 def slow_case_system(tmp_path, case_secret):
-    cs = CaseSystemProcess(case_secret, tmp_path, dispatch_after=1.5, on_site_after=3.0,
-                           close_after=8.0).start()
-    yield cs
-    cs.stop()
+    yield from _case_system(tmp_path, case_secret, 1.5, 3.0, 8.0)
 
 
 @pytest.mark.browser
@@ -114,10 +120,7 @@ def test_live_case_updates_keep_what_staff_type_and_history_speaks_chinese(
     """The night-shift walk found a note cut off mid-typing by a live case update, and raw
     codes (on_site, case_system:李强, closed) in the history."""
     gw = _gateway(tmp_path, mosquitto, slow_case_system, case_secret)
-    gw.passwords = {"duty": "night-shift-" + case_secret[:8]}
-    res = gw.cli("user", "add", "--username", "duty", "--role", "duty", "--password-stdin",
-                 "--data", str(gw.data), input=gw.passwords["duty"] + "\n")
-    assert res.returncode == 0, res.stderr
+    _duty_user(gw, case_secret)
     try:
         context, page = _login(browser, gw, "duty")
         try:
