@@ -328,7 +328,6 @@ class AlarmBook:
         o = self.open.get(key)
         if o is None:   # staff's resolve reached the book first
             o = self.open[key] = _Open(rule.id, t, rule.severity, self._escalates(rule))
-            o.text = ("", "")
         self._dirty.add(key)
         self._due.pop("e|" + key, None)
         self._due.pop("q|" + key, None)
