@@ -41,6 +41,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import ReadRequest, decode_block
 from gateway.kernel.clock import utc
+from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Kind, Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
@@ -148,7 +149,8 @@ class ModbusBus:
         self.decode_watch = decode_watch or DecodeWatch()
         self.record_intervals = record_intervals
         self.stats: dict[str, PollStats] = {d.device_id: PollStats() for d in devices}
-        self.state = "starting"
+        self.status = StateTracker(f"modbus bus {bus_id} ({endpoint.describe()})", "starting",
+                                   logger=log)
         self.cycles = 0
         self.overruns = 0
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
@@ -182,27 +184,25 @@ class ModbusBus:
                 except TimeoutError:
                     ok = False
                 if not ok:
-                    self._transition("offline", f"cannot connect to {self.endpoint.describe()}")
+                    self.status.set("offline", f"cannot connect to {self.endpoint.describe()}")
                     self.metrics.inc("gateway_driver_reconnects_total", driver="modbus")
                     await asyncio.sleep(next(delays))
                     continue
-                self._transition("online")
+                self.status.set("online")
                 delays = self._reconnect.delays()
                 await self._poll_forever(client)
             except ConnectionException as exc:
-                self._transition("offline", f"connection lost: {exc}")
+                self.status.set("offline", f"connection lost: {exc}")
                 self.metrics.inc("gateway_driver_reconnects_total", driver="modbus")
                 self._all_unavailable()
                 await asyncio.sleep(next(delays))
             finally:
                 client.close()
 
-    def _transition(self, state: str, why: str = "") -> None:
-        if state != self.state:
-            level = logging.INFO if state == "online" else logging.WARNING
-            log.log(level, "modbus bus %s (%s) %s -> %s%s", self.bus_id,
-                    self.endpoint.describe(), self.state, state, f" ({why})" if why else "")
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
+        return self.status.value
 
     # -- the cycle ----------------------------------------------------------------------
     async def _poll_forever(self, client: ModbusBaseClient) -> None:

@@ -32,6 +32,7 @@ from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, 
 from drivers import zigbee2mqtt as z2m
 from drivers.profiles import Profile, decode_json
 from gateway.kernel.clock import utc
+from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
@@ -85,7 +86,7 @@ class MqttIntake:
         # production): decoding a bound device's payload that contains these bytes raises.
         self.test_decode_fault = test_decode_fault
         self.connected = asyncio.Event()
-        self.state = "starting"
+        self.status = StateTracker(f"mqtt intake {host}:{port}", "starting", logger=log)
         self._paho: paho.Client | None = None
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
@@ -117,13 +118,13 @@ class MqttIntake:
                     self._read_in_bursts(client)
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
-                    self._transition("online")
+                    self.status.set("online")
                     self.connected.set()
                     delays = self._reconnect.delays()
                     await _wait_disconnected(client)
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
-                self._transition("offline", str(exc))
+                self.status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
 
@@ -164,12 +165,10 @@ class MqttIntake:
         loop.remove_reader(fd)
         loop.add_reader(fd, read_burst)
 
-    def _transition(self, state: str, why: str = "") -> None:
-        if state != self.state:
-            level = logging.INFO if state == "online" else logging.WARNING
-            log.log(level, "mqtt intake %s:%d %s -> %s%s", self.host, self.port, self.state,
-                    state, f" ({why})" if why else "")
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
+        return self.status.value
 
     def _on_message(self, _client: paho.Client, _userdata: object,
                     msg: paho.MQTTMessage) -> None:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from gateway import StoreError
 from gateway.alarms import Change
 from gateway.kernel.resilience import Backoff
+from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store, Tx, append_event, cases, cursors
@@ -112,7 +113,7 @@ class CaseStatusPoller:
         self.interval_s = interval_s
         self.lookback = lookback
         self.on_closed = on_closed
-        self.state = "starting"
+        self.status = StateTracker("case status polling:", "starting", logger=log)
         self._backoff = Backoff(base_s=min(1.0, interval_s), cap_s=max(interval_s, 5.0))
 
     def cursor(self) -> datetime:
@@ -132,7 +133,7 @@ class CaseStatusPoller:
                     await asyncio.sleep(self.interval_s)
                 except (RetryableUplinkError, PermanentUplinkError, StoreError) as exc:
                     failures += 1
-                    self._set_state(f"error: {getattr(exc, 'reason', 'store')}")
+                    self.status.set(f"error: {getattr(exc, 'reason', 'store')}")
                     self.metrics.inc("gateway_case_poll_errors_total",
                                      reason=getattr(exc, "reason", "store"))
                     await asyncio.sleep(self._backoff.delay(min(failures - 1, 30)))
@@ -151,7 +152,7 @@ class CaseStatusPoller:
             return changed
 
         changed = await self.store.write(tx)
-        self._set_state("ok")
+        self.status.set("ok")
         self.metrics.inc("gateway_case_polls_total")
         if changed:
             self.metrics.inc("gateway_case_status_polled_total", len(changed))
@@ -160,11 +161,10 @@ class CaseStatusPoller:
                             for a in sorted({c.alarm_id for c in changed})])
         return len(changed)
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            level = logging.INFO if state == "ok" else logging.WARNING
-            log.log(level, "case status polling: %s -> %s", self.state, state)
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``starting``, ``ok`` or ``error: <reason>`` (the health endpoint shows it)."""
+        return self.status.value
 
 
 def _apply_case(conn: Tx, case: CaseView, on_closed: str) -> list[Change]:

@@ -30,6 +30,7 @@ import apprise
 
 from gateway import StoreError
 from gateway.kernel.resilience import Backoff, RateLimit
+from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store, cursors, events
@@ -64,7 +65,7 @@ class Notifier:
         self.console_url = console_url
         self.attempts = attempts
         self._wake = asyncio.Event()
-        self.state = "ok"
+        self.status = StateTracker("notifications:", "ok", logger=log)
         unknown = sorted({t for tier in site.rules.escalation.tiers for t in tier.notify}
                          - set(targets)) if getattr(site.rules, "escalation", None) else []
         if unknown:
@@ -124,7 +125,7 @@ class Notifier:
             ok = await self._send(urls, title, body)
             self.metrics.inc("gateway_notifications_total", result="sent" if ok else "failed",
                              tier=str(detail.get("tier_name", "")))
-            self._set_state("ok" if ok else f"failing: {target}")
+            self.status.set("ok" if ok else f"failing: {target}")
 
     def _message(self, row: dict, detail: dict, held: int) -> tuple[str, str]:
         hh = self.site.household(row["household_id"])
@@ -153,8 +154,7 @@ class Notifier:
                     self.attempts, len(urls))
         return False
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            log.log(logging.INFO if state == "ok" else logging.WARNING,
-                    "notifications: %s -> %s", self.state, state)
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``ok`` or ``failing: <target>`` (the health endpoint shows it)."""
+        return self.status.value

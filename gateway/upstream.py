@@ -31,6 +31,7 @@ import aiomqtt
 
 from gateway import StoreError
 from gateway.kernel.resilience import Backoff
+from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store, cursors, events
@@ -75,7 +76,7 @@ class UpstreamPublisher:
         self.keepalive = keepalive
         self.batch = batch
         self.summary = summary or (lambda: {})
-        self.state = "starting"
+        self.status = StateTracker(f"upstream mqtt {host}:{port}", "starting", logger=log)
         self.published = 0
         self._wake = asyncio.Event()
         self._instance = store.instance_id
@@ -105,13 +106,13 @@ class UpstreamPublisher:
                         max_inflight_messages=100) as client:
                     # a batch is published pipelined on purpose: no warning per extra call
                     client.pending_calls_threshold = 2 * self.batch + 10
-                    self._set_state("online")
+                    self.status.set("online")
                     delays = self._reconnect.delays()
                     await client.publish(f"{self.base}/status", json.dumps(
                         {"online": True, "since": utc().isoformat()}), qos=1, retain=True)
                     await self._serve(client)
             except aiomqtt.MqttError as exc:
-                self._set_state("offline", str(exc))
+                self.status.set("offline", str(exc))
                 self.metrics.inc("gateway_upstream_reconnects_total")
                 await asyncio.sleep(next(delays))
 
@@ -174,9 +175,7 @@ class UpstreamPublisher:
                 "open_alarms": alarm_rows.open_by_severity(self.store),
                 "upstream_backlog": self.backlog(), **self.summary()}
 
-    def _set_state(self, state: str, why: str = "") -> None:
-        if state != self.state:
-            level = logging.INFO if state == "online" else logging.WARNING
-            log.log(level, "upstream mqtt %s:%d %s -> %s%s", self.host, self.port, self.state,
-                    state, f" ({why})" if why else "")
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
+        return self.status.value

@@ -86,8 +86,11 @@ async def test_dead_slave_does_not_change_the_others_period():
             continue
         steady = st.intervals[2:]          # after the first failure moved em-7 out of the way
         assert len(steady) >= 8, (dev_id, st.intervals)
-        worst = max(abs(i - period) for i in steady)
-        assert worst <= 0.1 * period, (dev_id, [round(i, 3) for i in steady])
+        # within +-10 %, allowing one scheduler hiccup in ten on a loaded 2-core CI box; never
+        # late by a dead slave's timeout (0.15 s = 30 % of the period) or more
+        within = sum(abs(i - period) <= 0.1 * period for i in steady)
+        assert within >= 0.9 * len(steady), (dev_id, [round(i, 3) for i in steady])
+        assert max(steady) < period + 0.8 * 0.15, (dev_id, [round(i, 3) for i in steady])
     assert bus.overruns == 0
 
 

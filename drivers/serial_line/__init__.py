@@ -47,6 +47,7 @@ from drivers.serial_line.receiver import ContactIdReceiver
 from drivers.serial_line.transport import (PROTOCOLS, UNDECODABLE, LineLost, LineSettings, Port,
                                            SerialDevice, Undecodable, open_port)
 from gateway.kernel.clock import utc
+from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Kind, Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
@@ -73,7 +74,7 @@ class SerialLine:
         self.on_error = on_error or (lambda device_id, reason: None)
         self.on_unknown = on_unknown or (lambda key, sample: None)
         self.decode_watch = decode_watch or DecodeWatch()
-        self.state = "starting"
+        self.status = StateTracker(f"serial line {line_id} ({settings.device})", "starting", logger=log)
         self.opened = 0                       # times the port was (re)opened
         self._unavailable: set[str] = set()
         self.rlog = RateLimitedLog(log)
@@ -93,7 +94,7 @@ class SerialLine:
                 await asyncio.sleep(next(delays))
                 continue
             self.opened += 1
-            self._transition("online")
+            self.status.set("online")
             delays = self._reopen.delays()
             try:
                 if self.settings.protocol == "contact_id":
@@ -112,16 +113,14 @@ class SerialLine:
 
     def _offline(self, why: str) -> None:
         if self.state != "offline":
-            self._transition("offline", why)
+            self.status.set("offline", why)
             for dev in self.devices:
                 self.set_available(dev, False)
 
-    def _transition(self, state: str, why: str = "") -> None:
-        if state != self.state:
-            level = logging.INFO if state == "online" else logging.WARNING
-            log.log(level, "serial line %s (%s) %s -> %s%s", self.line_id, self.settings.device,
-                    self.state, state, f" ({why})" if why else "")
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
+        return self.status.value
 
     # -- what the meter poller and the receiver share (transport.LineContext) -------------
     def is_unavailable(self, device_id: str) -> bool:
