@@ -43,6 +43,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from gateway import GatewayError, StoreError
+from gateway.kernel.resilience import RateLimit
 from gateway.model import utc
 from gateway.store import Store, Tx, accounts, record_audit
 from gateway.store.audit import audit_log
@@ -126,9 +127,13 @@ class Auth:
         #: how often a session's last request is written to the store (so that a restart
         #: does not count the night from the login): at most every 5 minutes per session
         self._persist_s = min(300.0, self.idle_s / 8)
-        # guards _failures, _sessions and _ended (see the module's docstring)
+        # guards _limits, _sessions and _ended (see the module's docstring)
         self._lock = threading.Lock()
-        self._failures: dict[str, list[float]] = {}
+        # failed logins in the last LOGIN_WINDOW_S per client+user, per client and (much
+        # higher) per user from anywhere (``login``); each bounded in memory by RateLimit
+        self._limits = (RateLimit(LOGIN_MAX_FAILURES, LOGIN_WINDOW_S),
+                        RateLimit(4 * LOGIN_MAX_FAILURES, LOGIN_WINDOW_S),
+                        RateLimit(20 * LOGIN_MAX_FAILURES, LOGIN_WINDOW_S))
         # token hash -> (user, csrf, created, last seen, last seen as stored)
         self._sessions: dict[str, tuple[str, str, float, float, float]] = {}
         #: sessions ended (logout, user disabled) so far: a request that read its session
@@ -207,10 +212,9 @@ class Auth:
         return audit_log(self.store, limit, actor)
 
     @staticmethod
-    def _login_keys(username: str, client: str) -> tuple[tuple[str, int], ...]:
-        return ((f"cu:{client}:{username}", LOGIN_MAX_FAILURES),
-                (f"c:{client}", 4 * LOGIN_MAX_FAILURES),
-                (f"u:{username}", 20 * LOGIN_MAX_FAILURES))
+    def _login_keys(username: str, client: str) -> tuple[tuple[str, str], str, str]:
+        """The keys of ``self._limits``, in its order."""
+        return ((client, username), client, username)
 
     def login(self, username: str, password: str, client: str) -> tuple[str, Principal]:
         """Check a password; return (session cookie value, principal). Rate-limited."""
@@ -220,29 +224,24 @@ class Auth:
         # duty room's PC during an emergency with a handful of wrong passwords.
         keys = self._login_keys(username, client)
         with self._lock:
-            for key, limit in keys:
-                recent = [t for t in self._failures.get(key, []) if now - t < LOGIN_WINDOW_S]
-                self._failures[key] = recent
-                if len(recent) >= limit:
+            for limit, key in zip(self._limits, keys):
+                if limit.count(key, now) >= limit.limit:
                     raise AuthError("too many failed logins; try again in a few minutes", 429)
-            for key, _limit in keys:        # counted while it is checked (module docstring)
-                self._failures[key].append(now)
+            for limit, key in zip(self._limits, keys):   # counted while it is checked
+                limit.record(key, now)                  # (the module's docstring)
         try:
             row = accounts.enabled_user(self.store, username)
             if row is None:
                 raise VerifyMismatchError
             self.hasher.verify(row["password_hash"], password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
-            with self._lock:                       # the guess stays counted
-                if len(self._failures) > 10_000:   # bounded under a flood of distinct keys
-                    self._failures.clear()
             raise AuthError("wrong user name or password", 401) from None
         except BaseException:                      # not a wrong password (store error ...)
             self._uncount(keys, now)
             raise
         self._uncount(keys, now)
         with self._lock:
-            self._failures.pop(f"cu:{client}:{username}", None)
+            self._limits[0].reset(keys[0])
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(24)
         wall = time.time()
@@ -255,13 +254,11 @@ class Auth:
         self.store.write_sync(tx)
         return token, Principal(username, row["role"], "session", csrf)
 
-    def _uncount(self, keys: tuple[tuple[str, int], ...], now: float) -> None:
+    def _uncount(self, keys: tuple[tuple[str, str], str, str], now: float) -> None:
         """Take back a login attempt counted while its password was checked."""
         with self._lock:
-            for key, _limit in keys:
-                recent = self._failures.get(key)
-                if recent and now in recent:
-                    recent.remove(now)
+            for limit, key in zip(self._limits, keys):
+                limit.forget(key, now)
 
     def logout(self, cookie: str) -> None:
         h = _sha(cookie)

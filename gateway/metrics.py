@@ -16,13 +16,11 @@ such update can interleave with (no bytecode runs inside it).
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 
-__all__ = ["Metrics", "RateLimitedLog"]
+__all__ = ["Metrics"]
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -116,32 +114,3 @@ class Metrics:
 def _esc(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-
-class RateLimitedLog:
-    """Log a repeated problem once per key per interval, with how many were suppressed.
-
-    Not locked: each driver keeps its own and uses it on the event loop's thread only."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 60.0):
-        self.logger = logger
-        self.interval_s = interval_s
-        self._last: dict[tuple, tuple[float, int]] = {}
-
-    def warning(self, key: tuple, msg: str, *args: object) -> None:
-        self._log(logging.WARNING, key, msg, *args)
-
-    def error(self, key: tuple, msg: str, *args: object) -> None:
-        self._log(logging.ERROR, key, msg, *args)
-
-    def _log(self, level: int, key: tuple, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last, suppressed = self._last.get(key, (-1e18, 0))
-        if now - last >= self.interval_s:
-            if suppressed:
-                msg += f" (+{suppressed} similar suppressed)"
-            self.logger.log(level, msg, *args)
-            self._last[key] = (now, 0)
-            if len(self._last) > 10_000:      # bound memory under a flood of distinct keys
-                self._last.clear()
-        else:
-            self._last[key] = (last, suppressed + 1)
