@@ -166,6 +166,13 @@ class FieldDrivers:
                 log.info("field bus %s: configuration changed, restarting its driver", key)
                 self._start(key)
 
+    @property
+    def state(self) -> str:
+        """``online`` when every bus and line is (or there are none), else ``degraded``;
+        each one's own state is in :meth:`states`."""
+        states = self.states().values()
+        return "online" if all(st == "online" for st in states) else "degraded"
+
     def states(self) -> dict[str, str]:
         # read from the API's worker threads (/healthz) while a reload may replace drivers on
         # the loop: iterate a snapshot (list() of a dict is atomic under the GIL)

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,15 +27,22 @@ from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
-from gateway.change_bus import ChangeBus, Subscriber
+from gateway.case_feedback import CaseFeedback, CaseStatusPoller
+from gateway.change_bus import ChangeBus, SiteBus, Subscriber
+from gateway.device_modes import ModeKeeper, modes_json
+from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
+from gateway.installer import SiteEditor
+from gateway.kernel.component import Component
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
 from gateway.sdnotify import notify_task
 from gateway.site import load_site
 from gateway.store import Store, lock_data_dir
+from gateway.uplinks_wiring import Uplinks, build_uplinks
+from rules.engine import Engine
 
 __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]
 
@@ -174,7 +181,51 @@ class QuietServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+@dataclass
+class CaseSystem:
+    """The grid case system's three parts (uplinks.yaml ``case_system``)."""
+
+    forwarder: CaseForwarder
+    callback: Callable        # async (method, target, headers, body) -> dict, for the API
+    poller: CaseStatusPoller
+
+
+class Health:
+    """``/healthz`` and ``/readyz``: each component's state, read when asked."""
+
+    def __init__(self, *, store: Store, pipeline: Pipeline, tick_s: float, intake: MqttIntake,
+                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks) -> None:
+        self.store, self.pipeline, self.tick_s = store, pipeline, tick_s
+        self.intake, self.field, self.case, self.uplinks = intake, field, case, uplinks
+        self._t0 = time.monotonic()
+
+    def rules_ready(self) -> bool:
+        tick_age = time.monotonic() - (self.pipeline.last_tick or self._t0)
+        return tick_age < 10 * self.tick_s + 5
+
+    def __call__(self) -> dict:
+        forwarder = self.case.forwarder if self.case else None
+        ready = self.rules_ready()
+        return {
+            "mqtt": {"state": self.intake.state, "ready": self.intake.state == "online"},
+            **{key: {"state": state} for key, state in self.field.states().items()},
+            "rules": {"state": "ok" if ready else "stalled", "ready": ready},
+            "case_system": {"state": forwarder.state if forwarder else "not configured",
+                            "pending": forwarder.pending_count() if forwarder else 0},
+            **self.uplinks.health(forwarder),       # "store", "outbox", the optional uplinks
+        }
+
+
 class Gateway:
+    """The running gateway. ``run()`` builds each component (``_build_*``), wires them with
+    two buses and runs them in one TaskGroup:
+
+    - the change bus (:class:`ChangeBus`): alarm changes, from the alarm book, the case
+      forwarder and the case feedback, to the rule engine, the live stream and the uplinks;
+    - the site bus (:class:`SiteBus`): an edited site (installer pages), to the alarm book,
+      the rule engine, the intake, the field buses, device health and the API.
+    """
+
     def __init__(self, config_dir: str | Path, data_dir: str | Path,
                  overrides: Overrides | None = None):
         self.config_dir = Path(config_dir)
@@ -183,7 +234,6 @@ class Gateway:
         self.site = load_site(self.config_dir)
         self.metrics = Metrics()
         self.started = asyncio.Event()
-        self._t0 = time.monotonic()
 
     async def run(self) -> None:
         site = self.site
@@ -202,116 +252,103 @@ class Gateway:
     async def _run(self, site: SiteConfig, store: Store) -> None:
         auth = Auth(store, setup_token_file=self.data_dir / "first-admin-setup-token")
         announce_setup_token(auth, self.data_dir, self.o)
+        changes, sites = ChangeBus(), SiteBus(site, check=bindings_for)
         broadcaster = Broadcaster()
-        engine = build_engine(site)
-        snap = store.get_meta("rules_snapshot")
-        if snap:
-            engine.load_snapshot(json.loads(snap))
-            apply_modes(engine, site)
-            log.info("rule engine state restored from snapshot")
-
-        changes = ChangeBus()   # subscribers below, once what they call exists
-
-        uplink = site.uplinks.case_system
-        callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
-        book = AlarmBook(store, site, on_change=changes.publish, callback_url=callback_url,
-                         metrics=self.metrics)
-        adopt_store(engine, book)
+        book = self._build_book(site, store, changes)
+        engine = self._build_engine(site, store, book)
         health_book = HealthBook(health_rows(site))
-        self.health_book = health_book
         decode_faults = DecodeFaults(health_book, self.metrics, store)
         decode_faults.load()
-        from gateway.uplinks_wiring import build_uplinks
-
-        extra = build_uplinks(site, store, self.metrics, self.data_dir,
-                              lambda ref, where: read_secret(ref, self.config_dir, where),
-                              health_book, self.o.api_host, self.o.api_port)
+        uplinks = build_uplinks(site, store, self.metrics, self.data_dir,
+                                lambda ref, where: read_secret(ref, self.config_dir, where),
+                                health_book, self.o.api_host, self.o.api_port)
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
-                            on_reading=extra.on_reading(health_book.seen))
-        intake = self._intake(site, pipeline, health_book, decode_faults)
+                            on_reading=uplinks.on_reading(health_book.seen))
+        intake = self._build_intake(site, pipeline, health_book, decode_faults)
         field = FieldDrivers(plan_field(site, load_profiles(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
-        forwarder, callback, poller = self._case_system(site, store, changes.publish)
+        case = self._build_case_system(site, store, changes.publish)
+        health = Health(store=store, pipeline=pipeline, tick_s=self.o.tick_s, intake=intake,
+                        field=field, case=case, uplinks=uplinks)
+
+        # who hears of alarm changes, in this order (gateway/change_bus.py)
         changes.subscribe(engine_follow_up(book, pipeline))
         changes.subscribe(lambda chs: change_events(book, broadcaster, chs))
-        if forwarder is not None:
-            changes.subscribe(lambda chs, wake=forwarder.wake: wake())
-        for waker in extra.wakers:
-            changes.subscribe(lambda chs, wake=waker: wake())
-
-        def health() -> dict:
-            tick_age = time.monotonic() - (pipeline.last_tick or self._t0)
-            return {
-                "mqtt": {"state": intake.state, "ready": intake.state == "online"},
-                **{key: {"state": state} for key, state in field.states().items()},
-                "store": {"state": "error" if store.last_error else "ok",
-                          "error": store.last_error, "ready": store.last_error is None},
-                "rules": {"state": "ok" if tick_age < 10 * self.o.tick_s + 5 else "stalled",
-                          "ready": tick_age < 10 * self.o.tick_s + 5},
-                "case_system": {"state": forwarder.state if forwarder else "not configured",
-                                "pending": forwarder.pending_count() if forwarder else 0},
-                **extra.health(forwarder),
-            }
-
-        def reload_site(new: SiteConfig) -> None:
-            """Apply an edited site without a restart (installer pages): topics, device
-            health and the rule engine (its state carried over by snapshot)."""
-            bindings = bindings_for(new)
-            engine_new = build_engine(new)
-            engine_new.load_snapshot(pipeline.engine.snapshot())
-            apply_modes(engine_new, new)
-            pipeline.engine = engine_new
-            intake.rebind(bindings)
-            field.rebind(plan_field(new, load_profiles(new.directory / "profiles")))
-            health_book.rebind(health_rows(new))
-            decode_faults.rebind()
-            book.site = ctx.site = self.site = new
-            broadcaster.publish({"type": "modes", **modes_json(new)})   # board count, tags
-            settled = settle()     # frees the replaced engine; freezes the new one
-            log.info("site configuration reloaded: %d devices (heap settled: %d objects, "
-                     "%.0f ms)", len(new.devices.devices), settled["frozen"], settled["ms"])
-
-        from gateway.device_modes import ModeKeeper, modes_json
-        from gateway.installer import SiteEditor
+        if case is not None:
+            changes.subscribe(waking(case.forwarder.wake))
+        for waker in uplinks.wakers:
+            changes.subscribe(waking(waker))
 
         ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
-                         health=health, site=site, case_callback=callback,
-                         devices=health_book, reload=reload_site,
+                         health=health, site=site, case_callback=case.callback if case else None,
+                         devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for))
+        # who hears of an edited site, in this order (the state swapped on the loop)
+        sites.subscribe(lambda new: setattr(book, "site", new))
+        sites.subscribe(lambda new: swap_engine(pipeline, new))
+        sites.subscribe(lambda new: intake.rebind(bindings_for(new)))
+        sites.subscribe(lambda new: field.rebind(
+            plan_field(new, load_profiles(new.directory / "profiles"))))
+        sites.subscribe(lambda new: health_book.rebind(health_rows(new)))
+        sites.subscribe(lambda new: decode_faults.rebind())
+        sites.subscribe(lambda new: setattr(ctx, "site", new))
+        sites.subscribe(lambda new: setattr(self, "site", new))
+        sites.subscribe(lambda new: broadcaster.publish({"type": "modes", **modes_json(new)}))
+        sites.subscribe(_settle_after_reload)
+
         # test/maintenance modes end on their own, audited as "system"
-        modes = ModeKeeper(ctx.editor, lambda: ctx.site,
+        modes = ModeKeeper(ctx.editor, lambda: sites.current,
                            lambda device, mode: pipeline.engine.set_device_mode(device, mode),
-                           reload_site, store.audit)
-        app = create_app(ctx)
-        server = QuietServer(uvicorn.Config(app, host=self.o.api_host, port=self.o.api_port,
-                                        log_level="warning", lifespan="off", access_log=False))
+                           sites.publish, store.audit)
+        server = QuietServer(uvicorn.Config(create_app(ctx), host=self.o.api_host,
+                                            port=self.o.api_port, log_level="warning",
+                                            lifespan="off", access_log=False))
+        components: list[tuple[str, Component]] = [
+            ("mqtt-intake", intake), ("field-buses", field)]
+        if case is not None:
+            components += [("case-forwarder", case.forwarder),
+                           ("case-status-poll", case.poller)]
         try:
             settled = settle()
             log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
                      settled["ms"])
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pipeline.run(), name="pipeline")
-                tg.create_task(intake.run(), name="mqtt-intake")
-                tg.create_task(field.run(), name="field-buses")
-                if forwarder is not None:
-                    tg.create_task(forwarder.run(), name="case-forwarder")
-                if poller is not None:
-                    tg.create_task(poller.run(), name="case-status-poll")
-                for name, run in extra.tasks:
+                for name, component in components:
+                    tg.create_task(component.run(), name=name)
+                for name, run in uplinks.tasks:
                     tg.create_task(run(), name=name)
                 tg.create_task(serve_uvicorn(server), name="api")
-                tg.create_task(self._announce(server, intake), name="announce")
+                tg.create_task(self._announce(server), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
                 tg.create_task(modes.run(), name="device-modes")
-                tg.create_task(notify_task(self.started,
-                                           lambda: health()["rules"]["ready"]),
-                               name="sd-notify")
+                tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
         finally:
             await pipeline.save_snapshot()
 
-    def _intake(self, site: SiteConfig, pipeline: Pipeline, health_book: HealthBook,
-                decode_faults: DecodeFaults | None = None) -> MqttIntake:
+    # -- a builder per component ---------------------------------------------------------
+    def _build_book(self, site: SiteConfig, store: Store, changes: ChangeBus) -> AlarmBook:
+        """The alarm book (the store's alarms), publishing its changes on ``changes``."""
+        uplink = site.uplinks.case_system
+        callback_url = self.o.callback_url or (uplink.callback_url if uplink else None)
+        return AlarmBook(store, site, on_change=changes.publish, callback_url=callback_url,
+                         metrics=self.metrics)
+
+    def _build_engine(self, site: SiteConfig, store: Store, book: AlarmBook) -> Engine:
+        """The rule engine: the last snapshot's state (up to 30 s old), then the store's
+        alarm and fault bookkeeping, which wins (``adopt_store``)."""
+        engine = build_engine(site)
+        snap = store.get_meta("rules_snapshot")
+        if snap:
+            engine.load_snapshot(json.loads(snap))
+            apply_modes(engine, site)
+            log.info("rule engine state restored from snapshot")
+        adopt_store(engine, book)
+        return engine
+
+    def _build_intake(self, site: SiteConfig, pipeline: Pipeline, health_book: HealthBook,
+                      decode_faults: DecodeFaults | None = None) -> MqttIntake:
         """The MQTT intake of the site's devices (broker address overridable for tests)."""
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
@@ -326,15 +363,14 @@ class Gateway:
                 payload.decode("utf-8", "replace")),
             commit_delay_s=_test_commit_delay(), test_decode_fault=_test_decode_fault())
 
-    def _case_system(self, site: SiteConfig, store: Store, on_change):
-        """``(forwarder, callback handler, status poller)`` for the grid case system of
-        uplinks.yaml, or three Nones (with a warning) when none is configured."""
+    def _build_case_system(self, site: SiteConfig, store: Store,
+                           on_change: Callable[[list[Change]], None]) -> CaseSystem | None:
+        """The grid case system of uplinks.yaml, or None (with a warning) when none is
+        configured."""
         uplink = site.uplinks.case_system
         if uplink is None:
             log.warning("no case system configured (uplinks.yaml): alarms stay on this gateway")
-            return None, None, None
-        from gateway.case_feedback import CaseFeedback, CaseStatusPoller
-        from gateway.forwarder import CaseForwarder
+            return None
         from gateway.uplink.case_system import CaseSystemClient
 
         secret = read_secret(uplink, self.config_dir)
@@ -343,21 +379,40 @@ class Gateway:
             return CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id, secret,
                                     timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
 
-        forwarder = CaseForwarder(store, client(), self.metrics, on_change=on_change,
-                                  window=uplink.window)
-        callback = CaseFeedback(store, uplink.key_id, secret, on_change,
-                                on_closed=uplink.on_case_closed).handle
-        poller = CaseStatusPoller(store, client(), self.metrics, on_change,
-                                  interval_s=uplink.poll_s, on_closed=uplink.on_case_closed)
-        return forwarder, callback, poller
+        return CaseSystem(
+            forwarder=CaseForwarder(store, client(), self.metrics, on_change=on_change,
+                                    window=uplink.window),
+            callback=CaseFeedback(store, uplink.key_id, secret, on_change,
+                                  on_closed=uplink.on_case_closed).handle,
+            poller=CaseStatusPoller(store, client(), self.metrics, on_change,
+                                    interval_s=uplink.poll_s, on_closed=uplink.on_case_closed))
 
-    async def _announce(self, server: uvicorn.Server, intake: MqttIntake) -> None:
+    async def _announce(self, server: uvicorn.Server) -> None:
         async with asyncio.timeout(60):
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
                 await asyncio.sleep(0.05)
         log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
                  self.o.api_host, self.o.api_port)
         self.started.set()
+
+
+def waking(wake: Callable[[], None]) -> Subscriber:
+    """A change-bus subscriber that wakes a sender (the case forwarder, an uplink)."""
+    return lambda changes: wake()
+
+
+def swap_engine(pipeline: Pipeline, site: SiteConfig) -> None:
+    """A new rule engine for an edited site, its state carried over by snapshot."""
+    engine = build_engine(site)
+    engine.load_snapshot(pipeline.engine.snapshot())
+    apply_modes(engine, site)
+    pipeline.engine = engine
+
+
+def _settle_after_reload(site: SiteConfig) -> None:
+    settled = settle()     # frees the replaced engine; freezes the new one
+    log.info("site configuration reloaded: %d devices (heap settled: %d objects, %.0f ms)",
+             len(site.devices.devices), settled["frozen"], settled["ms"])
 
 
 def announce_setup_token(auth: Auth, data_dir: Path, o: Overrides) -> None:
