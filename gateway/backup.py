@@ -31,6 +31,7 @@ import socket
 import tarfile
 import tempfile
 import time
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def _snapshot_db(src: Path, dest: Path) -> dict:
     return facts
 
 
-def _tree(root: Path, skip: set[str] = frozenset()) -> list[Path]:
+def _tree(root: Path, skip: Collection[str] = frozenset()) -> list[Path]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -100,7 +101,7 @@ def _tree(root: Path, skip: set[str] = frozenset()) -> list[Path]:
 
 
 def create_backup(data_dir: str | Path, config_dir: str | Path, out: str | Path, *,
-                  extra: list[str | Path] = (), exclude: list[str] = ()) -> BackupInfo:
+                  extra: Iterable[str | Path] = (), exclude: Collection[str] = ()) -> BackupInfo:
     """Write a backup archive of ``data_dir`` (store) and ``config_dir`` (site) to ``out``.
 
     Every SQLite database at the top of ``data_dir`` (the store, the embedded telemetry) is
@@ -164,6 +165,8 @@ def _read_manifest(tar: tarfile.TarFile, archive: Path) -> dict:
         fh = tar.extractfile("manifest.json")
     except KeyError:
         raise BackupError(f"{archive}: not a gateway backup (no manifest.json)") from None
+    if fh is None:   # a member of that name, but not a file (a directory, say)
+        raise BackupError(f"{archive}: not a gateway backup (manifest.json is not a file)")
     try:
         manifest = json.load(fh)
     except ValueError as exc:
@@ -249,8 +252,8 @@ def restore_backup(archive: str | Path, data_dir: str | Path, config_dir: str | 
             raise BackupError(f"{target}: not empty; use --force to restore over it (the "
                               f"current contents are kept as {target.name}.before-restore-*)")
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    with tempfile.TemporaryDirectory(prefix=".restore-", dir=data_dir.parent) as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix=".restore-", dir=data_dir.parent) as tmp_name:
+        tmp = Path(tmp_name)
         manifest = _extract_verified(archive, tmp)
         if not (tmp / "config").is_dir():
             (tmp / "config").mkdir()
