@@ -769,6 +769,7 @@ class CrashRun:
         with self.model_lock:
             dev.log.append(("staff", op))
             if status == "refused":
+                assert res is not None   # refused: the API answered
                 ack_first = res.status_code == 409 and _json(res).get("code") == "ack_required"
                 self.diag["staff_ack_required" if ack_first else "staff_refused"] += 1
             elif status == "ambiguous":
@@ -846,7 +847,7 @@ class CrashRun:
         fail = dict.fromkeys(FAILURE_KEYS, 0)
         examples: dict[str, list] = {k: [] for k in FAILURE_KEYS}
 
-        def bad(key: str, n: int = 1, **example) -> None:
+        def bad(key: str, /, n: int = 1, **example) -> None:   # an example may have a "key"
             if n <= 0:
                 return
             fail[key] += n
