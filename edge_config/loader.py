@@ -245,8 +245,9 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
         _check_transports(devices, cfg.get("gateway.yaml"), dt, out)
     rules_cfg = cfg.get("rules.yaml")
     if rules_cfg is not None and "rules.yaml" in trees:
-        for loc, msg in out.validators.rule_references(rules_cfg, ids, homes, cells):
-            out.add("rules.yaml", locate(trees["rules.yaml"], tuple(loc)), tuple(loc), msg)
+        for rule_loc, msg in out.validators.rule_references(rules_cfg, ids, homes, cells):
+            out.add("rules.yaml", locate(trees["rules.yaml"], tuple(rule_loc)), tuple(rule_loc),
+                    msg)
 
 
 def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,

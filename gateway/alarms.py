@@ -10,6 +10,7 @@ instead of opening a second one; the store enforces this with a unique index on 
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -389,6 +390,7 @@ class AlarmBook:
         return out
 
     # -- queries ---------------------------------------------------------------------
+    # (below this method, ``list`` in the class body names it: annotations say builtins.list)
     def list(self, state: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
         return [self._decoded(r) for r in alarm_rows.board(self.store, state, limit, since_id)]
 
@@ -402,7 +404,7 @@ class AlarmBook:
         return out
 
     def history(self, f: HistoryFilter, limit: int = 100,
-                offset: int = 0) -> tuple[int, list[dict]]:
+                offset: int = 0) -> tuple[int, builtins.list[dict]]:
         """(total matching, one page newest first) of alarms matching ``f``."""
         total, page = alarm_rows.history(self.store, f, limit, offset)
         return total, [self._decoded(r) for r in page]
@@ -413,11 +415,11 @@ class AlarmBook:
                                      and self.escalation_stopped(out["case_status"]))
         return out
 
-    def device_tests(self, device_id: str | None = None, limit: int = 50) -> list[dict]:
+    def device_tests(self, device_id: str | None = None, limit: int = 50) -> builtins.list[dict]:
         """Presses of devices in test mode, newest first."""
         return devices.tests(self.store, device_id, limit)
 
-    def faults(self, open_only: bool = True, limit: int = 1000) -> list[dict]:
+    def faults(self, open_only: bool = True, limit: int = 1000) -> builtins.list[dict]:
         """Device faults (not alarms) raised by the supervision rules, newest first."""
         return devices.faults(self.store, open_only, limit)
 

@@ -59,8 +59,11 @@ class Mosquitto:
                  persistence: bool = True):
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = port or free_port()
-        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="mosquitto-")
-        self.workdir = Path(workdir or self._tmp.name)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mosquitto-")
+            workdir = Path(self._tmp.name)
+        self.workdir = Path(workdir)
         self.persistence = persistence
         self.proc: subprocess.Popen | None = None
 

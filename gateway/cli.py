@@ -22,6 +22,7 @@ def run_until_signalled(coro) -> int:
 
     async def runner() -> None:
         task = asyncio.current_task()
+        assert task is not None   # runner() is the task asyncio.run made
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
@@ -276,8 +277,8 @@ def cmd_profile_test(args: argparse.Namespace) -> int:
         return 1
     for line in lines:
         print(json.dumps(line, ensure_ascii=False))
-    for exc in problems:
-        print(f"{args.input}: {exc}", file=sys.stderr)
+    for problem in problems:
+        print(f"{args.input}: {problem}", file=sys.stderr)
     return 1 if problems or not lines else 0
 
 

@@ -11,6 +11,7 @@ random password is created and printed (there are no default passwords). Ctrl-C 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -153,7 +154,7 @@ def _ensure_demo_users(data: Path) -> tuple[str, str]:
         out = []
         for user, role, name in (("duty", "duty", "值班员"), ("admin", "admin", "管理员")):
             password = secrets.token_urlsafe(9)
-            store.write_sync(lambda c, u=user: accounts.delete_user(c, u))
+            store.write_sync(functools.partial(accounts.delete_user, username=user))
             auth.add_user(user, role, password, display_name=name)
             out.append(password)
         return out[0], out[1]

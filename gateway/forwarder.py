@@ -196,6 +196,7 @@ class CaseForwarder:
         started = time.monotonic()
         if not self.breaker.allow():
             return Outcome(seq, alarm_id, topic, "retry", error="circuit_open")
+        case_id: str | None
         try:
             if topic == "case.create":
                 ref = await self.client.create_case(to_case_create(payload))

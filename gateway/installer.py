@@ -292,9 +292,9 @@ def checklist(site: SiteConfig, household_id: str, health: Any, tests: dict[str,
                       "en": "Resident living alone has an emergency caller"})
     for d in devices:
         h = health.devices.get(d.id) if health is not None else None
-        seen = h is not None and h.last_seen is not None
-        items.append({"id": f"online:{d.id}", "device_id": d.id,
-                      "ok": seen and h.state in ("online", "degraded") and not h.battery_low,
+        online = (h is not None and h.last_seen is not None
+                  and h.state in ("online", "degraded") and not h.battery_low)
+        items.append({"id": f"online:{d.id}", "device_id": d.id, "ok": online,
                       "zh": f"{d.name or d.id} 在线且电量正常",
                       "en": f"{d.name or d.id} online with battery OK"})
         # a press, or any good reading while in test mode (motion, door, meter): the

@@ -92,9 +92,10 @@ class InfluxWriter:
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        kwargs = {"ssl_ca_cert": ca_file} if ca_file else {}
-        self._client = InfluxDBClient(url=url, token=token, org=org, enable_gzip=gzip,
-                                      timeout=int(timeout_s * 1000), **kwargs)
+        # token=None: no Authorization header (the client's `token: str = None` means Optional)
+        self._client = InfluxDBClient(url=url, token=token,  # type: ignore[arg-type]
+                                      org=org, enable_gzip=gzip, timeout=int(timeout_s * 1000),
+                                      ssl_ca_cert=ca_file or None)
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
         self.bucket, self.org, self.site = bucket, org, site
 
@@ -105,8 +106,9 @@ class InfluxWriter:
         if not lines:
             return
         try:
+            # WritePrecision's members are plain str, its annotation names the class
             self._api.write(bucket=self.bucket, org=self.org, record="\n".join(lines),
-                            write_precision="ns")
+                            write_precision="ns")  # type: ignore[arg-type]
         except ApiException as exc:
             retryable = exc.status is None or exc.status >= 500 or exc.status in (408, 429)
             raise TelemetryError(f"time-series server answered {exc.status}: "

@@ -10,9 +10,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.metrics import Metrics
 from gateway.store import Store
+
+if TYPE_CHECKING:   # imported for real in build_uplinks, lazily (aiomqtt, apprise)
+    from gateway.notify import Notifier
+    from gateway.telemetry import TelemetrySink
+    from gateway.upstream import UpstreamPublisher
 
 __all__ = ["Uplinks", "build_uplinks", "LOW_DISK_BYTES"]
 
@@ -27,9 +33,9 @@ OUTBOX_STALE_S = 300.0
 @dataclass
 class Uplinks:
     store: Store
-    telemetry: object = None
-    upstream: object = None
-    notifier: object = None
+    telemetry: TelemetrySink | None = None
+    upstream: UpstreamPublisher | None = None
+    notifier: Notifier | None = None
     tasks: list[tuple[str, Callable]] = field(default_factory=list)
     wakers: list[Callable[[], None]] = field(default_factory=list)
 

@@ -4,6 +4,7 @@ fan-out (:class:`Broadcaster`, fed by :func:`change_events`)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ class ApiContext:
     extra: dict = field(default_factory=dict)
 
 
-def change_events(book: AlarmBook, broadcaster: Broadcaster, changes: list[Change]) -> None:
+def change_events(book: AlarmBook, broadcaster: Broadcaster, changes: Sequence[Change]) -> None:
     """Publish alarm changes to live subscribers (called by the alarm book, on the loop).
 
     Reads each changed alarm by its primary key on the loop itself, only while a board is

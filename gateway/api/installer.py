@@ -44,6 +44,12 @@ def _duration(v):
     return None if v is None or v == "" else parse_mode_duration(v)
 
 
+def _seconds(duration: str | float | None) -> float | None:
+    """A body's validated ``duration``: the validator (``_duration``) has made it seconds or
+    None; the string form is declared for the schema only."""
+    return _duration(duration) if isinstance(duration, str) else duration
+
+
 class DeviceBody(BaseModel):
     """A device as the installer form sends it (``devices.yaml`` entry)."""
 
@@ -195,7 +201,7 @@ async def config_devices(p: Writer, ctx: Ctx) -> dict:
 @router.post("/api/config/devices", status_code=201)
 async def create_device(body: DeviceBody, p: Writer, ctx: Ctx) -> dict:
     """Add a device (e.g. from the unknown-devices inbox); applied without a restart."""
-    until = _until_for(ctx, body.mode, body.duration)
+    until = _until_for(ctx, body.mode, _seconds(body.duration))
     try:
         site = await _editor(ctx).upsert_device(body.to_entry(until), create=True,
                                                 actor=p.name)
@@ -213,7 +219,7 @@ async def edit_device(device_id: str, body: DeviceBody, p: Writer, ctx: Ctx) -> 
         raise HTTPException(422, [{"loc": ["body", "id"], "type": "config",
                                    "msg": "the id cannot be changed; remove and add"}])
     current = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
-    until = _until_for(ctx, body.mode, body.duration, current)
+    until = _until_for(ctx, body.mode, _seconds(body.duration), current)
     try:
         site = await _editor(ctx).upsert_device(body.to_entry(until), create=False,
                                                 actor=p.name)
@@ -246,7 +252,7 @@ async def set_mode(device_id: str, body: ModeBody, p: Writer, ctx: Ctx) -> dict:
     """Test or maintenance mode for ``duration`` (default 2 h, at most 24 h): triggers
     are recorded as tests, never alarms, until the mode ends by itself or is set back
     to normal (kept in devices.yaml as ``mode`` and ``mode_until``)."""
-    until = _until_for(ctx, body.mode, body.duration)
+    until = _until_for(ctx, body.mode, _seconds(body.duration))
     try:
         site = await _editor(ctx).set_mode(device_id, body.mode, actor=p.name, until=until)
     except InstallerError as exc:

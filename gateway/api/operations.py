@@ -1,5 +1,7 @@
 """Operations: liveness, readiness and Prometheus metrics (public, no data of residents)."""
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse
 
@@ -15,13 +17,17 @@ router = APIRouter(tags=["operations"])
 
 def register_gauges(ctx: ApiContext) -> None:
     """Driver and device health as Prometheus gauges (computed on scrape)."""
+    def devices_in(state: str) -> Callable[[], float]:
+        return lambda: ctx.devices.summary().get(state, 0) if ctx.devices else 0
+
+    def ready(comp: str) -> Callable[[], float]:
+        return lambda: float(bool(ctx.health().get(comp, {}).get("ready", 0)))
+
     for state in ("online", "offline", "degraded", "unknown"):
-        ctx.metrics.gauge(f"gateway_devices_{state}",
-                          lambda s=state: (ctx.devices.summary().get(s, 0) if ctx.devices else 0),
+        ctx.metrics.gauge(f"gateway_devices_{state}", devices_in(state),
                           f"configured devices whose health is {state}")
     for comp in ("mqtt", "store", "rules"):
-        ctx.metrics.gauge(f"gateway_component_ready_{comp}",
-                          lambda c=comp: float(bool(ctx.health().get(c, {}).get("ready", 0))),
+        ctx.metrics.gauge(f"gateway_component_ready_{comp}", ready(comp),
                           f"1 while the {comp} component is ready")
 
 

@@ -1,5 +1,8 @@
 """How the API shows alarms and households (shared by the routers)."""
 
+from typing import overload
+
+from edge_config.schema import Household
 from gateway.api.context import ApiContext
 from gateway.auth import Principal
 
@@ -11,7 +14,11 @@ def _mask_phone(p: str) -> str:
     return digits[:3] + "****" + digits[-4:] if len(digits) >= 8 else "****"
 
 
-def household_json(hh, p: Principal) -> dict | None:
+@overload
+def household_json(hh: Household, p: Principal) -> dict: ...
+@overload
+def household_json(hh: None, p: Principal) -> None: ...
+def household_json(hh: Household | None, p: Principal) -> dict | None:
     """A household card; contacts masked for roles without ``contacts.read``."""
     if hh is None:
         return None
