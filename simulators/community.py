@@ -183,7 +183,8 @@ class Community:
         trip that would end while the routine has them out ends when that outing does."""
         rng = random.Random(f"{self.seed}:{h.id}:trips")
         key, persona = h.residents[0]
-        out, t = [], start + rng.expovariate(3 / 365 / DAY)
+        out: list[tuple[float, float]] = []
+        t = start + rng.expovariate(3 / 365 / DAY)
         while t < end and len(out) < 50:
             planned = self._at_local(t, rng.uniform(9, 11))
             back = planned + rng.randint(1, 4) * DAY + rng.uniform(-3, 6) * 3600
@@ -224,7 +225,8 @@ class Community:
         """Offline spans (about one a year per device, 2-30 h), a flapping door contact
         now and then, batteries draining (some start nearly flat)."""
         rng = random.Random(f"{self.seed}:{d.id}:faults")
-        offline, t = [], start + rng.expovariate(1 / 365 / DAY)
+        offline: list[tuple[float, float]] = []
+        t = start + rng.expovariate(1 / 365 / DAY)
         while t < end and len(offline) < 20:
             offline.append((t, t + rng.uniform(2, 30) * 3600))
             t = offline[-1][1] + rng.expovariate(1 / 365 / DAY)

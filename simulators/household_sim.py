@@ -203,12 +203,13 @@ class HouseholdSim:
                 out.append(Report(ts, smoke, ((Kind.SMOKE, True),)))
                 out.append(Report(ts + rng.uniform(60, 300), smoke, ((Kind.SMOKE, False),)))
         door = dev.get("door")
-        for start in self.faults.get(door, DeviceFaults()).flapping if door else ():
-            if self._done <= start < until:
-                ts = start
-                for k in range(rng.randint(10, 30)):
-                    out.append(Report(ts, door, ((Kind.DOOR_OPEN, k % 2 == 0),)))
-                    ts += rng.uniform(5, 40)
+        if door:
+            for start in self.faults.get(door, DeviceFaults()).flapping:
+                if self._done <= start < until:
+                    ts = start
+                    for k in range(rng.randint(10, 30)):
+                        out.append(Report(ts, door, ((Kind.DOOR_OPEN, k % 2 == 0),)))
+                        ts += rng.uniform(5, 40)
         return out
 
     def take_returns(self, until: float) -> list[float]:

@@ -189,7 +189,8 @@ def _home_spans(a: float, b: float, cut: list[tuple[float, float]]) -> list[tupl
 
 def poisson_times(rng: random.Random, a: float, b: float, mean_gap: float) -> list[float]:
     """Times of a Poisson process with mean gap ``mean_gap`` in ``(a, b)`` (bounded)."""
-    out, t = [], a + rng.expovariate(1.0 / mean_gap)
+    out: list[float] = []
+    t = a + rng.expovariate(1.0 / mean_gap)
     while t < b and len(out) < 10_000:
         out.append(t)
         t += rng.expovariate(1.0 / mean_gap)

@@ -171,14 +171,14 @@ class MeterBus:
             if di not in values:
                 return dlt645.encode_abnormal_reply(req.address, 0x02)
             return dlt645.encode_read_reply(req.address, di, values[di], preamble=2)
-        req = cjt188.decode_frame(frame)
-        if req.control != cjt188.C_READ or req.address in self.dead:
+        creq = cjt188.decode_frame(frame)
+        if creq.control != cjt188.C_READ or creq.address in self.dead:
             return None
-        volume = self.cjt188_meters.get(req.address)
+        volume = self.cjt188_meters.get(creq.address)
         if volume is None:
             return None
-        return cjt188.encode_read_reply(req.address, volume=volume, meter_type=self.cjt188_type,
-                                        ser=req.data[2] if len(req.data) > 2 else 0)
+        return cjt188.encode_read_reply(creq.address, volume=volume, meter_type=self.cjt188_type,
+                                        ser=creq.data[2] if len(creq.data) > 2 else 0)
 
 
 class PtyLink:

@@ -95,6 +95,7 @@ def simulate(households: int, days: int, warmup: int, seed: int, share: float,
     def collect(actions: list, now: datetime) -> None:
         for a in actions:
             if isinstance(a, RaiseAlarm) and a.rule_id.startswith("inactivity"):
+                assert a.household_id is not None   # inactivity is a household's
                 alarms.append((a.rule_id, a.household_id, a.ts.timestamp()))
                 engine.resolved(a.key, now)
 

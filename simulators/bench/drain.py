@@ -102,10 +102,11 @@ def _tsdb(tmp: Path, args: argparse.Namespace) -> dict:
     kinds = (Kind.POWER, Kind.VOLTAGE, Kind.TEMPERATURE, Kind.ENERGY)
 
     def lines(n: int, tag: str) -> list[str]:
-        return [to_line(Reading(f"meter-{i % 500}", kinds[i % 4], float(i % 1000),
-                                t0 + timedelta(milliseconds=i), household_id=f"h-{i % 500}",
-                                device_type="electricity_meter"), site=tag)
-                for i in range(n)]
+        out = [to_line(Reading(f"meter-{i % 500}", kinds[i % 4], float(i % 1000),
+                               t0 + timedelta(milliseconds=i), household_id=f"h-{i % 500}",
+                               device_type="electricity_meter"), site=tag)
+               for i in range(n)]
+        return [ln for ln in out if ln is not None]   # all n: numbers are telemetry
 
     with VictoriaMetrics(tmp / "vm") as vm:
         def push(batch_lines: int, gzip: bool, n: int, tag: str) -> float:

@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -109,6 +110,7 @@ async def _gateway(port: int, client_id: str, n: int, timeout: float, workdir: P
     from drivers.mqtt import MqttIntake
     from gateway.alarms import AlarmBook
     from gateway.metrics import Metrics
+    from gateway.model import Reading
     from gateway.pipeline import Pipeline
     from gateway.service import bindings_for, build_engine
     from gateway.site import load_site
@@ -131,9 +133,10 @@ async def _gateway(port: int, client_id: str, n: int, timeout: float, workdir: P
     done = asyncio.Event()
     offer = pipeline.offer
 
-    def counting_offer(readings, ack):
+    def counting_offer(readings: list[Reading], ack: Callable[[], None] | None,
+                       durable: bool = False) -> None:
         nonlocal got
-        offer(readings, ack)
+        offer(readings, ack, durable)
         got += 1
         if got >= n:
             done.set()

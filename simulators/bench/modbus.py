@@ -21,7 +21,7 @@ import time
 
 from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
-from drivers.profiles import load_profiles
+from drivers.profiles import ModbusProfile, load_profiles
 from gateway.broker import free_port, wait_port
 from gateway.metrics import Metrics
 
@@ -63,6 +63,7 @@ async def _capacity(port: int, reads, seconds: float) -> float:
 
 async def _poll(ports: list[int], per_bus: int, period: float, seconds: float) -> dict:
     profile = load_profiles().by_id["eastron-sdm630"]
+    assert isinstance(profile, ModbusProfile)
     reads = tuple(plan_reads(profile.entries(), max_gap=profile.max_gap))
     sink, metrics = _Count(), Metrics()
     buses = [ModbusBus(f"bus{b}", BusEndpoint("tcp", port=port),
