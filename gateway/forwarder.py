@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from gateway import StoreError
 from gateway.alarms import Change
 from gateway.case_refusals import refusal_code
+from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.kernel.resilience import Backoff, CircuitBreaker
@@ -130,7 +131,7 @@ class CaseForwarder:
         self.window = window
         self._wake = asyncio.Event()
         self._failures = 0
-        self.state = "idle"
+        self.status = StateTracker("case forwarder:", "idle", good=("idle", "ok"), logger=log)
         self.delivered = 0
         metrics.gauge("gateway_outbox_pending", self.pending_count,
                       "outbox rows not yet delivered to the case system")
@@ -155,6 +156,11 @@ class CaseForwarder:
 
         return max(0.0, (utc() - datetime.fromisoformat(created_at)).total_seconds())
 
+    @property
+    def state(self) -> str:
+        """``idle``, ``ok`` or ``retrying: <reason>`` (the health endpoint shows it)."""
+        return self.status.value
+
     async def run(self) -> None:
         async with self.client:
             while True:
@@ -168,7 +174,7 @@ class CaseForwarder:
             return 0
         rows = self._due(1 if self._failures else self.window)
         if not rows:
-            self.state = "idle"
+            self.status.set("idle")
             self._wake.clear()
             await self._wait(IDLE_POLL_S)
             return 0
@@ -235,7 +241,7 @@ class CaseForwarder:
         retries = [o for o in outcomes if o.kind == "retry"]
         if retries:
             self._failures += 1
-            self.state = f"retrying: {retries[0].error.split(' ', 1)[0]}"
+            self.status.set(f"retrying: {retries[0].error.split(' ', 1)[0]}")
             if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
                 log.warning("case system: %s (attempt %d, outbox seq %d)", retries[0].error,
                             self._failures, retries[0].seq)
@@ -243,7 +249,7 @@ class CaseForwarder:
             log.info("case system reachable again after %d failed attempts", self._failures)
             self._failures = 0
         if not retries:
-            self.state = "ok"
+            self.status.set("ok")
         failures = 0
         while True:
             try:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gateway import GatewayError
+from gateway.kernel.component import StateTracker
 from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
 from gateway.model import Reading
@@ -245,7 +246,7 @@ class TelemetrySink:
         self._max = buffer_lines
         self._ready = asyncio.Event()
         self._backoff = Backoff(base_s=0.5, cap_s=30.0)
-        self.state = "ok"
+        self.status = StateTracker(f"telemetry {name}:", "ok", logger=log)
         self.written = 0
         metrics.gauge("gateway_telemetry_buffer", lambda: len(self._buf),
                       "telemetry readings waiting to be written")
@@ -284,15 +285,15 @@ class TelemetrySink:
                                          retryable=str(exc.retryable).lower())
                         if not exc.retryable:   # the server refused this batch: drop it, counted
                             self._drop(len(batch), "telemetry_refused")
-                            self._set_state(f"refused: {exc}")
+                            self.status.set(f"refused: {exc}")
                             continue
                         failures += 1
-                        self._set_state(f"retrying: {exc}")
+                        self.status.set(f"retrying: {exc}")
                         await asyncio.sleep(self._backoff.delay(min(failures - 1, 30)))
                         continue
                     self._drop(len(batch), None)
                     failures = 0
-                    self._set_state("ok")
+                    self.status.set("ok")
         finally:
             await worker.close(self.stop_wait_s)
 
@@ -305,11 +306,10 @@ class TelemetrySink:
             self.written += n
             self.metrics.inc("gateway_telemetry_written_total", n, sink=self.name)
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            level = logging.INFO if state == "ok" else logging.WARNING
-            log.log(level, "telemetry %s: %s -> %s", self.name, self.state, state[:200])
-            self.state = state
+    @property
+    def state(self) -> str:
+        """``ok``, ``retrying: <error>`` or ``refused: <error>`` (the health endpoint shows it)."""
+        return self.status.value
 
 
 class _WriterThread:

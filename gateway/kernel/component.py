@@ -5,7 +5,7 @@ forwarder, the case status poller, the upstream MQTT publisher, notifications, t
 a :class:`Component`: it has a ``state`` word that the health endpoint shows, and an async
 ``run()`` that the service starts as one named task. Its state is kept by a
 :class:`StateTracker`, which logs each transition once: INFO when the new state is a good
-one, WARNING otherwise, with the reason when there is one.
+one (DEBUG between two good ones), WARNING otherwise, with the reason when there is one.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class StateTracker:
     """A component's state word, logged once per transition.
 
     ``label`` names the component in the log line (``"mqtt intake 127.0.0.1:1883"``);
-    states in ``good`` are logged at INFO, the others at WARNING. ``max_len`` cuts a long
+    a move into a state in ``good`` is logged at INFO (at DEBUG when it comes from another
+    good state, such as a forwarder's ``idle`` and ``ok``), into any other at WARNING. ``max_len`` cuts a long
     state (an exception text) in the log line, not in :attr:`value`.
     """
 
@@ -50,7 +51,12 @@ class StateTracker:
         """Move to ``state``; log and return True when it is a change."""
         if state == self.value:
             return False
-        level = logging.INFO if state in self.good else logging.WARNING
+        if state not in self.good:
+            level = logging.WARNING
+        elif self.value in self.good:     # between two good states (idle <-> ok): quiet
+            level = logging.DEBUG
+        else:
+            level = logging.INFO
         self._log.log(level, "%s %s -> %s%s", self.label, self.value, state[:self._max_len],
                       f" ({why[:self._max_len]})" if why else "")
         self.value = state
