@@ -13,9 +13,10 @@ was one function).
 The site bus (:class:`SiteBus`): the installer pages and the device-mode keeper publish an
 edited site; the service subscribes the alarm book, the rule engine (a new one, its state
 carried over), the MQTT intake, the field buses, device health, decode faults, the API
-context, the live stream (board counts and tags) and a heap settle, in this order. The site
-is checked first (``check``: topics and profiles, the same rule as ``gateway config
-validate``), so a site that does not fit changes nothing.
+context, the gateway's own ``site``, the live stream (board counts and tags) and a heap
+settle, in this order. The site is checked first (``check``: topics, profiles and field
+buses, the same rule as ``gateway config validate``, and the rule engine it makes), so a
+site that does not fit changes nothing.
 """
 
 from __future__ import annotations

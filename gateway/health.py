@@ -14,6 +14,7 @@ faults list ``device_faults``), counted and logged once per device and cause.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeWatch
+from drivers import zigbee2mqtt as z2m
 from gateway.kernel.clock import utc_iso
 from gateway.model import Kind, Quality, Reading, Severity
 from gateway.store import devices as device_rows
@@ -134,10 +136,21 @@ class HealthBook:
             self._set(h, "degraded", f"{h.recent_errors} bad messages in a row ({reason})")
 
     def saw_unknown(self, key: str, transport: str, sample: str) -> None:
+        """A message (or a Zigbee coordinator's device list entry) from ``key`` (a topic, a
+        receiver account) that no configured device binds: into the inbox. An entry of
+        Zigbee2MQTT's ``bridge/devices`` keeps the device's definition as ``zigbee``
+        (model, vendor, description, exposes: what zero-config proposes from) until the
+        device is bound; its own messages only update ``sample``."""
         entry = self.unknown.setdefault(key, {"id": key, "transport": transport, "count": 0,
                                               "first_seen": time.time()})
         entry["count"] += 1
         entry["last_seen"] = time.time()
+        zigbee = z2m.inbox_entry(sample) if transport == "zigbee2mqtt" else None
+        if zigbee is not None:
+            entry["zigbee"] = zigbee
+            sample = json.dumps({k: zigbee.get(k) for k in ("ieee_address", "model", "vendor",
+                                                             "description", "network_role")},
+                                ensure_ascii=False)
         entry["sample"] = sample[:300]
         if len(self.unknown) > 1000:       # bounded: forget the oldest
             oldest = min(self.unknown.values(), key=lambda e: e["last_seen"])
@@ -161,7 +174,7 @@ class HealthBook:
 
     def summary(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for h in self.devices.values():
+        for h in list(self.devices.values()):    # /metrics reads it on a worker thread
             out[h.state] = out.get(h.state, 0) + 1
         return out
 

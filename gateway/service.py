@@ -212,6 +212,7 @@ class Health:
             "rules": {"state": "ok" if ready else "stalled", "ready": ready},
             "case_system": {"state": forwarder.state if forwarder else "not configured",
                             "pending": forwarder.pending_count() if forwarder else 0},
+            **({"case_status_poll": {"state": self.case.poller.state}} if self.case else {}),
             **self.uplinks.health(forwarder),       # "store", "outbox", the optional uplinks
         }
 
@@ -252,7 +253,7 @@ class Gateway:
     async def _run(self, site: SiteConfig, store: Store) -> None:
         auth = Auth(store, setup_token_file=self.data_dir / "first-admin-setup-token")
         announce_setup_token(auth, self.data_dir, self.o)
-        changes, sites = ChangeBus(), SiteBus(site, check=bindings_for)
+        changes, sites = ChangeBus(), SiteBus(site, check=check_site)
         broadcaster = Broadcaster()
         book = self._build_book(site, store, changes)
         engine = self._build_engine(site, store, book)
@@ -394,6 +395,14 @@ class Gateway:
         log.info("gateway %s serving on http://%s:%d", self.site.site.site.id,
                  self.o.api_host, self.o.api_port)
         self.started.set()
+
+
+def check_site(site: SiteConfig) -> None:
+    """What an edited site must pass before any part of the service takes it (the site bus's
+    check): topics and profiles (``bindings_for``, which plans the field buses too) and the
+    rule engine it makes. A site that fails changes nothing."""
+    bindings_for(site)
+    build_engine(site)
 
 
 def waking(wake: Callable[[], None]) -> Subscriber:
