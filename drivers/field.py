@@ -1,10 +1,12 @@
-"""Field buses of a site: one polling task per Modbus bus and per serial line.
+"""Field buses of a site: one task per Modbus bus, per serial line and per DC-09 receiver.
 
-:func:`plan_field` turns the site configuration (``gateway.yaml`` buses and lines,
-``devices.yaml`` devices with ``modbus:``/``serial:`` transports, their profiles) into
-plans; :class:`FieldDrivers` runs one named task per plan (``modbus[<bus>]``,
-``serial[<line>]``) and, when the installer edits the site, restarts only the buses and lines
-whose plan changed (:meth:`FieldDrivers.rebind`), without restarting the gateway.
+:func:`plan_field` turns the site configuration (``gateway.yaml`` buses, lines and
+``dc09_receivers``, ``devices.yaml`` devices with ``modbus:``/``serial:``/``dc09:``
+transports, their profiles) into plans; :class:`FieldDrivers` runs one named task per plan
+(``modbus[<bus>]``, ``serial[<line>]``, ``dc09[<receiver>]``) and, when the installer edits
+the site, restarts only the ones whose plan changed (:meth:`FieldDrivers.rebind`), without
+restarting the gateway. A DC-09 receiver runs when it has accounts, even without devices
+(its panels then count as unknown devices the installer sees).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from drivers import DecodeWatch, IntakeSink
@@ -20,10 +23,11 @@ from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
+from drivers.sia import Dc09Account, Dc09Device, ReceiverSettings, SiaReceiver, account_key
 from gateway.kernel.errors import ConfigError
 from gateway.kernel.metrics import MetricsSink
 
-__all__ = ["BusPlan", "FieldDrivers", "LinePlan", "plan_field"]
+__all__ = ["BusPlan", "FieldDrivers", "LinePlan", "Plan", "ReceiverPlan", "plan_field"]
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +47,50 @@ class LinePlan:
     devices: tuple[SerialDevice, ...]
 
 
-def plan_field(site: Any, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]:
-    """Plans keyed ``modbus:<bus id>`` / ``serial:<line id>``; ``ConfigError`` naming the
-    device when its bus or line is unknown or its profile does not fit (``fit_profile``).
+@dataclass(frozen=True)
+class ReceiverPlan:
+    receiver_id: str
+    settings: ReceiverSettings
+    accounts: tuple[Dc09Account, ...]
+    devices: tuple[Dc09Device, ...]
+
+
+Plan = BusPlan | LinePlan | ReceiverPlan
+
+
+def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
+    """Plans keyed ``modbus:<bus id>`` / ``serial:<line id>`` / ``dc09:<receiver id>``;
+    ``ConfigError`` naming the device when its bus, line or receiver is unknown or its
+    profile does not fit (``fit_profile``), naming the account when its key cannot be read
+    (:func:`drivers.sia.account_key`).
     ``site`` is an ``edge_config`` site, typed ``Any``: drivers/ may not import edge_config
     (docs/architecture.md, "Layers")."""
     gw = site.gateway
     by_bus: dict[str, list[ModbusDevice]] = {b.id: [] for b in gw.modbus_buses}
     by_line: dict[str, list[SerialDevice]] = {ln.id: [] for ln in gw.serial_lines}
     protocols = {ln.id: ln.protocol for ln in gw.serial_lines}
+    by_receiver: dict[str, list[Dc09Device]] = {r.id: [] for r in gw.dc09_receivers}
     problems: list[str] = []
     for d in site.devices.devices:
+        where = f"devices.yaml: devices.{d.id}"
+        if d.dc09 is not None:
+            if d.dc09.receiver not in by_receiver:
+                problems.append(f"{where}.dc09.receiver: unknown DC-09 receiver "
+                                f"{d.dc09.receiver!r}")
+                continue
+            try:
+                fit_profile(profiles, d.id, d.type, d.profile, "contact_id",
+                            transport=f"SIA DC-09 receiver {d.dc09.receiver!r}")
+            except ProfileMisfit as exc:
+                problems.append(f"{where}.profile: {exc}")
+                continue
+            grid = d.grid_cell or (site.household(d.household).grid_cell if d.household
+                                   else None)
+            by_receiver[d.dc09.receiver].append(Dc09Device(
+                d.id, d.dc09.account.upper(), d.dc09.zone, d.type, d.household, grid))
+            continue
         if d.modbus is None and d.serial is None:
             continue
-        where = f"devices.yaml: devices.{d.id}"
         if d.modbus is not None and d.modbus.bus not in by_bus:
             problems.append(f"{where}.modbus.bus: unknown bus {d.modbus.bus!r}")
             continue
@@ -81,9 +115,25 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]
             by_line[d.serial.line].append(SerialDevice(
                 d.id, d.serial.address.upper(), profile, d.type, d.household, grid,
                 d.serial.zone))
+    receivers: dict[str, Plan] = {}
+    for ri, r in enumerate(gw.dc09_receivers):
+        accounts = []
+        for ai, a in enumerate(r.accounts):
+            key = None
+            if a.key is not None:
+                try:
+                    key = account_key(a.key, a.key_format, Path(site.directory),
+                                      f"gateway.yaml: dc09_receivers[{ri}].accounts[{ai}].key")
+                except ConfigError as exc:
+                    problems += exc.issues
+                    continue
+            accounts.append(Dc09Account(a.account.upper(), key, a.supervision_s))
+        receivers[f"dc09:{r.id}"] = ReceiverPlan(
+            r.id, ReceiverSettings(r.host, r.port, r.protocol), tuple(accounts),
+            tuple(by_receiver[r.id]))
     if problems:
         raise ConfigError(problems)
-    plans: dict[str, BusPlan | LinePlan] = {}
+    plans: dict[str, Plan] = {}
     for b in gw.modbus_buses:
         if b.tcp is not None:
             endpoint = BusEndpoint("tcp", host=b.tcp.host, port=b.tcp.port)
@@ -103,13 +153,14 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, BusPlan | LinePlan]
                                 ack=bytes.fromhex(ln.ack_hex or ""),
                                 nak=bytes.fromhex(ln.nak_hex or ""))
         plans[f"serial:{ln.id}"] = LinePlan(ln.id, settings, tuple(by_line[ln.id]))
+    plans.update(receivers)
     return plans
 
 
 class FieldDrivers:
     """Runs the plans' drivers as named tasks; ``rebind()`` swaps changed ones."""
 
-    def __init__(self, plans: dict[str, BusPlan | LinePlan], sink: IntakeSink,
+    def __init__(self, plans: dict[str, Plan], sink: IntakeSink,
                  metrics: MetricsSink, *, on_error: Callable[[str, str], None] | None = None,
                  on_unknown: Callable[[str, str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None):
@@ -119,19 +170,25 @@ class FieldDrivers:
         self.on_error = on_error
         self.on_unknown = on_unknown
         self.decode_watch = decode_watch
-        self.drivers: dict[str, ModbusBus | SerialLine] = {}
+        self.drivers: dict[str, ModbusBus | SerialLine | SiaReceiver] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
 
-    def _build(self, plan: BusPlan | LinePlan) -> ModbusBus | SerialLine:
+    def _build(self, plan: Plan) -> ModbusBus | SerialLine | SiaReceiver:
         if isinstance(plan, BusPlan):
             return ModbusBus(plan.bus_id, plan.endpoint, list(plan.devices), self.sink,
                              self.metrics, policy=plan.policy, on_error=self.on_error,
                              decode_watch=self.decode_watch)
+        transport = "serial" if isinstance(plan, LinePlan) else "dc09"
         unknown = None
         if self.on_unknown is not None:
             on_unknown = self.on_unknown
-            unknown = lambda key, sample: on_unknown(key, "serial", sample)  # noqa: E731
+            unknown = lambda key, sample: on_unknown(key, transport, sample)  # noqa: E731
+        if isinstance(plan, ReceiverPlan):
+            return SiaReceiver(plan.receiver_id, plan.settings, list(plan.accounts),
+                               list(plan.devices), self.sink, self.metrics,
+                               on_error=self.on_error, on_unknown=unknown,
+                               decode_watch=self.decode_watch)
         return SerialLine(plan.line_id, plan.settings, list(plan.devices), self.sink,
                           self.metrics, on_error=self.on_error, on_unknown=unknown,
                           decode_watch=self.decode_watch)
@@ -141,18 +198,17 @@ class FieldDrivers:
         plan = self.plans[key]
         driver = self._build(plan)
         self.drivers[key] = driver
-        name = f"modbus[{plan.bus_id}]" if isinstance(plan, BusPlan) else f"serial[{plan.line_id}]"
-        self._tasks[key] = self._tg.create_task(driver.run(), name=name)
+        self._tasks[key] = self._tg.create_task(driver.run(), name=_task_name(plan))
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             for key, plan in self.plans.items():
-                if plan.devices:
+                if _runs(plan):
                     self._start(key)
             await asyncio.Event().wait()     # until cancelled; rebind() adds tasks meanwhile
 
-    def rebind(self, plans: dict[str, BusPlan | LinePlan]) -> None:
+    def rebind(self, plans: dict[str, Plan]) -> None:
         """Restart the buses/lines whose plan changed; stop removed ones; start new ones."""
         old, self.plans = self.plans, plans
         for key in set(old) | set(plans):
@@ -162,7 +218,7 @@ class FieldDrivers:
             if task is not None:
                 task.cancel()
                 self.drivers.pop(key, None)
-            if key in plans and plans[key].devices and self._tg is not None:
+            if key in plans and _runs(plans[key]) and self._tg is not None:
                 log.info("field bus %s: configuration changed, restarting its driver", key)
                 self._start(key)
 
@@ -177,3 +233,16 @@ class FieldDrivers:
         # read from the API's worker threads (/healthz) while a reload may replace drivers on
         # the loop: iterate a snapshot (list() of a dict is atomic under the GIL)
         return {key: d.state for key, d in list(self.drivers.items())}
+
+
+def _runs(plan: Plan) -> bool:
+    """A bus or line runs when it has devices; a DC-09 receiver when it has accounts."""
+    return bool(plan.accounts if isinstance(plan, ReceiverPlan) else plan.devices)
+
+
+def _task_name(plan: Plan) -> str:
+    if isinstance(plan, BusPlan):
+        return f"modbus[{plan.bus_id}]"
+    if isinstance(plan, LinePlan):
+        return f"serial[{plan.line_id}]"
+    return f"dc09[{plan.receiver_id}]"

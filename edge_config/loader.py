@@ -228,6 +228,8 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
     homes = unique("site.yaml", st, "households", "id", "household id")
     refs("site.yaml", st, "households", "grid_cell", cells, "grid cell")
     ids = unique("devices.yaml", dt, "devices", "id", "device id")
+    unique("gateway.yaml", trees.get("gateway.yaml") or {}, "dc09_receivers", "id",
+           "DC-09 receiver id")
     if "site.yaml" in trees:     # unreadable site.yaml: its own error says so, no echoes
         refs("devices.yaml", dt, "devices", "household", homes, "household")
         refs("devices.yaml", dt, "devices", "grid_cell", cells, "grid cell")
@@ -252,15 +254,19 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
 
 def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
                       out: _Collector) -> None:
-    """Modbus/serial devices name a bus/line of gateway.yaml and sit at a free address; every
+    """Modbus/serial/DC-09 devices name a bus/line/receiver (and a DC-09 device one of its
+    receiver's accounts) of gateway.yaml and sit at a free address; every
     device's profile (named, or its type's default) fits its type and transport: format
-    ``json`` over MQTT, ``modbus`` on a bus, the line's protocol on a serial line, and a
+    ``json`` over MQTT, ``modbus`` on a bus, the line's protocol on a serial line,
+    ``contact_id`` behind a DC-09 receiver, and a
     profile of the device's type (``contact_id`` profiles serve any type). See
     ``drivers.profiles.fit_profile`` (through :class:`Validators`); the message names the
     device, the profile and what fits."""
     v = out.validators
     buses = {b.id for b in gw.modbus_buses} if gw else set()
     lines = {ln.id: ln.protocol for ln in gw.serial_lines} if gw else {}
+    receivers = {r.id: {a.account.upper() for a in r.accounts}
+                 for r in gw.dc09_receivers} if gw else {}
     try:
         profiles = v.load_profiles(out.directory / "profiles")
     except ValueError as exc:
@@ -283,6 +289,20 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
                 out.add("devices.yaml", locate(dt, loc), loc,
                         f"unknown serial line {d.serial.line!r} (gateway.yaml serial_lines)")
             key = ("serial", d.serial.line, d.serial.address.upper(), d.serial.zone)
+        elif d.dc09 is not None:
+            # a panel's events are Contact ID events (ADM-CID, or SIA-DCS mapped to them)
+            loc, fmt = ("devices", i, "dc09", "receiver"), "contact_id"
+            transport = f"SIA DC-09 receiver {d.dc09.receiver!r}"
+            accounts = receivers.get(d.dc09.receiver)
+            if gw is not None and accounts is None:
+                out.add("devices.yaml", locate(dt, loc), loc, f"unknown DC-09 receiver "
+                        f"{d.dc09.receiver!r} (gateway.yaml dc09_receivers)")
+            elif accounts is not None and d.dc09.account.upper() not in accounts:
+                aloc = ("devices", i, "dc09", "account")
+                out.add("devices.yaml", locate(dt, aloc), aloc, f"account {d.dc09.account!r} "
+                        f"is not among the accounts of DC-09 receiver {d.dc09.receiver!r} "
+                        f"(gateway.yaml dc09_receivers[].accounts)")
+            key = ("dc09", d.dc09.receiver, d.dc09.account.upper(), d.dc09.zone)
         else:
             fmt, key = "json", None
             transport = "Zigbee2MQTT" if d.mqtt and d.mqtt.zigbee2mqtt else "MQTT"

@@ -23,7 +23,8 @@ from pydantic import (
 from gateway.kernel.model import DEVICE_TYPES
 
 __all__ = [
-    "Contact", "Device", "DevicesFile", "GatewayFile", "GridCell", "Household", "MqttBroker",
+    "Contact", "Dc09Account", "Dc09Receiver", "Dc09Transport", "Device", "DevicesFile",
+    "GatewayFile", "GridCell", "Household", "MqttBroker",
     "MqttTransport", "ModbusBusConfig", "ModbusTcp", "ModbusTransport", "SerialLineConfig",
     "SerialPort", "SerialTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
     "Notifications", "SecretRef", "Site", "SiteFile", "TelemetryConfig", "UplinksFile",
@@ -116,6 +117,19 @@ class SerialTransport(_Strict):
     zone: int | None = Field(default=None, ge=0, le=999)
 
 
+DC09_ACCOUNT_RE = r"^[0-9A-Fa-f]{3,16}$"
+
+
+class Dc09Transport(_Strict):
+    """A device behind an account of a SIA DC-09 receiver defined in gateway.yaml
+    (``dc09_receivers``): the panel itself (no ``zone``), or one zone of it."""
+
+    receiver: Annotated[str, Field(pattern=ID_RE)]
+    account: Annotated[str, Field(pattern=DC09_ACCOUNT_RE,
+                                  description="the panel's account, 3-16 hex digits")]
+    zone: int | None = Field(default=None, ge=0, le=9999)
+
+
 class Device(_Strict):
     id: Annotated[str, Field(pattern=ID_RE)]
     type: str
@@ -127,6 +141,7 @@ class Device(_Strict):
     mqtt: MqttTransport | None = None
     modbus: ModbusTransport | None = None
     serial: SerialTransport | None = None
+    dc09: Dc09Transport | None = None
     mode: Literal["normal", "test", "maintenance"] = "normal"
     #: when a test/maintenance mode ends by itself (written by the installer pages; the
     #: service returns the device to normal then, or at start when it has passed)
@@ -144,9 +159,10 @@ class Device(_Strict):
     def _placed(self) -> Device:
         if self.household is None and self.grid_cell is None:
             raise ValueError("a device needs a household or, for shared devices, a grid_cell")
-        given = [t for t in ("mqtt", "modbus", "serial") if getattr(self, t) is not None]
+        given = [t for t in ("mqtt", "modbus", "serial", "dc09") if getattr(self, t) is not None]
         if len(given) != 1:
-            raise ValueError("a device needs exactly one transport (mqtt, modbus or serial), "
+            raise ValueError("a device needs exactly one transport (mqtt, modbus, serial or "
+                             "dc09), "
                              f"got {', '.join(given) or 'none'}")
         if self.mode_until is not None and self.mode == "normal":
             raise ValueError("mode_until is only for mode test or maintenance")
@@ -154,7 +170,8 @@ class Device(_Strict):
 
     @property
     def transport(self) -> str:
-        return "mqtt" if self.mqtt else "modbus" if self.modbus else "serial"
+        return ("mqtt" if self.mqtt else "modbus" if self.modbus else
+                "serial" if self.serial else "dc09")
 
     @property
     def topic(self) -> str:
@@ -346,8 +363,44 @@ class SerialLineConfig(SerialPort):
         return self
 
 
+class Dc09Account(_Strict):
+    """One panel account of a DC-09 receiver: its AES key (never in the file: an environment
+    variable or a file) and how long it may stay silent."""
+
+    account: Annotated[str, Field(pattern=DC09_ACCOUNT_RE,
+                                  description="the panel's account, 3-16 hex digits")]
+    key: SecretRef | None = Field(default=None, description="AES key (env var or file); "
+                                  "none: the panel sends unencrypted")
+    key_format: Literal["text", "hex"] = Field(
+        default="text", description="text: the 16, 24 or 32 characters typed into the panel "
+        "(AES-128/192/256); hex: 32, 48 or 64 hex digits")
+    supervision_s: float | None = Field(
+        default=300.0, gt=0, le=86400, description="silent longer than this (no event, no "
+        "null message) -> its devices offline; null: not supervised")
+
+
+class Dc09Receiver(_Strict):
+    """A SIA DC-09 receiver: alarm panels reporting over IP to ``host``:``port``."""
+
+    id: Annotated[str, Field(pattern=ID_RE)]
+    host: str = Field(default="0.0.0.0", min_length=1, description="address to listen on")
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp", "both"] = "both"
+    accounts: list[Dc09Account] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _accounts_unique(self) -> Dc09Receiver:
+        seen: set[str] = set()
+        for a in self.accounts:
+            if a.account.upper() in seen:
+                raise ValueError(f"account {a.account!r} is listed twice")
+            seen.add(a.account.upper())
+        return self
+
+
 class GatewayFile(_Strict):
     mqtt: MqttBroker = Field(default_factory=MqttBroker)
     modbus_buses: list[ModbusBusConfig] = Field(default_factory=list)
     serial_lines: list[SerialLineConfig] = Field(default_factory=list)
+    dc09_receivers: list[Dc09Receiver] = Field(default_factory=list)
 

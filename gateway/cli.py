@@ -267,7 +267,13 @@ def cmd_profile_test(args: argparse.Namespace) -> int:
         print(f"error: cannot read {args.input}: {exc.strerror}", file=sys.stderr)
         return 2
     try:
-        lines, problems = decode_capture(profile, raw, args.device)
+        if profile.format == "contact_id" and _dc09_capture(raw):
+            lines, problems = _decode_dc09(args, raw)
+        else:
+            lines, problems = decode_capture(profile, raw, args.device)
+    except _KeyProblem as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except DecodeError as exc:
         lines, problems = [], [exc]
     except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, no traceback
@@ -280,6 +286,31 @@ def cmd_profile_test(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"{args.input}: {problem}", file=sys.stderr)
     return 1 if problems or not lines else 0
+
+
+class _KeyProblem(Exception):
+    """The DC-09 key given to ``profile test`` cannot be read."""
+
+
+def _dc09_capture(raw: bytes) -> bool:
+    from drivers.sia import looks_like_dc09
+
+    return looks_like_dc09(raw)
+
+
+def _decode_dc09(args: argparse.Namespace, raw: bytes):
+    """A contact_id profile's capture of SIA DC-09 frames (ADM-CID, SIA-DCS, NULL): the
+    panel's key, for encrypted frames, from --key-env or --key-file (never the command line)."""
+    from drivers.sia import account_key, decode_capture as decode_dc09
+
+    key = None
+    if args.key_env or args.key_file:
+        ref = argparse.Namespace(secret_env=args.key_env, secret_file=args.key_file)
+        try:
+            key = account_key(ref, args.key_format, Path.cwd(), "--key")
+        except ConfigError as exc:
+            raise _KeyProblem("; ".join(exc.issues)) from None
+    return decode_dc09(raw, key, args.device)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,9 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("profile", help="profile id (gateway profile list)")
     pt.add_argument("input", help="JSON {topic, payload} for MQTT, JSON {function, address, "
                                   "registers} for Modbus, hex bytes text for serial frames, "
-                                  "receiver lines for Contact ID")
+                                  "receiver lines or SIA DC-09 frames for Contact ID")
     pt.add_argument("--config", help="site directory: also look in its profiles/ directory")
     pt.add_argument("--device", default="test-device", help="device id put on the readings")
+    pt.add_argument("--key-env", help="SIA DC-09 frames: environment variable holding the "
+                                      "panel's AES key (encrypted frames)")
+    pt.add_argument("--key-file", help="SIA DC-09 frames: file holding the panel's AES key")
+    pt.add_argument("--key-format", choices=("text", "hex"), default="text",
+                    help="the key as typed into the panel (16/24/32 characters) or hex")
     pt.set_defaults(fn=cmd_profile_test)
     return p
 
