@@ -18,13 +18,16 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from my_dc09_spt.comm.transpath import TransPath
 from my_dc09_spt.dc09_spt import dc09_spt
 from my_dc09_spt.msg.dc03_msg import dc03_msg
 from my_dc09_spt.msg.dc05_msg import dc05_msg
 from my_dc09_spt.msg.dc09_msg import dc09_msg
 
-from drivers.sia import Dc09Account, Dc09Device, ReceiverSettings, SiaReceiver
+from drivers.sia import Dc09Account, Dc09Device, ReceiverSettings, SiaReceiver, parse_frame
+from drivers.sia.dc09 import frame as dc09_frame
 from gateway.broker import free_port
 from gateway.cli import main
 from gateway.kernel.errors import ConfigError
@@ -229,6 +232,17 @@ async def test_null_messages_are_heartbeats_and_a_silent_panel_goes_offline():
         assert last["panel-plain"] is False
     assert metric_value(metrics.render(), "gateway_dc09_supervision_lost_total",
                         receiver="dc09") == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.text(alphabet=st.sampled_from('"*ADM-CIDSNUL#|[]_:,0123456789ABCDEFRL '),
+                    max_size=80),
+       key=st.sampled_from([None, KEY]), frame_it=st.booleans())
+def test_any_frame_is_judged_never_raises(body, key, frame_it):
+    """Random bodies, framed with a right CRC or not: always a verdict and an answer."""
+    raw = dc09_frame(body) if frame_it else body.encode()
+    f = parse_frame(raw, {PLAIN: key, SECRET: KEY})
+    assert f.verdict in ("event", "null", "nak", "duh") and f.answer.startswith(b"\n")
 
 
 def test_profile_test_decodes_dc09_frames(tmp_path, capsys, monkeypatch):

@@ -83,7 +83,8 @@ def decode_capture(raw: bytes, key: bytes | None, device_id: str
         f = parse_frame(fr, {probe.account: key if probe.encrypted else None},
                         check_time=False)
         if not f.ok:
-            problems.append(DecodeError(f.reason, f"{f.detail} (answer {f.answer!r})",
+            answer = f.answer[9:f.answer.index(b'"', 10) + 1].decode("ascii", "replace")
+            problems.append(DecodeError(f.reason, f"{f.detail} (answered {answer})",
                                         where=f"{where} account {f.account or '?'}"))
             continue
         out: dict[str, Any] = {"frame": n, "account": f.account, "type": f.message_type,

@@ -183,11 +183,13 @@ def parse_frame(raw: bytes, keys: Mapping[str, bytes | None], *,
     # the header's CRC in upper case, as pysiaalarm computes it
     line = text[:4].upper() + text[4:]
     try:
-        ev = SIAEvent.from_line(line, {account: sia_account})
+        # (pysiaalarm looks the account up as written in the frame)
+        ev = SIAEvent.from_line(line, {account: sia_account, head["account"]: sia_account})
     except NoAccountError:
         return refused("duh", "not_encrypted_account",
                        "an encrypted frame for an account without a key")
-    except (EventFormatError, ValueError, UnicodeError) as exc:
+    except (EventFormatError, ValueError, UnicodeError, IndexError, KeyError,
+            TypeError) as exc:   # what pysiaalarm raises on bodies it cannot take apart
         why = "cannot decrypt (wrong key?)" if encrypted else "body not understood"
         return refused("duh", "bad_format", f"{why}: {_WS.sub(' ', str(exc))[:120]}")
     if not ev.valid_message:

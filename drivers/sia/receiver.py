@@ -229,7 +229,14 @@ class SiaReceiver:
     # -- one frame ------------------------------------------------------------------------
     def handle(self, raw: bytes, send: Callable[[bytes], None]) -> None:
         """Judge one frame and answer it through ``send`` (an event: once committed)."""
-        f = parse_frame(raw, self._keys)
+        try:
+            f = parse_frame(raw, self._keys)
+        except Exception as exc:  # noqa: BLE001 - a bug of ours: counted, logged, unanswered
+            self._count(DECODE_ERROR, None)
+            self.rlog.error((DECODE_ERROR, self.receiver_id), "receiver %s: cannot judge frame "
+                            "%r: %s: %s (not answered)", self.receiver_id, raw[:80],
+                            type(exc).__name__, exc)
+            return
         if not f.ok:
             self._refuse(f, raw)
             send(f.answer)
