@@ -124,6 +124,26 @@ class SiteEditor:
             return await blocking(self._commit, tree, index if index is not None
                                     else len(devices) - 1)
 
+    async def add_devices(self, devices: list[dict], *, actor: str) -> SiteConfig:
+        """Add several devices in one edit (a Zigbee network registered from one page): one
+        validation, one write, one reload; all of them or, on any problem, none. A problem
+        of the i-th device is reported as field ``devices[i].<field>``."""
+        async with self._lock:
+            tree = await blocking(self._load_tree)
+            have = {d.get("id") for d in tree["devices"] if isinstance(d, dict)}
+            errors = []
+            for i, device in enumerate(devices):
+                if device["id"] in have:
+                    errors.append({"field": f"devices[{i}].id",
+                                   "message": f"device {device['id']!r} already exists"})
+                have.add(device["id"])
+            if errors:
+                raise InstallerError(errors, 409)
+            first = len(tree["devices"])
+            tree["devices"].extend({k: v for k, v in d.items() if v not in (None, "")}
+                                   for d in devices)
+            return await blocking(self._commit, tree, None, first)
+
     async def remove_device(self, device_id: str, *, actor: str) -> SiteConfig:
         async with self._lock:
             tree = await blocking(self._load_tree)
@@ -189,11 +209,13 @@ class SiteEditor:
             return await blocking(self._commit, tree, None), changes
 
     # -- validate, keep the previous version, write atomically ---------------------------
-    def _commit(self, tree: Any, index: int | None) -> SiteConfig:
+    def _commit(self, tree: Any, index: int | None, first: int | None = None) -> SiteConfig:
+        """``index``: the one edited device; ``first``: the first of several added (their
+        problems are named ``devices[i].<field>``, i counted from it)."""
         buf = io.StringIO()
         _yaml().dump(tree, buf)
         text = buf.getvalue()
-        self._validate(text, index)
+        self._validate(text, index, first)
         target = self.directory / DEVICES
         if target.exists():
             self.versions_dir.mkdir(exist_ok=True)
@@ -205,7 +227,7 @@ class SiteEditor:
         _atomic_write(target, text)
         return load_site(self.directory)
 
-    def _validate(self, text: str, index: int | None) -> None:
+    def _validate(self, text: str, index: int | None, first: int | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="site-check-") as tmp:
             copy = Path(tmp) / "site"
             shutil.copytree(self.directory, copy,
@@ -216,7 +238,7 @@ class SiteEditor:
                 if self.check is not None:
                     self.check(site)
             except ConfigError as exc:
-                raise InstallerError(_field_errors(exc.issues, index)) from None
+                raise InstallerError(_field_errors(exc.issues, index, first)) from None
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -246,9 +268,14 @@ def _atomic_write(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def _field_errors(issues: list[str], index: int | None) -> list[dict[str, str]]:
+_DEVICE_LOC = re.compile(r"^devices\[(\d+)\](.*)$")
+
+
+def _field_errors(issues: list[str], index: int | None,
+                  first: int | None = None) -> list[dict[str, str]]:
     """``FILE:LINE: devices[3].household: msg`` -> ``{"field": "household", ...}`` for the
-    edited entry; problems elsewhere keep their full location."""
+    edited entry (``index``), or ``{"field": "devices[1].household"}`` for the second of
+    several added from ``first`` on; problems elsewhere keep their full location."""
     out: list[dict[str, str]] = []
     prefix = f"devices[{index}]" if index is not None else None
     for issue in issues:
@@ -257,7 +284,12 @@ def _field_errors(issues: list[str], index: int | None) -> list[dict[str, str]]:
             out.append({"field": "(config)", "message": issue})
             continue
         loc, msg = m["loc"].strip(), m["msg"].strip()
-        if prefix and loc.startswith(prefix):
+        row = _DEVICE_LOC.match(loc) if first is not None else None
+        if row is not None and first is not None and int(row[1]) >= first:
+            rest = row[2].lstrip(".") or "(device)"
+            field = rest.split(".")[0].split("[")[0]
+            out.append({"field": f"devices[{int(row[1]) - first}].{field}", "message": msg})
+        elif prefix and loc.startswith(prefix):
             field = loc[len(prefix):].lstrip(".") or "(device)"
             out.append({"field": field.split(".")[0].split("[")[0], "message": msg})
         else:

@@ -49,6 +49,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("PUT", "/api/config/devices/{device_id}"): "devices.write",
     ("DELETE", "/api/config/devices/{device_id}"): "devices.write",
     ("GET", "/api/config/versions"): "devices.write",
+    ("GET", "/api/installer/zigbee"): "devices.write",
+    ("POST", "/api/installer/zigbee/register"): "devices.write",
     ("GET", "/api/users"): "users.manage",
     ("POST", "/api/users"): "users.manage",
     ("POST", "/api/users/{username}/disable"): "users.manage",
@@ -66,6 +68,8 @@ BODIES = {
                                                  "type": "emergency_caller",
                                                  "household": "h-7-101",
                                                  "topic": "devices/caller-7-101"},
+    ("POST", "/api/installer/zigbee/register"): {"devices": [
+        {"zigbee2mqtt": "matrix-zigbee", "type": "door_contact", "household": "h-9-201"}]},
     ("POST", "/api/users"): {"username": "matrix-user", "role": "duty",
                              "password": "a-long-password-1"},
 }

@@ -11,11 +11,13 @@ FastAPI's own validation errors), and leaves the files untouched.
 
 import json
 import logging
+import re
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from drivers import zigbee2mqtt as z2m
 from gateway.alarms import AlarmBook
 from gateway.api.context import ApiContext
 from gateway.api.deps import Ctx, need
@@ -28,7 +30,7 @@ from gateway.installer import InstallerError, checklist
 from gateway.model import DEVICE_TYPES, utc
 from gateway.store.audit import last_entry
 
-__all__ = ["DeviceBody", "ModeBody", "router"]
+__all__ = ["DeviceBody", "ModeBody", "ZigbeeRegisterBody", "router"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["installer"])
@@ -113,8 +115,7 @@ def _editor(ctx: ApiContext):
     return ctx.editor
 
 
-async def _apply(ctx: ApiContext, site, actor: str, action: str, target: str,
-                 **detail) -> None:
+def _take_effect(ctx: ApiContext, site) -> None:
     """An edited site takes effect (on the loop: the reload swaps the loop's state)."""
     if ctx.reload is not None:
         ctx.reload(site)
@@ -123,6 +124,12 @@ async def _apply(ctx: ApiContext, site, actor: str, action: str, target: str,
     if ctx.devices is not None:       # bound now: out of the unknown-devices inbox
         for d in site.devices.devices:
             ctx.devices.unknown.pop(d.topic, None)
+
+
+async def _apply(ctx: ApiContext, site, actor: str, action: str, target: str,
+                 **detail) -> None:
+    """An edited site takes effect, and the edit is audited."""
+    _take_effect(ctx, site)
     await ctx.book.store.audit(actor, action, target, **detail)
 
 
@@ -285,3 +292,105 @@ async def sign_off(household_id: str, p: Writer, ctx: Ctx) -> dict:
     await ctx.book.store.audit(p.name, "household.commissioned", household_id,
                                items=json.dumps([i["id"] for i in result["items"]]))
     return await _household_checklist(ctx, household_id)
+
+
+# -- zero-config: the Zigbee network from bridge/devices --------------------------------------
+
+class ZigbeeDeviceBody(BaseModel):
+    """One Zigbee device to register: its Zigbee2MQTT friendly name, the proposed (or
+    chosen) type and profile, where it is, and a name staff read; ``id`` default:
+    ``drivers.zigbee2mqtt.suggest_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+    zigbee2mqtt: str = Field(min_length=1, max_length=100)
+    type: Literal[DEVICE_TYPES]  # type: ignore[valid-type]
+    profile: str | None = Field(default=None, max_length=64)
+    household: str | None = Field(default=None, pattern=ID)
+    grid_cell: str | None = Field(default=None, max_length=32)
+    name: str = Field(default="", max_length=100)
+    id: str | None = Field(default=None, pattern=ID)
+
+
+class ZigbeeRegisterBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    devices: list[ZigbeeDeviceBody] = Field(min_length=1, max_length=1000)
+
+
+def _zigbee_inbox(ctx: ApiContext) -> list[dict]:
+    """The inbox's devices from Zigbee2MQTT's bridge/devices (read on the loop)."""
+    if ctx.devices is None:
+        return []
+    return [e for e in ctx.devices.unknown.values() if isinstance(e.get("zigbee"), dict)]
+
+
+def _proposals(site, entries: list[dict]) -> list[dict]:
+    """Each inbox entry with what zero-config proposes (blocking: reads the profiles)."""
+    from drivers.profiles import load_profiles
+
+    profiles = load_profiles(site.directory / "profiles")
+    out = []
+    for e in entries:
+        z = e["zigbee"]
+        out.append({"topic": e["id"], "friendly_name": z.get("friendly_name"),
+                    "ieee_address": z.get("ieee_address"), "model": z.get("model"),
+                    "vendor": z.get("vendor"), "description": z.get("description"),
+                    "network_role": z.get("network_role"), "power_source": z.get("power_source"),
+                    "last_seen": e.get("last_seen"),
+                    "proposal": z2m.propose(z, profiles).to_json()})
+    return sorted(out, key=lambda x: (x["proposal"]["device_type"] is None,
+                                      x["proposal"]["device_type"] or "",
+                                      x["friendly_name"] or ""))
+
+
+@router.get("/api/installer/zigbee")
+async def zigbee_network(p: Writer, ctx: Ctx) -> dict:
+    """The unregistered devices of the Zigbee network (Zigbee2MQTT's bridge/devices), each
+    with the device type and profile proposed from its exposes, what the profile does not
+    read, or why nothing is proposed."""
+    return {"devices": await blocking(_proposals, ctx.site, _zigbee_inbox(ctx))}
+
+
+def _bulk_problem(exc: InstallerError) -> HTTPException:
+    detail = []
+    for e in exc.errors:
+        m = re.match(r"^devices\[(\d+)\]\.(.+)$", e["field"])
+        loc = ["body", "devices", int(m[1]), m[2]] if m else ["body", e["field"]]
+        detail.append({"loc": loc, "msg": e["message"], "type": "config"})
+    return HTTPException(exc.status, detail)
+
+
+@router.post("/api/installer/zigbee/register", status_code=201)
+async def zigbee_register(body: ZigbeeRegisterBody, p: Writer, ctx: Ctx) -> dict:
+    """Register Zigbee devices in one edit (one device, or a whole network from one page):
+    validated like the device form (all or none), applied without a restart, each audited
+    as ``device.create``. Ids left out are made by ``suggest_id``."""
+    bound = {d.mqtt.zigbee2mqtt: d.id for d in ctx.site.devices.devices
+             if d.mqtt is not None and d.mqtt.zigbee2mqtt}
+    ieee = {e["zigbee"].get("friendly_name"): str(e["zigbee"].get("ieee_address") or "")
+            for e in _zigbee_inbox(ctx)}
+    taken = {d.id for d in ctx.site.devices.devices} | {d.id for d in body.devices if d.id}
+    problems, entries, names = [], [], set()
+    for i, d in enumerate(body.devices):
+        if d.zigbee2mqtt in bound or d.zigbee2mqtt in names:
+            problems.append({"loc": ["body", "devices", i, "zigbee2mqtt"], "type": "config",
+                             "msg": f"{d.zigbee2mqtt!r} is already registered"
+                             + (f" as {bound[d.zigbee2mqtt]!r}" if d.zigbee2mqtt in bound
+                                else " in this request")})
+        names.add(d.zigbee2mqtt)
+        device_id = d.id or z2m.suggest_id(d.type, d.household, ieee.get(d.zigbee2mqtt, ""),
+                                           taken)
+        taken.add(device_id)
+        entries.append({"id": device_id, "type": d.type, "household": d.household,
+                        "grid_cell": d.grid_cell, "name": d.name, "profile": d.profile,
+                        "mqtt": {"zigbee2mqtt": d.zigbee2mqtt}})
+    if problems:
+        raise HTTPException(409, problems)
+    try:
+        site = await _editor(ctx).add_devices(entries, actor=p.name)
+    except InstallerError as exc:
+        raise _bulk_problem(exc) from None
+    _take_effect(ctx, site)
+    for e in entries:
+        await ctx.book.store.audit(p.name, "device.create", e["id"], type=e["type"],
+                                   household=e["household"], zigbee2mqtt=e["mqtt"]["zigbee2mqtt"])
+    return {"registered": [_device_json(_find(ctx, e["id"])) for e in entries]}
