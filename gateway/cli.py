@@ -271,8 +271,8 @@ def cmd_profile_test(args: argparse.Namespace) -> int:
             lines, problems = _decode_dc09(args, raw)
         else:
             lines, problems = decode_capture(profile, raw, args.device)
-    except _KeyProblem as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except ConfigError as exc:       # the DC-09 key given cannot be read
+        print(f"error: {'; '.join(exc.issues)}", file=sys.stderr)
         return 2
     except DecodeError as exc:
         lines, problems = [], [exc]
@@ -288,10 +288,6 @@ def cmd_profile_test(args: argparse.Namespace) -> int:
     return 1 if problems or not lines else 0
 
 
-class _KeyProblem(Exception):
-    """The DC-09 key given to ``profile test`` cannot be read."""
-
-
 def _dc09_capture(raw: bytes) -> bool:
     from drivers.sia import looks_like_dc09
 
@@ -304,12 +300,9 @@ def _decode_dc09(args: argparse.Namespace, raw: bytes):
     from drivers.sia import account_key, decode_capture as decode_dc09
 
     key = None
-    if args.key_env or args.key_file:
+    if args.key_env or args.key_file:        # ConfigError naming the option if unreadable
         ref = argparse.Namespace(secret_env=args.key_env, secret_file=args.key_file)
-        try:
-            key = account_key(ref, args.key_format, Path.cwd(), "--key")
-        except ConfigError as exc:
-            raise _KeyProblem("; ".join(exc.issues)) from None
+        key = account_key(ref, args.key_format, Path.cwd(), "--key")
     return decode_dc09(raw, key, args.device)
 
 

@@ -142,7 +142,7 @@ def test_transport_schema_errors_are_located(tmp_path):
         load_site(site)
     issues = "\n".join(err.value.issues)
     assert "gateway.yaml:2: modbus_buses[0]: give exactly one of tcp or rtu" in issues, issues
-    assert "devices[6]: a device needs exactly one transport (mqtt, modbus or serial), got " \
+    assert "devices[6]: a device needs exactly one transport (mqtt, modbus, serial or dc09), got " \
            "mqtt, serial" in issues, issues
 
 
