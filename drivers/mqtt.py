@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
-from drivers.profiles import Profile, decode_json
+from drivers.profiles import UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
@@ -246,6 +246,8 @@ class MqttIntake:
             if bug is not None:
                 self._decode_failed(binding, topic, payload, bug.__cause__ or bug)
                 return []
+            # a value a map does not know is that field's problem, whatever else was wrong
+            self._bad_fields(binding, topic, [p for p in problems if p.reason == UNKNOWN_VALUE])
             self._reject(exc.reason, exc.where, exc.detail)
             self.on_error(binding.device_id, exc.reason)
             return []
@@ -253,6 +255,9 @@ class MqttIntake:
             self._decode_failed(binding, topic, payload, exc)
             return []
         if problems:
+            # a field that could not be read, or whose value a map does not know
+            # (unknown_value: an action of a newer firmware), costs that field only: counted
+            # per field, never a lost message (even when it was all the message had)
             self._bad_fields(binding, topic, problems)
             if any(p.reason == DECODE_ERROR for p in problems):
                 return readings

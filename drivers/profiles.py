@@ -46,8 +46,14 @@ from gateway.kernel.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, 
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
     "ModbusProfile", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap", "decode_json",
-    "fit_profile", "load_profiles", "parse_json",
+    "fit_profile", "load_profiles", "parse_json", "with_sos_actions",
 ]
+
+#: The reason of a field whose value a ``map`` does not know: that field is skipped and
+#: counted, never the message (docs/profiles.md).
+UNKNOWN_VALUE = "unknown_value"
+#: The field of a Zigbee2MQTT button's action; ``sos_actions`` of a device re-maps it.
+ACTION_FIELD = "action"
 
 #: A device clock this far ahead of ours is not trusted; the receive time is used instead.
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
@@ -247,6 +253,26 @@ def fit_profile(profiles: ProfileSet, device_id: str, device_type: str,
                         f"{FORMAT_OVER.get(profile.format, profile.format)}; {needs}")
 
 
+def with_sos_actions(profile: Profile, actions: list[str] | tuple[str, ...] | None) -> Profile:
+    """``profile`` for one device whose ``sos_actions`` (devices.yaml) say which values of the
+    ``action`` field mean SOS: those map to ``sos`` true; every other value the profile
+    mapped or ignored is ignored (a multi-key remote's other keys, the arm/disarm keys of a
+    security remote); a value neither knows is still ``unknown_value``. No actions: the
+    profile as it is. ``ProfileMisfit`` when the profile has no ``action`` field of kind
+    ``sos`` (it is not a button's)."""
+    if not actions:
+        return profile
+    fm = profile.fields.get(ACTION_FIELD)
+    if fm is None or fm.kind is not Kind.SOS:
+        raise ProfileMisfit(f"sos_actions need a profile whose {ACTION_FIELD!r} field gives "
+                            f"sos readings; {profile.id!r} has none")
+    sos = {a.lower() for a in actions}
+    known = set(fm.ignore) | set(fm.map or {})
+    action = fm.model_copy(update={"map": dict.fromkeys(sorted(sos), True),
+                                   "ignore": sorted(known - sos)})
+    return profile.model_copy(update={"fields": {**profile.fields, ACTION_FIELD: action}})
+
+
 def parse_profile(data: Any, name: str) -> AnyProfile:
     """Validate one profile document; ``ValueError`` naming the file and field."""
     fmt = data.get("format", "json") if isinstance(data, dict) else "json"
@@ -330,8 +356,10 @@ def _typed(kind: Kind, raw: Any, fm: FieldMap) -> bool | float | str:
     if fm.map is not None:
         key = str(raw).lower()
         if key not in fm.map:
-            raise DecodeError("unknown_value",
-                              f"value {_show(raw)} not one of {sorted(fm.map)}")
+            known = sorted(fm.map)
+            shown = ", ".join(known[:8]) + (f", ... ({len(known) - 8} more)"
+                                            if len(known) > 8 else "")
+            raise DecodeError(UNKNOWN_VALUE, f"value {_show(raw)} not one of {shown}")
         raw = fm.map[key]
     if kind in BOOL_KINDS:
         if not isinstance(raw, bool):
@@ -418,9 +446,13 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict[st
     an unreadable timestamp field means the receive time is used. So a message with a
     readable alarm-class field always gives that reading.
 
+    A value a ``map`` does not know (``unknown_value``: an action of a newer firmware) is such
+    a field problem too, never more: when it and values listed in ``ignore`` are all the
+    message has, the message gives no reading and is not an error (``[]`` is returned).
+
     Raises DecodeError only when the message gives no reading: ``malformed_json``,
     ``not_an_object``, ``no_known_fields`` (no mapped key present), or else the first field
-    problem (all of them are in ``problems``).
+    problem other than ``unknown_value`` (all of them are in ``problems``).
     """
     where = where or device_id
     obj = _parse_object(payload, where)
@@ -433,11 +465,13 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict[st
         except DecodeError as exc:
             found.append(_field_problem(exc, where, profile.timestamp))
     readings: list[Reading] = []
+    skipped = False
     for key, fm in profile.fields.items():
         if key not in obj:
             continue
         raw = obj[key]
         if fm.ignore and isinstance(raw, str) and raw.lower() in fm.ignore:
+            skipped = True
             continue
         try:
             if raw is None:
@@ -451,8 +485,13 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict[st
         except Exception as exc:  # noqa: BLE001 - one field's failure must not cost the others
             found.append(_field_problem(exc, where, key))
     if not readings:
-        if len(found) > first:
-            raise found[first]
-        raise DecodeError("no_known_fields",
-                          f"none of the fields {sorted(profile.fields)} present", where=where)
+        mine = found[first:]
+        lost = next((p for p in mine if p.reason != UNKNOWN_VALUE), None)
+        if lost is not None:
+            raise lost
+        if not mine and not skipped:
+            raise DecodeError("no_known_fields",
+                              f"none of the fields {sorted(profile.fields)} present", where=where)
+        # only ignored values and enumeration values the profile does not know (an action of
+        # a new firmware): nothing of the message is lost to an error, nothing to deliver
     return readings

@@ -14,10 +14,12 @@ Secrets are never written in these files: they name an environment variable
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import (
-    AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator,
+    AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+    model_validator,
 )
 
 from gateway.kernel.model import DEVICE_TYPES
@@ -33,6 +35,7 @@ __all__ = [
 
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 GRID_CODE_RE = r"^[0-9A-Za-z][0-9A-Za-z-]{1,31}$"
+SOS_ACTION_RE = re.compile(r"^[a-z0-9_*-]{1,40}$")
 
 
 class _Strict(BaseModel):
@@ -142,6 +145,11 @@ class Device(_Strict):
     modbus: ModbusTransport | None = None
     serial: SerialTransport | None = None
     dc09: Dc09Transport | None = None
+    #: which values of a Zigbee2MQTT button's ``action`` mean SOS for this device (a
+    #: multi-key remote whose one key is the emergency key); overrides the profile's action
+    #: map: its other actions are then ignored (docs/profiles.md)
+    sos_actions: list[str] | None = Field(default=None, description="action values that "
+                                          "raise SOS (emergency callers over Zigbee2MQTT/MQTT)")
     mode: Literal["normal", "test", "maintenance"] = "normal"
     #: when a test/maintenance mode ends by itself (written by the installer pages; the
     #: service returns the device to normal then, or at start when it has passed)
@@ -155,6 +163,22 @@ class Device(_Strict):
             raise ValueError(f"unknown device type {v!r}; known: {', '.join(DEVICE_TYPES)}")
         return v
 
+    @field_validator("sos_actions")
+    @classmethod
+    def _sos_actions(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        where = f"devices.{info.data.get('id', '?')}.sos_actions"
+        if v is None:
+            return v
+        if not 1 <= len(v) <= 64:
+            raise ValueError(f"{where}: list 1 to 64 action values, e.g. [emergency, 4_single]")
+        for a in v:
+            if not isinstance(a, str) or not SOS_ACTION_RE.match(a):
+                raise ValueError(f"{where}: {a!r} is not an action value (lower case letters, "
+                                 "digits, '_', '-' and '*', as Zigbee2MQTT sends them)")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{where}: an action is listed twice")
+        return v
+
     @model_validator(mode="after")
     def _placed(self) -> Device:
         if self.household is None and self.grid_cell is None:
@@ -166,6 +190,11 @@ class Device(_Strict):
                              f"got {', '.join(given) or 'none'}")
         if self.mode_until is not None and self.mode == "normal":
             raise ValueError("mode_until is only for mode test or maintenance")
+        if self.sos_actions is not None and (self.type != "emergency_caller"
+                                             or self.mqtt is None):
+            raise ValueError(f"devices.{self.id}.sos_actions: only for an emergency_caller "
+                             f"over MQTT/Zigbee2MQTT (this is a {self.type} over "
+                             f"{self.transport})")
         return self
 
     @property

@@ -21,7 +21,7 @@ import uvicorn
 
 from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
-from drivers.profiles import Profile, ProfileMisfit, fit_profile, load_profiles
+from drivers.profiles import Profile, ProfileMisfit, fit_profile, load_profiles, with_sos_actions
 from edge_config.loader import SiteConfig
 from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
@@ -141,6 +141,11 @@ def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
             problems.append(f"devices.yaml: devices.{d.id}.profile: {exc}")
             continue
         assert isinstance(profile, Profile)
+        try:   # which actions of this button mean SOS (devices.yaml sos_actions)
+            profile = with_sos_actions(profile, d.sos_actions)
+        except ProfileMisfit as exc:
+            problems.append(f"devices.yaml: devices.{d.id}.sos_actions: {exc}")
+            continue
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
         out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile)
     if problems:

@@ -43,7 +43,6 @@ def test_null_value_is_bad_quality_never_zero():
     (b"[1]", "not_an_object", None),
     (b'{"sos": "yes"}', "wrong_type", "'sos'"),
     (b'{"battery": true}', "wrong_type", "'battery'"),
-    (b'{"event": "dance"}', "unknown_value", "'event'"),
     (b'{"ts": "yesterday"}', "bad_timestamp", "'ts'"),
     (b'{"battery": NaN}', "bad_value", "'battery'"),
     (b'{"ts": "2026-01-01T00:00:00"}', "bad_timestamp", "'ts'"),
@@ -57,6 +56,14 @@ def test_errors_name_reason_and_field(payload, reason, field):
     assert "devices/caller-1" in str(exc.value)
     if field:
         assert field in exc.value.where
+
+
+def test_an_unknown_enumeration_value_alone_is_a_field_problem_not_an_error():
+    problems: list[DecodeError] = []
+    assert decode_json(CALLER, "caller-1", b'{"event": "dance"}', NOW,
+                       where="devices/caller-1", problems=problems) == []
+    assert [(p.reason, p.field) for p in problems] == [("unknown_value", "event")]
+    assert "devices/caller-1 field 'event'" in str(problems[0]) and "'dance'" in str(problems[0])
 
 
 json_values = st.recursive(
@@ -80,11 +87,14 @@ def test_random_bytes_only_decode_error(data):
 def test_random_objects_only_decode_error(obj):
     import json
 
+    problems: list[DecodeError] = []
     try:
-        readings = decode_json(CALLER, "c1", json.dumps(obj), NOW)
+        readings = decode_json(CALLER, "c1", json.dumps(obj), NOW, problems=problems)
     except DecodeError:
         return
-    assert readings and all(r.device_id == "c1" for r in readings)
+    # no reading without an error only when all there was were unknown enumeration values
+    assert readings or (problems and all(p.reason == "unknown_value" for p in problems))
+    assert all(r.device_id == "c1" for r in readings)
 
 
 @pytest.mark.parametrize("payload", [

@@ -335,7 +335,7 @@ async function fixture(cls, raw, index) {
     // the state Zigbee2MQTT has cached before the event: battery, voltage (cache_state)
     let base = {};
     for (const s of POWER) {
-        base = {...base, ...interesting(await convert(definition, device, s, base, published))};
+        base = {...base, ...await convert(definition, device, s, base, published)};
     }
     const seen = new Map();       // "key=value" -> payload of the event
     const record = (out) => {
@@ -344,7 +344,7 @@ async function fixture(cls, raw, index) {
             if (v === undefined || v === null || !fits(exposes, k, v)) continue;
             if (NUMERIC_CASES.has(k) && [...seen.values()].some((h) => h.key === k)) continue;
             const tag = `${k}=${JSON.stringify(v)}`;
-            if (!seen.has(tag)) seen.set(tag, {key: k, value: v, out: interesting(out)});
+            if (!seen.has(tag)) seen.set(tag, {key: k, value: v, out});
         }
     };
     for (const s of [...zclStimuli(device), ...tuyaStimuli(definition, exposes)]) {
