@@ -136,6 +136,20 @@ class GatewayProcess:
         return subprocess.run([str(VENV_BIN / "gateway"), *args], input=input, text=True,
                               capture_output=True, env=self.env, timeout=60)
 
+    def add_users(self, *roles: str) -> dict[str, str]:
+        """One user per role, named after it, with a random password (kept in
+        ``self.passwords``, returned)."""
+        import secrets
+
+        self.passwords: dict[str, str] = getattr(self, "passwords", {})
+        for role in roles:
+            self.passwords[role] = secrets.token_urlsafe(12)
+            res = self.cli("user", "add", "--username", role, "--role", role,
+                           "--password-stdin", "--data", str(self.data),
+                           input=self.passwords[role] + "\n")
+            assert res.returncode == 0, res.stderr
+        return self.passwords
+
     def token(self, role: str, name: str) -> str:
         self.data.mkdir(parents=True, exist_ok=True)
         res = self.cli("token", "create", "--role", role, "--name", name, "--data",
@@ -195,6 +209,20 @@ def _stop(proc: subprocess.Popen | None) -> int | None:
         proc.kill()
         proc.wait(5)
         raise AssertionError("process did not stop within 15 s of SIGTERM") from None
+
+
+def browser_login(browser, gw: GatewayProcess, role: str):
+    """A Chromium context logged in to ``gw``'s console as ``role`` (zh-CN, Shanghai time),
+    its live stream open: ``(context, page)``."""
+    context = browser.new_context(locale="zh-CN", timezone_id="Asia/Shanghai")
+    page = context.new_page()
+    page.goto(gw.url + "/")
+    page.fill("#login input[name=username]", role)
+    page.fill("#login input[name=password]", gw.passwords[role])
+    page.click("#login button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])", timeout=10_000)
+    page.wait_for_selector("#conn.live", timeout=10_000)
+    return context, page
 
 
 def mqtt_publish(port: int, messages: list[tuple[str, bytes | str | dict]], qos: int = 1,

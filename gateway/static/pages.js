@@ -104,9 +104,12 @@ window.Pages = (function () {
     const profSel = $("#profile-select");
     if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}">${esc(p.id)}</option>`));
     const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices")]);
+    // Zigbee devices of the coordinator's list: with what zero-config proposes (zigbee.js)
+    await Zigbee.inbox($("#zigbee-inbox"), fillFromProposal);
+    u.unknown = u.unknown.filter(x => !x.zigbee);
     $("#unknown").innerHTML = u.unknown.length ? `<table class="grid"><tbody>${u.unknown.map(x => `<tr class="unknown-device" data-topic="${esc(x.id)}">
       <td><code>${esc(x.id)}</code><div class="hint">${t("sample")}: <code>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
-      <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_unknown")}</p>`;
+      <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : $("#zigbee-inbox").innerHTML ? "" : `<p class="hint">${t("no_unknown")}</p>`;
     $("#configured").innerHTML = `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
       <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, until: d.mode_until}) : ""}<div class="hint">${esc(typeLabel(d.type))} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
       <td class="actions"><button class="edit">${t("edit")}</button><button class="detail">${t("readings")}</button>
@@ -137,11 +140,28 @@ window.Pages = (function () {
     $$(".ferr", f).forEach(e => { e.textContent = ""; }); $("#form-error").textContent = "";
     f.scrollIntoView({block: "nearest"});
   }
+  // a Zigbee device of the inbox: the form filled with the proposal (type, profile, name in
+  // Zigbee2MQTT, an id); the installer picks the household, names it and saves (one step).
+  // The id follows the household until it is edited by hand.
+  let suggested = null;
+  function fillFromProposal(d, proposal) {
+    fillForm(d, false);
+    suggested = {proposal, ieee: d.ieee_address, id: d.id};
+    $("#device-form").elements.household.focus();
+  }
+  $("#device-form").elements.household.addEventListener("change", e => {
+    const f = $("#device-form");
+    if (!suggested || editing || f.elements.id.value !== suggested.id) return;
+    suggested.id = f.elements.id.value = Zigbee.suggestId(suggested.proposal, e.target.value, suggested.ieee);
+  });
   $("#unknown").addEventListener("click", e => {
     const tr = e.target.closest(".unknown-device"); if (!tr || !e.target.classList.contains("register")) return;
     const topic = tr.dataset.topic, z2m = topic.startsWith("zigbee2mqtt/");
     const tail = topic.split("/").pop();
-    fillForm({id: tail, topic: z2m ? "" : topic, zigbee2mqtt: z2m ? topic.slice(12) : "", type: guessType(tail)}, false);
+    suggested = null;
+    // a Zigbee name says nothing about the device (by default it is the IEEE address):
+    // the type is guessed from a plain MQTT topic only
+    fillForm({id: z2m ? "" : tail, topic: z2m ? "" : topic, zigbee2mqtt: z2m ? topic.slice(12) : "", type: z2m ? "" : guessType(tail)}, false);
     $("#device-form").elements.household.focus();
   });
   function guessType(id) {
@@ -240,7 +260,7 @@ window.Pages = (function () {
     catch (err) { $("#user-error").textContent = err.message; }
   };
 
-  const pages = {history, devices, installer: () => installer().then(drawChecklist), admin};
+  const pages = {history, devices, installer: () => installer().then(drawChecklist), admin, zigbee: () => Zigbee.page()};
   return {show(view) { const fn = pages[view]; if (fn) fn().catch(err => toast(err.message, true)); },
     // devices went in or out of test/maintenance mode (the live stream's "modes" event)
     modesChanged() { if (C.view === "devices") drawDevices(); else if (C.view === "installer") installer().catch(() => {}); }};
