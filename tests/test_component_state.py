@@ -15,7 +15,9 @@ def test_tracker_logs_each_transition_once(caplog):
 def test_between_good_states_is_quiet(caplog):
     caplog.set_level(logging.INFO)
     t = StateTracker("case forwarder:", "idle", good=("idle", "ok"))
-    t.set("ok"); t.set("idle")
+    t.set("ok")
+    t.set("idle")
     assert caplog.records == []
-    t.set("retrying: timeout"); t.set("ok")
+    t.set("retrying: timeout")
+    t.set("ok")
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO]
