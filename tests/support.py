@@ -251,3 +251,15 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+class AckingSink:
+    """A pipeline stand-in for intake tests: keeps the readings, acknowledges at once."""
+
+    def __init__(self) -> None:
+        self.readings: list = []
+
+    def offer(self, readings, ack, durable: bool = False) -> None:
+        self.readings.extend(readings)
+        if ack is not None:
+            ack()

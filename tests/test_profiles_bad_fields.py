@@ -21,7 +21,7 @@ from drivers.profiles import Profile, decode_json, load_profiles
 from gateway.health import HealthBook
 from gateway.metrics import Metrics
 from gateway.model import ALARM_KINDS, BOOL_KINDS, STR_KINDS, Kind, Quality, utc
-from tests.support import mqtt_publish, running, until
+from tests.support import AckingSink, mqtt_publish, running, until
 
 PROFILES = load_profiles()
 JSON_PROFILES = sorted((p for p in PROFILES.by_id.values() if isinstance(p, Profile)),
@@ -194,18 +194,6 @@ def test_field_problems_do_not_degrade_a_device_lost_messages_do():
 
 
 # -- through the real intake and broker ------------------------------------------------------
-
-class AckingSink:
-    """A pipeline stand-in that keeps readings and acknowledges at once."""
-
-    def __init__(self) -> None:
-        self.readings: list = []
-
-    def offer(self, readings, ack, durable: bool = False) -> None:
-        self.readings.extend(readings)
-        if ack is not None:
-            ack()
-
 
 def _binding(device_id: str, profile_id: str) -> DeviceBinding:
     return DeviceBinding(device_id, PROFILES.by_id[profile_id].device_type, "h-7-101",
