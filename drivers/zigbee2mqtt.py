@@ -162,7 +162,9 @@ class Rule:
 #: not exist (yet) are skipped, so a CO detector type added to the kernel is used at once.
 RULES: tuple[Rule, ...] = (
     Rule("smoke", ("smoke",), ("smoke_detector",)),
-    Rule("carbon_monoxide", ("carbon_monoxide",), ("co_detector", "carbon_monoxide_detector")),
+    # a CO detector type when there is one; else the gas detector, whose profile reads CO
+    Rule("carbon_monoxide", ("carbon_monoxide",),
+         ("co_detector", "carbon_monoxide_detector", "gas_detector")),
     Rule("gas", ("gas",), ("gas_detector",)),
     Rule("water_leak", ("water_leak",), ("water_leak_detector",)),
     Rule("sos", ("sos", "emergency", "action"), ("emergency_caller",), SOS_VALUES),
