@@ -78,6 +78,17 @@ def inactivity_rules(time_scale: float = 1.0, learned: dict | None = None,
              "sources_offline_after": _scaled(6 * 3600, time_scale)}]
 
 
+#: The other alarm kinds a community's detectors and panels send (the same rules as the
+#: example site's rules.yaml): kind, severity, case category, message zh/en.
+_HAZARDS = (
+    ("gas", "critical", "gas", "燃气泄漏报警", "Gas leak detected"),
+    ("heat", "critical", "fire", "温感报警（高温）", "Heat alarm (high temperature)"),
+    ("fire", "critical", "fire", "火警：报警主机报告火情", "Fire reported by the alarm panel"),
+    ("panic", "critical", "panic", "紧急求救（报警主机）", "Panic alarm (alarm panel)"),
+    ("water_leak", "major", "water_leak", "水浸报警", "Water leak detected"),
+)
+
+
 def _rules(time_scale: float) -> dict:
     sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller"],
            "when": {"kind": "sos", "value": True}, "clear_when": {"kind": "sos", "value": False},
@@ -88,12 +99,17 @@ def _rules(time_scale: float) -> dict:
              "clear_when": {"kind": "smoke", "value": False}, "severity": "critical",
              "category": "fire", "message": {"zh": "烟感报警：{device_id}",
                                              "en": "Smoke detected: {device_id}"}}
+    hazards = [{"id": kind, "kind": "match", "when": {"kind": kind, "value": True},
+                "clear_when": {"kind": kind, "value": False}, "severity": severity,
+                "category": category, "message": {"zh": zh, "en": en},
+                **({"auto_resolve_on_clear": False} if kind == "panic" else {})}
+               for kind, severity, category, zh, en in _HAZARDS]
     health = {"id": "device_health", "kind": "supervision", "battery_below": 20,
               "message": {"zh": "设备故障：{device_id}（{fault}）",
                           "en": "Device fault: {device_id} ({fault})"}}
     if time_scale != 1.0:
         health["silence"] = _scaled(6 * 3600, time_scale)
-    return {"rules": [sos, smoke, health, *inactivity_rules(time_scale)],
+    return {"rules": [sos, smoke, *hazards, health, *inactivity_rules(time_scale)],
             "escalation": {"tiers": [
                 {"name": "grid_member", "after": "0s", "notify": ["grid_member"]},
                 {"name": "duty_officer", "after": "3m", "notify": ["duty_officer"]},

@@ -11,9 +11,9 @@ of both sites publishes over MQTT (JSON or Zigbee2MQTT); neither has a serial or
 device, so there is none here (tests/test_drivers_gateway.py covers those transports).
 
 Site copies. What the sites lack for a category is added to the copy (a gas and a water-leak
-detector, a door contact, motion sensors, smoke detectors, and the rules gas, water_leak,
-sos_repeated (count per household), door_held (held) and gas_and_smoke (compound per
-household)); the sites' own rules do the rest (sos, smoke, inactivity). Time-based rules get
+detector, a door contact, motion sensors, smoke detectors, and the rules sos_repeated (count
+per household), door_held (held) and gas_and_smoke (compound per household)); the sites' own
+rules do the rest (sos, smoke, gas, water_leak, inactivity). Time-based rules get
 short durations: door_held 3 s, fixed inactivity threshold 15 s, learned ceiling 25 s.
 
 Learned inactivity. The learned path needs two weeks of a household's rhythm. The test seeds
@@ -110,12 +110,6 @@ def _dump(path: Path, data: dict) -> None:
 def _extra_rules(site: Site) -> list[dict]:
     msg = lambda zh, en: {"zh": zh, "en": en}  # noqa: E731
     return [
-        {"id": "gas", "kind": "match", "when": {"kind": "gas", "value": True},
-         "clear_when": {"kind": "gas", "value": False}, "severity": "critical",
-         "category": "gas", "message": msg("燃气泄漏：{device_id}", "Gas leak: {device_id}")},
-        {"id": "water_leak", "kind": "match", "when": {"kind": "water_leak", "value": True},
-         "clear_when": {"kind": "water_leak", "value": False}, "severity": "major",
-         "category": "water_leak", "message": msg("漏水：{device_id}", "Water leak: {device_id}")},
         {"id": "sos_repeated", "kind": "count", "households": [site.events],
          "when": {"kind": "sos", "value": True}, "count": 3, "window": "1m",
          "per": "household", "severity": "critical", "category": "emergency_call",

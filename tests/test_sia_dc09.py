@@ -277,15 +277,6 @@ SITE_DEVICES = """
     name: 7号楼报警主机
     dc09: {receiver: panels, account: "%s"}
 """
-FIRE_RULE = """
-  - id: panel-fire
-    kind: match
-    when: {kind: fire, value: true}
-    clear_when: {kind: fire, value: false}
-    severity: critical
-    category: fire
-    message: {zh: "火警（报警主机）", en: "Fire alarm (alarm panel)"}
-"""
 
 
 def _dc09_site(tmp_path, mqtt_port: int, port: int, *, key_env: str = "PANEL_B7_KEY",
@@ -293,9 +284,7 @@ def _dc09_site(tmp_path, mqtt_port: int, port: int, *, key_env: str = "PANEL_B7_
     site = site_copy(tmp_path / "site", mqtt_port=mqtt_port)
     with open(site / "devices.yaml", "a", encoding="utf-8") as fh:
         fh.write(SITE_DEVICES % account)
-    rules = (site / "rules.yaml").read_text(encoding="utf-8")
-    (site / "rules.yaml").write_text(rules.replace("rules:\n", "rules:\n" + FIRE_RULE.lstrip("\n"),
-                                                   1), encoding="utf-8")
+    # the example site's own rules.yaml has the fire rule a panel's fire raises
     with open(site / "gateway.yaml", "a", encoding="utf-8") as fh:
         fh.write(f"""dc09_receivers:
   - id: panels
