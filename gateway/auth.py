@@ -49,7 +49,7 @@ from gateway.store import Store, Tx, accounts, record_audit
 from gateway.store.audit import audit_log
 
 __all__ = ["AuthError", "Auth", "Principal", "PERMISSIONS", "ROLES", "SESSION_IDLE_S",
-           "SESSION_MAX_S"]
+           "SESSION_MAX_S", "UserExists"]
 
 log = logging.getLogger(__name__)
 ROLES = ("duty", "installer", "admin")
@@ -77,11 +77,17 @@ LOGIN_MAX_FAILURES = 5
 
 
 class AuthError(GatewayError):
-    """Authentication failed; ``status`` is the HTTP status to answer with."""
+    """Authentication failed; ``status`` is the HTTP status to answer with, ``code`` the
+    machine code the console translates (gateway.api.errors.ERROR_CODES)."""
 
-    def __init__(self, message: str, status: int = 401):
+    def __init__(self, message: str, status: int = 401, code: str = "not_logged_in"):
         self.status = status
+        self.code = code
         super().__init__(message)
+
+
+class UserExists(ValueError):
+    """``add_user`` of a name that is taken."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +161,9 @@ class Auth:
     def complete_setup(self, token: str, username: str, password: str) -> None:
         stored = accounts.setup_token(self.store)
         if self.has_admin() or not stored:
-            raise AuthError("setup already completed", 409)
+            raise AuthError("setup already completed", 409, "setup_done")
         if not secrets.compare_digest(stored, _sha(token)):
-            raise AuthError("wrong setup token", 401)
+            raise AuthError("wrong setup token", 401, "wrong_setup_token")
         self.add_user(username, "admin", password, actor="setup")
         self.store.write_sync(accounts.drop_setup_token)
         if self.setup_token_file is not None:
@@ -171,7 +177,7 @@ class Auth:
         if len(password) < 10:
             raise ValueError("password: at least 10 characters")
         if accounts.user_exists(self.store, username):
-            raise ValueError(f"user {username!r} exists")
+            raise UserExists(f"user {username!r} exists")
         digest = self.hasher.hash(password)
 
         def tx(c: Tx) -> None:
@@ -182,7 +188,7 @@ class Auth:
         try:
             self.store.write_sync(tx)
         except accounts.NameTaken as exc:
-            raise ValueError(f"user {username!r} exists") from exc
+            raise UserExists(f"user {username!r} exists") from exc
 
     def users(self) -> list[dict]:
         """Every user (never the password hash)."""
@@ -192,10 +198,10 @@ class Auth:
         """Disable a user: their sessions stop working at once. The last admin stays."""
         row = accounts.user(self.store, username)
         if row is None:
-            raise AuthError(f"no user {username!r}", 404)
+            raise AuthError(f"no user {username!r}", 404, "user_not_found")
         admins = accounts.enabled_admins(self.store)
         if row["role"] == "admin" and not row["disabled"] and admins <= 1:
-            raise AuthError("cannot disable the last admin", 409)
+            raise AuthError("cannot disable the last admin", 409, "last_admin")
 
         def tx(c: Tx) -> None:
             accounts.disable_user(c, username)
@@ -226,7 +232,8 @@ class Auth:
         with self._lock:
             for limit, key in zip(self._limits, keys):
                 if limit.count(key, now) >= limit.limit:
-                    raise AuthError("too many failed logins; try again in a few minutes", 429)
+                    raise AuthError("too many failed logins; try again in a few minutes", 429,
+                                    "login_throttled")
             for limit, key in zip(self._limits, keys):   # counted while it is checked
                 limit.record(key, now)                  # (the module's docstring)
         try:
@@ -235,7 +242,7 @@ class Auth:
                 raise VerifyMismatchError
             self.hasher.verify(row["password_hash"], password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
-            raise AuthError("wrong user name or password", 401) from None
+            raise AuthError("wrong user name or password", 401, "wrong_login") from None
         except BaseException:                      # not a wrong password (store error ...)
             self._uncount(keys, now)
             raise
@@ -290,10 +297,10 @@ class Auth:
         if now - created > self.max_s or now - last_seen > self.idle_s:
             with self._lock:
                 self._sessions.pop(h, None)
-            raise AuthError("session expired")
+            raise AuthError("session expired", 401, "session_expired")
         role = accounts.active_role(self.store, username)
         if role is None:
-            raise AuthError("user disabled")
+            raise AuthError("user disabled", 401, "user_disabled")
         if now - stored >= self._persist_s:
             try:
                 self.store.write_sync(lambda c: accounts.touch_session(c, h, now), timeout=5)
@@ -321,5 +328,5 @@ class Auth:
     def from_bearer(self, token: str) -> Principal:
         row = accounts.token(self.store, _sha(token))
         if row is None:
-            raise AuthError("invalid API token")
+            raise AuthError("invalid API token", 401, "invalid_token")
         return Principal(f"token:{row['name']}", row["role"], "token")

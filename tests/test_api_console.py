@@ -51,7 +51,9 @@ def test_bad_edit_leaves_files_untouched_with_field_errors(api_env):
                                             "household": "h-unknown"})
     assert r.status_code == 422
     assert r.json()["detail"] == [{"loc": ["body", "household"], "type": "config",
-                                   "msg": "unknown household 'h-unknown'"}]
+                                   "msg": "unknown household 'h-unknown'",
+                                   "code": "unknown_household",
+                                   "params": {"value": "h-unknown"}}]
     r = c.post("/api/config/devices", json={"id": "x-2", "type": "smoke_detector",
                                             "household": "h-9-201",
                                             "topic": "devices/caller-9-201"})

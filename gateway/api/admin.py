@@ -3,11 +3,12 @@
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import Ctx, need
-from gateway.auth import ROLES, Auth, AuthError, Principal
+from gateway.api.errors import ApiError
+from gateway.auth import ROLES, Auth, AuthError, Principal, UserExists
 from gateway.blocking import blocking
 
 __all__ = ["UserBody", "router"]
@@ -40,8 +41,11 @@ async def add_user(body: UserBody, p: Admin, ctx: Ctx) -> dict:
     try:
         await blocking(ctx.auth.add_user, body.username, body.role, body.password,
                        display_name=body.display_name, actor=p.name)
+    except UserExists as exc:
+        raise ApiError(409, "user_exists", str(exc), user=body.username) from None
     except ValueError as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise ApiError(422, "password_short" if "password" in str(exc) else "invalid",
+                       str(exc)) from None
     return {"user": body.username, "role": body.role}
 
 
@@ -50,7 +54,7 @@ async def disable_user(username: str, p: Admin, ctx: Ctx) -> dict:
     try:
         await blocking(ctx.auth.disable_user, username, p.name)
     except AuthError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc), user=username) from None
     return {"user": username, "disabled": True}
 
 

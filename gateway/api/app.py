@@ -1,7 +1,9 @@
 """The FastAPI application: the routers of every area on one context."""
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import __version__
 from gateway.alarms import AlarmNotFound, AlarmStateError
@@ -9,6 +11,7 @@ from gateway.api import (
     admin, alarms, case_callback, console, devices, history, installer, operations, session,
 )
 from gateway.api.context import ApiContext
+from gateway.api.errors import http_error, validation_error
 
 __all__ = ["ROUTERS", "create_app"]
 
@@ -19,12 +22,13 @@ ROUTERS = (operations.router, session.router, alarms.router, devices.router,
 
 
 async def _not_found(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return JSONResponse({"detail": str(exc), "code": "alarm_not_found",
+                         "params": {}}, status_code=404)
 
 
 async def _wrong_state(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AlarmStateError)
-    return JSONResponse({"detail": str(exc), "code": exc.code}, status_code=409)
+    return JSONResponse({"detail": str(exc), "code": exc.code, "params": {}}, status_code=409)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -36,6 +40,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # One mapping of the alarm book's errors for every endpoint: 404 unknown, 409 wrong state.
     app.add_exception_handler(AlarmNotFound, _not_found)
     app.add_exception_handler(AlarmStateError, _wrong_state)
+    # every other error with its machine code (gateway.api.errors: the console translates it)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", console.static_files(), name="static")

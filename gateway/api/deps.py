@@ -9,9 +9,10 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from gateway.api.context import ApiContext
+from gateway.api.errors import ApiError
 from gateway.auth import Auth, AuthError, Principal
 from gateway.blocking import blocking
 
@@ -34,7 +35,7 @@ def authenticate(auth: Auth, authorization: str, cookie: str | None) -> Principa
     if authorization.lower().startswith("bearer "):
         return auth.from_bearer(authorization[7:].strip())
     if not cookie:
-        raise AuthError("not logged in")
+        raise AuthError("not logged in", 401, "not_logged_in")
     return auth.from_cookie(cookie)
 
 
@@ -53,10 +54,10 @@ async def principal(request: Request, ctx: Ctx) -> Principal:
     try:
         p = await credentials(request, ctx)
     except AuthError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     if p.kind == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
         if request.headers.get("x-csrf-token") != p.csrf:
-            raise HTTPException(403, "missing or wrong X-CSRF-Token")
+            raise ApiError(403, "csrf", "missing or wrong X-CSRF-Token")
     return p
 
 
@@ -71,7 +72,8 @@ def need(permission: str) -> Callable[[Principal], Awaitable[Principal]]:
 
     async def dep(p: LoggedIn) -> Principal:
         if not p.can(permission):
-            raise HTTPException(403, f"role {p.role!r} may not {permission}")
+            raise ApiError(403, "role_forbidden", f"role {p.role!r} may not {permission}",
+                           role=p.role, permission=permission)
         return p
 
     dep.__name__ = f"need_{permission.replace('.', '_')}"

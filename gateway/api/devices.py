@@ -5,9 +5,10 @@ never on a worker thread. Faults live in the store (read through ``gateway.block
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
 from gateway.api.deps import Ctx, need
+from gateway.api.errors import ApiError
 from gateway.auth import Principal
 from gateway.blocking import blocking
 from gateway.device_modes import modes_json
@@ -37,7 +38,8 @@ async def device_readings(device_id: str, p: Reader, ctx: Ctx) -> dict:
     """The last decoded readings of a device (newest last)."""
     h = ctx.devices.devices.get(device_id)
     if h is None:
-        raise HTTPException(404, f"device {device_id!r} not configured")
+        raise ApiError(404, "device_not_found", f"device {device_id!r} not configured",
+                       device=device_id)
     return {"device": h.to_json(), "readings": list(h.last_readings)}
 
 

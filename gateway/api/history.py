@@ -5,11 +5,12 @@ import io
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from gateway.alarms import AlarmBook, HistoryFilter
 from gateway.api.deps import Ctx, need
+from gateway.api.errors import ApiError
 from gateway.api.views import decorate, grid_json, household_json
 from gateway.auth import Principal
 from gateway.blocking import blocking
@@ -112,7 +113,8 @@ async def household(household_id: str, p: HouseholdsReader, ctx: Ctx) -> dict:
     site = ctx.site
     hh = site.household(household_id)
     if hh is None:
-        raise HTTPException(404, f"household {household_id!r} not found")
+        raise ApiError(404, "household_not_found", f"household {household_id!r} not found",
+                       household=household_id)
     devices = []
     for d in site.devices.devices:
         if d.household == household_id:

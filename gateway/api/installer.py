@@ -21,6 +21,7 @@ from drivers import zigbee2mqtt as z2m
 from gateway.alarms import AlarmBook
 from gateway.api.context import ApiContext
 from gateway.api.deps import Ctx, need
+from gateway.api.errors import ApiError
 from gateway.auth import Principal
 from gateway.blocking import blocking
 from gateway.device_modes import (
@@ -111,7 +112,8 @@ def _problem(exc: InstallerError) -> HTTPException:
 
 def _editor(ctx: ApiContext):
     if ctx.editor is None:
-        raise HTTPException(503, "configuration editing is not available on this gateway")
+        raise ApiError(503, "editing_unavailable",
+                       "configuration editing is not available on this gateway")
     return ctx.editor
 
 
@@ -136,7 +138,8 @@ async def _apply(ctx: ApiContext, site, actor: str, action: str, target: str,
 def _find(ctx: ApiContext, device_id: str):
     d = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
     if d is None:
-        raise HTTPException(404, f"device {device_id!r} not configured")
+        raise ApiError(404, "device_not_found", f"device {device_id!r} not configured",
+                       device=device_id)
     return d
 
 
@@ -186,7 +189,8 @@ def _tests_and_sign_off(book: AlarmBook, device_ids: list[str],
 async def _household_checklist(ctx: ApiContext, household_id: str) -> dict:
     hh = ctx.site.household(household_id)
     if hh is None:
-        raise HTTPException(404, f"household {household_id!r} not found")
+        raise ApiError(404, "household_not_found", f"household {household_id!r} not found",
+                       household=household_id)
     ids = [d.id for d in ctx.site.devices.devices if d.household == household_id]
     tests, signed = await blocking(_tests_and_sign_off, ctx.book, ids, household_id)
     # device health: the loop's state, read on the loop
@@ -223,7 +227,8 @@ async def create_device(body: DeviceBody, p: Writer, ctx: Ctx) -> dict:
 async def edit_device(device_id: str, body: DeviceBody, p: Writer, ctx: Ctx) -> dict:
     """Replace a device's configuration (its id stays); applied without a restart."""
     if body.id != device_id:
-        raise HTTPException(422, [{"loc": ["body", "id"], "type": "config",
+        raise HTTPException(422, [{"loc": ["body", "id"], "type": "config", "code": "id_fixed",
+                                   "params": {},
                                    "msg": "the id cannot be changed; remove and add"}])
     current = next((d for d in ctx.site.devices.devices if d.id == device_id), None)
     until = _until_for(ctx, body.mode, _seconds(body.duration), current)
@@ -288,7 +293,8 @@ async def sign_off(household_id: str, p: Writer, ctx: Ctx) -> dict:
     result = await _household_checklist(ctx, household_id)
     if not result["complete"]:
         open_items = [i["id"] for i in result["items"] if not i["ok"]]
-        raise HTTPException(409, f"checklist incomplete: {', '.join(open_items)}")
+        raise ApiError(409, "checklist_incomplete",
+                       f"checklist incomplete: {', '.join(open_items)}", items=open_items)
     await ctx.book.store.audit(p.name, "household.commissioned", household_id,
                                items=json.dumps([i["id"] for i in result["items"]]))
     return await _household_checklist(ctx, household_id)

@@ -2,10 +2,11 @@
 
 import math
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.deps import COOKIE, Ctx, LoggedIn
+from gateway.api.errors import ApiError
 from gateway.auth import PERMISSIONS, AuthError
 from gateway.blocking import blocking
 
@@ -33,7 +34,7 @@ async def login(body: LoginBody, request: Request, response: Response, ctx: Ctx)
     try:
         token, p = await blocking(ctx.auth.login, body.username, body.password, client)
     except AuthError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict",
                         secure=ctx.secure_cookies, max_age=math.ceil(ctx.auth.max_s))
     return {"user": p.name, "role": p.role, "csrf": p.csrf}
@@ -69,5 +70,5 @@ async def setup(body: SetupBody, ctx: Ctx) -> dict:
     try:
         await blocking(ctx.auth.complete_setup, body.setup_token, body.username, body.password)
     except AuthError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
+        raise ApiError(exc.status, exc.code, str(exc)) from None
     return {"ok": True, "user": body.username, "role": "admin"}
