@@ -19,11 +19,38 @@ router = APIRouter(tags=["devices"])
 Reader = Annotated[Principal, Depends(need("devices.read"))]
 
 
+#: open supervision faults that mean the device is not reporting: its state is ``offline``
+#: (the devices page never says 在线 beside 长时间未上报)
+_SILENT_FAULTS = frozenset({"silent", "offline"})
+
+
 @router.get("/api/devices")
 async def list_devices(p: Reader, ctx: Ctx) -> dict:
-    """Health of every configured device (online/offline/degraded, battery, last seen)."""
-    return {"devices": [h.to_json() for h in ctx.devices.devices.values()],
-            "summary": ctx.devices.summary()}
+    """Health of every configured device (online/offline/degraded, battery, last seen), with
+    its configured ``name``. An open device fault of the supervision rules shows too: the
+    device's ``fault`` (when health has none of its own) and its state (``offline`` for
+    ``silent``/``offline``, else at least ``degraded``), so the page agrees with the faults
+    list; ``summary`` counts these states."""
+    open_faults = await blocking(ctx.book.faults, open_only=True)
+    fault_of: dict[str, str] = {}
+    for f in reversed(open_faults):          # newest first: the newest fault wins
+        if f.get("device_id"):
+            fault_of[f["device_id"]] = f["fault"]
+    names = {d.id: d.name for d in ctx.site.devices.devices}
+    out: list[dict] = []
+    summary: dict[str, int] = {}
+    for h in list(ctx.devices.devices.values()):
+        row = dict(h.to_json(), name=names.get(h.device_id, ""))
+        fault = fault_of.get(h.device_id)
+        if fault is not None:
+            row["fault"] = row["fault"] or fault
+            if fault in _SILENT_FAULTS:
+                row["state"] = "offline"
+            elif row["state"] == "online":
+                row["state"] = "degraded"
+        summary[row["state"]] = summary.get(row["state"], 0) + 1
+        out.append(row)
+    return {"devices": out, "summary": summary}
 
 
 @router.get("/api/devices/unknown")

@@ -10,9 +10,46 @@ const $ = (s, root = document) => root.querySelector(s);
 const $$ = (s, root = document) => [...root.querySelectorAll(s)];
 function t(k, vars) {
   let s = (I18N[C.lang] && I18N[C.lang][k]) || I18N.zh[k] || k;
-  if (vars) for (const [n, v] of Object.entries(vars)) s = s.replace("{" + n + "}", v);
+  if (vars) for (const [n, v] of Object.entries(vars)) s = s.split("{" + n + "}").join(v);
   return s;
 }
+const known = k => Object.prototype.hasOwnProperty.call(I18N.zh, k);
+// -- server errors in words: the API's machine code (gateway/api/errors.py) through the
+// catalogue, never its English detail; an unknown code: a generic message naming the code
+function fieldLabel(loc) {
+  const path = (loc || []).slice(1);   // ["body", "devices", 0, "id"] -> device 1 · 设备编号
+  const parts = [];
+  for (let i = 0; i < path.length; i++) {
+    if (path[i] === "devices" && Number.isInteger(path[i + 1])) { parts.push(t("f_device_n", {n: path[i + 1] + 1})); i++; continue; }
+    const k = "f_" + path[i]; if (known(k)) parts.push(t(k));
+  }
+  return parts.join(" · ");
+}
+function fieldText(e) {
+  const k = "v_" + (e.code || e.type);
+  return known(k) ? t(k, e.params || e.ctx || {}) : t("v_invalid");
+}
+function errorText(body, status) {
+  const d = body.detail;
+  if (Array.isArray(d) && d.length) return d.map(e => { const f = fieldLabel(e.loc); return (f ? f + (C.lang === "zh" ? "：" : ": ") : "") + fieldText(e); }).join(C.lang === "zh" ? "；" : "; ");
+  if (body.code && known("err_" + body.code)) return t("err_" + body.code, body.params || {});
+  return t("err_generic", {code: body.code || status});
+}
+// -- readings in words: kind, value (per kind), unit, quality
+const UNIT = {degC: "°C", m3: "m³", lqi: ""};
+function kindLabel(k) { return known("kind_" + k) ? t("kind_" + k) : k; }
+function readingValue(kind, v, unit) {
+  if (v === null || v === undefined) return t("no_value");
+  if (typeof v === "boolean" || typeof v === "string") {
+    const k = `kv_${kind}_${v}`;
+    if (known(k)) return t(k);
+    if (typeof v === "boolean") return t(v ? "val_true" : "val_false");
+    return null;   // a device's own word (a button action we do not know): shown as it is
+  }
+  const u = unit in UNIT ? UNIT[unit] : (unit || "");
+  return `${typeof v === "number" ? Math.round(v * 100) / 100 : v}${u ? " " + u : ""}`;
+}
+function qualityLabel(q) { return q && known("q_" + q) ? t("q_" + q) : (q || ""); }
 function esc(s) { return String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c])); }
 function can(perm) { return !!C.me && C.me.permissions.includes(perm); }
 const SEV = {critical: 0, major: 1, minor: 2, info: 3};
@@ -21,14 +58,15 @@ window.__drawn = {};  // alarm id -> epoch ms when its card was drawn (benchmark
 async function api(path, opts = {}) {
   const headers = {"Content-Type": "application/json"};
   if (C.csrf) headers["X-CSRF-Token"] = C.csrf;
-  const r = await fetch(path, {credentials: "same-origin", ...opts, headers});
+  let r;
+  try { r = await fetch(path, {credentials: "same-origin", ...opts, headers}); }
+  catch (e) { throw Object.assign(new Error(t("err_network")), {status: 0, code: "network"}); }
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     const d = body.detail;
-    let msg = Array.isArray(d) ? d.map(e => (e.loc ? e.loc.slice(1).join(".") + ": " : "") + e.msg).join("; ") : (d || r.statusText);
+    let msg = errorText(body, r.status);
     // a session that ended while the board was open: ask for the password again, keep the board
     if (r.status === 401 && C.me && !path.startsWith("/api/login")) { sessionLost(); msg = t("session_expired"); }
-    else if (body.code && I18N.zh["err_" + body.code]) msg = t("err_" + body.code);
     throw Object.assign(new Error(msg), {status: r.status, detail: d, code: body.code});
   }
   return body;
@@ -55,6 +93,8 @@ function actorLabel(actor) {
   if (actor === "system") return t("actor_system");
   if (actor === "device") return t("actor_device");
   if (actor.startsWith("rule:")) return t("actor_rule");
+  if (actor === "cli" || actor === "setup") return t("actor_" + actor);
+  if (actor.startsWith("token:")) return t("actor_token", {name: actor.slice(6)});
   return actor;
 }
 function caseStatusLabel(s) { return s ? t("cs_" + s) : ""; }
@@ -402,7 +442,7 @@ function sessionLost() {
   f.hidden = false;
   f.elements[f.elements.username.value ? "password" : "username"].focus();
 }
-function loginError(err) { return err.status === 401 ? t("login_wrong") : err.status === 429 ? t("login_throttled") : err.message; }
+function loginError(err) { return err.message; }   // the API's code in words (errorText)
 $("#relogin").onsubmit = async e => {
   e.preventDefault(); const f = new FormData(e.target);
   AlarmSound.unlock();
@@ -423,5 +463,6 @@ $("#setup").onsubmit = async e => {
   } catch (err) { $("#setup-error").textContent = err.message; }
 };
 $("#logout").onclick = async () => { try { await api("/api/logout", {method: "POST"}); } finally { location.reload(); } };
-Object.assign(window, {$, $$, t, esc, api, can, toast, fmtTime, fmtDur, fmtAgo, show, modeTag, setModes});
+Object.assign(window, {$, $$, t, esc, api, can, toast, fmtTime, fmtDur, fmtAgo, show, modeTag, setModes,
+  known, errorText, fieldText, kindLabel, readingValue, qualityLabel});
 applyLang(); start();
