@@ -323,8 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "gateway and console")
     demo.add_argument("--port", type=int, default=8080, help="console port (default 8080)")
     demo.add_argument("--data", default=None, help="data directory (default: a temp dir)")
-    demo.add_argument("--press-every", type=float, default=20.0,
-                      help="mean seconds between simulated button presses")
+    demo.add_argument("--press-every", type=float, default=180.0,
+                      help="mean real seconds between simulated emergency-button presses "
+                           "(default 180: an SOS every three minutes)")
     demo.add_argument("--households", type=int, default=200,
                       help="households of the simulated community (default 200)")
     demo.add_argument("--speed", type=float, default=60.0,

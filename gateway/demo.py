@@ -77,6 +77,7 @@ async def run_demo(args) -> None:
             case_system_url=f"http://127.0.0.1:{case_port}",
             callback_url=f"http://127.0.0.1:{args.port}/api/case-callback"))
         password, admin_password = _ensure_demo_users(data / "gateway")
+        logins = _write_logins(data, args.port, password, admin_password)
         devices = [(d.id, d.type, d.topic) for d in gw.site.devices.devices]
         async with asyncio.TaskGroup() as tg:
             tg.create_task(serve_uvicorn(cs), name="case-system-sim")
@@ -89,11 +90,13 @@ async def run_demo(args) -> None:
                   f"  Console:  http://127.0.0.1:{args.port}/\n"
                   f"  Log in as 'duty' with password: {password}\n"
                   f"  (installer pages and admin: user 'admin', password: {admin_password})\n"
+                  f"  These logins are also in {logins} (readable by you only).\n"
                   f"  Data: {where}\n"
                   f"  MQTT broker: 127.0.0.1:{broker.port}   case system: "
                   f"http://127.0.0.1:{case_port}/_sim/cases\n"
                   f"{note}"
                   f"  Press Ctrl-C to stop.\n", file=sys.stderr, flush=True)
+            tg.create_task(_remind(args.port, logins), name="demo-reminder")
             if community is None:
                 tg.create_task(run_devices("127.0.0.1", broker.port, devices,
                                            press_every=args.press_every), name="demo-devices")
@@ -123,11 +126,49 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
                                 1 / max(1, sum(h.lives_alone for h in community.households)))
     note = (f"  Community: {args.households} households, {len(community.devices)} devices, "
             f"a simulated day every {86400 / args.speed / 60:.0f} min (--speed {args.speed:g}).\n")
+    threshold = _inactivity_threshold_s(site_dir)
     for inc in incidents:
-        after = (inc.at - origin) / args.speed
-        note += (f"  Planted incident: the resident of {inc.household} stops all activity "
-                 f"{after / 60:.1f} min from now; its inactivity alarm follows.\n")
+        stops = time.time() + (inc.at - origin) / args.speed
+        # the resident's last activity is at or before the stop: the alarm comes at the latest
+        # one threshold (scaled) after it
+        alarm_by = stops + threshold
+        note += (f"  Planted incident: the resident of {inc.household} stops all activity at "
+                 f"{_clock(stops)} ({(stops - time.time()) / 60:.1f} min from now); the "
+                 f"inactivity alarm is expected by {_clock(alarm_by)}.\n")
     return community, "sim-community", note
+
+
+def _inactivity_threshold_s(site_dir: Path) -> float:
+    """The generated site's inactivity threshold, in real seconds (scaled by --speed)."""
+    from gateway.site import load_site
+
+    site = load_site(site_dir)
+    rule = next(r for r in site.rules.rules if r.id == "inactivity")
+    return float(rule.threshold)     # no quiet hours on the accelerated rule
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def _write_logins(data: Path, port: int, duty: str, admin: str) -> Path:
+    """The demo's logins in a file only its user can read (0600), for when the banner has
+    scrolled away."""
+    path = data / "demo-logins.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"console: http://127.0.0.1:{port}/\nduty: {duty}\nadmin: {admin}\n")
+    os.chmod(path, 0o600)     # an existing file keeps its mode on open(); make sure
+    return path
+
+
+async def _remind(port: int, logins: Path, every_s: float = 600.0) -> None:
+    """Every 10 minutes: where the console and the logins are (the path, never a password:
+    no secrets in logs)."""
+    while True:
+        await asyncio.sleep(every_s)
+        log.warning("demo: console http://127.0.0.1:%d/ - users 'duty' and 'admin', "
+                    "passwords in %s", port, logins)
 
 
 def _check_port_free(port: int) -> None:

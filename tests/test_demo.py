@@ -18,9 +18,12 @@ from tests.support import VENV_BIN, wait_for
 pytestmark = pytest.mark.integration
 
 
-def _mosquitto_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-x", "mosquitto"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+def _mosquitto_pids(under=None) -> set[int]:
+    """Running mosquitto processes; with ``under``, only those whose command line names that
+    folder (the demo's own broker: other tests' brokers may run at the same time)."""
+    out = subprocess.run(["pgrep", "-a", "-x", "mosquitto"], capture_output=True, text=True)
+    return {int(line.split()[0]) for line in out.stdout.splitlines()
+            if under is None or str(under) in line}
 
 
 def test_demo_runs_and_stops_cleanly(tmp_path):
@@ -36,6 +39,12 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         text = wait_for(lambda: "password:" in log.read_text() and log.read_text(), timeout=60,
                         interval=0.1, what="demo banner")
         password = re.search(r"password: (\S+)", text).group(1)
+        # the logins are kept in a file only the user can read, and the planted incident
+        # says when its alarm is expected
+        logins = tmp_path / "demo" / "demo-logins.txt"
+        assert oct(logins.stat().st_mode & 0o777) == "0o600"
+        assert f"duty: {password}" in logins.read_text()
+        assert re.search(r"inactivity alarm is expected by \d\d:\d\d:\d\d", text), text
         started = _mosquitto_pids() - before
         assert started, "the demo runs its own mosquitto"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as web:
@@ -66,7 +75,6 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
 def test_demo_on_a_port_in_use_says_so_and_leaves_nothing_running(tmp_path):
     import socket
 
-    before = _mosquitto_pids()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -76,4 +84,4 @@ def test_demo_on_a_port_in_use_says_so_and_leaves_nothing_running(tmp_path):
                              timeout=60)
     assert res.returncode != 0
     assert f"port {port} is in use" in res.stderr
-    assert _mosquitto_pids() <= before, "a broker was left running"
+    assert not _mosquitto_pids(tmp_path), "a broker was left running"
