@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from edge_config.schema import DevicesFile, GatewayFile, SiteFile, UplinksFile
+from edge_config.schema import CALL_STEPS, DevicesFile, GatewayFile, SiteFile, UplinksFile
 from gateway.kernel.errors import ConfigError
 
 __all__ = ["FILES", "SiteConfig", "Validators", "load_site", "locate"]
@@ -250,6 +250,49 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
         for rule_loc, msg in out.validators.rule_references(rules_cfg, ids, homes, cells):
             out.add("rules.yaml", locate(trees["rules.yaml"], tuple(rule_loc)), tuple(rule_loc),
                     msg)
+    _check_call_plans(st, rules_cfg if "rules.yaml" in trees else None, out)
+
+
+def _check_call_plans(st: Any, rules_cfg: Any, out: _Collector) -> None:
+    """Call plan steps name what the site has (``resident``, ``contacts``, ``grid_member``
+    or an ``on_call`` id), and the categories of ``response`` and of households'
+    ``call_plans`` are ones a rule of rules.yaml raises (``default`` apart): a misspelt
+    category would never apply. Raw tree, like the other references."""
+    if not isinstance(st, dict):
+        return
+    on_call = st.get("on_call")
+    steps = set(CALL_STEPS) | ({k for k in on_call if isinstance(k, str)}
+                               if isinstance(on_call, dict) else set())
+    rules = getattr(rules_cfg, "rules", None)
+    categories = ({c for r in rules if isinstance(c := getattr(r, "category", None), str)}
+                  if rules is not None else None)
+
+    def check(plans: Any, where: tuple) -> None:
+        if not isinstance(plans, dict):
+            return
+        for category, plan in plans.items():
+            if categories is not None and category != "default" and category not in categories:
+                loc = (*where, category)
+                out.add("site.yaml", locate(st, loc), loc,
+                        f"no rule in rules.yaml raises alarm category {category!r} (known: "
+                        f"{', '.join(sorted(categories))}, or 'default')")
+            steps_of = plan.get("call_plan") if where == ("response",) and isinstance(
+                plan, dict) else plan
+            if not isinstance(steps_of, list):
+                continue
+            base = (*where, category, "call_plan") if where == ("response",) else (
+                *where, category)
+            for j, step in enumerate(steps_of):
+                if isinstance(step, str) and step not in steps:
+                    loc = (*base, j)
+                    out.add("site.yaml", locate(st, loc), loc,
+                            f"unknown call plan step {step!r}: one of "
+                            f"{', '.join(CALL_STEPS)} or an on_call id "
+                            f"({', '.join(sorted(steps - set(CALL_STEPS))) or 'none defined'})")
+
+    check(st.get("response"), ("response",))
+    for i, h in _items(st, "households"):
+        check(h.get("call_plans"), ("households", i, "call_plans"))
 
 
 def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,

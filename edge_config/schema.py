@@ -25,17 +25,29 @@ from pydantic import (
 from gateway.kernel.model import DEVICE_TYPES
 
 __all__ = [
-    "Contact", "Dc09Account", "Dc09Receiver", "Dc09Transport", "Device", "DevicesFile",
+    "CALL_OUTCOMES", "CALL_STEPS", "Contact", "Dc09Account", "Dc09Receiver", "Dc09Transport", "Device", "DevicesFile",
     "GatewayFile", "GridCell", "Household", "MqttBroker",
     "MqttTransport", "ModbusBusConfig", "ModbusTcp", "ModbusTransport", "SerialLineConfig",
     "SerialPort", "SerialTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
-    "Notifications", "SecretRef", "Site", "SiteFile", "TelemetryConfig", "UplinksFile",
+    "Guidance", "Notifications", "OnCall", "Resident", "AlarmResponse", "SecretRef", "Site",
+    "SiteFile", "TelemetryConfig", "UplinksFile",
     "UpstreamMqtt",
 ]
 
 ID_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 GRID_CODE_RE = r"^[0-9A-Za-z][0-9A-Za-z-]{1,31}$"
 SOS_ACTION_RE = re.compile(r"^[a-z0-9_*-]{1,40}$")
+PHONE_RE = r"^\+?[0-9 -]{5,20}$"
+CATEGORY_RE = r"^[a-z][a-z0-9_]*$"
+#: call plan steps every site knows (besides the ids of its ``on_call`` entries):
+#: the household's residents, its emergency contacts (in their order), the grid member
+CALL_STEPS = ("resident", "contacts", "grid_member")
+#: what staff record for one call of a plan (the console's one-tap buttons)
+CALL_OUTCOMES = ("connected", "no_answer", "on_site", "notified")
+Phone = Annotated[str, Field(pattern=PHONE_RE, description="digits, spaces, '-', a leading "
+                             "'+': 138-0000-0001")]
+CallPlan = Annotated[list[Annotated[str, Field(pattern=ID_RE)]],
+                     Field(min_length=1, max_length=12)]
 
 
 class _Strict(BaseModel):
@@ -65,6 +77,8 @@ class GridCell(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     grid_member: str | None = Field(default=None, max_length=50,
                                     description="Name of the grid member (网格员) on duty here")
+    grid_member_phone: Phone | None = Field(default=None, description="the grid member's "
+                                            "phone (call plan step grid_member)")
 
 
 class Contact(_Strict):
@@ -72,7 +86,42 @@ class Contact(_Strict):
 
     name: Annotated[str, Field(min_length=1, max_length=50)]
     relation: str = Field(default="", max_length=20)
-    phone: Annotated[str, Field(pattern=r"^\+?[0-9 -]{5,20}$")]
+    phone: Phone
+
+
+class Resident(_Strict):
+    """A resident of a household: personal data, masked for roles that do not need it."""
+
+    name: Annotated[str, Field(min_length=1, max_length=50)]
+    phone: Phone | None = None
+
+
+class OnCall(_Strict):
+    """A number staff call for the whole site: the duty officer (值班主任), the street office
+    (街道办), the property management, the fire brigade... (``on_call.<id>`` in site.yaml)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=50)]
+    phone: Phone
+
+
+class Guidance(_Strict):
+    """What to do, step by step, in both languages of the console."""
+
+    zh: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1,
+                                                                         max_length=12)
+    en: list[Annotated[str, Field(min_length=1, max_length=300)]] = Field(min_length=1,
+                                                                         max_length=12)
+
+
+class AlarmResponse(_Strict):
+    """How staff respond to one category of alarm (``response.<category>`` in site.yaml):
+    whom to call in which order, what to do, and how high its cards stand on the board."""
+
+    priority: int = Field(default=5, ge=1, le=9, description="board order among alarms of "
+                          "the same state: 1 first (docs/api.md, the board's order)")
+    call_plan: CallPlan | None = Field(default=None, description="steps in order: resident, "
+                                       "contacts, grid_member or an on_call id")
+    guidance: Guidance | None = None
 
 
 class Household(_Strict):
@@ -81,11 +130,20 @@ class Household(_Strict):
     building: str = Field(default="", max_length=20)
     grid_cell: str
     lives_alone: bool = False
+    residents: list[Resident] = Field(default_factory=list, max_length=6)
     contacts: list[Contact] = Field(default_factory=list, max_length=5)
+    #: this household's own call plans by alarm category (override the site's ``response``)
+    call_plans: dict[Annotated[str, Field(pattern=CATEGORY_RE)], CallPlan] = Field(
+        default_factory=dict)
 
 
 class SiteFile(_Strict):
     site: Site
+    #: site-wide numbers by id (duty_officer, street_office, ...): call plan steps
+    on_call: dict[Annotated[str, Field(pattern=ID_RE)], OnCall] = Field(default_factory=dict)
+    #: per alarm category (``default``: every category without its own entry)
+    response: dict[Annotated[str, Field(pattern=CATEGORY_RE)], AlarmResponse] = Field(
+        default_factory=dict)
     grid_cells: list[GridCell] = Field(min_length=1)
     households: list[Household] = Field(default_factory=list)
 

@@ -26,7 +26,7 @@ from gateway.model import Severity
 from gateway.store import Row, Store, Tx, append_event, devices, inbox, outbox, record_audit
 from gateway.store import alarms as alarm_rows
 from gateway.store.alarms import HistoryFilter
-from gateway.store.events import events_of
+from gateway.store.events import call_with_request, calls_of, events_of
 
 __all__ = ["AlarmBook", "AlarmError", "AlarmNotFound", "AlarmStateError", "CASE_REASONS",
            "HistoryFilter", "RESOLVE_REASONS", "SYSTEM_ACTOR"]
@@ -267,9 +267,7 @@ class AlarmBook:
     # -- staff commands --------------------------------------------------------------
     async def acknowledge(self, alarm_id: int, actor: str, note: str = "") -> dict:
         def tx(conn: Tx) -> None:
-            row = alarm_rows.by_id(conn, alarm_id)
-            if row is None:
-                raise AlarmNotFound(f"alarm {alarm_id} not found")
+            row = _row_of(conn, alarm_id)
             if row["state"] != "raised":
                 raise AlarmStateError(f"alarm {alarm_id} is {row['state']}, not raised")
             now = _now()
@@ -293,9 +291,7 @@ class AlarmBook:
             raise ValueError(f"unknown reason {reason!r}")
 
         def tx(conn: Tx) -> None:
-            row = alarm_rows.by_id(conn, alarm_id)
-            if row is None:
-                raise AlarmNotFound(f"alarm {alarm_id} not found")
+            row = _row_of(conn, alarm_id)
             if row["state"] == "resolved":
                 raise AlarmStateError(f"alarm {alarm_id} is already resolved")
             if require_ack and row["severity"] == "critical" and row["state"] == "raised":
@@ -315,6 +311,47 @@ class AlarmBook:
         append_event(conn, row["id"], "resolved", actor, now, reason=reason, note=note)
         self._enqueue_update(conn, row, {"event": "resolved", "by": actor, "reason": reason,
                                          "note": note}, now)
+
+    async def record_call(self, alarm_id: int, actor: str, contact: str, outcome: str,
+                          note: str = "", request_id: str | None = None) -> dict:
+        """Record the outcome of one call of the alarm's call plan (``contact``: a
+        ``gateway.call_plans.Call`` key of this alarm's plan) in its history, and queue it
+        for the case as a ``note`` update with the call (contract 1.2) in the same
+        transaction. A ``request_id`` seen on this alarm before records nothing again (a
+        retried request). Raises AlarmNotFound, AlarmStateError (resolved), ValueError
+        (an outcome or a contact the alarm's plan does not have)."""
+        from gateway.call_plans import CALL_OUTCOMES, OUTCOME_WORDS, plan_for
+
+        if outcome not in CALL_OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}: one of {', '.join(CALL_OUTCOMES)}")
+
+        def tx(conn: Tx) -> bool:
+            row = _row_of(conn, alarm_id)
+            if request_id is not None and call_with_request(conn, alarm_id, request_id):
+                return False
+            if row["state"] == "resolved":
+                raise AlarmStateError(f"alarm {alarm_id} is resolved: its calls are closed")
+            plan = plan_for(self.site, row["category"], row["household_id"], row["grid_cell"])
+            call = next((c for c in plan if c.key == contact), None)
+            if call is None:
+                raise ValueError(f"{contact!r} is not in the call plan of alarm {alarm_id} "
+                                 f"(its calls: {', '.join(c.key for c in plan) or 'none'})")
+            now = _now()
+            who = {"contact": call.key, "kind": call.kind, "name": call.name,
+                   "relation": call.relation}
+            append_event(conn, alarm_id, "call", actor, now, **who, outcome=outcome,
+                         note=note, **({"request_id": request_id} if request_id else {}))
+            record_audit(conn, actor, "alarm.call", str(alarm_id), contact=call.key,
+                         outcome=outcome)
+            words = f"电话联系 {call.label()}：{OUTCOME_WORDS[outcome]['zh']}"
+            self._enqueue_update(conn, row, {"event": "note", "by": actor,
+                                             "note": f"{words}。{note}" if note else words,
+                                             "call": dict(who, outcome=outcome)}, now)
+            return True
+
+        if await self.store.write(tx):
+            self.on_change([Change(alarm_id, "call")])
+        return self.get(alarm_id)
 
     # -- case system outbox ----------------------------------------------------------
     def _enqueue(self, conn: Tx, alarm_id: int, topic: str, payload: dict,
@@ -392,13 +429,18 @@ class AlarmBook:
     # -- queries ---------------------------------------------------------------------
     # (below this method, ``list`` in the class body names it: annotations say builtins.list)
     def list(self, state: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
-        return [self._decoded(r) for r in alarm_rows.board(self.store, state, limit, since_id)]
+        rows = [self._decoded(r) for r in alarm_rows.board(self.store, state, limit, since_id)]
+        calls = calls_of(self.store, [r["id"] for r in rows])
+        for r in rows:
+            r["calls"] = calls.get(r["id"], [])
+        return rows
 
     def get(self, alarm_id: int, with_events: bool = False) -> dict:
         row = alarm_rows.get(self.store, alarm_id)
         if row is None:
             raise AlarmNotFound(f"alarm {alarm_id} not found")
         out = self._decoded(row)
+        out["calls"] = calls_of(self.store, [alarm_id]).get(alarm_id, [])
         if with_events:
             out["events"] = events_of(self.store, alarm_id)
         return out
@@ -422,6 +464,14 @@ class AlarmBook:
     def faults(self, open_only: bool = True, limit: int = 1000) -> builtins.list[dict]:
         """Device faults (not alarms) raised by the supervision rules, newest first."""
         return devices.faults(self.store, open_only, limit)
+
+
+def _row_of(conn: Tx, alarm_id: int) -> Row:
+    """The alarm's row in a staff command's transaction; AlarmNotFound if there is none."""
+    row = alarm_rows.by_id(conn, alarm_id)
+    if row is None:
+        raise AlarmNotFound(f"alarm {alarm_id} not found")
+    return row
 
 
 def _decode(row: dict) -> dict:

@@ -88,6 +88,7 @@ def to_case_update(payload: dict) -> CaseUpdate:
         "reason": _REASONS.get(reason, "other") if reason is not None else None,
         "note": note[:1000],
         "actor": payload.get("by"),
+        **({"call": payload["call"]} if payload.get("call") else {}),
     })
 
 

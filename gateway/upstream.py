@@ -150,6 +150,9 @@ class UpstreamPublisher:
             alarm = alarm_state(dict(ev, id=ev["alarm_id"]))
             detail = json.loads(ev["detail"])
             detail.pop("note", None)          # free text may name residents: not upstream
+            if ev["action"] == "call":        # whom staff called: the kind and outcome only
+                detail.pop("name", None)
+                detail.pop("request_id", None)
             body = {"event_id": f"{self._instance}-{ev['ev_id']}", "site_id": self.site_id,
                     "alarm_id": ev["alarm_id"], "action": ev["action"], "ts": ev["ts"],
                     "actor": ev["actor"], "detail": detail, "alarm": alarm}

@@ -361,6 +361,9 @@ class CaseSystemSim:
         upd = self._checked(CaseUpdate, "CaseUpdate", body)
         seen = case.updates.get(upd.idempotency_key)
         if seen is not None:
+            for entry in case.update_log:     # a replay: counted, not recorded again
+                if entry["idempotency_key"] == upd.idempotency_key:
+                    entry["requests"] = entry.get("requests", 1) + 1
             return 200, seen
         applied = upd.sequence > case.last_sequence
         if applied:
@@ -376,7 +379,9 @@ class CaseSystemSim:
                                status=case.status)
         case.updates[upd.idempotency_key] = reply
         case.update_log.append({"idempotency_key": upd.idempotency_key, "kind": upd.kind.value,
-                                "sequence": upd.sequence, "applied": applied})
+                                "sequence": upd.sequence, "applied": applied, "requests": 1,
+                                "note": upd.note, "call": None if upd.call is None else
+                                upd.call.model_dump(mode="json")})
         self._write(case)
         return 201, reply
 

@@ -28,6 +28,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("GET", "/api/alarms/{alarm_id}"): "alarms.read",
     ("POST", "/api/alarms/{alarm_id}/ack"): "alarms.act",
     ("POST", "/api/alarms/{alarm_id}/resolve"): "alarms.act",
+    ("POST", "/api/alarms/{alarm_id}/calls"): "alarms.act",
     ("GET", "/api/resolve-reasons"): "alarms.read",
     ("GET", "/api/stream"): "alarms.read",
     ("GET", "/api/history"): "alarms.read",
@@ -61,6 +62,7 @@ PARAMS = {"alarm_id": None, "household_id": "h-7-101", "device_id": "caller-7-10
           "username": "nobody-here"}
 BODIES = {
     ("POST", "/api/alarms/{alarm_id}/resolve"): {"reason": "handled", "note": "matrix"},
+    ("POST", "/api/alarms/{alarm_id}/calls"): {"contact": "resident:0", "outcome": "connected"},
     ("PUT", "/api/devices/{device_id}/mode"): {"mode": "normal"},
     ("POST", "/api/config/devices"): {"id": "matrix-dev", "type": "door_contact",
                                       "household": "h-9-201"},

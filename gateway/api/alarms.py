@@ -5,7 +5,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -15,8 +15,9 @@ from gateway.api.deps import Ctx, credentials, need
 from gateway.api.views import decorate
 from gateway.auth import AuthError, Principal
 from gateway.blocking import blocking
+from gateway.call_plans import CALL_OUTCOMES
 
-__all__ = ["AckBody", "ResolveBody", "router"]
+__all__ = ["AckBody", "CallBody", "ResolveBody", "router"]
 
 router = APIRouter(tags=["alarms"])
 AlarmId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alarm id")]
@@ -52,6 +53,31 @@ class ResolveBody(BaseModel):
         return value
 
 
+class CallBody(BaseModel):
+    """One call of the alarm's call plan and what came of it (the card's one tap)."""
+
+    model_config = ConfigDict(extra="forbid")
+    contact: str = Field(min_length=1, max_length=64, pattern=r"^\S+$", description="the "
+                         "call's key in the alarm's plan (response.call_plan[].key): "
+                         "resident:0, contact:1, grid_member, on_call:<id>")
+    outcome: Literal[CALL_OUTCOMES] = Field(  # type: ignore[valid-type]
+        description="connected 接通, no_answer 无人接听, on_site 已到场, notified 已通知")
+    note: str = Field(default="", max_length=500)
+    request_id: str | None = Field(
+        default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="the console's id of this tap: the same id again records nothing more "
+                    "(a retry after a lost reply)")
+
+    @field_validator("outcome", mode="before")
+    @classmethod
+    def _outcome_known(cls, value: Any) -> Any:
+        if value not in CALL_OUTCOMES:
+            raise PydanticCustomError(
+                "literal_error", "outcome must be one of {expected} (接通 / 无人接听 / 已到场 / "
+                "已通知)", {"expected": ", ".join(CALL_OUTCOMES)})
+        return value
+
+
 @router.get("/api/alarms")
 async def list_alarms(p: Reader, ctx: Ctx,
                       state: Literal["open", "raised", "acknowledged", "resolved"] | None = None,
@@ -78,6 +104,22 @@ async def resolve(alarm_id: AlarmId, body: ResolveBody, p: Actor, ctx: Ctx) -> d
     acknowledged first: 409 ``{"code": "ack_required"}`` otherwise."""
     alarm = await ctx.book.resolve(alarm_id, p.name, body.reason, body.note,
                                    require_ack=True)
+    return decorate(ctx, alarm, p)
+
+
+@router.post("/api/alarms/{alarm_id}/calls")
+async def record_call(alarm_id: AlarmId, body: CallBody, p: Actor, ctx: Ctx) -> dict:
+    """Record the outcome of one call of the alarm's call plan: in its history (event
+    ``call``) and, through the outbox, as an update of its case (kind ``note`` with the
+    call). 422 for a contact that is not in the alarm's plan, 409 ``wrong_state`` once the
+    alarm is resolved. The same ``request_id`` again answers the alarm and records nothing."""
+    try:
+        alarm = await ctx.book.record_call(alarm_id, p.name, body.contact, body.outcome,
+                                           body.note, body.request_id)
+    except ValueError as exc:
+        raise HTTPException(422, [{"loc": ["body", "contact"], "msg": str(exc),
+                                   "type": "value_error", "code": "value_error",
+                                   "params": {}}]) from None
     return decorate(ctx, alarm, p)
 
 

@@ -5,8 +5,9 @@ from typing import overload
 from edge_config.schema import Household
 from gateway.api.context import ApiContext
 from gateway.auth import Principal
+from gateway.call_plans import guidance_for, plan_for, priority_for
 
-__all__ = ["decorate", "grid_json", "household_json"]
+__all__ = ["decorate", "grid_json", "household_json", "response_json"]
 
 
 def _mask_phone(p: str) -> str:
@@ -25,9 +26,48 @@ def household_json(hh: Household | None, p: Principal) -> dict | None:
     full = p.can("contacts.read")
     return {"id": hh.id, "address": hh.address, "building": hh.building,
             "grid_cell": hh.grid_cell, "lives_alone": hh.lives_alone,
-            "contacts": [{"name": c.name if full else c.name[:1] + "*", "relation": c.relation,
+            "residents": [{"name": r.name if full else _mask_name(r.name),
+                           "phone": None if r.phone is None else
+                           r.phone if full else _mask_phone(r.phone)} for r in hh.residents],
+            "contacts": [{"name": c.name if full else _mask_name(c.name),
+                          "relation": c.relation,
                           "phone": c.phone if full else _mask_phone(c.phone)}
                          for c in hh.contacts]}
+
+
+def _mask_name(name: str) -> str:
+    return name[:1] + "*"
+
+
+def response_json(ctx: ApiContext, alarm: dict, p: Principal) -> dict:
+    """How staff respond to ``alarm``: its call plan in order (each call with the outcomes
+    recorded so far), the guidance for its category, its board priority. Without
+    ``contacts.read`` every phone is masked and residents' and contacts' names too (as on
+    the household card); staff and offices keep their names."""
+    full = p.can("contacts.read")
+    calls = alarm.get("calls") or []
+    plan = []
+    for c in plan_for(ctx.site, alarm["category"], alarm.get("household_id"),
+                      alarm.get("grid_cell")):
+        personal = c.kind in ("resident", "contact")
+        plan.append({
+            "key": c.key, "kind": c.kind, "relation": c.relation,
+            "name": c.name if full or not personal else _mask_name(c.name),
+            "phone": None if c.phone is None else c.phone if full else _mask_phone(c.phone),
+            "outcomes": [{"outcome": o["outcome"], "by": o["actor"], "at": o["ts"]}
+                         for o in calls if o.get("contact") == c.key]})
+    return {"priority": priority_for(ctx.site, alarm["category"]), "call_plan": plan,
+            "guidance": guidance_for(ctx.site, alarm["category"])}
+
+
+def _masked_event(e: dict) -> dict:
+    if e.get("action") != "call":
+        return e
+    d = dict(e["detail"])
+    if d.get("kind") in ("resident", "contact"):
+        d["name"] = _mask_name(str(d.get("name", "")))
+    d.pop("note", None)
+    return dict(e, detail=d)
 
 
 def grid_json(cell) -> dict | None:
@@ -36,8 +76,14 @@ def grid_json(cell) -> dict | None:
 
 
 def decorate(ctx: ApiContext, alarm: dict, p: Principal) -> dict:
-    """An alarm with its household card (masked by role) and grid cell."""
+    """An alarm with its household card (masked by role), grid cell and response (call
+    plan, guidance, priority: :func:`response_json`)."""
     alarm = dict(alarm)
     alarm["household"] = household_json(ctx.site.household(alarm.get("household_id")), p)
     alarm["grid"] = grid_json(ctx.site.grid_cell(alarm.get("grid_cell")))
+    if "category" in alarm:
+        alarm["response"] = response_json(ctx, alarm, p)
+    alarm.pop("calls", None)               # (in the plan, by call)
+    if "events" in alarm and not p.can("contacts.read"):
+        alarm["events"] = [_masked_event(e) for e in alarm["events"]]
     return alarm

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-__all__ = ["append_event", "count_after", "escalations_after", "events_after", "events_of",
-           "last_event_id"]
+__all__ = ["append_event", "call_with_request", "calls_of", "count_after", "escalations_after",
+           "events_after", "events_of", "last_event_id"]
 
 
 def append_event(conn: sqlite3.Connection, alarm_id: int, action: str, actor: str, ts: str, /,
@@ -34,6 +34,29 @@ def events_of(store: Store, alarm_id: int) -> list[dict]:
     return [dict(e, detail=json.loads(e["detail"])) for e in store.query(
         "SELECT ts, action, actor, detail FROM alarm_events WHERE alarm_id=? ORDER BY id",
         (alarm_id,))]
+
+
+def calls_of(store: Store, alarm_ids: list[int]) -> dict[int, list[dict]]:
+    """The recorded call outcomes (``call`` events) of each of ``alarm_ids``, oldest first:
+    alarm id -> ``[{ts, actor, **detail}]`` (alarms without any are left out)."""
+    out: dict[int, list[dict]] = {}
+    for start in range(0, len(alarm_ids), 500):
+        chunk = alarm_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for e in store.query(f"SELECT alarm_id, ts, actor, detail FROM alarm_events WHERE "
+                             f"action = 'call' AND alarm_id IN ({marks}) ORDER BY id",
+                             tuple(chunk)):
+            out.setdefault(e["alarm_id"], []).append(
+                {"ts": e["ts"], "actor": e["actor"], **json.loads(e["detail"])})
+    return out
+
+
+def call_with_request(conn: sqlite3.Connection, alarm_id: int, request_id: str) -> bool:
+    """A call outcome with this ``request_id`` is recorded on the alarm already (a repeated
+    request: the console's retry after a lost reply)."""
+    return conn.execute("SELECT 1 FROM alarm_events WHERE alarm_id = ? AND action = 'call' "
+                        "AND json_extract(detail, '$.request_id') = ?",
+                        (alarm_id, request_id)).fetchone() is not None
 
 
 def events_after(store: Store, cursor: int, limit: int) -> list[dict]:

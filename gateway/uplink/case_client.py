@@ -128,7 +128,9 @@ class CaseSystemClient:
     async def update_case(self, case_id: str, update: CaseUpdate) -> UpdateRef:
         """Add an update to a case. A stale sequence comes back with ``applied=False``."""
         resp = await self._call("POST", f"/api/v1/cases/{quote(case_id, safe='')}/updates",
-                                {200, 201}, body=update.model_dump_json().encode())
+                                {200, 201}, body=update.model_dump_json(
+                                    # no call (1.1 updates): left out, not sent as null
+                                    exclude={"call"} if update.call is None else None).encode())
         r = self._parse(resp, UpdateAccepted)
         return UpdateRef(r.case_id, r.update_id, r.sequence, r.applied, r.status,
                          created=resp.status_code == 201)

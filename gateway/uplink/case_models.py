@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,8 @@ from gateway.uplink.signing import Verifier
 
 __all__ = [
     "CATEGORY_BY_KIND",
+    "CallOutcome",
+    "CaseCall",
     "CONTRACT_VERSION",
     "MAX_DEVICES",
     "CaseCallback",
@@ -73,6 +75,7 @@ CATEGORY_BY_KIND: dict[Kind, CaseCategory] = {
     Kind.HEAT: CaseCategory.FIRE,
     Kind.FIRE: CaseCategory.FIRE,
     Kind.GAS: CaseCategory.GAS,
+    Kind.CARBON_MONOXIDE: CaseCategory.GAS,   # the contract's category for harmful gas
     Kind.WATER_LEAK: CaseCategory.WATER_LEAK,
     Kind.PANIC: CaseCategory.PANIC,
     Kind.TAMPER: CaseCategory.TAMPER,
@@ -101,6 +104,15 @@ class UpdateKind(StrEnum):
     CLEARED = "cleared"             # the device itself reported the condition gone
 
 
+class CallOutcome(StrEnum):
+    """What came of one call of the gateway's call plan (since 1.2)."""
+
+    CONNECTED = "connected"         # 接通: the person answered
+    NO_ANSWER = "no_answer"         # 无人接听
+    ON_SITE = "on_site"             # 已到场: the person called is there
+    NOTIFIED = "notified"           # 已通知: told (a message left, an office informed)
+
+
 class ResolutionReason(StrEnum):
     HANDLED = "handled"
     FALSE_ALARM = "false_alarm"
@@ -126,7 +138,7 @@ class Device(_Wire):
 
 
 #: Contract version: docs/case-system.openapi.yaml ``info.version`` (docs/case-system.md 8).
-CONTRACT_VERSION = "1.1.0"
+CONTRACT_VERSION = "1.2.0"
 #: Most source devices one case lists.
 MAX_DEVICES = 50
 
@@ -151,6 +163,19 @@ class CaseCreate(_Wire):
     callback_url: AnyHttpUrl | None = None
 
 
+class CaseCall(_Wire):
+    """One call staff made from the alarm's call plan and its outcome (a ``note`` update's
+    ``call``, since 1.2). No phone number: the case system has its own directory."""
+
+    contact: str = Field(min_length=1, max_length=64, pattern=r"^\S+$",
+                         description="the call's key in the plan: resident:0, contact:1, "
+                                     "grid_member, on_call:<id>")
+    kind: Literal["resident", "contact", "grid_member", "on_call"]
+    name: str = Field(min_length=1, max_length=50)
+    relation: str = Field(default="", max_length=20)
+    outcome: CallOutcome
+
+
 class CaseUpdate(_Wire):
     """Body of ``POST /api/v1/cases/{case_id}/updates``; ``sequence`` increases per case."""
 
@@ -161,6 +186,8 @@ class CaseUpdate(_Wire):
     reason: ResolutionReason | None = None
     note: str = Field(default="", max_length=1000)
     actor: str | None = Field(default=None, max_length=64)
+    #: a call of the call plan and its outcome (kind ``note``; since 1.2)
+    call: CaseCall | None = None
 
     @model_validator(mode="after")
     def _reason_iff_resolved(self) -> Self:
