@@ -3,6 +3,11 @@
 // attributes in console.html and by t() in the scripts.
 window.I18N = {
   zh: {
+    // -- the history CSV's headers (GET /api/history.csv?lang=; times in the site's zone)
+    csv_id: "编号", csv_raised_at: "发生时间（{tz}）", csv_severity: "级别", csv_category: "类别", csv_state: "状态", csv_device_id: "设备编号",
+    csv_device_name: "设备名称", csv_household_id: "住户编号", csv_address: "地址", csv_grid_cell: "网格", csv_message: "内容", csv_count: "次数",
+    csv_escalation_tier_name: "已升级至", csv_ack_by: "确认人", csv_ack_at: "确认时间（{tz}）", csv_resolved_by: "处置人", csv_resolved_at: "处置时间（{tz}）",
+    csv_resolve_reason: "处置原因", csv_resolve_note: "处置备注", csv_case_id: "工单号", csv_case_status: "工单状态", csv_filename: "报警历史",
     // -- server errors by code (gateway/api/errors.py; err_generic when a code is not here)
     err_generic: "操作未成功（错误代码 {code}）", err_bad_request: "请求无效", err_not_logged_in: "尚未登录或登录已过期，请重新登录",
     err_forbidden: "无权进行此操作", err_not_found: "找不到所请求的内容", err_method_not_allowed: "不支持该操作",
@@ -30,7 +35,7 @@ window.I18N = {
     v_zigbee_registered: "Zigbee 设备 {value} 已登记", v_id_fixed: "设备编号不能修改：请删除后重新登记", v_config: "此值未被接受", v_invalid: "取值无效",
     f_device_n: "第 {n} 台设备", f_username: "用户名", f_password: "密码", f_role: "角色", f_setup_token: "设置令牌", f_reason: "处置原因", f_note: "备注",
     // -- readings: kinds, values, quality (gateway.kernel.model.Kind)
-    kind_sos: "一键呼叫", kind_smoke: "烟雾", kind_heat: "高温", kind_fire: "火警", kind_gas: "燃气", kind_water_leak: "水浸", kind_panic: "紧急求救",
+    kind_sos: "一键呼叫", kind_smoke: "烟雾", kind_heat: "高温", kind_fire: "火警", kind_gas: "燃气", kind_carbon_monoxide: "一氧化碳", kind_water_leak: "水浸", kind_panic: "紧急求救",
     kind_tamper: "防拆", kind_fault: "设备故障", kind_motion: "人体移动", kind_door_open: "门窗", kind_access: "门禁", kind_button: "按键", kind_test: "自检",
     kind_battery: "电量", kind_battery_low: "电量状态", kind_availability: "在线状态", kind_signal: "信号强度", kind_temperature: "温度", kind_humidity: "湿度",
     kind_gas_concentration: "燃气浓度", kind_energy: "用电量", kind_energy_export: "反向电量", kind_power: "功率", kind_voltage: "电压", kind_current: "电流",
@@ -123,6 +128,11 @@ window.I18N = {
     login_wrong: "用户名或密码错误", login_throttled: "登录失败次数过多，请几分钟后再试",
   },
   en: {
+    // -- the history CSV's headers (GET /api/history.csv?lang=; times in the site's zone)
+    csv_id: "Id", csv_raised_at: "Raised ({tz})", csv_severity: "Severity", csv_category: "Category", csv_state: "State", csv_device_id: "Device id",
+    csv_device_name: "Device name", csv_household_id: "Household id", csv_address: "Address", csv_grid_cell: "Grid cell", csv_message: "Message", csv_count: "Count",
+    csv_escalation_tier_name: "Escalated to", csv_ack_by: "Acknowledged by", csv_ack_at: "Acknowledged ({tz})", csv_resolved_by: "Resolved by", csv_resolved_at: "Resolved ({tz})",
+    csv_resolve_reason: "Reason", csv_resolve_note: "Resolve note", csv_case_id: "Case", csv_case_status: "Case status", csv_filename: "alarm-history",
     // -- server errors by code (gateway/api/errors.py; err_generic when a code is not here)
     err_generic: "That did not work (error code {code})", err_bad_request: "The request is not valid", err_not_logged_in: "Not logged in, or the session ended: log in again",
     err_forbidden: "You may not do this", err_not_found: "Not found", err_method_not_allowed: "This operation is not supported",
@@ -150,7 +160,7 @@ window.I18N = {
     v_zigbee_registered: "Zigbee device {value} is registered already", v_id_fixed: "The id cannot be changed: remove the device and register it again", v_config: "This value is not accepted", v_invalid: "Not a valid value",
     f_device_n: "Device {n}", f_username: "User name", f_password: "Password", f_role: "Role", f_setup_token: "Setup token", f_reason: "Reason", f_note: "Note",
     // -- readings: kinds, values, quality (gateway.kernel.model.Kind)
-    kind_sos: "emergency button", kind_smoke: "smoke", kind_heat: "heat", kind_fire: "fire", kind_gas: "gas", kind_water_leak: "water leak", kind_panic: "panic",
+    kind_sos: "emergency button", kind_smoke: "smoke", kind_heat: "heat", kind_fire: "fire", kind_gas: "gas", kind_carbon_monoxide: "carbon monoxide", kind_water_leak: "water leak", kind_panic: "panic",
     kind_tamper: "tamper", kind_fault: "device fault", kind_motion: "motion", kind_door_open: "door/window", kind_access: "door access", kind_button: "button", kind_test: "self-test",
     kind_battery: "battery", kind_battery_low: "battery state", kind_availability: "availability", kind_signal: "signal strength", kind_temperature: "temperature", kind_humidity: "humidity",
     kind_gas_concentration: "gas concentration", kind_energy: "energy used", kind_energy_export: "energy exported", kind_power: "power", kind_voltage: "voltage", kind_current: "current",

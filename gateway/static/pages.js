@@ -10,13 +10,13 @@ window.Pages = (function () {
     $$(".households-select").forEach(sel => {
       const first = sel.options[0]; const keep = sel.value;
       sel.innerHTML = ""; sel.appendChild(first);
-      hh.forEach(h => sel.insertAdjacentHTML("beforeend", `<option value="${esc(h.id)}">${esc(h.address)} (${esc(h.id)})</option>`));
+      hh.forEach(h => sel.insertAdjacentHTML("beforeend", `<option value="${esc(h.id)}" data-raw>${esc(h.address)} (${esc(h.id)})</option>`));
       sel.value = keep;
     });
     $$(".cells-select").forEach(sel => {
       const first = sel.options[0]; const keep = sel.value;
       sel.innerHTML = ""; sel.appendChild(first);
-      cells.forEach(c => sel.insertAdjacentHTML("beforeend", `<option value="${esc(c.code)}">${esc(c.name)} (${esc(c.code)})</option>`));
+      cells.forEach(c => sel.insertAdjacentHTML("beforeend", `<option value="${esc(c.code)}" data-raw>${esc(c.name)} (${esc(c.code)})</option>`));
       sel.value = keep;
     });
   }
@@ -36,16 +36,17 @@ window.Pages = (function () {
   async function history() {
     await loadHouseholds();
     const q = historyQuery();
-    $("#csv").href = "/api/history.csv?" + q;
+    // the export in the console's language (headers, severities, states...), local time
+    $("#csv").href = "/api/history.csv?" + q + (q.toString() ? "&" : "") + "lang=" + (C.lang === "zh" ? "zh-CN" : "en");
     q.set("limit", PAGE); q.set("offset", histOffset);
     const data = await api("/api/history?" + q);
-    $("#history-table").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("severity")}</th><th>${t("message")}</th>
+    $("#history-table").innerHTML = `<div class="table-wrap"><table class="grid history"><thead><tr><th>${t("time")}</th><th>${t("severity")}</th><th>${t("message")}</th>
       <th>${t("household")}</th><th>${t("state")}</th><th>${t("reason")}</th><th>${t("case")}</th></tr></thead><tbody>
       ${data.alarms.map(a => `<tr data-id="${a.id}"><td>${esc(fmtTime(a.raised_at))}</td><td><span class="sev ${esc(a.severity)}">${t(a.severity)}</span></td>
-        <td>${esc(C.lang === "zh" ? a.message_zh : a.message_en)}</td><td>${esc(a.household ? a.household.address : a.device_id)}</td>
+        <td>${esc(C.lang === "zh" ? a.message_zh : a.message_en)}</td><td><span data-raw>${esc(a.household ? a.household.address : (a.device_name || a.device_id))}</span></td>
         <td>${t(a.state)}${a.resolved_by ? " · " + esc(actorLabel(a.resolved_by)) : a.ack_by ? " · " + esc(actorLabel(a.ack_by)) : ""}</td>
         <td>${a.resolve_reason ? esc(((C.reasonLabels || C.reasons)[a.resolve_reason] || {})[C.lang] || a.resolve_reason) : ""}${a.resolve_note ? (C.lang === "zh" ? "：" : ": ") + esc(a.resolve_note) : ""}</td>
-        <td>${esc(a.case_id || "")} ${esc(caseStatusLabel(a.case_status))}${a.case_refusal ? ` <span class="error">${esc(a.case_refusal[C.lang] || a.case_refusal.zh)}</span>` : ""}</td></tr>`).join("")}</tbody></table>`;
+        <td><span data-raw>${esc(a.case_id || "")}</span> ${esc(caseStatusLabel(a.case_status))}${a.case_refusal ? ` <span class="error">${esc(a.case_refusal[C.lang] || a.case_refusal.zh)}</span>` : ""}</td></tr>`).join("")}</tbody></table></div>`;
     $("#page").textContent = t("total", {n: data.total});
     $("#prev").disabled = histOffset === 0; $("#next").disabled = histOffset + PAGE >= data.total;
   }
@@ -62,9 +63,16 @@ window.Pages = (function () {
     await loadHouseholds();
     deviceData = d;
     C.modes = m.devices;   // devices in test/maintenance mode (the board's count, the row's tag)
-    $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t(k)}: <b>${n}</b></span>`).join("");
-    $("#faults").innerHTML = f.faults.length ? `<table class="grid"><tbody>${f.faults.map(x => `<tr><td><span class="sev ${esc(x.severity)}">${esc(faultLabel(x.fault))}</span></td>
-      <td>${esc(C.lang === "zh" ? x.message_zh : x.message_en)}</td><td>${esc(x.device_id || x.household_id || "")}</td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table>`
+    $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t("ds_" + k)}: <b>${n}</b></span>`).join("");
+    // names over ids: the device's configured name and its household's address
+    const names = new Map(d.devices.map(x => [x.device_id, x])), hh = new Map(households.households.map(h => [h.id, h]));
+    const where = x => {
+      const dev = x.device_id && names.get(x.device_id), h = hh.get(x.household_id || (dev && dev.household_id));
+      const what = dev ? (dev.name || typeLabel(dev.device_type)) : "";
+      return [what, h ? h.address : ""].filter(Boolean).join(" · ") || x.device_id || x.household_id || "";
+    };
+    $("#faults").innerHTML = f.faults.length ? `<div class="table-wrap"><table class="grid"><tbody>${f.faults.map(x => `<tr class="fault-row" data-fault="${esc(x.fault)}"><td><span class="sev ${esc(x.severity)}">${esc(faultLabel(x.fault))}</span></td>
+      <td>${esc(C.lang === "zh" ? x.message_zh : x.message_en)}</td><td><span data-raw title="${esc(x.device_id || x.household_id || "")}">${esc(where(x))}</span></td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table></div>`
       : `<p class="hint">${t("no_faults")}</p>`;
     drawDevices();
   }
@@ -76,7 +84,7 @@ window.Pages = (function () {
     const groups = new Map();
     for (const dv of deviceData.devices) {
       const h = byId.get(dv.household_id);
-      const hay = `${dv.device_id} ${dv.household_id || ""} ${h ? h.address : ""} ${dv.grid_cell || ""}`.toLowerCase();
+      const hay = `${dv.device_id} ${dv.name || ""} ${dv.household_id || ""} ${h ? h.address : ""} ${dv.grid_cell || ""} ${cellName.get(dv.grid_cell) || ""}`.toLowerCase();
       if (filter && !hay.includes(filter)) continue;
       const cell = dv.grid_cell || "?", hk = dv.household_id || "";
       if (!groups.has(cell)) groups.set(cell, new Map());
@@ -84,13 +92,13 @@ window.Pages = (function () {
     }
     const now = Date.now(), modes = new Map(C.modes.map(m => [m.device_id, m]));
     const modeOf = dv => modes.has(dv.device_id) ? " " + modeTag(modes.get(dv.device_id)) : "";
-    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td>${esc(dv.device_id)}</td><td>${esc(typeLabel(dv.device_type))}</td>
-      <td><span class="dot ${esc(dv.state)}"></span>${t(dv.state)}${modeOf(dv)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
+    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td><span data-raw title="${esc(dv.device_id)}">${esc(dv.name || dv.device_id)}</span></td><td>${esc(typeLabel(dv.device_type))}</td>
+      <td><span class="dot ${esc(dv.state)}"></span>${t("ds_" + dv.state)}${modeOf(dv)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
       <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
-    $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} ${esc(cellName.get(cell) || cell)} (${esc(cell)})</summary>
-      ${[...hs.entries()].map(([hk, list]) => `<div class="hgroup"><h4>${hk ? esc((byId.get(hk) || {}).address || hk) : t("shared")}</h4>
-        <table class="grid"><thead><tr><th>${t("device")}</th><th>${t("f_type")}</th><th>${t("state")}</th><th>${t("battery")}</th><th>${t("last_seen")}</th></tr></thead>
-        <tbody>${list.map(row).join("")}</tbody></table></div>`).join("")}</details>`).join("");
+    $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} <span data-raw>${esc(cellName.get(cell) || cell)} (${esc(cell)})</span></summary>
+      ${[...hs.entries()].map(([hk, list]) => `<div class="hgroup"><h4>${hk ? `<span data-raw>${esc((byId.get(hk) || {}).address || hk)}</span>` : t("shared")}</h4>
+        <div class="table-wrap"><table class="grid"><thead><tr><th>${t("device")}</th><th>${t("f_type")}</th><th>${t("state")}</th><th>${t("battery")}</th><th>${t("last_seen")}</th></tr></thead>
+        <tbody>${list.map(row).join("")}</tbody></table></div></div>`).join("")}</details>`).join("");
   }
   $("#device-filter").oninput = drawDevices;
 
@@ -102,16 +110,16 @@ window.Pages = (function () {
     if (!typeSel.options.length) options.device_types.forEach(x => typeSel.insertAdjacentHTML("beforeend", `<option value="${esc(x)}">${esc(typeLabel(x))}</option>`));
     else [...typeSel.options].forEach(o => { o.textContent = typeLabel(o.value); });  // the language may have changed
     const profSel = $("#profile-select");
-    if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}">${esc(p.id)}</option>`));
+    if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}" data-raw>${esc(p.id)}</option>`));
     const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices")]);
     // Zigbee devices of the coordinator's list: with what zero-config proposes (zigbee.js)
     await Zigbee.inbox($("#zigbee-inbox"), fillFromProposal);
     u.unknown = u.unknown.filter(x => !x.zigbee);
     $("#unknown").innerHTML = u.unknown.length ? `<table class="grid"><tbody>${u.unknown.map(x => `<tr class="unknown-device" data-topic="${esc(x.id)}">
-      <td><code>${esc(x.id)}</code><div class="hint">${t("sample")}: <code>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
+      <td><code data-raw>${esc(x.id)}</code><div class="hint">${t("sample")}: <code data-raw>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
       <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : $("#zigbee-inbox").innerHTML ? "" : `<p class="hint">${t("no_unknown")}</p>`;
     $("#configured").innerHTML = `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
-      <td><b>${esc(d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, until: d.mode_until}) : ""}<div class="hint">${esc(typeLabel(d.type))} · ${esc(d.household || d.grid_cell || "")} · <code>${esc(d.topic)}</code></div></td>
+      <td><b data-raw>${esc(d.name || d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, name: d.name, until: d.mode_until}) : ""}<div class="hint">${esc(typeLabel(d.type))} · <span data-raw>${esc(placeOf(d))}</span> · <code data-raw>${esc(d.id)}</code> · <code data-raw>${esc(d.topic || d.zigbee2mqtt || "")}</code></div></td>
       <td class="actions"><button class="edit">${t("edit")}</button><button class="detail">${t("readings")}</button>
       ${d.mode === "normal" ? durationSelect("mode-duration", t("mode_duration")) : ""}<button class="mode">${d.mode === "normal" ? t("test_mode_on") : t("test_mode_off")}</button><button class="remove">${t("remove")}</button></td></tr>`).join("")}</tbody></table>`;
     installer.devices = cfg.devices;
@@ -119,6 +127,12 @@ window.Pages = (function () {
     if (!formDur.options.length || formDur.dataset.lang !== C.lang) {
       const keep = formDur.value; formDur.innerHTML = durationOptions(); formDur.dataset.lang = C.lang; if (keep) formDur.value = keep;
     }
+  }
+  // where a configured device is, in words: its household's address or its grid cell's name
+  function placeOf(d) {
+    const h = households && households.households.find(x => x.id === d.household);
+    const c = households && households.grid_cells.find(x => x.code === d.grid_cell);
+    return h ? h.address : c ? c.name : (d.household || d.grid_cell || "");
   }
   // how long a test/maintenance mode lasts (it then ends by itself): 30 min ... 24 h, default 2 h
   function durationLabel(v) { const m = /^(\d+)([mh])$/.exec(v); return m ? t(m[2] === "h" ? "dur_h" : "dur_m", {n: m[1]}) : v; }
@@ -189,9 +203,9 @@ window.Pages = (function () {
       const rest = [];
       (Array.isArray(err.detail) ? err.detail : []).forEach(d => {
         const field = (d.loc || []).slice(1).join("."), slot = $(`.ferr[data-for="${CSS.escape(field)}"]`, f);
-        if (slot) slot.textContent = d.msg; else rest.push((field ? field + ": " : "") + d.msg);
+        if (slot) slot.textContent = fieldText(d); else rest.push(d);
       });
-      $("#form-error").textContent = rest.join("; ") || (Array.isArray(err.detail) ? "" : err.message);
+      $("#form-error").textContent = rest.length ? errorText({detail: rest}) : (Array.isArray(err.detail) ? "" : err.message);
     }
   };
   $("#configured").addEventListener("click", async e => {
@@ -213,9 +227,24 @@ window.Pages = (function () {
     const [r, tests] = await Promise.all([api(`/api/devices/${encodeURIComponent(id)}/readings`), api(`/api/devices/${encodeURIComponent(id)}/tests`)]);
     const box = $("#device-detail");
     box.hidden = false; box.dataset.device = id;
-    box.innerHTML = `<h4>${esc(id)} · <span class="dot ${esc(r.device.state)}"></span>${t(r.device.state)}</h4>
-      <h5>${t("tests")}</h5>${tests.tests.length ? `<ul class="tests">${tests.tests.map(x => `<li class="test-record">${t("test_badge")} · ${esc(fmtTime(x.ts))} · ${x.rule_id.startsWith("reading:") ? `${t("test_reading")} ${esc(x.rule_id.slice(8))}` : esc(x.rule_id)} = ${esc(JSON.stringify(x.value))}</li>`).join("")}</ul>` : `<p class="hint">${t("no_tests")}</p>`}
-      <h5>${t("last_readings")}</h5>${r.readings.length ? `<table class="grid"><tbody>${r.readings.slice().reverse().map(x => `<tr><td>${esc(fmtTime(x.ts))}</td><td>${esc(x.kind)}</td><td>${esc(JSON.stringify(x.value))} ${esc(x.unit || "")}</td><td>${esc(x.quality || "")}</td></tr>`).join("")}</tbody></table>` : `<p class="hint">${t("no_readings")}</p>`}`;
+    const dev = (installer.devices || []).find(x => x.id === id) || {};
+    box.innerHTML = `<h4><span data-raw title="${esc(id)}">${esc(dev.name || id)}</span> · <span class="dot ${esc(r.device.state)}"></span>${t("ds_" + r.device.state)}</h4>
+      <h5>${t("tests")}</h5>${tests.tests.length ? `<ul class="tests">${tests.tests.map(x => `<li class="test-record" data-rule="${esc(x.rule_id)}">${t("test_badge")} · ${esc(fmtTime(x.ts))} · ${testLabel(x)}</li>`).join("")}</ul>` : `<p class="hint">${t("no_tests")}</p>`}
+      <h5>${t("last_readings")}</h5>${r.readings.length ? `<div class="table-wrap"><table class="grid readings"><tbody>${r.readings.slice().reverse().map(x => `<tr class="reading" data-kind="${esc(x.kind)}"><td>${esc(fmtTime(x.ts))}</td><td>${esc(kindLabel(x.kind))}</td><td>${valueCell(x.kind, x.value, x.unit)}</td><td>${esc(qualityLabel(x.quality))}</td></tr>`).join("")}</tbody></table></div>` : `<p class="hint">${t("no_readings")}</p>`}`;
+  }
+  // a reading's value in words; a device's own word the catalogue does not know is data
+  function valueCell(kind, value, unit) {
+    const w = readingValue(kind, value, unit);
+    return w === null ? `<code data-raw>${esc(String(value))}</code>` : esc(w);
+  }
+  // a test record: a press of a rule (its kind from the rule's id: sos, smoke, ...) or a
+  // reading while in test mode ("reading:<kind>"); the value in words
+  function testLabel(x) {
+    if (x.rule_id.startsWith("reading:")) { const k = x.rule_id.slice(8); return `${esc(t("test_reading"))} ${esc(kindLabel(k))} · ${valueCell(k, x.value, "")}`; }
+    if (typeof x.value === "string" && known("fault_" + x.value)) return esc(t("fault_" + x.value));
+    // a rule's trigger: the kind its id names (sos, smoke, ...), else the rule's id (site data)
+    const what = known("kind_" + x.rule_id) ? esc(kindLabel(x.rule_id)) : `<span data-raw>${esc(x.rule_id)}</span>`;
+    return `${what} · ${valueCell(x.rule_id, x.value, "")}`;
   }
   function openDetail(id) {
     clearInterval(detailTimer);
@@ -237,10 +266,10 @@ window.Pages = (function () {
   // -- admin ----------------------------------------------------------------------------------
   async function admin() {
     const [u, a] = await Promise.all([api("/api/users"), api("/api/audit?limit=200")]);
-    $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
+    $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td data-raw>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
       <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
     $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
-      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${esc(actorLabel(x.actor))}</td><td>${esc(auditAction(x))}</td><td>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td${actorLabel(x.actor) === x.actor ? " data-raw" : ""}>${esc(actorLabel(x.actor))}</td><td>${esc(auditAction(x))}</td><td data-raw>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
   }
   function auditAction(x) {   // in words; a mode change with the mode and its end
     const k = "act_" + x.action, label = t(k) === k ? x.action : t(k), d = x.detail || {};
