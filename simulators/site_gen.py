@@ -4,7 +4,9 @@ Contract: :func:`write_site` writes ``site.yaml``, ``devices.yaml``, ``rules.yam
 ``uplinks.yaml``, ``gateway.yaml`` and ``profiles/`` (JSON profiles of the meters and entrance
 access controllers, which publish JSON through their vendor's MQTT bridge) for a
 :class:`~simulators.community.Community`; the directory passes ``gateway config validate``.
-Contacts are fictional (名字 and 1380000xxxx numbers). Rules: emergency calls, smoke, device
+Residents, contacts and grid members are fictional (名字 and 138-000x-xxxx numbers); the
+site's ``on_call`` numbers and ``response`` plans (call plans, guidance, board priority) are
+the example site's (:func:`shipped_response`). Rules: emergency calls, smoke, device
 supervision, and two inactivity rules for residents living alone — ``inactivity`` (the
 learned rhythm, :data:`LEARNED`) and ``inactivity_fixed`` (a fixed timeout with quiet
 hours, :data:`FIXED`; written disabled: it is the comparison the detection benchmark makes).
@@ -28,7 +30,7 @@ from ruamel.yaml import YAML
 
 from simulators.community import Community
 
-__all__ = ["FIXED", "LEARNED", "SOURCES", "inactivity_rules", "write_site"]
+__all__ = ["FIXED", "LEARNED", "SOURCES", "inactivity_rules", "shipped_response", "write_site"]
 
 #: activity that counts: not electricity (fridges draw power whether anybody moves or not)
 SOURCES = ["motion", "door_open", "water_volume", "sos", "button", "access"]
@@ -82,6 +84,7 @@ def inactivity_rules(time_scale: float = 1.0, learned: dict | None = None,
 #: example site's rules.yaml): kind, severity, case category, message zh/en.
 _HAZARDS = (
     ("gas", "critical", "gas", "燃气泄漏报警", "Gas leak detected"),
+    ("carbon_monoxide", "critical", "gas", "一氧化碳报警", "Carbon monoxide detected"),
     ("heat", "critical", "fire", "温感报警（高温）", "Heat alarm (high temperature)"),
     ("fire", "critical", "fire", "火警：报警主机报告火情", "Fire reported by the alarm panel"),
     ("panic", "critical", "panic", "紧急求救（报警主机）", "Panic alarm (alarm panel)"),
@@ -116,21 +119,43 @@ def _rules(time_scale: float) -> dict:
                 {"name": "street_office", "after": "10m", "notify": ["street_office"]}]}}
 
 
+def shipped_response() -> tuple[dict, dict]:
+    """The example site's ``on_call`` numbers and ``response`` plans (site.yaml): the
+    simulated community responds to its alarms as the example site does."""
+    from importlib import resources
+
+    path = resources.files("edge_config").joinpath("examples/tianlin/site.yaml")
+    tree = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    return tree["on_call"], tree["response"]
+
+
+def _person(rng: random.Random) -> str:
+    return rng.choice(_SURNAMES) + rng.choice(_GIVEN) + rng.choice(_GIVEN)
+
+
 def _site(c: Community, site_id: str) -> dict:
     rng = random.Random(f"{c.seed}:contacts")
     cells = [{"code": code, "name": f"{c.name}第{k + 1}网格",
-              "grid_member": rng.choice(_SURNAMES) + rng.choice(_GIVEN)}
+              "grid_member": rng.choice(_SURNAMES) + rng.choice(_GIVEN),
+              "grid_member_phone": f"138-0002-{k:04d}"}
              for k, code in enumerate(c.grid_cells)]
     households = []
     for k, h in enumerate(c.households):
-        contact = {"name": rng.choice(_SURNAMES) + rng.choice(_GIVEN) + rng.choice(_GIVEN),
-                   "relation": rng.choice(_RELATIONS) if h.lives_alone else "本人",
-                   "phone": f"1380000{k:04d}"}
+        # every resident has a name; the phone of their own is missing now and then
+        residents = [{"name": _person(rng)} for _ in range(1 if h.lives_alone else 2)]
+        for r in residents:
+            if rng.random() < 0.85:
+                r["phone"] = f"138-0001-{k:04d}"
+        contacts = [{"name": _person(rng), "relation": rng.choice(_RELATIONS),
+                     "phone": f"1380000{k:04d}"}] if h.lives_alone else []
         households.append({"id": h.id, "address": f"模拟路100弄{h.building}号{h.room}室",
                            "building": str(h.building), "grid_cell": h.grid_cell,
-                           "lives_alone": h.lives_alone, "contacts": [contact]})
+                           "lives_alone": h.lives_alone, "residents": residents,
+                           "contacts": contacts})
+    on_call, response = shipped_response()
     return {"site": {"id": site_id, "name": c.name, "timezone": c.tz, "language": "zh-CN"},
-            "grid_cells": cells, "households": households}
+            "on_call": on_call, "response": response, "grid_cells": cells,
+            "households": households}
 
 
 def _devices(c: Community) -> dict:

@@ -71,7 +71,7 @@ def _fault(v: Any) -> bool:
 EXPECTED: dict[str, Any] = {
     "smoke": lambda v: ("smoke", Kind.SMOKE, v),
     "gas": lambda v: ("gas", Kind.GAS, v),
-    "carbon_monoxide": lambda v: ("carbon_monoxide", Kind.GAS, v),
+    "carbon_monoxide": lambda v: ("carbon_monoxide", Kind.CARBON_MONOXIDE, v),
     "water_leak": lambda v: ("water_leak", Kind.WATER_LEAK, v),
     "contact": lambda v: ("door_open", Kind.DOOR_OPEN, not v),
     "occupancy": lambda v: ("occupancy", Kind.MOTION, v),

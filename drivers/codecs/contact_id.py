@@ -126,6 +126,7 @@ EVENT_KINDS: Mapping[int, EventKind] = MappingProxyType(dict([
     _ek(151, Kind.GAS, "gas"),
     _ek(154, Kind.WATER_LEAK, "water_leak"),
     _ek(158, Kind.HEAT, "high_temperature"),
+    _ek(162, Kind.CARBON_MONOXIDE, "carbon_monoxide"),
     _ek(301, Kind.FAULT, "ac_power_loss"),
     _ek(302, Kind.BATTERY_LOW, "system_battery_low"),
     _ek(381, Kind.AVAILABILITY, "rf_supervision", inverted=True),

@@ -48,6 +48,7 @@ class Kind(StrEnum):
     HEAT = "heat"                    # bool: heat alarm
     FIRE = "fire"                    # bool: fire alarm from a panel
     GAS = "gas"                      # bool: combustible gas detected
+    CARBON_MONOXIDE = "carbon_monoxide"  # bool: carbon monoxide detected (CO detector)
     WATER_LEAK = "water_leak"        # bool: leak detected
     PANIC = "panic"                  # bool: panic / duress
     TAMPER = "tamper"                # bool: enclosure opened / removed
@@ -96,8 +97,8 @@ UNITS: dict[Kind, str] = {
 
 #: Kinds whose readings take the durable path: committed before the device is acknowledged.
 ALARM_KINDS: frozenset[Kind] = frozenset(
-    {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.WATER_LEAK, Kind.PANIC,
-     Kind.TAMPER, Kind.FAULT}
+    {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.CARBON_MONOXIDE,
+     Kind.WATER_LEAK, Kind.PANIC, Kind.TAMPER, Kind.FAULT}
 )
 
 #: Kinds that show a resident is active at home (inputs of the inactivity rule).
@@ -145,8 +146,8 @@ _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MINOR: 2, Se
 
 
 BOOL_KINDS = frozenset(
-    {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.WATER_LEAK, Kind.PANIC,
-     Kind.TAMPER, Kind.FAULT, Kind.MOTION, Kind.DOOR_OPEN, Kind.TEST, Kind.BATTERY_LOW,
+    {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.CARBON_MONOXIDE,
+     Kind.WATER_LEAK, Kind.PANIC, Kind.TAMPER, Kind.FAULT, Kind.MOTION, Kind.DOOR_OPEN, Kind.TEST, Kind.BATTERY_LOW,
      Kind.AVAILABILITY, Kind.VALVE_OPEN}
 )
 STR_KINDS = frozenset({Kind.ACCESS, Kind.BUTTON})
