@@ -143,9 +143,9 @@ def _site(c: Community, site_id: str) -> dict:
     for k, h in enumerate(c.households):
         # every resident has a name; the phone of their own is missing now and then
         residents = [{"name": _person(rng)} for _ in range(1 if h.lives_alone else 2)]
-        for r in residents:
+        for i, r in enumerate(residents):
             if rng.random() < 0.85:
-                r["phone"] = f"138-0001-{k:04d}"
+                r["phone"] = f"138-{1 + 2 * i:04d}-{k:04d}"
         contacts = [{"name": _person(rng), "relation": rng.choice(_RELATIONS),
                      "phone": f"1380000{k:04d}"}] if h.lives_alone else []
         households.append({"id": h.id, "address": f"模拟路100弄{h.building}号{h.room}室",
