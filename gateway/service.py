@@ -88,11 +88,12 @@ def build_engine(site: SiteConfig):
     devices = {d.id: DeviceInfo(d.id, d.type,
                                 d.household,
                                 d.grid_cell or (site.household(d.household).grid_cell
-                                                if d.household else None))
+                                                if d.household else None), d.name)
                for d in site.devices.devices}
-    households = {h.id: HouseholdInfo(h.id, h.grid_cell, h.lives_alone)
+    households = {h.id: HouseholdInfo(h.id, h.grid_cell, h.lives_alone, address=h.address)
                   for h in site.site.households}
-    engine = Engine(site.rules, SiteIndex(devices, households, site.site.site.timezone))
+    cells = {c.code: c.name for c in site.site.grid_cells}
+    engine = Engine(site.rules, SiteIndex(devices, households, site.site.site.timezone, cells))
     apply_modes(engine, site)
     return engine
 

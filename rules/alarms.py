@@ -47,6 +47,17 @@ _FLAP_ZH = "（频繁变化，已抑制）"
 _FLAP_EN = " (flapping, suppressed)"
 
 
+#: the name placeholders of a place (device, household, grid cell ids ->
+#: ``{"device_name", "household_address", "grid_cell_name"}``: rules.site.SiteIndex.names)
+Names = Callable[[str | None, str | None, str | None], dict[str, str]]
+
+
+def _no_names(device_id: str | None, household_id: str | None,
+              grid_cell: str | None) -> dict[str, str]:
+    return {"device_name": device_id or "", "household_address": household_id or "",
+            "grid_cell_name": grid_cell or ""}
+
+
 class _Blank(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return ""
@@ -116,7 +127,8 @@ class AlarmBook:
 
     def __init__(self, escalation: EscalationSpec | None, timers: TimerQueue,
                  clock: EngineClock, emit: Callable[[object], None],
-                 mode_of: Callable[[str], str]) -> None:
+                 mode_of: Callable[[str], str], names: Names | None = None) -> None:
+        self._names = names or _no_names
         self._esc = escalation
         self._timers = timers
         self._clock = clock
@@ -139,7 +151,8 @@ class AlarmBook:
         o = self.open.get(key)
         self._dirty.add(key)
         fields.update(rule_id=rule.id, device_id=where.device_id or "",
-                      household_id=where.household_id or "", grid_cell=where.grid_cell or "")
+                      household_id=where.household_id or "", grid_cell=where.grid_cell or "",
+                      **self._names(where.device_id, where.household_id, where.grid_cell))
         if o is None:
             o = self.open[key] = _Open(rule.id, t, rule.severity, self._escalates(rule))
             started = self._note_change(key, o, rule.flapping, t)
@@ -385,7 +398,8 @@ class FaultBook:
     """Open device faults by key (dedup only)."""
 
     def __init__(self, clock: EngineClock, emit: Callable[[object], None],
-                 mode_of: Callable[[str], str]) -> None:
+                 mode_of: Callable[[str], str], names: Names | None = None) -> None:
+        self._names = names or _no_names
         self._clock = clock
         self._emit = emit
         self._mode_of = mode_of
@@ -401,7 +415,8 @@ class FaultBook:
             return
         self.open.add(key)
         fields.update(rule_id=rule.id, fault=fault_name(fault), device_id=where.device_id or "",
-                      household_id=where.household_id or "", grid_cell=where.grid_cell or "")
+                      household_id=where.household_id or "", grid_cell=where.grid_cell or "",
+                      **self._names(where.device_id, where.household_id, where.grid_cell))
         zh, en = render(rule.message, fields)
         self._emit(RaiseFault(key, fault, where.device_id, where.household_id, where.grid_cell,
                               zh, en, now, rule.id, rule.severity))

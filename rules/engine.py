@@ -164,8 +164,8 @@ class Engine:
         #: (device, kind) -> engine time a measurement was last recorded as a test
         self._tested: dict[tuple[str, Kind], float] = {}
         self.book = AlarmBook(config.escalation, self.timers, self.clock, self._emit,
-                              self.mode_of)
-        self.faults = FaultBook(self.clock, self._emit, self.mode_of)
+                              self.mode_of, site.names)
+        self.faults = FaultBook(self.clock, self._emit, self.mode_of, site.names)
         self.evaluators: list[Evaluator] = [
             _COMPILERS[r.kind](r, self, i) for i, r in enumerate(config.rules) if r.enabled]
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]

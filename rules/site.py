@@ -23,6 +23,7 @@ class DeviceInfo:
     device_type: str
     household_id: str | None = None
     grid_cell: str | None = None
+    name: str = ""                  # what staff call it (``{device_name}`` in messages)
 
     def __post_init__(self) -> None:
         if not self.device_id:
@@ -37,6 +38,7 @@ class HouseholdInfo:
     grid_cell: str | None = None
     lives_alone: bool = False
     tz: str | None = None
+    address: str = ""               # ``{household_address}`` in messages
 
     def __post_init__(self) -> None:
         if not self.household_id:
@@ -53,6 +55,8 @@ class SiteIndex:
     devices: Mapping[str, DeviceInfo]
     households: Mapping[str, HouseholdInfo]
     tz: str = "Asia/Shanghai"
+    #: grid cell code -> its name (``{grid_cell_name}`` in messages)
+    grid_cell_names: Mapping[str, str] = field(default_factory=dict)
     zone: ZoneInfo = field(init=False, repr=False, compare=False)
     device_index: Mapping[str, int] = field(init=False, repr=False, compare=False)
     household_index: Mapping[str, int] = field(init=False, repr=False, compare=False)
@@ -84,3 +88,15 @@ class SiteIndex:
               tz: str = "Asia/Shanghai") -> SiteIndex:
         """Convenience constructor from lists."""
         return cls({d.device_id: d for d in devices}, {h.household_id: h for h in households}, tz)
+
+    def names(self, device_id: str | None, household_id: str | None,
+              grid_cell: str | None) -> dict[str, str]:
+        """The name placeholders of a message about this place: ``device_name``,
+        ``household_address``, ``grid_cell_name``; each falls back to the id when the site
+        gives no name (so a message never loses its subject)."""
+        d = self.devices.get(device_id) if device_id else None
+        h = self.households.get(household_id) if household_id else None
+        return {"device_name": (d.name if d is not None and d.name else device_id or ""),
+                "household_address": (h.address if h is not None and h.address
+                                      else household_id or ""),
+                "grid_cell_name": self.grid_cell_names.get(grid_cell or "", grid_cell or "")}

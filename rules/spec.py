@@ -37,6 +37,8 @@ __all__ = [
 TEMPLATE_FIELDS = frozenset({
     "device_id", "household_id", "grid_cell", "value", "unit", "count", "duration",
     "rule_id", "fault", "explanation",
+    # the names staff read (rules.site.SiteIndex.names; the id when the site names nothing)
+    "device_name", "household_address", "grid_cell_name",
 })
 
 #: Physically possible ranges of numeric kinds (thresholds outside are impossible).
