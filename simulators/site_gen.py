@@ -49,8 +49,8 @@ REPEAT = None
 #: the fixed timeout the benchmark compares against (same quiet hours)
 FIXED = {"threshold": "3h", "quiet_hours": QUIET}
 
-_MSG_INACTIVE = {"zh": "独居老人无活动：{household_id}，{explanation}",
-                 "en": "No activity of the resident living alone in {household_id}: "
+_MSG_INACTIVE = {"zh": "独居老人无活动：{household_address}，{explanation}",
+                 "en": "No activity of the resident living alone in {household_address}: "
                        "{explanation}"}
 _SURNAMES = "王李张刘陈杨黄赵周吴徐孙马朱胡郭何高林罗"
 _GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂"
@@ -96,20 +96,22 @@ def _rules(time_scale: float) -> dict:
     sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller"],
            "when": {"kind": "sos", "value": True}, "clear_when": {"kind": "sos", "value": False},
            "auto_resolve_on_clear": False, "severity": "critical", "category": "emergency_call",
-           "message": {"zh": "一键呼叫：{household_id} 的住户按下了紧急按钮",
-                       "en": "Emergency call: the resident of {household_id} pressed the button"}}
+           "message": {"zh": "一键呼叫：{household_address} 的住户按下了紧急按钮",
+                       "en": "Emergency call: the resident of {household_address} pressed "
+                             "the button"}}
     smoke = {"id": "smoke", "kind": "match", "when": {"kind": "smoke", "value": True},
              "clear_when": {"kind": "smoke", "value": False}, "severity": "critical",
-             "category": "fire", "message": {"zh": "烟感报警：{device_id}",
-                                             "en": "Smoke detected: {device_id}"}}
+             "category": "fire", "message": {"zh": "烟感报警：{household_address}{device_name}",
+                                             "en": "Smoke detected: {device_name}, "
+                                                   "{household_address}"}}
     hazards = [{"id": kind, "kind": "match", "when": {"kind": kind, "value": True},
                 "clear_when": {"kind": kind, "value": False}, "severity": severity,
                 "category": category, "message": {"zh": zh, "en": en},
                 **({"auto_resolve_on_clear": False} if kind == "panic" else {})}
                for kind, severity, category, zh, en in _HAZARDS]
     health = {"id": "device_health", "kind": "supervision", "battery_below": 20,
-              "message": {"zh": "设备故障：{device_id}（{fault}）",
-                          "en": "Device fault: {device_id} ({fault})"}}
+              "message": {"zh": "设备故障：{household_address}{device_name}（{fault}）",
+                          "en": "Device fault: {device_name}, {household_address} ({fault})"}}
     if time_scale != 1.0:
         health["silence"] = _scaled(6 * 3600, time_scale)
     return {"rules": [sos, smoke, *hazards, health, *inactivity_rules(time_scale)],
