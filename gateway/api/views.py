@@ -7,7 +7,7 @@ from gateway.api.context import ApiContext
 from gateway.auth import Principal
 from gateway.call_plans import guidance_for, plan_for, priority_for
 
-__all__ = ["decorate", "grid_json", "household_json", "response_json"]
+__all__ = ["decorate", "device_name", "grid_json", "household_json", "response_json"]
 
 
 def _mask_phone(p: str) -> str:
@@ -75,12 +75,26 @@ def grid_json(cell) -> dict | None:
                                       "grid_member": cell.grid_member}
 
 
+_names: list = [None, {}]      # (the site's devices file, device id -> name) of the last site
+
+
+def device_name(ctx: ApiContext, device_id: str | None) -> str:
+    """The configured name of a device ("" if none): what the card shows instead of its id.
+    (The map is made once per site the gateway runs, not per alarm.)"""
+    devices = ctx.site.devices
+    if _names[0] is not devices:
+        _names[1] = {d.id: d.name for d in devices.devices}
+        _names[0] = devices
+    return _names[1].get(device_id or "", "")
+
+
 def decorate(ctx: ApiContext, alarm: dict, p: Principal) -> dict:
     """An alarm with its household card (masked by role), grid cell and response (call
     plan, guidance, priority: :func:`response_json`)."""
     alarm = dict(alarm)
     alarm["household"] = household_json(ctx.site.household(alarm.get("household_id")), p)
     alarm["grid"] = grid_json(ctx.site.grid_cell(alarm.get("grid_cell")))
+    alarm["device_name"] = device_name(ctx, alarm.get("device_id"))
     if "category" in alarm:
         alarm["response"] = response_json(ctx, alarm, p)
     alarm.pop("calls", None)               # (in the plan, by call)
