@@ -97,6 +97,21 @@ function actorLabel(actor) {
   if (actor.startsWith("token:")) return t("actor_token", {name: actor.slice(6)});
   return actor;
 }
+// who did it as HTML: names of people (users, a case handler, a token's name) marked as data
+function actorHtml(actor) {
+  const label = actorLabel(actor);
+  if (label === actor) return `<span data-raw>${esc(actor)}</span>`;
+  const name = actor.startsWith("token:") ? actor.slice(6) : actor.startsWith("case_system:") ? actor.slice(12) : "";
+  return name && label.includes(name) ? label.split(name).map(esc).join(`<span data-raw>${esc(name)}</span>`) : esc(label);
+}
+// a message made by a rule, as HTML: the site's names in it (an address, a device's or a grid
+// cell's name: {household_address}, {device_name}, ...) marked as data; the rest is the rule's
+function rawNames(msg, names) {
+  const list = [...new Set(names.filter(n => n && n.length > 1))].sort((x, y) => y.length - x.length);
+  let parts = [String(msg ?? "")];
+  for (const n of list) parts = parts.flatMap((p, i) => typeof p !== "string" ? [p] : p.split(n).flatMap((q, j) => j ? [{raw: n}, q] : [q]));
+  return parts.map(p => typeof p === "string" ? esc(p) : `<span data-raw>${esc(p.raw)}</span>`).join("");
+}
 function caseStatusLabel(s) { return s ? t("cs_" + s) : ""; }
 // a device type in words (a type the console does not know stays as it is)
 function typeLabel(x) { return x && I18N.zh["type_" + x] ? t("type_" + x) : (x || ""); }
@@ -111,7 +126,7 @@ function applyLang() {
   updateMute();
   const conn = $("#conn");   // the header's live-stream state and the user, in the new language
   if (conn && conn.dataset.state) conn.textContent = (conn.dataset.state === "live" ? "● " : "○ ") + t(conn.dataset.state);
-  if (C.me) $("#who").textContent = `${C.me.user} · ${t("role_" + C.me.role)}`;
+  if (C.me) $("#who").innerHTML = `<span data-raw>${esc(C.me.user)}</span> · ${esc(t("role_" + C.me.role))}`;
   if (C.me) { redrawBoard(true); if (window.Pages) Pages.show(C.view); }
 }
 $("#lang").onchange = e => { C.lang = e.target.value; localStorage.setItem("lang", C.lang); applyLang(); };
@@ -128,21 +143,25 @@ function show(view) {
 
 // -- the board -----------------------------------------------------------------------------
 function tierName(name) { const k = "tier_" + name; const s = t(k); return s === k ? name : s; }
+// An escalated card says so (已升级至<tier>) whatever its state since; while it is raised and
+// not taken by the grid, the countdown to the next tier follows.
 function escalation(a, now) {
   const e = C.me && C.me.escalation;
-  if (!e || a.state !== "raised" || SEV[a.severity] > SEV[e.min_severity]) return "";
-  if (a.escalation_stopped) return `<span class="esc done">${esc(t("escalation_stopped"))}</span>`;
+  const done = a.escalation_tier > 0 ? `<span class="esc done escalated">${esc(t("escalated", {tier: tierName(a.escalation_tier_name || (e && e.tiers[a.escalation_tier - 1] || {}).name || "")}))}</span>` : "";
+  if (!e || a.state !== "raised" || SEV[a.severity] > SEV[e.min_severity]) return done;
+  if (a.escalation_stopped) return `${done}<span class="esc done">${esc(t("escalation_stopped"))}</span>`;
   const next = e.tiers[a.escalation_tier || 0];
-  if (!next) return `<span class="esc done">${esc(t("escalated", {tier: tierName(a.escalation_tier_name || "")}))}</span>`;
+  if (!next) return done;
   const due = Date.parse(a.raised_at) + next.after_s * 1000;
-  return `<span class="esc" data-due="${due}" data-tier="${esc(next.name)}">${esc(t("escalate_in", {tier: tierName(next.name)}))} <b>${fmtDur(due - now)}</b></span>`;
+  return `${done}<span class="esc" data-due="${due}" data-tier="${esc(next.name)}">${esc(t("escalate_in", {tier: tierName(next.name)}))} <b>${fmtDur(due - now)}</b></span>`;
 }
 function householdCard(a) {
   const h = a.household, g = a.grid;
-  const place = h ? `<b>${esc(h.address)}</b>${h.lives_alone ? ` <span class="tag">${t("lives_alone")}</span>` : ""}` : esc(a.device_id || "");
-  const grid = g ? `${t("grid")} ${esc(g.name)} (${esc(g.code)})${g.grid_member ? ` · ${t("member")} ${esc(g.grid_member)}` : ""}` : esc(a.grid_cell || "");
+  // names over ids (site data, marked data-raw: the untranslated-text test skips them)
+  const place = h ? `<b data-raw>${esc(h.address)}</b>${h.lives_alone ? ` <span class="tag">${t("lives_alone")}</span>` : ""}` : `<span data-raw>${esc(a.device_name || a.device_id || "")}</span>`;
+  const grid = g ? `${t("grid")} <span data-raw>${esc(g.name)} (${esc(g.code)})</span>${g.grid_member ? ` · ${t("member")} <span data-raw>${esc(g.grid_member)}</span>` : ""}` : `<span data-raw>${esc(a.grid_cell || "")}</span>`;
   const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}: ${h.contacts.map(c =>
-    `${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""} ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
+    `<span data-raw>${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""}</span> ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
   return `<div class="household"><div>${place}${modeTags(a)}</div><div class="meta">${grid}</div>${contacts}</div>`;
 }
 // -- devices in test or maintenance mode: their triggers are tests, not alarms, until the mode ends
@@ -152,8 +171,8 @@ function fmtUntil(iso) {
   return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString(loc, {month: "numeric", day: "numeric"})} ${time}`;
 }
 function modeTag(m, withName) {
-  const what = t("mode_on_" + m.mode) + (withName ? "：" + (m.name || m.device_id) : "");
-  return `<span class="tag test mode-tag" data-device="${esc(m.device_id)}" data-mode="${esc(m.mode)}" title="${esc(m.device_id)}">${esc(what)}${m.until ? " · " + esc(t("mode_until", {time: fmtUntil(m.until)})) : ""}</span>`;
+  const what = esc(t("mode_on_" + m.mode)) + (withName ? `${C.lang === "zh" ? "：" : ": "}<span data-raw>${esc(m.name || m.device_id)}</span>` : "");
+  return `<span class="tag test mode-tag" data-device="${esc(m.device_id)}" data-mode="${esc(m.mode)}">${what}${m.until ? " · " + esc(t("mode_until", {time: fmtUntil(m.until)})) : ""}</span>`;
 }
 function modeTags(a) {   // the household card: every device of the household (or the shared device) in such a mode
   const list = C.modes.filter(m => a.household_id ? m.household_id === a.household_id : m.device_id === a.device_id);
@@ -170,7 +189,7 @@ function loadModes() { return api("/api/devices/modes").then(setModes).catch(() 
 function caseLine(a) {
   if (a.test) return "";
   const closedOpen = a.case_status === "closed" && a.state !== "resolved";  // site: staff confirm
-  const status = a.case_id ? `${t("case")} ${esc(a.case_id)} · ${esc(a.case_status ? t(closedOpen ? "case_closed_confirm" : "cs_" + a.case_status) : "")}` : t("case_none");
+  const status = a.case_id ? `${t("case")} <span data-raw>${esc(a.case_id)}</span> · ${esc(a.case_status ? t(closedOpen ? "case_closed_confirm" : "cs_" + a.case_status) : "")}` : t("case_none");
   // a refused case in words (工单被拒：…), never the raw reply: docs/case-system.md section 9
   const refused = a.case_refusal ? (a.case_refusal[C.lang] || a.case_refusal.zh) : "";
   if (refused && !a.case_id) return `<span class="error case-refused">${esc(refused)}</span>`;
@@ -180,12 +199,39 @@ function cardHtml(a, now) {
   const msg = C.lang === "zh" ? a.message_zh : a.message_en;
   return `<div class="line1"><span class="sev ${esc(a.severity)}">${t(a.severity)}</span>
       ${a.test ? `<span class="tag test">${t("test_badge")}</span>` : ""}
-      <span class="title">${esc(msg)}</span>${a.count > 1 ? `<span class="count">${a.count}${t("count")}</span>` : ""}
+      <span class="title">${rawNames(msg, [a.household && a.household.address, a.device_name, a.grid && a.grid.name])}</span>${a.count > 1 ? `<span class="count">${a.count}${t("count")}</span>` : ""}
       <span class="state ${esc(a.state)}">${t(a.state)}</span></div>
     ${householdCard(a)}
     <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
-      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · ${esc(a.device_id || "")} ${escalation(a, now)} · ${caseLine(a)}
-      ${a.ack_by ? ` · ${t("acknowledged")}: ${esc(actorLabel(a.ack_by))}` : ""}</div>`;
+      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id || "")}</span> ${escalation(a, now)} · ${caseLine(a)}
+      ${a.ack_by ? ` · ${t("acknowledged")}: ${actorHtml(a.ack_by)}` : ""}</div>`;
+}
+// -- the response: what to do (guidance) and whom to call in order (the call plan) -------------
+// Drawn apart from the card's body and kept while it stays the same (a live update never
+// takes a half-made tap away); each call: tap-to-call link, the outcomes so far, one tap each.
+const OUTCOMES = ["connected", "no_answer", "on_site", "notified"];
+function callRole(c) { return c.kind === "resident" ? t("call_resident") : c.kind === "grid_member" ? t("member") : c.relation || ""; }
+function responseKey(a) {
+  const r = a.response; if (!r) return "";
+  return JSON.stringify([C.lang, a.state, can("alarms.act"), r.call_plan.map(c => [c.key, c.phone, c.outcomes.length]), !!r.guidance]);
+}
+function responseHtml(a) {
+  const r = a.response; if (!r) return "";
+  const g = r.guidance && (r.guidance[C.lang] || r.guidance.zh);
+  const act = can("alarms.act") && a.state !== "resolved";
+  const guidance = g && g.length ? `<div class="guidance"><h4>${t("guidance")}</h4><ol>${g.map(s => `<li data-raw>${esc(s)}</li>`).join("")}</ol></div>` : "";
+  const plan = r.call_plan.length ? `<div class="call-plan"><h4>${t("call_plan")}</h4><ol>${r.call_plan.map(c => {
+    const last = c.outcomes[c.outcomes.length - 1];
+    const role = callRole(c);
+    const phone = !c.phone ? `<span class="no-phone">${t("no_phone")}</span>` : /\*/.test(c.phone) ? `<span class="phone masked" data-raw>${esc(c.phone)}</span>`
+      : `<a class="tel" data-raw href="tel:${esc(c.phone.replace(/[ -]/g, ""))}">${esc(c.phone)}</a>`;
+    const done = last ? `<span class="outcome-tag ${esc(last.outcome)}" title="${esc(actorLabel(last.by) + " · " + fmtTime(last.at))}">${t("outcome_" + last.outcome)}${c.outcomes.length > 1 ? ` ×${c.outcomes.length}` : ""}</span>` : "";
+    const buttons = act ? `<span class="outcomes">${OUTCOMES.map(o => `<button type="button" class="outcome" data-outcome="${o}">${t("outcome_" + o)}</button>`).join("")}</span>` : "";
+    // names, relations, phones and the site's own guidance are site data (data-raw)
+    const roleHtml = !role ? "" : c.kind === "contact" ? `<small data-raw>（${esc(role)}）</small>` : `<small>（${esc(role)}）</small>`;
+    return `<li class="call" data-key="${esc(c.key)}"><span class="who"><span data-raw>${esc(c.name)}</span>${roleHtml}</span> ${phone} ${done}${buttons}</li>`;
+  }).join("")}</ol></div>` : "";
+  return guidance + plan;
 }
 // The card's controls are drawn apart from the rest and kept while they stay the same, so
 // that a live update (case status, escalation) never takes the focus, the typed note or a
@@ -206,7 +252,8 @@ let flushQueued = false;
 function upsert(a) {
   const old = C.alarms.get(a.id);
   if (old && old.updated_at > a.updated_at && old.state === "resolved") return;
-  const sig = x => [x.updated_at, x.state, x.count, x.escalation_tier, x.case_id, x.case_status, x.case_error].join("|");
+  const calls = x => x.response ? x.response.call_plan.map(c => c.outcomes.length).join(",") : "";
+  const sig = x => [x.updated_at, x.state, x.count, x.escalation_tier, x.case_id, x.case_status, x.case_error, calls(x)].join("|");
   if (old && sig(old) === sig(a) && C.cards.has(a.id)) return;  // unchanged: no redraw
   C.alarms.set(a.id, a);
   if (a.severity === "critical" && a.state === "raised" && !a.test && (!old || old.state !== "raised")) notify(a);
@@ -221,7 +268,28 @@ function queueFlush() {
   requestAnimationFrame(run);
   setTimeout(run, 250);  // background tabs do not run animation frames
 }
-function order(a, b) { return (SEV[a.severity] - SEV[b.severity]) || (b.id - a.id); }
+// The board's order (docs/api.md "The board"): not yet acknowledged first; then the site's
+// priority of the alarm's category (site.yaml response.<category>.priority: fire, gas and
+// inactivity above a stream of emergency-call presses); then severity; then the one waiting
+// longest first.
+const prio = a => (a.response && a.response.priority) || 5;
+function order(a, b) {
+  return ((a.state === "raised" ? 0 : 1) - (b.state === "raised" ? 0 : 1)) || (prio(a) - prio(b))
+    || (SEV[a.severity] - SEV[b.severity]) || (Date.parse(a.raised_at) - Date.parse(b.raised_at)) || (a.id - b.id);
+}
+// -- the board's filters: by category and grid cell, from what is on the board ----------------
+C.filter = {category: "", cell: ""};
+function shown(a) { return (!C.filter.category || a.category === C.filter.category) && (!C.filter.cell || (a.grid_cell || "") === C.filter.cell); }
+function catLabel(c) { return I18N.zh["cat_" + c] ? t("cat_" + c) : c; }
+function filtersHtml(list) {
+  const count = (f) => { const m = new Map(); for (const a of list) { const k = f(a); if (k) m.set(k, (m.get(k) || 0) + 1); } return m; };
+  const cats = count(a => a.category), cells = count(a => a.grid_cell), names = new Map(list.filter(a => a.grid).map(a => [a.grid_cell, a.grid.name]));
+  if (C.filter.category && !cats.has(C.filter.category)) cats.set(C.filter.category, 0);
+  if (C.filter.cell && !cells.has(C.filter.cell)) cells.set(C.filter.cell, 0);
+  const opt = (v, label, n, sel) => `<option value="${esc(v)}"${sel === v ? " selected" : ""}>${esc(label)} (${n})</option>`;
+  return `<select id="f-category" aria-label="${t("f_category")}"><option value="">${t("any_category")}</option>${[...cats].sort().map(([c, n]) => opt(c, catLabel(c), n, C.filter.category)).join("")}</select>
+    <select id="f-cell" aria-label="${t("grid")}"><option value="">${t("any_cell")}</option>${[...cells].sort().map(([c, n]) => opt(c, names.get(c) || c, n, C.filter.cell)).join("")}</select>`;
+}
 function flush() {
   const box = $("#alarms"), now = Date.now();
   for (const id of pending) {
@@ -241,6 +309,14 @@ function flush() {
       body = el.firstChild; actions = null;
     }
     body.innerHTML = cardHtml(a, now);
+    let resp = el.querySelector(".response");
+    const rkey = responseKey(a);
+    if (!resp || resp.dataset.key !== rkey) {
+      if (!resp) { resp = document.createElement("div"); resp.className = "response"; body.after(resp); }
+      resp.dataset.key = rkey; resp.innerHTML = responseHtml(a);
+    }
+    el.dataset.category = a.category; el.dataset.cell = a.grid_cell || "";
+    el.hidden = !shown(a);
     const key = actionsKey(a);
     if (!actions || actions.dataset.key !== key) {   // the controls change: draw them anew
       const keep = actions && actions.querySelector(".note"), note = keep ? keep.value : "";
@@ -260,6 +336,7 @@ function flush() {
   }
   pending.clear();
   const sorted = [...C.alarms.values()].sort(order);
+  for (const a of sorted) C.cards.get(a.id).hidden = !shown(a);
   let prev = null;
   for (const a of sorted) {
     const el = C.cards.get(a.id);
@@ -275,15 +352,28 @@ function flush() {
 function summary(list) {
   const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
   $("#alarms").classList.toggle("calm", crit > 12);
+  const filtered = C.filter.category || C.filter.cell, visible = list.filter(shown).length;
   $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}: <b id="n-critical">${crit}</b></span>
-    <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>${C.modes.length ? `
-    <button type="button" class="pill modes" id="modes-pill" title="${esc(C.modes.map(m => `${m.name || m.device_id} · ${t("mode_on_" + m.mode)}${m.until ? " · " + t("mode_until", {time: fmtUntil(m.until)}) : ""}`).join("\n"))}">${t("modes_count")} <b id="n-modes">${C.modes.length}</b></button>` : ""}`;
+    <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>${filtered ? `
+    <span class="pill filtered" id="n-shown">${t("shown_of", {n: visible, total: list.length})}</span>` : ""}${C.modes.length ? `
+    <button type="button" class="pill modes" id="modes-pill" data-raw-title title="${esc(C.modes.map(m => `${m.name || m.device_id} · ${t("mode_on_" + m.mode)}${m.until ? " · " + t("mode_until", {time: fmtUntil(m.until)}) : ""}`).join("\n"))}">${t("modes_count")} <b id="n-modes">${C.modes.length}</b></button>` : ""}`;
+  const filters = $("#board-filters");
+  if (!filters.contains(document.activeElement)) filters.innerHTML = filtersHtml(list);
   document.title = (crit ? `(${crit}) ` : "") + t("title");
 }
+$("#board-filters").addEventListener("change", e => {
+  if (e.target.id === "f-category") C.filter.category = e.target.value;
+  else if (e.target.id === "f-cell") C.filter.cell = e.target.value;
+  else return;
+  e.target.blur();
+  redrawBoard(false);
+});
 function redrawBoard(all) {
   if (all) { for (const id of C.alarms.keys()) pending.add(id); }
   flush();
 }
+// the header's height, for the board's bar that sticks under it (the header wraps on a phone)
+new ResizeObserver(() => { document.documentElement.style.setProperty("--head-h", $("#top").offsetHeight + "px"); }).observe($("#top"));
 // one timer for every "time since" and countdown on the board
 setInterval(() => {
   const now = Date.now();
@@ -302,12 +392,23 @@ $("#alarms").addEventListener("click", async e => {
     if (e.target.classList.contains("ack")) {
       e.target.disabled = true;
       upsert(await api(`/api/alarms/${id}/ack`, {method: "POST", body: "{}"}));
+    } else if (e.target.classList.contains("outcome")) {
+      const li = e.target.closest(".call");
+      $$("button.outcome", li).forEach(b => { b.disabled = true; });
+      const rid = "tap-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 10);
+      upsert(await api(`/api/alarms/${id}/calls`, {method: "POST", body: JSON.stringify(
+        {contact: li.dataset.key, outcome: e.target.dataset.outcome, request_id: rid})}));
+      toast(t("call_recorded", {who: $(".who", li).textContent, outcome: t("outcome_" + e.target.dataset.outcome)}));
     } else if (e.target.classList.contains("resolve")) {
       const reason = $(".reason", card).value;
       if (!reason) { $(".reason-error", card).textContent = t("reason_required"); $(".reason", card).focus(); return; }
       confirmResolve(C.alarms.get(Number(id)), reason, $(".note", card).value);
     }
-  } catch (err) { e.target.disabled = false; toast(err.message, true); }
+  } catch (err) {
+    e.target.disabled = false;
+    const li = e.target.closest(".call"); if (li) $$("button.outcome", li).forEach(b => { b.disabled = false; });
+    toast(err.message, true);
+  }
 });
 $("#alarms").addEventListener("change", e => {
   const card = e.target.closest(".alarm");
@@ -407,8 +508,8 @@ async function start() {
     $("#app").hidden = true; $("#nav").hidden = true; return;
   }
   C.csrf = C.me.csrf;
-  $("#who").textContent = `${C.me.user} · ${t("role_" + C.me.role)}`;
-  $("#site-name").textContent = C.me.site.name;
+  $("#who").innerHTML = `<span data-raw>${esc(C.me.user)}</span> · ${esc(t("role_" + C.me.role))}`;
+  $("#site-name").textContent = C.me.site.name; $("#site-name").dataset.raw = "";   // site data
   $("#logout").hidden = false; $("#mute").hidden = false; $("#nav").hidden = false;
   $("#notify").hidden = !("Notification" in window) || Notification.permission !== "default";
   $$("#nav [data-perm]").forEach(b => { b.hidden = !can(b.dataset.perm); });
@@ -464,5 +565,5 @@ $("#setup").onsubmit = async e => {
 };
 $("#logout").onclick = async () => { try { await api("/api/logout", {method: "POST"}); } finally { location.reload(); } };
 Object.assign(window, {$, $$, t, esc, api, can, toast, fmtTime, fmtDur, fmtAgo, show, modeTag, setModes,
-  known, errorText, fieldText, kindLabel, readingValue, qualityLabel});
+  known, errorText, fieldText, kindLabel, readingValue, qualityLabel, actorHtml, rawNames});
 applyLang(); start();
