@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from ruamel.yaml.error import MarkedYAMLError
 from edge_config.schema import CALL_STEPS, DevicesFile, GatewayFile, SiteFile, UplinksFile
 from gateway.kernel.errors import ConfigError
 
-__all__ = ["FILES", "SiteConfig", "Validators", "load_site", "locate"]
+__all__ = ["FILES", "SiteConfig", "Validators", "load_site", "locate", "plain",
+           "revalidate_devices"]
 
 #: file name -> pydantic model (rules.yaml is validated by the rules library's own model)
 FILES: dict[str, type[BaseModel] | None] = {
@@ -52,10 +54,27 @@ class SiteConfig:
     trees: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def household(self, household_id: str | None):
-        return next((h for h in self.site.households if h.id == household_id), None)
+        return self._households.get(household_id) if household_id is not None else None
 
     def grid_cell(self, code: str | None):
-        return next((g for g in self.site.grid_cells if g.code == code), None)
+        return self._grid_cells.get(code) if code is not None else None
+
+    @cached_property
+    def _households(self) -> dict[str, Any]:
+        """Households by id (made once: a 5,000-device site asks for each device's); the
+        first of a duplicated id, as the scan it replaces found."""
+        return _first_by(self.site.households, "id")
+
+    @cached_property
+    def _grid_cells(self) -> dict[str, Any]:
+        return _first_by(self.site.grid_cells, "code")
+
+
+def _first_by(items: Iterable[Any], key: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for x in items:
+        out.setdefault(getattr(x, key), x)
+    return out
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,11 @@ def _tree_loc(tree: Any, loc: tuple) -> tuple:
     return tuple(out)
 
 
+def plain(node: Any) -> Any:
+    """ruamel's commented containers -> plain dicts/lists (pydantic wants plain types)."""
+    return _plain(node)
+
+
 def _plain(node: Any) -> Any:
     """ruamel's commented containers -> plain dicts/lists (pydantic wants plain types)."""
     if isinstance(node, dict):
@@ -198,7 +222,8 @@ def _items(tree: Any, key: str) -> list[tuple[int, dict]]:
     return [(i, x) for i, x in enumerate(seq or []) if isinstance(x, dict)]
 
 
-def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) -> None:
+def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector,
+                 fit_only: set[str] | None = None) -> None:
     """References between entries and files. Works on the raw trees, so that it reports
     problems even in files whose schema validation failed (every problem in one pass)."""
     st = trees.get("site.yaml") or {}
@@ -244,7 +269,7 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector) ->
                 out.add("devices.yaml", locate(dt, loc), loc,
                         f"topic {d.topic!r} already used by device {topics[d.topic]!r}")
             topics[d.topic] = d.id
-        _check_transports(devices, cfg.get("gateway.yaml"), dt, out)
+        _check_transports(devices, cfg.get("gateway.yaml"), dt, out, fit_only)
     rules_cfg = cfg.get("rules.yaml")
     if rules_cfg is not None and "rules.yaml" in trees:
         for rule_loc, msg in out.validators.rule_references(rules_cfg, ids, homes, cells):
@@ -296,7 +321,7 @@ def _check_call_plans(st: Any, rules_cfg: Any, out: _Collector) -> None:
 
 
 def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
-                      out: _Collector) -> None:
+                      out: _Collector, fit_only: set[str] | None = None) -> None:
     """Modbus/serial/DC-09 devices name a bus/line/receiver (and a DC-09 device one of its
     receiver's accounts) of gateway.yaml and sit at a free address; every
     device's profile (named, or its type's default) fits its type and transport: format
@@ -356,6 +381,8 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
             taken[key] = d.id
         if not fmt:         # unknown line: reported above, its format is not known
             continue
+        if fit_only is not None and d.id not in fit_only:
+            continue        # unchanged device, unchanged profiles: it fitted (revalidate_devices)
         misfit = v.fit_profile(profiles, d.id, d.type, d.profile, fmt, transport=transport,
                                zigbee2mqtt=bool(d.mqtt and d.mqtt.zigbee2mqtt))
         if misfit is not None:
@@ -389,3 +416,46 @@ def load_site(directory: str | Path, validators: Validators) -> SiteConfig:
         raise ConfigError(out.issues)
     return SiteConfig(directory, parsed["site.yaml"], parsed["devices.yaml"],
                       parsed["rules.yaml"], parsed["uplinks.yaml"], parsed["gateway.yaml"], trees)
+
+
+def revalidate_devices(site: SiteConfig, tree: Any, known: list[Any], validators: Validators,
+                       *, changed: set[str], trees: dict[str, Any] | None = None
+                       ) -> SiteConfig:
+    """``site`` with devices.yaml's content replaced by ``tree`` (a mapping like the file's,
+    e.g. ``{"devices": [...]}``), every other file as ``site`` has it: the checks
+    :func:`load_site` makes of the whole directory, for an edit of a few devices.
+
+    ``known[i]`` is the already validated ``Device`` of entry ``i`` when that entry is
+    unchanged from ``site`` (``None``: validate it); ``changed`` names the devices whose
+    profile fit is checked again (the others fitted and neither they nor the profiles
+    changed: the caller makes sure the profiles did not). Schema, references between
+    entries and files, topics, addresses and the rules' references are checked over the
+    whole site, as :func:`load_site` does. Raises ``ConfigError`` like it; the line of a
+    problem is that of ``tree``'s nodes where they carry one (ruamel's), else 1.
+    ``trees``: the other files' trees to check against (default ``site.trees``; plain
+    dicts are read faster than ruamel's)."""
+    out = _Collector(site.directory, validators)
+    fname = "devices.yaml"
+    entries = tree.get("devices") if isinstance(tree, dict) else None
+    plain = {str(k): _plain(v) for k, v in tree.items() if k != "devices"} if isinstance(
+        tree, dict) else {}
+    if isinstance(entries, list) and len(known) == len(entries):
+        plain["devices"] = [k if k is not None else _plain(e) for k, e in zip(known, entries)]
+    elif entries is not None:
+        plain["devices"] = _plain(entries)
+    devices: DevicesFile | None
+    try:
+        devices = DevicesFile.model_validate(plain)
+    except ValidationError as exc:
+        devices = None
+        for err in exc.errors():
+            loc = _tree_loc(tree, err["loc"])
+            out.add(fname, locate(tree, loc), loc, err["msg"].removeprefix("Value error, "))
+    parsed = {"site.yaml": site.site, "devices.yaml": devices, "rules.yaml": site.rules,
+              "uplinks.yaml": site.uplinks, "gateway.yaml": site.gateway}
+    trees = {**(site.trees if trees is None else trees), fname: tree}
+    _cross_check(parsed, trees, out, fit_only=changed)
+    if out.issues or devices is None:
+        raise ConfigError(out.issues)
+    return SiteConfig(site.directory, site.site, devices, site.rules, site.uplinks,
+                      site.gateway, trees)

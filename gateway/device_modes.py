@@ -120,7 +120,7 @@ class ModeKeeper:
     within it)."""
 
     def __init__(self, editor, site: Callable[[], Any],
-                 engine_mode: Callable[[str, str], None], reload: Callable[[Any], None],
+                 engine_mode: Callable[[str, str], None], reload: Callable[..., None],
                  audit: Callable[..., Awaitable[None]], *, interval_s: float = 0.5,
                  retry_s: float = 30.0) -> None:
         self.editor = editor
@@ -176,7 +176,11 @@ class ModeKeeper:
             return []
         self._retry_at = None
         if new is not None:
-            self.reload(new)
+            change = self.editor.change_of(new) if hasattr(self.editor, "change_of") else None
+            if change is not None:
+                self.reload(new, change)     # the ended modes' devices only
+            else:
+                self.reload(new)
         else:          # nothing left to do in the file (an installer changed it meanwhile)
             for d in self._not_normal(self.site()):
                 self.engine_mode(d.id, effective_mode(d, now))

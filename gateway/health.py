@@ -89,6 +89,21 @@ class HealthBook:
             self.unknown.pop(dev_id, None)
         self.devices = new
 
+    def update(self, devices: list[tuple[str, str, str | None, str | None]],
+               removed: tuple[str, ...] | list[str] = ()) -> None:
+        """A few devices changed (an installer's edit): their rows, as :meth:`rebind` would
+        make them (new ones last, as in the site), the removed ones gone."""
+        new = dict(self.devices)    # swapped whole: threads may be iterating the old one
+        for dev_id in removed:
+            new.pop(dev_id, None)
+        for dev_id, dtype, household, cell in devices:
+            h = new.get(dev_id)
+            if h is None:
+                h = new[dev_id] = DeviceHealth(dev_id, dtype, household, cell)
+            h.device_type, h.household_id, h.grid_cell = dtype, household, cell
+            self.unknown.pop(dev_id, None)
+        self.devices = new
+
     def seen(self, reading: Reading) -> None:
         h = self.devices.get(reading.device_id)
         if h is None:
@@ -237,10 +252,13 @@ class DecodeFaults(DecodeWatch):
             self.health.set_fault(device_id, DECODE_ERROR)
         self.rebind()
 
-    def rebind(self) -> None:
+    def rebind(self, devices: set[str] | None = None) -> None:
         """The site changed: faults of removed devices end; the others clear at the device's
-        next clean message (its profile may have been changed)."""
+        next clean message (its profile may have been changed). ``devices``: only these
+        changed (an installer's edit of a few), the others' faults stay as they are."""
         for device_id in list(self.open):
+            if devices is not None and device_id not in devices:
+                continue
             if device_id in self.health.devices:
                 self.open[device_id] = -math.inf
             else:

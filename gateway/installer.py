@@ -10,7 +10,23 @@ Contract of every edit (``SiteEditor.upsert_device`` / ``remove_device`` / ``set
    the last ``keep`` versions), the new file is written to a temp file, fsynced and renamed
    over the old one (atomic: a crash leaves the old or the new file, never a broken one);
 4. the re-loaded :class:`SiteConfig` is returned; the caller (the API) hands it to the
-   service's reload hook, which applies it without a restart.
+   service's reload hook, which applies it without a restart, with what changed
+   (:meth:`SiteEditor.change_of`: a :class:`gateway.change_bus.SiteChange`, or ``None``
+   for an edit of the whole file).
+
+At community scale (thousands of devices) steps 1, 2 and 4 over the whole file take
+seconds (ruamel's round trip), so an edit of a few devices takes a fast path when it can:
+the editor keeps devices.yaml as blocks of lines (:class:`gateway.devices_doc.DevicesDoc`)
+together with the site validated from them and the state (size, mtime, inode) of every file
+of the site. If no file changed since, only the edited entries' blocks are read and
+written, the site is validated from the previous one with those entries replaced
+(``edge_config.loader.revalidate_devices``: the same schema, references, topics, addresses
+and rule references over the whole site; the profile fit of the edited devices, the
+others' being unchanged) plus the service's profile lookup of the edited devices, and the
+previous file is kept and the new one written atomically as in 3. Anything the fast path is
+not sure of (a file changed by hand, an unusual layout, a problem reported outside the
+edited entries, whose message names a line) takes the whole-file path, which reports
+exactly what ``gateway config validate`` does.
 
 The commissioning checklist (:func:`checklist`) is computed from the config, device health
 and recorded test presses; it has no state of its own.
@@ -24,19 +40,21 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from edge_config.loader import SiteConfig
+from edge_config.loader import FILES, SiteConfig, plain, revalidate_devices
 from gateway import ConfigError, GatewayError
 from gateway.blocking import blocking
+from gateway.change_bus import SiteChange
 from gateway.device_modes import effective_mode
+from gateway.devices_doc import DevicesDoc
 from gateway.model import utc
-from gateway.site import load_site
+from gateway.site import VALIDATORS, load_site
 
 __all__ = ["InstallerError", "SiteEditor", "checklist"]
 
@@ -79,6 +97,50 @@ class SiteEditor:
         #: extra check of a candidate site (the service's profile lookup); raises ConfigError
         self.check = check
         self._lock = asyncio.Lock()
+        #: the fast path's state: (files' state, the site validated from them, the blocks)
+        self._base: tuple[tuple, SiteConfig, DevicesDoc, dict] | None = None
+        self._changes: list[tuple[SiteConfig, SiteChange]] = []
+        #: how the last edit went: "fast" or "whole file" (the benchmark reports it)
+        self.last_path = ""
+
+    # -- the fast path's state -----------------------------------------------------------
+    def prime(self, site: SiteConfig) -> bool:
+        """Take ``site`` (just loaded from this directory) as the base of fast edits
+        (blocking: reads devices.yaml). False when the file does not segment."""
+        keys = self._keys()
+        path = self.directory / DEVICES
+        if not path.exists():
+            self._base = None
+            return False
+        doc = DevicesDoc.of(path.read_text(encoding="utf-8"), site)
+        self._base = (keys, site, doc, _plain_trees(site)) if doc is not None else None
+        return doc is not None
+
+    def _keys(self) -> tuple:
+        """The state of every file of the site (a change by hand ends the fast path)."""
+        out: list[tuple] = []
+        for name in FILES:
+            try:
+                st = (self.directory / name).stat()
+            except FileNotFoundError:
+                out.append((name, None))
+                continue
+            out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+        profiles = self.directory / "profiles"
+        if profiles.is_dir():
+            for p in sorted(profiles.glob("*.yaml")):
+                st = p.stat()
+                out.append((p.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        return tuple(out)
+
+    def change_of(self, site: SiteConfig) -> SiteChange | None:
+        """What the edit that returned ``site`` changed (None: take it whole)."""
+        return next((ch for s, ch in self._changes if s is site), None)
+
+    def _remember(self, site: SiteConfig, change: SiteChange | None) -> SiteConfig:
+        if change is not None:
+            self._changes = [*self._changes[-7:], (site, change)]
+        return site
 
     # -- reading -------------------------------------------------------------------------
     def _load_tree(self) -> Any:
@@ -101,6 +163,12 @@ class SiteEditor:
     async def upsert_device(self, device: dict, *, create: bool, actor: str) -> SiteConfig:
         """Add (``create``) or replace the device ``device["id"]``; see module contract."""
         async with self._lock:
+            entry = {k: v for k, v in device.items() if v not in (None, "")}
+            fast = await blocking(
+                self._fast, [("add", entry)] if create else
+                [("edit", device["id"], lambda e: _replace(e, entry))])
+            if fast is not None:
+                return fast
             tree = await blocking(self._load_tree)
             devices = tree["devices"]
             index = next((i for i, d in enumerate(devices)
@@ -115,12 +183,7 @@ class SiteEditor:
             if index is None:
                 devices.append(entry)
             else:
-                old = devices[index]
-                for key in [k for k in old if k not in entry]:
-                    del old[key]
-                for key, value in entry.items():
-                    if old.get(key) != value:
-                        old[key] = value
+                _replace(devices[index], entry)
             return await blocking(self._commit, tree, index if index is not None
                                     else len(devices) - 1)
 
@@ -129,6 +192,10 @@ class SiteEditor:
         validation, one write, one reload; all of them or, on any problem, none. A problem
         of the i-th device is reported as field ``devices[i].<field>``."""
         async with self._lock:
+            fast = await blocking(self._fast, [
+                ("add", {k: v for k, v in d.items() if v not in (None, "")}) for d in devices])
+            if fast is not None:
+                return fast
             tree = await blocking(self._load_tree)
             have = {d.get("id") for d in tree["devices"] if isinstance(d, dict)}
             errors = []
@@ -146,6 +213,9 @@ class SiteEditor:
 
     async def remove_device(self, device_id: str, *, actor: str) -> SiteConfig:
         async with self._lock:
+            fast = await blocking(self._fast, [("remove", device_id)])
+            if fast is not None:
+                return fast
             tree = await blocking(self._load_tree)
             devices = tree["devices"]
             index = next((i for i, d in enumerate(devices)
@@ -161,19 +231,17 @@ class SiteEditor:
         """normal / test / maintenance, persisted in devices.yaml (survives a restart); a test
         or maintenance mode ends at ``until`` (``mode_until``, gateway.device_modes)."""
         async with self._lock:
+            fast = await blocking(self._fast, [("edit", device_id,
+                                                lambda e: _set_mode(e, mode, until))])
+            if fast is not None:
+                return fast
             tree = await blocking(self._load_tree)
             entry = next((d for d in tree["devices"]
                           if isinstance(d, dict) and d.get("id") == device_id), None)
             if entry is None:
                 raise InstallerError([{"field": "id", "message":
                                        f"device {device_id!r} not found"}], 404)
-            if mode == "normal":
-                entry.pop("mode", None)
-                entry.pop("mode_until", None)
-            else:
-                entry["mode"] = mode
-                if until is not None:
-                    entry["mode_until"] = until.isoformat()
+            _set_mode(entry, mode, until)
             index = tree["devices"].index(entry)
             return await blocking(self._commit, tree, index)
 
@@ -185,25 +253,34 @@ class SiteEditor:
         (None: nothing to change) and the changes ``{"action", "device_id", "mode", "until",
         "why"?}``. Under the editor's lock, so an installer's edit meanwhile is seen."""
         async with self._lock:
+            fast_changes: list[dict] = []
+            base = self._base
+            moded = ([d.id for d in base[1].devices.devices if d.mode != "normal"]
+                     if base is not None else [])
+
+            def settle(entry: Any) -> None:
+                ch = _settle_entry(entry, now, default_s, max_s, zone)
+                if ch is not None:
+                    fast_changes.append(ch)
+
+            fast = None
+            if base is not None and moded:
+                fast = await blocking(self._fast, [("edit", d, settle) for d in moded],
+                                      lambda: bool(fast_changes))
+            if fast is UNCHANGED:
+                return None, []
+            if fast is not None:
+                return fast, fast_changes
+            if base is not None and not moded and self._keys() == base[0]:
+                return None, []
             tree = await blocking(self._load_tree)
             changes: list[dict] = []
             for entry in tree["devices"]:
                 if not isinstance(entry, dict) or entry.get("mode") in (None, "normal"):
                     continue
-                until = _as_datetime(entry.get("mode_until"))
-                if until is not None and until <= now:
-                    changes.append({"action": "expired", "device_id": entry.get("id"),
-                                    "mode": entry.get("mode"), "until": until})
-                    entry.pop("mode", None)
-                    entry.pop("mode_until", None)
-                    continue
-                if until is None or until > now + timedelta(seconds=max_s + 60):
-                    why = "had no end" if until is None else "ended more than 24 h ahead"
-                    until = (now + timedelta(seconds=default_s if until is None else max_s)
-                             ).astimezone(zone).replace(microsecond=0)
-                    entry["mode_until"] = until.isoformat()
-                    changes.append({"action": "bounded", "device_id": entry.get("id"),
-                                    "mode": entry.get("mode"), "until": until, "why": why})
+                ch = _settle_entry(entry, now, default_s, max_s, zone)
+                if ch is not None:
+                    changes.append(ch)
             if not changes:
                 return None, []
             return await blocking(self._commit, tree, None), changes
@@ -215,7 +292,19 @@ class SiteEditor:
         buf = io.StringIO()
         _yaml().dump(tree, buf)
         text = buf.getvalue()
-        self._validate(text, index, first)
+        site = self._validate(text, index, first)
+        self._base = None
+        self._write(text)
+        self.last_path = "whole file"
+        # the site validated on the copy is this directory's (the loader keeps no path
+        # but the directory's); the next edits take the fast path from it
+        site = replace(site, directory=self.directory)
+        doc = DevicesDoc.of(text, site)
+        self._base = (self._keys(), site, doc, _plain_trees(site)) if doc is not None else None
+        return site
+
+    def _write(self, text: str) -> None:
+        """Keep the previous file (``.prev``, ``.versions/``), write ``text`` atomically."""
         target = self.directory / DEVICES
         if target.exists():
             self.versions_dir.mkdir(exist_ok=True)
@@ -225,9 +314,8 @@ class SiteEditor:
             for old in self.versions()[self.keep:]:
                 (self.versions_dir / old.name).unlink(missing_ok=True)
         _atomic_write(target, text)
-        return load_site(self.directory)
 
-    def _validate(self, text: str, index: int | None, first: int | None = None) -> None:
+    def _validate(self, text: str, index: int | None, first: int | None = None) -> SiteConfig:
         with tempfile.TemporaryDirectory(prefix="site-check-") as tmp:
             copy = Path(tmp) / "site"
             shutil.copytree(self.directory, copy,
@@ -239,6 +327,155 @@ class SiteEditor:
                     self.check(site)
             except ConfigError as exc:
                 raise InstallerError(_field_errors(exc.issues, index, first)) from None
+            return site
+
+    def _fast(self, ops: list[tuple], proceed: Any = None) -> Any:
+        """An edit of a few devices without the whole file (module contract): ``ops`` are
+        ``("edit", id, mutate(entry))``, ``("add", entry)``, ``("remove", id)``. Returns the
+        new site (its change kept for :meth:`change_of`), :data:`UNCHANGED` when
+        ``proceed()`` says there is nothing to write, or None: take the whole-file path.
+        Raises :class:`InstallerError` for a problem within the edited entries (or an id
+        not found / taken)."""
+        base = self._base
+        if base is None or self._keys() != base[0]:
+            return None
+        keys, site, doc, trees = base
+        devices = list(site.devices.devices)
+        where = {d.id: k for k, d in enumerate(devices)}
+        tree = trees.get(DEVICES)
+        if not isinstance(tree, dict) or not isinstance(tree.get("devices"), list) or len(
+                tree["devices"]) != len(devices):
+            return None
+        blocks = doc.blocks()
+        entries: list[Any] = list(tree["devices"])
+        known: list[Any] = list(devices)
+        added: list[str] = []
+        edited: list[str] = []
+        removed: list[str] = []
+        index: int | None = None
+        first: int | None = None
+        for op in ops:
+            if op[0] == "add":
+                entry = op[1]
+                if entry.get("id") in where or entry.get("id") in added:
+                    if len(ops) > 1:
+                        return None     # the whole-file path names devices[i].id
+                    raise InstallerError([{"field": "id", "message":
+                                           f"device {entry.get('id')!r} already exists"}], 409)
+                block = doc.block_of(entry)
+                if block is None:
+                    return None
+                if first is None and len(ops) > 1:
+                    first = len(entries)
+                index = len(entries) if len(ops) == 1 else None
+                blocks.append(block)
+                entries.append(doc.read_block(block))  # ruamel entry
+                known.append(None)
+                added.append(str(entry["id"]))
+                continue
+            k = next((i for i, e in enumerate(known) if e is not None and e.id == op[1]),
+                     None) if op[1] in where else None
+            if k is None:
+                raise InstallerError([{"field": "id", "message":
+                                       f"device {op[1]!r} not found"}], 404)
+            if op[0] == "remove":
+                del blocks[k], entries[k], known[k]
+                removed.append(op[1])
+                continue
+            entry = doc.entry(where[op[1]], devices[where[op[1]]])
+            if entry is None:
+                return None
+            op[2](entry)
+            block = doc.block_of(entry)
+            if block is None:
+                return None
+            blocks[k], entries[k], known[k] = block, entry, None
+            edited.append(op[1])
+            index = k if len(ops) == 1 else None
+        if proceed is not None and not proceed():
+            return UNCHANGED
+        if not blocks:
+            return None
+        new_tree = {**{k: v for k, v in tree.items() if k != "devices"}, "devices": entries}
+        touched = set(added) | set(edited)
+        try:
+            new = revalidate_devices(site, new_tree, known, VALIDATORS, changed=touched,
+                                     trees=trees)
+            if self.check is not None:
+                self.check(new, only=touched)
+        except ConfigError as exc:
+            rows = {i for i, e in enumerate(known) if e is None}
+            if (len(ops) == 1 or first is not None) and all(_in_rows(issue, rows)
+                                                             for issue in exc.issues):
+                raise InstallerError(_field_errors(exc.issues, index, first)) from None
+            return None         # a problem elsewhere: its message names a line
+        new_doc = doc.spliced(blocks)
+        self._base = None
+        text = new_doc.text()
+        self._write(text)
+        self._base = (self._keys(), new, new_doc, {**trees, DEVICES: new_tree})
+        self.last_path = "fast"
+        return self._remember(new, SiteChange(site, tuple(added), tuple(edited),
+                                              tuple(removed)))
+
+
+def _plain_trees(site: SiteConfig) -> dict:
+    """The site's file trees as plain dicts (what the fast path checks against)."""
+    return {name: plain(tree) for name, tree in site.trees.items()}
+
+
+#: what the fast path returns when there is nothing to write
+UNCHANGED = object()
+
+
+def _replace(old: Any, entry: dict) -> None:
+    """Make the round-trip entry ``old`` hold ``entry`` (its comments and order kept)."""
+    for key in [k for k in old if k not in entry]:
+        del old[key]
+    for key, value in entry.items():
+        if old.get(key) != value:
+            old[key] = value
+
+
+def _set_mode(entry: Any, mode: str, until: datetime | None) -> None:
+    if mode == "normal":
+        entry.pop("mode", None)
+        entry.pop("mode_until", None)
+    else:
+        entry["mode"] = mode
+        if until is not None:
+            entry["mode_until"] = until.isoformat()
+
+
+def _settle_entry(entry: Any, now: datetime, default_s: float, max_s: float,
+                  zone: tzinfo) -> dict | None:
+    """One entry's mode as of ``now`` (``SiteEditor.settle_modes``); the change or None."""
+    if entry.get("mode") in (None, "normal"):
+        return None
+    until = _as_datetime(entry.get("mode_until"))
+    if until is not None and until <= now:
+        mode = entry.get("mode")
+        entry.pop("mode", None)
+        entry.pop("mode_until", None)
+        return {"action": "expired", "device_id": entry.get("id"), "mode": mode,
+                "until": until}
+    if until is None or until > now + timedelta(seconds=max_s + 60):
+        why = "had no end" if until is None else "ended more than 24 h ahead"
+        until = (now + timedelta(seconds=default_s if until is None else max_s)
+                 ).astimezone(zone).replace(microsecond=0)
+        entry["mode_until"] = until.isoformat()
+        return {"action": "bounded", "device_id": entry.get("id"), "mode": entry.get("mode"),
+                "until": until, "why": why}
+    return None
+
+
+def _in_rows(issue: str, rows: set[int]) -> bool:
+    """An issue of devices.yaml located in one of the entries ``rows``."""
+    m = _ISSUE_RE.match(issue)
+    if m is None or Path(m["file"]).name != DEVICES:
+        return False
+    row = _DEVICE_LOC.match(m["loc"].strip())
+    return row is not None and int(row[1]) in rows
 
 
 def _as_datetime(value: Any) -> datetime | None:

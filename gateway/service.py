@@ -21,15 +21,16 @@ import uvicorn
 
 from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
-from drivers.profiles import Profile, ProfileMisfit, fit_profile, load_profiles, with_sos_actions
+from drivers.profiles import Profile, ProfileMisfit, fit_profile, with_sos_actions
 from edge_config.loader import SiteConfig
 from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
+from gateway.blocking import blocking
 from gateway.case_feedback import CaseFeedback, CaseStatusPoller
-from gateway.change_bus import ChangeBus, SiteBus, Subscriber
-from gateway.device_modes import ModeKeeper, modes_json
+from gateway.change_bus import ChangeBus, SiteBus, SiteChange, Subscriber
+from gateway.device_modes import ModeKeeper, effective_mode, modes_json
 from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
@@ -39,7 +40,7 @@ from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.pipeline import Pipeline
 from gateway.sdnotify import notify_task
-from gateway.site import load_site
+from gateway.site import load_site, profiles_of
 from gateway.store import Store, lock_data_dir
 from gateway.uplinks_wiring import Uplinks, build_uplinks
 from rules.engine import Engine
@@ -118,20 +119,25 @@ def apply_modes(engine, site: SiteConfig) -> None:
         engine.set_device_mode(d.id, effective_mode(d, now))
 
 
-def health_rows(site: SiteConfig) -> list[tuple[str, str, str | None, str | None]]:
+def health_rows(site: SiteConfig, only: set[str] | None = None
+                ) -> list[tuple[str, str, str | None, str | None]]:
+    """Device health's rows (of the devices ``only``, when given)."""
     return [(d.id, d.type, d.household,
              d.grid_cell or (site.household(d.household).grid_cell if d.household else None))
-            for d in site.devices.devices]
+            for d in site.devices.devices if only is None or d.id in only]
 
 
-def bindings_for(site: SiteConfig) -> dict[str, DeviceBinding]:
+def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, DeviceBinding]:
     """The MQTT intake's topic -> device table; ``ConfigError`` naming the device when a
-    profile does not fit (the same rule as ``gateway config validate``: ``fit_profile``)."""
-    profiles = load_profiles(site.directory / "profiles")
-    plan_field(site, profiles)   # Modbus/serial devices: profiles and buses exist (ConfigError)
+    profile does not fit (the same rule as ``gateway config validate``: ``fit_profile``).
+    ``only``: the bindings of these devices (an edit of a few: the others are unchanged)."""
+    profiles = profiles_of(site.directory / "profiles")
+    devices = [d for d in site.devices.devices if only is None or d.id in only]
+    if only is None or any(d.mqtt is None for d in devices):
+        plan_field(site, profiles)   # Modbus/serial devices: profiles and buses exist
     out: dict[str, DeviceBinding] = {}
     problems: list[str] = []
-    for d in site.devices.devices:
+    for d in devices:
         if d.mqtt is None:
             continue
         try:   # Zigbee2MQTT devices without a profile: zigbee2mqtt-<type> (its keys)
@@ -272,7 +278,7 @@ class Gateway:
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=uplinks.on_reading(health_book.seen))
         intake = self._build_intake(site, pipeline, health_book, decode_faults)
-        field = FieldDrivers(plan_field(site, load_profiles(site.directory / "profiles")),
+        field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
         case = self._build_case_system(site, store, changes.publish)
@@ -291,18 +297,21 @@ class Gateway:
                          health=health, site=site, case_callback=case.callback if case else None,
                          devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for))
-        # who hears of an edited site, in this order (the state swapped on the loop)
+        await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
+        # who hears of an edited site, in this order (the state swapped on the loop); with
+        # a change (an edit of a few devices), each applies only that (apply_* below)
         sites.subscribe(lambda new: setattr(book, "site", new))
-        sites.subscribe(lambda new: swap_engine(pipeline, new))
-        sites.subscribe(lambda new: intake.rebind(bindings_for(new)))
-        sites.subscribe(lambda new: field.rebind(
-            plan_field(new, load_profiles(new.directory / "profiles"))))
-        sites.subscribe(lambda new: health_book.rebind(health_rows(new)))
-        sites.subscribe(lambda new: decode_faults.rebind())
+        sites.subscribe(lambda new, ch: apply_engine(pipeline, new, ch), change=True)
+        sites.subscribe(lambda new, ch: apply_intake(intake, new, ch), change=True)
+        sites.subscribe(lambda new, ch: apply_field(field, new, ch), change=True)
+        sites.subscribe(lambda new, ch: apply_health(health_book, new, ch), change=True)
+        sites.subscribe(lambda new, ch: decode_faults.rebind(
+            None if ch is None else ch.touched | set(ch.removed)), change=True)
         sites.subscribe(lambda new: setattr(ctx, "site", new))
         sites.subscribe(lambda new: setattr(self, "site", new))
         sites.subscribe(lambda new: broadcaster.publish({"type": "modes", **modes_json(new)}))
-        sites.subscribe(_settle_after_reload)
+        sites.subscribe(lambda new, ch: _settle_after_reload(new) if ch is None else None,
+                        change=True)
 
         # test/maintenance modes end on their own, audited as "system"
         modes = ModeKeeper(ctx.editor, lambda: sites.current,
@@ -403,12 +412,69 @@ class Gateway:
         self.started.set()
 
 
-def check_site(site: SiteConfig) -> None:
+def check_site(site: SiteConfig, change: SiteChange | None = None) -> None:
     """What an edited site must pass before any part of the service takes it (the site bus's
     check): topics and profiles (``bindings_for``, which plans the field buses too) and the
-    rule engine it makes. A site that fails changes nothing."""
+    rule engine it makes. A site that fails changes nothing. With a ``change``, the changed
+    devices' bindings (the rest is as it was; the rule engine's site is checked by the
+    loader: households exist, ids unique)."""
+    if change is not None:
+        bindings_for(site, only=change.touched)
+        return
     bindings_for(site)
     build_engine(site)
+
+
+def _device_info(site: SiteConfig, d) -> tuple:
+    return (d.id, d.type, d.household,
+            d.grid_cell or (site.household(d.household).grid_cell if d.household else None))
+
+
+def apply_engine(pipeline: Pipeline, site: SiteConfig, change: SiteChange | None) -> None:
+    """The rule engine takes an edited site: when the change alters no device's place or
+    type (a name, a profile, a topic, a mode), the running engine keeps its state and only
+    the changed devices' modes are set; else a new engine (:func:`swap_engine`)."""
+    if change is None or change.added or change.removed:
+        swap_engine(pipeline, site)
+        return
+    old = {d.id: d for d in change.base.devices.devices if d.id in change.touched}
+    new = {d.id: d for d in site.devices.devices if d.id in change.touched}
+    if any(_device_info(change.base, old[i]) != _device_info(site, new[i]) for i in new):
+        swap_engine(pipeline, site)
+        return
+    now = utc()
+    for device_id, d in new.items():
+        pipeline.engine.set_device_mode(device_id, effective_mode(d, now))
+
+
+def apply_intake(intake: MqttIntake, site: SiteConfig, change: SiteChange | None) -> None:
+    """The MQTT intake's bindings: of the changed devices only, with a change."""
+    if change is None:
+        intake.rebind(bindings_for(site))
+        return
+    gone = change.touched | set(change.removed)
+    bindings = {t: b for t, b in intake.bindings.items() if b.device_id not in gone}
+    bindings.update(bindings_for(site, only=change.touched))
+    intake.rebind(bindings)
+
+
+def apply_field(field: FieldDrivers, site: SiteConfig, change: SiteChange | None) -> None:
+    """The field buses: planned again when a changed device is (or was) on one."""
+    if change is not None:
+        gone = change.touched | set(change.removed)
+        devices = [d for s in (change.base, site) for d in s.devices.devices if d.id in gone]
+        if all(d.mqtt is not None for d in devices):
+            return
+    field.rebind(plan_field(site, profiles_of(site.directory / "profiles")))
+
+
+def apply_health(health_book: HealthBook, site: SiteConfig,
+                 change: SiteChange | None) -> None:
+    """Device health's rows: the changed devices' only, with a change."""
+    if change is None:
+        health_book.rebind(health_rows(site))
+    else:
+        health_book.update(health_rows(site, only=change.touched), removed=change.removed)
 
 
 def waking(wake: Callable[[], None]) -> Subscriber:

@@ -11,6 +11,8 @@ the CLI, the tools and tests) calls :func:`load_site` here.
 
 from __future__ import annotations
 
+import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from edge_config.loader import SiteConfig, Validators
 from edge_config.loader import load_site as _load_site
 from rules.spec import RulesConfig, check_references
 
-__all__ = ["VALIDATORS", "SiteConfig", "load_site"]
+__all__ = ["VALIDATORS", "SiteConfig", "load_site", "profiles_of"]
 
 
 def _fit(profiles: Any, device_id: str, device_type: str, profile_id: str | None, fmt: str,
@@ -32,9 +34,45 @@ def _fit(profiles: Any, device_id: str, device_type: str, profile_id: str | None
     return None
 
 
+_PROFILES: dict[Any, Any] = {}
+_PROFILES_LOCK = threading.Lock()
+
+
+def _profiles_key(directory: Path) -> tuple:
+    """What the profiles of ``directory`` are made of: every file's name, size, mtime and
+    inode (the shipped ones and the site's)."""
+    shipped = resources.files("drivers").joinpath("profiles")
+    files = [Path(str(p)) for p in shipped.iterdir() if p.name.endswith(".yaml")]
+    if directory.is_dir():
+        files += directory.glob("*.yaml")
+    out = []
+    for f in sorted(files):
+        st = f.stat()
+        out.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
+    return (str(directory), tuple(out))
+
+
+def profiles_of(directory: str | Path) -> Any:
+    """``drivers.profiles.load_profiles(directory)``, read again only when one of its files
+    changed (parsing them costs more than a device edit may take; a profile set is not
+    changed once made)."""
+    directory = Path(directory)
+    key = _profiles_key(directory)
+    with _PROFILES_LOCK:
+        hit = _PROFILES.get(key)
+    if hit is not None:
+        return hit
+    profiles = load_profiles(directory)
+    with _PROFILES_LOCK:
+        if len(_PROFILES) >= 4:
+            _PROFILES.clear()
+        _PROFILES[key] = profiles
+    return profiles
+
+
 #: rules.yaml's model and references, and the profile checks, for ``edge_config``'s loader
 VALIDATORS = Validators(rules_model=RulesConfig, rule_references=check_references,
-                        load_profiles=load_profiles, fit_profile=_fit)
+                        load_profiles=profiles_of, fit_profile=_fit)
 
 
 def load_site(directory: str | Path) -> SiteConfig:

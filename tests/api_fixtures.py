@@ -80,7 +80,7 @@ def api_env(tmp_path) -> ApiEnv:
     # still Argon2id, at a test-friendly cost (the service uses the library's defaults)
     auth.hasher = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
 
-    def reload(new) -> None:
+    def reload(new, change=None) -> None:
         health.rebind(health_rows(new))
         book.site = ctx.site = new
 

@@ -14,7 +14,7 @@ import logging
 import re
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers import zigbee2mqtt as z2m
@@ -119,13 +119,18 @@ def _editor(ctx: ApiContext):
 
 def _take_effect(ctx: ApiContext, site) -> None:
     """An edited site takes effect (on the loop: the reload swaps the loop's state)."""
+    change = ctx.editor.change_of(site) if ctx.editor is not None else None
     if ctx.reload is not None:
-        ctx.reload(site)
+        if change is not None:        # an edit of a few devices: applied as such
+            ctx.reload(site, change)
+        else:
+            ctx.reload(site)
     else:
         ctx.site = site
     if ctx.devices is not None:       # bound now: out of the unknown-devices inbox
         for d in site.devices.devices:
-            ctx.devices.unknown.pop(d.topic, None)
+            if change is None or d.id in change.touched:
+                ctx.devices.unknown.pop(d.topic, None)
 
 
 async def _apply(ctx: ApiContext, site, actor: str, action: str, target: str,
@@ -203,10 +208,52 @@ async def options(p: Writer, ctx: Ctx) -> dict:
     return await blocking(_options, ctx.site)
 
 
+MODES_FILTER = ("normal", "test", "maintenance")
+StateFilter = Literal["normal", "test", "maintenance", "online", "degraded", "offline",
+                      "unknown"]
+
+
+def _matches(d, q: str, address: str) -> bool:
+    """Search: the text in the id, name, household, topic or the household's address."""
+    return any(q in (x or "").casefold() for x in (d.id, d.name, d.household, d.topic,
+                                                   d.grid_cell, address))
+
+
 @router.get("/api/config/devices")
-async def config_devices(p: Writer, ctx: Ctx) -> dict:
-    """The configured devices as the installer edits them."""
-    return {"devices": [_device_json(d) for d in ctx.site.devices.devices]}
+async def config_devices(
+        p: Writer, ctx: Ctx,
+        q: Annotated[str | None, Query(max_length=100, description="search id, name, "
+                                       "household, address, topic, grid cell")] = None,
+        household: Annotated[str | None, Query(max_length=64)] = None,
+        type: Annotated[str | None, Query(max_length=64)] = None,  # noqa: A002
+        state: Annotated[StateFilter | None, Query(description="a mode (normal, test, "
+                                                   "maintenance) or a health state")] = None,
+        offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int | None, Query(ge=1, le=500)] = None) -> dict:
+    """The configured devices as the installer edits them: all of them, or the page
+    ``offset``..``offset+limit`` of those matching the search ``q`` and the filters, with
+    ``total`` (how many match) for the pager."""
+    site = ctx.site
+    devices = site.devices.devices
+    if household:
+        devices = [d for d in devices if d.household == household]
+    if type:
+        devices = [d for d in devices if d.type == type]
+    if state in MODES_FILTER:
+        now = utc()
+        devices = [d for d in devices if effective_mode(d, now) == state]
+    elif state is not None:
+        rows = ctx.devices.devices if ctx.devices is not None else {}
+        devices = [d for d in devices
+                   if (rows[d.id].state if d.id in rows else "unknown") == state]
+    if q and q.strip():
+        needle = q.strip().casefold()
+        devices = [d for d in devices if _matches(
+            d, needle, (hh.address if (hh := site.household(d.household)) else ""))]
+    total = len(devices)
+    page = devices[offset:offset + limit] if limit is not None else devices[offset:]
+    return {"devices": [_device_json(d) for d in page], "total": total, "offset": offset,
+            "limit": limit}
 
 
 @router.post("/api/config/devices", status_code=201)
