@@ -23,7 +23,9 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from edge_config.schema import CALL_STEPS, DevicesFile, GatewayFile, SiteFile, UplinksFile
+from edge_config.schema import (
+    CALL_STEPS, STANDARD_CATEGORIES, DevicesFile, GatewayFile, SiteFile, UplinksFile,
+)
 from gateway.kernel.errors import ConfigError
 
 __all__ = ["FILES", "SiteConfig", "Validators", "load_site", "locate", "plain",
@@ -281,26 +283,28 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector,
 def _check_call_plans(st: Any, rules_cfg: Any, out: _Collector) -> None:
     """Call plan steps name what the site has (``resident``, ``contacts``, ``grid_member``
     or an ``on_call`` id), and the categories of ``response`` and of households'
-    ``call_plans`` are ones a rule of rules.yaml raises (``default`` apart): a misspelt
-    category would never apply. Raw tree, like the other references."""
+    ``call_plans`` are standard ones (``STANDARD_CATEGORIES``) or ones a rule of rules.yaml
+    raises (``default`` apart): a misspelt category would never apply. Raw tree, like the other references."""
     if not isinstance(st, dict):
         return
     on_call = st.get("on_call")
     steps = set(CALL_STEPS) | ({k for k in on_call if isinstance(k, str)}
                                if isinstance(on_call, dict) else set())
     rules = getattr(rules_cfg, "rules", None)
-    categories = ({c for r in rules if isinstance(c := getattr(r, "category", None), str)}
-                  if rules is not None else None)
+    categories = set(STANDARD_CATEGORIES) | (
+        {c for r in rules if isinstance(c := getattr(r, "category", None), str)}
+        if rules is not None else set())
 
     def check(plans: Any, where: tuple) -> None:
         if not isinstance(plans, dict):
             return
         for category, plan in plans.items():
-            if categories is not None and category != "default" and category not in categories:
+            if category != "default" and category not in categories:
                 loc = (*where, category)
                 out.add("site.yaml", locate(st, loc), loc,
-                        f"no rule in rules.yaml raises alarm category {category!r} (known: "
-                        f"{', '.join(sorted(categories))}, or 'default')")
+                        f"unknown alarm category {category!r}: not a standard one nor one a "
+                        f"rule in rules.yaml raises (known: {', '.join(sorted(categories))}, "
+                        f"or 'default')")
             steps_of = plan.get("call_plan") if where == ("response",) and isinstance(
                 plan, dict) else plan
             if not isinstance(steps_of, list):

@@ -25,7 +25,7 @@ from pydantic import (
 from gateway.kernel.model import DEVICE_TYPES
 
 __all__ = [
-    "CALL_OUTCOMES", "CALL_STEPS", "Contact", "Dc09Account", "Dc09Receiver", "Dc09Transport", "Device", "DevicesFile",
+    "CALL_OUTCOMES", "CALL_STEPS", "STANDARD_CATEGORIES", "Contact", "Dc09Account", "Dc09Receiver", "Dc09Transport", "Device", "DevicesFile",
     "GatewayFile", "GridCell", "Household", "MqttBroker",
     "MqttTransport", "ModbusBusConfig", "ModbusTcp", "ModbusTransport", "SerialLineConfig",
     "SerialPort", "SerialTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
@@ -42,6 +42,10 @@ CATEGORY_RE = r"^[a-z][a-z0-9_]*$"
 #: call plan steps every site knows (besides the ids of its ``on_call`` entries):
 #: the household's residents, its emergency contacts (in their order), the grid member
 CALL_STEPS = ("resident", "contacts", "grid_member")
+#: the alarm categories every site may name in ``response`` (the grid case system's, docs/
+#: case-system.md 4.1), besides any other category a rule of its rules.yaml raises
+STANDARD_CATEGORIES = ("emergency_call", "fire", "gas", "water_leak", "inactivity", "intrusion",
+                       "panic", "tamper", "device_fault", "other")
 #: what staff record for one call of a plan (the console's one-tap buttons)
 CALL_OUTCOMES = ("connected", "no_answer", "on_site", "notified")
 Phone = Annotated[str, Field(pattern=PHONE_RE, description="digits, spaces, '-', a leading "

@@ -53,8 +53,7 @@ def test_the_example_site_has_plans_and_guidance():
      r"site\.yaml:\d+: response\.water_leak\.call_plan\[1\]: unknown call plan step "
      r"'propery'"),
     (lambda t: t.replace("  water_leak:\n", "  water_lek:\n"),
-     r"site\.yaml:\d+: response\.water_lek: no rule in rules\.yaml raises alarm category "
-     r"'water_lek'"),
+     r"site\.yaml:\d+: response\.water_lek: unknown alarm category 'water_lek'"),
     (lambda t: t.replace("emergency_call: [contacts, grid_member, ambulance]",
                          "emergency_call: [contacts, grid_member, ambulence]"),
      r"site\.yaml:\d+: households\[1\]\.call_plans\.emergency_call\[2\]: unknown call plan "
