@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian 12 / Raspberry Pi OS machine with only python3 and apt.
 #   bash deploy/quickstart.sh demo   # broker, simulated community + case system, gateway, console
-#   bash deploy/quickstart.sh test   # the static checks, then the whole test suite
+#   bash deploy/quickstart.sh test   # the static checks, then the test suite (less -m nspawn)
 # Idempotent: installs what is missing (apt packages, a venv with the project), then runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +58,10 @@ static_checks() {
 
 case "$what" in
   demo) exec "$venv/bin/gateway" demo "$@" ;;
+  # the nspawn deployment test (tests/test_deploy_nspawn.py: boots Debian 12, installs, reboots,
+  # upgrades; minutes) is left out: `.venv/bin/pytest -m nspawn tests/test_deploy_nspawn.py`
+  # (docs/deploy.md, "Testing the deployment"). A later -m of the caller's replaces this one.
   test) static_checks || exit 1
-        exec "$venv/bin/python" -m pytest "$@" ;;
+        exec "$venv/bin/python" -m pytest -m "not nspawn" "$@" ;;
   *) echo "usage: $0 demo|test [args...]" >&2; exit 2 ;;
 esac

@@ -176,6 +176,8 @@ class Container:
         self.init_pid = 0
         self.mounted = False
         self.install_log = ""
+        self.pid_namespaces: set[str] = set()     # every boot's, to look for survivors
+        self.problems: list[str] = []              # what cleanup had to force
         self.sim: CaseSystemProcess | None = None
 
     def mount(self) -> None:
@@ -216,6 +218,7 @@ class Container:
                     if Path(f"/proc/{kid}/comm").read_text().strip() == "systemd":
                         self.init_pid = int(kid)
             time.sleep(0.1)
+        self.pid_namespaces.add(os.readlink(f"/proc/{self.init_pid}/ns/pid"))
         deadline = time.monotonic() + 120
         while True:     # the system bus is up only some way into boot: retry until it is
             res = self.sh("timeout 60 systemctl is-system-running --wait", check=False,
@@ -261,12 +264,17 @@ class Container:
         return took
 
     def kill(self) -> None:
-        """Last resort: SIGKILL to the container's init ends its whole PID namespace."""
+        """Last resort: SIGKILL to the container's init ends its whole PID namespace. Its
+        init is looked up again (nspawn's child), never only remembered: a SIGKILL to nspawn
+        alone would leave the container running, orphaned."""
         if self.proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            if self.init_pid:
-                os.kill(self.init_pid, signal.SIGKILL)
+        self.problems.append("the container had to be killed")
+        kids = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                              text=True, timeout=10).stdout.split()
+        for pid in {*map(int, kids), self.init_pid} - {0}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
@@ -286,7 +294,8 @@ class Container:
             if self.mounted:
                 res = subprocess.run(["umount", str(self.dir)], capture_output=True,
                                      timeout=30)
-                if res.returncode != 0:       # something still holds it: detach it
+                if res.returncode != 0:       # something still holds it: detach it, and say so
+                    self.problems.append(f"umount {self.dir}: {res.stderr.decode().strip()}")
                     subprocess.run(["umount", "-l", str(self.dir)], timeout=30)
                 self.mounted = False
             if self.console.exists():       # kept for a post-mortem
@@ -294,6 +303,10 @@ class Container:
             shutil.rmtree(self.work, ignore_errors=True)
             with contextlib.suppress(OSError):
                 shutil.rmtree(f"/run/systemd/nspawn/propagate/{self.name}")
+
+    def journal(self, n: int = 40) -> str:
+        return self.sh(f"systemctl status --no-pager {SVC}; journalctl -u {SVC} --no-pager "
+                       f"-o short-precise -n {n}", check=False, timeout=30).stdout
 
     # -- the service
     def show(self, *props: str) -> dict[str, str]:
@@ -355,7 +368,13 @@ def _host_leftovers(c: Container) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                         timeout=30).stdout.splitlines()
     found += [ln for ln in ps if c.name in ln or str(c.work) in ln]
-    return found
+    for proc in Path("/proc").iterdir():        # anything still in one of its PID namespaces
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and os.readlink(proc / "ns/pid") in c.pid_namespaces:
+                state = (proc / "stat").read_text().split(") ")[-1][:1]
+                if state != "Z":                 # a zombie holds nothing; its parent reaps it
+                    found.append(f"pid {proc.name}: {(proc / 'cmdline').read_bytes()!r}")
+    return found + c.problems
 
 
 def _report(config) -> None:
@@ -402,8 +421,6 @@ def box(request, tmp_path_factory):
         assert res.returncode == 0, f"install.sh failed:\n{res.stdout}\n{res.stderr[-6000:]}"
         FIGURES["install_s"] = round(time.monotonic() - t1, 1)
         c.install_log = res.stderr
-        print(c.sh("findmnt /root/.cache/pip; du -sh /root/.cache/pip; ls -la /root/.cache/pip",
-                   check=False).stdout)
         c.sim = sim.start()
         yield c
     finally:
@@ -489,7 +506,10 @@ def test_sos_over_tls_reaches_board_and_case_system(box, duty):
     except AssertionError as exc:
         journal = box.sh(f"journalctl -u {SVC} --no-pager -o cat -n 30").stdout
         raise AssertionError(f"{exc}\n{journal}") from None
-    assert "caller-7-101" in json.dumps(box.sim.cases())
+    case_id = box.sim.cases()["cases"][0]["case_id"]
+    # the case system's answer came back to the alarm on the board
+    _wait(lambda: case_id in json.dumps(duty.get(f"/api/alarms/{alarms[0]['id']}").json()), 20,
+          f"case {case_id} on the alarm")
     duty.post(f"/api/alarms/{alarms[0]['id']}/ack", json={"note": "on my way"}
               ).raise_for_status()
 
@@ -610,7 +630,8 @@ def test_upgrade_to_a_newer_build_then_rollback(box, duty):
     t0 = time.monotonic()
     res = box.sh("cd /root/community-gateway && deploy/install.sh --mqtt-tls-bind 127.0.0.1",
                  timeout=1200, check=False)
-    assert res.returncode == 0, f"upgrade failed:\n{res.stdout}\n{res.stderr[-6000:]}"
+    assert res.returncode == 0, \
+        f"upgrade failed:\n{res.stdout}\n{res.stderr[-6000:]}\n{box.journal()}"
     _wait(_ready, 90, "/readyz after the upgrade")
     FIGURES["upgrade_s"] = round(time.monotonic() - t0, 1)
     assert box.sh("gateway --version").stdout.split()[-1] == new_version
@@ -624,7 +645,7 @@ def test_upgrade_to_a_newer_build_then_rollback(box, duty):
     t0 = time.monotonic()
     res = box.sh("cd /root/community-gateway && deploy/install.sh --rollback", timeout=300,
                  check=False)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0, f"{res.stderr}\n{box.journal()}"
     _wait(_ready, 90, "/readyz after the rollback")
     FIGURES["rollback_s"] = round(time.monotonic() - t0, 1)
     assert box.sh("readlink /opt/community-gateway/current").stdout.strip() == old
