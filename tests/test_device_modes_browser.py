@@ -111,7 +111,7 @@ def test_test_mode_with_a_duration_is_visible_to_duty_staff(browser, gateway, mo
         duty.click("[data-view=board]")
         expect(duty.locator("#modes-pill")).to_have_text("In test/maintenance 1")
         expect(card.locator(".household .mode-tag")).to_contain_text(
-            "In test：卧室一键呼叫器 · until ")
+            "In test: 卧室一键呼叫器 · until ")
         assert "测试" not in duty.locator("#board-summary").inner_text()
         duty.select_option("#lang", "zh")
 

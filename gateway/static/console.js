@@ -228,7 +228,7 @@ function responseHtml(a) {
     const done = last ? `<span class="outcome-tag ${esc(last.outcome)}" title="${esc(actorLabel(last.by) + " · " + fmtTime(last.at))}">${t("outcome_" + last.outcome)}${c.outcomes.length > 1 ? ` ×${c.outcomes.length}` : ""}</span>` : "";
     const buttons = act ? `<span class="outcomes">${OUTCOMES.map(o => `<button type="button" class="outcome" data-outcome="${o}">${t("outcome_" + o)}</button>`).join("")}</span>` : "";
     // names, relations, phones and the site's own guidance are site data (data-raw)
-    const roleHtml = !role ? "" : c.kind === "contact" ? `<small data-raw>（${esc(role)}）</small>` : `<small>（${esc(role)}）</small>`;
+    const roleHtml = !role ? "" : c.kind === "contact" ? `<small data-raw>（${esc(role)}）</small>` : `<small>${esc(C.lang === "zh" ? `（${role}）` : ` (${role})`)}</small>`;
     return `<li class="call" data-key="${esc(c.key)}"><span class="who"><span data-raw>${esc(c.name)}</span>${roleHtml}</span> ${phone} ${done}${buttons}</li>`;
   }).join("")}</ol></div>` : "";
   return guidance + plan;
@@ -286,9 +286,9 @@ function filtersHtml(list) {
   const cats = count(a => a.category), cells = count(a => a.grid_cell), names = new Map(list.filter(a => a.grid).map(a => [a.grid_cell, a.grid.name]));
   if (C.filter.category && !cats.has(C.filter.category)) cats.set(C.filter.category, 0);
   if (C.filter.cell && !cells.has(C.filter.cell)) cells.set(C.filter.cell, 0);
-  const opt = (v, label, n, sel) => `<option value="${esc(v)}"${sel === v ? " selected" : ""}>${esc(label)} (${n})</option>`;
+  const opt = (v, label, n, sel, raw) => `<option value="${esc(v)}"${sel === v ? " selected" : ""}${raw ? " data-raw" : ""}>${esc(label)} (${n})</option>`;
   return `<select id="f-category" aria-label="${t("f_category")}"><option value="">${t("any_category")}</option>${[...cats].sort().map(([c, n]) => opt(c, catLabel(c), n, C.filter.category)).join("")}</select>
-    <select id="f-cell" aria-label="${t("grid")}"><option value="">${t("any_cell")}</option>${[...cells].sort().map(([c, n]) => opt(c, names.get(c) || c, n, C.filter.cell)).join("")}</select>`;
+    <select id="f-cell" aria-label="${t("grid")}"><option value="">${t("any_cell")}</option>${[...cells].sort().map(([c, n]) => opt(c, names.get(c) || c, n, C.filter.cell, true)).join("")}</select>`;
 }
 function flush() {
   const box = $("#alarms"), now = Date.now();
@@ -418,8 +418,9 @@ $("#alarms").addEventListener("change", e => {
 function confirmResolve(a, reason, note) {
   if (!a) return;
   const d = $("#resolve-dialog"), label = C.reasons[reason] || {};
-  $("#rd-alarm").textContent = `${t(a.severity)} · ${C.lang === "zh" ? a.message_zh : a.message_en}`;
-  $("#rd-place").textContent = a.household ? a.household.address : (a.device_id || "");
+  $("#rd-alarm").innerHTML = `${esc(t(a.severity))} · ${rawNames(C.lang === "zh" ? a.message_zh : a.message_en, [a.household && a.household.address, a.device_name, a.grid && a.grid.name])}`;
+  $("#rd-place").textContent = a.household ? a.household.address : (a.device_name || a.device_id || "");
+  $("#rd-place").dataset.raw = "";   // an address or a device's name: site data
   $("#rd-reason").textContent = label[C.lang] || label.zh || reason;
   $("#rd-note").textContent = note; $("#rd-note-row").hidden = !note;
   $("#rd-error").textContent = "";

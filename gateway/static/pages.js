@@ -43,8 +43,8 @@ window.Pages = (function () {
     $("#history-table").innerHTML = `<div class="table-wrap"><table class="grid history"><thead><tr><th>${t("time")}</th><th>${t("severity")}</th><th>${t("message")}</th>
       <th>${t("household")}</th><th>${t("state")}</th><th>${t("reason")}</th><th>${t("case")}</th></tr></thead><tbody>
       ${data.alarms.map(a => `<tr data-id="${a.id}"><td>${esc(fmtTime(a.raised_at))}</td><td><span class="sev ${esc(a.severity)}">${t(a.severity)}</span></td>
-        <td>${esc(C.lang === "zh" ? a.message_zh : a.message_en)}</td><td><span data-raw>${esc(a.household ? a.household.address : (a.device_name || a.device_id))}</span></td>
-        <td>${t(a.state)}${a.resolved_by ? " · " + esc(actorLabel(a.resolved_by)) : a.ack_by ? " · " + esc(actorLabel(a.ack_by)) : ""}</td>
+        <td>${rawNames(C.lang === "zh" ? a.message_zh : a.message_en, [a.household && a.household.address, a.device_name, a.grid && a.grid.name])}</td><td><span data-raw>${esc(a.household ? a.household.address : (a.device_name || a.device_id))}</span></td>
+        <td>${t(a.state)}${a.resolved_by ? " · " + actorHtml(a.resolved_by) : a.ack_by ? " · " + actorHtml(a.ack_by) : ""}</td>
         <td>${a.resolve_reason ? esc(((C.reasonLabels || C.reasons)[a.resolve_reason] || {})[C.lang] || a.resolve_reason) : ""}${a.resolve_note ? (C.lang === "zh" ? "：" : ": ") + esc(a.resolve_note) : ""}</td>
         <td><span data-raw>${esc(a.case_id || "")}</span> ${esc(caseStatusLabel(a.case_status))}${a.case_refusal ? ` <span class="error">${esc(a.case_refusal[C.lang] || a.case_refusal.zh)}</span>` : ""}</td></tr>`).join("")}</tbody></table></div>`;
     $("#page").textContent = t("total", {n: data.total});
@@ -72,7 +72,7 @@ window.Pages = (function () {
       return [what, h ? h.address : ""].filter(Boolean).join(" · ") || x.device_id || x.household_id || "";
     };
     $("#faults").innerHTML = f.faults.length ? `<div class="table-wrap"><table class="grid"><tbody>${f.faults.map(x => `<tr class="fault-row" data-fault="${esc(x.fault)}"><td><span class="sev ${esc(x.severity)}">${esc(faultLabel(x.fault))}</span></td>
-      <td>${esc(C.lang === "zh" ? x.message_zh : x.message_en)}</td><td><span data-raw title="${esc(x.device_id || x.household_id || "")}">${esc(where(x))}</span></td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table></div>`
+      <td>${rawNames(C.lang === "zh" ? x.message_zh : x.message_en, [(names.get(x.device_id) || {}).name, (hh.get(x.household_id || (names.get(x.device_id) || {}).household_id) || {}).address])}</td><td><span data-raw title="${esc(x.device_id || x.household_id || "")}">${esc(where(x))}</span></td><td>${esc(fmtTime(x.raised_at))}</td></tr>`).join("")}</tbody></table></div>`
       : `<p class="hint">${t("no_faults")}</p>`;
     drawDevices();
   }
@@ -111,14 +111,18 @@ window.Pages = (function () {
     else [...typeSel.options].forEach(o => { o.textContent = typeLabel(o.value); });  // the language may have changed
     const profSel = $("#profile-select");
     if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}" data-raw>${esc(p.id)}</option>`));
-    const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices")]);
+    listBar();
+    const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices?" + listQuery())]);
     // Zigbee devices of the coordinator's list: with what zero-config proposes (zigbee.js)
     await Zigbee.inbox($("#zigbee-inbox"), fillFromProposal);
     u.unknown = u.unknown.filter(x => !x.zigbee);
     $("#unknown").innerHTML = u.unknown.length ? `<table class="grid"><tbody>${u.unknown.map(x => `<tr class="unknown-device" data-topic="${esc(x.id)}">
       <td><code data-raw>${esc(x.id)}</code><div class="hint">${t("sample")}: <code data-raw>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
       <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : $("#zigbee-inbox").innerHTML ? "" : `<p class="hint">${t("no_unknown")}</p>`;
-    $("#configured").innerHTML = `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
+    const last = Math.min(list.offset + cfg.devices.length, cfg.total);
+    $("#cfg-range").textContent = cfg.total ? t("cfg_range", {from: list.offset + 1, to: last, n: cfg.total}) : "";
+    $("#cfg-prev").disabled = list.offset === 0; $("#cfg-next").disabled = last >= cfg.total;
+    $("#configured").innerHTML = !cfg.devices.length ? `<p class="hint">${t("no_match")}</p>` : `<table class="grid"><tbody>${cfg.devices.map(d => `<tr class="configured-device" data-device="${esc(d.id)}" data-mode="${esc(d.mode)}">
       <td><b data-raw>${esc(d.name || d.id)}</b> ${d.mode !== "normal" ? modeTag({device_id: d.id, mode: d.mode, name: d.name, until: d.mode_until}) : ""}<div class="hint">${esc(typeLabel(d.type))} · <span data-raw>${esc(placeOf(d))}</span> · <code data-raw>${esc(d.id)}</code> · <code data-raw>${esc(d.topic || d.zigbee2mqtt || "")}</code></div></td>
       <td class="actions"><button class="edit">${t("edit")}</button><button class="detail">${t("readings")}</button>
       ${d.mode === "normal" ? durationSelect("mode-duration", t("mode_duration")) : ""}<button class="mode">${d.mode === "normal" ? t("test_mode_on") : t("test_mode_off")}</button><button class="remove">${t("remove")}</button></td></tr>`).join("")}</tbody></table>`;
@@ -126,6 +130,55 @@ window.Pages = (function () {
     const formDur = $("#duration-select");
     if (!formDur.options.length || formDur.dataset.lang !== C.lang) {
       const keep = formDur.value; formDur.innerHTML = durationOptions(); formDur.dataset.lang = C.lang; if (keep) formDur.value = keep;
+    }
+  }
+  // the configured devices: searched, filtered and paged on the server (thousands of them)
+  const list = {offset: 0, size: 50};
+  function listQuery() {
+    const q = new URLSearchParams({offset: list.offset, limit: list.size});
+    for (const k of ["q", "household", "type", "state"]) { const v = ($(`#cfg-${k}`) || {}).value; if (v) q.set(k, v.trim()); }
+    return q.toString();
+  }
+  function listBar() {
+    let bar = $("#cfg-bar");
+    if (!bar) {
+      $("#configured").insertAdjacentHTML("beforebegin", `<div id="cfg-bar" class="filters">
+        <input id="cfg-q" type="search" maxlength="100"><select id="cfg-household" class="households-select"><option value=""></option></select>
+        <select id="cfg-type"></select><select id="cfg-state"></select>
+        <div class="pager"><button type="button" id="cfg-prev"></button><span id="cfg-range"></span><button type="button" id="cfg-next"></button></div></div>`);
+      bar = $("#cfg-bar");
+      let timer = null;
+      const again = () => { list.offset = 0; installer().catch(err => toast(err.message, true)); };
+      $("#cfg-q").oninput = () => { clearTimeout(timer); timer = setTimeout(again, 250); };
+      ["#cfg-household", "#cfg-type", "#cfg-state"].forEach(id => { $(id).onchange = again; });
+      $("#cfg-prev").onclick = () => { list.offset = Math.max(0, list.offset - list.size); installer().catch(err => toast(err.message, true)); };
+      $("#cfg-next").onclick = () => { list.offset += list.size; installer().catch(err => toast(err.message, true)); };
+      loadHouseholds();
+    }
+    // words in the console's language (it may have changed since)
+    $("#cfg-q").placeholder = t("cfg_search"); $("#cfg-q").setAttribute("aria-label", t("cfg_search"));
+    $("#cfg-household").options[0].textContent = t("all_households");
+    $("#cfg-prev").textContent = t("prev"); $("#cfg-next").textContent = t("next");
+    const fill = (sel, first, values, label) => {
+      const keep = sel.value;
+      sel.innerHTML = `<option value="">${esc(first)}</option>` + values.map(v => `<option value="${esc(v)}">${esc(label(v))}</option>`).join("");
+      sel.value = keep;
+    };
+    fill($("#cfg-type"), t("all_types"), options.device_types, typeLabel);
+    fill($("#cfg-state"), t("all_states"), ["normal", "test", "maintenance", "online", "degraded", "offline", "unknown"],
+      v => ["normal", "test", "maintenance"].includes(v) ? t("mode_" + v) : t("ds_" + v));
+  }
+  // while a save or a mode change is in flight: the control shows it and takes no second click
+  async function busy(el, button, work) {
+    if (el.dataset.busy) return;
+    el.dataset.busy = "1"; el.classList.add("busy"); el.setAttribute("aria-busy", "true");
+    const buttons = $$("button", el), label = button.textContent;
+    buttons.forEach(b => { b.disabled = true; });
+    button.textContent = t("saving"); button.classList.add("busy-indicator");
+    try { return await work(); } finally {
+      delete el.dataset.busy; el.classList.remove("busy"); el.removeAttribute("aria-busy");
+      buttons.forEach(b => { b.disabled = false; });
+      button.textContent = label; button.classList.remove("busy-indicator");
     }
   }
   // where a configured device is, in words: its household's address or its grid cell's name
@@ -142,6 +195,7 @@ window.Pages = (function () {
   }
   function durationSelect(cls, label) { return `<select class="${cls}" aria-label="${esc(label)}" title="${esc(label)}">${durationOptions()}</select>`; }
   $("#duration-select").onchange = e => { e.target.dataset.touched = "1"; };
+  $("#device-form").elements.topic.dataset.raw = "";   // its placeholder is the topic's form
   function fillForm(d, isEdit) {
     const f = $("#device-form");
     editing = isEdit ? d.id : null;
@@ -184,9 +238,12 @@ window.Pages = (function () {
     const hit = m.find(([k]) => id.toLowerCase().includes(k)); return hit ? hit[1] : options.device_types[0];
   }
   $("#form-reset").onclick = () => fillForm({}, false);
-  $("#device-form").onsubmit = async e => {
+  $("#device-form").onsubmit = e => {
     e.preventDefault();
-    const f = e.target, body = {};
+    busy(e.target, $("button[type=submit]", e.target), () => saveDevice(e.target));
+  };
+  async function saveDevice(f) {
+    const body = {};
     for (const k of ["id", "type", "household", "grid_cell", "name", "topic", "zigbee2mqtt", "profile", "mode"]) {
       const v = f.elements[k].value.trim(); if (v) body[k] = v;
     }
@@ -198,7 +255,8 @@ window.Pages = (function () {
     try {
       if (editing) await api(`/api/config/devices/${encodeURIComponent(editing)}`, {method: "PUT", body: JSON.stringify(body)});
       else await api("/api/config/devices", {method: "POST", body: JSON.stringify(body)});
-      toast(t("saved")); fillForm({}, false); households = null; installer();
+      $("#form-error").textContent = "";
+      toast(t("saved")); fillForm({}, false); await installer();
     } catch (err) {
       const rest = [];
       (Array.isArray(err.detail) ? err.detail : []).forEach(d => {
@@ -207,7 +265,7 @@ window.Pages = (function () {
       });
       $("#form-error").textContent = rest.length ? errorText({detail: rest}) : (Array.isArray(err.detail) ? "" : err.message);
     }
-  };
+  }
   $("#configured").addEventListener("click", async e => {
     const tr = e.target.closest(".configured-device"); if (!tr) return;
     const id = tr.dataset.device, d = (installer.devices || []).find(x => x.id === id);
@@ -215,11 +273,14 @@ window.Pages = (function () {
       if (e.target.classList.contains("edit")) fillForm(d, true);
       else if (e.target.classList.contains("mode")) {
         const on = tr.dataset.mode === "normal", dur = $(".mode-duration", tr);
-        await api(`/api/devices/${encodeURIComponent(id)}/mode`, {method: "PUT", body: JSON.stringify(on ? {mode: "test", duration: dur ? dur.value : undefined} : {mode: "normal"})});
-        await installer(); openDetail(id);
+        await busy(tr, e.target, async () => {
+          await api(`/api/devices/${encodeURIComponent(id)}/mode`, {method: "PUT", body: JSON.stringify(on ? {mode: "test", duration: dur ? dur.value : undefined} : {mode: "normal"})});
+          await installer();
+        });
+        openDetail(id);
       } else if (e.target.classList.contains("remove")) {
         if (!confirm(t("confirm_remove", {id}))) return;
-        await api(`/api/config/devices/${encodeURIComponent(id)}`, {method: "DELETE"}); installer();
+        await busy(tr, e.target, async () => { await api(`/api/config/devices/${encodeURIComponent(id)}`, {method: "DELETE"}); await installer(); });
       } else if (e.target.classList.contains("detail")) openDetail(id);
     } catch (err) { toast(err.message, true); }
   });
@@ -255,7 +316,13 @@ window.Pages = (function () {
     const hid = $("#checklist-household").value;
     if (!hid) { $("#checklist").innerHTML = ""; return; }
     const c = await api(`/api/households/${encodeURIComponent(hid)}/checklist`);
-    $("#checklist").innerHTML = `<ul class="checklist">${c.items.map(i => `<li class="${i.ok ? "ok" : "todo"}" data-item="${esc(i.id)}">${i.ok ? "✔" : "✘"} ${esc(C.lang === "zh" ? i.zh : i.en)}</li>`).join("")}</ul>
+    // an item about a device starts with the device's name (site data, marked as such)
+    const item = i => {
+      const s = C.lang === "zh" ? i.zh : i.en, d = i.device_id && (installer.devices || []).find(x => x.id === i.device_id);
+      const name = d ? (d.name || d.id) : "";
+      return name && s.startsWith(name) ? `<span data-raw>${esc(name)}</span>${esc(s.slice(name.length))}` : esc(s);
+    };
+    $("#checklist").innerHTML = `<ul class="checklist">${c.items.map(i => `<li class="${i.ok ? "ok" : "todo"}" data-item="${esc(i.id)}">${i.ok ? "✔" : "✘"} ${item(i)}</li>`).join("")}</ul>
       ${c.signed_off ? `<p class="ok">${esc(t("signed_off", {ts: fmtTime(c.signed_off.ts), who: c.signed_off.actor}))}</p>` : ""}
       ${can("devices.write") ? `<button id="sign-off" class="primary" ${c.complete ? "" : "disabled"}>${t("sign_off")}</button>` : ""}`;
     const b = $("#sign-off");
@@ -269,7 +336,7 @@ window.Pages = (function () {
     $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td data-raw>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
       <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
     $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
-      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td${actorLabel(x.actor) === x.actor ? " data-raw" : ""}>${esc(actorLabel(x.actor))}</td><td>${esc(auditAction(x))}</td><td data-raw>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${actorHtml(x.actor)}</td><td>${esc(auditAction(x))}</td><td data-raw>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
   }
   function auditAction(x) {   // in words; a mode change with the mode and its end
     const k = "act_" + x.action, label = t(k) === k ? x.action : t(k), d = x.detail || {};
@@ -277,7 +344,7 @@ window.Pages = (function () {
     const parts = [t("mode_" + d.mode)];
     if (d.until) parts.push(t("mode_until", {time: fmtTime(d.until)}));
     if (d.while_stopped) parts.push(t("while_stopped"));
-    return `${label}：${parts.join("，")}`;
+    return C.lang === "zh" ? `${label}：${parts.join("，")}` : `${label}: ${parts.join(", ")}`;
   }
   $("#users").addEventListener("click", async e => {
     const tr = e.target.closest("[data-user]"); if (!tr || !e.target.classList.contains("disable")) return;
