@@ -8,6 +8,8 @@ window.Zigbee = (function () {
 
   // an expose in words when the console knows it, else the converter's own label
   function propLabel(prop, label) { const k = "zprop_" + prop; return I18N.zh[k] ? t(k) : (label || prop); }
+  // the same as HTML: the converter's own label marked as its data (data-raw)
+  function propHtml(prop, label) { return I18N.zh["zprop_" + prop] ? esc(propLabel(prop)) : `<span data-raw>${esc(label || prop)}</span>`; }
   function why(p) {
     if (p.device_type) return t("z_by", {what: propLabel(p.trigger)});
     return t("z_why_" + p.why, {what: propLabel(p.trigger)});
@@ -15,12 +17,13 @@ window.Zigbee = (function () {
   function notes(p) {
     const out = [];
     if (p.unread_alarms.length) out.push(`<div class="error z-unread">⚠ ${esc(t("z_unread_alarms", {list: p.unread_alarms.map(x => propLabel(x)).join(C.lang === "zh" ? "、" : ", ")}))}</div>`);
-    if (p.unmapped.length) out.push(`<div class="hint z-unmapped">${esc(t("z_unmapped"))}：${esc(p.unmapped.map(u => propLabel(u.property, u.label)).join(C.lang === "zh" ? "、" : ", "))}</div>`);
+    if (p.unmapped.length) out.push(`<div class="hint z-unmapped">${esc(t("z_unmapped"))}：${p.unmapped.map(u => propHtml(u.property, u.label)).join(C.lang === "zh" ? "、" : ", ")}</div>`);
     if (p.unmapped_values.length) out.push(`<div class="hint z-values">${esc(t("z_unmapped_values"))}：${p.unmapped_values.map(v => `<code>${esc(v)}</code>`).join(" ")}</div>`);
     return out.join("");
   }
   // what the device is: vendor, model and the converter's description
-  function what(d) { return `<b>${esc(d.vendor)} ${esc(d.model)}</b><div class="hint">${esc(d.description || "")} · <code>${esc(d.friendly_name)}</code></div>`; }
+  // (the converter's words are the vendor's product data, not the console's: data-raw)
+  function what(d) { return `<b data-raw>${esc(d.vendor)} ${esc(d.model)}</b><div class="hint"><span data-raw>${esc(d.description || "")}</span> · <code data-raw>${esc(d.friendly_name)}</code></div>`; }
   function proposal(d) {
     const p = d.proposal;
     return p.device_type
