@@ -179,6 +179,7 @@ class Container:
         self.pid_namespaces: set[str] = set()     # every boot's, to look for survivors
         self.problems: list[str] = []              # what cleanup had to force
         self.sim: CaseSystemProcess | None = None
+        self.snapshot = Path()
 
     def mount(self) -> None:
         for d in (self.upper, self.ovwork, self.dir):
@@ -310,7 +311,10 @@ class Container:
 
     # -- the service
     def show(self, *props: str) -> dict[str, str]:
-        out = self.sh(f"systemctl show {SVC} " + " ".join(f"-p {p}" for p in props)).stdout
+        return self.show_unit(SVC, *props)
+
+    def show_unit(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props)).stdout
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -341,14 +345,21 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _checkout(dest: Path, version: str | None = None) -> Path:
-    """A copy of this checkout (what `git clone` gives the operator); with ``version``, a
-    newer build of it (the version bumped, as a release would)."""
+def _snapshot(dest: Path) -> Path:
+    """A copy of this checkout, taken once: others may edit the shared tree during the run,
+    and the install and the upgrade must differ by the version only."""
     dest.mkdir(parents=True)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, dest)
     for d in ("gateway", "drivers", "rules", "edge_config", "simulators", "deploy", "docs"):
         shutil.copytree(REPO / d, dest / d, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def _checkout(snapshot: Path, dest: Path, version: str | None = None) -> Path:
+    """What `git clone` gives the operator; with ``version``, what a later `git pull`
+    gives: a newer build (the version bumped, as a release would)."""
+    shutil.copytree(snapshot, dest)
     if version:
         for rel, pattern in (("pyproject.toml", r'^version = "[^"]+"'),
                              ("gateway/__init__.py", r'^__version__ = "[^"]+"')):
@@ -412,7 +423,8 @@ def box(request, tmp_path_factory):
         c.mount()
         FIGURES["first_boot_s"] = round(c.boot(), 1)
         # the operator's checkout (docs/deploy.md, 2. Install: git clone ... && cd)
-        _checkout(c.dir / "root/community-gateway")
+        c.snapshot = _snapshot(tmp_path_factory.mktemp("checkout") / "src")
+        _checkout(c.snapshot, c.dir / "root/community-gateway")
         t1 = time.monotonic()
         # the one option: the devices' TLS listener on loopback only, since this
         # container shares the host's network (docs: --mqtt-tls-bind)
@@ -541,6 +553,34 @@ def test_anonymous_and_foreign_publishes_refused(box):
     assert got == [("devices/caller-7-302", b"{}")]
 
 
+def test_new_device_gets_an_account_and_the_nightly_backup_runs(box):
+    """The two helper units under their own hardening: community-gateway-accounts.path when
+    devices.yaml changes (docs, 4), community-gateway-backup.service (what the timer starts)."""
+    box.sh("cat >> /etc/community-gateway/site/devices.yaml", input=(
+        "  - id: caller-9-202\n    type: emergency_caller\n    household: h-9-201\n"
+        "    mqtt: {topic: devices/caller-9-202}\n"))
+    _wait(lambda: "caller-9-202" in _credentials(box.dir), 30,
+          "an account for the new device (community-gateway-accounts.path)")
+    result = box.show_unit("community-gateway-accounts.service", "Result")["Result"]
+    assert result == "success", box.sh("journalctl -u community-gateway-accounts --no-pager "
+                                       "-n 30", check=False).stdout
+    dev = _credentials(box.dir)["caller-9-202"]
+    ca = box.dir / "etc/mosquitto/community-gateway/tls/ca.crt"
+    # the broker re-read its files (ExecStartPost): the new account logs in
+    c, rc = _wait(lambda: (r := _connect(PORTS["tls"], dev["username"], dev["password"], ca))[1]
+                  == 0 and r, 20, "the new device's login")
+    c.disconnect()
+    c.loop_stop()
+
+    before = box.sh("ls /var/backups/community-gateway").stdout.split()
+    res = box.sh("systemctl start community-gateway-backup.service", check=False, timeout=120)
+    assert res.returncode == 0, box.sh("journalctl -u community-gateway-backup --no-pager "
+                                       "-n 30", check=False).stdout
+    after = box.sh("ls -l /var/backups/community-gateway").stdout
+    new = [ln for ln in after.splitlines() if ln.split()[-1] not in before and ".tar.gz" in ln]
+    assert len(new) == 1 and new[0].startswith("-rw------- 1 gateway gateway"), after
+
+
 def test_kill_9_is_restarted_by_restart_on_failure(box):
     before = box.show("MainPID", "NRestarts")
     t0 = time.monotonic()
@@ -626,7 +666,7 @@ def test_upgrade_to_a_newer_build_then_rollback(box, duty):
     new_version = f"{old_version}.post1"
     # git pull: the checkout now holds a newer build
     shutil.rmtree(box.dir / "root/community-gateway")
-    _checkout(box.dir / "root/community-gateway", version=new_version)
+    _checkout(box.snapshot, box.dir / "root/community-gateway", version=new_version)
     t0 = time.monotonic()
     res = box.sh("cd /root/community-gateway && deploy/install.sh --mqtt-tls-bind 127.0.0.1",
                  timeout=1200, check=False)
