@@ -64,6 +64,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "devices.write": frozenset({"installer", "admin"}),
     "users.manage": frozenset({"admin"}),
     "audit.read": frozenset({"admin"}),
+    "help.read": frozenset({"duty", "admin"}),             # help requests (求助)
+    "help.act": frozenset({"duty", "admin"}),              # enter, assign, done, feedback
+    "visits.read": frozenset({"duty", "admin"}),           # visit coverage (探访), its CSV
+    "visits.write": frozenset({"duty", "admin"}),          # record a visit
 }
 
 SESSION_IDLE_S = 8 * 3600
@@ -86,7 +90,7 @@ class AuthError(GatewayError):
         super().__init__(message)
 
 
-class UserExists(ValueError):
+class UserExists(GatewayError, ValueError):
     """``add_user`` of a name that is taken."""
 
 

@@ -28,7 +28,6 @@ def _mosquitto_pids(under=None) -> set[int]:
 
 def test_demo_runs_and_stops_cleanly(tmp_path):
     port = free_port()
-    before = _mosquitto_pids()
     log = tmp_path / "demo.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([str(VENV_BIN / "gateway"), "demo", "--port", str(port),
@@ -45,7 +44,7 @@ def test_demo_runs_and_stops_cleanly(tmp_path):
         assert oct(logins.stat().st_mode & 0o777) == "0o600"
         assert f"duty: {password}" in logins.read_text()
         assert re.search(r"inactivity alarm is expected by \d\d:\d\d:\d\d", text), text
-        started = _mosquitto_pids() - before
+        started = _mosquitto_pids(tmp_path)
         assert started, "the demo runs its own mosquitto"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as web:
             assert "社区值班台" in web.get("/").text

@@ -134,7 +134,8 @@ def test_installer_refuses_a_misfit_profile(api_env):  # noqa: F811 - fixture
     r = c.post("/api/config/devices", json=gas)
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == [{"loc": ["body", "profile"], "type": "config",
-                                   "msg": MISFIT_GAS}]
+                                   "msg": MISFIT_GAS, "code": "profile_misfit",
+                                   "params": {"value": "dlt645-meter"}}]
     # an existing device edited to a profile of another type: refused the same way
     r = c.put("/api/config/devices/smoke-7-101", json={
         "id": "smoke-7-101", "type": "smoke_detector", "household": "h-7-101",
@@ -144,7 +145,8 @@ def test_installer_refuses_a_misfit_profile(api_env):  # noqa: F811 - fixture
                                    "profile 'json-emergency-caller' is for emergency_caller "
                                    "over MQTT (JSON); smoke_detector 'smoke-7-101' over MQTT "
                                    "needs a json profile such as json-smoke-detector, "
-                                   "zigbee2mqtt-smoke-detector"}]
+                                   "zigbee2mqtt-smoke-detector", "code": "profile_misfit",
+                                   "params": {"value": "json-emergency-caller"}}]
     assert path.read_text() == before                 # nothing saved, nothing applied
     assert "gas-3" not in {d["device_id"] for d in c.get("/api/devices").json()["devices"]}
     # the profile the message names is taken, and the device is bound and shown

@@ -23,6 +23,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import GatewayError
+
 __all__ = ["ERROR_CODES", "FIELD_CODES", "ApiError", "config_code", "field_problem",
            "http_error", "validation_error"]
 
@@ -41,6 +43,8 @@ ERROR_CODES: tuple[str, ...] = (
     # devices, households, the installer
     "device_not_found", "household_not_found", "checklist_incomplete", "editing_unavailable",
     "no_case_system", "config_invalid", "zigbee_registered",
+    # help requests and visits
+    "help_not_found", "help_category_unknown", "help_wrong_state", "visit_in_future",
 )
 
 #: codes of one field's problem (``v_<code>``): pydantic's types the API's bodies can give,
@@ -63,8 +67,9 @@ _BY_STATUS = {400: "bad_request", 401: "not_logged_in", 403: "forbidden", 404: "
               429: "rate_limited", 503: "unavailable"}
 
 
-class ApiError(HTTPException):
-    """An HTTP error with its ``code`` (one of :data:`ERROR_CODES`) and ``params``."""
+class ApiError(HTTPException, GatewayError):
+    """An HTTP error with its ``code`` (one of :data:`ERROR_CODES`) and ``params``; a
+    project error like every other (``GatewayError``)."""
 
     def __init__(self, status: int, code: str, detail: Any, **params: Any):
         super().__init__(status, detail)
