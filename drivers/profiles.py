@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
@@ -46,7 +47,7 @@ from gateway.kernel.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, 
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
     "ModbusProfile", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap", "decode_json",
-    "fit_profile", "load_profiles", "parse_json", "with_sos_actions",
+    "fit_profile", "load_profiles", "parse_json", "with_help_actions", "with_sos_actions",
 ]
 
 #: The reason of a field whose value a ``map`` does not know: that field is skipped and
@@ -54,6 +55,9 @@ __all__ = [
 UNKNOWN_VALUE = "unknown_value"
 #: The field of a Zigbee2MQTT button's action; ``sos_actions`` of a device re-maps it.
 ACTION_FIELD = "action"
+#: the derived field of a device with ``help_actions`` and its readings' metric
+HELP_FIELD = "action#help"
+HELP_METRIC = "help_key"
 
 #: A device clock this far ahead of ours is not trusted; the receive time is used instead.
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
@@ -68,6 +72,10 @@ class FieldMap(BaseModel):
     scale: float = 1.0
     offset: float = 0.0
     metric: str | None = None
+    #: the JSON key read (default: the field's own name); a second reading of one key, e.g.
+    #: a button's ``action`` as ``button`` for its help keys beside ``sos`` (with_help_actions).
+    #: Such a field is silent on a value its ``map`` does not know (the key's own field says it)
+    source: str | None = None
 
 
 class _ProfileBase(BaseModel):
@@ -273,6 +281,27 @@ def with_sos_actions(profile: Profile, actions: list[str] | tuple[str, ...] | No
     return profile.model_copy(update={"fields": {**profile.fields, ACTION_FIELD: action}})
 
 
+def with_help_actions(profile: Profile, actions: Mapping[str, str] | None) -> Profile:
+    """``profile`` for one device whose ``help_actions`` (devices.yaml) say which values of
+    the ``action`` field are help keys: those give a ``button`` reading (metric
+    ``help_key``, the action as value) and no longer SOS; the rest of the profile as it is.
+    No actions: the profile as it is. ``ProfileMisfit`` as :func:`with_sos_actions`."""
+    if not actions:
+        return profile
+    fm = profile.fields.get(ACTION_FIELD)
+    if fm is None or fm.kind is not Kind.SOS:
+        raise ProfileMisfit(f"help_actions need a profile whose {ACTION_FIELD!r} field gives "
+                            f"sos readings; {profile.id!r} has none")
+    keys = {a.lower() for a in actions}
+    sos = fm.model_copy(update={
+        "map": {k: v for k, v in (fm.map or {}).items() if k not in keys},
+        "ignore": sorted(set(fm.ignore) | keys)})
+    help_key = FieldMap(kind=Kind.BUTTON, map={k: k for k in sorted(keys)},
+                        metric=HELP_METRIC, source=ACTION_FIELD)
+    return profile.model_copy(update={"fields": {**profile.fields, ACTION_FIELD: sos,
+                                                 HELP_FIELD: help_key}})
+
+
 def parse_profile(data: Any, name: str) -> AnyProfile:
     """Validate one profile document; ``ValueError`` naming the file and field."""
     fmt = data.get("format", "json") if isinstance(data, dict) else "json"
@@ -467,10 +496,15 @@ def decode_json(profile: Profile, device_id: str, payload: bytes | str | dict[st
     readings: list[Reading] = []
     skipped = False
     for key, fm in profile.fields.items():
-        if key not in obj:
+        src = fm.source or key
+        if src not in obj:
             continue
-        raw = obj[key]
+        raw = obj[src]
         if fm.ignore and isinstance(raw, str) and raw.lower() in fm.ignore:
+            skipped = True
+            continue
+        if fm.source and fm.map is not None and not (isinstance(raw, str)
+                                                     and raw.lower() in fm.map):
             skipped = True
             continue
         try:

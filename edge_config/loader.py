@@ -278,6 +278,19 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector,
             out.add("rules.yaml", locate(trees["rules.yaml"], tuple(rule_loc)), tuple(rule_loc),
                     msg)
     _check_call_plans(st, rules_cfg if "rules.yaml" in trees else None, out)
+    if "site.yaml" in trees:     # help keys name a category of site.yaml's help_categories
+        cats = st.get("help_categories") if isinstance(st, dict) else None
+        known = set(cats) if isinstance(cats, dict) else set()
+        for i, item in _items(dt, "devices"):
+            acts = item.get("help_actions")
+            if not isinstance(acts, dict):
+                continue
+            for action, cat in acts.items():
+                if isinstance(cat, str) and cat not in known:
+                    where: tuple = ("devices", i, "help_actions", action)
+                    out.add("devices.yaml", locate(dt, where), where,
+                            f"unknown help category {cat!r} (site.yaml help_categories: "
+                            f"{', '.join(sorted(known)) or 'none'})")
 
 
 def _check_call_plans(st: Any, rules_cfg: Any, out: _Collector) -> None:

@@ -128,12 +128,22 @@ class AlarmResponse(_Strict):
     guidance: Guidance | None = None
 
 
+class HelpCategory(_Strict):
+    """A category of help request (求助 / 生活服务: 助餐, 家政, 维修, ...) in both languages of
+    the console (``help_categories.<id>`` in site.yaml; a device's ``help_actions`` name it)."""
+
+    zh: Annotated[str, Field(min_length=1, max_length=20)]
+    en: Annotated[str, Field(min_length=1, max_length=40)]
+
+
 class Household(_Strict):
     id: Annotated[str, Field(pattern=ID_RE)]
     address: Annotated[str, Field(min_length=1, max_length=200)]
     building: str = Field(default="", max_length=20)
     grid_cell: str
     lives_alone: bool = False
+    #: 特殊困难老年人: a grid member or volunteer visits at least once per calendar month
+    special_difficulty: bool = False
     residents: list[Resident] = Field(default_factory=list, max_length=6)
     contacts: list[Contact] = Field(default_factory=list, max_length=5)
     #: this household's own call plans by alarm category (override the site's ``response``)
@@ -150,6 +160,9 @@ class SiteFile(_Strict):
         default_factory=dict)
     grid_cells: list[GridCell] = Field(min_length=1)
     households: list[Household] = Field(default_factory=list)
+    #: help request categories by id (助餐, 家政, 维修, ...): caller keys and staff raise them
+    help_categories: dict[Annotated[str, Field(pattern=CATEGORY_RE)], HelpCategory] = Field(
+        default_factory=dict)
 
 
 class MqttTransport(_Strict):
@@ -212,6 +225,12 @@ class Device(_Strict):
     #: map: its other actions are then ignored (docs/profiles.md)
     sos_actions: list[str] | None = Field(default=None, description="action values that "
                                           "raise SOS (emergency callers over Zigbee2MQTT/MQTT)")
+    #: which values of a button's ``action`` raise a help request of which category
+    #: (``help_categories`` of site.yaml), e.g. ``{2_single: meal}``: configured like
+    #: ``sos_actions``; those keys never raise SOS (docs/site-config.md)
+    help_actions: dict[str, Annotated[str, Field(pattern=CATEGORY_RE)]] | None = Field(
+        default=None, description="action value -> help category id (emergency callers over "
+        "Zigbee2MQTT/MQTT)")
     mode: Literal["normal", "test", "maintenance"] = "normal"
     #: when a test/maintenance mode ends by itself (written by the installer pages; the
     #: service returns the device to normal then, or at start when it has passed)
@@ -252,6 +271,19 @@ class Device(_Strict):
                              f"got {', '.join(given) or 'none'}")
         if self.mode_until is not None and self.mode == "normal":
             raise ValueError("mode_until is only for mode test or maintenance")
+        if self.help_actions is not None:
+            where = f"devices.{self.id}.help_actions"
+            if self.type != "emergency_caller" or self.mqtt is None:
+                raise ValueError(f"{where}: only for an emergency_caller over MQTT/Zigbee2MQTT")
+            if not 1 <= len(self.help_actions) <= 32:
+                raise ValueError(f"{where}: map 1 to 32 action values to help categories")
+            for a in self.help_actions:
+                if not SOS_ACTION_RE.match(a) or "*" in a:
+                    raise ValueError(f"{where}: {a!r} is not an action value (lower case "
+                                     "letters, digits, '_' and '-', as Zigbee2MQTT sends them)")
+            both = sorted(set(self.help_actions) & set(self.sos_actions or ()))
+            if both:
+                raise ValueError(f"{where}: {', '.join(both)} also in sos_actions")
         if self.sos_actions is not None and (self.type != "emergency_caller"
                                              or self.mqtt is None):
             raise ValueError(f"devices.{self.id}.sos_actions: only for an emergency_caller "

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from gateway import StoreError
 from gateway.alarms import Change
+from gateway.help_requests import apply_case_status
 from gateway.kernel.resilience import Backoff
 from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
@@ -50,7 +51,8 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
     if not cases.first_seen(conn, event_id, utc().isoformat()):
         return None     # duplicate delivery
     row = alarm_rows.by_case_id(conn, case_id)
-    if row is None:
+    if row is None:   # a service case: its help request moves (gateway.help_requests)
+        apply_case_status(conn, case_id=case_id, status=status, handler=handler, note=note)
         return None
     now = utc().isoformat()
     actor = f"case_system:{handler or ''}"

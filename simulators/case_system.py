@@ -60,7 +60,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.uplink.case_system import (Backoff, CaseCallback, CaseCreate, CaseCreated,
+from gateway.uplink.case_system import (Backoff, CaseCallback, CaseCategory, CaseCreate,
+                                        CaseCreated,
                                         CaseEvent, CasePage, CaseStatus, CaseUpdate, CaseView,
                                         HmacAuth, UpdateAccepted, UpdateKind)
 from gateway.uplink.signing import (DEFAULT_WINDOW_S, Secret, SignatureError, Verifier,
@@ -83,6 +84,10 @@ _PAGE_MAX = 500
 _NOTES = {CaseStatus.ACCEPTED: "已受理", CaseStatus.DISPATCHED: "已派单给网格员",
           CaseStatus.ON_SITE: "网格员已到场", CaseStatus.CLOSED: "已上门处置，住户平安",
           CaseStatus.REJECTED: "不属于本网格，已退回"}
+#: the same for a service case (category service, contract 1.3: a help request)
+_SERVICE_NOTES = {CaseStatus.ACCEPTED: "服务请求已受理", CaseStatus.DISPATCHED: "已派单给服务人员",
+                  CaseStatus.ON_SITE: "服务人员已上门", CaseStatus.CLOSED: "服务已完成",
+                  CaseStatus.REJECTED: "不属于本网格服务范围，已退回"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +211,10 @@ class _Case:
                    d["update_log"])
 
 
+def _notes(req: CaseCreate) -> dict[CaseStatus, str]:
+    return _SERVICE_NOTES if req.category is CaseCategory.SERVICE else _NOTES
+
+
 def _fingerprint(req: CaseCreate) -> str:
     """What identifies the alarm behind a create. Title, description and severity may be
     re-rendered by a newer gateway on retry, so they do not count."""
@@ -299,6 +308,9 @@ class CaseSystemSim:
 
     def cases_report(self) -> dict[str, Any]:
         cases = [{"case_id": c.case_id, "idempotency_key": c.request.idempotency_key,
+                  "category": c.request.category.value,
+                  "service": None if c.request.service is None else
+                  c.request.service.model_dump(mode="json"),
                   "create_requests": c.create_requests, "status": c.status.value,
                   "grid_cell_code": c.request.grid_cell_code, "handler": c.handler,
                   "callback_url": str(c.request.callback_url or "") or None,
@@ -349,7 +361,7 @@ class CaseSystemSim:
         case = _Case(f"GC{now:%Y%m%d}-{self._counter:06d}", req, _fingerprint(req),
                      CaseStatus.ACCEPTED, None, now, now)
         case.events.append(CaseEvent(event_id=f"{case.case_id}-e1", status=case.status,
-                                     note=_NOTES[CaseStatus.ACCEPTED], changed_at=now))
+                                     note=_notes(req)[CaseStatus.ACCEPTED], changed_at=now))
         self._cases[case.case_id] = case
         self._by_key[req.idempotency_key] = case.case_id
         self._schedule(case)
@@ -464,7 +476,8 @@ class CaseSystemSim:
         case.status, case.updated_at = status, now
         case.handler = handler if handler is not None else case.handler
         event = CaseEvent(event_id=f"{case.case_id}-e{len(case.events) + 1}", status=status,
-                          handler=case.handler, note=note or _NOTES.get(status, status.value),
+                          handler=case.handler,
+                          note=note or _notes(case.request).get(status, status.value),
                           changed_at=now)
         case.events.append(event)
         self._schedule(case)

@@ -56,6 +56,15 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/users"): "users.manage",
     ("POST", "/api/users/{username}/disable"): "users.manage",
     ("GET", "/api/audit"): "audit.read",
+    ("GET", "/api/help-requests"): "help.read",
+    ("POST", "/api/help-requests"): "help.act",
+    ("GET", "/api/help-requests/{help_id}"): "help.read",
+    ("POST", "/api/help-requests/{help_id}/assign"): "help.act",
+    ("POST", "/api/help-requests/{help_id}/done"): "help.act",
+    ("POST", "/api/help-requests/{help_id}/feedback"): "help.act",
+    ("POST", "/api/visits"): "visits.write",
+    ("GET", "/api/visits/coverage"): "visits.read",
+    ("GET", "/api/visits.csv"): "visits.read",
 }
 
 PARAMS = {"alarm_id": None, "household_id": "h-7-101", "device_id": "caller-7-101",

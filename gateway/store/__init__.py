@@ -11,7 +11,8 @@ The rest of the gateway holds no SQL: it calls the repositories of this package.
   :mod:`.outbox` (case messages), :mod:`.cursors` (the notifier's, upstream's and case
   poller's positions), :mod:`.inbox`, :mod:`.cases` (case event dedup), :mod:`.devices`
   (test records, device faults), :mod:`.accounts` (users, sessions, API tokens, setup
-  token), :mod:`.audit`, :mod:`.files` (online copy and integrity check, for backups).
+  token), :mod:`.help` (help requests and their service-case outbox), :mod:`.visits`,
+  :mod:`.audit`, :mod:`.files` (online copy and integrity check, for backups).
 
 Writers take the transaction (:data:`Tx`, the writer's connection that ``Store.write(fn)``
 hands to ``fn``: several repository calls commit together); readers take the
@@ -28,9 +29,11 @@ from gateway.store import (
     devices,
     events,
     files,
+    help,
     inbox,
     outbox,
     schema,
+    visits,
 )
 from gateway.store.audit import record_audit
 from gateway.store.core import COMMIT_RETRY, Row, Store, Tx, lock_data_dir
@@ -39,4 +42,4 @@ from gateway.store.schema import SCHEMA_VERSION
 
 __all__ = ["COMMIT_RETRY", "SCHEMA_VERSION", "Row", "Store", "StoreError", "Tx", "accounts",
            "alarms", "append_event", "audit", "cases", "cursors", "devices", "events", "files",
-           "inbox", "lock_data_dir", "outbox", "record_audit", "schema"]
+           "help", "inbox", "lock_data_dir", "outbox", "record_audit", "schema", "visits"]

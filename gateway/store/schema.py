@@ -150,6 +150,71 @@ CREATE TABLE IF NOT EXISTS alarm_book (
     Migration(3, "meta.schema_version dropped: the version is PRAGMA user_version (the "
                  "previous release wrote '1' once, at creation, and never read it)",
               "DELETE FROM meta WHERE key = 'schema_version';"),
+    Migration(4, "help requests (求助, their own lifecycle and their own outbox of service "
+                 "cases: never the alarm outbox, whose rows belong to alarms) and visits "
+                 "(探访) of households (issue 15, items 4 and 5)",
+              """
+CREATE TABLE help_requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    category TEXT NOT NULL,
+    household_id TEXT NOT NULL,
+    grid_cell TEXT NOT NULL,
+    device_id TEXT,
+    channel TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    assigned_to TEXT,
+    assigned_at TEXT,
+    done_by TEXT,
+    done_at TEXT,
+    feedback TEXT,
+    feedback_note TEXT NOT NULL DEFAULT '',
+    feedback_at TEXT,
+    case_id TEXT,
+    case_status TEXT,
+    case_error TEXT,
+    request_key TEXT UNIQUE
+);
+CREATE INDEX help_requests_case ON help_requests(case_id);
+CREATE INDEX help_requests_state ON help_requests(state, id);
+CREATE TABLE help_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    help_id INTEGER NOT NULL,
+    ts TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX help_events_help ON help_events(help_id, id);
+CREATE TABLE help_outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    help_id INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE INDEX help_outbox_state ON help_outbox(state, seq);
+CREATE TABLE visits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    household_id TEXT NOT NULL,
+    grid_cell TEXT NOT NULL,
+    visited_at TEXT NOT NULL,
+    visitor TEXT NOT NULL,
+    recorded_by TEXT NOT NULL,
+    via TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    request_key TEXT UNIQUE
+);
+CREATE INDEX visits_household ON visits(household_id, visited_at);
+CREATE INDEX visits_time ON visits(visited_at);
+"""),
 )
 
 #: The version this code makes and reads.

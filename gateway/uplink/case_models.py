@@ -40,6 +40,7 @@ __all__ = [
     "ErrorBody",
     "Household",
     "ResolutionReason",
+    "ServiceRequest",
     "UpdateAccepted",
     "UpdateKind",
     "UpdateRef",
@@ -66,6 +67,9 @@ class CaseCategory(StrEnum):
     TAMPER = "tamper"
     DEVICE_FAULT = "device_fault"
     OTHER = "other"
+    #: a help or everyday-service request (求助 / 生活服务), not an emergency; the case
+    #: carries ``service`` (since 1.3)
+    SERVICE = "service"
 
 
 #: The case category for an alarm-class reading kind (inactivity comes from a rule, not a kind).
@@ -137,8 +141,17 @@ class Device(_Wire):
     type: Identifier
 
 
+class ServiceRequest(_Wire):
+    """What a service case (category ``service``, since 1.3) is about: the site's help
+    category (its id and its Chinese name) and how it was raised."""
+
+    category: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(min_length=1, max_length=20)
+    channel: Literal["caller_key", "phone", "console"]
+
+
 #: Contract version: docs/case-system.openapi.yaml ``info.version`` (docs/case-system.md 8).
-CONTRACT_VERSION = "1.2.0"
+CONTRACT_VERSION = "1.3.0"
 #: Most source devices one case lists.
 MAX_DEVICES = 50
 
@@ -161,6 +174,14 @@ class CaseCreate(_Wire):
     #: the devices the alarm is based on, where the gateway knows them (since 1.1)
     devices: list[Device] = Field(default_factory=list, max_length=MAX_DEVICES)
     callback_url: AnyHttpUrl | None = None
+    #: a service case's request (category ``service``; since 1.3)
+    service: ServiceRequest | None = None
+
+    @model_validator(mode="after")
+    def _service_iff_service_category(self) -> Self:
+        if (self.category is CaseCategory.SERVICE) != (self.service is not None):
+            raise ValueError("service is required with category 'service' and only then")
+        return self
 
 
 class CaseCall(_Wire):

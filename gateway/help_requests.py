@@ -1,0 +1,390 @@
+"""Help requests (求助 / 生活服务): raised by a caller's help key or entered by staff for a
+phone call; their own lifecycle (received -> assigned -> done -> closed with the resident's
+feedback), no siren, no escalation; forwarded to the grid case system as service cases
+(contract 1.3, docs/case-system.md 4.5) through their own durable outbox.
+
+- :class:`HelpDesk` — every change of a request: the request, its history, the audit record
+  and the outbox row commit in ONE transaction (so a request is never without its case
+  message). A key press (a ``button`` reading of metric ``help_key``: the device's
+  ``help_actions`` in devices.yaml) is queued on the loop by :meth:`HelpDesk.offer` and
+  written by :meth:`HelpDesk.run`; the same key of the same device within
+  :data:`REPEAT_S` seconds is the same request.
+- :class:`HelpForwarder` — drains ``help_outbox`` to the case system: rows of one request
+  strictly in order, retryable failures backed off and resent with the same idempotency key
+  (exactly one case per request), refusals recorded on the request.
+- :func:`apply_case_status` — a status of a service case (callback or poll) moves its
+  request: ``dispatched`` assigns it (to the handler), ``closed`` makes it done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway import GatewayError, StoreError
+from gateway.kernel.component import StateTracker
+from gateway.kernel.resilience import Backoff
+from gateway.metrics import Metrics
+from gateway.model import Kind, Reading, utc
+from gateway.store import COMMIT_RETRY, Store, Tx, record_audit
+from gateway.store import help as rows
+from gateway.uplink import PermanentUplinkError, RetryableUplinkError
+from gateway.uplink.case_system import CaseCreate, CaseSystemClient, CaseUpdate
+
+__all__ = ["CHANNELS", "FEEDBACK", "HelpDesk", "HelpError", "HelpForwarder",
+           "apply_case_status", "HELP_METRIC", "REPEAT_S"]
+
+log = logging.getLogger(__name__)
+
+#: the metric of a help key's ``button`` reading (drivers.profiles.with_help_actions)
+HELP_METRIC = "help_key"
+#: the same key of the same device within this many seconds: the same request
+REPEAT_S = 60.0
+CHANNELS = ("caller_key", "phone", "console")
+#: the resident's feedback on a done request
+FEEDBACK = ("satisfied", "neutral", "unsatisfied")
+#: seconds between looks at the help outbox while nothing is queued
+IDLE_POLL_S = 2.0
+
+
+class HelpError(GatewayError):
+    """A request that does not exist (``code`` ``help_not_found``), a move its state does
+    not allow (``wrong_state``) or an unknown category or household."""
+
+    def __init__(self, message: str, code: str, status: int = 409):
+        self.code, self.status = code, status
+        super().__init__(message)
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(utc().tzinfo).isoformat(timespec="seconds")
+
+
+class HelpDesk:
+    """Every change of a help request. ``site_of()`` is the current site (edits apply at
+    once); ``wake`` tells the forwarder that a row was queued; ``callback_url`` is the
+    gateway's status callback for the case system."""
+
+    def __init__(self, store: Store, site_of: Callable[[], Any], *,
+                 wake: Callable[[], None] = lambda: None, callback_url: str | None = None,
+                 metrics: Metrics | None = None):
+        self.store = store
+        self.site_of = site_of
+        self.wake = wake
+        self.callback_url = callback_url
+        self.metrics = metrics
+        self._queue: asyncio.Queue[Reading] = asyncio.Queue(10_000)
+
+    @property
+    def key_prefix(self) -> str:
+        return f"{self.site_of().site.site.id}-{self.store.instance_id}"
+
+    # -- caller keys ----------------------------------------------------------------------
+    def offer(self, reading: Reading) -> None:
+        """The pipeline's reading hook: queue a help key press (any other reading: nothing)."""
+        if reading.kind is not Kind.BUTTON or reading.metric != HELP_METRIC:
+            return
+        try:
+            self._queue.put_nowait(reading)
+        except asyncio.QueueFull:
+            log.error("help key press of %s dropped: queue full", reading.device_id)
+
+    async def run(self) -> None:
+        """Write queued key presses as requests, until cancelled."""
+        while True:
+            reading = await self._queue.get()
+            failures = 0
+            while True:
+                try:
+                    await self.key_pressed(reading)
+                    break
+                except StoreError as exc:
+                    log.error("cannot record a help key press: %s (retrying)", exc)
+                    await asyncio.sleep(COMMIT_RETRY.delay(failures))
+                    failures += 1
+                except HelpError as exc:
+                    log.warning("help key press of %s not recorded: %s", reading.device_id,
+                                exc)
+                    break
+
+    async def key_pressed(self, reading: Reading) -> int:
+        """The request of a help key press (a repeat within :data:`REPEAT_S`: the same)."""
+        site = self.site_of()
+        device = next((d for d in site.devices.devices if d.id == reading.device_id), None)
+        actions = (device.help_actions or {}) if device is not None else {}
+        category = actions.get(str(reading.value).lower())
+        if device is None or category is None or not device.household:
+            raise HelpError(f"{reading.device_id}: {reading.value!r} is no help key",
+                            "help_category_unknown", 422)
+        since = _iso(utc() - timedelta(seconds=REPEAT_S))
+
+        def tx(conn: Tx) -> tuple[int, bool]:
+            known = rows.recent_by_device(conn, device.id, category, since)
+            if known is not None:
+                rows.add_event(conn, known, "pressed_again", "device", _iso(utc()))
+                return known, False
+            return self._create(conn, site, category, device.household, device.id,
+                                "caller_key", "", "device", None), True
+
+        help_id, new = await self.store.write(tx)
+        if new:
+            log.info("help request %d raised by %s (%s)", help_id, device.id, category)
+            if self.metrics is not None:
+                self.metrics.inc("gateway_help_requests_total", channel="caller_key")
+            self.wake()
+        return help_id
+
+    # -- staff ----------------------------------------------------------------------------
+    async def create(self, *, category: str, household_id: str, note: str, actor: str,
+                     channel: str = "phone", request_id: str | None = None) -> int:
+        """A request entered by staff (a phone call); ``request_id`` makes a retry the same."""
+        site = self.site_of()
+        if category not in site.site.help_categories:
+            raise HelpError(f"unknown help category {category!r}", "help_category_unknown",
+                            422)
+        if site.household(household_id) is None:
+            raise HelpError(f"unknown household {household_id!r}", "household_not_found", 404)
+        key = f"staff:{request_id}" if request_id else None
+
+        def tx(conn: Tx) -> int:
+            if key is not None:
+                known = rows.by_request_key(conn, key)
+                if known is not None:
+                    return known
+            return self._create(conn, site, category, household_id, None, channel, note,
+                                actor, key)
+
+        help_id = await self.store.write(tx)
+        self.wake()
+        return help_id
+
+    async def assign(self, help_id: int, to: str, actor: str) -> None:
+        await self._move(help_id, ("received", "assigned"), "assigned", actor,
+                         {"assigned_to": to}, note=f"已分派给 {to}", event_detail={"to": to})
+
+    async def done(self, help_id: int, actor: str, note: str = "") -> None:
+        await self._move(help_id, ("received", "assigned"), "done", actor, {},
+                         note=note, resolved=True, event_detail={"note": note})
+
+    async def feedback(self, help_id: int, rating: str, actor: str, note: str = "") -> None:
+        if rating not in FEEDBACK:
+            raise HelpError(f"unknown feedback {rating!r}", "invalid", 422)
+        words = {"satisfied": "满意", "neutral": "一般", "unsatisfied": "不满意"}[rating]
+        await self._move(help_id, ("done",), "closed", actor,
+                         {"feedback": rating, "feedback_note": note},
+                         note=f"居民反馈：{words}{'，' + note if note else ''}",
+                         event_detail={"feedback": rating, "note": note})
+
+    # -- reading --------------------------------------------------------------------------
+    def view(self, row: dict, *, personal: bool) -> dict:
+        """A request as the API shows it; ``personal`` False: the address masked."""
+        site = self.site_of()
+        cat = site.site.help_categories.get(row["category"])
+        hh = site.household(row["household_id"])
+        cell = site.grid_cell(row["grid_cell"])
+        address = hh.address if hh is not None else row["household_id"]
+        return {
+            **{k: row[k] for k in ("id", "category", "household_id", "grid_cell", "device_id",
+                                   "channel", "state", "created_by", "created_at",
+                                   "assigned_to", "assigned_at", "done_by", "done_at",
+                                   "feedback", "feedback_at", "case_id", "case_status",
+                                   "case_error")},
+            "note": row["note"] if personal else ("***" if row["note"] else ""),
+            "feedback_note": row["feedback_note"] if personal else "",
+            "category_name": {"zh": cat.zh, "en": cat.en} if cat else None,
+            "address": address if personal else _mask(address),
+            "grid_cell_name": cell.name if cell else row["grid_cell"],
+            "grid_member": cell.grid_member if cell else None,
+        }
+
+    # -- inside -----------------------------------------------------------------------------
+    def _create(self, conn: Tx, site: Any, category: str, household_id: str,
+                device_id: str | None, channel: str, note: str, actor: str,
+                key: str | None) -> int:
+        hh = site.household(household_id)
+        now_dt = utc()
+        now = _iso(now_dt)
+        help_id = rows.insert(conn, category=category, household_id=household_id,
+                              grid_cell=hh.grid_cell, device_id=device_id, channel=channel,
+                              note=note, actor=actor, now=now, request_key=key)
+        rows.add_event(conn, help_id, "received", actor, now, channel=channel)
+        record_audit(conn, actor, "help.create", str(help_id), category=category,
+                     channel=channel)
+        cat = site.site.help_categories[category]
+        device = next((d for d in site.devices.devices if d.id == device_id), None) \
+            if device_id else None
+        tz = site.site.site.timezone
+        from zoneinfo import ZoneInfo
+
+        payload: dict[str, Any] = {
+            "site_id": site.site.site.id, "grid_cell_code": hh.grid_cell,
+            "household": {"id": hh.id, "address": hh.address},
+            "category": "service", "severity": "info",
+            "title": f"求助：{cat.zh}"[:120],
+            "description": (f"Help request: {cat.en}" + (f" - {note}" if note else ""))[:2000],
+            "occurred_at": now_dt.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds"),
+            "service": {"category": category, "name": cat.zh, "channel": channel},
+            "callback_url": self.callback_url,
+        }
+        if device is not None:
+            payload["device"] = {"id": device.id, "type": device.type}
+            payload["devices"] = [payload["device"]]
+        rows.enqueue(conn, help_id, "case.create", payload, now, self.key_prefix)
+        return help_id
+
+    async def _move(self, help_id: int, allowed: tuple[str, ...], state: str, actor: str,
+                    fields: dict, *, note: str, resolved: bool = False,
+                    event_detail: dict) -> None:
+        def tx(conn: Tx) -> None:
+            row = rows.get(conn, help_id)
+            if row is None:
+                raise HelpError(f"no help request {help_id}", "help_not_found", 404)
+            if row["state"] not in allowed:
+                raise HelpError(f"help request {help_id} is {row['state']}", "help_wrong_state")
+            now = _iso(utc())
+            rows.set_state(conn, help_id, state, now, actor, **fields)
+            rows.add_event(conn, help_id, state, actor, now, **event_detail)
+            record_audit(conn, actor, f"help.{state}", str(help_id), **event_detail)
+            update: dict[str, Any] = {"event": "resolved" if resolved else "note",
+                                      "at": now, "note": note[:1000], "by": actor[:64]}
+            rows.enqueue(conn, help_id, "case.update", update, now, self.key_prefix)
+
+        await self.store.write(tx)
+        self.wake()
+
+
+def _mask(address: str) -> str:
+    return address[:4] + "***" if len(address) > 4 else "***"
+
+
+def apply_case_status(conn: Tx, *, case_id: str, status: str, handler: str | None,
+                      note: str) -> int | None:
+    """A status change of a service case (the case feedback's dedup already passed): moved
+    on its help request; the request's id, or None when the case is no service case here."""
+    row = rows.by_case_id(conn, case_id)
+    if row is None:
+        return None
+    now = _iso(utc())
+    actor = f"case_system:{handler or ''}"
+    rows.case_status(conn, row["id"], status)
+    rows.add_event(conn, row["id"], "case_status", actor, now, status=status, note=note)
+    if status in ("dispatched", "on_site") and row["state"] == "received":
+        rows.set_state(conn, row["id"], "assigned", now, actor, assigned_to=handler or "")
+    elif status == "closed" and row["state"] in ("received", "assigned"):
+        rows.set_state(conn, row["id"], "done", now, actor)
+    return int(row["id"])
+
+
+class HelpForwarder:
+    """Drains ``help_outbox`` to the case system, ``run()`` until cancelled (one row per
+    request at a time, up to ``window`` requests at once)."""
+
+    def __init__(self, store: Store, client: CaseSystemClient, metrics: Metrics, *,
+                 window: int = 8, on_change: Callable[[int], None] = lambda i: None):
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.window = window
+        self.on_change = on_change
+        self.backoff = Backoff(base_s=0.1, cap_s=2.0)
+        self._wake = asyncio.Event()
+        self._failures = 0
+        self.status = StateTracker("help forwarder:", "idle", good=("idle", "ok"), logger=log)
+
+    @property
+    def state(self) -> str:
+        return self.status.value
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with self.client:
+            while True:
+                await self.step()
+
+    async def step(self) -> int:
+        due = rows.due(self.store, 1 if self._failures else self.window)
+        if not due:
+            self.status.set("idle")
+            await self._wait(IDLE_POLL_S)
+            return 0
+        outcomes = await asyncio.gather(*(self._send(r) for r in due))
+        retry = any(o[0] == "retry" for o in outcomes)
+        self._failures = self._failures + 1 if retry else 0
+        self.status.set(f"retrying: {outcomes[0][2][:40]}" if retry else "ok")
+        failures = 0
+        while True:
+            try:
+                await self.store.write(lambda c: _record(c, due, outcomes))
+                break
+            except StoreError as exc:
+                log.error("cannot record help outbox outcomes: %s (retrying)", exc)
+                await asyncio.sleep(COMMIT_RETRY.delay(failures))
+                failures += 1
+        for r, o in zip(due, outcomes):
+            if o[0] != "retry":
+                self.on_change(r["help_id"])
+        if retry:
+            await self._wait(self.backoff.delay(min(self._failures - 1, 30)))
+        return len(due)
+
+    async def _wait(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _send(self, row: dict) -> tuple[str, str | None, str]:
+        """(delivered | retry | failed, case id and status as ``id|status``, error)."""
+        payload = json.loads(row["payload"])
+        try:
+            if row["topic"] == "case.create":
+                body = {k: v for k, v in payload.items() if k != "sequence"}
+                ref = await self.client.create_case(CaseCreate.model_validate(body))
+                return "delivered", f"{ref.case_id}|{ref.status.value}", ""
+            help_row = rows.get(self.store, row["help_id"])
+            case_id = help_row["case_id"] if help_row else None
+            if not case_id:
+                raise PermanentUplinkError("no_case", detail="the request has no case")
+            upd = CaseUpdate.model_validate({
+                "idempotency_key": payload["idempotency_key"], "sequence": payload["sequence"],
+                "kind": payload["event"], "occurred_at": payload["at"],
+                "reason": "handled" if payload["event"] == "resolved" else None,
+                "note": payload.get("note", ""), "actor": payload.get("by")})
+            uref = await self.client.update_case(case_id, upd)
+            return "delivered", f"{case_id}|{uref.status.value}", ""
+        except RetryableUplinkError as exc:
+            self.metrics.inc("gateway_uplink_errors_total", uplink="help", reason=exc.reason)
+            return "retry", None, str(exc)[:500]
+        except (PermanentUplinkError, ValidationError) as exc:
+            reason = exc.reason if isinstance(exc, PermanentUplinkError) else "invalid_payload"
+            log.error("case system refused help outbox seq %d (request %d): %s", row["seq"],
+                      row["help_id"], exc)
+            return "failed", None, f"{reason}: {exc}"[:500]
+
+
+def _record(conn: Tx, due: list[dict], outcomes: list[tuple[str, str | None, str]]) -> None:
+    now = _iso(utc())
+    for r, (kind, ref, error) in zip(due, outcomes):
+        if kind == "retry":
+            rows.record_retry(conn, r["seq"], error)
+        elif kind == "failed":
+            rows.record_failed(conn, r["seq"], r["help_id"], error.split(":", 1)[0])
+        else:
+            rows.record_delivered(conn, r["seq"], now)
+            case_id, status = (ref or "|").split("|", 1)
+            if r["topic"] == "case.create":
+                rows.set_case(conn, r["help_id"], case_id, status)
+                rows.add_event(conn, r["help_id"], "case_created", "case_system", now,
+                               case_id=case_id, status=status)
+            else:
+                rows.case_status(conn, r["help_id"], status)
