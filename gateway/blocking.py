@@ -1,4 +1,8 @@
-"""The one way blocking work leaves the event loop: ``await blocking(fn, *args)``.
+"""The one way the API's blocking work leaves the event loop: ``await blocking(fn, *args)``.
+
+(The background components — case forwarder, status poller, notifier, upstream publisher,
+decode faults — read the store on the loop by design: short indexed reads of a few rows,
+measured in the drain benchmark; their writes go through the store's writer thread.)
 
 The gateway's event loop runs the drivers, the pipeline and the API's handlers (all
 ``async``). Work that blocks a thread — Argon2 hashing and verification (``gateway.auth``),
@@ -18,7 +22,9 @@ Why one dedicated pool, not ``asyncio.to_thread``:
 Rules for what runs here: a function given to :func:`blocking` may read the store and the
 site configuration (immutable, replaced as a whole on reload) but must not touch state the
 event loop owns and changes in place (``HealthBook``, ``Broadcaster``, the pipeline): the
-handler reads that on the loop, before or after the call. ``Metrics`` and ``Auth`` are safe
+handler reads that on the loop, before or after the call. The one reader of ``HealthBook``
+off the loop is ``/metrics``'s device gauges (``HealthBook.summary``), which iterate a copy
+of a dict the loop only ever replaces whole. ``Metrics`` and ``Auth`` are safe
 from any thread (each guards its maps with a lock).
 
 The context (``contextvars``) is copied into the worker, as ``asyncio.to_thread`` does. A
