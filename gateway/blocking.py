@@ -1,8 +1,8 @@
 """The one way the API's blocking work leaves the event loop: ``await blocking(fn, *args)``.
 
 (The background components — case forwarder, status poller, notifier, upstream publisher,
-decode faults — read the store on the loop by design: short indexed reads of a few rows,
-measured in the drain benchmark; their writes go through the store's writer thread.)
+decode faults — read the store on the loop by design: short indexed reads of a few rows;
+their writes go through the store's writer thread.)
 
 The gateway's event loop runs the drivers, the pipeline and the API's handlers (all
 ``async``). Work that blocks a thread — Argon2 hashing and verification (``gateway.auth``),
