@@ -6,7 +6,6 @@ the request."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from datetime import datetime, timezone
