@@ -53,6 +53,11 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr)
         print(f"{len(exc.issues)} problem(s) found", file=sys.stderr)
         return 1
+    from gateway.service import build_engine
+    from rules.inactivity import watch_warnings
+
+    for warning in watch_warnings(build_engine(site)):
+        print(f"{args.dir}: warning: rules.yaml: {warning}", file=sys.stderr)
     print(f"{args.dir}: OK — site {site.site.site.id}: {len(site.site.grid_cells)} grid cells, "
           f"{len(site.site.households)} households, {len(site.devices.devices)} devices, "
           f"{len(site.rules.rules)} rules")

@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 _REASONS = {"handled": "handled", "false_alarm": "false_alarm", "test": "test"}
 _CATEGORIES = frozenset(c.value for c in CaseCategory)
+#: gateway categories the contract has no word for, sent as the nearest one: 无法监护 (every
+#: activity sensor of a household silent; docs/rules.md) is a device fault to the city
+_CASE_CATEGORY = {"cannot_watch": CaseCategory.DEVICE_FAULT.value}
 #: seconds between looks at the outbox while nothing is queued (rows queued again by
 #: ``gateway outbox --retry-failed`` in another process are seen within this)
 IDLE_POLL_S = 2.0
@@ -70,8 +73,9 @@ def to_case_create(payload: dict) -> CaseCreate:
         fields.pop("device")
     elif isinstance(device, dict) and device.get("type") is None:
         fields["device"] = dict(device, type="unknown")
-    if fields.get("category") not in _CATEGORIES:
-        fields["category"] = CaseCategory.OTHER.value
+    category = fields.get("category")
+    category = _CASE_CATEGORY.get(category, category) if isinstance(category, str) else None
+    fields["category"] = category if category in _CATEGORIES else CaseCategory.OTHER.value
     return CaseCreate.model_validate(fields)
 
 

@@ -21,10 +21,22 @@ Contract:
 - ``repeat_after``: while the gap goes on, an alarm is raised again that long after the last
   one (a new alarm if staff resolved it, an update if still open).
 - Liveness: any good reading from a source device (heartbeat, battery...; ``Engine.seen``)
-  shows the sources are alive. If none arrived for ``sources_offline_after`` the household
-  gets a ``RaiseFault(fault="sources_offline")`` instead of an inactivity alarm; when the
-  sources come back the fault clears (at the next scan) and the gap is measured from their
-  return (and not learned).
+  shows it is alive. A source device is *silent* once it has sent nothing for its
+  allowance: the shortest silence of the supervision rules watching it
+  (:attr:`rules.supervision.SupervisionEval.limit`), at most ``sources_offline_after``.
+  When every source of a household is silent, its resident cannot be watched: a 无法监护
+  alarm (``cannot_watch``: its own category, key ``"{rule_id}:{household}:cannot_watch"``,
+  the rule's severity and escalation) is raised instead of an inactivity alarm
+  (``cannot_watch: null``: a ``RaiseFault(fault="sources_offline")`` as before); when a
+  source reports again it clears (at the next scan; ``ClearAlarm``, left open for staff by
+  default) and the gap is measured from their return (and not learned).
+- Held deadline: an inactivity deadline that passes while even the freshest report of the
+  household's sources is older than the shortest allowance among them (the sensors may be
+  dead, not the resident still) raises nothing yet: the household is checked again every
+  minute, and the alarm comes as soon as a source reports (the resident still inactive)
+  or 无法监护 once every source is silent. :func:`watch_warnings` names the households where
+  the earliest deadline comes before that allowance (there dead sensors can still read as
+  a still resident).
 - New activity ends the alarm: ``ClearAlarm`` (``auto_resolve`` per rule, default False).
 - Watching starts at the first ``tick``: a household without any reading counts from there.
 """
@@ -42,17 +54,20 @@ from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
 from rules.arrays import pack, unpack
 from rules.baseline import GapBaseline
-from rules.durations import Bilingual, bilingual_duration, format_time_of_day
+from rules.durations import (
+    Bilingual, bilingual_duration, format_duration, format_time_of_day,
+)
 from rules.engine import register_kind
 from rules.evaluators import Evaluator
 from rules.localtime import active_deadline, local, window_end_after
 from rules.site import DeviceInfo
 from rules.spec import CUMULATIVE_KINDS, InactivityRule, value_type
+from rules.supervision import SupervisionEval
 
 if TYPE_CHECKING:
     from rules.engine import Engine, Stream
 
-__all__ = ["InactivityEval", "METER_LAG", "SOURCE_DEVICE_TYPES"]
+__all__ = ["InactivityEval", "METER_LAG", "SOURCE_DEVICE_TYPES", "watch_warnings"]
 
 #: Which device types can report each activity kind.
 SOURCE_DEVICE_TYPES: dict[Kind, frozenset[str]] = {
@@ -63,6 +78,8 @@ SOURCE_DEVICE_TYPES: dict[Kind, frozenset[str]] = {
     Kind.ACCESS: frozenset({"door_access"}),
 }
 _SCAN_EVERY = 5.0
+#: a held deadline (module contract) is looked at again this often
+_HOLD_EVERY = 60.0
 #: a cumulative meter's increase this soon after the door (out) was used before leaving
 METER_LAG = 20 * 60.0
 NORMAL, ALARMED, SOURCES_OFFLINE = 0, 1, 2
@@ -129,6 +146,11 @@ class InactivityEval(Evaluator):
                           rule.sources_offline_after)
         self._next_scan = -np.inf
         self._started = False
+        cw = rule.cannot_watch
+        #: what the 无法监护 alarm is raised as (the rule with its category and message)
+        self._cw_rule = (None if cw is None else
+                         rule.model_copy(update={"category": cw.category, "message": cw.message}))
+        self._lim_cache: tuple[tuple[int, ...], npt.NDArray[np.float64]] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -171,10 +193,19 @@ class InactivityEval(Evaluator):
             self.book.clear(self.rule, self._key(i), t, "activity resumed",
                             self.rule.auto_resolve_on_clear)
         elif state == SOURCES_OFFLINE:
-            self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
+            self._watchable(i, t)
         else:
             return
         self._state[i] = NORMAL
+
+    def _watchable(self, i: int, t: float) -> None:
+        """The household's sources report again: 无法监护 (or the fault) ends."""
+        cw = self.rule.cannot_watch
+        if cw is None or self._cw_rule is None:
+            self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
+        else:
+            self.book.clear(self._cw_rule, self._key(i) + ":cannot_watch", t,
+                            "activity sensors report again", cw.auto_resolve_on_clear)
 
     def _went(self, i: int, door: bool, last: float, t: float, state: int) -> None:
         """Out/home state after an activity at ``t``; learn the gap that it ended."""
@@ -192,6 +223,37 @@ class InactivityEval(Evaluator):
         seen = self.engine.seen_np[self._src[self._ptr[i]:self._ptr[i + 1]]]
         return max(float(seen.max()), self._start) if seen.size else self._start
 
+    def limits(self) -> npt.NDArray[np.float64]:
+        """Silence allowance of every site device (by the site's dense index): the shortest
+        of the supervision rules watching it, at most ``sources_offline_after``."""
+        sups = [ev.limit for ev in self.engine.evaluators if isinstance(ev, SupervisionEval)]
+        key = tuple(id(a) for a in sups)
+        n = len(self.engine.seen_np)
+        c = self._lim_cache
+        if c is None or c[0] != key or len(c[1]) != n:
+            lim = np.full(n, self.rule.sources_offline_after)
+            for a in sups:
+                m = min(n, len(a))
+                lim[:m] = np.minimum(lim[:m], a[:m])
+            c = self._lim_cache = (key, lim)
+            # a source may be found silent sooner than any deadline: check no later
+            src = self._src[self._src < n]
+            if src.size:
+                self._lower = min(self._lower, float(lim[src].min()))
+        return c[1]
+
+    def _watch(self, i: int, t: float) -> tuple[float, bool, float]:
+        """When every source of household ``i`` is (or will be) silent, whether even the
+        freshest report is older than the shortest allowance (a held deadline), and the
+        engine time of that freshest report."""
+        src = self._src[self._ptr[i]:self._ptr[i + 1]]
+        if not src.size:
+            return self._start + self.rule.sources_offline_after, False, self._start
+        seen = np.maximum(self.engine.seen_np[src], self._start)
+        lim = self.limits()[src]
+        fresh = float(seen.max())
+        return float((seen + lim).max()), fresh < t - float(lim.min()), fresh
+
     def tick(self, t: float) -> None:
         if t < self._next_scan:
             return
@@ -200,6 +262,7 @@ class InactivityEval(Evaluator):
             self.baseline.roll(self.engine.clock.to_wall(t), self._covered)
         arrays = self._np
         if not self._started:
+            self.limits()       # (the earliest check after a reading may be sooner)
             self._started = True
             self._start = t
             last = arrays["last"]
@@ -210,21 +273,31 @@ class InactivityEval(Evaluator):
             self._check(i, t)
         off = np.flatnonzero(arrays["state"] == SOURCES_OFFLINE).tolist()
         for i in off:   # sources back? the gap is unknown while they were silent: restart it
-            alive = self._alive(i)
-            if t - alive < self.rule.sources_offline_after:
+            offline_at, _, alive = self._watch(i, t)
+            if offline_at > t:
                 self._state[i] = NORMAL
                 self._last[i] = max(self._last[i], alive)
                 self._out[i] = 0
                 self._next_check[i] = t
-                self.engine.faults.clear_fault(self._key(i) + ":sources_offline", t)
+                self._watchable(i, t)
 
     def _check(self, i: int, t: float) -> None:
         rule = self.rule
-        last, alive = float(self._last[i]), self._alive(i)
-        offline_at = alive + rule.sources_offline_after
+        last = float(self._last[i])
+        offline_at, held, alive = self._watch(i, t)
         if offline_at <= t:
             self._state[i], self._next_check[i] = SOURCES_OFFLINE, np.inf
             silent = bilingual_duration(t - alive)
+            if self._cw_rule is not None:
+                expl = Bilingual(
+                    f"所有活动传感器均已无数据（最近一次上报在 {silent.zh} 前），无法判断住户是否"
+                    "有活动，请派人查看住户并检修设备",
+                    f"every activity sensor is silent (the last report {silent.en} ago): "
+                    "whether the resident is active cannot be known; check on the resident "
+                    "and have the sensors repaired")
+                self.book.trigger(self._cw_rule, self._key(i) + ":cannot_watch",
+                                  self._where(i), t, {"explanation": expl, "duration": silent})
+                return
             expl = Bilingual(f"活动传感器已 {silent.zh} 无数据，无法判断是否有活动",
                              f"activity sensors silent for {silent.en}; inactivity cannot "
                              "be judged")
@@ -245,6 +318,9 @@ class InactivityEval(Evaluator):
             if deadline > t:
                 self._next_check[i] = min(deadline, offline_at)
                 return
+        if held:    # dead sensors or a still resident? wait for a report or 无法监护
+            self._next_check[i] = min(t + _HOLD_EVERY, offline_at)
+            return
         self._state[i] = ALARMED
         self._alarmed[i] = t
         self._next_check[i] = min(t + (rule.repeat_after or np.inf), offline_at)
@@ -347,6 +423,36 @@ class InactivityEval(Evaluator):
         self._started = bool(d.get("started", False))
         self._start = -np.inf if d.get("start") is None else float(d["start"])
         self._next_scan = -np.inf if d.get("next_scan") is None else float(d["next_scan"])
+
+
+def watch_warnings(engine: Engine) -> list[str]:
+    """Inactivity rules whose earliest deadline (``threshold``, or the baseline's ``floor``)
+    comes before the shortest silence allowance of some household's source devices: there a
+    household whose sensors all die may get an inactivity alarm before they are found
+    silent (module contract). One line per rule, naming how many households and one."""
+    out = []
+    for ev in engine.evaluators:
+        if not isinstance(ev, InactivityEval):
+            continue
+        rule = ev.rule
+        earliest = min(rule.threshold, rule.baseline.floor if rule.baseline else np.inf)
+        lim = ev.limits()
+        late: list[tuple[str, float]] = []
+        for h, i in ev._hidx.items():
+            src = ev._src[ev._ptr[i]:ev._ptr[i + 1]]
+            if src.size and float(lim[src].min()) > earliest:
+                late.append((h, float(lim[src].min())))
+        if late:
+            h, worst = max(late, key=lambda x: x[1])
+            out.append(
+                f"rule {rule.id!r}: in {len(late)} household(s) (e.g. {h}) the inactivity "
+                f"deadline can come {format_duration(earliest, 'en')} after the last activity, "
+                f"before their activity sensors can be found silent (the shortest silence "
+                f"allowance there: {format_duration(worst, 'en')}); dead sensors may then "
+                f"read as an inactive resident instead of cannot_watch (无法监护). Give a "
+                f"source device a shorter supervision 'silence', or a longer 'threshold'"
+                f"{' / baseline floor' if rule.baseline else ''}")
+    return out
 
 
 register_kind("inactivity", InactivityEval)

@@ -27,7 +27,8 @@ from gateway.kernel.model import ACTIVITY_KINDS, DEVICE_TYPES, UNITS, Kind, Seve
 from rules.durations import parse_duration, parse_time_of_day
 
 __all__ = [
-    "BaselineSpec", "CompoundRule", "CompoundTerm", "Condition", "CountRule", "Duration",
+    "BaselineSpec", "CannotWatchSpec", "CompoundRule", "CompoundTerm", "Condition", "CountRule",
+    "Duration",
     "EscalationSpec", "EscalationTier", "FlappingSpec", "HeldRule", "InactivityRule",
     "MatchRule", "Message", "PolicySpec", "Rule", "RulesConfig", "SupervisionRule",
     "ThresholdRule", "TimeWindow", "TEMPLATE_FIELDS", "check_references", "value_type",
@@ -305,6 +306,19 @@ class BaselineSpec(_Model):
         return self
 
 
+class CannotWatchSpec(_Model):
+    """无法监护: every activity source of a household is silent by its supervision, so its
+    resident cannot be watched. An alarm of its own ``category`` (the inactivity rule's
+    severity and escalation), never an inactivity alarm."""
+
+    category: str = Field(default="cannot_watch", pattern=r"^[a-z][a-z0-9_]*$")
+    message: Message = Message(
+        zh="无法监护：{household_address}，{explanation}",
+        en="Cannot watch the resident of {household_address}: {explanation}")
+    #: the sensors reporting again leaves the alarm open for staff (who may have been sent)
+    auto_resolve_on_clear: bool = False
+
+
 class InactivityRule(_RuleBase):
     """No activity in a household for ``threshold`` (quiet hours not counted), or for longer
     than its learned ``baseline`` allows."""
@@ -316,7 +330,11 @@ class InactivityRule(_RuleBase):
     threshold: Duration = 12 * 3600.0
     quiet_hours: TimeWindow | None = None
     baseline: BaselineSpec | None = None
+    #: the longest a source device may be silent before it counts as silent (a device's
+    #: supervision silence allowance, if shorter, applies)
     sources_offline_after: Duration = 6 * 3600.0
+    #: every source silent: a 无法监护 alarm (None: a minor ``sources_offline`` fault)
+    cannot_watch: CannotWatchSpec | None = CannotWatchSpec()
     #: an alarm resolved by staff while the gap goes on is raised again after this long
     #: (an open one is updated); None: once per gap
     repeat_after: Duration | None = 12 * 3600.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
@@ -66,6 +67,12 @@ class SupervisionEval(Evaluator):
         self._silent = np.zeros(len(self._ids), dtype=bool)
         self._start = -np.inf       # engine time watching started (first tick)
         self._next_scan = -np.inf
+
+    @property
+    def limit(self) -> npt.NDArray[np.float64]:
+        """Silence allowance of every site device (by the site's dense index; inf: not
+        watched for silence by this rule)."""
+        return self._limit
 
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
         kind, v = r.kind, r.value

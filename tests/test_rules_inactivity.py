@@ -95,7 +95,7 @@ def test_only_households_living_alone_are_watched() -> None:
 
 def test_offline_sources_give_a_fault_not_an_inactivity_alarm() -> None:
     site = small_site(1)
-    rule = {**FIXED, "sources_offline_after": "2h", "quiet_hours": None}
+    rule = {**FIXED, "sources_offline_after": "2h", "quiet_hours": None, "cannot_watch": None}
     sim = Sim(Engine(config(rule), site), site, local(1, 8))
     got = alarms(sim.until(local(1, 14), heartbeat=None))   # nothing at all reports
     [f] = got
