@@ -25,12 +25,19 @@ Contract:
 - ``snapshot()`` is JSON-serializable; ``Engine.restore(config, site, snap)`` continues every
   timer, open alarm, escalation clock and inactivity gap. State of rules that are no longer
   in the config (or changed kind) is dropped.
+- Devices added, removed or changed (place, type, name) with the rules unchanged:
+  ``update_devices(site)`` (or ``add_device``/``remove_device``/``update_device``) takes the
+  new site in the running engine; from then on it does with readings and time what an
+  engine built for the new site and loaded with this one's snapshot does (the households,
+  grid cells and timezone must be the same; tests/test_installer_scale.py compares both).
+  It also keeps what a snapshot does not carry (the once-a-minute test record of a
+  measurement, the quiet band of unchanged devices).
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -164,8 +171,8 @@ class Engine:
         #: (device, kind) -> engine time a measurement was last recorded as a test
         self._tested: dict[tuple[str, Kind], float] = {}
         self.book = AlarmBook(config.escalation, self.timers, self.clock, self._emit,
-                              self.mode_of, site.names)
-        self.faults = FaultBook(self.clock, self._emit, self.mode_of, site.names)
+                              self.mode_of, self._names)
+        self.faults = FaultBook(self.clock, self._emit, self.mode_of, self._names)
         self.evaluators: list[Evaluator] = [
             _COMPILERS[r.kind](r, self, i) for i, r in enumerate(config.rules) if r.enabled]
         self._tickers = [ev for ev in self.evaluators if hasattr(ev, "tick")]
@@ -345,6 +352,97 @@ class Engine:
                 return
             self._tested[(device, kind)] = t
         self._emit(TestRecord(device, f"reading:{kind.value}", reading.ts, value))
+
+    # -- devices added, removed or changed (module contract) -----------------------------
+    def update_devices(self, site: SiteIndex, changed: Iterable[str] | None = None) -> None:
+        """Take ``site``: the engine's site with devices added, removed or changed (place,
+        type or name), the same households, grid cells and timezone (else ``ValueError``).
+        ``changed``: the devices of ``site`` that are new or whose ``DeviceInfo`` differs
+        (None: found by comparing every device). Devices not in ``site`` are removed. The
+        per-device state of the engine and its rules follows by device id; see the module
+        contract for what this equals."""
+        old = self.site
+        if (site.households is not old.households and site.households != old.households
+                or site.tz != old.tz or site.grid_cell_names != old.grid_cell_names):
+            raise ValueError("update_devices: the households, grid cells or timezone "
+                             "changed; build a new engine")
+        if changed is None:
+            changed = [d for d, info in site.devices.items() if old.devices.get(d) != info]
+        changed = [d for d in dict.fromkeys(changed) if d in site.devices]
+        removed = [d for d in old.devices if d not in site.devices]
+        old_index = old.device_index
+        # perm[new index] = old index (-1: a new device)
+        perm = np.fromiter((old_index.get(d, -1) for d in site.devices), dtype=np.int64,
+                           count=len(site.devices))
+        self.site = site
+        seen = array("d", [float("-inf")]) * len(site.devices)
+        seen_np = np.frombuffer(seen, dtype=np.float64)
+        kept = perm >= 0
+        seen_np[kept] = self.seen_np[perm[kept]]
+        self.seen, self.seen_np = seen, seen_np
+        ids = list(site.devices)
+        for i in np.flatnonzero(kept & (perm != np.arange(len(perm)))).tolist():
+            route = self._routes.get(ids[i])   # an unchanged device at a new index
+            if route is not None:
+                route.device_index = i
+                for st in self._streams.get(ids[i], {}).values():
+                    st.device_index = i
+        for d in changed:
+            self._reroute(d, site.devices[d])
+        for d in removed:
+            first = next((s for s in self._streams.get(d, {}).values()
+                          if s.last_ts != float("-inf")), None)
+            if first is None:     # nothing to carry: it is unknown, as to a new engine
+                self._routes.pop(d, None)
+                self._streams.pop(d, None)
+            else:                 # as a restore makes it from its streams
+                self._reroute(d, DeviceInfo(d, first.device_type, first.where.household_id,
+                                            first.where.grid_cell))
+        # site devices first, in the site's order, then the others: as a restore orders them
+        streams = self._streams
+        self._streams = {d: streams.pop(d, {}) for d in site.devices}
+        self._streams.update(streams)
+        for ev in self.evaluators:
+            ev.devices_changed(old, changed, removed, perm)
+
+    def add_device(self, info: DeviceInfo) -> None:
+        """A new device (see :meth:`update_devices`), after the site's others."""
+        if info.device_id in self.site.devices:
+            raise ValueError(f"device {info.device_id!r} exists")
+        self.update_devices(replace(self.site, devices={**self.site.devices,
+                                                        info.device_id: info}),
+                            [info.device_id])
+
+    def update_device(self, info: DeviceInfo) -> None:
+        """A device's new place, type or name (see :meth:`update_devices`)."""
+        if info.device_id not in self.site.devices:
+            raise ValueError(f"no device {info.device_id!r}")
+        self.update_devices(replace(self.site, devices={**self.site.devices,
+                                                        info.device_id: info}),
+                            [info.device_id])
+
+    def remove_device(self, device_id: str) -> None:
+        """A device is gone from the site (see :meth:`update_devices`)."""
+        if device_id not in self.site.devices:
+            raise ValueError(f"no device {device_id!r}")
+        self.update_devices(replace(self.site, devices={
+            d: info for d, info in self.site.devices.items() if d != device_id}), [])
+
+    def _reroute(self, device_id: str, info: DeviceInfo) -> None:
+        """A device's route and streams made again for ``info``, as a restore makes them
+        (streams that have accepted no reading are dropped, the quiet band starts over)."""
+        route = self._routes[device_id] = DeviceRoute(info, self._index, self.site,
+                                                      self._bound)
+        streams: dict[Kind, Stream] = {}
+        for kind, old in self._streams.get(device_id, {}).items():
+            if old.last_ts != float("-inf"):
+                st = streams[kind] = Stream(route, kind)
+                st.last_ts, st.last_value = old.last_ts, old.last_value
+        self._streams[device_id] = streams
+
+    def _names(self, device_id: str | None, household_id: str | None,
+               grid_cell: str | None) -> dict[str, str]:
+        return self.site.names(device_id, household_id, grid_cell)
 
     # -- helpers for evaluators ---------------------------------------------------------
     def _emit(self, action: Any) -> None:

@@ -9,6 +9,10 @@ Contract of an evaluator (also followed by supervision and inactivity):
   the engine's alarm/fault books;
 - ``on_timer(key, due, t)``: a timer it scheduled is due; ``state()``/``load()``: JSON state
   for snapshots (``load`` re-arms pending timers);
+- ``devices_changed(old, changed, removed, perm)``: the engine took a site with devices
+  added, removed or changed (``Engine.update_devices``; ``engine.site`` is the new one,
+  ``old`` the previous, ``perm[i]`` the old dense index of the new site's device ``i`` or
+  -1): state kept per site device follows by id, as a restore from a snapshot would have it;
 - ``quiet_band()``: None, or ``(lo, hi)``: values for which ``on_reading`` does nothing when
   the device holds no state in this rule, and which leave it holding none (the engine then
   skips the call once a previous value in the band has been given to it).
@@ -19,10 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
+
 from gateway.kernel.model import Kind, Reading, Value
 from rules.alarms import Subject
 from rules.durations import bilingual_duration
-from rules.site import DeviceInfo
+from rules.site import DeviceInfo, SiteIndex
 from rules.spec import CompoundRule, Condition, CountRule, HeldRule, MatchRule, ThresholdRule
 
 if TYPE_CHECKING:
@@ -105,6 +112,10 @@ class Evaluator:
 
     def load(self, d: dict[str, Any]) -> None:
         pass
+
+    def devices_changed(self, old: SiteIndex, changed: list[str], removed: list[str],
+                        perm: npt.NDArray[np.int64]) -> None:
+        """See module contract (nothing to do for rules that keep state by device id)."""
 
     def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
         """After a restore, the store's word on this rule's alarms (Engine.adopt_store):
