@@ -17,8 +17,8 @@ from gateway.kernel.model import Severity, Value
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-__all__ = ["Action", "ClearAlarm", "ClearFault", "Escalate", "RaiseAlarm", "RaiseFault",
-           "TestRecord", "UpdateAlarm"]
+__all__ = ["Action", "CareEnded", "ClearAlarm", "ClearFault", "Escalate", "RaiseAlarm",
+           "RaiseFault", "TestRecord", "UpdateAlarm"]
 
 
 def _json(obj: DataclassInstance, name: str) -> dict[str, Any]:
@@ -149,4 +149,22 @@ class TestRecord:
         return _json(self, "test_record")
 
 
-Action = RaiseAlarm | UpdateAlarm | ClearAlarm | Escalate | RaiseFault | ClearFault | TestRecord
+@dataclass(frozen=True, slots=True)
+class CareEnded:
+    """A household's care state (away, hospital, carer: ``rules.inactivity.set_care``) ended
+    by itself: ``returned`` (activity at home ended an away or hospital stay early) or
+    ``expected_end`` (a carer's stay reached its end). The gateway's store, which holds care
+    states, ends it too."""
+
+    household_id: str
+    state: str
+    reason: str
+    ts: datetime
+    rule_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return _json(self, "care_ended")
+
+
+Action = (RaiseAlarm | UpdateAlarm | ClearAlarm | Escalate | RaiseFault | ClearFault | TestRecord
+          | CareEnded)

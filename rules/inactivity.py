@@ -37,6 +37,16 @@ Contract:
   or 无法监护 once every source is silent. :func:`watch_warnings` names the households where
   the earliest deadline comes before that allowance (there dead sensors can still read as
   a still resident).
+- Care states (:func:`set_care`; the gateway's store holds them and gives them to every new
+  engine): 外出 ``away`` and 住院 ``hospital`` — no inactivity alarm (nor 无法监护) from their
+  start; if they have an expected end and it passes by ``overdue_after`` with no sign of
+  return, an "overdue return" alarm (the inactivity alarm's key, category and message; its
+  explanation says so). Activity at home after the home was quiet for ``away_settle`` since
+  the start (the resident had left) ends them early: ``CareEnded(reason="returned")``, and
+  the gap starts there. 有人陪护 ``carer``: no inactivity alarm until its expected end
+  (``CareEnded(reason="expected_end")``), the gap counted from then; activity does not end
+  it (it may be the carer's). Gaps during a care state are not learned. Ended by staff
+  (``state=None``): watched again from then.
 - New activity ends the alarm: ``ClearAlarm`` (``auto_resolve`` per rule, default False).
 - Watching starts at the first ``tick``: a household without any reading counts from there.
 """
@@ -45,12 +55,14 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.kernel.model import Kind, Reading, Value
+from rules.actions import CareEnded
 from rules.alarms import Subject
 from rules.arrays import pack, unpack
 from rules.baseline import GapBaseline
@@ -67,7 +79,8 @@ from rules.supervision import SupervisionEval
 if TYPE_CHECKING:
     from rules.engine import Engine, Stream
 
-__all__ = ["InactivityEval", "METER_LAG", "SOURCE_DEVICE_TYPES", "watch_warnings"]
+__all__ = ["CARE_STATES", "InactivityEval", "METER_LAG", "SOURCE_DEVICE_TYPES", "care_states",
+           "set_care", "watch_warnings"]
 
 #: Which device types can report each activity kind.
 SOURCE_DEVICE_TYPES: dict[Kind, frozenset[str]] = {
@@ -87,6 +100,11 @@ _DAYS_EN = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturd
             "Sundays")
 _DAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
 _AWAY = "away"
+#: household care states (:func:`set_care`) and their codes in the per-household array
+CARE_STATES = {"away": 1, "hospital": 2, "carer": 3}
+_CARE_NAME = {code: name for name, code in CARE_STATES.items()}
+_CARER = CARE_STATES["carer"]
+_CARE_WORDS = {1: ("外出", "away"), 2: ("住院", "in hospital")}
 
 
 class InactivityEval(Evaluator):
@@ -151,6 +169,13 @@ class InactivityEval(Evaluator):
         self._cw_rule = (None if cw is None else
                          rule.model_copy(update={"category": cw.category, "message": cw.message}))
         self._lim_cache: tuple[tuple[int, ...], npt.NDArray[np.float64]] | None = None
+        # care states (module contract): code, engine times of start and expected end
+        self._care = bytearray(n)
+        self._care_start = array("d", [-np.inf]) * n
+        self._care_end = array("d", [np.inf]) * n
+        self._np.update(care=np.frombuffer(self._care, dtype=np.uint8),
+                        care_start=np.frombuffer(self._care_start, dtype=np.float64),
+                        care_end=np.frombuffer(self._care_end, dtype=np.float64))
 
     @property
     def nbytes(self) -> int:
@@ -181,6 +206,10 @@ class InactivityEval(Evaluator):
                 return      # read after the door, drawn before it: still out
         elif v is not True and value_type(kind) is not str:
             return
+        if self._care[i] and self._care[i] != _CARER and t >= self._care_start[i]:
+            if t - max(self._last[i], self._care_start[i]) >= self.rule.away_settle:
+                self._end_care(i, t, "returned")    # back home: the gap starts here
+                self._last[i] = t
         last = self._last[i]
         state = self._state[i]
         if last < t:
@@ -211,7 +240,8 @@ class InactivityEval(Evaluator):
         """Out/home state after an activity at ``t``; learn the gap that it ended."""
         out = self._out[i]
         self._out[i] = 0 if out or not door else 1
-        if out or state == SOURCES_OFFLINE or last == self._start or last == -np.inf:
+        if (out or state == SOURCES_OFFLINE or last == self._start or last == -np.inf
+                or self._care[i] or last < self._care_start[i]):
             return
         phase = self.engine.clock.to_wall(0.0) + self._hour_phase
         if (last + phase) // 3600.0 != (t + phase) // 3600.0:    # the gap left its hour
@@ -283,6 +313,8 @@ class InactivityEval(Evaluator):
 
     def _check(self, i: int, t: float) -> None:
         rule = self.rule
+        if self._care[i] and t >= self._care_start[i] and self._care_check(i, t):
+            return
         last = float(self._last[i])
         offline_at, held, alive = self._watch(i, t)
         if offline_at <= t:
@@ -328,6 +360,72 @@ class InactivityEval(Evaluator):
         fields = {"duration": bilingual_duration(gap),
                   "explanation": self._explain(last, gap, usual)}
         self.book.trigger(rule, self._key(i), self._where(i), t, fields, round(gap))
+
+    # -- care states (module contract) --------------------------------------------------
+    def care(self, household_id: str, code: int, start: float, end: float, t: float) -> None:
+        """Household ``household_id`` is in care state ``code`` (0: none) from engine time
+        ``start`` to ``end`` (inf: no expected end); ``t`` now."""
+        i = self._hidx.get(household_id)
+        if i is None or not self._covered[i]:
+            return
+        if code == 0:
+            if self._care[i]:
+                self._care[i], self._care_start[i], self._care_end[i] = 0, -np.inf, np.inf
+                self._last[i] = max(self._last[i], t)     # watched again from now
+                self._out[i] = 0
+        else:
+            self._care[i], self._care_start[i], self._care_end[i] = code, start, end
+        self._next_check[i] = min(self._next_check[i], t)
+
+    def cared(self) -> dict[str, str]:
+        """Households in a care state (by id: the state's name)."""
+        ids = self._ids()
+        return {ids[i]: _CARE_NAME[self._care[i]]
+                for i in np.flatnonzero(self._np["care"]).tolist()}
+
+    def _end_care(self, i: int, t: float, reason: str) -> None:
+        code = self._care[i]
+        self._care[i], self._care_start[i], self._care_end[i] = 0, -np.inf, np.inf
+        self._out[i] = 0
+        self.engine._emit(CareEnded(self._ids()[i], _CARE_NAME[code], reason,
+                                    self.engine.clock.wall_dt(t), self.rule.id))
+
+    def _care_check(self, i: int, t: float) -> bool:
+        """A due check of a household in a care state; True: the state decided it."""
+        rule, code, end = self.rule, self._care[i], float(self._care_end[i])
+        if code == _CARER:
+            if t < end:
+                self._next_check[i] = end
+                return True
+            self._end_care(i, t, "expected_end")    # the carer left: watched from then
+            self._last[i] = max(self._last[i], end)
+            return False
+        due = end + rule.overdue_after
+        if t < due:
+            self._next_check[i] = due
+            return True
+        if self._state[i] == ALARMED:
+            again = (self._alarmed[i] + rule.repeat_after if rule.repeat_after is not None
+                     else np.inf)
+            if again > t:
+                self._next_check[i] = again
+                return True
+        self._state[i] = ALARMED
+        self._alarmed[i] = t
+        self._next_check[i] = t + (rule.repeat_after or np.inf)
+        to_wall = self.engine.clock.to_wall
+        since = local(to_wall(float(self._care_start[i])), self._zone)
+        by = local(to_wall(end), self._zone)
+        over = bilingual_duration(t - end)
+        zh, en = _CARE_WORDS[code]
+        expl = Bilingual(
+            f"{zh}（{since:%m-%d %H:%M} 起，预计 {by:%m-%d %H:%M} 返回）已超时 {over.zh}，"
+            "家中仍无活动，未见返回",
+            f"{en} since {since:%m-%d %H:%M}, expected back by {by:%m-%d %H:%M}: "
+            f"{over.en} overdue, no sign of return at home")
+        self.book.trigger(rule, self._key(i), self._where(i), t,
+                          {"duration": over, "explanation": expl}, round(t - end))
+        return True
 
     def _deadline(self, i: int, last: float) -> tuple[float, float | str | None]:
         """Engine time of the alarm deadline, and what it came from: the usual time (wall)
@@ -423,6 +521,31 @@ class InactivityEval(Evaluator):
         self._started = bool(d.get("started", False))
         self._start = -np.inf if d.get("start") is None else float(d["start"])
         self._next_scan = -np.inf if d.get("next_scan") is None else float(d["next_scan"])
+
+
+def set_care(engine: Engine, household_id: str, state: str | None, now: datetime,
+             start: datetime | None = None, expected_end: datetime | None = None) -> None:
+    """Household ``household_id`` is ``away``, in ``hospital`` or has a ``carer`` from
+    ``start`` (default ``now``) until ``expected_end`` (None: none given); ``state`` None:
+    no care state any more (module contract). For every inactivity rule watching it."""
+    if state is not None and state not in CARE_STATES:
+        raise ValueError(f"unknown care state {state!r}; use one of {sorted(CARE_STATES)}")
+    t = engine.clock.advance(now.timestamp())
+    wall = now.timestamp()
+    begin = t if start is None else t + (start.timestamp() - wall)
+    end = np.inf if expected_end is None else t + (expected_end.timestamp() - wall)
+    for ev in engine.evaluators:
+        if isinstance(ev, InactivityEval):
+            ev.care(household_id, 0 if state is None else CARE_STATES[state], begin, end, t)
+
+
+def care_states(engine: Engine) -> dict[str, str]:
+    """Households in a care state in ``engine`` (id: state name)."""
+    out: dict[str, str] = {}
+    for ev in engine.evaluators:
+        if isinstance(ev, InactivityEval):
+            out.update(ev.cared())
+    return out
 
 
 def watch_warnings(engine: Engine) -> list[str]:

@@ -335,12 +335,19 @@ class InactivityRule(_RuleBase):
     sources_offline_after: Duration = 6 * 3600.0
     #: every source silent: a 无法监护 alarm (None: a minor ``sources_offline`` fault)
     cannot_watch: CannotWatchSpec | None = CannotWatchSpec()
+    #: an away or hospital stay with an expected end: the "overdue return" alarm comes this
+    #: long after it with no sign of return
+    overdue_after: Duration = 2 * 3600.0
+    #: activity at home ends an away or hospital stay only after the home was quiet this
+    #: long since its start (the resident had left; packing before leaving does not)
+    away_settle: Duration = 1800.0
     #: an alarm resolved by staff while the gap goes on is raised again after this long
     #: (an open one is updated); None: once per gap
     repeat_after: Duration | None = 12 * 3600.0
     auto_resolve_on_clear: bool = False
 
-    @field_validator("threshold", "sources_offline_after", "repeat_after")
+    @field_validator("threshold", "sources_offline_after", "repeat_after", "overdue_after",
+                     "away_settle")
     @classmethod
     def _positive(cls, v: float | None) -> float | None:
         if v is not None and v <= 0:
