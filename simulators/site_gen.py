@@ -88,6 +88,7 @@ _HAZARDS = (
     ("heat", "critical", "fire", "温感报警（高温）", "Heat alarm (high temperature)"),
     ("fire", "critical", "fire", "火警：报警主机报告火情", "Fire reported by the alarm panel"),
     ("panic", "critical", "panic", "紧急求救（报警主机）", "Panic alarm (alarm panel)"),
+    ("intrusion", "critical", "intrusion", "入侵报警（报警主机）", "Intrusion alarm (alarm panel)"),
     ("water_leak", "major", "water_leak", "水浸报警", "Water leak detected"),
 )
 
@@ -107,7 +108,7 @@ def _rules(time_scale: float) -> dict:
     hazards = [{"id": kind, "kind": "match", "when": {"kind": kind, "value": True},
                 "clear_when": {"kind": kind, "value": False}, "severity": severity,
                 "category": category, "message": {"zh": zh, "en": en},
-                **({"auto_resolve_on_clear": False} if kind == "panic" else {})}
+                **({"auto_resolve_on_clear": False} if kind in ("panic", "intrusion") else {})}
                for kind, severity, category, zh, en in _HAZARDS]
     health = {"id": "device_health", "kind": "supervision", "battery_below": 20,
               "message": {"zh": "设备故障：{household_address}{device_name}（{fault}）",

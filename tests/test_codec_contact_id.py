@@ -116,10 +116,16 @@ def test_supervision_loss_means_not_available(code, metric):
 
 
 def test_unknown_code_is_a_named_error_not_a_crash():
-    event = cid.parse_line(_line(131))          # burglary: a valid line, not mapped here
+    event = cid.parse_line(_line(133))          # 24-hour zone: a valid line, not mapped here
     with pytest.raises(DecodeError) as info:
         cid.event_reading(event, device_id="d", ts=TS)
     assert info.value.reason == "unknown_event_code" and info.value.where == "5011/01/001 EEE"
+
+
+def test_burglary_zones_are_intrusion():
+    for code in (130, 131, 132, 134):
+        r = cid.event_reading(cid.parse_line(_line(code)), device_id="panel", ts=TS)
+        assert (r.kind, r.value) == (Kind.INTRUSION, True), code
 
 
 def test_event_constructor_validates():

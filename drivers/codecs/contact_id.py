@@ -109,7 +109,8 @@ def _ek(code: int, kind: Kind, metric: str, inverted: bool = False) -> tuple[int
     return code, EventKind(kind, metric, inverted)
 
 
-#: Event codes mapped to readings. 301 (mains lost) is a FAULT: the panel still runs on
+#: Event codes mapped to readings. 130-134 are a panel's burglary zones (133, a 24-hour
+#: zone, is not mapped: what it guards is site-specific). 301 (mains lost) is a FAULT: the panel still runs on
 #: its battery; 302/384 are the panel's and a sensor's low battery; 381/102 are lost
 #: supervision / missed check-in, hence AVAILABILITY False until restored.
 EVENT_KINDS: Mapping[int, EventKind] = MappingProxyType(dict([
@@ -121,6 +122,10 @@ EVENT_KINDS: Mapping[int, EventKind] = MappingProxyType(dict([
     _ek(114, Kind.HEAT, "heat"),
     _ek(120, Kind.PANIC, "panic"),
     _ek(122, Kind.PANIC, "silent_panic"),
+    _ek(130, Kind.INTRUSION, "burglary"),
+    _ek(131, Kind.INTRUSION, "perimeter"),
+    _ek(132, Kind.INTRUSION, "interior"),
+    _ek(134, Kind.INTRUSION, "entry_exit"),
     _ek(137, Kind.TAMPER, "tamper"),
     _ek(144, Kind.TAMPER, "sensor_tamper"),
     _ek(151, Kind.GAS, "gas"),

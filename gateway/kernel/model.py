@@ -51,6 +51,7 @@ class Kind(StrEnum):
     CARBON_MONOXIDE = "carbon_monoxide"  # bool: carbon monoxide detected (CO detector)
     WATER_LEAK = "water_leak"        # bool: leak detected
     PANIC = "panic"                  # bool: panic / duress
+    INTRUSION = "intrusion"          # bool: burglary / intrusion (alarm panel zone)
     TAMPER = "tamper"                # bool: enclosure opened / removed
     FAULT = "fault"                  # bool: device reports an internal fault
     # activity and state
@@ -98,7 +99,7 @@ UNITS: dict[Kind, str] = {
 #: Kinds whose readings take the durable path: committed before the device is acknowledged.
 ALARM_KINDS: frozenset[Kind] = frozenset(
     {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.CARBON_MONOXIDE,
-     Kind.WATER_LEAK, Kind.PANIC, Kind.TAMPER, Kind.FAULT}
+     Kind.WATER_LEAK, Kind.PANIC, Kind.INTRUSION, Kind.TAMPER, Kind.FAULT}
 )
 
 #: Kinds that show a resident is active at home (inputs of the inactivity rule).
@@ -147,7 +148,7 @@ _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MINOR: 2, Se
 
 BOOL_KINDS = frozenset(
     {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.CARBON_MONOXIDE,
-     Kind.WATER_LEAK, Kind.PANIC, Kind.TAMPER, Kind.FAULT, Kind.MOTION, Kind.DOOR_OPEN, Kind.TEST, Kind.BATTERY_LOW,
+     Kind.WATER_LEAK, Kind.PANIC, Kind.INTRUSION, Kind.TAMPER, Kind.FAULT, Kind.MOTION, Kind.DOOR_OPEN, Kind.TEST, Kind.BATTERY_LOW,
      Kind.AVAILABILITY, Kind.VALVE_OPEN}
 )
 STR_KINDS = frozenset({Kind.ACCESS, Kind.BUTTON})

@@ -35,7 +35,7 @@ window.I18N = {
     v_zigbee_registered: "该 Zigbee 设备已登记", v_id_fixed: "设备编号不能修改：请删除后重新登记", v_config: "此值未被接受", v_invalid: "取值无效",
     f_device_n: "第 {n} 台设备", f_username: "用户名", f_password: "密码", f_role: "角色", f_setup_token: "设置令牌", f_reason: "处置原因", f_note: "备注",
     // -- readings: kinds, values, quality (gateway.kernel.model.Kind)
-    kind_sos: "一键呼叫", kind_smoke: "烟雾", kind_heat: "高温", kind_fire: "火警", kind_gas: "燃气", kind_carbon_monoxide: "一氧化碳", kind_water_leak: "水浸", kind_panic: "紧急求救",
+    kind_sos: "一键呼叫", kind_smoke: "烟雾", kind_heat: "高温", kind_fire: "火警", kind_gas: "燃气", kind_carbon_monoxide: "一氧化碳", kind_water_leak: "水浸", kind_panic: "紧急求救", kind_intrusion: "入侵",
     kind_tamper: "防拆", kind_fault: "设备故障", kind_motion: "人体移动", kind_door_open: "门窗", kind_access: "门禁", kind_button: "按键", kind_test: "自检",
     kind_battery: "电量", kind_battery_low: "电量状态", kind_availability: "在线状态", kind_signal: "信号强度", kind_temperature: "温度", kind_humidity: "湿度",
     kind_gas_concentration: "燃气浓度", kind_energy: "用电量", kind_energy_export: "反向电量", kind_power: "功率", kind_voltage: "电压", kind_current: "电流",
@@ -182,7 +182,7 @@ window.I18N = {
     v_zigbee_registered: "This Zigbee device is registered already", v_id_fixed: "The id cannot be changed: remove the device and register it again", v_config: "This value is not accepted", v_invalid: "Not a valid value",
     f_device_n: "Device {n}", f_username: "User name", f_password: "Password", f_role: "Role", f_setup_token: "Setup token", f_reason: "Reason", f_note: "Note",
     // -- readings: kinds, values, quality (gateway.kernel.model.Kind)
-    kind_sos: "emergency button", kind_smoke: "smoke", kind_heat: "heat", kind_fire: "fire", kind_gas: "gas", kind_carbon_monoxide: "carbon monoxide", kind_water_leak: "water leak", kind_panic: "panic",
+    kind_sos: "emergency button", kind_smoke: "smoke", kind_heat: "heat", kind_fire: "fire", kind_gas: "gas", kind_carbon_monoxide: "carbon monoxide", kind_water_leak: "water leak", kind_panic: "panic", kind_intrusion: "intrusion",
     kind_tamper: "tamper", kind_fault: "device fault", kind_motion: "motion", kind_door_open: "door/window", kind_access: "door access", kind_button: "button", kind_test: "self-test",
     kind_battery: "battery", kind_battery_low: "battery state", kind_availability: "availability", kind_signal: "signal strength", kind_temperature: "temperature", kind_humidity: "humidity",
     kind_gas_concentration: "gas concentration", kind_energy: "energy used", kind_energy_export: "energy exported", kind_power: "power", kind_voltage: "voltage", kind_current: "current",

@@ -82,6 +82,7 @@ CATEGORY_BY_KIND: dict[Kind, CaseCategory] = {
     Kind.CARBON_MONOXIDE: CaseCategory.GAS,   # the contract's category for harmful gas
     Kind.WATER_LEAK: CaseCategory.WATER_LEAK,
     Kind.PANIC: CaseCategory.PANIC,
+    Kind.INTRUSION: CaseCategory.INTRUSION,
     Kind.TAMPER: CaseCategory.TAMPER,
     Kind.FAULT: CaseCategory.DEVICE_FAULT,
 }
