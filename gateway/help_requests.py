@@ -304,6 +304,9 @@ class HelpForwarder:
     def wake(self) -> None:
         self._wake.set()
 
+    def pending_count(self) -> int:
+        return rows.pending_count(self.store)
+
     async def run(self) -> None:
         async with self.client:
             while True:
