@@ -391,3 +391,58 @@ def test_gateway_fire_alarm_and_a_sender_retrying_across_kill_9(tmp_path, mosqui
                             reason="committed") >= 1
     finally:
         gw.stop()
+
+
+# Every alarm category an alarm panel sends, end to end: a real DC-09 sender over TCP -> the
+# alarm in the API -> exactly one case at the simulated grid case system -> the case's status
+# back on the card. Contact ID code, category, the rule of the example site that raises it.
+PANEL_CATEGORIES = [(110, "fire", "fire"), (114, "fire", "heat"), (120, "panic", "panic"),
+                    (130, "intrusion", "intrusion"), (151, "gas", "gas"),
+                    (162, "gas", "carbon_monoxide"), (154, "water_leak", "water_leak")]
+
+
+def _dispatched(api, alarm_id: int) -> dict | None:
+    """The alarm's card once its case's status "dispatched" came back, else None."""
+    card = api.get(f"/api/alarms/{alarm_id}").json()
+    return card if card["case_status"] == "dispatched" else None
+
+
+def test_every_panel_alarm_category_becomes_one_case_and_its_status_comes_back(tmp_path,
+                                                                               mosquitto):
+    from tests.support import CaseSystemProcess
+
+    secret = "dc09-case-secret-" + "x" * 24
+    cases = CaseSystemProcess(secret, tmp_path, dispatch_after=0.3, on_site_after=600,
+                              close_after=600).start()
+    port, api_port = free_port(), free_port()
+    site = _dc09_site(tmp_path, mosquitto.port, port)
+    site_copy_uplinks = (f"case_system:\n  url: {cases.url}\n  key_id: tianlin-07\n"
+                         f"  secret_env: CASE_SYSTEM_SECRET\n  timeout_s: 2\n  poll_s: 3600\n"
+                         f"  callback_url: http://127.0.0.1:{api_port}/api/case-callback\n")
+    (site / "uplinks.yaml").write_text(site_copy_uplinks, encoding="utf-8")
+    gw = GatewayProcess(site, tmp_path / "data", port=api_port,
+                        env={"PANEL_B7_KEY": KEY.decode(), "CASE_SYSTEM_SECRET": secret})
+    duty = gw.token("duty", "dc09-duty")
+    gw.start()
+    try:
+        api = gw.api(duty)
+        wait_for(lambda: api.get("/readyz").json()["components"].get("dc09:panels", {})
+                 .get("state") == "online", timeout=10, what="DC-09 receiver listening")
+        tcp = TransPath("127.0.0.1", port, SECRET, key=KEY, line=0, type="tcp")
+        for nr, (code, category, rule_id) in enumerate(PANEL_CATEGORIES, start=1):
+            assert send_event(tcp, nr, "ADM-CID", {"code": str(code), "q": "1", "zone": str(nr)})
+            alarm = wait_for(lambda rid=rule_id: [a for a in _alarms(api) if a["rule_id"] == rid],
+                             timeout=10, what=f"panel {rule_id} alarm")[0]
+            assert alarm["category"] == category
+            assert alarm["severity"] == ("major" if rule_id == "water_leak" else "critical")
+            card = wait_for(lambda a=alarm: _dispatched(api, a["id"]), timeout=15,
+                            what=f"{rule_id}: its case dispatched, on the card")
+            mine = [c for c in cases.cases()["cases"] if c["case_id"] == card["case_id"]]
+            assert len(mine) == 1 and mine[0]["create_requests"] == 1, mine
+            assert mine[0]["category"] == category
+        # one alarm and one case per event, no more
+        assert len(_alarms(api)) == len(PANEL_CATEGORIES)
+        assert len(cases.cases()["cases"]) == len(PANEL_CATEGORIES)
+    finally:
+        gw.stop()
+        cases.stop()
