@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
 from edge_config.schema import (
-    CALL_STEPS, STANDARD_CATEGORIES, DevicesFile, GatewayFile, SiteFile, UplinksFile,
+    CALL_STEPS, STANDARD_CATEGORIES, Device, DevicesFile, GatewayFile, SiteFile, UplinksFile,
 )
 from gateway.kernel.errors import ConfigError
 
@@ -436,8 +436,8 @@ def load_site(directory: str | Path, validators: Validators) -> SiteConfig:
 
 
 def revalidate_devices(site: SiteConfig, tree: Any, known: list[Any], validators: Validators,
-                       *, changed: set[str], trees: dict[str, Any] | None = None
-                       ) -> SiteConfig:
+                       *, changed: set[str], trees: dict[str, Any] | None = None,
+                       quick: bool = True) -> SiteConfig:
     """``site`` with devices.yaml's content replaced by ``tree`` (a mapping like the file's,
     e.g. ``{"devices": [...]}``), every other file as ``site`` has it: the checks
     :func:`load_site` makes of the whole directory, for an edit of a few devices.
@@ -450,9 +450,23 @@ def revalidate_devices(site: SiteConfig, tree: Any, known: list[Any], validators
     whole site, as :func:`load_site` does. Raises ``ConfigError`` like it; the line of a
     problem is that of ``tree``'s nodes where they carry one (ruamel's), else 1.
     ``trees``: the other files' trees to check against (default ``site.trees``; plain
-    dicts are read faster than ruamel's)."""
-    out = _Collector(site.directory, validators)
+    dicts are read faster than ruamel's).
+
+    ``quick`` (default): first the checks that involve the entries to validate (``known``
+    None) and the ids that are gone, the rest of the site as it was (valid, as ``site``
+    is); a site that passes them passes the whole check, so it is returned as the whole
+    check would return it. Anything that does not pass, or that they do not cover (a device
+    on a field bus), takes the whole check, so that its errors are the whole check's
+    (tests/test_installer_scale.py compares both)."""
     fname = "devices.yaml"
+    if quick:
+        quick_devices = _quick_devices(site, tree, known, validators, changed,
+                                       site.trees if trees is None else trees)
+        if quick_devices is not None:
+            return SiteConfig(site.directory, site.site, quick_devices, site.rules,
+                              site.uplinks, site.gateway,
+                              {**(site.trees if trees is None else trees), fname: tree})
+    out = _Collector(site.directory, validators)
     entries = tree.get("devices") if isinstance(tree, dict) else None
     plain = {str(k): _plain(v) for k, v in tree.items() if k != "devices"} if isinstance(
         tree, dict) else {}
@@ -476,3 +490,51 @@ def revalidate_devices(site: SiteConfig, tree: Any, known: list[Any], validators
         raise ConfigError(out.issues)
     return SiteConfig(site.directory, site.site, devices, site.rules, site.uplinks,
                       site.gateway, trees)
+
+
+def _quick_devices(site: SiteConfig, tree: Any, known: list[Any], validators: Validators,
+                   changed: set[str], trees: dict[str, Any]) -> DevicesFile | None:
+    """The devices of :func:`revalidate_devices`'s site when its quick checks pass, else
+    None. ``site`` passed every check, and only devices.yaml's entries changed, so what can
+    fail is: a new entry's schema, its household and grid cell, an id or topic now taken
+    twice, a rule naming a device that is gone, a new entry's profile fit (``changed``);
+    an entry on a field bus (its bus and address) is left to the whole check."""
+    if not isinstance(tree, dict) or list(tree) != ["devices"]:
+        return None
+    entries = tree["devices"]
+    if not isinstance(entries, list) or len(entries) != len(known):
+        return None
+    devices = list(known)
+    fresh: list[Device] = []
+    for i in [i for i, k in enumerate(known) if k is None]:
+        try:
+            d = Device.model_validate(_plain(entries[i]))
+        except ValidationError:
+            return None
+        if d.mqtt is None:
+            return None
+        devices[i] = d
+        fresh.append(d)
+    homes, cells = set(site._households), set(site._grid_cells)   # noqa: SLF001
+    for d in fresh:
+        if (d.household is not None and d.household not in homes
+                or d.grid_cell is not None and d.grid_cell not in cells):
+            return None
+    ids = {d.id for d in devices}
+    topics = [d.topic for d in devices if d.mqtt is not None]
+    if len(ids) != len(devices) or len(set(topics)) != len(topics):
+        return None
+    if site.rules is not None and "rules.yaml" in trees and any(
+            True for _ in validators.rule_references(site.rules, ids, homes, cells)):
+        return None
+    try:
+        profiles = validators.load_profiles(site.directory / "profiles")
+    except ValueError:
+        return None
+    for d in [d for d in devices if d.id in changed]:
+        if d.mqtt is None or validators.fit_profile(
+                profiles, d.id, d.type, d.profile, "json",
+                transport="Zigbee2MQTT" if d.mqtt.zigbee2mqtt else "MQTT",
+                zigbee2mqtt=bool(d.mqtt.zigbee2mqtt)) is not None:
+            return None
+    return DevicesFile.model_construct(devices=devices)
