@@ -8,7 +8,7 @@ first-admin token, the grid case system (the simulator, on the host's loopback),
 an upgrade to a newer build and a rollback. Figures are written to
 ``/var/cache/community-gateway-nspawn/last-figures.json`` and printed at the end.
 
-Run (root; about 5 minutes with a warm cache, plus 2-4 for the first debootstrap)::
+Run (root; 3.5-6.5 minutes with a warm cache, plus 1.5-2 for the first debootstrap)::
 
     .venv/bin/pytest -m nspawn tests/test_deploy_nspawn.py
 
