@@ -218,3 +218,34 @@ def test_a_desk_only_takes_help_key_readings():
     assert desk._queue.qsize() == 1
 
 
+
+
+async def test_a_refused_service_case_shows_on_the_request_and_can_be_queued_again(tmp_path):
+    site = load_site(EXAMPLE)
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    refuse = {"on": True}
+
+    def wire(request: httpx.Request) -> httpx.Response:
+        if refuse["on"]:   # a 1.2.0 case system: no such category
+            return httpx.Response(422, json={"error": "validation_error", "field": "category"})
+        return httpx.Response(201, json={"case_id": "GC-1", "status": "accepted"})
+
+    try:
+        desk = HelpDesk(store, lambda: site)
+        hid = await desk.create(category="meal", household_id="h-7-101", note="", actor="duty")
+        client = CaseSystemClient("http://cases.test", "gw", SECRET,
+                                  transport=httpx.MockTransport(wire))
+        fwd = HelpForwarder(store, client, Metrics())
+        async with client:
+            await fwd.step()
+            row = help_rows.get(store, hid)
+            assert row["case_error"] == "validation_error" and row["case_id"] is None
+            assert [r["help_id"] for r in help_rows.failed(store)] == [hid]
+            assert await store.write(help_rows.requeue_failed) == 1    # gateway outbox --retry-failed
+            assert help_rows.get(store, hid)["case_error"] is None
+            refuse["on"] = False
+            await _drain(fwd, store)
+        assert help_rows.get(store, hid)["case_id"] == "GC-1"
+    finally:
+        store.close()

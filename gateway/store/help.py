@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from gateway.store.core import Store
 
 __all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "due",
-           "enqueue", "events_of", "get", "insert", "listing", "pending_count",
+           "enqueue", "events_of", "failed", "get", "insert", "listing", "pending_count",
            "record_delivered", "record_failed", "record_retry", "recent_by_device",
-           "set_case", "set_state"]
+           "requeue_failed", "set_case", "set_state"]
 
 #: the lifecycle, in order
 STATES = ("received", "assigned", "done", "closed")
@@ -174,3 +174,19 @@ def case_status(conn: sqlite3.Connection, help_id: int, status: str) -> bool:
         return False
     conn.execute("UPDATE help_requests SET case_status=? WHERE id=?", (status, help_id))
     return True
+
+
+def failed(store: Store) -> list[dict]:
+    """Refused rows in seq order (``seq``, ``help_id``, ``topic``, ``attempts``,
+    ``last_error``)."""
+    return store.query("SELECT seq, help_id, topic, attempts, last_error FROM help_outbox "
+                       "WHERE state='failed' ORDER BY seq")
+
+
+def requeue_failed(conn: sqlite3.Connection) -> int:
+    """Queue every refused row again and take the refusal off their requests; how many."""
+    n = conn.execute("UPDATE help_outbox SET state='pending', attempts=0 "
+                     "WHERE state='failed'").rowcount
+    conn.execute("UPDATE help_requests SET case_error=NULL WHERE id IN (SELECT help_id "
+                 "FROM help_outbox WHERE state='pending')")
+    return n
