@@ -29,14 +29,15 @@ def test_both_languages_have_the_same_keys():
     ("err_", ERROR_CODES), ("v_", FIELD_CODES), ("type_", DEVICE_TYPES),
     ("kind_", [k.value for k in Kind]), ("q_", [q.value for q in Quality]),
     ("fault_", list(FAULT_NAMES)), ("cs_", ["accepted", "dispatched", "on_site", "closed"]),
-    ("act_", ["login", "alarm.acknowledge", "alarm.resolve", "user.create", "user.disable",
+    ("act_", ["login", "alarm.acknowledge", "alarm.resolve", "alarm.call", "user.create", "user.disable",
               "token.create", "device.create", "device.edit", "device.remove", "device.mode",
               "device.mode_expired", "device.mode_until", "household.commissioned",
+              "care.set", "care.end",
               "outbox.retry_failed"]),
     ("actor_", ["system", "device", "cli", "setup", "rule", "case_system"]),
     ("tier_", ["grid_member", "duty_officer", "street_office"]),
     ("cat_", ["emergency_call", "fire", "gas", "panic", "water_leak", "inactivity",
-              "cannot_watch", "device_fault"]),
+              "cannot_watch", "device_fault", "intrusion", "tamper"]),
 ])
 def test_every_code_has_words(prefix, codes):
     missing = [c for c in codes if prefix + c not in CAT["zh"]]

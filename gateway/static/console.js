@@ -149,7 +149,9 @@ function escalation(a, now) {
   const e = C.me && C.me.escalation;
   const done = a.escalation_tier > 0 ? `<span class="esc done escalated">${esc(t("escalated", {tier: tierName(a.escalation_tier_name || (e && e.tiers[a.escalation_tier - 1] || {}).name || "")}))}</span>` : "";
   if (!e || a.state !== "raised" || SEV[a.severity] > SEV[e.min_severity]) return done;
-  if (a.escalation_stopped) return `${done}<span class="esc done">${esc(t("escalation_stopped"))}</span>`;
+  // two phrases, two sentences: "已升级至网格员；网格已接单，不再升级"
+  const sep = done ? (C.lang === "zh" ? "；" : "; ") : "";
+  if (a.escalation_stopped) return `${done}${sep}<span class="esc done">${esc(t("escalation_stopped"))}</span>`;
   const next = e.tiers[a.escalation_tier || 0];
   if (!next) return done;
   const due = Date.parse(a.raised_at) + next.after_s * 1000;

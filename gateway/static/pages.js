@@ -279,7 +279,8 @@ window.Pages = (function () {
         });
         openDetail(id);
       } else if (e.target.classList.contains("remove")) {
-        if (!confirm(t("confirm_remove", {id}))) return;
+        const shown = ($("b[data-raw]", tr) || {}).textContent || id;   // its name, not its id
+        if (!confirm(t("confirm_remove", {id: shown}))) return;
         await busy(tr, e.target, async () => { await api(`/api/config/devices/${encodeURIComponent(id)}`, {method: "DELETE"}); await installer(); });
       } else if (e.target.classList.contains("detail")) openDetail(id);
     } catch (err) { toast(err.message, true); }
