@@ -25,6 +25,7 @@ from gateway.kernel.model import Kind, Quality, Reading
 from gateway.model import utc
 from gateway.service import bindings_for, build_engine, swap_engine
 from gateway.site import load_site
+from rules.actions import RaiseFault
 from simulators.bench.installer import Rig, _equal_to_reload
 from simulators.community import Community
 from simulators.site_gen import write_site
@@ -76,6 +77,16 @@ def test_device_list_search_filters_and_paging(api_env):  # noqa: F811
         assert normal["total"] == n - 1
         unknown = c.get("/api/config/devices?state=unknown", headers=_auth(api_env)).json()
         assert unknown["total"] == n            # nothing reported yet
+        # a device the supervision rule found silent is offline here as on the devices page
+        silent = every["devices"][-1]["id"]
+        asyncio.run(api_env.ctx.book.apply([RaiseFault(
+            f"device_health:{silent}:silent", "silent", silent, None, None, "长时间未上报",
+            "no report for too long", utc(), "device_health")]))
+        offline = c.get("/api/config/devices?state=offline", headers=_auth(api_env)).json()
+        assert [d["id"] for d in offline["devices"]] == [silent]
+        shown = {d["device_id"]: d["state"] for d in c.get(
+            "/api/devices", headers=_auth(api_env)).json()["devices"]}
+        assert shown[silent] == "offline"
         assert c.get("/api/config/devices?state=bogus",
                      headers=_auth(api_env)).status_code == 422
         assert c.get("/api/config/devices?limit=0", headers=_auth(api_env)).status_code == 422

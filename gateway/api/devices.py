@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from gateway.api.context import ApiContext
 from gateway.api.deps import Ctx, need
 from gateway.api.errors import ApiError
 from gateway.auth import Principal
@@ -31,16 +32,28 @@ async def list_devices(p: Reader, ctx: Ctx) -> dict:
     device's ``fault`` (when health has none of its own) and its state (``offline`` for
     ``silent``/``offline``, else at least ``degraded``), so the page agrees with the faults
     list; ``summary`` counts these states."""
+    names = {d.id: d.name for d in ctx.site.devices.devices}
+    out: list[dict] = []
+    summary: dict[str, int] = {}
+    for row in await shown_health(ctx):
+        row["name"] = names.get(row["device_id"], "")
+        summary[row["state"]] = summary.get(row["state"], 0) + 1
+        out.append(row)
+    return {"devices": out, "summary": summary}
+
+
+async def shown_health(ctx: ApiContext) -> list[dict]:
+    """Each device's health as staff see it (the devices page, the installer's state
+    filter): health's own, with an open supervision fault taken in — ``offline`` for
+    ``silent``/``offline``, else at least ``degraded`` — and its ``fault``."""
     open_faults = await blocking(ctx.book.faults, open_only=True)
     fault_of: dict[str, str] = {}
     for f in reversed(open_faults):          # newest first: the newest fault wins
         if f.get("device_id"):
             fault_of[f["device_id"]] = f["fault"]
-    names = {d.id: d.name for d in ctx.site.devices.devices}
-    out: list[dict] = []
-    summary: dict[str, int] = {}
+    rows: list[dict] = []
     for h in list(ctx.devices.devices.values()):
-        row = dict(h.to_json(), name=names.get(h.device_id, ""))
+        row = h.to_json()
         fault = fault_of.get(h.device_id)
         if fault is not None:
             row["fault"] = row["fault"] or fault
@@ -48,9 +61,8 @@ async def list_devices(p: Reader, ctx: Ctx) -> dict:
                 row["state"] = "offline"
             elif row["state"] == "online":
                 row["state"] = "degraded"
-        summary[row["state"]] = summary.get(row["state"], 0) + 1
-        out.append(row)
-    return {"devices": out, "summary": summary}
+        rows.append(row)
+    return rows
 
 
 @router.get("/api/devices/unknown")

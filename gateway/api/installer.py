@@ -21,6 +21,7 @@ from drivers import zigbee2mqtt as z2m
 from gateway.alarms import AlarmBook
 from gateway.api.context import ApiContext
 from gateway.api.deps import Ctx, need
+from gateway.api.devices import shown_health
 from gateway.api.errors import ApiError
 from gateway.auth import Principal
 from gateway.blocking import blocking
@@ -242,10 +243,10 @@ async def config_devices(
     if state in MODES_FILTER:
         now = utc()
         devices = [d for d in devices if effective_mode(d, now) == state]
-    elif state is not None:
-        rows = ctx.devices.devices if ctx.devices is not None else {}
-        devices = [d for d in devices
-                   if (rows[d.id].state if d.id in rows else "unknown") == state]
+    elif state is not None:      # as the devices page shows it (open supervision faults too)
+        shown = ({r["device_id"]: r["state"] for r in await shown_health(ctx)}
+                 if ctx.devices is not None else {})
+        devices = [d for d in devices if shown.get(d.id, "unknown") == state]
     if q and q.strip():
         needle = q.strip().casefold()
         devices = [d for d in devices if _matches(
