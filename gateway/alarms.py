@@ -248,6 +248,12 @@ class AlarmBook:
                      tier_name=a.tier_name, targets=list(a.targets or []))
         return Change(row["id"], "escalated")
 
+    def _on_CareEnded(self, conn: Tx, a, orphans: list) -> None:
+        # a household's care state ended by itself (gateway.household_care)
+        from gateway.household_care import ended_by_rule
+
+        ended_by_rule(conn, a)
+
     def _on_TestRecord(self, conn: Tx, a, orphans: list) -> None:
         # A device in test/maintenance mode: recorded for commissioning, never an alarm.
         ts = a.ts.isoformat() if isinstance(a.ts, datetime) else str(a.ts)

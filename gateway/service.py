@@ -34,6 +34,7 @@ from gateway.device_modes import ModeKeeper, effective_mode, modes_json
 from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
+from gateway.household_care import CareDesk, apply_care
 from gateway.installer import SiteEditor
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics
@@ -105,6 +106,7 @@ def adopt_store(engine, book: AlarmBook) -> None:
     state = book.engine_state()
     engine.adopt_store(state.journal, state.stored, state.version, state.open_faults,
                        state.ended)
+    apply_care(engine, book.store)     # care states: the store's too (gateway.household_care)
     if state.stored:
         log.info("rule engine: %d open alarms taken from the store", len(state.stored))
 
@@ -297,6 +299,7 @@ class Gateway:
                          health=health, site=site, case_callback=case.callback if case else None,
                          devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for))
+        ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
         await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
         # who hears of an edited site, in this order (the state swapped on the loop); with
         # a change (an edit of a few devices), each applies only that (apply_* below)

@@ -8,8 +8,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.alarms import AlarmNotFound, AlarmStateError
 from gateway.api import (
-    admin, alarms, case_callback, console, devices, help, history, installer, operations,
-    session, visits,
+    admin, alarms, case_callback, console, devices, help, history, household_care, installer,
+    operations, session, visits,
 )
 from gateway.api.context import ApiContext
 from gateway.api.errors import http_error, validation_error
@@ -19,7 +19,7 @@ __all__ = ["ROUTERS", "create_app"]
 #: every area's router, in the order their routes are matched and listed
 ROUTERS = (operations.router, session.router, alarms.router, devices.router,
            case_callback.router, history.router, admin.router, installer.router,
-           help.router, visits.router, console.router)
+           help.router, visits.router, household_care.router, console.router)
 
 
 async def _not_found(_request: Request, exc: Exception) -> JSONResponse:

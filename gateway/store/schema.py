@@ -215,6 +215,21 @@ CREATE TABLE visits (
 CREATE INDEX visits_household ON visits(household_id, visited_at);
 CREATE INDEX visits_time ON visits(visited_at);
 """),
+    Migration(5, "household care states (外出 away, 住院 hospital, 有人陪护 carer), one row per "
+                 "household while one is in force (issue 15, item 1); their history is the "
+                 "audit log",
+              """
+CREATE TABLE household_care (
+    household_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    expected_end TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    via TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL
+);
+"""),
 )
 
 #: The version this code makes and reads.

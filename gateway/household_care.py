@@ -1,0 +1,136 @@
+"""Household care states: 外出 away, 住院 in hospital, 有人陪护 carer present (issue 15.1).
+
+Contract:
+- The store (``household_care``, one row per household while a state is in force) is the
+  one source of truth; the rule engine's inactivity rules follow it
+  (:func:`rules.inactivity.set_care`: no inactivity alarm while away or in hospital, an
+  overdue-return alarm once the expected end has passed by the rule's ``overdue_after``).
+- :class:`CareDesk` sets and ends states (from the console, a caller key configured for it,
+  the case system: ``via``): the row and its audit entry (``care.set`` / ``care.end``,
+  target the household) in one transaction, then the engine is told.
+- :func:`apply_care` gives a new engine (start, restart, a reloaded site) the store's states
+  and ends the ones it had that the store has not.
+- The engine ends states itself (activity at home after an away or hospital stay; a carer's
+  expected end): its ``CareEnded`` actions are applied by the alarm book in the transaction
+  of the other actions (:func:`ended_by_rule`: row deleted, audited as ``rule:<id>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from gateway.kernel.clock import utc_iso
+from gateway.model import utc
+from gateway.store import Tx
+from gateway.store.audit import record_audit
+from gateway.store.household_care import all_care, delete_care, get_care, put_care
+from rules.inactivity import care_states, set_care
+
+__all__ = ["CARE_STATES", "VIAS", "CareDesk", "CareError", "apply_care", "ended_by_rule"]
+
+CARE_STATES = ("away", "hospital", "carer")
+VIAS = ("console", "caller", "case_system")
+
+
+class CareError(Exception):
+    """A care state that cannot be set: ``code`` (an API error code) and ``status``."""
+
+    def __init__(self, status: int, code: str, msg: str) -> None:
+        super().__init__(msg)
+        self.status, self.code = status, code
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat()
+
+
+class CareDesk:
+    """Sets and ends care states (see module contract). ``site()``: the current site;
+    ``engine()``: the running rule engine (None: none to tell, e.g. tools and tests)."""
+
+    def __init__(self, store: Any, site: Callable[[], Any],
+                 engine: Callable[[], Any] | None = None) -> None:
+        self.store, self.site, self.engine = store, site, engine or (lambda: None)
+
+    def states(self) -> list[dict[str, Any]]:
+        """The states in force, with the household's address and grid cell."""
+        site = self.site()
+        out = []
+        for row in all_care(self.store):
+            h = next((x for x in site.site.households if x.id == row["household_id"]), None)
+            out.append({**row, "address": h.address if h is not None else "",
+                        "grid_cell": h.grid_cell if h is not None else None})
+        return out
+
+    async def set(self, household_id: str, state: str, *, actor: str, via: str = "console",
+                  start: datetime | None = None, expected_end: datetime | None = None,
+                  note: str = "", now: datetime | None = None) -> dict[str, Any]:
+        now = now or utc()
+        if state not in CARE_STATES:
+            raise CareError(422, "invalid", f"unknown care state {state!r}")
+        if via not in VIAS:
+            raise CareError(422, "invalid", f"unknown channel {via!r}")
+        if not any(h.id == household_id for h in self.site().site.households):
+            raise CareError(404, "not_found", f"no household {household_id!r}")
+        start = start or now
+        if expected_end is not None and expected_end <= start:
+            raise CareError(422, "invalid", "the expected end must come after the start")
+        row: dict[str, Any] = {"household_id": household_id, "state": state, "started_at": _iso(start),
+               "expected_end": _iso(expected_end) if expected_end else None, "note": note,
+               "via": via, "set_by": actor, "set_at": utc_iso()}
+
+        def tx(conn: Tx) -> None:
+            put_care(conn, **row)
+            record_audit(conn, actor, "care.set", household_id, state=state,
+                         start=row["started_at"], expected_end=row["expected_end"], via=via,
+                         note=note)
+
+        await self.store.write(tx)
+        engine = self.engine()
+        if engine is not None:
+            set_care(engine, household_id, state, now, start, expected_end)
+        return row
+
+    async def end(self, household_id: str, *, actor: str, via: str = "console",
+                  now: datetime | None = None) -> bool:
+        """End the household's care state (False: it had none)."""
+        def tx(conn: Tx) -> bool:
+            row = get_care(conn, household_id)
+            if row is None:
+                return False
+            delete_care(conn, household_id)
+            record_audit(conn, actor, "care.end", household_id, state=row["state"],
+                         reason="ended", via=via)
+            return True
+
+        ended = bool(await self.store.write(tx))
+        engine = self.engine()
+        if ended and engine is not None:
+            set_care(engine, household_id, None, now or utc())
+        return ended
+
+
+def apply_care(engine: Any, store: Any, now: datetime | None = None) -> int:
+    """Give ``engine`` the store's care states (see module contract); how many."""
+    now = now or utc()
+    rows = all_care(store)
+    kept = {r["household_id"] for r in rows}
+    for h in set(care_states(engine)) - kept:
+        set_care(engine, h, None, now)
+    for r in rows:
+        end = r["expected_end"]
+        set_care(engine, r["household_id"], r["state"], now,
+                 datetime.fromisoformat(r["started_at"]),
+                 datetime.fromisoformat(end) if end else None)
+    return len(rows)
+
+
+def ended_by_rule(conn: Tx, a: Any) -> None:
+    """A ``CareEnded`` action of the engine: the store's row goes too, audited."""
+    row = get_care(conn, a.household_id)
+    if row is not None and row["state"] == a.state:
+        delete_care(conn, a.household_id)
+        record_audit(conn, f"rule:{a.rule_id}" if a.rule_id else "rule", "care.end",
+                     a.household_id, state=a.state, reason=a.reason, at=_iso(a.ts))
