@@ -21,8 +21,19 @@ import pytest
 
 from tests.help_fixtures import HELP_TOPIC, help_gateway
 from tests.support import browser_login, mqtt_publish
+from tests.test_console_i18n_browser import COLLECT, EXCEPT, untranslated
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+
+def _words(page, lang: str) -> None:
+    """Every visible string is in ``lang`` (site data marked data-raw apart), as the
+    console's i18n test asks of the other pages."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#toast")).to_be_hidden(timeout=6000)   # a message of the other language
+    page.wait_for_timeout(300)
+    assert untranslated(page.evaluate(COLLECT, EXCEPT), lang) == []
 
 
 def test_the_help_tab(browser, tmp_path, mosquitto, case_secret):
@@ -76,12 +87,14 @@ def test_the_help_tab(browser, tmp_path, mosquitto, case_secret):
         expect(key).to_have_attribute("data-state", "closed")
         expect(key.locator(".help-state")).to_have_text("已回访")
         expect(key.locator(".actions")).to_have_text("满意")
+        _words(page, "zh")
         # English
         page.select_option("#lang", "en")
         expect(page.locator('#nav [data-view="help"]')).to_have_text("Help")
         expect(key.locator(".help-state")).to_have_text("feedback recorded")
         expect(page.locator(".help-row", has_text="Repairs")).to_contain_text("phone")
         assert page.locator("#help-category option").first.inner_text() == "Meals"
+        _words(page, "en")
     finally:
         context.close()
         gw.stop()
@@ -119,6 +132,7 @@ def test_the_visits_tab(browser, tmp_path, mosquitto):
         expect(visited).to_contain_text("志愿者 小李")
         expect(cell.locator(".cov-counts")).to_contain_text("探访率：50%")
         expect(cell.locator('tr[data-household="h-7-101"]')).to_contain_text("待探访")
+        _words(page, "zh")
         # the CSV in Chinese, through the console's session
         csv = page.request.get(gw.url + href)
         assert csv.status == 200 and "探访状态" in csv.text() and "已探访" in csv.text()
@@ -127,6 +141,7 @@ def test_the_visits_tab(browser, tmp_path, mosquitto):
         expect(visited).to_contain_text("visited")
         expect(cell.locator(".cov-counts")).to_contain_text("Visited: 50%")
         assert page.locator("#visits-csv").get_attribute("href").endswith("lang=en")
+        _words(page, "en")
         # the phone's width: the page still works
         page.set_viewport_size({"width": 390, "height": 800})
         expect(visited).to_be_visible()

@@ -157,7 +157,7 @@ window.Care = (function () {
     const m = $("#visit-month"); if (!m.value) m.value = thisMonth();
     $("#visits-csv").href = `/api/visits.csv?month=${encodeURIComponent(m.value)}&lang=${C.lang === "zh" ? "zh-CN" : "en"}`;
     const [cov] = await Promise.all([api("/api/visits/coverage?month=" + encodeURIComponent(m.value)), can("visits.write") ? loadHouseholds() : null]);
-    const visitor = $('#visit-form [name="visitor"]'); if (C.me && !visitor.placeholder) visitor.placeholder = C.me.user;
+    const visitor = $('#visit-form [name="visitor"]'); if (C.me && !visitor.placeholder) { visitor.placeholder = C.me.user; visitor.dataset.raw = ""; }   // the user: site data
     // the month-end reminder (a console item): per grid member, the households still due
     $("#visit-remind").innerHTML = cov.remind.map(r => `<div class="banner visit-remind" role="status">${esc(t("cov_remind", {member: "\u0000", n: r.households.length})).split("\u0000").join(raw(r.grid_member || r.grid_cell))}</div>`).join("")
       + (!cov.ended && cov.cells.some(c => c.due) ? `<p class="hint">${esc(t("cov_days_left", {n: cov.days_left}))}</p>` : "");
