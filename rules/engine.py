@@ -402,7 +402,7 @@ class Engine:
         streams = self._streams
         self._streams = {d: streams.pop(d, {}) for d in site.devices}
         self._streams.update(streams)
-        for ev in self.evaluators:
+        for ev in sorted(self.evaluators, key=lambda ev: ev.reads_rules):
             ev.devices_changed(old, changed, removed, perm)
 
     def add_device(self, info: DeviceInfo) -> None:

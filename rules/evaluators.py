@@ -70,6 +70,8 @@ class Evaluator:
 
     kinds: frozenset[Kind] | None = frozenset()
     wants_bad = False   # also called for BAD-quality readings (value None)
+    #: reads other rules' per-device state: told of changed devices after them
+    reads_rules = False
 
     def __init__(self, rule: Any, engine: Engine, order: int) -> None:
         self.rule = rule

@@ -72,7 +72,7 @@ from rules.durations import (
 from rules.engine import register_kind
 from rules.evaluators import Evaluator
 from rules.localtime import active_deadline, local, window_end_after
-from rules.site import DeviceInfo
+from rules.site import DeviceInfo, SiteIndex
 from rules.spec import CUMULATIVE_KINDS, InactivityRule, value_type
 from rules.supervision import SupervisionEval
 
@@ -109,6 +109,7 @@ _CARE_WORDS = {1: ("外出", "away"), 2: ("住院", "in hospital")}
 
 class InactivityEval(Evaluator):
     rule: InactivityRule
+    reads_rules = True      # the supervision rules' silence allowances (limits)
 
     def __init__(self, rule: InactivityRule, engine: Engine, order: int) -> None:
         super().__init__(rule, engine, order)
@@ -122,13 +123,8 @@ class InactivityEval(Evaluator):
         n = len(site.households)
         # per-household state for every household of the site; uncovered ones never fire
         self._covered = np.zeros(n, dtype=bool)
-        for h, info in site.households.items():
-            if ((not rule.lives_alone_only or info.lives_alone)
-                    and (not self._households or h in self._households)
-                    and (not self._cells or info.grid_cell in self._cells)
-                    and any(self._source_device(site.devices[d])
-                            for d in site.devices_of_household[h])):
-                self._covered[self._hidx[h]] = True
+        for h in site.households:
+            self._covered[self._hidx[h]] = self._covers(h)
         # array.array for fast scalar access per reading; numpy views for the scans.
         # -inf: nothing seen yet (watching starts at the first tick)
         self._last = array("d", [-np.inf]) * n     # engine time of the last activity
@@ -143,12 +139,10 @@ class InactivityEval(Evaluator):
                             ("alarmed", self._alarmed))}
         # source devices of each household (CSR: devices of i are _src[_ptr[i]:_ptr[i+1]]);
         # their liveness is read from engine.seen when a household is checked
-        dev_index = site.device_index
         counts = np.zeros(n + 1, dtype=np.int64)
         src: list[int] = []
         for h, i in self._hidx.items():
-            ds = [dev_index[d] for d in site.devices_of_household[h]
-                  if self._covered[i] and self._source_device(site.devices[d])]
+            ds = self._sources_of(h)
             src.extend(ds)
             counts[i + 1] = len(ds)
         self._ptr = np.cumsum(counts).astype(np.int32)
@@ -160,8 +154,9 @@ class InactivityEval(Evaluator):
         off = local(0.0, self._zone).utcoffset()
         self._hour_phase = (off.total_seconds() if off else 0.0) % 3600.0
         # earliest possible deadline after a reading: the next check is never later than it
-        self._lower = min(rule.threshold, b.floor if b is not None else rule.threshold,
-                          rule.sources_offline_after)
+        self._lower = self._lower_rule = min(
+            rule.threshold, b.floor if b is not None else rule.threshold,
+            rule.sources_offline_after)
         self._next_scan = -np.inf
         self._started = False
         cw = rule.cannot_watch
@@ -183,6 +178,60 @@ class InactivityEval(Evaluator):
         own = (self._covered.nbytes + self._ptr.nbytes + self._src.nbytes
                + sum(a.nbytes for a in self._np.values()))
         return own + (self.baseline.nbytes if self.baseline is not None else 0)
+
+    def _covers(self, h: str) -> bool:
+        """Whether this rule watches household ``h`` (of the engine's site)."""
+        site, rule = self.engine.site, self.rule
+        info = site.households[h]
+        return ((not rule.lives_alone_only or info.lives_alone)
+                and (not self._households or h in self._households)
+                and (not self._cells or info.grid_cell in self._cells)
+                and any(self._source_device(site.devices[d])
+                        for d in site.devices_of_household[h]))
+
+    def _sources_of(self, h: str) -> list[int]:
+        """Dense indexes of the source devices of household ``h`` (none if not covered)."""
+        site = self.engine.site
+        if not self._covered[self._hidx[h]]:
+            return []
+        return [site.device_index[d] for d in site.devices_of_household[h]
+                if self._source_device(site.devices[d])]
+
+    def devices_changed(self, old: SiteIndex, changed: list[str], removed: list[str],
+                        perm: npt.NDArray[np.int64]) -> None:
+        """The households of the changed and removed devices (where they were and where
+        they are) are covered again or not, their source devices found again; the other
+        households' source devices keep their place, at their new dense indexes. As a
+        restore does, a household no longer covered has no next check."""
+        site = self.engine.site
+        homes = {old.devices[d].household_id for d in (*changed, *removed) if d in old.devices}
+        homes |= {site.devices[d].household_id for d in changed}
+        homes.discard(None)
+        n = len(self._covered)
+        inv = np.full(len(old.devices), -1, dtype=np.int64)     # old index -> new index
+        kept = np.flatnonzero(perm >= 0)
+        inv[perm[kept]] = kept
+        owner = np.repeat(np.arange(n, dtype=np.int64), np.diff(self._ptr))
+        affected = [self._hidx[h] for h in homes if h is not None]
+        stay = ~np.isin(owner, affected)
+        srcs, owners = [inv[self._src[stay]]], [owner[stay]]
+        for h in homes:
+            assert h is not None
+            i = self._hidx[h]
+            self._covered[i] = self._covers(h)
+            ds = self._sources_of(h)
+            srcs.append(np.asarray(ds, dtype=np.int64))
+            owners.append(np.full(len(ds), i, dtype=np.int64))
+        src, owner = np.concatenate(srcs), np.concatenate(owners)
+        order = np.argsort(owner, kind="stable")
+        self._src = src[order].astype(np.int32)
+        counts = np.zeros(n + 1, dtype=np.int64)
+        counts[1:] = np.bincount(owner, minlength=n)
+        self._ptr = np.cumsum(counts).astype(np.int32)
+        self._np["due"][~self._covered] = np.inf
+        self._lim_cache = None
+        if self._started:
+            self.limits()       # (the supervision rules took the change first)
 
     def _source_device(self, d: DeviceInfo) -> bool:
         return (d.household_id is not None and Evaluator.accepts(self, d)
@@ -267,9 +316,11 @@ class InactivityEval(Evaluator):
                 lim[:m] = np.minimum(lim[:m], a[:m])
             c = self._lim_cache = (key, lim)
             # a source may be found silent sooner than any deadline: check no later
+            # (of the current sources and allowances: an engine restored or told of
+            # changed devices finds the same as one that ran through)
             src = self._src[self._src < n]
-            if src.size:
-                self._lower = min(self._lower, float(lim[src].min()))
+            self._lower = (min(self._lower_rule, float(lim[src].min())) if src.size
+                           else self._lower_rule)
         return c[1]
 
     def _watch(self, i: int, t: float) -> tuple[float, bool, float]:
@@ -521,6 +572,8 @@ class InactivityEval(Evaluator):
         self._started = bool(d.get("started", False))
         self._start = -np.inf if d.get("start") is None else float(d["start"])
         self._next_scan = -np.inf if d.get("next_scan") is None else float(d["next_scan"])
+        if self._started:
+            self.limits()       # as the first tick did
 
 
 def set_care(engine: Engine, household_id: str, state: str | None, now: datetime,

@@ -26,6 +26,7 @@ from rules.arrays import pack, unpack
 from rules.durations import bilingual_duration
 from rules.engine import register_kind
 from rules.evaluators import Evaluator
+from rules.site import DeviceInfo, SiteIndex
 from rules.spec import SupervisionRule
 
 if TYPE_CHECKING:
@@ -60,13 +61,32 @@ class SupervisionEval(Evaluator):
         self._ids = list(site.devices)
         limit = np.full(len(self._ids), np.inf)
         for i, d in enumerate(site.devices.values()):
-            if self.accepts(d):
-                limit[i] = (rule.silence if rule.silence is not None
-                            else DEFAULT_SILENCE.get(d.device_type, np.inf))
+            limit[i] = self._silence_of(d)
         self._limit = limit
         self._silent = np.zeros(len(self._ids), dtype=bool)
         self._start = -np.inf       # engine time watching started (first tick)
         self._next_scan = -np.inf
+
+    def _silence_of(self, d: DeviceInfo) -> float:
+        """How long device ``d`` may be silent (inf: not watched)."""
+        if not self.accepts(d):
+            return float(np.inf)
+        return (self.rule.silence if self.rule.silence is not None
+                else DEFAULT_SILENCE.get(d.device_type, float(np.inf)))
+
+    def devices_changed(self, old: SiteIndex, changed: list[str], removed: list[str],
+                        perm: npt.NDArray[np.int64]) -> None:
+        """Silence limits and flags follow the devices by id (Evaluator contract)."""
+        site = self.engine.site
+        self._ids = list(site.devices)
+        kept = perm >= 0
+        limit = np.full(len(self._ids), np.inf)
+        limit[kept] = self._limit[perm[kept]]
+        silent = np.zeros(len(self._ids), dtype=bool)
+        silent[kept] = self._silent[perm[kept]]
+        for d in changed:
+            limit[site.device_index[d]] = self._silence_of(site.devices[d])
+        self._limit, self._silent = limit, silent
 
     @property
     def limit(self) -> npt.NDArray[np.float64]:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import replace
 from datetime import timedelta
 from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
+from ruamel.yaml import YAML
 
 from gateway.installer import InstallerError, SiteEditor
 from gateway.kernel.model import Kind, Quality, Reading
@@ -232,3 +234,211 @@ def test_a_file_edited_by_hand_ends_the_fast_path(generated, tmp_path):
     asyncio.run(ed.set_mode(d.id, "test", actor="t", until=utc() + timedelta(hours=1)))
     assert ed.last_path == "fast"                   # primed again by the whole-file edit
     assert load_site(directory).devices == ed._base[1].devices   # noqa: SLF001
+
+
+#: rules of every event-driven kind beside the generated site's (match, supervision and
+#: inactivity), so that each evaluator's per-device state meets additions, removals, moves
+#: and type changes
+_MORE_RULES = [
+    {"id": "cold", "kind": "threshold", "metric": "battery", "below": 10, "hysteresis": 5,
+     "for": 120, "category": "device_fault", "message": {"zh": "电量低", "en": "low"}},
+    {"id": "door_held", "kind": "held", "when": {"kind": "door_open", "value": True},
+     "for": 900, "category": "security", "message": {"zh": "门未关", "en": "door open"}},
+    {"id": "presses", "kind": "count", "when": {"kind": "sos", "value": True}, "count": 2,
+     "window": 600, "per": "household", "category": "emergency_call",
+     "message": {"zh": "多次呼叫", "en": "presses"}},
+    {"id": "smoke_motion", "kind": "compound", "all": [
+        {"when": {"kind": "smoke", "value": True}}, {"when": {"kind": "motion", "value": True}}],
+     "window": 900, "per": "household", "category": "fire",
+     "message": {"zh": "烟与动", "en": "smoke and motion"}},
+    {"id": "one_motion", "kind": "match", "devices": ["motion-01-102"],
+     "when": {"kind": "motion", "value": True}, "category": "security",
+     "message": {"zh": "动", "en": "motion"}},
+    {"id": "watch_fast", "kind": "supervision", "silence": 1800, "households": ["h-01-101",
+     "h-01-102", "h-02-101"], "message": {"zh": "{device_name} 故障", "en": "{device_name}"}},
+    {"id": "idle", "kind": "inactivity", "lives_alone_only": False, "threshold": 3600,
+     "sources_offline_after": 7200, "repeat_after": 3600,
+     "message": {"zh": "{household_address} 无活动", "en": "idle"}},
+]
+
+
+def _difference(a, b, path: str = "") -> str | None:
+    """Where two snapshots first differ (None: equal), for the assertion's message."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in dict.fromkeys([*a, *b]):
+            if k not in a or k not in b:
+                return f"{path}.{k}: only in {'kept' if k in a else 'rebuilt'}"
+            got = _difference(a[k], b[k], f"{path}.{k}")
+            if got:
+                return got
+        return None
+    return None if a == b else f"{path}: {str(a)[:300]} != {str(b)[:300]}"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_engine_takes_device_edits_like_a_rebuilt_one(generated, seed):
+    """Random additions, removals, moves (to another household, to a grid cell alone),
+    type and name changes, one at a time and several at once, taken by the running engine
+    (Engine.update_devices and its add/remove/update_device) do with readings and time
+    what an engine rebuilt for each new site from the previous one's snapshot does: the
+    same actions, in the same order; and the same snapshot."""
+    from rules.engine import Engine
+    from rules.site import DeviceInfo
+    from rules.spec import RulesConfig
+
+    site = load_site(generated)
+    base = build_engine(site)
+    spec = YAML(typ="safe").load((generated / "rules.yaml").read_text(encoding="utf-8"))
+    spec["rules"] += _MORE_RULES
+    config = RulesConfig.model_validate(spec)
+    kept = Engine(config, base.site)
+    rebuilt = Engine(config, base.site)
+    rng = random.Random(seed)
+    households = list(base.site.households)
+    cells = list(base.site.grid_cell_names)
+    types = sorted({d.device_type for d in base.site.devices.values()} | {"gas_detector"})
+    now = utc()
+    added = 0
+    gone: list[str] = []          # removed devices: their readings still arrive
+
+    def rebuild(new_site) -> Engine:
+        e = Engine(config, new_site)
+        e.load_snapshot(rebuilt.snapshot())
+        return e
+
+    def place(info: DeviceInfo) -> DeviceInfo:
+        if rng.random() < 0.15:                                     # a cell, no household
+            return replace(info, household_id=None, grid_cell=rng.choice(cells))
+        h = rng.choice(households)
+        return replace(info, household_id=h, grid_cell=kept.site.households[h].grid_cell)
+
+    def readings(n: int) -> None:
+        nonlocal now
+        devices = list(kept.site.devices)
+        for _ in range(n):
+            now += timedelta(seconds=rng.uniform(1, 240))
+            d = rng.choice(gone) if gone and rng.random() < 0.1 else rng.choice(devices)
+            kind, value = rng.choice([
+                (Kind.SOS, True), (Kind.SOS, False), (Kind.MOTION, True), (Kind.SMOKE, True),
+                (Kind.SMOKE, False), (Kind.DOOR_OPEN, True), (Kind.DOOR_OPEN, False),
+                (Kind.BATTERY, rng.uniform(2, 90)), (Kind.TAMPER, rng.random() < 0.5),
+                (Kind.WATER_VOLUME, rng.uniform(0, 100)), (Kind.AVAILABILITY, True)])
+            info = kept.site.devices.get(d) or DeviceInfo(d, "emergency_caller", None, None)
+            r = Reading(d, kind, value, now, quality=Quality.GOOD,
+                        device_type=info.device_type, household_id=info.household_id,
+                        grid_cell=info.grid_cell)
+            assert kept.feed(r, now) == rebuilt.feed(r, now)
+            if rng.random() < 0.3:
+                assert kept.tick(now) == rebuilt.tick(now)
+
+    readings(200)
+    for step in range(60):
+        devices = kept.site.devices
+        d = rng.choice(list(devices))
+        op = rng.choice(["add", "add_unknown", "remove", "move", "type", "name", "batch"])
+        if op in ("add", "add_unknown"):
+            added += 1
+            info = place(DeviceInfo(f"new-{seed}-{added}", rng.choice(types), name="新"))
+            if op == "add_unknown":     # it reported before it was configured
+                r = Reading(info.device_id, Kind.MOTION, True, now, quality=Quality.GOOD,
+                            device_type=info.device_type)
+                assert kept.feed(r, now) == rebuilt.feed(r, now)
+            kept.add_device(info)
+            new_site = kept.site
+        elif op == "remove":
+            kept.remove_device(d)
+            gone.append(d)
+            new_site = kept.site
+        elif op in ("move", "type", "name"):
+            info = devices[d]
+            info = (place(info) if op == "move" else
+                    replace(info, device_type=rng.choice(types)) if op == "type" else
+                    replace(info, name=f"{info.name}·{step}"))
+            kept.update_device(info)
+            new_site = kept.site
+        else:                       # several at once, found by comparison
+            edited = dict(devices)
+            for x in rng.sample(list(edited), 3):
+                edited[x] = place(edited[x])
+            for x in rng.sample(list(edited), 2):
+                del edited[x]
+                gone.append(x)
+            added += 1
+            edited[f"new-{seed}-{added}"] = place(DeviceInfo(f"new-{seed}-{added}",
+                                                             rng.choice(types)))
+            new_site = replace(kept.site, devices=edited)
+            kept.update_devices(new_site)
+        if rng.random() < 0.3:
+            mode = rng.choice(["test", "normal", "maintenance"])
+            kept.set_device_mode(d, mode)
+            rebuilt.set_device_mode(d, mode)
+        rebuilt = rebuild(new_site)
+        assert dict(kept.site.devices) == dict(rebuilt.site.devices)
+        assert list(kept.site.device_index.items()) == list(rebuilt.site.device_index.items())
+        readings(rng.randint(5, 40))
+        now += timedelta(minutes=rng.uniform(1, 40))        # silence, inactivity, timers
+        assert kept.tick(now) == rebuilt.tick(now), step
+        assert _difference(kept.snapshot(), rebuilt.snapshot()) is None, step
+    readings(300)
+    for _ in range(30):
+        now += timedelta(minutes=20)
+        assert kept.tick(now) == rebuilt.tick(now)
+    assert _difference(kept.snapshot(), rebuilt.snapshot()) is None
+
+
+def test_quick_revalidation_is_the_whole_check(generated):
+    """``revalidate_devices``'s quick checks (the edited entries, the ids that are gone)
+    return what the whole check returns, and a site the whole check rejects is never
+    taken by them: it gets the whole check's errors."""
+    from edge_config.loader import _quick_devices, plain, revalidate_devices
+    from gateway.kernel.errors import ConfigError
+    from gateway.site import VALIDATORS
+
+    site = load_site(generated)
+    tree = plain(site.trees["devices.yaml"])
+    devices = list(site.devices.devices)
+    homes = [h.id for h in site.site.households]
+    rng = random.Random(5)
+    callers = [i for i, d in enumerate(devices) if d.type == "emergency_caller"]
+
+    def caller(**over) -> dict:
+        return {"id": "caller-x", "type": "emergency_caller", "household": homes[0],
+                "name": "新", "profile": "json-emergency-caller",
+                "mqtt": {"topic": "devices/caller-x"}, **over}
+
+    cases: list[tuple[str, list, list]] = []     # (what, entries, known)
+    for _ in range(6):
+        i = rng.choice(callers)
+        entries, known = list(tree["devices"]), list(devices)
+        entries[i] = {**entries[i], "name": "改名", "household": rng.choice(homes)}
+        known[i] = None
+        cases.append(("edit", entries, known))
+    cases.append(("add", [*tree["devices"], caller()], [*devices, None]))
+    k = rng.choice(callers)
+    cases.append(("remove", tree["devices"][:k] + tree["devices"][k + 1:],
+                  devices[:k] + devices[k + 1:]))
+    bad = {"taken id": caller(id=devices[3].id), "taken topic": caller(
+        mqtt={"topic": devices[callers[0]].topic}), "unknown household": caller(
+        household="h-nope"), "unknown cell": caller(household=None, grid_cell="x-9"),
+        "schema": caller(type="no_such_type"), "misfit": caller(profile="json-door-access"),
+        "no place": caller(household=None), "field bus": caller(
+        mqtt=None, modbus={"bus": "rs485-1", "unit": 7})}
+    for what, entry in bad.items():
+        cases.append((what, [*tree["devices"], entry], [*devices, None]))
+    taken_by_the_quick_checks = 0
+    for what, entries, known in cases:
+        new_tree = {"devices": entries}
+        changed = {str(e.get("id")) for e, k in zip(entries, known) if k is None}
+        got = []
+        for quick in (True, False):
+            try:
+                got.append(revalidate_devices(site, new_tree, known, VALIDATORS,
+                                              changed=changed, quick=quick).devices)
+            except ConfigError as exc:
+                got.append(exc.issues)
+        assert got[0] == got[1], what
+        quick_ok = _quick_devices(site, new_tree, known, VALIDATORS, changed,
+                                  site.trees) is not None
+        assert quick_ok == (what in ("edit", "add", "remove")), what
+        taken_by_the_quick_checks += quick_ok
+    assert taken_by_the_quick_checks == 8
