@@ -5,6 +5,7 @@ const C = window.C = {
   lang: localStorage.getItem("lang") || "zh", csrf: null, me: null,
   alarms: new Map(), cards: new Map(), source: null, reasons: {}, view: "board",
   modes: [],   // devices in test/maintenance mode now (/api/devices/modes, event: modes)
+  care: new Map(), careCounts: {},   // household care states (/api/care)
 };
 const $ = (s, root = document) => root.querySelector(s);
 const $$ = (s, root = document) => [...root.querySelectorAll(s)];
@@ -164,8 +165,54 @@ function householdCard(a) {
   const grid = g ? `${t("grid")} <span data-raw>${esc(g.name)} (${esc(g.code)})</span>${g.grid_member ? ` · ${t("member")} <span data-raw>${esc(g.grid_member)}</span>` : ""}` : `<span data-raw>${esc(a.grid_cell || "")}</span>`;
   const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}: ${h.contacts.map(c =>
     `<span data-raw>${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""}</span> ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
-  return `<div class="household"><div>${place}${modeTags(a)}</div><div class="meta">${grid}</div>${contacts}</div>`;
+  const care = a.household_id ? careTag(a.household_id) + (can("alarms.act") ? ` <button type="button" class="care-btn link" data-household="${esc(a.household_id)}">${t("care_set_btn")}</button>` : "") : "";
+  return `<div class="household"><div>${place}${modeTags(a)}${care}</div><div class="meta">${grid}</div>${contacts}</div>`;
 }
+// -- household care states (外出 / 住院 / 有人陪护): GET /api/care, set and ended on the card
+function careTag(hid) {
+  const c = C.care.get(hid); if (!c) return "";
+  const until = c.expected_end ? " · " + esc(t(c.state === "carer" ? "care_until" : "care_back_by", {time: fmtUntil(c.expected_end)})) : "";
+  return ` <span class="tag care" data-care="${esc(c.state)}">${esc(t("care_" + c.state))}${until}</span>`;
+}
+function setCare(d) {
+  const before = JSON.stringify([...C.care.values()]);
+  C.care = new Map(((d && d.care) || []).map(r => [r.household_id, r]));
+  C.careCounts = (d && d.counts) || {};
+  if (JSON.stringify([...C.care.values()]) !== before) redrawBoard(true);
+}
+function loadCare() { return api("/api/care").then(setCare).catch(() => {}); }
+setInterval(() => { if (C.me && !C.sessionLost && can("households.read")) loadCare(); }, 60000);
+function openCare(hid) {
+  const d = $("#care-dialog"), c = C.care.get(hid);
+  const a = [...C.alarms.values()].find(x => x.household_id === hid);
+  $("#cd-place").textContent = a && a.household ? a.household.address : hid;
+  $("#cd-state").value = c ? c.state : "away";
+  const end = c && c.expected_end ? new Date(c.expected_end) : null;
+  $("#cd-end").value = end ? new Date(end.getTime() - end.getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
+  $("#cd-note").value = c ? c.note : "";
+  $("#cd-current").textContent = c ? t("care_now", {state: t("care_" + c.state)}) : t("care_none");
+  $("#cd-end-now").hidden = !c;
+  $("#cd-error").textContent = "";
+  d.dataset.household = hid;
+  d.showModal();
+}
+$("#alarms").addEventListener("click", e => { const b = e.target.closest(".care-btn"); if (b) openCare(b.dataset.household); });
+$("#cd-cancel").onclick = () => $("#care-dialog").close("cancel");
+async function careRequest(method, body) {
+  const d = $("#care-dialog");
+  try {
+    await api(`/api/households/${encodeURIComponent(d.dataset.household)}/care`, {method, ...(body ? {body: JSON.stringify(body)} : {})});
+    d.close("saved");
+    toast(t(method === "DELETE" ? "care_ended" : "care_saved"));
+    await loadCare();
+  } catch (err) { $("#cd-error").textContent = err.message; }
+}
+$("#cd-save").onclick = () => {
+  const end = $("#cd-end").value;
+  careRequest("PUT", {state: $("#cd-state").value, note: $("#cd-note").value,
+    ...(end ? {expected_end: new Date(end).toISOString()} : {})});
+};
+$("#cd-end-now").onclick = () => careRequest("DELETE");
 // -- devices in test or maintenance mode: their triggers are tests, not alarms, until the mode ends
 function fmtUntil(iso) {
   const d = new Date(iso), loc = C.lang === "zh" ? "zh-CN" : "en-GB";
@@ -351,6 +398,11 @@ function flush() {
   if (sorted.length && empty) empty.remove();
   summary(sorted);
 }
+function careSummary() {   // the board header: households away, in hospital, with a carer
+  const n = C.careCounts || {};
+  return ["away", "hospital", "carer"].filter(s => n[s]).map(s =>
+    ` <span class="pill care" data-care="${s}" id="n-care-${s}" data-raw-title title="${esc([...C.care.values()].filter(c => c.state === s).map(c => c.address || c.household_id).join("\n"))}">${t("care_" + s)} <b>${n[s]}</b></span>`).join("");
+}
 function summary(list) {
   const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
   $("#alarms").classList.toggle("calm", crit > 12);
@@ -358,7 +410,7 @@ function summary(list) {
   $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}: <b id="n-critical">${crit}</b></span>
     <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>${filtered ? `
     <span class="pill filtered" id="n-shown">${t("shown_of", {n: visible, total: list.length})}</span>` : ""}${C.modes.length ? `
-    <button type="button" class="pill modes" id="modes-pill" data-raw-title title="${esc(C.modes.map(m => `${m.name || m.device_id} · ${t("mode_on_" + m.mode)}${m.until ? " · " + t("mode_until", {time: fmtUntil(m.until)}) : ""}`).join("\n"))}">${t("modes_count")} <b id="n-modes">${C.modes.length}</b></button>` : ""}`;
+    <button type="button" class="pill modes" id="modes-pill" data-raw-title title="${esc(C.modes.map(m => `${m.name || m.device_id} · ${t("mode_on_" + m.mode)}${m.until ? " · " + t("mode_until", {time: fmtUntil(m.until)}) : ""}`).join("\n"))}">${t("modes_count")} <b id="n-modes">${C.modes.length}</b></button>` : ""}${careSummary()}`;
   const filters = $("#board-filters");
   if (!filters.contains(document.activeElement)) filters.innerHTML = filtersHtml(list);
   document.title = (crit ? `(${crit}) ` : "") + t("title");
@@ -474,6 +526,7 @@ function renotify(on) {  // repeat the notification every 60 s until acknowledge
 $("#board-summary").addEventListener("click", e => { if (e.target.closest("#modes-pill")) show("devices"); });
 async function loadBoard() {
   loadModes();
+  if (can("households.read")) loadCare();
   // Alarms that arrive on the stream while the snapshot is in flight are newer than it:
   // the snapshot must not drop them (nor roll back their state).
   const live = C.liveDuringLoad = new Map();

@@ -1,0 +1,67 @@
+"""Household care states in Debian's Chromium (issue 15.1), against a real gateway process
+and Mosquitto: on an alarm's household card, duty staff set 外出 (away) with an expected
+return; the card carries the tag, the board header counts it; it survives a restart of the
+gateway (the store holds it); staff end it and both go.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import expect
+
+from gateway.model import utc
+from tests.support import mqtt_publish
+from tests.test_device_modes_browser import _login, gateway  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def test_staff_set_and_end_a_care_state_on_the_household_card(browser, gateway, mosquitto):
+    ctx, duty = _login(browser, gateway, "duty")
+    try:
+        duty.wait_for_selector("#board-empty", timeout=5000)
+        mqtt_publish(mosquitto.port, [("devices/smoke-7-101", {"smoke": True})])
+        card = duty.locator("article.alarm").first
+        card.wait_for(timeout=10_000)
+        assert card.locator(".tag.care").count() == 0
+        card.locator(".care-btn").click()
+        dialog = duty.locator("#care-dialog")
+        expect(dialog).to_be_visible()
+        expect(duty.locator("#cd-current")).to_have_text("当前：无")
+        back = (utc() + timedelta(days=2)).astimezone(SHANGHAI).replace(hour=18, minute=0)
+        duty.select_option("#cd-state", "away")
+        duty.fill("#cd-end", back.strftime("%Y-%m-%dT%H:%M"))
+        duty.fill("#cd-note", "去女儿家")
+        duty.click("#cd-save")
+        expect(dialog).to_be_hidden()
+        tag = card.locator(".tag.care[data-care=away]")
+        expect(tag).to_contain_text("外出")
+        expect(tag).to_contain_text("18:00 返回")
+        expect(duty.locator("#n-care-away")).to_have_text("外出 1")
+    finally:
+        ctx.close()
+
+    gateway.stop()          # the store holds it: a restart keeps it
+    gateway.start()
+    ctx, duty = _login(browser, gateway, "duty")
+    try:
+        card = duty.locator("article.alarm").first
+        card.wait_for(timeout=10_000)
+        expect(card.locator(".tag.care[data-care=away]")).to_contain_text("18:00 返回")
+        expect(duty.locator("#n-care-away")).to_have_text("外出 1")
+        card.locator(".care-btn").click()
+        expect(duty.locator("#cd-current")).to_have_text("当前：外出")
+        expect(duty.locator("#cd-note")).to_have_value("去女儿家")
+        duty.click("#cd-end-now")
+        expect(duty.locator("#care-dialog")).to_be_hidden()
+        expect(card.locator(".tag.care")).to_have_count(0)
+        expect(duty.locator("#n-care-away")).to_have_count(0)
+        care = duty.evaluate("fetch('/api/care').then(r => r.json())")
+        assert care == {"care": [], "counts": {"away": 0, "hospital": 0, "carer": 0}}
+    finally:
+        ctx.close()
