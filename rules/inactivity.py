@@ -577,10 +577,13 @@ class InactivityEval(Evaluator):
 
 
 def set_care(engine: Engine, household_id: str, state: str | None, now: datetime,
-             start: datetime | None = None, expected_end: datetime | None = None) -> None:
+             start: datetime | None = None, expected_end: datetime | None = None,
+             rules: Iterable[str] | None = None) -> None:
     """Household ``household_id`` is ``away``, in ``hospital`` or has a ``carer`` from
     ``start`` (default ``now``) until ``expected_end`` (None: none given); ``state`` None:
-    no care state any more (module contract). For every inactivity rule watching it."""
+    no care state any more (module contract). For every inactivity rule watching it (or
+    those of ``rules``, by id: the detection benchmark's comparison)."""
+    only = None if rules is None else frozenset(rules)
     if state is not None and state not in CARE_STATES:
         raise ValueError(f"unknown care state {state!r}; use one of {sorted(CARE_STATES)}")
     t = engine.clock.advance(now.timestamp())
@@ -588,7 +591,7 @@ def set_care(engine: Engine, household_id: str, state: str | None, now: datetime
     begin = t if start is None else t + (start.timestamp() - wall)
     end = np.inf if expected_end is None else t + (expected_end.timestamp() - wall)
     for ev in engine.evaluators:
-        if isinstance(ev, InactivityEval):
+        if isinstance(ev, InactivityEval) and (only is None or ev.rule.id in only):
             ev.care(household_id, 0 if state is None else CARE_STATES[state], begin, end, t)
 
 

@@ -13,7 +13,10 @@ Contract:
   :class:`Incident` records when, and when the resident would usually have been active next
   (the first activity of their counterfactual routine after that time; their wake-up time
   if the incident happened in their sleep). ``write_truth(path)`` writes incidents, trips,
-  device faults, emergency presses and smoke as JSON lines.
+  device faults, emergency presses and smoke as JSON lines. ``plant_dead(start, end, share)``
+  plants dead-sensor incidents: in ``share`` of the other households living alone every
+  device of the home stops reporting (no heartbeats, no meter readings: a power cut, a dead
+  hub) at a random time not on a trip, for good; the resident goes on as usual.
 - ``reports(start, end, households=None, shared=True)`` yields :class:`Report` lists, one
   per ``step`` of simulated time, each sorted by time and all in ``[start, end)``: a
   virtual clock — nothing waits, the caller decides how fast time runs.
@@ -35,7 +38,8 @@ from simulators.household_sim import DeviceFaults, HouseholdSim, Report
 from simulators.personas import Persona, draw_persona, plan_day, wake_time
 from simulators.personas import poisson_times as _poisson_times
 
-__all__ = ["Community", "DeviceSpec", "HouseholdSpec", "Incident", "Report", "KINDS"]
+__all__ = ["Community", "DeadSensors", "DeviceSpec", "HouseholdSpec", "Incident", "Report",
+           "KINDS"]
 
 KINDS = {"elderly_alone": 0.35, "couple": 0.30, "family": 0.35}
 HOMES_PER_BUILDING = 24
@@ -84,6 +88,14 @@ class Incident:
     at: float
     usual_activity_at: float
     asleep: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadSensors:
+    """Every device of ``household`` stops reporting at ``at`` (epoch seconds), for good."""
+
+    household: str
+    at: float
 
 
 _ROLES = {"elderly_alone": ("elderly",), "couple": ("elderly", "elderly"),
@@ -145,6 +157,7 @@ class Community:
                                            "json", None, cell, f"第{k + 1}网格微型消防站烟感"))
         self.by_id = {h.id: h for h in self.households}
         self.incidents: dict[str, Incident] = {}
+        self.dead: dict[str, DeadSensors] = {}
         self._truth: list[dict] = []
 
     # -- incidents -----------------------------------------------------------------------
@@ -168,6 +181,19 @@ class Community:
                 usual, asleep = (later[0] if later else plan.next_wake), False
             self.incidents[h.id] = Incident(h.id, at, usual, asleep)
         return sorted(self.incidents.values(), key=lambda x: x.at)
+
+    def plant_dead(self, start: float, end: float, share: float = 0.3) -> list[DeadSensors]:
+        """Plant dead-sensor incidents (see module contract) in households living alone
+        without an incident; returns them, also kept in ``dead``."""
+        rng = random.Random(f"{self.seed}:dead:{start}:{end}")
+        alone = [h for h in self.households if h.lives_alone and h.id not in self.incidents]
+        for h in rng.sample(alone, round(share * len(alone))):
+            for _ in range(100):
+                at = rng.uniform(start, end)
+                if not self._on_trip(h.id, at):
+                    self.dead[h.id] = DeadSensors(h.id, at)
+                    break
+        return sorted(self.dead.values(), key=lambda x: x.at)
 
     def _plan_at(self, key: str, persona: Persona, ts: float):
         day = datetime.fromtimestamp(ts, self.zone).date()
@@ -277,8 +303,16 @@ class Community:
             batch.sort(key=lambda r: r.ts)
             cut = _bisect_ts(batch, until)
             carry = batch[cut:]
-            yield batch[:cut]
+            if self.dead:       # dead sensors: nothing of their home reports any more
+                yield [r for r in batch[:cut] if not self._dead(r)]
+            else:
+                yield batch[:cut]
             t = until
+
+    def _dead(self, r: Report) -> bool:
+        d = self._dev.get(r.device_id)
+        dead = self.dead.get(d.household) if d is not None and d.household else None
+        return dead is not None and r.ts >= dead.at
 
     def _record(self, sims: list[HouseholdSim], start: float, end: float) -> None:
         truth = []

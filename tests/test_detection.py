@@ -27,3 +27,13 @@ def test_detection_benchmark_short_run(capsys):
     assert result["fixed"] in result["fixed_sweep"]
     ratio = result["false_alarm_ratio_fixed_to_learned"]
     assert ratio is None or ratio > 0
+    # issue 15.6: trips told through the away state, and dead sensors give 无法监护
+    without = result["learned_without_away"]
+    assert without["detection_rate"] == 1.0
+    assert (result["learned"]["false_alarms_per_100_household_days"]
+            <= without["false_alarms_per_100_household_days"])
+    assert result["dead_sensor_incidents"] >= 1
+    for name in ("learned", "learned_without_away"):
+        dead = result[name]["dead_sensors"]
+        assert dead["incidents"] == result["dead_sensor_incidents"]
+        assert dead["share"] == 1.0, dead["inactivity_alarm_instead"]
