@@ -306,6 +306,8 @@ def _check_call_plans(st: Any, rules_cfg: Any, out: _Collector) -> None:
     rules = getattr(rules_cfg, "rules", None)
     categories = set(STANDARD_CATEGORIES) | (
         {c for r in rules if isinstance(c := getattr(r, "category", None), str)}
+        | {c for r in rules   # an inactivity rule's 无法监护 (rules.spec.CannotWatchSpec)
+           if isinstance(c := getattr(getattr(r, "cannot_watch", None), "category", None), str)}
         if rules is not None else set())
 
     def check(plans: Any, where: tuple) -> None:

@@ -35,6 +35,7 @@ from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
 from gateway.household_care import CareDesk, apply_care
+from rules.inactivity import watch_warnings
 from gateway.installer import SiteEditor
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics
@@ -358,6 +359,8 @@ class Gateway:
         """The rule engine: the last snapshot's state (up to 30 s old), then the store's
         alarm and fault bookkeeping, which wins (``adopt_store``)."""
         engine = build_engine(site)
+        for warning in watch_warnings(engine):     # dead sensors could read as inactivity
+            log.warning("rules.yaml: %s", warning)
         snap = store.get_meta("rules_snapshot")
         if snap:
             engine.load_snapshot(json.loads(snap))

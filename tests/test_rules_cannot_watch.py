@@ -179,3 +179,22 @@ def test_the_case_of_a_cannot_watch_alarm_is_a_device_fault():
                "callback_url": None, "idempotency_key": "tianlin-07-abc-12-0", "sequence": 0}
     assert to_case_create(payload).category.value == "device_fault"
     assert to_case_create({**payload, "category": "no_such"}).category.value == "other"
+
+
+def test_site_yaml_may_give_cannot_watch_its_own_call_plan(tmp_path):
+    """无法监护 is a category an inactivity rule raises: site.yaml's response may name it."""
+    import shutil
+
+    from gateway.site import load_site
+    from tests.support import EXAMPLE
+
+    d = tmp_path / "site"
+    shutil.copytree(EXAMPLE, d)
+    text = (d / "site.yaml").read_text(encoding="utf-8")
+    (d / "site.yaml").write_text(text.replace("response:\n", "response:\n  cannot_watch:\n"
+                                              "    priority: 3\n"
+                                              "    call_plan: [resident, grid_member]\n", 1),
+                                 encoding="utf-8")
+    site = load_site(d)
+    assert [s for s in site.site.response["cannot_watch"].call_plan] == ["resident",
+                                                                          "grid_member"]
