@@ -179,7 +179,8 @@ class DevicesDoc:
         return DevicesDoc(lines, starts, end, self.dash, self.content)
 
     def blocks(self) -> list[list[str]]:
-        return [self.block(k) for k in range(len(self.starts))]
+        lines, starts = self.lines, self.starts
+        return [lines[a:b] for a, b in zip(starts, [*starts[1:], self.end])]
 
     def text(self) -> str:
         return "".join(self.lines)
