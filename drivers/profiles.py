@@ -47,7 +47,8 @@ from gateway.kernel.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, 
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
     "ModbusProfile", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap", "decode_json",
-    "fit_profile", "load_profiles", "parse_json", "with_help_actions", "with_sos_actions",
+    "fit_profile", "load_profiles", "parse_json", "with_care_actions", "with_help_actions",
+    "with_sos_actions",
 ]
 
 #: The reason of a field whose value a ``map`` does not know: that field is skipped and
@@ -58,6 +59,9 @@ ACTION_FIELD = "action"
 #: the derived field of a device with ``help_actions`` and its readings' metric
 HELP_FIELD = "action#help"
 HELP_METRIC = "help_key"
+#: the same for ``care_actions`` (keys that set a household care state: 外出, 住院, ...)
+CARE_FIELD = "action#care"
+CARE_METRIC = "care_key"
 
 #: A device clock this far ahead of ours is not trusted; the receive time is used instead.
 MAX_CLOCK_AHEAD = timedelta(minutes=5)
@@ -286,20 +290,31 @@ def with_help_actions(profile: Profile, actions: Mapping[str, str] | None) -> Pr
     the ``action`` field are help keys: those give a ``button`` reading (metric
     ``help_key``, the action as value) and no longer SOS; the rest of the profile as it is.
     No actions: the profile as it is. ``ProfileMisfit`` as :func:`with_sos_actions`."""
+    return _with_keys(profile, actions, "help_actions", HELP_FIELD, HELP_METRIC)
+
+
+def with_care_actions(profile: Profile, actions: Mapping[str, str] | None) -> Profile:
+    """As :func:`with_help_actions` for ``care_actions`` (keys that set a household care
+    state): ``button`` readings of metric ``care_key``."""
+    return _with_keys(profile, actions, "care_actions", CARE_FIELD, CARE_METRIC)
+
+
+def _with_keys(profile: Profile, actions: Mapping[str, str] | None, what: str, field: str,
+               metric: str) -> Profile:
     if not actions:
         return profile
     fm = profile.fields.get(ACTION_FIELD)
     if fm is None or fm.kind is not Kind.SOS:
-        raise ProfileMisfit(f"help_actions need a profile whose {ACTION_FIELD!r} field gives "
+        raise ProfileMisfit(f"{what} need a profile whose {ACTION_FIELD!r} field gives "
                             f"sos readings; {profile.id!r} has none")
     keys = {a.lower() for a in actions}
     sos = fm.model_copy(update={
         "map": {k: v for k, v in (fm.map or {}).items() if k not in keys},
         "ignore": sorted(set(fm.ignore) | keys)})
-    help_key = FieldMap(kind=Kind.BUTTON, map={k: k for k in sorted(keys)},
-                        metric=HELP_METRIC, source=ACTION_FIELD)
+    key = FieldMap(kind=Kind.BUTTON, map={k: k for k in sorted(keys)},
+                   metric=metric, source=ACTION_FIELD)
     return profile.model_copy(update={"fields": {**profile.fields, ACTION_FIELD: sos,
-                                                 HELP_FIELD: help_key}})
+                                                 field: key}})
 
 
 def parse_profile(data: Any, name: str) -> AnyProfile:

@@ -231,6 +231,11 @@ class Device(_Strict):
     help_actions: dict[str, Annotated[str, Field(pattern=CATEGORY_RE)]] | None = Field(
         default=None, description="action value -> help category id (emergency callers over "
         "Zigbee2MQTT/MQTT)")
+    #: which values of a button's ``action`` set the household's care state (外出 away,
+    #: 住院 hospital, 有人陪护 carer; ``home``: ends it), e.g. ``{4_double: away}``
+    care_actions: dict[str, Literal["away", "hospital", "carer", "home"]] | None = Field(
+        default=None, description="action value -> care state (emergency callers over "
+        "Zigbee2MQTT/MQTT)")
     mode: Literal["normal", "test", "maintenance"] = "normal"
     #: when a test/maintenance mode ends by itself (written by the installer pages; the
     #: service returns the device to normal then, or at start when it has passed)
@@ -271,19 +276,25 @@ class Device(_Strict):
                              f"got {', '.join(given) or 'none'}")
         if self.mode_until is not None and self.mode == "normal":
             raise ValueError("mode_until is only for mode test or maintenance")
-        if self.help_actions is not None:
-            where = f"devices.{self.id}.help_actions"
+        for name, keys, others in (
+                ("help_actions", self.help_actions, set(self.sos_actions or ())),
+                ("care_actions", self.care_actions,
+                 set(self.sos_actions or ()) | set(self.help_actions or ()))):
+            if keys is None:
+                continue
+            where = f"devices.{self.id}.{name}"
             if self.type != "emergency_caller" or self.mqtt is None:
                 raise ValueError(f"{where}: only for an emergency_caller over MQTT/Zigbee2MQTT")
-            if not 1 <= len(self.help_actions) <= 32:
-                raise ValueError(f"{where}: map 1 to 32 action values to help categories")
-            for a in self.help_actions:
+            if not 1 <= len(keys) <= 32:
+                raise ValueError(f"{where}: map 1 to 32 action values")
+            for a in keys:
                 if not SOS_ACTION_RE.match(a) or "*" in a:
                     raise ValueError(f"{where}: {a!r} is not an action value (lower case "
                                      "letters, digits, '_' and '-', as Zigbee2MQTT sends them)")
-            both = sorted(set(self.help_actions) & set(self.sos_actions or ()))
+            both = sorted(set(keys) & others)
             if both:
-                raise ValueError(f"{where}: {', '.join(both)} also in sos_actions")
+                raise ValueError(f"{where}: {', '.join(both)} also in sos_actions"
+                                 f"{' or help_actions' if name == 'care_actions' else ''}")
         if self.sos_actions is not None and (self.type != "emergency_caller"
                                              or self.mqtt is None):
             raise ValueError(f"devices.{self.id}.sos_actions: only for an emergency_caller "

@@ -8,6 +8,11 @@ Contract:
 - :class:`CareDesk` sets and ends states (from the console, a caller key configured for it,
   the case system: ``via``): the row and its audit entry (``care.set`` / ``care.end``,
   target the household) in one transaction, then the engine is told.
+- A caller key configured for it (devices.yaml ``care_actions``: action -> ``away``,
+  ``hospital``, ``carer`` or ``home``, which ends the state) gives a ``button`` reading of
+  metric ``care_key`` (``drivers.profiles.with_care_actions``); :meth:`CareDesk.offer` (the
+  pipeline's reading hook) queues it and :meth:`CareDesk.run` sets the household's state
+  (``via`` ``caller``, actor ``device``; no expected end).
 - :func:`apply_care` gives a new engine (start, restart, a reloaded site) the store's states
   and ends the ones it had that the store has not.
 - The engine ends states itself (activity at home after an away or hospital stay; a carer's
@@ -17,12 +22,14 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from gateway.kernel.clock import utc_iso
-from gateway.model import utc
+from gateway.model import Kind, Reading, utc
 from gateway.store import Tx
 from gateway.store.audit import record_audit
 from gateway.store.household_care import all_care, delete_care, get_care, put_care
@@ -30,8 +37,12 @@ from rules.inactivity import care_states, set_care
 
 __all__ = ["CARE_STATES", "VIAS", "CareDesk", "CareError", "apply_care", "ended_by_rule"]
 
+log = logging.getLogger(__name__)
+
 CARE_STATES = ("away", "hospital", "carer")
 VIAS = ("console", "caller", "case_system")
+#: the metric of a care key's ``button`` reading (drivers.profiles.with_care_actions)
+CARE_METRIC = "care_key"
 
 
 class CareError(Exception):
@@ -53,6 +64,48 @@ class CareDesk:
     def __init__(self, store: Any, site: Callable[[], Any],
                  engine: Callable[[], Any] | None = None) -> None:
         self.store, self.site, self.engine = store, site, engine or (lambda: None)
+        self._keys: asyncio.Queue[Reading] = asyncio.Queue(1000)
+
+    def offer(self, reading: Reading) -> None:
+        """The pipeline's reading hook: queue a care key press (anything else: nothing)."""
+        if reading.kind is Kind.BUTTON and reading.metric == CARE_METRIC:
+            try:
+                self._keys.put_nowait(reading)
+            except asyncio.QueueFull:
+                log.error("care key press of %s dropped: queue full", reading.device_id)
+
+    def hooked(self, on_reading: Callable[[Reading], None]) -> Callable[[Reading], None]:
+        """A pipeline reading hook: ``on_reading``, then :meth:`offer`."""
+        def both(reading: Reading) -> None:
+            on_reading(reading)
+            self.offer(reading)
+        return both
+
+    async def run(self) -> None:
+        """Set the states of queued key presses, until cancelled."""
+        while True:
+            reading = await self._keys.get()
+            try:
+                await self.key_pressed(reading)
+            except Exception as exc:    # one press must not end the task: logged
+                log.error("care key press of %s not recorded: %s", reading.device_id, exc)
+
+    async def key_pressed(self, reading: Reading) -> str | None:
+        """The state a care key press set (``home``: ended), None if it is no care key."""
+        device = next((d for d in self.site().devices.devices if d.id == reading.device_id),
+                      None)
+        state = ((device.care_actions or {}).get(str(reading.value).lower())
+                 if device is not None else None)
+        if device is None or state is None or not device.household:
+            log.warning("%s: %r is no care key", reading.device_id, reading.value)
+            return None
+        if state == "home":
+            await self.end(device.household, actor="device", via="caller")
+        else:
+            await self.set(device.household, state, actor="device", via="caller",
+                           note=device.id)
+        log.info("care state of %s: %s (key of %s)", device.household, state, device.id)
+        return state
 
     def states(self) -> list[dict[str, Any]]:
         """The states in force, with the household's address and grid cell."""

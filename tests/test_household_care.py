@@ -87,3 +87,76 @@ def test_the_engine_ending_a_state_ends_it_in_the_store(api_env):
     assert json.loads(e["detail"])["reason"] == "returned"
     asyncio.run(api_env.ctx.book.apply([ended]))       # again: nothing left to end
     assert audit_log(api_env.store)[0]["id"] == e["id"]
+
+
+def _site_with_care_keys(tmp_path, keys: str = "{4_single: away, 4_double: hospital, "
+                                               "4_hold: home}"):
+    import shutil
+
+    from tests.support import EXAMPLE
+
+    site_dir = tmp_path / "care-site"
+    shutil.copytree(EXAMPLE, site_dir)
+    text = (site_dir / "devices.yaml").read_text("utf-8")
+    text += ("  - id: caller-z-7-101\n    type: emergency_caller\n    household: h-7-101\n"
+             "    name: 门口呼叫器\n    mqtt: {zigbee2mqtt: caller-z-7-101}\n"
+             f"    care_actions: {keys}\n")
+    (site_dir / "devices.yaml").write_text(text, "utf-8")
+    return site_dir
+
+
+def test_a_caller_key_configured_for_it_sets_and_ends_the_care_state(tmp_path):
+    """devices.yaml care_actions: those keys decode as care_key button readings (never SOS),
+    and the desk sets the household's state from them (via caller, actor device)."""
+    from drivers.profiles import decode_json
+    from gateway.service import bindings_for
+    from gateway.site import load_site
+    from gateway.store import Store
+
+    site = load_site(_site_with_care_keys(tmp_path))
+    binding = next(b for b in bindings_for(site).values() if b.device_id == "caller-z-7-101")
+    now = utc()
+
+    def press(action: str):
+        return decode_json(binding.profile, "caller-z-7-101", {"action": action}, now)
+
+    [away] = press("4_single")
+    assert (away.kind.value, away.value, away.metric) == ("button", "4_single", "care_key")
+    assert [r.kind.value for r in press("single")] == ["sos"]     # the SOS key still is SOS
+    store = Store(tmp_path / "gw.db")
+    store.open()
+    try:
+        engine = build_engine(site)
+        desk = CareDesk(store, lambda: site, lambda: engine)
+        reading = away.with_site(household_id="h-7-101", grid_cell=None,
+                                 device_type="emergency_caller")
+        desk.offer(reading)
+        desk.offer(press("single")[0])                            # not a care key
+        assert desk._keys.qsize() == 1
+        assert asyncio.run(desk.key_pressed(reading)) == "away"
+        [row] = all_care(store)
+        assert (row["state"], row["via"], row["set_by"]) == ("away", "caller", "device")
+        assert care_states(engine) == {H: "away"}
+        [home] = press("4_hold")
+        assert asyncio.run(desk.key_pressed(home)) == "home"
+        assert all_care(store) == [] and care_states(engine) == {}
+        [other] = decode_json(binding.profile, "caller-z-7-101", {"action": "4_double"}, now)
+        assert asyncio.run(desk.key_pressed(other)) == "hospital"
+    finally:
+        store.close()
+
+
+def test_care_keys_are_checked_like_help_keys(tmp_path):
+    import pytest
+
+    from gateway.kernel.errors import ConfigError
+    from gateway.site import load_site
+
+    with pytest.raises(ConfigError, match="care_actions"):
+        load_site(_site_with_care_keys(tmp_path, "{4_single: holiday}"))
+    d = _site_with_care_keys(tmp_path / "b")
+    text = (d / "devices.yaml").read_text("utf-8").replace(
+        "    care_actions:", "    sos_actions: [4_single]\n    care_actions:")
+    (d / "devices.yaml").write_text(text, "utf-8")
+    with pytest.raises(ConfigError, match="4_single also in sos_actions"):
+        load_site(d)
