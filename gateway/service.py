@@ -21,7 +21,8 @@ import uvicorn
 
 from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
-from drivers.profiles import Profile, ProfileMisfit, fit_profile, with_sos_actions
+from drivers.profiles import (Profile, ProfileMisfit, fit_profile, with_help_actions,
+                              with_sos_actions)
 from edge_config.loader import SiteConfig
 from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
@@ -34,13 +35,13 @@ from gateway.device_modes import ModeKeeper, effective_mode, modes_json
 from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
-from drivers.profiles import with_care_actions
+from gateway.help_requests import HelpDesk, HelpForwarder
 from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
 from gateway.installer import SiteEditor
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics
-from gateway.model import utc
+from gateway.model import Reading, utc
 from gateway.pipeline import Pipeline
 from gateway.sdnotify import notify_task
 from gateway.site import load_site, profiles_of
@@ -157,16 +158,26 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
         except ProfileMisfit as exc:
             problems.append(f"devices.yaml: devices.{d.id}.sos_actions: {exc}")
             continue
-        try:   # which actions set a household care state (devices.yaml care_actions)
-            profile = with_care_actions(profile, d.care_actions)
+        try:   # which actions are help keys (devices.yaml help_actions): button readings
+            profile = with_help_actions(profile, d.help_actions)
         except ProfileMisfit as exc:
-            problems.append(f"devices.yaml: devices.{d.id}.care_actions: {exc}")
+            problems.append(f"devices.yaml: devices.{d.id}.help_actions: {exc}")
             continue
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
         out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile)
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def with_help_keys(on_reading: Callable[[Reading], None],
+                   desk: HelpDesk) -> Callable[[Reading], None]:
+    """The pipeline's reading hook, plus help key presses to the help desk."""
+
+    def both(reading: Reading) -> None:
+        on_reading(reading)
+        desk.offer(reading)
+    return both
 
 
 def engine_follow_up(book: AlarmBook, pipeline: Pipeline) -> Subscriber:
@@ -215,9 +226,11 @@ class Health:
     """``/healthz`` and ``/readyz``: each component's state, read when asked."""
 
     def __init__(self, *, store: Store, pipeline: Pipeline, tick_s: float, intake: MqttIntake,
-                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks) -> None:
+                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks,
+                 help_cases: HelpForwarder | None = None) -> None:
         self.store, self.pipeline, self.tick_s = store, pipeline, tick_s
         self.intake, self.field, self.case, self.uplinks = intake, field, case, uplinks
+        self.help_cases = help_cases
         self._t0 = time.monotonic()
 
     def rules_ready(self) -> bool:
@@ -234,6 +247,9 @@ class Health:
             "case_system": {"state": forwarder.state if forwarder else "not configured",
                             "pending": forwarder.pending_count() if forwarder else 0},
             **({"case_status_poll": {"state": self.case.poller.state}} if self.case else {}),
+            **({"help_cases": {"state": self.help_cases.state,     # service cases (求助)
+                               "pending": self.help_cases.pending_count()}}
+               if self.help_cases else {}),
             **self.uplinks.health(forwarder),       # "store", "outbox", the optional uplinks
         }
 
@@ -284,15 +300,20 @@ class Gateway:
         uplinks = build_uplinks(site, store, self.metrics, self.data_dir,
                                 lambda ref, where: read_secret(ref, self.config_dir, where),
                                 health_book, self.o.api_host, self.o.api_port)
+        help_fwd = self._build_help_forwarder(site, store)
+        desk = HelpDesk(store, lambda: self.site, callback_url=book.callback_url,
+                        metrics=self.metrics,
+                        wake=help_fwd.wake if help_fwd is not None else (lambda: None))
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
-                            on_reading=uplinks.on_reading(health_book.seen))
+                            on_reading=with_help_keys(uplinks.on_reading(health_book.seen),
+                                                      desk))
         intake = self._build_intake(site, pipeline, health_book, decode_faults)
         field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
         case = self._build_case_system(site, store, changes.publish)
         health = Health(store=store, pipeline=pipeline, tick_s=self.o.tick_s, intake=intake,
-                        field=field, case=case, uplinks=uplinks)
+                        field=field, case=case, uplinks=uplinks, help_cases=help_fwd)
 
         # who hears of alarm changes, in this order (gateway/change_bus.py)
         changes.subscribe(engine_follow_up(book, pipeline))
@@ -305,9 +326,9 @@ class Gateway:
         ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
                          health=health, site=site, case_callback=case.callback if case else None,
                          devices=health_book, reload=sites.publish,
-                         editor=SiteEditor(self.config_dir, check=bindings_for))
-        care = ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
-        pipeline.on_reading = care.hooked(pipeline.on_reading)    # care key presses too
+                         editor=SiteEditor(self.config_dir, check=bindings_for),
+                         extra={"help": desk})
+        ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
         await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
         # who hears of an edited site, in this order (the state swapped on the loop); with
         # a change (an edit of a few devices), each applies only that (apply_* below)
@@ -336,6 +357,8 @@ class Gateway:
         if case is not None:
             components += [("case-forwarder", case.forwarder),
                            ("case-status-poll", case.poller)]
+        if help_fwd is not None:
+            components.append(("help-forwarder", help_fwd))
         try:
             settled = settle()
             log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
@@ -350,7 +373,7 @@ class Gateway:
                 tg.create_task(self._announce(server), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
                 tg.create_task(modes.run(), name="device-modes")
-                tg.create_task(care.run(), name="care-keys")
+                tg.create_task(desk.run(), name="help-keys")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
         finally:
             await pipeline.save_snapshot()
@@ -416,6 +439,19 @@ class Gateway:
                                   on_closed=uplink.on_case_closed).handle,
             poller=CaseStatusPoller(store, client(), self.metrics, on_change,
                                     interval_s=uplink.poll_s, on_closed=uplink.on_case_closed))
+
+    def _build_help_forwarder(self, site: SiteConfig, store: Store) -> HelpForwarder | None:
+        """The service cases' forwarder (help requests), on the case system of uplinks.yaml;
+        None without one (requests stay on this gateway)."""
+        uplink = site.uplinks.case_system
+        if uplink is None:
+            return None
+        from gateway.uplink.case_system import CaseSystemClient
+
+        client = CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id,
+                                  read_secret(uplink, self.config_dir),
+                                  timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
+        return HelpForwarder(store, client, self.metrics)
 
     async def _announce(self, server: uvicorn.Server) -> None:
         async with asyncio.timeout(60):
