@@ -36,6 +36,7 @@ from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
 from gateway.help_requests import HelpDesk, HelpForwarder
+from drivers.profiles import with_care_actions
 from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
 from gateway.installer import SiteEditor
@@ -157,6 +158,11 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
             profile = with_sos_actions(profile, d.sos_actions)
         except ProfileMisfit as exc:
             problems.append(f"devices.yaml: devices.{d.id}.sos_actions: {exc}")
+            continue
+        try:   # which actions set a household care state (devices.yaml care_actions)
+            profile = with_care_actions(profile, d.care_actions)
+        except ProfileMisfit as exc:
+            problems.append(f"devices.yaml: devices.{d.id}.care_actions: {exc}")
             continue
         try:   # which actions are help keys (devices.yaml help_actions): button readings
             profile = with_help_actions(profile, d.help_actions)
@@ -328,7 +334,8 @@ class Gateway:
                          devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for),
                          extra={"help": desk})
-        ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
+        care = ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
+        pipeline.on_reading = care.hooked(pipeline.on_reading)    # care key presses too
         await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
         # who hears of an edited site, in this order (the state swapped on the loop); with
         # a change (an edit of a few devices), each applies only that (apply_* below)
@@ -373,6 +380,7 @@ class Gateway:
                 tg.create_task(self._announce(server), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
                 tg.create_task(modes.run(), name="device-modes")
+                tg.create_task(care.run(), name="care-keys")
                 tg.create_task(desk.run(), name="help-keys")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
         finally:
