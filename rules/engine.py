@@ -159,6 +159,7 @@ class Engine:
     """See module contract."""
 
     def __init__(self, config: RulesConfig, site: SiteIndex) -> None:
+        import rules.checkin  # noqa: F401
         import rules.inactivity  # noqa: F401  (register the timer-driven kinds)
         import rules.supervision  # noqa: F401
 

@@ -27,7 +27,7 @@ from gateway.kernel.model import ACTIVITY_KINDS, DEVICE_TYPES, UNITS, Kind, Seve
 from rules.durations import parse_duration, parse_time_of_day
 
 __all__ = [
-    "BaselineSpec", "CannotWatchSpec", "CompoundRule", "CompoundTerm", "Condition", "CountRule",
+    "BaselineSpec", "CannotWatchSpec", "CheckinRule", "CompoundRule", "CompoundTerm", "Condition", "CountRule",
     "Duration",
     "EscalationSpec", "EscalationTier", "FlappingSpec", "HeldRule", "InactivityRule",
     "MatchRule", "Message", "PolicySpec", "Rule", "RulesConfig", "SupervisionRule",
@@ -355,6 +355,27 @@ class InactivityRule(_RuleBase):
         return v
 
 
+class CheckinRule(_RuleBase):
+    """报平安: the households that opted in (``households``, at least one) press any key of
+    their emergency caller once a day between ``opens`` and ``by`` (local); a day without
+    raises a follow-up of its own category (rules.checkin)."""
+
+    kind: Literal["checkin"]
+    category: str = Field(default="checkin_missed", pattern=r"^[a-z][a-z0-9_]*$")
+    households: list[str] = Field(min_length=1)
+    opens: Annotated[int, BeforeValidator(parse_time_of_day)] = 4 * 60
+    by: Annotated[int, BeforeValidator(parse_time_of_day)]
+    message: Message = Message(zh="未报平安：{household_address}，{explanation}",
+                               en="No check-in from {household_address}: {explanation}")
+    auto_resolve_on_clear: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> CheckinRule:
+        if not self.opens < self.by:
+            raise PydanticCustomError("checkin", "'opens' must come before 'by' in the day", {})
+        return self
+
+
 class CompoundTerm(_Model):
     """One condition of a compound rule."""
 
@@ -387,7 +408,7 @@ class CompoundRule(_RuleBase):
 
 Rule = Annotated[
     Union[MatchRule, ThresholdRule, CountRule, HeldRule, SupervisionRule, InactivityRule,
-          CompoundRule],
+          CompoundRule, CheckinRule],
     Field(discriminator="kind"),
 ]
 

@@ -37,7 +37,7 @@ def test_both_languages_have_the_same_keys():
     ("actor_", ["system", "device", "cli", "setup", "rule", "case_system"]),
     ("tier_", ["grid_member", "duty_officer", "street_office"]),
     ("cat_", ["emergency_call", "fire", "gas", "panic", "water_leak", "inactivity",
-              "cannot_watch", "device_fault", "intrusion", "tamper"]),
+              "cannot_watch", "checkin_missed", "device_fault", "intrusion", "tamper"]),
 ])
 def test_every_code_has_words(prefix, codes):
     missing = [c for c in codes if prefix + c not in CAT["zh"]]

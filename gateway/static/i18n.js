@@ -49,7 +49,7 @@ window.I18N = {
     kv_button_single: "单击", kv_button_double: "双击", kv_button_triple: "三击", kv_button_hold: "长按", kv_button_long: "长按", kv_button_release: "松开", kv_button_press: "按下",
     q_good: "信号良好", q_uncertain: "数据存疑", q_bad: "无法读取", no_value: "无数值",
     // -- alarm categories, device states, actors
-    cat_emergency_call: "一键呼叫", cat_fire: "火警", cat_gas: "燃气", cat_panic: "紧急求救", cat_water_leak: "水浸", cat_intrusion: "入侵", cat_tamper: "防拆", cat_inactivity: "无活动", cat_cannot_watch: "无法监护", cat_device_fault: "设备故障",
+    cat_emergency_call: "一键呼叫", cat_fire: "火警", cat_gas: "燃气", cat_panic: "紧急求救", cat_water_leak: "水浸", cat_intrusion: "入侵", cat_tamper: "防拆", cat_inactivity: "无活动", cat_cannot_watch: "无法监护", cat_checkin_missed: "未报平安", cat_device_fault: "设备故障",
     ds_online: "在线", ds_offline: "离线", ds_degraded: "异常", ds_unknown: "未上报",
     actor_cli: "网关命令行", actor_setup: "首次设置", actor_token: "接口令牌 {name}",
     type_co_detector: "一氧化碳探测器", type_presence_sensor: "人体存在传感器",
@@ -197,7 +197,7 @@ window.I18N = {
     kv_button_single: "single press", kv_button_double: "double press", kv_button_triple: "triple press", kv_button_hold: "hold", kv_button_long: "long press", kv_button_release: "release", kv_button_press: "press",
     q_good: "good signal", q_uncertain: "uncertain", q_bad: "not readable", no_value: "no value",
     // -- alarm categories, device states, actors
-    cat_emergency_call: "emergency call", cat_fire: "fire", cat_gas: "gas", cat_panic: "panic", cat_water_leak: "water leak", cat_intrusion: "intrusion", cat_tamper: "tamper", cat_inactivity: "inactivity", cat_cannot_watch: "cannot watch", cat_device_fault: "device fault",
+    cat_emergency_call: "emergency call", cat_fire: "fire", cat_gas: "gas", cat_panic: "panic", cat_water_leak: "water leak", cat_intrusion: "intrusion", cat_tamper: "tamper", cat_inactivity: "inactivity", cat_cannot_watch: "cannot watch", cat_checkin_missed: "missed check-in", cat_device_fault: "device fault",
     ds_online: "Online", ds_offline: "Offline", ds_degraded: "Degraded", ds_unknown: "Not reported",
     actor_cli: "gateway command line", actor_setup: "first setup", actor_token: "API token {name}",
     type_co_detector: "CO detector", type_presence_sensor: "presence sensor",
