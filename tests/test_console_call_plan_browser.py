@@ -116,7 +116,7 @@ def test_the_card_shows_whom_to_call_and_records_each_call(browser, tmp_path, mo
         assert card.locator(".guidance li").first.inner_text().startswith(
             "Call the resident back")
         expect(calls.nth(0).locator(".outcome-tag")).to_have_text("No answer")
-        assert calls.nth(0).locator(".who").inner_text() == "张桂英（resident）"
+        assert calls.nth(0).locator(".who").inner_text() == "张桂英 (resident)"   # English brackets in English
     finally:
         context.close()
         gw.stop()
