@@ -48,7 +48,7 @@ __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
     "ModbusProfile", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap", "decode_json",
     "fit_profile", "load_profiles", "parse_json", "with_care_actions", "with_help_actions",
-    "with_sos_actions",
+    "with_sos_actions", "with_visit_cards",
 ]
 
 #: The reason of a field whose value a ``map`` does not know: that field is skipped and
@@ -59,6 +59,11 @@ ACTION_FIELD = "action"
 #: the derived field of a device with ``help_actions`` and its readings' metric
 HELP_FIELD = "action#help"
 HELP_METRIC = "help_key"
+#: a door reader's card field, the derived field of a device with ``visit_cards`` and its
+#: readings' metric
+CARD_FIELD = "card"
+VISIT_FIELD = "card#visit"
+VISIT_METRIC = "visit_card"
 #: the same for ``care_actions`` (keys that set a household care state: 外出, 住院, ...)
 CARE_FIELD = "action#care"
 CARE_METRIC = "care_key"
@@ -297,6 +302,18 @@ def with_care_actions(profile: Profile, actions: Mapping[str, str] | None) -> Pr
     """As :func:`with_help_actions` for ``care_actions`` (keys that set a household care
     state): ``button`` readings of metric ``care_key``."""
     return _with_keys(profile, actions, "care_actions", CARE_FIELD, CARE_METRIC)
+
+
+def with_visit_cards(profile: Profile, cards: Mapping[str, str] | None) -> Profile:
+    """``profile`` for a door reader whose ``visit_cards`` (devices.yaml) name the cards of
+    grid members and volunteers: a message whose ``card`` is one of them also gives a
+    ``button`` reading (metric ``visit_card``, the card id as value), which records a visit
+    (gateway.visits); any other card gives nothing more. No cards: the profile as it is."""
+    if not cards:
+        return profile
+    key = FieldMap(kind=Kind.BUTTON, map={c.lower(): c for c in sorted(cards)},
+                   metric=VISIT_METRIC, source=CARD_FIELD)
+    return profile.model_copy(update={"fields": {**profile.fields, VISIT_FIELD: key}})
 
 
 def _with_keys(profile: Profile, actions: Mapping[str, str] | None, what: str, field: str,

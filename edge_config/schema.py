@@ -236,6 +236,12 @@ class Device(_Strict):
     care_actions: dict[str, Literal["away", "hospital", "carer", "home"]] | None = Field(
         default=None, description="action value -> care state (emergency callers over "
         "Zigbee2MQTT/MQTT)")
+    #: a household's door reader: the cards of grid members and volunteers (card id ->
+    #: visitor), whose read records a visit (探访) of the household (docs/site-config.md)
+    visit_cards: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,40}$")],
+                      Annotated[str, Field(min_length=1, max_length=50)]] | None = Field(
+        default=None, description="card id -> visitor (a household's door_access reader over "
+        "MQTT)")
     mode: Literal["normal", "test", "maintenance"] = "normal"
     #: when a test/maintenance mode ends by itself (written by the installer pages; the
     #: service returns the device to normal then, or at start when it has passed)
@@ -295,6 +301,11 @@ class Device(_Strict):
             if both:
                 raise ValueError(f"{where}: {', '.join(both)} also in sos_actions"
                                  f"{' or help_actions' if name == 'care_actions' else ''}")
+        if self.visit_cards is not None and (self.type != "door_access" or self.mqtt is None
+                                             or self.household is None
+                                             or not 1 <= len(self.visit_cards) <= 200):
+            raise ValueError(f"devices.{self.id}.visit_cards: 1 to 200 cards, only for a "
+                             "household's door_access reader over MQTT")
         if self.sos_actions is not None and (self.type != "emergency_caller"
                                              or self.mqtt is None):
             raise ValueError(f"devices.{self.id}.sos_actions: only for an emergency_caller "

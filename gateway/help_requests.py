@@ -31,7 +31,8 @@ from gateway import GatewayError, StoreError
 from gateway.kernel.component import StateTracker
 from gateway.kernel.resilience import Backoff
 from gateway.metrics import Metrics
-from gateway.model import Kind, Reading, utc
+from gateway.reading_queue import ReadingQueue
+from gateway.model import Reading, utc
 from gateway.store import COMMIT_RETRY, Store, Tx, record_audit
 from gateway.store import help as rows
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
@@ -79,40 +80,15 @@ class HelpDesk:
         self.wake = wake
         self.callback_url = callback_url
         self.metrics = metrics
-        self._queue: asyncio.Queue[Reading] = asyncio.Queue(10_000)
+        self.keys = ReadingQueue(HELP_METRIC, self.key_pressed, "help key press")
+        #: the pipeline's reading hook (a help key press is queued) and the task writing them
+        self.offer, self.run = self.keys.offer, self.keys.run
 
     @property
     def key_prefix(self) -> str:
         return f"{self.site_of().site.site.id}-{self.store.instance_id}"
 
     # -- caller keys ----------------------------------------------------------------------
-    def offer(self, reading: Reading) -> None:
-        """The pipeline's reading hook: queue a help key press (any other reading: nothing)."""
-        if reading.kind is not Kind.BUTTON or reading.metric != HELP_METRIC:
-            return
-        try:
-            self._queue.put_nowait(reading)
-        except asyncio.QueueFull:
-            log.error("help key press of %s dropped: queue full", reading.device_id)
-
-    async def run(self) -> None:
-        """Write queued key presses as requests, until cancelled."""
-        while True:
-            reading = await self._queue.get()
-            failures = 0
-            while True:
-                try:
-                    await self.key_pressed(reading)
-                    break
-                except StoreError as exc:
-                    log.error("cannot record a help key press: %s (retrying)", exc)
-                    await asyncio.sleep(COMMIT_RETRY.delay(failures))
-                    failures += 1
-                except HelpError as exc:
-                    log.warning("help key press of %s not recorded: %s", reading.device_id,
-                                exc)
-                    break
-
     async def key_pressed(self, reading: Reading) -> int:
         """The request of a help key press (a repeat within :data:`REPEAT_S`: the same)."""
         site = self.site_of()

@@ -20,12 +20,16 @@ from zoneinfo import ZoneInfo
 
 from gateway import GatewayError
 from gateway.catalogue import text
-from gateway.model import utc
+from gateway.model import Reading, utc
+from gateway.reading_queue import ReadingQueue
 from gateway.store import Store, Tx, record_audit
 from gateway.store import visits as rows
 
-__all__ = ["CSV_COLUMNS", "REMIND_DAYS", "VisitError", "coverage", "coverage_csv",
-           "month_bounds", "record_visit"]
+__all__ = ["CSV_COLUMNS", "REMIND_DAYS", "VISIT_METRIC", "VisitCards", "VisitError",
+           "coverage", "coverage_csv", "month_bounds", "record_visit"]
+
+#: the metric of a visit card's ``button`` reading (drivers.profiles.with_visit_cards)
+VISIT_METRIC = "visit_card"
 
 #: the reminder shows in the month's last this many days
 REMIND_DAYS = 7
@@ -176,3 +180,31 @@ def _safe(value: object) -> object:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+class VisitCards:
+    """Visits by card: a household's door reader with ``visit_cards`` (devices.yaml) reads
+    the card of a grid member or volunteer; :meth:`offer` (the pipeline's reading hook)
+    queues it and :meth:`run` records the visit (``via`` card, the card's visitor, actor
+    ``device``). The same card at the same reader on the same local day (arriving and
+    leaving) is one visit."""
+
+    def __init__(self, store: Store, site_of: Any):
+        self.store = store
+        self.site_of = site_of
+        self.cards = ReadingQueue(VISIT_METRIC, self.card_read, "visit card read")
+        #: the pipeline's reading hook (a card read is queued) and the task writing them
+        self.offer, self.run = self.cards.offer, self.cards.run
+
+    async def card_read(self, reading: Reading) -> int | None:
+        """The visit of one card read (None: not a visit card of this reader)."""
+        site = self.site_of()
+        device = next((d for d in site.devices.devices if d.id == reading.device_id), None)
+        visitor = (device.visit_cards or {}).get(str(reading.value)) if device else None
+        if device is None or visitor is None or not device.household:
+            return None
+        when = min(reading.ts, utc())
+        day = when.astimezone(ZoneInfo(site.site.site.timezone)).date().isoformat()
+        return await record_visit(self.store, site, household_id=device.household,
+                                  visitor=visitor, actor="device", visited_at=when,
+                                  via="card", request_id=f"{device.id}:{reading.value}:{day}")

@@ -7,7 +7,8 @@ gateway process and Mosquitto (issue 15.4, 15.5):
   from the simulated case system show on the row; in English the same in English;
 - 探访: the month's coverage of the site's special-difficulty households per grid cell
   (待探访), a visit recorded from the form turns its household to 已探访 and the cell's rate to
-  50 %, the CSV link asks for the month in the console's language, the reminder shows in the
+  50 %, the grid member's card read at a household's door reader (over MQTT) makes it 100 %,
+  the CSV link asks for the month in the console's language, the reminder shows in the
   month's last 7 days only; in English the statuses in English.
 """
 
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.help_fixtures import HELP_TOPIC, help_gateway
+from tests.help_fixtures import DOOR_TOPIC, HELP_TOPIC, help_gateway
 from tests.support import browser_login, mqtt_publish
 from tests.test_console_i18n_browser import COLLECT, EXCEPT, untranslated
 
@@ -132,6 +133,14 @@ def test_the_visits_tab(browser, tmp_path, mosquitto):
         expect(visited).to_contain_text("志愿者 小李")
         expect(cell.locator(".cov-counts")).to_contain_text("探访率：50%")
         expect(cell.locator('tr[data-household="h-7-101"]')).to_contain_text("待探访")
+        # the grid member's card at 田林路200弄7号101室's door reader: a visit too
+        mqtt_publish(mosquitto.port, [(DOOR_TOPIC, {"access": "granted", "card": "A1B2C3"})])
+        page.wait_for_timeout(500)
+        page.locator("#visit-month").dispatch_event("change")     # (the page drawn again)
+        by_card = cell.locator('tr[data-household="h-7-101"]')
+        expect(by_card).to_have_attribute("data-status", "visited", timeout=5000)
+        expect(by_card).to_contain_text("王芳")
+        expect(cell.locator(".cov-counts")).to_contain_text("探访率：100%")
         _words(page, "zh")
         # the CSV in Chinese, through the console's session
         csv = page.request.get(gw.url + href)
@@ -139,7 +148,7 @@ def test_the_visits_tab(browser, tmp_path, mosquitto):
         # English
         page.select_option("#lang", "en")
         expect(visited).to_contain_text("visited")
-        expect(cell.locator(".cov-counts")).to_contain_text("Visited: 50%")
+        expect(cell.locator(".cov-counts")).to_contain_text("Visited: 100%")
         assert page.locator("#visits-csv").get_attribute("href").endswith("lang=en")
         _words(page, "en")
         # the phone's width: the page still works

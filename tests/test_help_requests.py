@@ -212,10 +212,10 @@ def test_a_desk_only_takes_help_key_readings():
                        "h", "g", "sos"))
     desk.offer(Reading("c", Kind.BUTTON, "single", NOW, "", Quality.GOOD, "x", "h", "g",
                        "button"))
-    assert desk._queue.qsize() == 0
+    assert desk.keys.qsize() == 0
     desk.offer(Reading("c", Kind.BUTTON, "2_single", NOW, "", Quality.GOOD, "x", "h", "g",
                        "help_key"))
-    assert desk._queue.qsize() == 1
+    assert desk.keys.qsize() == 1
 
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 from datetime import datetime, timedelta, timezone
 
@@ -98,3 +99,68 @@ def test_the_api(api_env):  # noqa: F811
     assert api_env.client("installer").get("/api/visits/coverage").status_code == 403
     assert api_env.client("installer").post("/api/visits",
                                             json={"household_id": "h-7-302"}).status_code == 403
+
+
+def _site_with_reader(tmp_path):
+    import shutil
+
+    from gateway.site import load_site
+    from tests.support import EXAMPLE
+
+    site_dir = tmp_path / "site"
+    shutil.copytree(EXAMPLE, site_dir)
+    (site_dir / "profiles").mkdir(exist_ok=True)
+    (site_dir / "profiles" / "door-reader.yaml").write_text(
+        "id: json-door-reader\ndevice_type: door_access\nformat: json\n"
+        "fields:\n  access: {kind: access}\n", "utf-8")
+    with open(site_dir / "devices.yaml", "a", encoding="utf-8") as f:
+        f.write("  - id: door-7-302\n    type: door_access\n    household: h-7-302\n"
+                "    profile: json-door-reader\n    mqtt: {topic: devices/door-7-302}\n"
+                "    visit_cards: {A1B2C3: 王芳, VOL-0007: 志愿者 小李}\n")
+    return load_site(site_dir)
+
+
+async def test_a_visit_card_at_the_households_door_records_one_visit_a_day(tmp_path):
+    from drivers.profiles import decode_json, load_profiles, with_visit_cards
+    from gateway.model import Kind
+    from gateway.store import Store
+    from gateway.visits import VisitCards
+
+    site = _site_with_reader(tmp_path)
+    base = load_profiles(site.directory / "profiles").by_id["json-door-reader"]
+    prof = with_visit_cards(base, {"A1B2C3": "王芳"})
+    now = datetime(2026, 12, 6, 2, tzinfo=UTC)
+    read = decode_json(prof, "door-7-302", {"access": "granted", "card": "a1b2c3"}, now)
+    assert [(r.kind, r.value, r.metric) for r in read] == [
+        (Kind.ACCESS, "granted", "access"), (Kind.BUTTON, "A1B2C3", "visit_card")]
+    other = decode_json(prof, "door-7-302", {"access": "granted", "card": "FFFF"}, now)
+    assert [r.kind for r in other] == [Kind.ACCESS]          # a resident's own card: no visit
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    try:
+        cards = VisitCards(store, lambda: site)
+        first = await cards.card_read(read[1])
+        leaving = dataclasses.replace(read[1], ts=now + timedelta(hours=1))
+        assert await cards.card_read(leaving) == first        # arriving and leaving: one
+        assert await cards.card_read(other[0]) is None
+        cov = coverage(store, site, "2026-12", now=now)
+        hh = next(h for h in _cell(cov, "310104-012-03")["households"]
+                  if h["household_id"] == "h-7-302")
+        assert hh["status"] == "visited" and hh["visitor"] == "王芳" and hh["visits"] == 1
+    finally:
+        store.close()
+
+
+def test_visit_cards_only_on_a_households_door_reader(tmp_path):
+    import pytest
+
+    from gateway import ConfigError
+    from gateway.site import load_site
+
+    site = _site_with_reader(tmp_path)
+    text = (site.directory / "devices.yaml").read_text("utf-8")
+    (site.directory / "devices.yaml").write_text(
+        text.replace("    household: h-7-302\n    profile: json-door-reader",
+                     "    grid_cell: \"310104-012-03\"\n    profile: json-door-reader"), "utf-8")
+    with pytest.raises(ConfigError, match="visit_cards"):
+        load_site(site.directory)
