@@ -22,7 +22,7 @@ import uvicorn
 from drivers.field import FieldDrivers, plan_field
 from drivers.mqtt import DeviceBinding, MqttIntake
 from drivers.profiles import (Profile, ProfileMisfit, fit_profile, with_help_actions,
-                              with_sos_actions)
+                              with_sos_actions, with_visit_cards)
 from edge_config.loader import SiteConfig
 from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
@@ -36,6 +36,7 @@ from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
 from gateway.help_requests import HelpDesk, HelpForwarder
+from gateway.visits import VisitCards
 from drivers.profiles import with_care_actions
 from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
@@ -169,6 +170,7 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
         except ProfileMisfit as exc:
             problems.append(f"devices.yaml: devices.{d.id}.help_actions: {exc}")
             continue
+        profile = with_visit_cards(profile, d.visit_cards)   # a door reader's visit cards
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
         out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile)
     if problems:
@@ -176,13 +178,16 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
     return out
 
 
-def with_help_keys(on_reading: Callable[[Reading], None],
-                   desk: HelpDesk) -> Callable[[Reading], None]:
-    """The pipeline's reading hook, plus help key presses to the help desk."""
+def with_help_keys(on_reading: Callable[[Reading], None], desk: HelpDesk,
+                   cards: VisitCards | None = None) -> Callable[[Reading], None]:
+    """The pipeline's reading hook, plus help key presses to the help desk and visit cards
+    read at a door to the visits."""
 
     def both(reading: Reading) -> None:
         on_reading(reading)
         desk.offer(reading)
+        if cards is not None:
+            cards.offer(reading)
     return both
 
 
@@ -307,12 +312,13 @@ class Gateway:
                                 lambda ref, where: read_secret(ref, self.config_dir, where),
                                 health_book, self.o.api_host, self.o.api_port)
         help_fwd = self._build_help_forwarder(site, store)
+        cards = VisitCards(store, lambda: self.site)
         desk = HelpDesk(store, lambda: self.site, callback_url=book.callback_url,
                         metrics=self.metrics,
                         wake=help_fwd.wake if help_fwd is not None else (lambda: None))
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=with_help_keys(uplinks.on_reading(health_book.seen),
-                                                      desk))
+                                                      desk, cards))
         intake = self._build_intake(site, pipeline, health_book, decode_faults)
         field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
@@ -382,6 +388,7 @@ class Gateway:
                 tg.create_task(modes.run(), name="device-modes")
                 tg.create_task(care.run(), name="care-keys")
                 tg.create_task(desk.run(), name="help-keys")
+                tg.create_task(cards.run(), name="visit-cards")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
         finally:
             await pipeline.save_snapshot()
