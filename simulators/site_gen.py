@@ -94,7 +94,7 @@ _HAZARDS = (
 
 
 def _rules(time_scale: float) -> dict:
-    sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller"],
+    sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller", "alarm_panel"],
            "when": {"kind": "sos", "value": True}, "clear_when": {"kind": "sos", "value": False},
            "auto_resolve_on_clear": False, "severity": "critical", "category": "emergency_call",
            "message": {"zh": "一键呼叫：{household_address} 的住户按下了紧急按钮",

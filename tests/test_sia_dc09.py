@@ -396,7 +396,7 @@ def test_gateway_fire_alarm_and_a_sender_retrying_across_kill_9(tmp_path, mosqui
 # Every alarm category an alarm panel sends, end to end: a real DC-09 sender over TCP -> the
 # alarm in the API -> exactly one case at the simulated grid case system -> the case's status
 # back on the card. Contact ID code, category, the rule of the example site that raises it.
-PANEL_CATEGORIES = [(110, "fire", "fire"), (114, "fire", "heat"), (120, "panic", "panic"),
+PANEL_CATEGORIES = [(100, "emergency_call", "sos"), (110, "fire", "fire"), (114, "fire", "heat"), (120, "panic", "panic"),
                     (130, "intrusion", "intrusion"), (151, "gas", "gas"),
                     (162, "gas", "carbon_monoxide"), (154, "water_leak", "water_leak")]
 
