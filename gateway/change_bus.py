@@ -11,12 +11,13 @@ thread, one after the other; an exception propagates to the publisher (as it did
 was one function).
 
 The site bus (:class:`SiteBus`): the installer pages and the device-mode keeper publish an
-edited site; the service subscribes the alarm book, the rule engine (a new one, its state
-carried over), the MQTT intake, the field buses, device health, decode faults, the API
-context, the gateway's own ``site``, the live stream (board counts and tags) and a heap
-settle, in this order. The site is checked first (``check``: topics, profiles and field
-buses, the same rule as ``gateway config validate``, and the rule engine it makes), so a
-site that does not fit changes nothing.
+edited site; the service subscribes the alarm book, the rule engine (the running one takes
+a change of devices; a site taken whole gets a new one, its state carried over), the MQTT
+intake, the field buses, device health, decode faults, the API context, the gateway's own
+``site``, the live stream (board counts and tags) and a heap settle, in this order. The
+site is checked first (``check``: topics, profiles and field buses, the same rule as
+``gateway config validate``, and the rule engine it makes), so a site that does not fit
+changes nothing.
 
 An edit of a few devices is published with what it changed (:class:`SiteChange`, made by
 the installer's editor): the check and the subscribers then do only that part (one device's

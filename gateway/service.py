@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import uvicorn
@@ -35,11 +35,11 @@ from gateway.device_modes import ModeKeeper, effective_mode, modes_json
 from gateway.forwarder import CaseForwarder
 from gateway.health import DecodeFaults, HealthBook
 from gateway.heap import settle
-from gateway.help_requests import HelpDesk, HelpForwarder
-from gateway.visits import VisitCards
 from drivers.profiles import with_care_actions
 from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
+from gateway.help_requests import HelpDesk, HelpForwarder
+from gateway.visits import VisitCards
 from gateway.installer import SiteEditor
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics
@@ -50,6 +50,7 @@ from gateway.site import load_site, profiles_of
 from gateway.store import Store, lock_data_dir
 from gateway.uplinks_wiring import Uplinks, build_uplinks
 from rules.engine import Engine
+from rules.site import DeviceInfo
 
 __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]
 
@@ -90,19 +91,23 @@ def read_secret(ref, config_dir: Path, where: str = "case_system") -> str:
 def build_engine(site: SiteConfig):
     """The rule engine for a site (rules.Engine with the site's devices and households)."""
     from rules.engine import Engine
-    from rules.site import DeviceInfo, HouseholdInfo, SiteIndex
+    from rules.site import HouseholdInfo, SiteIndex
 
-    devices = {d.id: DeviceInfo(d.id, d.type,
-                                d.household,
-                                d.grid_cell or (site.household(d.household).grid_cell
-                                                if d.household else None), d.name)
-               for d in site.devices.devices}
+    devices = {d.id: device_info(site, d) for d in site.devices.devices}
     households = {h.id: HouseholdInfo(h.id, h.grid_cell, h.lives_alone, address=h.address)
                   for h in site.site.households}
     cells = {c.code: c.name for c in site.site.grid_cells}
     engine = Engine(site.rules, SiteIndex(devices, households, site.site.site.timezone, cells))
     apply_modes(engine, site)
     return engine
+
+
+def device_info(site: SiteConfig, d) -> DeviceInfo:
+    """What the rule engine knows of a device of ``site``: its place (a grid cell of its own,
+    else its household's), type and name."""
+    return DeviceInfo(d.id, d.type, d.household,
+                      d.grid_cell or (site.household(d.household).grid_cell
+                                      if d.household else None), d.name)
 
 
 def adopt_store(engine, book: AlarmBook) -> None:
@@ -490,26 +495,32 @@ def check_site(site: SiteConfig, change: SiteChange | None = None) -> None:
     build_engine(site)
 
 
-def _device_info(site: SiteConfig, d) -> tuple:
-    return (d.id, d.type, d.household,
-            d.grid_cell or (site.household(d.household).grid_cell if d.household else None))
-
-
 def apply_engine(pipeline: Pipeline, site: SiteConfig, change: SiteChange | None) -> None:
-    """The rule engine takes an edited site: when the change alters no device's place or
-    type (a name, a profile, a topic, a mode), the running engine keeps its state and only
-    the changed devices' modes are set; else a new engine (:func:`swap_engine`)."""
-    if change is None or change.added or change.removed:
+    """The rule engine takes an edited site. With a change (devices.yaml's devices only: the
+    rules, households and grid cells are the base's), the running engine takes the devices
+    added, removed or changed (``Engine.update_devices``: their place, type and name, the
+    per-device state of its rules) and the changed devices' modes, keeping all its state;
+    a site taken whole gets a new engine (:func:`swap_engine`)."""
+    if change is None:
         swap_engine(pipeline, site)
         return
-    old = {d.id: d for d in change.base.devices.devices if d.id in change.touched}
-    new = {d.id: d for d in site.devices.devices if d.id in change.touched}
-    if any(_device_info(change.base, old[i]) != _device_info(site, new[i]) for i in new):
-        swap_engine(pipeline, site)
-        return
+    engine = pipeline.engine
+    known = engine.site.devices
+    touched = [d for d in site.devices.devices if d.id in change.touched]
+    infos = {d.id: device_info(site, d) for d in touched}
+    changed = [i for i, info in infos.items() if known.get(i) != info]
+    gone = [i for i in change.removed if i in known]
+    if changed or gone:
+        devices = dict(known)
+        for i in gone:
+            del devices[i]
+        devices.update((i, infos[i]) for i in changed)
+        if list(devices) != [d.id for d in site.devices.devices]:    # in the file's order
+            devices = {d.id: infos.get(d.id) or known[d.id] for d in site.devices.devices}
+        engine.update_devices(replace(engine.site, devices=devices), changed)
     now = utc()
-    for device_id, d in new.items():
-        pipeline.engine.set_device_mode(device_id, effective_mode(d, now))
+    for d in touched:
+        engine.set_device_mode(d.id, effective_mode(d, now))
 
 
 def apply_intake(intake: MqttIntake, site: SiteConfig, change: SiteChange | None) -> None:

@@ -3,10 +3,13 @@
 - the device list: server-side search, filters and paging (GET /api/config/devices);
 - an edit of a few devices takes the fast path (devices.yaml's blocks, gateway.devices_doc)
   and rejects what the whole-file path rejects, with the same messages;
-- after random incremental edits (modes, names, moves, additions, removals) applied to the
-  running state through the site bus's change, that state equals a fresh build from the
-  same files: the site, the rule engine (its snapshot, site index and what it does with the
-  same readings), the intake's bindings and device health's rows;
+- after random incremental edits (modes, names, moves, type changes, additions, removals)
+  applied to the running state through the site bus's change (the running engine is never
+  replaced), that state equals a fresh build from the same files: the site, the rule
+  engine (its snapshot, site index and what it does with the same readings), the intake's
+  bindings and device health's rows; the engine, told of random device changes directly,
+  does what one rebuilt at each change does;
+- the quick revalidation of an edit returns what the whole check returns;
 - a file edited by hand ends the fast path (the next edit reads the whole file).
 """
 
@@ -132,6 +135,7 @@ def test_incremental_edits_equal_a_fresh_build(generated, tmp_path):
     rng = random.Random(7)
     t0 = utc()
     engine_feed = 0
+    running = rig.pipeline.engine           # takes every change: never replaced
 
     def feed(n: int) -> None:
         nonlocal engine_feed
@@ -143,12 +147,12 @@ def test_incremental_edits_equal_a_fresh_build(generated, tmp_path):
         ed = rig.editor
         households = [h.id for h in rig.bus.current.site.households]
         added = 0
-        for step in range(24):
+        for step in range(28):
             feed(20)
             site = rig.bus.current
             devices = [d for d in site.devices.devices if d.mqtt is not None]
             d = rng.choice(devices)
-            op = step % 6
+            op = step % 7
             if op == 0:
                 new = await ed.set_mode(d.id, "test", actor="t",
                                         until=utc() + timedelta(hours=1))
@@ -168,14 +172,24 @@ def test_incremental_edits_equal_a_fresh_build(generated, tmp_path):
                      "household": rng.choice(households), "name": "新呼叫器",
                      "profile": "json-emergency-caller",
                      "mqtt": {"topic": f"devices/caller-new-{added}"}}, create=True, actor="t")
-            else:
+            elif op == 5:
                 new = await ed.remove_device(d.id, actor="t")
+            else:               # a Zigbee motion sensor becomes a door contact, or back
+                z = rng.choice([x for x in devices if x.type in ("motion_sensor",
+                                                                 "door_contact")
+                                and x.mqtt is not None and x.mqtt.zigbee2mqtt])
+                kind = "door_contact" if z.type == "motion_sensor" else "motion_sensor"
+                new = await ed.upsert_device(
+                    {"id": z.id, "type": kind, "household": z.household, "name": z.name,
+                     "profile": f"zigbee2mqtt-{kind.replace('_', '-')}",
+                     "mqtt": z.mqtt.model_dump(exclude_none=True)}, create=False, actor="t")
             assert ed.last_path == "fast", step
             assert ed.change_of(new) is not None
             rig.take(new)
         feed(50)
 
     asyncio.run(edits())
+    assert rig.pipeline.engine is running
     equal = _equal_to_reload(rig)
     assert equal == {"site": True, "engine": True, "intake": True, "health": True}
     # the engine kept through the changes does with new readings and time what the one

@@ -5,9 +5,10 @@ default 885 households = 5,043 devices, ``--quick`` 180 = ~1,030) is loaded and 
 way the service wires it: the installer's ``SiteEditor`` (primed as at start-up), a
 ``SiteBus`` checked with ``gateway.service.check_site`` and subscribed like the service
 (``apply_engine``, ``apply_intake``, ``apply_field``, ``apply_health``, the board's modes, a
-heap settle after a whole reload). Each measured operation is what an API call does
-between the request and the answer: the editor's edit (devices.yaml validated and written)
-and the site bus's publish (applied to the running engine, intake and health).
+heap settle after a whole reload), its heap settled as the service's is at start-up. Each
+measured operation is what an API call does between the request and the answer: the
+editor's edit (devices.yaml validated and written) and the site bus's publish (applied to
+the running engine, intake and health).
 
 Operations, ``--ops`` of each kind on random devices: ``mode`` (test mode on, then off),
 ``edit`` (a new name), ``move`` (to another household: the engine takes the device's new
@@ -74,6 +75,7 @@ class Rig:
         from gateway.change_bus import SiteBus
         from gateway.device_modes import modes_json
         from gateway.health import HealthBook
+        from gateway.heap import settle
         from gateway.installer import SiteEditor
         from gateway.service import (
             _settle_after_reload, apply_engine, apply_field, apply_health, apply_intake,
@@ -100,6 +102,7 @@ class Rig:
         bus.subscribe(lambda new: self.events.append(modes_json(new)))
         bus.subscribe(lambda new, ch: _settle_after_reload(new) if ch is None else None,
                       change=True)
+        settle()        # as the service does once it is wired (gateway.kernel.heap)
 
     def take(self, site: Any) -> None:
         """What the API does with the editor's answer (``_take_effect``)."""
