@@ -462,6 +462,11 @@ def test_service_active_and_ready(box):
         assert box.sh(f"systemctl is-active {unit}", check=False).stdout.strip() == "active", \
             unit
     assert box.sh("systemctl --failed --no-legend --plain").stdout.strip() == ""
+    # systemd said nothing about our unit files while loading them (unknown keys, bad values)
+    complaints = [ln for ln in box.sh("journalctl -b --no-pager -o cat").stdout.splitlines()
+                  if ln.startswith(("/etc/systemd/system/community-gateway",
+                                    "/etc/systemd/journald.conf.d/community-gateway"))]
+    assert not complaints, complaints
     health = httpx.get(f"{API}/healthz", timeout=5).json()
     assert health["components"]["mqtt"]["state"] == "online", health
     # the installed copy runs, not the checkout, as the service user
