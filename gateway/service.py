@@ -144,7 +144,8 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
     profile does not fit (the same rule as ``gateway config validate``: ``fit_profile``).
     ``only``: the bindings of these devices (an edit of a few: the others are unchanged)."""
     profiles = profiles_of(site.directory / "profiles")
-    devices = [d for d in site.devices.devices if only is None or d.id in only]
+    devices = (list(site.devices.devices) if only is None
+               else [d for d in site.devices.devices if d.id in only])
     if only is None or any(d.mqtt is None for d in devices):
         plan_field(site, profiles)   # Modbus/serial devices: profiles and buses exist
     out: dict[str, DeviceBinding] = {}
@@ -506,7 +507,8 @@ def apply_engine(pipeline: Pipeline, site: SiteConfig, change: SiteChange | None
         return
     engine = pipeline.engine
     known = engine.site.devices
-    touched = [d for d in site.devices.devices if d.id in change.touched]
+    ids = change.touched          # (a set made at each call)
+    touched = [d for d in site.devices.devices if d.id in ids]
     infos = {d.id: device_info(site, d) for d in touched}
     changed = [i for i, info in infos.items() if known.get(i) != info]
     gone = [i for i in change.removed if i in known]
