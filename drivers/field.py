@@ -16,16 +16,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers import DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
-from drivers.sia import Dc09Account, Dc09Device, ReceiverSettings, SiaReceiver, account_key
 from gateway.kernel.errors import ConfigError
 from gateway.kernel.metrics import MetricsSink
+
+if TYPE_CHECKING:     # imported where used: pysiaalarm loads only for a site with DC-09 panels
+    from drivers.sia import Dc09Account, Dc09Device, ReceiverSettings, SiaReceiver
 
 __all__ = ["BusPlan", "FieldDrivers", "LinePlan", "Plan", "ReceiverPlan", "plan_field"]
 
@@ -86,6 +88,8 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
                 continue
             grid = d.grid_cell or (site.household(d.household).grid_cell if d.household
                                    else None)
+            from drivers.sia import Dc09Device
+
             by_receiver[d.dc09.receiver].append(Dc09Device(
                 d.id, d.dc09.account.upper(), d.dc09.zone, d.type, d.household, grid))
             continue
@@ -117,6 +121,8 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
                 d.serial.zone))
     receivers: dict[str, Plan] = {}
     for ri, r in enumerate(gw.dc09_receivers):
+        from drivers.sia import Dc09Account, ReceiverSettings, account_key
+
         accounts = []
         for ai, a in enumerate(r.accounts):
             key = None
@@ -185,6 +191,8 @@ class FieldDrivers:
             on_unknown = self.on_unknown
             unknown = lambda key, sample: on_unknown(key, transport, sample)  # noqa: E731
         if isinstance(plan, ReceiverPlan):
+            from drivers.sia import SiaReceiver
+
             return SiaReceiver(plan.receiver_id, plan.settings, list(plan.accounts),
                                list(plan.devices), self.sink, self.metrics,
                                on_error=self.on_error, on_unknown=unknown,

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.kernel.clock import utc_iso
+from gateway.kernel.errors import GatewayError
 from gateway.model import Kind, Reading, utc
 from gateway.store import Tx
 from gateway.store.audit import record_audit
@@ -45,7 +46,7 @@ VIAS = ("console", "caller", "case_system")
 CARE_METRIC = "care_key"
 
 
-class CareError(Exception):
+class CareError(GatewayError):
     """A care state that cannot be set: ``code`` (an API error code) and ``status``."""
 
     def __init__(self, status: int, code: str, msg: str) -> None:
