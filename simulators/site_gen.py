@@ -112,7 +112,7 @@ def _rules(time_scale: float) -> dict:
                for kind, severity, category, zh, en in _HAZARDS]
     health = {"id": "device_health", "kind": "supervision", "battery_below": 20,
               "message": {"zh": "设备故障：{household_address}{device_name}（{fault}）",
-                          "en": "Device fault: {device_name}, {household_address} ({fault})"}}
+                          "en": "Device fault: {device_name} {household_address} ({fault})"}}
     if time_scale != 1.0:
         health["silence"] = _scaled(6 * 3600, time_scale)
     return {"rules": [sos, smoke, *hazards, health, *inactivity_rules(time_scale)],

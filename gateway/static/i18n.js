@@ -257,7 +257,7 @@ window.I18N = {
     no_faults: "No open device faults", filter_devices: "Filter by device, household or grid cell",
     online: "Online", degraded: "Degraded", unknown: "Not reported", battery: "Battery",
     last_seen: "Last seen", never: "never", shared: "Shared devices",
-    fault_decode_error: "decode error", fault_silent: "silent", fault_battery_low: "low battery", fault_tamper: "tamper",
+    fault_decode_error: "decode error", fault_silent: "no report for too long", fault_battery_low: "low battery", fault_tamper: "tamper",
     fault_fault: "device fault", fault_offline: "offline", fault_sources_offline: "activity sensors offline",
     unknown_inbox: "Unknown devices seen on the bus", no_unknown: "No unknown devices seen",
     register: "Register", add_device: "Register a device", edit_device: "Edit device", f_id: "Device id",
