@@ -75,3 +75,13 @@ def text(lang: str, key: str, default: str | None = None, **params: object) -> s
     for name, value in params.items():
         s = s.replace("{" + name + "}", str(value))
     return s
+
+
+def zone_label(tz: str) -> str:
+    """A timezone as a spreadsheet user reads it (CSV headers, file names): its UTC offset
+    now (``UTC+08:00`` for Asia/Shanghai), not the tz database's name."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    offset = datetime.now(ZoneInfo(tz)).strftime("%z")      # +0800
+    return f"UTC{offset[:3]}:{offset[3:]}"

@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway import GatewayError
-from gateway.catalogue import text
+from gateway.catalogue import text, zone_label
 from gateway.model import Reading, utc
 from gateway.reading_queue import ReadingQueue
 from gateway.store import Store, Tx, record_audit
@@ -163,7 +163,7 @@ def coverage_csv(store: Store, site: Any, month: str | None, lang: str, *,
     buf = io.StringIO()
     buf.write("\ufeff")
     w = csv.writer(buf)
-    w.writerow([text(lang, f"vcsv_{c}", tz=tz) for c in CSV_COLUMNS])
+    w.writerow([text(lang, f"vcsv_{c}", tz=zone_label(tz)) for c in CSV_COLUMNS])
     for cell in cov["cells"]:
         for h in cell["households"]:
             last = h["last_visit"]

@@ -27,7 +27,7 @@ def test_history_filters_and_csv(api_env):
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "severity"]
     csv_text = duty.get("/api/history.csv", params={"state": "resolved"}).text
     lines = csv_text.lstrip("\ufeff").splitlines()
-    assert lines[0].startswith("编号,发生时间（Asia/Shanghai）,级别") and len(lines) == 2
+    assert lines[0].startswith("编号,发生时间（UTC+08:00）,级别") and len(lines) == 2
     assert "'=cmd()" in lines[1]                      # formula neutralised
     assert "13800000001" not in csv_text              # contacts never exported
 

@@ -66,13 +66,13 @@ def test_the_csv_in_both_languages(api_env):  # noqa: F811
     assert month == "2026-12" and zh.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(zh.lstrip("\ufeff"))))
     assert rows[0] == ["网格", "网格员", "住户编号", "地址", "探访状态", "探访次数",
-                       "最近探访时间（Asia/Shanghai）", "最近探访人"]
+                       "最近探访时间（UTC+08:00）", "最近探访人"]
     first = next(r for r in rows[1:] if r[2] == "h-7-101")
     assert first[4] == "已探访" and first[5] == "1" and first[6] == "2026-12-03 09:30:00"
     assert next(r for r in rows[1:] if r[2] == "h-7-302")[4] == "待探访"
     en, _ = coverage_csv(store, site, "2026-12", "en", now=now)
     head = next(csv.reader(io.StringIO(en.lstrip("\ufeff"))))
-    assert head[4] == "Visit status" and head[6] == "Last visit (Asia/Shanghai)"
+    assert head[4] == "Visit status" and head[6] == "Last visit (UTC+08:00)"
 
 
 def test_the_api(api_env):  # noqa: F811

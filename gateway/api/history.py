@@ -16,7 +16,7 @@ from gateway.api.errors import ApiError
 from gateway.api.views import decorate, grid_json, household_json
 from gateway.auth import Principal
 from gateway.blocking import blocking
-from gateway.catalogue import lang_of, text
+from gateway.catalogue import lang_of, text, zone_label
 from gateway.device_modes import effective_mode
 
 __all__ = ["CSV_COLUMNS", "MAX_EXPORT", "router"]
@@ -123,7 +123,7 @@ def _csv(book: AlarmBook, site, f: HistoryFilter, lang: str = "zh") -> str:
     buf = io.StringIO()
     buf.write("\ufeff")
     w = csv.writer(buf)
-    w.writerow([text(lang, f"csv_{c}", tz=tz) for c in CSV_COLUMNS])
+    w.writerow([text(lang, f"csv_{c}", tz=zone_label(tz)) for c in CSV_COLUMNS])
     for a in rows:
         hh = site.household(a.get("household_id"))
         a["address"] = hh.address if hh else ""
@@ -149,14 +149,14 @@ async def history_csv(p: AlarmsReader, f: Filter, ctx: Ctx, lang: CsvLang = "zh-
     """The same filters as ``/api/history`` as a CSV file (UTF-8 with BOM for Excel):
     headers, severities, categories, states, case statuses, resolve reasons and actors in
     the console's language ``lang`` (zh-CN default, en); times in the site's timezone as
-    ``YYYY-MM-DD HH:MM:SS``, the zone named in the time columns' headers and the file name.
+    ``YYYY-MM-DD HH:MM:SS``, the zone named by its UTC offset in the time columns' headers and the file name.
     Contacts are never exported."""
     lang_key = lang_of(lang)
     body = await blocking(_csv, ctx.book, ctx.site, f, lang_key)
-    tz = ctx.site.site.site.timezone
-    name = f"{text(lang_key, 'csv_filename')}-{tz.replace('/', '_')}.csv"
+    zone = zone_label(ctx.site.site.site.timezone).replace(":", "")     # UTC+0800
+    name = f"{text(lang_key, 'csv_filename')}-{zone}.csv"
     return Response(body, media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f"attachment; filename=\"alarms-{tz.replace('/', '_')}.csv\"; "
+        "Content-Disposition": f"attachment; filename=\"alarms-{zone}.csv\"; "
                                f"filename*=UTF-8''{quote(name)}"})
 
 
