@@ -138,6 +138,9 @@ def test_live_case_updates_keep_what_staff_type_and_history_speaks_chinese(
             assert page.evaluate("document.activeElement.classList.contains('note')")
             # the case closes (8 s): the alarm leaves the board; the history says it in words
             page.wait_for_selector(".alarm", state="detached", timeout=15_000)
+            # ... not without a word: the duty worker is told the case closed it
+            toast = page.locator("#toast")
+            assert toast.is_visible() and toast.inner_text() == "工单已结案，一条一键呼叫报警已处置"
             page.click("#nav [data-view=history]")
             row = page.wait_for_selector("#history-table tbody tr", timeout=5000)
             cells = row.inner_text()

@@ -306,6 +306,9 @@ function upsert(a) {
   if (old && sig(old) === sig(a) && C.cards.has(a.id)) return;  // unchanged: no redraw
   C.alarms.set(a.id, a);
   if (a.severity === "critical" && a.state === "raised" && !a.test && (!old || old.state !== "raised")) notify(a);
+  // a card the case system resolved (its case closed) does not vanish without a word
+  if (old && old.state !== "resolved" && a.state === "resolved" && (a.resolved_by || "").startsWith("case_system"))
+    toast(t("closed_by_case", {what: catLabel(a.category)}));
   updateSound();
   pending.add(a.id);
   queueFlush();
