@@ -275,3 +275,20 @@ def test_history_fits_a_phone(browser, gateway, mosquitto):
             assert width <= 390, f"{view}: the page is {width} px wide on a 390 px phone"
     finally:
         context.close()
+    # the installer's device list too, in both languages (English words are longer)
+    for locale in ("zh-CN", "en"):
+        context = browser.new_context(locale=locale, timezone_id="Asia/Shanghai",
+                                      viewport={"width": 390, "height": 844})
+        page = context.new_page()
+        try:
+            page.goto(gateway.url + "/")
+            page.fill("#login input[name=username]", "installer")
+            page.fill("#login input[name=password]", gateway.passwords["installer"])
+            page.click("#login button[type=submit]")
+            page.wait_for_selector("#app:not([hidden])", timeout=10_000)
+            page.click("#nav [data-view=installer]")
+            page.wait_for_selector("#configured tr.configured-device", timeout=5000)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, f"installer ({locale}): {width} px wide on a 390 px phone"
+        finally:
+            context.close()
