@@ -70,7 +70,7 @@ window.Care = (function () {
     if (!households) households = (await api("/api/households")).households;
     $$(".care-households").forEach(sel => {
       const keep = sel.value;
-      sel.innerHTML = households.map(h => `<option value="${esc(h.id)}" data-raw>${esc(h.address)} (${esc(h.id)})</option>`).join("");
+      sel.innerHTML = households.map(h => `<option value="${esc(h.id)}" title="${esc(h.id)}" data-raw>${esc(h.address)}</option>`).join("");
       if (keep) sel.value = keep;
     });
   }

@@ -10,7 +10,7 @@ window.Pages = (function () {
     $$(".households-select").forEach(sel => {
       const first = sel.options[0]; const keep = sel.value;
       sel.innerHTML = ""; sel.appendChild(first);
-      hh.forEach(h => sel.insertAdjacentHTML("beforeend", `<option value="${esc(h.id)}" data-raw>${esc(h.address)} (${esc(h.id)})</option>`));
+      hh.forEach(h => sel.insertAdjacentHTML("beforeend", `<option value="${esc(h.id)}" title="${esc(h.id)}" data-raw>${esc(h.address)}</option>`));
       sel.value = keep;
     });
     $$(".cells-select").forEach(sel => {
