@@ -127,12 +127,16 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
     note = (f"  Community: {args.households} households, {len(community.devices)} devices, "
             f"a simulated day every {86400 / args.speed / 60:.0f} min (--speed {args.speed:g}).\n")
     threshold = _inactivity_threshold_s(site_dir)
+    from gateway.site import load_site
+
+    addresses = {h.id: h.address for h in load_site(site_dir).site.households}
     for inc in incidents:
         stops = time.time() + (inc.at - origin) / args.speed
         # the resident's last activity is at or before the stop: the alarm comes at the latest
         # one threshold (scaled) after it
         alarm_by = stops + threshold
-        note += (f"  Planted incident: the resident of {inc.household} stops all activity at "
+        place = addresses.get(inc.household, inc.household)
+        note += (f"  Planted incident: the resident of {place} stops all activity at "
                  f"{_clock(stops)} ({(stops - time.time()) / 60:.1f} min from now); the "
                  f"inactivity alarm is expected by {_clock(alarm_by)}.\n")
     return community, "sim-community", note
