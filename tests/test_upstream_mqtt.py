@@ -54,6 +54,13 @@ class CentralSubscriber:
 
 
 
+
+def _last_summary(sub) -> dict:
+    """The last site summary the fleet subscriber received ({} open alarms before any)."""
+    got = [json.loads(p) for t, p, _r in sub.messages if t.endswith("/summary")]
+    return got[-1] if got else {"open_alarms": {}}
+
+
 async def test_alarm_events_survive_central_broker_outage(tmp_path):
     broker = Mosquitto(workdir=tmp_path / "central").start()
     sub = CentralSubscriber(broker.port)
@@ -96,6 +103,10 @@ async def test_alarm_events_survive_central_broker_outage(tmp_path):
                   f"publisher {pub.state} backlog {pub.backlog()}, subscriber connected "
                   f"{sub.c.is_connected()}")
         await until(lambda: pub.backlog() == 0, 5, "cursor caught up")
+        # the summary (every 0.5 s) after the outage: until the first one comes, the last
+        # one the subscriber holds may be the retained summary from before the outage
+        await until(lambda: _last_summary(sub)["open_alarms"].get("critical") == 49, 5,
+                    "a summary of the 49 open alarms")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -112,7 +123,7 @@ async def test_alarm_events_survive_central_broker_outage(tmp_path):
     assert "sites/tianlin-07/summary" in topics and "sites/tianlin-07/status" in topics
     ack = next(e for e in events if e["action"] == "acknowledged")
     assert "note" not in ack["detail"] and ack["alarm"]["state"] in ("acknowledged", "resolved")
-    summary = [json.loads(p) for t, p, _r in sub.messages if t.endswith("/summary")][-1]
+    summary = _last_summary(sub)
     assert summary["devices"] == {"online": 5} and summary["open_alarms"]["critical"] == 49
     # the resolved alarm's retained state is cleared (empty payload)
     states = [p for t, p, _r in sub.messages if t == f"sites/tianlin-07/alarms/{first}/state"]
