@@ -256,17 +256,23 @@ def test_every_page_and_dialog_in_both_languages(browser, gateway, mosquitto):
     assert not problems, "untranslated:\n" + "\n".join(problems)
 
 
-def test_history_fits_a_phone(browser, gateway, mosquitto):
-    _demo_traffic(gateway, mosquitto)
-    context = browser.new_context(locale="zh-CN", timezone_id="Asia/Shanghai",
+def _on_a_phone(browser, gateway, user: str, locale: str, ready: str):
+    """A 390x844 context logged in as ``user``, its app shown (``ready``): (context, page)."""
+    context = browser.new_context(locale=locale, timezone_id="Asia/Shanghai",
                                   viewport={"width": 390, "height": 844})
     page = context.new_page()
+    page.goto(gateway.url + "/")
+    page.fill("#login input[name=username]", user)
+    page.fill("#login input[name=password]", gateway.passwords[user])
+    page.click("#login button[type=submit]")
+    page.wait_for_selector(ready, timeout=10_000)
+    return context, page
+
+
+def test_history_fits_a_phone(browser, gateway, mosquitto):
+    _demo_traffic(gateway, mosquitto)
+    context, page = _on_a_phone(browser, gateway, "duty", "zh-CN", "#conn.live")
     try:
-        page.goto(gateway.url + "/")
-        page.fill("#login input[name=username]", "duty")
-        page.fill("#login input[name=password]", gateway.passwords["duty"])
-        page.click("#login button[type=submit]")
-        page.wait_for_selector("#conn.live", timeout=10_000)
         for view, ready in (("history", "#history-table tr[data-id]"),
                             ("devices", "#device-groups tr.dev"), ("board", "#alarms .alarm")):
             page.click(f"#nav [data-view={view}]")
@@ -277,15 +283,8 @@ def test_history_fits_a_phone(browser, gateway, mosquitto):
         context.close()
     # the installer's device list too, in both languages (English words are longer)
     for locale in ("zh-CN", "en"):
-        context = browser.new_context(locale=locale, timezone_id="Asia/Shanghai",
-                                      viewport={"width": 390, "height": 844})
-        page = context.new_page()
+        context, page = _on_a_phone(browser, gateway, "installer", locale, "#app:not([hidden])")
         try:
-            page.goto(gateway.url + "/")
-            page.fill("#login input[name=username]", "installer")
-            page.fill("#login input[name=password]", gateway.passwords["installer"])
-            page.click("#login button[type=submit]")
-            page.wait_for_selector("#app:not([hidden])", timeout=10_000)
             page.click("#nav [data-view=installer]")
             page.wait_for_selector("#configured tr.configured-device", timeout=5000)
             width = page.evaluate("document.documentElement.scrollWidth")
