@@ -78,6 +78,8 @@ class Kind(StrEnum):
     WATER_VOLUME = "water_volume"    # float: m3, cumulative
     GAS_VOLUME = "gas_volume"        # float: m3, cumulative
     VALVE_OPEN = "valve_open"        # bool
+    SIREN = "siren"                  # bool: siren sounding (True) / silent (False)
+    SWITCH = "switch"                # bool: switched socket / relay on (True) / off (False)
 
 
 UNITS: dict[Kind, str] = {
@@ -123,6 +125,9 @@ DEVICE_TYPES: tuple[str, ...] = (
     "gas_meter",
     "temperature_sensor",
     "alarm_panel",
+    "gas_valve",
+    "siren",
+    "smart_plug",
 )
 
 
@@ -149,7 +154,7 @@ _SEVERITY_RANK = {Severity.CRITICAL: 0, Severity.MAJOR: 1, Severity.MINOR: 2, Se
 BOOL_KINDS = frozenset(
     {Kind.SOS, Kind.SMOKE, Kind.HEAT, Kind.FIRE, Kind.GAS, Kind.CARBON_MONOXIDE,
      Kind.WATER_LEAK, Kind.PANIC, Kind.INTRUSION, Kind.TAMPER, Kind.FAULT, Kind.MOTION, Kind.DOOR_OPEN, Kind.TEST, Kind.BATTERY_LOW,
-     Kind.AVAILABILITY, Kind.VALVE_OPEN}
+     Kind.AVAILABILITY, Kind.VALVE_OPEN, Kind.SIREN, Kind.SWITCH}
 )
 STR_KINDS = frozenset({Kind.ACCESS, Kind.BUTTON})
 
