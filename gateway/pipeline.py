@@ -11,6 +11,10 @@ Two paths, so that alarms never wait behind telemetry:
 - **telemetry** goes through a bounded in-memory queue; when it is full the reading is shed
   and counted (``gateway_shed_total``).
 
+``gateway_readings_total{kind}`` counts readings as they are fed to the rule engine;
+``gateway_readings_processed_total`` counts them once the alarm changes they made are
+committed (what the ``path`` benchmark waits for).
+
 The rule engine is synchronous and only touched from the event loop thread.
 """
 
@@ -153,28 +157,35 @@ class Pipeline:
         actions: list = []
         seqs: list[int] = []
         started: list[float] = []
+        fed = 0
         now = utc()
         while not self._alarm_q.empty() and len(seqs) < 500:
             seq_list, readings, received = self._alarm_q.get_nowait()
             for r in readings:
                 actions.extend(self._feed(r, now))
+            fed += len(readings)
             seqs.extend(seq_list)
             started.append(received)
         await self._apply(actions, seqs)
+        self.metrics.inc("gateway_readings_processed_total", fed)
         done = time.monotonic()
         for t0 in started:
             self.metrics.observe("gateway_alarm_latency_seconds", done - t0)
 
     async def _process_telemetry(self, limit: int) -> None:
         actions: list = []
+        fed = 0
         now = utc()
         for _ in range(limit):
             if self._telemetry_q.empty() or not self._alarm_q.empty():
                 break
             actions.extend(self._feed(self._telemetry_q.get_nowait(), now))
+            fed += 1
         if actions:
             await self._apply(actions, [])
-        else:
+        if fed:
+            self.metrics.inc("gateway_readings_processed_total", fed)
+        if not actions:
             await asyncio.sleep(0)  # let intake callbacks run between batches
 
     def _feed(self, reading: Reading, now) -> list:
