@@ -21,7 +21,8 @@ Test-only admin API (unsigned; bind to loopback):
 - ``POST /_sim/faults`` with a :class:`Faults` body, ``GET /_sim/faults``,
   ``DELETE /_sim/faults`` (clear).
 - ``GET /_sim/cases``: every case with ``create_requests`` (create requests seen for its
-  idempotency key), plus ``count`` and ``create_requests_total``.
+  idempotency key), its ``device`` and ``created_at`` (when its first create request was
+  handled: the latency benchmark's end point), plus ``count`` and ``create_requests_total``.
 - ``GET /_sim/callbacks``: the callback delivery log.
 - ``GET /_sim/contract``: ``{version, validating, refused}`` (requests refused by the file).
 - ``POST /_sim/cases/{case_id}/status`` ``{"status": "rejected", "note": "..."}``: force a status.
@@ -314,7 +315,9 @@ class CaseSystemSim:
                   "create_requests": c.create_requests, "status": c.status.value,
                   "grid_cell_code": c.request.grid_cell_code, "handler": c.handler,
                   "callback_url": str(c.request.callback_url or "") or None,
-                  "last_sequence": c.last_sequence, "updates": c.update_log}
+                  "last_sequence": c.last_sequence, "updates": c.update_log,
+                  "device": c.request.device.id if c.request.device else None,
+                  "created_at": c.created_at.isoformat()}
                  for c in self._cases.values()]
         return {"count": len(cases), "cases": cases, "api_requests": self.api_requests,
                 "create_requests_total": sum(c["create_requests"] for c in cases)}
