@@ -18,6 +18,16 @@ One dead device must not slow the others, so each cycle runs in two passes:
    once) and only probed after a capped exponential backoff with jitter. Its first good poll
    brings it back (``availability`` True).
 
+Commands (the linkage's :class:`~gateway.kernel.commands.CommandWriter`): a device whose
+profile has ``commands`` is written through :meth:`ModbusBus.send`: a coil write (function
+05) or a holding-register write (06/16). The write is queued for the bus task and made
+between two devices' polls (or at once when the bus is idle between cycles): the bus never
+carries two conversations, and a command waits at most for the poll in progress. It is
+answered, or :class:`~gateway.kernel.commands.CommandError` names the device (no answer
+after ``retries`` retries, an exception response, a bus offline or lost meanwhile). After a
+write the device is re-polled early (``confirm_polls_s`` after it: at once, then while a
+valve motor runs) so that the reading which confirms the command comes fast.
+
 Bad answers (Modbus exception responses, short replies, timeouts) are counted by reason
 (``gateway_rejected_total{transport="modbus"}``) and reported to ``on_error``; a value the
 device could not give is never reported as 0. An exception our own decoding of a block of
@@ -30,8 +40,10 @@ capped exponential backoff and jitter, without restarting anything else.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,8 +51,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, Modbu
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
-from drivers.codecs.modbus_registers import ReadRequest, decode_block
+from drivers.codecs.modbus_registers import BIT_FUNCTIONS, ReadRequest, WriteRequest, decode_block
 from gateway.kernel.clock import utc
+from gateway.kernel.commands import Action, Command, CommandError
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Kind, Reading
@@ -86,9 +99,12 @@ class PollPolicy:
     quarantine_base_s: float = 5.0
     quarantine_max_s: float = 300.0
     min_probe_s: float = 0.05      # slack below this is not worth a probe
+    #: after a command's write, the device is polled again this long after it (seconds)
+    confirm_polls_s: tuple[float, ...] = (0.0, 1.0, 3.0)
 
     def __post_init__(self) -> None:
         if not (self.period_s > 0 and self.timeout_s > 0 and self.retries >= 0
+                and all(d >= 0 for d in self.confirm_polls_s)
                 and self.quarantine_after >= 1 and 0 < self.quarantine_base_s
                 <= self.quarantine_max_s):
             raise ValueError("poll policy: positive period/timeout, retries >= 0, "
@@ -97,7 +113,8 @@ class PollPolicy:
 
 @dataclass(frozen=True, slots=True)
 class ModbusDevice:
-    """One device on a bus: its unit id, its planned reads, and its place in the site."""
+    """One device on a bus: its unit id, its planned reads, its place in the site, and the
+    write each command action makes (its profile's ``commands``)."""
 
     device_id: str
     unit: int
@@ -105,6 +122,7 @@ class ModbusDevice:
     device_type: str = ""
     household_id: str | None = None
     grid_cell: str | None = None
+    commands: tuple[tuple[Action, WriteRequest], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.unit <= 247:
@@ -128,8 +146,17 @@ class PollStats:
     _probe_delays: Iterator[float] | None = None   # set when quarantined
 
 
+@dataclass(slots=True)
+class _PendingWrite:
+    dev: ModbusDevice
+    write: WriteRequest
+    command: Command
+    done: asyncio.Future[None]
+
+
 class ModbusBus:
-    """Polls the devices of one bus until cancelled (``run()``)."""
+    """Polls the devices of one bus until cancelled (``run()``); writes commands
+    (``supports()``, ``send()``: a :class:`~gateway.kernel.commands.CommandWriter`)."""
 
     def __init__(self, bus_id: str, endpoint: BusEndpoint, devices: list[ModbusDevice],
                  sink: IntakeSink, metrics: MetricsSink, *, policy: PollPolicy | None = None,
@@ -159,6 +186,13 @@ class ModbusBus:
         # a quarantined device is probed no sooner than half the nominal delay
         self._probe = Backoff(base_s=self.policy.quarantine_base_s,
                               cap_s=self.policy.quarantine_max_s, jitter="equal")
+        self._by_id = {d.device_id: d for d in devices}
+        self._writes: deque[_PendingWrite] = deque()
+        self._repolls: list[tuple[float, int, str]] = []     # heap: (due, seq, device id)
+        self._repoll_seq = 0
+        self._wake = asyncio.Event()
+        self.writes_ok = 0
+        self.writes_failed = 0
 
     # -- connection ---------------------------------------------------------------------
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
@@ -195,9 +229,11 @@ class ModbusBus:
                 self.status.set("offline", f"connection lost: {exc}")
                 self.metrics.inc("gateway_driver_reconnects_total", driver="modbus")
                 self._all_unavailable()
+                self._fail_writes(f"connection lost: {exc}")
                 await asyncio.sleep(next(delays))
             finally:
                 client.close()
+                self._fail_writes("is not connected (stopped or reconnecting)")
 
     @property
     def state(self) -> str:
@@ -212,9 +248,7 @@ class ModbusBus:
         while True:
             due = start + k * period
             now = time.monotonic()
-            if now < due:
-                await asyncio.sleep(due - now)
-            elif now - due > period:
+            if now - due > period:
                 # the bus could not keep up: skip the cycles that are already over
                 skipped = int((now - due) // period)
                 self.overruns += skipped
@@ -222,6 +256,7 @@ class ModbusBus:
                 k += skipped
                 due = start + k * period
             await self._cycle(client, due + period)
+            await self._idle_until(client, due + period)
             if not client.connected:
                 raise ConnectionException(f"bus {self.bus_id} disconnected")
             self.cycles += 1
@@ -235,12 +270,15 @@ class ModbusBus:
             if st.consecutive_failures:
                 failing.append(dev)
                 continue
+            await self._between(client)
             await self._poll(client, dev, p.timeout_s, p.retries)
         now = time.monotonic()
         for dev in failing:
             st = self.stats[dev.device_id]
             if st.quarantined and now < st.next_probe:
                 continue
+            await self._between(client)
+            now = time.monotonic()
             slack = cycle_end - now - p.min_probe_s
             if slack < p.min_probe_s:
                 break      # no time left this cycle; healthy devices keep their period
@@ -277,8 +315,8 @@ class ModbusBus:
                     timeout_s: float) -> list[int]:
         where = f"bus {self.bus_id} unit {dev.unit} (device {dev.device_id}) " \
                 f"fc{req.function} @{req.address}+{req.count}"
-        read = client.read_input_registers if req.function == 4 else \
-            client.read_holding_registers
+        read = {1: client.read_coils, 2: client.read_discrete_inputs,
+                3: client.read_holding_registers, 4: client.read_input_registers}[req.function]
         try:
             async with asyncio.timeout(timeout_s + 0.5):   # pymodbus times out first
                 rr = await read(req.address, count=req.count, device_id=dev.unit)
@@ -293,7 +331,146 @@ class ModbusBus:
             code = getattr(rr, "exception_code", None)
             raise DecodeError("modbus_exception", f"exception response, code {code}",
                               where=where)
+        if req.function in BIT_FUNCTIONS:       # bits come padded to whole bytes
+            return [int(b) for b in rr.bits[:req.count]]
         return list(rr.registers)
+
+    # -- commands -----------------------------------------------------------------------
+    def supports(self, device_id: str, action: Action) -> bool:
+        """Whether ``device_id`` is on this bus and its profile has a write for ``action``."""
+        dev = self._by_id.get(device_id)
+        return dev is not None and any(a == action for a, _ in dev.commands)
+
+    async def send(self, command: Command) -> None:
+        """Write ``command`` on the bus (serialized with the polls); returns once the device
+        answered the write. ``CommandError`` naming the device when it cannot be written."""
+        dev = self._by_id.get(command.device_id)
+        write = dict(dev.commands).get(command.action) if dev is not None else None
+        if dev is None or write is None:
+            raise CommandError(f"device {command.device_id}: no {command.action} command on "
+                               f"Modbus bus {self.bus_id} (not on the bus, or its profile has "
+                               f"no such command)")
+        if self.status.value != "online":
+            raise CommandError(f"device {dev.device_id}: Modbus bus {self.bus_id} "
+                               f"({self.endpoint.describe()}) is {self.status.value}")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pending = _PendingWrite(dev, write, command, done)
+        self._writes.append(pending)
+        self._wake.set()
+        p = self.policy
+        # the bus task takes it before the next device's poll: at most one poll (of a
+        # failing device, one timeout) plus the write's own attempts
+        limit = 2 * p.timeout_s + (p.retries + 1) * (p.timeout_s + 0.5) + 1.0
+        try:
+            async with asyncio.timeout(limit):
+                await done
+        except TimeoutError:
+            if pending in self._writes:
+                self._writes.remove(pending)
+            if not done.done():
+                done.cancel()
+            raise CommandError(f"device {dev.device_id}: Modbus bus {self.bus_id} did not "
+                               f"get to the write within {limit:.3g} s") from None
+
+    async def _between(self, client: ModbusBaseClient) -> None:
+        """Between two polls: queued writes, then early polls that are due."""
+        while self._writes:
+            pending = self._writes.popleft()
+            if pending.done.done():
+                continue          # the sender gave up meanwhile
+            try:
+                await self._write(client, pending.dev, pending.write)
+            except CommandError as exc:
+                self._write_outcome(pending, exc)
+                continue
+            except ConnectionException as exc:
+                self._write_outcome(pending, CommandError(
+                    f"device {pending.dev.device_id}: Modbus bus {self.bus_id} connection "
+                    f"lost during the write: {exc}"))
+                raise
+            self._write_outcome(pending, None)
+            now = time.monotonic()
+            for delay in self.policy.confirm_polls_s:
+                self._repoll_seq += 1
+                heapq.heappush(self._repolls, (now + delay, self._repoll_seq,
+                                               pending.dev.device_id))
+        now = time.monotonic()
+        while self._repolls and self._repolls[0][0] <= now:
+            _, _, device_id = heapq.heappop(self._repolls)
+            dev = self._by_id[device_id]
+            await self._poll(client, dev, self.policy.timeout_s, 0)
+            if self._writes:
+                await self._between(client)     # a command that came meanwhile goes first
+                return
+        self._wake.clear()
+
+    async def _idle_until(self, client: ModbusBaseClient, until: float) -> None:
+        """Wait for the next cycle, serving writes and early polls meanwhile."""
+        while True:
+            await self._between(client)
+            now = time.monotonic()
+            if now >= until:
+                return
+            wake_at = min(until, self._repolls[0][0]) if self._repolls else until
+            try:
+                async with asyncio.timeout(max(0.0, wake_at - now)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _write(self, client: ModbusBaseClient, dev: ModbusDevice,
+                     write: WriteRequest) -> None:
+        where = f"device {dev.device_id} (Modbus bus {self.bus_id} unit {dev.unit}, " \
+                f"{write.describe()})"
+        p = self.policy
+        for attempt in range(p.retries + 1):
+            try:
+                async with asyncio.timeout(p.timeout_s + 0.5):   # pymodbus times out first
+                    if write.function == 5:
+                        rr = await client.write_coil(write.address, bool(write.values[0]),
+                                                     device_id=dev.unit)
+                    elif write.function == 6:
+                        rr = await client.write_register(write.address, write.values[0],
+                                                         device_id=dev.unit)
+                    else:
+                        rr = await client.write_registers(write.address, list(write.values),
+                                                          device_id=dev.unit)
+            except (TimeoutError, ModbusIOException) as exc:
+                if attempt < p.retries:
+                    continue
+                raise CommandError(f"{where}: no answer within {p.timeout_s:.3g} s "
+                                   f"({p.retries + 1} attempts)") from exc
+            except ConnectionException:
+                raise
+            except ModbusException as exc:
+                raise CommandError(f"{where}: {exc}") from exc
+            if rr.isError():
+                code = getattr(rr, "exception_code", None)
+                raise CommandError(f"{where}: exception response, code {code}")
+            return
+
+    def _write_outcome(self, pending: _PendingWrite, exc: CommandError | None) -> None:
+        outcome = "ok" if exc is None else "failed"
+        self.metrics.inc("gateway_command_writes_total", transport="modbus", outcome=outcome)
+        if exc is None:
+            self.writes_ok += 1
+            log.info("modbus command %s %s to device %s written", pending.command.command_id,
+                     pending.command.action, pending.dev.device_id)
+        else:
+            self.writes_failed += 1
+            log.warning("modbus command %s: %s", pending.command.command_id, exc)
+        if not pending.done.done():
+            if exc is None:
+                pending.done.set_result(None)
+            else:
+                pending.done.set_exception(exc)
+
+    def _fail_writes(self, why: str) -> None:
+        while self._writes:
+            pending = self._writes.popleft()
+            self._write_outcome(pending, CommandError(
+                f"device {pending.dev.device_id}: Modbus bus {self.bus_id} "
+                f"({self.endpoint.describe()}) {why}"))
 
     # -- outcomes -----------------------------------------------------------------------
     def _succeeded(self, dev: ModbusDevice, readings: list[Reading]) -> None:

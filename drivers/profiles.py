@@ -41,13 +41,14 @@ from ruamel.yaml import YAML
 
 from drivers import DECODE_ERROR, DecodeError, DriverError
 from drivers.codecs.dlt645 import DATA_ITEMS
-from drivers.codecs.modbus_registers import RegisterEntry
+from drivers.codecs.modbus_registers import BIT_FUNCTIONS, RegisterEntry, WriteRequest
+from gateway.kernel.commands import CONFIRMING_KIND, Action
 from gateway.kernel.model import BOOL_KINDS, STR_KINDS, Kind, Quality, Reading, utc
 
 __all__ = [
     "AnyProfile", "Cjt188Profile", "ContactIdProfile", "Dlt645Profile", "FieldMap",
-    "ModbusProfile", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap", "decode_json",
-    "fit_profile", "load_profiles", "parse_json", "with_care_actions", "with_help_actions",
+    "ModbusProfile", "ModbusWrite", "Profile", "ProfileMisfit", "ProfileSet", "RegisterMap",
+    "decode_json", "fit_profile", "load_profiles", "parse_json", "with_care_actions", "with_help_actions",
     "with_sos_actions", "with_visit_cards",
 ]
 
@@ -112,7 +113,7 @@ class RegisterMap(BaseModel):
     kind: Kind
     address: int = Field(ge=0, le=0xFFFF)
     data_type: Literal["int16", "uint16", "int32", "uint32", "float32", "float64"] | None = None
-    function: Literal[3, 4] | None = None
+    function: Literal[1, 2, 3, 4] | None = None
     byte_order: Literal["big", "little"] | None = None
     word_order: Literal["big", "little"] | None = None
     scale: float = 1.0
@@ -120,14 +121,38 @@ class RegisterMap(BaseModel):
     unit: str = ""
 
 
+class ModbusWrite(BaseModel):
+    """One command of a Modbus device (the YAML form of ``WriteRequest``): a coil write
+    (``function: 5``, ``value`` true/false or 1/0) or a holding-register write (``6``: one
+    register, ``value`` 0..65535; ``16``: ``value`` a list of registers from ``address``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    function: Literal[5, 6, 16]
+    address: int = Field(ge=0, le=0xFFFF)
+    value: bool | int | list[int]
+
+    @model_validator(mode="after")
+    def _valid(self) -> ModbusWrite:
+        self.request()
+        return self
+
+    def request(self) -> WriteRequest:
+        v = self.value
+        values = tuple(v) if isinstance(v, list) else (int(v),)
+        return WriteRequest(self.function, self.address, values)
+
+
 class ModbusProfile(_ProfileBase):
-    """A Modbus device: its register map. Entry fields left out take ``defaults``."""
+    """A Modbus device: its register map. Entry fields left out take ``defaults``.
+    ``commands`` (optional): what each linkage action writes (``close_valve: {function: 5,
+    address: 0, value: false}``); the reading that confirms it must be in the map."""
 
     format: Literal["modbus"]
     defaults: dict[Literal["data_type", "function", "byte_order", "word_order"], str | int] = \
         Field(default_factory=dict)
     max_gap: int = Field(default=8, ge=0, le=124)
     registers: list[RegisterMap] = Field(min_length=1)
+    commands: dict[Action, ModbusWrite] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _entries_valid(self) -> ModbusProfile:
@@ -136,18 +161,30 @@ class ModbusProfile(_ProfileBase):
             if r.metric in seen:
                 raise ValueError(f"registers[{i}]: duplicate metric {r.metric!r}")
             seen.add(r.metric)
-        self.entries()          # RegisterEntry validation (units, bool kinds, address range)
+        entries = self.entries()    # RegisterEntry validation (units, bool kinds, addresses)
+        kinds = {e.kind.value for e in entries}
+        for action in self.commands:
+            confirming = CONFIRMING_KIND[action]
+            if confirming not in kinds:
+                raise ValueError(f"commands.{action}: no register gives the {confirming} "
+                                 f"reading that confirms it")
         return self
+
+    def writes(self) -> tuple[tuple[Action, WriteRequest], ...]:
+        """The commands as (action, write) pairs, in the profile's order."""
+        return tuple((a, w.request()) for a, w in self.commands.items())
 
     def entries(self) -> list[RegisterEntry]:
         d = self.defaults
         out = []
         for i, r in enumerate(self.registers):
+            function = r.function or int(d.get("function", 3))
             try:
                 out.append(RegisterEntry(
                     r.metric, r.kind, r.address,
-                    data_type=r.data_type or str(d.get("data_type", "uint16")),
-                    function=r.function or int(d.get("function", 3)),
+                    data_type=r.data_type or ("uint16" if function in BIT_FUNCTIONS
+                                              else str(d.get("data_type", "uint16"))),
+                    function=function,
                     byte_order=r.byte_order or str(d.get("byte_order", "big")),
                     word_order=r.word_order or str(d.get("word_order", "big")),
                     scale=r.scale, offset=r.offset, unit=r.unit))

@@ -4,7 +4,10 @@ Each unit holds the registers a profile's register map describes (e.g. Eastron S
 registers, float32), encoded with :func:`drivers.codecs.modbus_registers.encode_value`, so the
 gateway's driver reads exactly what a real meter would send. A unit can be made *dead* (the
 server stays silent, as a disconnected RS-485 device does: the client times out) and values
-can be changed while the server runs.
+can be changed while the server runs. Coils (function 01, written with 05/15) and discrete
+inputs (02) hold 0/1; writes to holding registers (06/16) and coils change what the next
+read returns (a valve controller obeys at once) and are kept in ``writes``; a write to an
+address the unit does not hold is an illegal-address exception, as on a real device.
 
 The server uses pymodbus' ``ModbusServerContext`` with a custom data store (this class);
 addresses are 0-based PDU addresses, as in the profiles.
@@ -57,6 +60,10 @@ def default_values(entries: list[RegisterEntry], unit: int) -> dict[str, float |
     return out
 
 
+#: function code -> the table it reads or writes (1 coils, 2 discrete inputs, 3 holding, 4 input)
+_TABLE = {1: 1, 5: 1, 15: 1, 2: 2, 3: 3, 6: 3, 16: 3, 4: 4}
+
+
 class MeterStore(ModbusServerContext):
     """Registers of several units; pymodbus calls :meth:`async_getValues` per request."""
 
@@ -71,6 +78,7 @@ class MeterStore(ModbusServerContext):
         self.dead: set[int] = set()
         self.registers: dict[int, dict[tuple[int, int], int]] = {u: {} for u in units}
         self.requests = 0
+        self.writes: list[tuple[int, int, int, list[int]]] = []   # (unit, fc, address, values)
         for u in units:
             self.set_values(u, default_values(entries, u))
 
@@ -87,20 +95,39 @@ class MeterStore(ModbusServerContext):
             raise NoSuchIdException(f"unit {device_id} does not answer")
         self.requests += 1
         regs = self.registers[device_id]
+        table = _TABLE.get(func_code)
+        if table is None:
+            return ExcCodes.ILLEGAL_FUNCTION
         out = []
         for a in range(address, address + count):
-            word = regs.get((func_code, a))
+            word = regs.get((table, a))
             if word is None:
                 # a gap inside a merged read: real meters return 0 for unused registers;
                 # a read that touches nothing we hold is an illegal address
                 word = 0
             out.append(word)
-        if all((func_code, a) not in regs for a in range(address, address + count)):
+        if all((table, a) not in regs for a in range(address, address + count)):
             return ExcCodes.ILLEGAL_ADDRESS
-        return out
+        return [bool(w) for w in out] if table in (1, 2) else out
 
     async def async_setValues(self, device_id, func_code, address, values):
-        return ExcCodes.ILLEGAL_FUNCTION
+        if device_id not in self.units or device_id in self.dead:
+            raise NoSuchIdException(f"unit {device_id} does not answer")
+        table = _TABLE.get(func_code)
+        if table not in (1, 3):
+            return ExcCodes.ILLEGAL_FUNCTION
+        regs = self.registers[device_id]
+        if any((table, address + i) not in regs for i in range(len(values))):
+            return ExcCodes.ILLEGAL_ADDRESS
+        for i, v in enumerate(values):
+            regs[(table, address + i)] = int(v)
+        self.writes.append((device_id, func_code, address, [int(v) for v in values]))
+        return None
+
+    def value(self, unit: int, metric: str) -> list[int]:
+        """The raw words (or bits) a unit holds for ``metric`` now."""
+        e = next(e for e in self.entries if e.metric == metric)
+        return [self.registers[unit][(e.function, e.address + i)] for i in range(e.count)]
 
     def device_ids(self):
         return sorted(self.units)

@@ -1,7 +1,7 @@
 """Modbus register maps: decode register values, plan block reads, encode for simulators.
 
 A :class:`RegisterEntry` says where one value lives (function code 3 holding or 4 input
-registers, 0-based PDU address), how it is laid out (data type, byte order inside each
+registers, or, for a boolean kind, 1 coil or 2 discrete input; 0-based PDU address), how it is laid out (data type, byte order inside each
 16-bit register, word order across registers) and what it becomes
 (``value = raw * scale + offset`` in the unit of ``kind``). Entries validate in
 ``__post_init__`` (``ValueError``); the YAML profile model wraps them elsewhere.
@@ -31,11 +31,14 @@ from drivers import DecodeError
 from gateway.kernel.model import UNITS, Kind, Quality, Reading
 
 __all__ = [
+    "BIT_FUNCTIONS",
     "DATA_TYPES",
+    "FUNCTIONS",
     "MAX_GAP",
     "MAX_REGISTERS",
     "ReadRequest",
     "RegisterEntry",
+    "WriteRequest",
     "decode_block",
     "decode_reading",
     "decode_value",
@@ -52,6 +55,10 @@ DATA_TYPES: dict[str, tuple[str, int]] = {
 _FLOATS = frozenset({"float32", "float64"})
 _ORDERS = frozenset({"big", "little"})
 _TEXT_KINDS = frozenset({Kind.ACCESS, Kind.BUTTON})
+#: Function codes a register map reads: 3 holding, 4 input registers; 1 coils, 2 discrete
+#: inputs (one bit each, read as 0/1 "registers" of type uint16, for boolean kinds only).
+FUNCTIONS = (1, 2, 3, 4)
+BIT_FUNCTIONS = frozenset({1, 2})
 #: The protocol's limit for one read of holding/input registers.
 MAX_REGISTERS = 125
 #: Unused registers we read rather than start another request (a round trip on RS-485 at
@@ -92,8 +99,9 @@ class RegisterEntry:
         if self.data_type not in DATA_TYPES:
             raise ValueError(f"{self.metric}: data type {self.data_type!r}, one of "
                              f"{', '.join(DATA_TYPES)}")
-        if self.function not in (3, 4):
-            raise ValueError(f"{self.metric}: function {self.function!r}, 3 (holding) or 4 (input)")
+        if self.function not in FUNCTIONS:
+            raise ValueError(f"{self.metric}: function {self.function!r}, 3 (holding) or 4 "
+                             f"(input registers), 1 (coil) or 2 (discrete input)")
         if isinstance(self.address, bool) or not isinstance(self.address, int) \
                 or not 0 <= self.address <= 0xFFFF - self.count + 1:
             raise ValueError(f"{self.metric}: address {self.address!r} outside 0..65535")
@@ -101,6 +109,9 @@ class RegisterEntry:
             raise ValueError(f"{self.metric}: byte and word order are 'big' or 'little'")
         if not (math.isfinite(self.scale) and math.isfinite(self.offset)) or self.scale == 0:
             raise ValueError(f"{self.metric}: scale must be finite and non-zero, offset finite")
+        if self.function in BIT_FUNCTIONS and not (self.is_bool and self.data_type == "uint16"):
+            raise ValueError(f"{self.metric}: a coil or discrete input (function "
+                             f"{self.function}) is one bit: a boolean kind, data type uint16")
         if self.is_bool:
             if self.data_type in _FLOATS:
                 raise ValueError(f"{self.metric}: boolean kind {self.kind} needs an integer type")
@@ -110,7 +121,7 @@ class RegisterEntry:
 
     @property
     def count(self) -> int:
-        """Registers the value spans."""
+        """Registers the value spans (a coil or discrete input: one bit)."""
         return DATA_TYPES[self.data_type][1]
 
     @property
@@ -126,6 +137,37 @@ class ReadRequest:
     address: int
     count: int
     entries: tuple[RegisterEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """One write a command makes: function 5 (one coil, ``values`` ``(0,)`` or ``(1,)``),
+    6 (one holding register) or 16 (``values`` into consecutive holding registers from
+    ``address``); 0-based PDU address, registers as 16-bit unsigned ints."""
+
+    function: int
+    address: int
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.function not in (5, 6, 16):
+            raise ValueError(f"write function {self.function!r}: 5 (coil), 6 (register) or "
+                             f"16 (registers)")
+        limit = 1 if self.function in (5, 6) else 123
+        if not 1 <= len(self.values) <= limit:
+            raise ValueError(f"function {self.function} writes 1..{limit} values, "
+                             f"not {len(self.values)}")
+        top = 1 if self.function == 5 else 0xFFFF
+        for v in self.values:
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+                raise ValueError(f"function {self.function}: value {v!r} outside 0..{top}")
+        if not 0 <= self.address <= 0x10000 - len(self.values):
+            raise ValueError(f"address {self.address!r} outside 0..65535")
+
+    def describe(self) -> str:
+        what = {5: "coil", 6: "register", 16: "registers"}[self.function]
+        shown = self.values[0] if len(self.values) == 1 else list(self.values)
+        return f"fc{self.function} {what} @{self.address} = {shown}"
 
 
 def _raw(entry: RegisterEntry, registers: Sequence[int]) -> int | float:

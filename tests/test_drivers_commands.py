@@ -1,0 +1,164 @@
+"""Command writers against real peers (issue 16): a pymodbus server whose valve controllers
+obey coil and register writes, and a pty CJ/T 188 meter that obeys the valve command. The
+write goes through the bus's or line's own task, the confirming ``valve_open`` reading
+follows early, an unreachable device gives a CommandError naming it, and the other devices
+keep being polled during and after."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from drivers.codecs.modbus_registers import plan_reads
+from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
+from drivers.profiles import ModbusProfile, load_profiles
+from gateway.broker import free_port
+from gateway.kernel.commands import Action, Command, CommandError
+from gateway.metrics import Metrics
+from simulators.modbus_meters import MeterStore, serve_meters
+from tests.support import CollectingSink, running, until
+
+pytestmark = pytest.mark.integration
+
+PROFILES = load_profiles()
+GAS_VALVE = PROFILES.by_id["modbus-gas-valve"]
+WATER_METER = PROFILES.by_id["modbus-water-meter"]
+assert isinstance(GAS_VALVE, ModbusProfile) and isinstance(WATER_METER, ModbusProfile)
+
+
+def modbus_device(device_id: str, unit: int, profile: ModbusProfile) -> ModbusDevice:
+    return ModbusDevice(device_id, unit, tuple(plan_reads(profile.entries())), "gas_valve",
+                        commands=profile.writes())
+
+
+def close(device_id: str, n: int = 1) -> Command:
+    return Command(f"cmd-{device_id}-{n}", device_id, Action.CLOSE_VALVE)
+
+
+def valve_states(sink: CollectingSink, device_id: str) -> list[bool]:
+    return [r.value for r in sink.of(device_id, "valve_open")]
+
+
+async def test_modbus_coil_write_closes_the_valve_and_the_early_poll_reads_it_back():
+    store = MeterStore(GAS_VALVE.entries(), [1, 2, 3])
+    for unit in (1, 2, 3):
+        store.set_values(unit, {"valve_open": True})
+    port = free_port()
+    server = await serve_meters(store, port)
+    sink, metrics = CollectingSink(expect_ack=False), Metrics()
+    # a long period: the confirming reading can only come this fast from the early re-poll
+    bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
+                    [modbus_device(f"gv-{u}", u, GAS_VALVE) for u in (1, 2, 3)], sink, metrics,
+                    policy=PollPolicy(period_s=3.0, timeout_s=0.3))
+    try:
+        async with running(bus):
+            await until(lambda: all(bus.stats[f"gv-{u}"].ok >= 1 for u in (1, 2, 3)), 5,
+                        "a first poll of every valve")
+            assert valve_states(sink, "gv-2") == [True]
+            assert bus.supports("gv-2", Action.CLOSE_VALVE)
+            assert not bus.supports("gv-2", Action.SIREN_ON)
+            t0 = time.monotonic()
+            await bus.send(close("gv-2"))
+            written = time.monotonic() - t0
+            assert store.value(2, "valve_open") == [0]          # the coil is off
+            await until(lambda: False in valve_states(sink, "gv-2"), 1.0,
+                        "the confirming valve_open False")
+            confirmed = time.monotonic() - t0
+            others_before = [bus.stats[f"gv-{u}"].ok for u in (1, 3)]
+            await until(lambda: all(bus.stats[f"gv-{u}"].ok > n for u, n in
+                                    zip((1, 3), others_before)), 8, "the next cycle")
+    finally:
+        await server.shutdown()
+    assert written < 0.5 and confirmed < 1.0, (written, confirmed)
+    assert store.writes == [(2, 5, 0, [0])]
+    assert valve_states(sink, "gv-1")[-1] is True and valve_states(sink, "gv-3")[-1] is True
+    assert metrics.get("gateway_command_writes_total", transport="modbus", outcome="ok") == 1
+
+
+async def test_modbus_register_write_closes_a_water_meter_valve():
+    store = MeterStore(WATER_METER.entries(), [5])
+    store.set_values(5, {"valve_open": True, "volume": 12.5})
+    port = free_port()
+    server = await serve_meters(store, port)
+    sink = CollectingSink(expect_ack=False)
+    bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
+                    [modbus_device("wm-5", 5, WATER_METER)], sink, Metrics(),
+                    policy=PollPolicy(period_s=3.0, timeout_s=0.3))
+    try:
+        async with running(bus):
+            await until(lambda: valve_states(sink, "wm-5") == [True], 5, "first poll")
+            await bus.send(close("wm-5"))
+            await until(lambda: valve_states(sink, "wm-5")[-1] is False, 1.0, "valve closed")
+            await bus.send(Command("c2", "wm-5", Action.OPEN_VALVE))
+            await until(lambda: valve_states(sink, "wm-5")[-1] is True, 1.0, "valve open")
+    finally:
+        await server.shutdown()
+    assert store.writes == [(5, 6, 3, [0]), (5, 6, 3, [1])]
+
+
+async def test_modbus_unreachable_device_fails_naming_it_while_the_bus_polls_the_others():
+    store = MeterStore(GAS_VALVE.entries(), [1, 2])
+    store.dead = {1}
+    port = free_port()
+    server = await serve_meters(store, port)
+    sink, metrics = CollectingSink(expect_ack=False), Metrics()
+    bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
+                    [modbus_device("gv-dead", 1, GAS_VALVE), modbus_device("gv-2", 2, GAS_VALVE)],
+                    sink, metrics, policy=PollPolicy(period_s=0.3, timeout_s=0.2, retries=1))
+    try:
+        async with running(bus):
+            await until(lambda: bus.stats["gv-2"].ok >= 2, 5, "polls of the live valve")
+            polls_before = bus.stats["gv-2"].ok
+            with pytest.raises(CommandError, match="gv-dead") as failed:
+                await bus.send(close("gv-dead"))
+            assert "no answer" in str(failed.value)
+            # a device the bus does not have, an action the profile has no write for
+            with pytest.raises(CommandError, match="gv-nowhere"):
+                await bus.send(close("gv-nowhere"))
+            with pytest.raises(CommandError, match="gv-2"):
+                await bus.send(Command("c3", "gv-2", Action.SIREN_ON))
+            # the live valve was polled during the failed write's attempts and after it
+            await until(lambda: bus.stats["gv-2"].ok >= polls_before + 3, 5, "polls after")
+            await bus.send(close("gv-2"))                        # and can still be written
+    finally:
+        await server.shutdown()
+    assert store.writes == [(2, 5, 0, [0])]
+    assert metrics.get("gateway_command_writes_total", transport="modbus",
+                       outcome="failed") == 1
+    assert valve_states(sink, "gv-2")[-1] is False
+
+
+async def test_modbus_command_to_a_bus_that_is_offline_fails_at_once():
+    port = free_port()                                  # nothing listens there
+    bus = ModbusBus("b9", BusEndpoint("tcp", port=port), [modbus_device("gv-1", 1, GAS_VALVE)],
+                    CollectingSink(expect_ack=False), Metrics(),
+                    policy=PollPolicy(period_s=0.3, timeout_s=0.2))
+    async with running(bus):
+        await until(lambda: bus.state == "offline", 10, "bus offline")
+        t0 = time.monotonic()
+        with pytest.raises(CommandError, match=r"gv-1.*b9.*offline"):
+            await bus.send(close("gv-1"))
+        assert time.monotonic() - t0 < 0.1
+
+
+async def test_modbus_commands_sent_together_are_written_one_after_another():
+    store = MeterStore(GAS_VALVE.entries(), [1, 2, 3, 4])
+    for unit in (1, 2, 3, 4):
+        store.set_values(unit, {"valve_open": True})
+    port = free_port()
+    server = await serve_meters(store, port)
+    sink = CollectingSink(expect_ack=False)
+    bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
+                    [modbus_device(f"gv-{u}", u, GAS_VALVE) for u in (1, 2, 3, 4)], sink,
+                    Metrics(), policy=PollPolicy(period_s=0.2, timeout_s=0.3))
+    try:
+        async with running(bus):
+            await until(lambda: bus.stats["gv-4"].ok >= 1, 5, "first cycle")
+            await asyncio.gather(*(bus.send(close(f"gv-{u}")) for u in (1, 2, 3, 4)))
+            await until(lambda: all(valve_states(sink, f"gv-{u}")[-1] is False
+                                    for u in (1, 2, 3, 4)), 2, "every valve closed")
+    finally:
+        await server.shutdown()
+    assert sorted(w[0] for w in store.writes) == [1, 2, 3, 4]
