@@ -142,20 +142,17 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     """
     store = _open_store(args.data)
     try:
-        from gateway.store import help, outbox, record_audit
+        from gateway.store import outbox, record_audit
 
         failed = outbox.failed(store)
-        for row in failed:
-            print(f"seq {row['seq']} alarm {row['alarm_id']} {row['topic']} after "
+        for row in failed:      # an alarm's case, or a help request's service case
+            subject = (f"alarm {row['alarm_id']}" if row["kind"] == outbox.ALARM
+                       else f"help request {row['help_id']}")
+            print(f"seq {row['seq']} {subject} {row['topic']} after "
                   f"{row['attempts']} attempt(s): {row['last_error']}")
-        service = help.failed(store)      # help requests' service cases (their own outbox)
-        for row in service:
-            print(f"help seq {row['seq']} help request {row['help_id']} {row['topic']} after "
-                  f"{row['attempts']} attempt(s): {row['last_error']}")
-        failed = failed + service
         if args.retry_failed and failed:
             def tx(conn) -> int:
-                n = outbox.requeue_failed(conn) + help.requeue_failed(conn)
+                n = outbox.requeue_failed(conn)
                 record_audit(conn, "cli", "outbox.retry_failed", "", rows=n)
                 return n
 

@@ -1,10 +1,12 @@
-"""Store-and-forward of outbox rows to the grid case system.
+"""Store-and-forward of outbox rows to the grid case system: the cases of alarms and the
+service cases of help requests (``outbox.kind`` ``alarm`` / ``service``, contract 1.3), one
+queue, one client, one circuit breaker.
 
 Order. Rows are dispatched in outbox order (``seq``): the cases of queued alarms go out
 before those of newer alarms, and the rows of ONE alarm go strictly one after the other (an
 update is sent only once the row before it was delivered or refused), so an update never
-overtakes its create. To drain a backlog quickly, up to ``window`` rows of *different*
-alarms are in flight at once (HTTP keep-alive, one connection each); among those, the case
+overtakes its create (the same for the rows of one help request). To drain a backlog
+quickly, up to ``window`` rows of *different* alarms or requests are in flight at once (HTTP keep-alive, one connection each); among those, the case
 system may see them complete in any order — the dispatch order is ``seq`` order.
 
 Failures. A retryable failure (case system or 4G link down, 5xx, timeout, garbled reply)
@@ -15,7 +17,7 @@ bound how long after the case system comes back the queued cases start flowing. 
 idempotency key makes every resend safe (a crash after sending and before recording the
 answer resends; the case system answers with the existing case). A permanent failure (the
 case system refused the request: 4xx) marks the row ``failed``, records a short code on the
-alarm for staff to see (``case_error`` = ``<error>[:<field>]``; the card words it through
+alarm (or the help request) for staff to see (``case_error`` = ``<error>[:<field>]``; the card words it through
 :mod:`gateway.case_refusals`, the full reply stays on the outbox row), counts it in
 ``gateway_case_refusals_total{topic,reason}`` and lets the queue move on. ``gateway outbox
 --retry-failed`` (another process) queues failed rows again; the idle forwarder looks for
@@ -45,6 +47,7 @@ from gateway.model import utc
 from gateway.kernel.resilience import Backoff, CircuitBreaker
 from gateway.store import COMMIT_RETRY, Store, Tx, append_event, outbox
 from gateway.store import alarms as alarm_rows
+from gateway.store import help as help_rows
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import CaseCategory, CaseCreate, CaseSystemClient, CaseUpdate
 
@@ -98,16 +101,18 @@ def to_case_update(payload: dict) -> CaseUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What became of one outbox row in one attempt."""
+    """What became of one outbox row in one attempt. An alarm's row has ``alarm_id``, a
+    help request's (a service case) ``help_id`` and ``alarm_id`` None."""
 
     seq: int
-    alarm_id: int
+    alarm_id: int | None
     topic: str
     kind: str                 # delivered | retry | failed
     case_id: str | None = None
     status: str | None = None
     error: str = ""
     code: str = ""            # failed: the short code recorded on the alarm (case_error)
+    help_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("delivered", "retry", "failed"):
@@ -190,7 +195,8 @@ class CaseForwarder:
         return len(rows)
 
     def _due(self, limit: int) -> list[dict]:
-        """The oldest pending row of each of the first ``limit`` alarms, in seq order."""
+        """The oldest pending row of each of the first ``limit`` alarms and help requests, in
+        seq order."""
         return outbox.due(self.store, limit)
 
     async def _wait(self, seconds: float) -> None:
@@ -203,26 +209,31 @@ class CaseForwarder:
 
     async def _send(self, row: dict) -> Outcome:
         seq, alarm_id, topic = row["seq"], row["alarm_id"], row["topic"]
+        help_id = row["help_id"] if row.get("kind") == outbox.SERVICE else None
         payload = json.loads(row["payload"])
         started = time.monotonic()
         if not self.breaker.allow():
-            return Outcome(seq, alarm_id, topic, "retry", error="circuit_open")
+            return Outcome(seq, alarm_id, topic, "retry", error="circuit_open",
+                           help_id=help_id)
         case_id: str | None
         try:
             if topic == "case.create":
                 ref = await self.client.create_case(to_case_create(payload))
                 case_id, status = ref.case_id, ref.status.value
             else:
-                case_id = self._case_id(alarm_id)
+                case_id = self._case_id(alarm_id, help_id)
                 if case_id is None:   # its create failed permanently: nothing to update
-                    raise PermanentUplinkError("no_case", detail="the alarm has no case")
+                    raise PermanentUplinkError("no_case", detail="the alarm has no case"
+                                               if help_id is None else "the request has no case")
+                if help_id is not None and payload.get("event") == "resolved":
+                    payload.setdefault("reason", "handled")    # a request done: handled
                 uref = await self.client.update_case(case_id, to_case_update(payload))
                 status = uref.status.value
         except RetryableUplinkError as exc:
             self.breaker.record_failure()
             self.metrics.inc("gateway_uplink_errors_total", uplink="case_system",
                              reason=exc.reason)
-            return Outcome(seq, alarm_id, topic, "retry", error=str(exc)[:500])
+            return Outcome(seq, alarm_id, topic, "retry", error=str(exc)[:500], help_id=help_id)
         except (PermanentUplinkError, ValidationError) as exc:
             if isinstance(exc, PermanentUplinkError):
                 if exc.status is not None:
@@ -234,13 +245,16 @@ class CaseForwarder:
                 field = ".".join(str(p) for p in loc) or None
             self.metrics.inc("gateway_uplink_errors_total", uplink="case_system", reason=reason)
             self.metrics.inc("gateway_case_refusals_total", topic=topic, reason=reason)
-            log.error("case system refused outbox seq %d (alarm %d): %s", seq, alarm_id, exc)
+            log.error("case system refused outbox seq %d (%s): %s", seq,
+                      f"alarm {alarm_id}" if help_id is None else f"help request {help_id}", exc)
             return Outcome(seq, alarm_id, topic, "failed", error=f"{reason}: {exc}"[:500],
-                           code=refusal_code(reason, field))
+                           code=refusal_code(reason, field if help_id is None else None),
+                           help_id=help_id)
         self.breaker.record_success()
         self.metrics.inc("gateway_uplink_delivered_total", uplink="case_system")
         self.metrics.observe("gateway_uplink_latency_seconds", time.monotonic() - started)
-        return Outcome(seq, alarm_id, topic, "delivered", case_id=case_id, status=status)
+        return Outcome(seq, alarm_id, topic, "delivered", case_id=case_id, status=status,
+                       help_id=help_id)
 
     async def _record(self, rows: list[dict], outcomes: list[Outcome]) -> None:
         retries = [o for o in outcomes if o.kind == "retry"]
@@ -268,11 +282,15 @@ class CaseForwarder:
                 failures += 1
         self.delivered += sum(o.kind == "delivered" for o in outcomes)
         changes = [Change(o.alarm_id, "case" if o.kind == "delivered" else "case_error")
-                   for o in outcomes if o.kind != "retry"]
+                   for o in outcomes if o.kind != "retry" and o.alarm_id is not None]
         if changes:
             self.on_change(changes)
 
-    def _case_id(self, alarm_id: int) -> str | None:
+    def _case_id(self, alarm_id: int | None, help_id: int | None) -> str | None:
+        if help_id is not None:
+            request = help_rows.get(self.store, help_id)
+            return request["case_id"] if request else None
+        assert alarm_id is not None
         return alarm_rows.case_id_of(self.store, alarm_id)
 
 
@@ -281,6 +299,10 @@ def _apply(conn: Tx, outcomes: list[Outcome]) -> None:
     for o in outcomes:
         if o.kind == "retry":
             outbox.record_retry(conn, o.seq, o.error)
+        elif o.help_id is not None:
+            _apply_service(conn, o, now)
+        elif o.alarm_id is None:    # (the table's CHECK: every row is one or the other)
+            continue
         elif o.kind == "failed":
             outbox.record_failed(conn, o.seq, o.error)
             alarm_rows.set_case_error(conn, o.alarm_id, o.code or o.error)
@@ -292,3 +314,19 @@ def _apply(conn: Tx, outcomes: list[Outcome]) -> None:
                              case_id=o.case_id, status=o.status)
             else:
                 alarm_rows.set_case_status(conn, o.alarm_id, o.status)
+
+
+def _apply_service(conn: Tx, o: Outcome, now: str) -> None:
+    """A help request's service case delivered or refused: on the request and its history."""
+    assert o.help_id is not None
+    if o.kind == "failed":
+        outbox.record_failed(conn, o.seq, o.error)
+        help_rows.set_case_error(conn, o.help_id, o.code or o.error)
+        return
+    outbox.record_delivered(conn, o.seq, now)
+    if o.topic == "case.create":
+        help_rows.set_case(conn, o.help_id, o.case_id or "", o.status or "")
+        help_rows.add_event(conn, o.help_id, "case_created", "case_system", now,
+                            case_id=o.case_id, status=o.status)
+    elif o.status:
+        help_rows.case_status(conn, o.help_id, o.status)

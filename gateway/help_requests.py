@@ -1,7 +1,8 @@
 """Help requests (求助 / 生活服务): raised by a caller's help key or entered by staff for a
 phone call; their own lifecycle (received -> assigned -> done -> closed with the resident's
 feedback), no siren, no escalation; forwarded to the grid case system as service cases
-(contract 1.3, docs/case-system.md 4.5) through their own durable outbox.
+(contract 1.3, docs/case-system.md 4.5) through the case outbox (kind ``service``, beside
+the alarms' cases), delivered by ``gateway.forwarder.CaseForwarder``.
 
 - :class:`HelpDesk` — every change of a request: the request, its history, the audit record
   and the outbox row commit in ONE transaction (so a request is never without its case
@@ -9,37 +10,26 @@ feedback), no siren, no escalation; forwarded to the grid case system as service
   ``help_actions`` in devices.yaml) is queued on the loop by :meth:`HelpDesk.offer` and
   written by :meth:`HelpDesk.run`; the same key of the same device within
   :data:`REPEAT_S` seconds is the same request.
-- :class:`HelpForwarder` — drains ``help_outbox`` to the case system: rows of one request
-  strictly in order, retryable failures backed off and resent with the same idempotency key
-  (exactly one case per request), refusals recorded on the request.
 - :func:`apply_case_status` — a status of a service case (callback or poll) moves its
   request: ``dispatched`` assigns it (to the handler), ``closed`` makes it done.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
-from gateway import GatewayError, StoreError
-from gateway.kernel.component import StateTracker
-from gateway.kernel.resilience import Backoff
+from gateway import GatewayError
 from gateway.metrics import Metrics
 from gateway.reading_queue import ReadingQueue
 from gateway.model import Reading, utc
-from gateway.store import COMMIT_RETRY, Store, Tx, record_audit
+from gateway.store import Store, Tx, outbox, record_audit
 from gateway.store import help as rows
-from gateway.uplink import PermanentUplinkError, RetryableUplinkError
-from gateway.uplink.case_system import CaseCreate, CaseSystemClient, CaseUpdate
 
-__all__ = ["CHANNELS", "FEEDBACK", "HelpDesk", "HelpError", "HelpForwarder",
-           "apply_case_status", "HELP_METRIC", "REPEAT_S"]
+__all__ = ["CHANNELS", "FEEDBACK", "HelpDesk", "HelpError", "apply_case_status",
+           "HELP_METRIC", "REPEAT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +40,6 @@ REPEAT_S = 60.0
 CHANNELS = ("caller_key", "phone", "console")
 #: the resident's feedback on a done request
 FEEDBACK = ("satisfied", "neutral", "unsatisfied")
-#: seconds between looks at the help outbox while nothing is queued
-IDLE_POLL_S = 2.0
 
 
 class HelpError(GatewayError):
@@ -211,7 +199,8 @@ class HelpDesk:
         if device is not None:
             payload["device"] = {"id": device.id, "type": device.type}
             payload["devices"] = [payload["device"]]
-        rows.enqueue(conn, help_id, "case.create", payload, now, self.key_prefix)
+        outbox.enqueue(conn, help_id, "case.create", payload, now, self.key_prefix,
+                       outbox.SERVICE)
         return help_id
 
     async def _move(self, help_id: int, allowed: tuple[str, ...], state: str, actor: str,
@@ -229,7 +218,10 @@ class HelpDesk:
             record_audit(conn, actor, f"help.{state}", str(help_id), **event_detail)
             update: dict[str, Any] = {"event": "resolved" if resolved else "note",
                                       "at": now, "note": note[:1000], "by": actor[:64]}
-            rows.enqueue(conn, help_id, "case.update", update, now, self.key_prefix)
+            if resolved:
+                update["reason"] = "handled"
+            outbox.enqueue(conn, help_id, "case.update", update, now, self.key_prefix,
+                           outbox.SERVICE)
 
         await self.store.write(tx)
         self.wake()
@@ -255,115 +247,3 @@ def apply_case_status(conn: Tx, *, case_id: str, status: str, handler: str | Non
     elif status == "closed" and row["state"] in ("received", "assigned"):
         rows.set_state(conn, row["id"], "done", now, actor)
     return int(row["id"])
-
-
-class HelpForwarder:
-    """Drains ``help_outbox`` to the case system, ``run()`` until cancelled (one row per
-    request at a time, up to ``window`` requests at once)."""
-
-    def __init__(self, store: Store, client: CaseSystemClient, metrics: Metrics, *,
-                 window: int = 8, on_change: Callable[[int], None] = lambda i: None):
-        self.store = store
-        self.client = client
-        self.metrics = metrics
-        self.window = window
-        self.on_change = on_change
-        self.backoff = Backoff(base_s=0.1, cap_s=2.0)
-        self._wake = asyncio.Event()
-        self._failures = 0
-        self.status = StateTracker("help forwarder:", "idle", good=("idle", "ok"), logger=log)
-
-    @property
-    def state(self) -> str:
-        return self.status.value
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def pending_count(self) -> int:
-        return rows.pending_count(self.store)
-
-    async def run(self) -> None:
-        async with self.client:
-            while True:
-                await self.step()
-
-    async def step(self) -> int:
-        due = rows.due(self.store, 1 if self._failures else self.window)
-        if not due:
-            self.status.set("idle")
-            await self._wait(IDLE_POLL_S)
-            return 0
-        outcomes = await asyncio.gather(*(self._send(r) for r in due))
-        retry = any(o[0] == "retry" for o in outcomes)
-        self._failures = self._failures + 1 if retry else 0
-        self.status.set(f"retrying: {outcomes[0][2][:40]}" if retry else "ok")
-        failures = 0
-        while True:
-            try:
-                await self.store.write(lambda c: _record(c, due, outcomes))
-                break
-            except StoreError as exc:
-                log.error("cannot record help outbox outcomes: %s (retrying)", exc)
-                await asyncio.sleep(COMMIT_RETRY.delay(failures))
-                failures += 1
-        for r, o in zip(due, outcomes):
-            if o[0] != "retry":
-                self.on_change(r["help_id"])
-        if retry:
-            await self._wait(self.backoff.delay(min(self._failures - 1, 30)))
-        return len(due)
-
-    async def _wait(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
-        except TimeoutError:
-            pass
-        self._wake.clear()
-
-    async def _send(self, row: dict) -> tuple[str, str | None, str]:
-        """(delivered | retry | failed, case id and status as ``id|status``, error)."""
-        payload = json.loads(row["payload"])
-        try:
-            if row["topic"] == "case.create":
-                body = {k: v for k, v in payload.items() if k != "sequence"}
-                ref = await self.client.create_case(CaseCreate.model_validate(body))
-                return "delivered", f"{ref.case_id}|{ref.status.value}", ""
-            help_row = rows.get(self.store, row["help_id"])
-            case_id = help_row["case_id"] if help_row else None
-            if not case_id:
-                raise PermanentUplinkError("no_case", detail="the request has no case")
-            upd = CaseUpdate.model_validate({
-                "idempotency_key": payload["idempotency_key"], "sequence": payload["sequence"],
-                "kind": payload["event"], "occurred_at": payload["at"],
-                "reason": "handled" if payload["event"] == "resolved" else None,
-                "note": payload.get("note", ""), "actor": payload.get("by")})
-            uref = await self.client.update_case(case_id, upd)
-            return "delivered", f"{case_id}|{uref.status.value}", ""
-        except RetryableUplinkError as exc:
-            self.metrics.inc("gateway_uplink_errors_total", uplink="help", reason=exc.reason)
-            return "retry", None, str(exc)[:500]
-        except (PermanentUplinkError, ValidationError) as exc:
-            reason = exc.reason if isinstance(exc, PermanentUplinkError) else "invalid_payload"
-            log.error("case system refused help outbox seq %d (request %d): %s", row["seq"],
-                      row["help_id"], exc)
-            return "failed", None, f"{reason}: {exc}"[:500]
-
-
-def _record(conn: Tx, due: list[dict], outcomes: list[tuple[str, str | None, str]]) -> None:
-    now = _iso(utc())
-    for r, (kind, ref, error) in zip(due, outcomes):
-        if kind == "retry":
-            rows.record_retry(conn, r["seq"], error)
-        elif kind == "failed":
-            rows.record_failed(conn, r["seq"], r["help_id"], error.split(":", 1)[0])
-        else:
-            rows.record_delivered(conn, r["seq"], now)
-            case_id, status = (ref or "|").split("|", 1)
-            if r["topic"] == "case.create":
-                rows.set_case(conn, r["help_id"], case_id, status)
-                rows.add_event(conn, r["help_id"], "case_created", "case_system", now,
-                               case_id=case_id, status=status)
-            else:
-                rows.case_status(conn, r["help_id"], status)

@@ -38,7 +38,7 @@ from gateway.heap import settle
 from drivers.profiles import with_care_actions
 from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
-from gateway.help_requests import HelpDesk, HelpForwarder
+from gateway.help_requests import HelpDesk
 from gateway.visits import VisitCards
 from gateway.installer import SiteEditor
 from gateway.kernel.component import Component
@@ -243,11 +243,9 @@ class Health:
     """``/healthz`` and ``/readyz``: each component's state, read when asked."""
 
     def __init__(self, *, store: Store, pipeline: Pipeline, tick_s: float, intake: MqttIntake,
-                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks,
-                 help_cases: HelpForwarder | None = None) -> None:
+                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks) -> None:
         self.store, self.pipeline, self.tick_s = store, pipeline, tick_s
         self.intake, self.field, self.case, self.uplinks = intake, field, case, uplinks
-        self.help_cases = help_cases
         self._t0 = time.monotonic()
 
     def rules_ready(self) -> bool:
@@ -264,9 +262,6 @@ class Health:
             "case_system": {"state": forwarder.state if forwarder else "not configured",
                             "pending": forwarder.pending_count() if forwarder else 0},
             **({"case_status_poll": {"state": self.case.poller.state}} if self.case else {}),
-            **({"help_cases": {"state": self.help_cases.state,     # service cases (求助)
-                               "pending": self.help_cases.pending_count()}}
-               if self.help_cases else {}),
             **self.uplinks.health(forwarder),       # "store", "outbox", the optional uplinks
         }
 
@@ -317,11 +312,11 @@ class Gateway:
         uplinks = build_uplinks(site, store, self.metrics, self.data_dir,
                                 lambda ref, where: read_secret(ref, self.config_dir, where),
                                 health_book, self.o.api_host, self.o.api_port)
-        help_fwd = self._build_help_forwarder(site, store)
+        case = self._build_case_system(site, store, changes.publish)
         cards = VisitCards(store, lambda: self.site)
         desk = HelpDesk(store, lambda: self.site, callback_url=book.callback_url,
-                        metrics=self.metrics,
-                        wake=help_fwd.wake if help_fwd is not None else (lambda: None))
+                        metrics=self.metrics,     # service cases go by the case outbox
+                        wake=case.forwarder.wake if case is not None else (lambda: None))
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=with_help_keys(uplinks.on_reading(health_book.seen),
                                                       desk, cards))
@@ -329,9 +324,8 @@ class Gateway:
         field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
-        case = self._build_case_system(site, store, changes.publish)
         health = Health(store=store, pipeline=pipeline, tick_s=self.o.tick_s, intake=intake,
-                        field=field, case=case, uplinks=uplinks, help_cases=help_fwd)
+                        field=field, case=case, uplinks=uplinks)
 
         # who hears of alarm changes, in this order (gateway/change_bus.py)
         changes.subscribe(engine_follow_up(book, pipeline))
@@ -376,8 +370,6 @@ class Gateway:
         if case is not None:
             components += [("case-forwarder", case.forwarder),
                            ("case-status-poll", case.poller)]
-        if help_fwd is not None:
-            components.append(("help-forwarder", help_fwd))
         try:
             settled = settle()
             log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
@@ -460,19 +452,6 @@ class Gateway:
                                   on_closed=uplink.on_case_closed).handle,
             poller=CaseStatusPoller(store, client(), self.metrics, on_change,
                                     interval_s=uplink.poll_s, on_closed=uplink.on_case_closed))
-
-    def _build_help_forwarder(self, site: SiteConfig, store: Store) -> HelpForwarder | None:
-        """The service cases' forwarder (help requests), on the case system of uplinks.yaml;
-        None without one (requests stay on this gateway)."""
-        uplink = site.uplinks.case_system
-        if uplink is None:
-            return None
-        from gateway.uplink.case_system import CaseSystemClient
-
-        client = CaseSystemClient(self.o.case_system_url or uplink.url, uplink.key_id,
-                                  read_secret(uplink, self.config_dir),
-                                  timeout=uplink.timeout_s, ca_bundle=uplink.ca_file)
-        return HelpForwarder(store, client, self.metrics)
 
     async def _announce(self, server: uvicorn.Server) -> None:
         async with asyncio.timeout(60):

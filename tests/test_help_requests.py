@@ -14,12 +14,14 @@ import httpx
 import pytest
 
 from drivers.profiles import decode_json, load_profiles, with_help_actions, with_sos_actions
-from gateway.help_requests import HelpDesk, HelpForwarder, apply_case_status
+from gateway.forwarder import CaseForwarder
+from gateway.help_requests import HelpDesk, apply_case_status
 from gateway.metrics import Metrics
 from gateway.model import Kind, Quality, Reading
 from gateway.site import load_site
 from gateway.store import Store
 from gateway.store import help as help_rows
+from gateway.store import outbox
 from gateway.uplink.case_system import CaseSystemClient
 from simulators.contract import Contract
 from tests.api_fixtures import api_env  # noqa: F401  (fixture)
@@ -101,9 +103,9 @@ class Wire:
                                          "applied": True, "status": "dispatched"})
 
 
-async def _drain(fwd: HelpForwarder, store: Store) -> None:
+async def _drain(fwd: CaseForwarder, store: Store) -> None:
     for _ in range(30):
-        if help_rows.pending_count(store) == 0:
+        if outbox.pending_count(store, outbox.SERVICE) == 0:
             return
         await fwd.step()
     raise AssertionError("help outbox not drained")
@@ -127,7 +129,7 @@ async def test_a_key_press_becomes_one_service_case_and_its_status_comes_back(tm
                                  actor="duty", request_id="abcdefgh-1") == phone
         client = CaseSystemClient("http://cases.test", "gw", SECRET,
                                   transport=httpx.MockTransport(wire))
-        fwd = HelpForwarder(store, client, Metrics())
+        fwd = CaseForwarder(store, client, Metrics())
         wire.fail_next = 2                                  # the case system down a while
         async with client:
             await _drain(fwd, store)
@@ -203,7 +205,8 @@ def test_the_api_lifecycle_roles_and_masking(api_env):  # noqa: F811
     # audited; queued for the case system (4 rows: create, assign, done, feedback)
     acts = [a["action"] for a in api_env.client("admin").get("/api/audit").json()["audit"]]
     assert {"help.create", "help.assigned", "help.done", "help.closed"} <= set(acts)
-    assert api_env.store.query_one("SELECT count(*) AS n FROM help_outbox")["n"] == 4
+    assert api_env.store.query_one("SELECT count(*) AS n FROM outbox WHERE kind='service'"
+                                   )["n"] == 4
 
 
 def test_a_desk_only_takes_help_key_readings():
@@ -236,13 +239,13 @@ async def test_a_refused_service_case_shows_on_the_request_and_can_be_queued_aga
         hid = await desk.create(category="meal", household_id="h-7-101", note="", actor="duty")
         client = CaseSystemClient("http://cases.test", "gw", SECRET,
                                   transport=httpx.MockTransport(wire))
-        fwd = HelpForwarder(store, client, Metrics())
+        fwd = CaseForwarder(store, client, Metrics())
         async with client:
             await fwd.step()
             row = help_rows.get(store, hid)
             assert row["case_error"] == "validation_error" and row["case_id"] is None
-            assert [r["help_id"] for r in help_rows.failed(store)] == [hid]
-            assert await store.write(help_rows.requeue_failed) == 1    # gateway outbox --retry-failed
+            assert [r["help_id"] for r in outbox.failed(store)] == [hid]
+            assert await store.write(outbox.requeue_failed) == 1    # gateway outbox --retry-failed
             assert help_rows.get(store, hid)["case_error"] is None
             refuse["on"] = False
             await _drain(fwd, store)

@@ -8,10 +8,11 @@ The rest of the gateway holds no SQL: it calls the repositories of this package.
   version 0) and the numbered migrations (``PRAGMA user_version``), run when a store opens.
 - repositories, one per concern: :mod:`.alarms` (alarms, the engine's ``alarm_book``,
   history filters), :mod:`.events` (``alarm_events``: the ONE :func:`append_event`),
-  :mod:`.outbox` (case messages), :mod:`.cursors` (the notifier's, upstream's and case
-  poller's positions), :mod:`.inbox`, :mod:`.cases` (case event dedup), :mod:`.devices`
-  (test records, device faults), :mod:`.accounts` (users, sessions, API tokens, setup
-  token), :mod:`.help` (help requests and their service-case outbox), :mod:`.visits`,
+  :mod:`.outbox` (case messages: alarms' cases and help requests' service cases),
+  :mod:`.cursors` (the notifier's, upstream's and case poller's positions), :mod:`.inbox`,
+  :mod:`.cases` (case event dedup), :mod:`.devices` (test records, device faults),
+  :mod:`.accounts` (users, sessions, API tokens, setup
+  token), :mod:`.help` (help requests and their history), :mod:`.visits`,
   :mod:`.audit`, :mod:`.files` (online copy and integrity check, for backups).
 
 Writers take the transaction (:data:`Tx`, the writer's connection that ``Store.write(fn)``

@@ -1,5 +1,6 @@
-"""Help requests (求助 / 生活服务): ``help_requests``, their history ``help_events`` and their
-own outbox of service cases ``help_outbox`` (delivered by ``gateway.help_requests``).
+"""Help requests (求助 / 生活服务): ``help_requests`` and their history ``help_events``. Their
+service cases go through the case outbox (:mod:`.outbox`, kind ``service``) with the alarms'
+cases, delivered by ``gateway.forwarder``.
 
 A request is ``received`` (a caller key or staff for a phone call), then ``assigned`` (to a
 person, by staff or when the case system dispatches it), ``done``, and ``closed`` once the
@@ -16,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "due",
-           "enqueue", "events_of", "failed", "get", "insert", "listing", "pending_count",
-           "record_delivered", "record_failed", "record_retry", "recent_by_device",
-           "requeue_failed", "set_case", "set_state"]
+__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "events_of",
+           "get", "insert", "listing", "recent_by_device", "set_case", "set_case_error",
+           "set_state"]
 
 #: the lifecycle, in order
 STATES = ("received", "assigned", "done", "closed")
@@ -107,49 +107,11 @@ def events_of(store: Store, help_id: int) -> list[dict]:
     return [dict(r, detail=json.loads(r["detail"])) for r in rows]
 
 
-# -- the case system: service cases ----------------------------------------------------------
+# -- the case system: service cases (their rows are in the one ``outbox``, kind 'service')
 
-def enqueue(conn: sqlite3.Connection, help_id: int, topic: str, payload: dict, now: str,
-            key_prefix: str) -> str:
-    """Queue ``payload`` for request ``help_id`` in the caller's transaction, numbered after
-    the request's earlier rows (``sequence``) and keyed by it; the key."""
-    n = conn.execute("SELECT count(*) FROM help_outbox WHERE help_id=?",
-                     (help_id,)).fetchone()[0]
-    key = f"{key_prefix}-help-{help_id}-{n}"
-    payload = dict(payload, idempotency_key=key, sequence=n)
-    conn.execute("INSERT INTO help_outbox (help_id, topic, idempotency_key, payload, "
-                 "created_at) VALUES (?,?,?,?,?)",
-                 (help_id, topic, key, json.dumps(payload, ensure_ascii=False), now))
-    return key
-
-
-def due(store: Store, limit: int) -> list[dict]:
-    """The oldest pending row of each of the first ``limit`` requests, in seq order."""
-    return store.query(
-        "SELECT o.* FROM help_outbox o WHERE o.state='pending' AND NOT EXISTS ("
-        " SELECT 1 FROM help_outbox p WHERE p.help_id=o.help_id AND p.state='pending'"
-        " AND p.seq < o.seq) ORDER BY o.seq LIMIT ?", (limit,))
-
-
-def pending_count(store: Store) -> int:
-    row = store.query_one("SELECT count(*) AS n FROM help_outbox WHERE state='pending'")
-    return row["n"] if row else 0
-
-
-def record_retry(conn: sqlite3.Connection, seq: int, error: str) -> None:
-    conn.execute("UPDATE help_outbox SET attempts=attempts+1, last_error=? WHERE seq=?",
-                 (error, seq))
-
-
-def record_failed(conn: sqlite3.Connection, seq: int, help_id: int, error: str) -> None:
-    conn.execute("UPDATE help_outbox SET state='failed', attempts=attempts+1, last_error=? "
-                 "WHERE seq=?", (error, seq))
+def set_case_error(conn: sqlite3.Connection, help_id: int, error: str) -> None:
+    """The case system refused the request's service case: a short code on the request."""
     conn.execute("UPDATE help_requests SET case_error=? WHERE id=?", (error[:200], help_id))
-
-
-def record_delivered(conn: sqlite3.Connection, seq: int, now: str) -> None:
-    conn.execute("UPDATE help_outbox SET state='delivered', delivered_at=?, "
-                 "attempts=attempts+1, last_error=NULL WHERE seq=?", (now, seq))
 
 
 def set_case(conn: sqlite3.Connection, help_id: int, case_id: str, status: str) -> None:
@@ -174,19 +136,3 @@ def case_status(conn: sqlite3.Connection, help_id: int, status: str) -> bool:
         return False
     conn.execute("UPDATE help_requests SET case_status=? WHERE id=?", (status, help_id))
     return True
-
-
-def failed(store: Store) -> list[dict]:
-    """Refused rows in seq order (``seq``, ``help_id``, ``topic``, ``attempts``,
-    ``last_error``)."""
-    return store.query("SELECT seq, help_id, topic, attempts, last_error FROM help_outbox "
-                       "WHERE state='failed' ORDER BY seq")
-
-
-def requeue_failed(conn: sqlite3.Connection) -> int:
-    """Queue every refused row again and take the refusal off their requests; how many."""
-    n = conn.execute("UPDATE help_outbox SET state='pending', attempts=0 "
-                     "WHERE state='failed'").rowcount
-    conn.execute("UPDATE help_requests SET case_error=NULL WHERE id IN (SELECT help_id "
-                 "FROM help_outbox WHERE state='pending')")
-    return n

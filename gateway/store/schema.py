@@ -230,6 +230,46 @@ CREATE TABLE household_care (
     set_at TEXT NOT NULL
 );
 """),
+    Migration(6, "one outbox for the case system: service cases (help requests) join the "
+                 "alarm cases in ``outbox``, told apart by ``kind`` ('alarm': ``alarm_id``; "
+                 "'service': ``help_id``), so one forwarder, one breaker and one "
+                 "``gateway outbox`` serve both; ``help_outbox``'s rows (pending ones "
+                 "included, keys and attempts as they were) are carried over in their order "
+                 "and the table dropped. SQLite cannot make ``alarm_id`` nullable in place: "
+                 "the table is made anew and its rows copied with their ``seq``",
+              """
+CREATE TABLE outbox_new (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL DEFAULT 'alarm' CHECK (kind IN ('alarm', 'service')),
+    alarm_id INTEGER,
+    help_id INTEGER,
+    topic TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
+    delivered_at TEXT,
+    last_error TEXT,
+    CHECK ((kind = 'alarm') = (alarm_id IS NOT NULL)),
+    CHECK ((kind = 'service') = (help_id IS NOT NULL))
+);
+INSERT INTO outbox_new (seq, kind, alarm_id, topic, idempotency_key, payload, created_at,
+                        attempts, state, delivered_at, last_error)
+    SELECT seq, 'alarm', alarm_id, topic, idempotency_key, payload, created_at, attempts,
+           state, delivered_at, last_error FROM outbox ORDER BY seq;
+INSERT INTO outbox_new (kind, help_id, topic, idempotency_key, payload, created_at,
+                        attempts, state, delivered_at, last_error)
+    SELECT 'service', help_id, topic, idempotency_key, payload, created_at, attempts,
+           CASE WHEN state IN ('pending', 'delivered', 'failed') THEN state ELSE 'pending' END,
+           delivered_at, last_error FROM help_outbox ORDER BY seq;
+DROP TABLE outbox;
+DROP TABLE help_outbox;
+ALTER TABLE outbox_new RENAME TO outbox;
+CREATE INDEX outbox_pending ON outbox(seq) WHERE state = 'pending';
+CREATE INDEX outbox_alarm ON outbox(alarm_id, seq);
+CREATE INDEX outbox_help ON outbox(help_id, seq);
+"""),
 )
 
 #: The version this code makes and reads.

@@ -1,0 +1,144 @@
+"""One case outbox (issue 15): the service cases of help requests share ``outbox`` with the
+alarms' cases (``kind``), and one forwarder sends both.
+
+A store of the previous version (schema 5: help requests had their own ``help_outbox``)
+upgrades to one outbox with every row carried over: pending service cases are still sent
+(exactly once, by their old idempotency keys), a delivered create's update goes to its
+case, a refused one is listed and queued again by ``gateway outbox --retry-failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import httpx
+
+from gateway.forwarder import CaseForwarder
+from gateway.metrics import Metrics
+from gateway.store import SCHEMA_VERSION, Store, outbox, schema
+from gateway.store import help as help_rows
+from gateway.uplink.case_system import CaseSystemClient
+from simulators.contract import Contract
+
+SECRET = "test-secret-0123456789abcdef"
+T = "2026-12-06T09:00:00+00:00"
+SERVICE_CREATE = {
+    "site_id": "tianlin-07", "grid_cell_code": "310104-012-03",
+    "household": {"id": "h-7-101", "address": "田林路200弄7号101室"},
+    "category": "service", "severity": "info", "title": "求助：助餐",
+    "description": "Help request: Meals", "occurred_at": "2026-12-06T17:00:00+08:00",
+    "service": {"category": "meal", "name": "助餐", "channel": "caller_key"},
+    "callback_url": None,
+}
+
+
+def _version5_store(path) -> None:
+    """What the previous version left: three help requests with their help_outbox rows
+    (request 1 pending create; request 2 delivered create + pending 'resolved' update as
+    that version wrote it, without a reason; request 3 refused) and an alarm's row."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    schema.migrate(conn, schema.MIGRATIONS[:5])
+    for hid in (1, 2, 3):
+        conn.execute("INSERT INTO help_requests (category, household_id, grid_cell, channel, "
+                     "state, created_by, created_at, case_id, case_error) VALUES "
+                     "('meal', 'h-7-101', '310104-012-03', 'caller_key', 'received', "
+                     "'device', ?, ?, ?)", (T, "GC-OLD-2" if hid == 2 else None,
+                                            "validation_error" if hid == 3 else None))
+
+    def row(hid: int, n: int, topic: str, payload: dict, state: str = "pending",
+            error: str | None = None) -> None:
+        key = f"tianlin-07-i1-help-{hid}-{n}"
+        conn.execute("INSERT INTO help_outbox (help_id, topic, idempotency_key, payload, "
+                     "state, attempts, last_error, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                     (hid, topic, key, json.dumps(dict(payload, idempotency_key=key,
+                                                       sequence=n), ensure_ascii=False),
+                      state, 1 if state != "pending" else 0, error, T))
+
+    row(1, 0, "case.create", SERVICE_CREATE)
+    row(2, 0, "case.create", SERVICE_CREATE, "delivered")
+    row(2, 1, "case.update", {"event": "resolved", "at": T, "note": "送餐到家", "by": "duty"})
+    row(3, 0, "case.create", SERVICE_CREATE, "failed", "validation_error: category")
+    conn.execute("INSERT INTO outbox (alarm_id, topic, idempotency_key, payload, created_at,"
+                 " state) VALUES (7, 'case.create', 'tianlin-07-i1-7-0', '{}', ?, "
+                 "'delivered')", (T,))
+    conn.close()
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.contract = Contract.load()
+        self.sent: list[tuple[str, dict]] = []
+        self.problems: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        update = request.url.path.endswith("/updates")
+        schema_name = "CaseUpdate" if update else "CaseCreate"
+        self.problems += [p for _, p in self.contract.problems(schema_name, body)]
+        self.sent.append((request.url.path, body))
+        if update:
+            return httpx.Response(201, json={"case_id": request.url.path.split("/")[4],
+                                             "update_id": "u", "sequence": body["sequence"],
+                                             "applied": True, "status": "closed"})
+        return httpx.Response(201, json={"case_id": f"GC-{body['idempotency_key']}",
+                                         "status": "accepted"})
+
+
+async def test_a_version5_store_s_help_outbox_is_carried_into_the_one_outbox(tmp_path):
+    db = tmp_path / "gateway.db"
+    _version5_store(db)
+    store = Store(db)
+    store.open()
+    try:
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        conn.close()
+        assert "help_outbox" not in names
+        rows = store.query("SELECT kind, alarm_id, help_id, topic, idempotency_key, state "
+                           "FROM outbox ORDER BY seq")
+        assert rows == [
+            {"kind": "alarm", "alarm_id": 7, "help_id": None, "topic": "case.create",
+             "idempotency_key": "tianlin-07-i1-7-0", "state": "delivered"},
+            *({"kind": "service", "alarm_id": None, "help_id": h, "topic": t,
+               "idempotency_key": f"tianlin-07-i1-help-{h}-{n}", "state": s}
+              for h, n, t, s in ((1, 0, "case.create", "pending"),
+                                 (2, 0, "case.create", "delivered"),
+                                 (2, 1, "case.update", "pending"),
+                                 (3, 0, "case.create", "failed")))]
+        assert outbox.pending_count(store) == outbox.pending_count(store, outbox.SERVICE) == 2
+        assert [(r["kind"], r["help_id"]) for r in outbox.failed(store)] == [("service", 3)]
+        # a new request's rows number on after the carried ones
+        await store.write(lambda c: outbox.enqueue(c, 2, "case.update", {
+            "event": "note", "at": T, "note": "回访", "by": "duty"}, T, "tianlin-07-i1",
+            outbox.SERVICE))
+        assert store.query_one("SELECT idempotency_key FROM outbox ORDER BY seq DESC LIMIT 1"
+                               )["idempotency_key"] == "tianlin-07-i1-help-2-2"
+
+        wire = Wire()
+        client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
+                                  transport=httpx.MockTransport(wire))
+        fwd = CaseForwarder(store, client, Metrics())
+        async with client:
+            for _ in range(10):
+                if outbox.pending_count(store) == 0:
+                    break
+                await fwd.step()
+            assert outbox.pending_count(store) == 0
+            assert wire.problems == []
+            paths = [p for p, _ in wire.sent]
+            assert paths.count("/api/v1/cases") == 1                 # request 1's case, once
+            assert paths.count("/api/v1/cases/GC-OLD-2/updates") == 2
+            resolved = next(b for p, b in wire.sent if b.get("kind") == "resolved")
+            assert resolved["reason"] == "handled"     # mended: the old row had no reason
+            assert help_rows.get(store, 1)["case_id"] == "GC-tianlin-07-i1-help-1-0"
+            assert help_rows.get(store, 2)["case_status"] == "closed"
+            # the refused one: queued again (gateway outbox --retry-failed), then sent
+            assert await store.write(outbox.requeue_failed) == 1
+            assert help_rows.get(store, 3)["case_error"] is None
+            await fwd.step()
+        assert help_rows.get(store, 3)["case_id"] == "GC-tianlin-07-i1-help-3-0"
+        assert outbox.pending_count(store) == 0
+    finally:
+        store.close()
