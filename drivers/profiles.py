@@ -316,10 +316,7 @@ def with_sos_actions(profile: Profile, actions: list[str] | tuple[str, ...] | No
     ``sos`` (it is not a button's)."""
     if not actions:
         return profile
-    fm = profile.fields.get(ACTION_FIELD)
-    if fm is None or fm.kind is not Kind.SOS:
-        raise ProfileMisfit(f"sos_actions need a profile whose {ACTION_FIELD!r} field gives "
-                            f"sos readings; {profile.id!r} has none")
+    fm = _sos_action(profile, "sos_actions")
     sos = {a.lower() for a in actions}
     known = set(fm.ignore) | set(fm.map or {})
     action = fm.model_copy(update={"map": dict.fromkeys(sorted(sos), True),
@@ -353,14 +350,21 @@ def with_visit_cards(profile: Profile, cards: Mapping[str, str] | None) -> Profi
     return profile.model_copy(update={"fields": {**profile.fields, VISIT_FIELD: key}})
 
 
-def _with_keys(profile: Profile, actions: Mapping[str, str] | None, what: str, field: str,
-               metric: str) -> Profile:
-    if not actions:
-        return profile
+def _sos_action(profile: Profile, what: str) -> FieldMap:
+    """The button's ``action`` field that gives sos readings, which ``what`` (a devices.yaml
+    key: sos_actions, help_actions, care_actions) remaps; ``ProfileMisfit`` without one."""
     fm = profile.fields.get(ACTION_FIELD)
     if fm is None or fm.kind is not Kind.SOS:
         raise ProfileMisfit(f"{what} need a profile whose {ACTION_FIELD!r} field gives "
                             f"sos readings; {profile.id!r} has none")
+    return fm
+
+
+def _with_keys(profile: Profile, actions: Mapping[str, str] | None, what: str, field: str,
+               metric: str) -> Profile:
+    if not actions:
+        return profile
+    fm = _sos_action(profile, what)
     keys = {a.lower() for a in actions}
     sos = fm.model_copy(update={
         "map": {k: v for k, v in (fm.map or {}).items() if k not in keys},
