@@ -30,16 +30,19 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
-from drivers.profiles import UNKNOWN_VALUE, Profile, decode_json
+from drivers.profiles import HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
 
-__all__ = ["DeviceBinding", "MqttIntake"]
+__all__ = ["HELD_METRICS", "DeviceBinding", "MqttIntake"]
 
 log = logging.getLogger(__name__)
+#: readings acknowledged (PUBACK) only once the gateway has saved them, besides the
+#: alarm-class ones: a help key press (the gateway saves its help request first)
+HELD_METRICS = frozenset({HELP_METRIC})
 
 #: MQTT packets read per socket-readable event at most (fairness with the other tasks).
 READ_BURST = 64
@@ -191,7 +194,7 @@ class MqttIntake:
         if not readings:
             self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
             return
-        if any(r.is_alarm_class for r in readings):
+        if any(r.is_alarm_class or r.metric in HELD_METRICS for r in readings):
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(
                     self.commit_delay_s, self.sink.offer, readings, lambda: self._ack(mid, qos))

@@ -7,9 +7,11 @@ the alarms' cases), delivered by ``gateway.forwarder.CaseForwarder``.
 - :class:`HelpDesk` — every change of a request: the request, its history, the audit record
   and the outbox row commit in ONE transaction (so a request is never without its case
   message). A key press (a ``button`` reading of metric ``help_key``: the device's
-  ``help_actions`` in devices.yaml) is queued on the loop by :meth:`HelpDesk.offer` and
-  written by :meth:`HelpDesk.run`; the same key of the same device within
-  :data:`REPEAT_S` seconds is the same request.
+  ``help_actions`` in devices.yaml) is a :class:`gateway.pipeline.DurableWriter`'s reading:
+  the pipeline writes its request in the same transaction as its inbox row and only then
+  acknowledges the message (PUBACK), like an alarm — an acknowledged press is a request,
+  through any crash. The same key of the same device within :data:`REPEAT_S` seconds (a
+  second press, a message the broker delivers again) is the same request.
 - :func:`apply_case_status` — a status of a service case (callback or poll) moves its
   request: ``dispatched`` assigns it (to the handler), ``closed`` makes it done.
 """
@@ -23,8 +25,7 @@ from typing import Any
 
 from gateway import GatewayError
 from gateway.metrics import Metrics
-from gateway.reading_queue import ReadingQueue
-from gateway.model import Reading, utc
+from gateway.model import Kind, Reading, utc
 from gateway.store import Store, Tx, outbox, record_audit
 from gateway.store import help as rows
 
@@ -68,41 +69,66 @@ class HelpDesk:
         self.wake = wake
         self.callback_url = callback_url
         self.metrics = metrics
-        self.keys = ReadingQueue(HELP_METRIC, self.key_pressed, "help key press")
-        #: the pipeline's reading hook (a help key press is queued) and the task writing them
-        self.offer, self.run = self.keys.offer, self.keys.run
 
     @property
     def key_prefix(self) -> str:
         return f"{self.site_of().site.site.id}-{self.store.instance_id}"
 
-    # -- caller keys ----------------------------------------------------------------------
-    async def key_pressed(self, reading: Reading) -> int:
-        """The request of a help key press (a repeat within :data:`REPEAT_S`: the same)."""
+    # -- caller keys: the pipeline's durable writer (gateway.pipeline.DurableWriter) ------
+    def takes(self, reading: Reading) -> bool:
+        """A help key press (acknowledged only once its request is saved)."""
+        return reading.kind is Kind.BUTTON and reading.metric == HELP_METRIC
+
+    def write(self, conn: Tx, readings: list[Reading]) -> list[tuple[int, str, str]]:
+        """In the pipeline's inbox transaction: each press's request (new, or the same one
+        again); the new ones as (id, device, category). A press that is no help key of the
+        current site is logged and skipped (its message is still acknowledged)."""
+        if not readings:
+            return []
         site = self.site_of()
+        new = []
+        for reading in readings:
+            try:
+                help_id, created, category = self._press(conn, site, reading)
+            except HelpError as exc:
+                log.warning("help key press not recorded: %s", exc)
+                continue
+            if created:
+                new.append((help_id, reading.device_id, category))
+        return new
+
+    def committed(self, new: list[tuple[int, str, str]]) -> None:
+        for help_id, device_id, category in new:
+            log.info("help request %d raised by %s (%s)", help_id, device_id, category)
+            if self.metrics is not None:
+                self.metrics.inc("gateway_help_requests_total", channel="caller_key")
+        if new:
+            self.wake()
+
+    async def key_pressed(self, reading: Reading) -> int:
+        """The request of a help key press (a repeat within :data:`REPEAT_S`: the same),
+        written on its own (the service's presses come through :meth:`write`)."""
+        site = self.site_of()
+        help_id, created, category = await self.store.write(
+            lambda conn: self._press(conn, site, reading))
+        self.committed([(help_id, reading.device_id, category)] if created else [])
+        return help_id
+
+    def _press(self, conn: Tx, site: Any, reading: Reading) -> tuple[int, bool, str]:
         device = next((d for d in site.devices.devices if d.id == reading.device_id), None)
         actions = (device.help_actions or {}) if device is not None else {}
         category = actions.get(str(reading.value).lower())
         if device is None or category is None or not device.household:
             raise HelpError(f"{reading.device_id}: {reading.value!r} is no help key",
                             "help_category_unknown", 422)
-        since = _iso(utc() - timedelta(seconds=REPEAT_S))
-
-        def tx(conn: Tx) -> tuple[int, bool]:
-            known = rows.recent_by_device(conn, device.id, category, since)
-            if known is not None:
-                rows.add_event(conn, known, "pressed_again", "device", _iso(utc()))
-                return known, False
-            return self._create(conn, site, category, device.household, device.id,
-                                "caller_key", "", "device", None), True
-
-        help_id, new = await self.store.write(tx)
-        if new:
-            log.info("help request %d raised by %s (%s)", help_id, device.id, category)
-            if self.metrics is not None:
-                self.metrics.inc("gateway_help_requests_total", channel="caller_key")
-            self.wake()
-        return help_id
+        now = utc()
+        known = rows.recent_by_device(conn, device.id, category,
+                                      _iso(now - timedelta(seconds=REPEAT_S)))
+        if known is not None:
+            rows.add_event(conn, known, "pressed_again", "device", _iso(now))
+            return known, False, category
+        return self._create(conn, site, category, device.household, device.id, "caller_key",
+                            "", "device", None), True, category
 
     # -- staff ----------------------------------------------------------------------------
     async def create(self, *, category: str, household_id: str, note: str, actor: str,

@@ -10,6 +10,10 @@ Two paths, so that alarms never wait behind telemetry:
   processed are fed again, so a crash between acknowledgement and alarm loses nothing.
 - **telemetry** goes through a bounded in-memory queue; when it is full the reading is shed
   and counted (``gateway_shed_total``).
+- readings a :class:`DurableWriter` takes (a help key press: ``gateway.help_requests``) go
+  the alarm-class way, and the writer records them (the help request) in the SAME
+  transaction as their inbox rows: acknowledged only once saved, never written twice (a
+  recovered inbox row is fed to the engine only).
 
 ``gateway_readings_total{kind}`` counts readings as they are fed to the rule engine;
 ``gateway_readings_processed_total`` counts them once the alarm changes they made are
@@ -24,8 +28,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gateway import StoreError
 from gateway.alarms import AlarmBook
@@ -33,9 +38,26 @@ from gateway.metrics import Metrics
 from gateway.model import Reading, utc
 from gateway.store import COMMIT_RETRY, Store, Tx, inbox
 
-__all__ = ["Pipeline"]
+__all__ = ["DurableWriter", "Pipeline"]
 
 log = logging.getLogger(__name__)
+
+
+class DurableWriter(Protocol):
+    """Readings that are acknowledged only once something of their own is saved."""
+
+    def takes(self, reading: Reading) -> bool:
+        """Whether ``reading`` is one of this writer's (it then goes the durable way)."""
+        ...
+
+    def write(self, conn: Tx, readings: list[Reading]) -> Any:
+        """Record ``readings`` in the inbox's transaction (run again if the commit is
+        retried); must not raise for a reading it cannot take (log and skip it)."""
+        ...
+
+    def committed(self, written: Any) -> None:
+        """After the commit, before the acknowledgement: what :meth:`write` returned."""
+        ...
 
 
 @dataclass(slots=True)
@@ -51,7 +73,8 @@ class Pipeline:
     def __init__(self, store: Store, engine, book: AlarmBook, metrics: Metrics, *,
                  telemetry_queue: int = 20_000, tick_s: float = 1.0,
                  snapshot_every_s: float = 30.0,
-                 on_reading: Callable[[Reading], None] | None = None):
+                 on_reading: Callable[[Reading], None] | None = None,
+                 writers: Sequence[DurableWriter] = ()):
         self.store = store
         self.engine = engine
         self.book = book
@@ -59,6 +82,7 @@ class Pipeline:
         self.tick_s = tick_s
         self.snapshot_every_s = snapshot_every_s
         self.on_reading = on_reading or (lambda r: None)
+        self.writers = tuple(writers)
         self._durable: list[_Pending] = []
         self._durable_ready = asyncio.Event()
         self._alarm_q: asyncio.Queue[tuple[list[int], list[Reading], float]] = asyncio.Queue()
@@ -80,8 +104,8 @@ class Pipeline:
         if durable:
             alarm, telemetry = list(readings), []
         else:
-            alarm = [r for r in readings if r.is_alarm_class]
-            telemetry = [r for r in readings if not r.is_alarm_class]
+            alarm = [r for r in readings if r.is_alarm_class or self._kept(r)]
+            telemetry = [r for r in readings if not (r.is_alarm_class or self._kept(r))]
         for r in telemetry:
             try:
                 self._telemetry_q.put_nowait(r)
@@ -93,6 +117,9 @@ class Pipeline:
         elif ack is not None:
             ack()
         self._work.set()
+
+    def _kept(self, reading: Reading) -> bool:
+        return any(w.takes(reading) for w in self.writers)
 
     # -- tasks ------------------------------------------------------------------------
     async def run(self) -> None:
@@ -125,7 +152,8 @@ class Pipeline:
             if not batch:
                 continue
             try:
-                seqs = await self.store.write(lambda c: _insert_inbox(c, batch))  # noqa: B023 (awaited here)
+                seqs, written = await self.store.write(
+                    lambda c: self._accept(c, batch))  # noqa: B023 (awaited here)
             except StoreError as exc:
                 # Not acknowledged: the device/broker still has them. Keep and retry.
                 self.metrics.inc("gateway_store_errors_total", stage="inbox")
@@ -136,6 +164,8 @@ class Pipeline:
                 self._durable_ready.set()
                 continue
             failures = 0
+            for writer, done in zip(self.writers, written):
+                writer.committed(done)
             for pending, seq_list in zip(batch, seqs):
                 if pending.ack is not None:
                     pending.ack()
@@ -237,6 +267,15 @@ class Pipeline:
             await self.store.set_meta("rules_snapshot", json.dumps(self.engine.snapshot()))
         except StoreError as exc:
             log.error("cannot save rule engine snapshot: %s", exc)
+
+
+    def _accept(self, conn: Tx, batch: list[_Pending]) -> tuple[list[list[int]], list[Any]]:
+        """The batch's inbox rows and what each durable writer records of it: one
+        transaction."""
+        seqs = _insert_inbox(conn, batch)
+        readings = [r for pending in batch for r in pending.readings]
+        written = [w.write(conn, [r for r in readings if w.takes(r)]) for w in self.writers]
+        return seqs, written
 
 
 def _insert_inbox(conn: Tx, batch: list[_Pending]) -> list[list[int]]:
