@@ -184,16 +184,14 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
     return out
 
 
-def with_help_keys(on_reading: Callable[[Reading], None], desk: HelpDesk,
-                   cards: VisitCards | None = None) -> Callable[[Reading], None]:
-    """The pipeline's reading hook, plus help key presses to the help desk and visit cards
-    read at a door to the visits."""
+def with_card_reads(on_reading: Callable[[Reading], None],
+                    cards: VisitCards) -> Callable[[Reading], None]:
+    """The pipeline's reading hook, plus visit cards read at a door to the visits. (Help key
+    presses are no hook's: the help desk is the pipeline's durable writer.)"""
 
     def both(reading: Reading) -> None:
         on_reading(reading)
-        desk.offer(reading)
-        if cards is not None:
-            cards.offer(reading)
+        cards.offer(reading)
     return both
 
 
@@ -318,8 +316,9 @@ class Gateway:
                         metrics=self.metrics,     # service cases go by the case outbox
                         wake=case.forwarder.wake if case is not None else (lambda: None))
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
-                            on_reading=with_help_keys(uplinks.on_reading(health_book.seen),
-                                                      desk, cards))
+                            on_reading=with_card_reads(uplinks.on_reading(health_book.seen),
+                                                       cards),
+                            writers=(desk,))     # a help key press: acked once its request is saved
         intake = self._build_intake(site, pipeline, health_book, decode_faults)
         field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
@@ -385,7 +384,6 @@ class Gateway:
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
                 tg.create_task(modes.run(), name="device-modes")
                 tg.create_task(care.run(), name="care-keys")
-                tg.create_task(desk.run(), name="help-keys")
                 tg.create_task(cards.run(), name="visit-cards")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
         finally:
