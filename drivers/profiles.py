@@ -40,6 +40,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 from ruamel.yaml import YAML
 
 from drivers import DECODE_ERROR, DecodeError, DriverError
+from drivers.command_maps import CommandMap
 from drivers.codecs.dlt645 import DATA_ITEMS
 from drivers.codecs.modbus_registers import BIT_FUNCTIONS, RegisterEntry, WriteRequest
 from gateway.kernel.commands import CONFIRMING_KIND, Action
@@ -103,6 +104,19 @@ class Profile(_ProfileBase):
     format: Literal["json"] = "json"
     timestamp: str | None = None
     fields: dict[str, FieldMap] = Field(min_length=1)
+    #: how the device takes commands (linkage; drivers/command_maps.py), if it does
+    commands: CommandMap | None = None
+
+    @model_validator(mode="after")
+    def _reports_commanded_state(self) -> Profile:
+        # a command is confirmed by the state the device reports: the profile must read it
+        kinds = {f.kind.value for f in self.fields.values()}
+        for action in (self.commands.actions if self.commands else ()):
+            want = CONFIRMING_KIND[action]
+            if want not in kinds:
+                raise ValueError(f"commands.actions.{action.value}: the device's state is "
+                                 f"confirmed by a {want!r} reading, and no field gives one")
+        return self
 
 
 class RegisterMap(BaseModel):

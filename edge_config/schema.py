@@ -26,7 +26,7 @@ from gateway.kernel.model import DEVICE_TYPES
 
 __all__ = [
     "CALL_OUTCOMES", "CALL_STEPS", "STANDARD_CATEGORIES", "Contact", "Dc09Account", "Dc09Receiver", "Dc09Transport", "Device", "DevicesFile",
-    "GatewayFile", "GridCell", "Household", "MqttBroker",
+    "GatewayFile", "GridCell", "Household", "LinkageConfig", "MqttBroker",
     "MqttTransport", "ModbusBusConfig", "ModbusTcp", "ModbusTransport", "SerialLineConfig",
     "SerialPort", "SerialTransport", "CaseSystemUplink", "EmbeddedTelemetry", "InfluxDbTelemetry",
     "Guidance", "Notifications", "OnCall", "Resident", "AlarmResponse", "SecretRef", "Site",
@@ -543,8 +543,20 @@ class Dc09Receiver(_Strict):
         return self
 
 
+class LinkageConfig(_Strict):
+    """Commands to devices (linkage, docs/rules.md "then"): how long a device has to report
+    the commanded state, how many times a command is sent, at most how many commands a
+    device takes in a window."""
+
+    confirm_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    attempts: int = Field(default=3, ge=1, le=10)
+    rate_limit: int = Field(default=6, ge=1, le=100)
+    rate_window_s: float = Field(default=60.0, gt=0, le=3600)
+
+
 class GatewayFile(_Strict):
     mqtt: MqttBroker = Field(default_factory=MqttBroker)
+    linkage: LinkageConfig = Field(default_factory=LinkageConfig)
     modbus_buses: list[ModbusBusConfig] = Field(default_factory=list)
     serial_lines: list[SerialLineConfig] = Field(default_factory=list)
     dc09_receivers: list[Dc09Receiver] = Field(default_factory=list)

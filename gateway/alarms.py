@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.model import Severity
 from gateway.store import Row, Store, Tx, append_event, devices, inbox, outbox, record_audit
 from gateway.store import alarms as alarm_rows
+from gateway.store import commands as command_rows
 from gateway.store.alarms import HistoryFilter
 from gateway.store.events import call_with_request, calls_of, events_of
 
@@ -191,6 +192,9 @@ class AlarmBook:
             occurred_at=ts, now=now)
         append_event(conn, alarm_id, "raised", f"rule:{a.rule_id}", now, value=a.value,
                      occurred_at=ts)
+        if getattr(a, "then", ()):   # the rule's commands (linkage): planned with the alarm
+            append_event(conn, alarm_id, command_rows.PLANNED, f"rule:{a.rule_id}", now,
+                         then=[c.to_json() for c in a.then])
         if not a.test:
             self._enqueue(conn, alarm_id, "case.create", self._case_payload(a, alarm_id, ts), now)
         return Change(alarm_id, "raised", a.key, a.rule_id)
@@ -437,8 +441,10 @@ class AlarmBook:
     def list(self, state: str | None = None, limit: int = 200, since_id: int = 0) -> list[dict]:
         rows = [self._decoded(r) for r in alarm_rows.board(self.store, state, limit, since_id)]
         calls = calls_of(self.store, [r["id"] for r in rows])
+        commands = command_rows.commands_of(self.store, [r["id"] for r in rows])
         for r in rows:
             r["calls"] = calls.get(r["id"], [])
+            r["commands"] = commands.get(r["id"], [])
         return rows
 
     def get(self, alarm_id: int, with_events: bool = False) -> dict:
@@ -447,6 +453,7 @@ class AlarmBook:
             raise AlarmNotFound(f"alarm {alarm_id} not found")
         out = self._decoded(row)
         out["calls"] = calls_of(self.store, [alarm_id]).get(alarm_id, [])
+        out["commands"] = command_rows.commands_of(self.store, [alarm_id]).get(alarm_id, [])
         if with_events:
             out["events"] = events_of(self.store, alarm_id)
         return out

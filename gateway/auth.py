@@ -68,6 +68,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "help.act": frozenset({"duty", "admin"}),              # enter, assign, done, feedback
     "visits.read": frozenset({"duty", "admin"}),           # visit coverage (探访), its CSV
     "visits.write": frozenset({"duty", "admin"}),          # record a visit
+    "commands.send": frozenset({"duty", "admin"}),         # 关阀, 鸣笛, 断电 from the card
+    "commands.restore": frozenset({"admin"}),              # 开阀, 静音, 通电: the inverses
 }
 
 SESSION_IDLE_S = 8 * 3600

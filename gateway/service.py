@@ -41,6 +41,7 @@ from rules.inactivity import watch_warnings
 from gateway.help_requests import HelpDesk
 from gateway.visits import VisitCards
 from gateway.installer import SiteEditor
+from gateway.linkage_wiring import build_linkage, mqtt_command_bindings
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics
 from gateway.model import Reading, utc
@@ -320,6 +321,12 @@ class Gateway:
                                                        cards),
                             writers=(desk,))     # a help key press: acked once its request is saved
         intake = self._build_intake(site, pipeline, health_book, decode_faults)
+        # commands to devices (gateway/linkage.py): their outcome is the devices' own state
+        linkage, commands_out = build_linkage(
+            site, lambda: self.site, store, self.metrics, intake.bindings, changes.publish,
+            mqtt_host=self.o.mqtt_host or site.gateway.mqtt.host,
+            mqtt_port=self.o.mqtt_port or site.gateway.mqtt.port)
+        pipeline.on_reading = linkage.hooked(pipeline.on_reading)
         field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
@@ -329,6 +336,7 @@ class Gateway:
         # who hears of alarm changes, in this order (gateway/change_bus.py)
         changes.subscribe(engine_follow_up(book, pipeline))
         changes.subscribe(lambda chs: change_events(book, broadcaster, chs))
+        changes.subscribe(linkage.on_changes)       # a raised alarm's planned commands
         if case is not None:
             changes.subscribe(waking(case.forwarder.wake))
         for waker in uplinks.wakers:
@@ -338,7 +346,7 @@ class Gateway:
                          health=health, site=site, case_callback=case.callback if case else None,
                          devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for),
-                         extra={"help": desk})
+                         extra={"help": desk, "linkage": linkage})
         care = ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
         pipeline.on_reading = care.hooked(pipeline.on_reading)    # care key presses too
         await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
@@ -347,6 +355,7 @@ class Gateway:
         sites.subscribe(lambda new: setattr(book, "site", new))
         sites.subscribe(lambda new, ch: apply_engine(pipeline, new, ch), change=True)
         sites.subscribe(lambda new, ch: apply_intake(intake, new, ch), change=True)
+        sites.subscribe(lambda new: commands_out.rebind(mqtt_command_bindings(intake.bindings)))
         sites.subscribe(lambda new, ch: apply_field(field, new, ch), change=True)
         sites.subscribe(lambda new, ch: apply_health(health_book, new, ch), change=True)
         sites.subscribe(lambda new, ch: decode_faults.rebind(
@@ -365,7 +374,7 @@ class Gateway:
                                             port=self.o.api_port, log_level="warning",
                                             lifespan="off", access_log=False))
         components: list[tuple[str, Component]] = [
-            ("mqtt-intake", intake), ("field-buses", field)]
+            ("mqtt-intake", intake), ("field-buses", field), ("mqtt-commands", commands_out)]
         if case is not None:
             components += [("case-forwarder", case.forwarder),
                            ("case-status-poll", case.poller)]
@@ -383,6 +392,7 @@ class Gateway:
                 tg.create_task(self._announce(server), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
                 tg.create_task(modes.run(), name="device-modes")
+                tg.create_task(linkage.run(), name="linkage")
                 tg.create_task(care.run(), name="care-keys")
                 tg.create_task(cards.run(), name="visit-cards")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.kernel.model import Severity, Value
+from rules.commands import CommandIntent
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -30,7 +31,7 @@ def _json(obj: DataclassInstance, name: str) -> dict[str, Any]:
         elif isinstance(v, Severity):
             v = v.value
         elif isinstance(v, tuple):
-            v = list(v)
+            v = [x.to_json() if hasattr(x, "to_json") else x for x in v]
         elif hasattr(v, "to_json"):
             v = v.to_json()
         out[f.name] = v
@@ -39,7 +40,9 @@ def _json(obj: DataclassInstance, name: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class RaiseAlarm:
-    """A new alarm. ``event_ts`` is the triggering reading's own time (None for timers)."""
+    """A new alarm. ``event_ts`` is the triggering reading's own time (None for timers).
+    ``then``: the commands the rule sends with it (rules.commands; the gateway's linkage
+    resolves and sends them)."""
 
     key: str
     rule_id: str
@@ -54,6 +57,7 @@ class RaiseAlarm:
     value: Value = None
     test: bool = False
     event_ts: datetime | None = None
+    then: tuple[CommandIntent, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return _json(self, "raise_alarm")

@@ -37,6 +37,7 @@ from rules.actions import (
     ClearAlarm, ClearFault, Escalate, RaiseAlarm, RaiseFault, TestRecord, UpdateAlarm,
 )
 from rules.clock import EngineClock, TimerQueue
+from rules.commands import CommandIntent, intents
 from rules.durations import Bilingual
 from rules.spec import EscalationSpec, FlappingSpec, Message
 
@@ -50,6 +51,12 @@ _FLAP_EN = " (flapping, suppressed)"
 #: the name placeholders of a place (device, household, grid cell ids ->
 #: ``{"device_name", "household_address", "grid_cell_name"}``: rules.site.SiteIndex.names)
 Names = Callable[[str | None, str | None, str | None], dict[str, str]]
+
+
+def _then(rule: Any) -> tuple[CommandIntent, ...]:
+    """The commands a rule's alarm sends (``then``; none for rules without)."""
+    then = getattr(rule, "then", None)
+    return intents(then) if then else ()
 
 
 def _no_names(device_id: str | None, household_id: str | None,
@@ -160,7 +167,7 @@ class AlarmBook:
             zh, en = o.text = render(rule.message, fields)
             self._emit(RaiseAlarm(key, rule.id, rule.category, rule.severity, where.device_id,
                                   where.household_id, where.grid_cell, zh, en, now, value,
-                                  False, event_ts))
+                                  False, event_ts, _then(rule)))
             if started:
                 self._emit(UpdateAlarm(key, now, 1, zh + _FLAP_ZH, en + _FLAP_EN, True))
             if o.escalate:
@@ -177,7 +184,7 @@ class AlarmBook:
         zh, en = o.text = render(rule.message, fields)
         again = RaiseAlarm(key, rule.id, rule.category, rule.severity, where.device_id,
                            where.household_id, where.grid_cell, zh, en, now, value, False,
-                           event_ts)
+                           event_ts, _then(rule))
         if started:
             zh, en = zh + _FLAP_ZH, en + _FLAP_EN
         self._emit(UpdateAlarm(key, now, o.count, zh, en, o.flapping, again))
@@ -386,6 +393,8 @@ FAULT_NAMES: dict[str, tuple[str, str]] = {
     "tamper": ("防拆触发", "tamper"), "fault": ("设备自报故障", "device reports a fault"),
     "offline": ("离线", "offline"), "decode_error": ("解码失败", "decode error"),
     "sources_offline": ("活动传感器均无上报，无法监护", "every activity sensor is silent"),
+    # raised by the gateway's linkage, not a rule: a command the device never confirmed
+    "command_not_confirmed": ("联动指令未确认", "command not confirmed"),
 }
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gateway.kernel.model import ACTIVITY_KINDS, DEVICE_TYPES, UNITS, Kind, Severity
+from rules.commands import SAME, CommandSpec
 from rules.durations import parse_duration, parse_time_of_day
 
 __all__ = [
@@ -156,6 +157,8 @@ class _RuleBase(_Model):
     enabled: bool = True
     escalate: bool = True
     flapping: FlappingSpec | None = FlappingSpec()
+    #: commands the alarm sends (联动, rules.commands): safe actions only
+    then: list[CommandSpec] = []
 
     @field_validator("id")
     @classmethod
@@ -281,6 +284,14 @@ class SupervisionRule(_RuleBase):
     tamper: bool = True
     fault: bool = True
     offline: bool = True
+
+    @field_validator("then")
+    @classmethod
+    def _no_commands(cls, v: list[CommandSpec]) -> list[CommandSpec]:
+        if v:
+            raise PydanticCustomError("then", "supervision rules raise device faults, not "
+                                      "alarms: they send no commands", {})
+        return v
 
 
 class BaselineSpec(_Model):
@@ -477,4 +488,12 @@ def check_references(config: RulesConfig, device_ids: Collection[str],
                 if ref not in ids:
                     problems.append((("rules", i, field, j),
                                      f"rule {rule.id!r}: unknown {noun} {ref!r}"))
+        for j, command in enumerate(rule.then):
+            for field, ids, noun in (("device", device_ids, "device"),
+                                     ("household", household_ids, "household"),
+                                     ("grid", grid_cells, "grid cell")):
+                ref = getattr(command.target, field)
+                if ref is not None and ref != SAME and ref not in ids:
+                    problems.append((("rules", i, "then", j, "target", field),
+                                     f"rule {rule.id!r}: command to unknown {noun} {ref!r}"))
     return problems

@@ -8,7 +8,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import __version__
 from gateway.alarms import AlarmNotFound, AlarmStateError
 from gateway.api import (
-    admin, alarms, case_callback, console, devices, help, history, household_care, installer,
+    admin, alarms, case_callback, commands, console, devices, help, history, household_care, installer,
     operations, session, visits,
 )
 from gateway.api.context import ApiContext
@@ -19,7 +19,8 @@ __all__ = ["ROUTERS", "create_app"]
 #: every area's router, in the order their routes are matched and listed
 ROUTERS = (operations.router, session.router, alarms.router, devices.router,
            case_callback.router, history.router, admin.router, installer.router,
-           help.router, visits.router, household_care.router, console.router)
+           help.router, visits.router, household_care.router, commands.router,
+           console.router)
 
 
 async def _not_found(_request: Request, exc: Exception) -> JSONResponse:

@@ -45,6 +45,8 @@ ERROR_CODES: tuple[str, ...] = (
     "no_case_system", "config_invalid", "zigbee_registered",
     # help requests and visits
     "help_not_found", "help_category_unknown", "help_wrong_state", "visit_in_future",
+    # commands to devices (linkage)
+    "not_commandable", "restore_forbidden", "linkage_stopped",
 )
 
 #: codes of one field's problem (``v_<code>``): pydantic's types the API's bodies can give,

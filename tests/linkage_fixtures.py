@@ -1,0 +1,66 @@
+"""A site for linkage tests: the example site with Zigbee2MQTT gas detectors, gas valves and a
+siren, and its gas rule closing the household's valve and sounding its siren (``then:``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support import site_copy
+
+DEVICES = """
+  - id: gas-7-101
+    type: gas_detector
+    household: h-7-101
+    name: 厨房燃气探测器
+    mqtt: {zigbee2mqtt: "h7-101/gas"}
+  - id: valve-7-101
+    type: gas_valve
+    household: h-7-101
+    name: 厨房燃气阀
+    mqtt: {zigbee2mqtt: "h7-101/gas-valve"}
+  - id: siren-7-101
+    type: siren
+    household: h-7-101
+    name: 声光报警器
+    mqtt: {zigbee2mqtt: "h7-101/siren"}
+  - id: gas-7-302
+    type: gas_detector
+    household: h-7-302
+    mqtt: {zigbee2mqtt: "h7-302/gas"}
+  - id: valve-7-302
+    type: gas_valve
+    household: h-7-302
+    name: 燃气阀（检修中）
+    mqtt: {zigbee2mqtt: "h7-302/gas-valve"}
+    mode: maintenance
+"""
+
+GAS_RULE = """    category: gas
+    message:
+      zh: "燃气泄漏报警"
+"""
+GAS_THEN = """    category: gas
+    then:
+      - action: close_valve
+        target: {household: same, type: gas_valve}
+      - action: siren_on
+        target: {household: same, type: siren}
+        duration: 1m
+    message:
+      zh: "燃气泄漏报警"
+"""
+
+
+def linkage_site(dest: Path, *, mqtt_port: int, case_url: str | None = None,
+                 callback_url: str | None = None, confirm_timeout_s: float = 2.0,
+                 attempts: int = 2) -> Path:
+    config = site_copy(dest, mqtt_port=mqtt_port, case_url=case_url, callback_url=callback_url)
+    devices = config / "devices.yaml"
+    devices.write_text(devices.read_text().rstrip("\n") + "\n" + DEVICES.lstrip("\n"))
+    rules = config / "rules.yaml"
+    text = rules.read_text()
+    assert text.count(GAS_RULE) == 1, "the example's gas rule changed: update this fixture"
+    rules.write_text(text.replace(GAS_RULE, GAS_THEN))
+    with (config / "gateway.yaml").open("a") as f:
+        f.write(f"linkage:\n  confirm_timeout_s: {confirm_timeout_s}\n  attempts: {attempts}\n")
+    return config

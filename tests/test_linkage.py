@@ -1,0 +1,152 @@
+"""Linkage (issue 16) against real peers: a real gateway process, Mosquitto, Zigbee2MQTT-shaped
+actuators that obey ``<name>/set`` and report their state (simulators/z2m_actuators.py) and
+the simulated case system.
+
+A gas detector's payload over MQTT raises the gas alarm; its rule's ``then`` closes the
+household's valve — confirmed by the valve's reported state, in the alarm's history and the
+audit log — and sounds its siren, which never answers: "command not confirmed", a device
+fault. Exactly one case reaches the case system. A valve in maintenance mode is never
+actuated (what would have been sent is recorded). A rule cannot open a valve (the spec says
+so, FILE:LINE). Staff's inverse needs ``commands.restore``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.broker import free_port
+from gateway.kernel.errors import ConfigError
+from gateway.site import load_site
+from simulators.z2m_actuators import Actuator, Actuators
+from tests.linkage_fixtures import linkage_site
+from tests.support import GatewayProcess, mqtt_publish, wait_for
+
+pytestmark = [pytest.mark.integration]
+
+
+def _commands(api, alarm_id: int) -> list[dict]:
+    return api.get(f"/api/alarms/{alarm_id}").json()["commands"]
+
+
+def _alarm_of(api, device: str) -> dict | None:
+    return next((a for a in api.get("/api/alarms").json()["alarms"]
+                 if a["device_id"] == device), None)
+
+
+def _done(commands: list[dict], device: str) -> dict | None:
+    c = next((c for c in commands if c.get("device_id") == device), None)
+    return c if c and c["status"] in ("confirmed", "not_confirmed", "skipped") else None
+
+
+def test_gas_alarm_closes_the_valve_confirmed_and_audited(tmp_path, mosquitto, case_system,
+                                                          case_secret):
+    port = free_port()
+    config = linkage_site(tmp_path / "site", mqtt_port=mosquitto.port,
+                          case_url=case_system.url,
+                          callback_url=f"http://127.0.0.1:{port}/api/case-callback",
+                          confirm_timeout_s=1.5, attempts=2)
+    gw = GatewayProcess(config, tmp_path / "data", env={"CASE_SYSTEM_SECRET": case_secret},
+                        port=port)
+    admin = gw.token("admin", "linkage-test")
+    valve = Actuator("valve", "h7-101/gas-valve")
+    siren = Actuator("siren", "h7-101/siren", answer=False)     # takes commands, never reports
+    kept = Actuator("valve", "h7-302/gas-valve")                  # in maintenance mode
+    with Actuators(mosquitto.port, [valve, siren, kept]):
+        gw.start()
+        try:
+            api = gw.api(admin)
+            mqtt_publish(mosquitto.port, [("zigbee2mqtt/h7-101/gas",
+                                           {"gas": True, "battery": 100, "linkquality": 90})])
+            alarm = wait_for(lambda: _alarm_of(api, "gas-7-101"), timeout=15, what="gas alarm")
+            done = wait_for(lambda: (_done(_commands(api, alarm["id"]), "valve-7-101")
+                                     and _done(_commands(api, alarm["id"]), "siren-7-101")
+                                     and _commands(api, alarm["id"])),
+                            timeout=20, what="both commands ended")
+            by_device = {c["device_id"]: c for c in done}
+            assert by_device["valve-7-101"]["status"] == "confirmed"
+            assert by_device["valve-7-101"]["automatic"] is True
+            assert by_device["valve-7-101"]["action"] == "close_valve"
+            assert valve.on is False and valve.received == [{"state": "OFF"}]
+            # the siren took the command twice (two attempts) and never said it sounds
+            assert by_device["siren-7-101"]["status"] == "not_confirmed"
+            assert by_device["siren-7-101"]["reason"] == "no_state_reported"
+            assert siren.received == [{"warning": {"mode": "emergency", "level": "high",
+                                                   "strobe": True, "duration": 60}}] * 2
+
+            # the alarm's history: planned, resolved to devices, requested, sent, confirmed
+            events = api.get(f"/api/alarms/{alarm['id']}").json()["events"]
+            steps = [(e["action"], e["detail"].get("device_id")) for e in events]
+            valve_steps = [a for a, d in steps if d == "valve-7-101"]
+            assert valve_steps == ["command_requested", "command_sent", "command_confirmed"]
+            assert [a for a, _ in steps if a in ("raised", "commands_planned",
+                                                 "commands_resolved")] == [
+                "raised", "commands_planned", "commands_resolved"]
+            assert [a for a, d in steps if d == "siren-7-101"] == [
+                "command_requested", "command_sent", "command_sent", "command_not_confirmed"]
+            requested = next(e for e in events if e["action"] == "command_requested"
+                             and e["detail"]["device_id"] == "valve-7-101")
+            assert requested["actor"] == "rule:gas"
+
+            # the audit log has every step; the unconfirmed siren is a device fault
+            entries = api.get("/api/audit", params={"limit": 200}).json()["audit"]
+            acts = [e["action"] for e in entries if e.get("target") == "valve-7-101"]
+            assert {"command.request", "command.sent", "command.confirmed"} <= set(acts)
+            rows = api.get("/api/faults").json()["faults"]
+            assert any(f["device_id"] == "siren-7-101" and f["fault"] == "command_not_confirmed"
+                       for f in rows)
+
+            # exactly one case: commands are not cases
+            def cases_for_alarm():
+                cs = case_system.cases()
+                items = cs.get("cases", cs) if isinstance(cs, dict) else cs
+                values = items.values() if isinstance(items, dict) else items
+                return [c for c in values if json.dumps(c).find('"gas-7-101"') >= 0]
+            wait_for(cases_for_alarm, timeout=15, what="the case")
+            assert len(cases_for_alarm()) == 1
+
+            # staff: a duty officer may not re-open (an inverse); an admin may
+            duty = gw.api(gw.token("duty", "linkage-duty"))
+            res = duty.post(f"/api/alarms/{alarm['id']}/commands",
+                            json={"device_id": "valve-7-101", "action": "open_valve"})
+            assert res.status_code == 403 and res.json()["code"] == "restore_forbidden"
+            res = api.post(f"/api/alarms/{alarm['id']}/commands",
+                           json={"device_id": "gas-7-101", "action": "open_valve"})
+            assert res.status_code == 409 and res.json()["code"] == "not_commandable"
+            res = api.post(f"/api/alarms/{alarm['id']}/commands",
+                           json={"device_id": "valve-7-101", "action": "open_valve"})
+            assert res.status_code == 200, res.text
+            cid = res.json()["command_id"]
+            wait_for(lambda: any(c["command_id"] == cid and c["status"] == "confirmed"
+                                 for c in _commands(api, alarm["id"])),
+                     timeout=15, what="the staff re-open confirmed")
+            assert valve.on is True
+            mine = next(c for c in _commands(api, alarm["id"]) if c["command_id"] == cid)
+            assert mine["automatic"] is False and mine["by"] == "token:linkage-test"
+
+            # a valve in maintenance mode is never actuated; what would have been sent is kept
+            mqtt_publish(mosquitto.port, [("zigbee2mqtt/h7-302/gas", {"gas": True})])
+            other = wait_for(lambda: _alarm_of(api, "gas-7-302"), timeout=15,
+                             what="the second gas alarm")
+            skipped = wait_for(lambda: _done(_commands(api, other["id"]), "valve-7-302"),
+                               timeout=15, what="the maintenance valve's command")
+            assert skipped["status"] == "skipped" and skipped["reason"] == "mode_maintenance"
+            ev = next(e for e in api.get(f"/api/alarms/{other['id']}").json()["events"]
+                      if e["action"] == "command_skipped")
+            assert ev["detail"]["would_send"] == {"action": "close_valve", "params": {}}
+            assert kept.received == [] and kept.on is True
+        finally:
+            gw.stop()
+
+
+def test_a_rule_cannot_open_a_valve(tmp_path):
+    config = linkage_site(tmp_path / "site", mqtt_port=1883)
+    rules = config / "rules.yaml"
+    rules.write_text(rules.read_text().replace("action: close_valve", "action: open_valve"))
+    with pytest.raises(ConfigError) as err:
+        load_site(config)
+    text = str(err.value)
+    line = next(i for i, s in enumerate(rules.read_text().splitlines(), 1)
+                if "open_valve" in s)
+    assert f"rules.yaml:{line}" in text, text
+    assert "only make things safe" in text and "open_valve" in text
