@@ -150,3 +150,53 @@ def test_a_rule_cannot_open_a_valve(tmp_path):
                 if "open_valve" in s)
     assert f"rules.yaml:{line}" in text, text
     assert "only make things safe" in text and "open_valve" in text
+
+
+def test_a_restart_never_resends_an_open_and_the_history_says_what_happened(
+        tmp_path, mosquitto):
+    """``kill -9`` while the rule's close and a staff open are both in flight: after the
+    restart each is ``command_interrupted``; the rule's close (a safe action) is requested
+    again and confirmed; the open is not sent again."""
+    config = linkage_site(tmp_path / "site", mqtt_port=mosquitto.port, confirm_timeout_s=30,
+                          attempts=1)
+    gw = GatewayProcess(config, tmp_path / "data")
+    admin = gw.token("admin", "restart-test")
+    valve = Actuator("valve", "h7-101/gas-valve", answer=False)   # jammed: never reports
+    siren = Actuator("siren", "h7-101/siren")
+    with Actuators(mosquitto.port, [valve, siren]):
+        gw.start()
+        try:
+            api = gw.api(admin)
+            mqtt_publish(mosquitto.port, [("zigbee2mqtt/h7-101/gas", {"gas": True})])
+            alarm = wait_for(lambda: _alarm_of(api, "gas-7-101"), timeout=15, what="gas alarm")
+            aid = alarm["id"]
+            wait_for(lambda: any(c.get("device_id") == "valve-7-101" and c["status"] == "sent"
+                                 for c in _commands(api, aid)), timeout=15, what="close sent")
+            res = api.post(f"/api/alarms/{aid}/commands",
+                           json={"device_id": "valve-7-101", "action": "open_valve"})
+            assert res.status_code == 200, res.text
+            staff_id = res.json()["command_id"]
+            wait_for(lambda: len(valve.received) == 2, timeout=10, what="the open on the wire")
+            gw.kill()
+            valve.answer = True            # the valve works again after the restart
+            valve.received.clear()
+            gw.start()
+            done = wait_for(lambda: [c for c in _commands(api, aid)
+                                     if c.get("device_id") == "valve-7-101"
+                                     and c["status"] == "confirmed"],
+                            timeout=20, what="the re-sent close confirmed")
+            assert done[0]["action"] == "close_valve" and done[0]["automatic"] is True
+            events = api.get(f"/api/alarms/{aid}").json()["events"]
+            interrupted = {e["detail"]["command_id"]: e["detail"] for e in events
+                           if e["action"] == "command_interrupted"}
+            assert interrupted[staff_id]["resent"] is False
+            auto = [d for cid, d in interrupted.items() if cid != staff_id]
+            assert len(auto) == 1 and auto[0]["resent"] is True
+            again = next(e for e in events if e["action"] == "command_requested"
+                         and e["detail"].get("retry_of"))
+            assert again["detail"]["retry_of"] == auto[0]["command_id"]
+            assert valve.received == [{"state": "OFF"}]      # never the open again
+            statuses = {c["command_id"]: c["status"] for c in _commands(api, aid)}
+            assert statuses[staff_id] == "interrupted"
+        finally:
+            gw.stop()
