@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from edge_config.fast_yaml import FastYamlError, load_plain
 from edge_config.schema import (
     CALL_STEPS, STANDARD_CATEGORIES, Device, DevicesFile, GatewayFile, SiteFile, UplinksFile,
 )
@@ -40,7 +41,10 @@ FILES: dict[str, type[BaseModel] | None] = {
     "gateway.yaml": GatewayFile,
 }
 REQUIRED = ("site.yaml", "devices.yaml")
-MAX_FILE_BYTES = 4 * 1024 * 1024
+#: a community of 10,000 households (about 57,000 devices) writes a devices.yaml of 9 MB
+MAX_FILE_BYTES = 16 * 1024 * 1024
+#: what ``_read_yaml`` returns when the fast reading cannot be trusted
+_SLOW = object()
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,10 @@ class _Collector:
         self.issues.append(f"{where}: {field_name}: {msg}")
 
 
-def _read_yaml(path: Path, out: _Collector) -> Any:
+def _read_yaml(path: Path, out: _Collector, fast: bool = False) -> Any:
+    """The file's tree: ruamel's (lines for errors), or with ``fast`` plain data read by
+    :func:`edge_config.fast_yaml.load_plain`; ``_SLOW`` when that cannot be promised to be
+    ruamel's reading (the caller then reads the whole site with ruamel)."""
     fname = path.name
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
@@ -157,7 +164,9 @@ def _read_yaml(path: Path, out: _Collector) -> Any:
         out.add(fname, 1, "(file)", f"not UTF-8: {exc.reason}")
         return None
     try:
-        data = YAML(typ="rt").load(text)
+        data = load_plain(text) if fast else YAML(typ="rt").load(text)
+    except FastYamlError:
+        return _SLOW
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         out.add(fname, mark.line + 1 if mark else 1, "(syntax)",
@@ -409,13 +418,32 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
             out.add("devices.yaml", locate(dt, ploc), ploc, misfit)
 
 
-def load_site(directory: str | Path, validators: Validators) -> SiteConfig:
+def load_site(directory: str | Path, validators: Validators, *,
+              fast: bool = True) -> SiteConfig:
     """Read, validate and cross-check a site directory; raise ConfigError with every issue.
-    (Callers outside the tests of edge_config want ``gateway.site.load_site``.)"""
+    (Callers outside the tests of edge_config want ``gateway.site.load_site``.)
+
+    ``fast`` (default): read the files with :mod:`edge_config.fast_yaml` first (plain trees,
+    no lines); a site with any problem, or a file it cannot promise to read as ruamel does,
+    is read again with ruamel, so that every problem carries its line. The result is the
+    same either way but for ``trees``: plain data after the fast reading, ruamel's after the
+    slow one (``locate`` finds no line in plain data: line 1)."""
     directory = Path(directory)
-    out = _Collector(directory, validators)
     if not directory.is_dir():
         raise ConfigError([f"{directory}: not a directory"])
+    if fast:
+        site = _load(directory, validators, fast=True)
+        if site is not None:
+            return site
+    site = _load(directory, validators, fast=False)
+    assert site is not None   # the slow reading raises or returns
+    return site
+
+
+def _load(directory: Path, validators: Validators, *, fast: bool) -> SiteConfig | None:
+    """One reading of the site (see :func:`load_site`); with ``fast``, None where the
+    slow reading must decide."""
+    out = _Collector(directory, validators)
     trees: dict[str, Any] = {}
     parsed: dict[str, Any] = {}
     for fname, model in FILES.items():
@@ -425,13 +453,17 @@ def load_site(directory: str | Path, validators: Validators) -> SiteConfig:
                 out.add(fname, 1, "(file)", "missing")
             tree = {}
         else:
-            tree = _read_yaml(path, out)
+            tree = _read_yaml(path, out, fast)
+            if tree is _SLOW or (fast and out.issues):
+                return None
             if tree is None:
                 continue
         trees[fname] = tree
         parsed[fname] = _validate(model or validators.rules_model, tree, fname, out)
     _cross_check(parsed, trees, out)
     if out.issues:
+        if fast:
+            return None
         raise ConfigError(out.issues)
     return SiteConfig(directory, parsed["site.yaml"], parsed["devices.yaml"],
                       parsed["rules.yaml"], parsed["uplinks.yaml"], parsed["gateway.yaml"], trees)
