@@ -442,10 +442,21 @@ class AlarmBook:
         rows = [self._decoded(r) for r in alarm_rows.board(self.store, state, limit, since_id)]
         calls = calls_of(self.store, [r["id"] for r in rows])
         commands = command_rows.commands_of(self.store, [r["id"] for r in rows])
+        self._named([c for cs in commands.values() for c in cs])    # one pass for the board
         for r in rows:
             r["calls"] = calls.get(r["id"], [])
             r["commands"] = commands.get(r["id"], [])
         return rows
+
+    def _named(self, commands: builtins.list[dict]) -> builtins.list[dict]:
+        """Commands with their device's name (devices.yaml ``name``; the id without one)."""
+        if not commands:
+            return commands
+        wanted = {c.get("device_id") for c in commands}
+        names = {d.id: d.name for d in self.site.devices.devices if d.id in wanted and d.name}
+        for c in commands:
+            c["device_name"] = names.get(str(c.get("device_id")), c.get("device_id"))
+        return commands
 
     def get(self, alarm_id: int, with_events: bool = False) -> dict:
         row = alarm_rows.get(self.store, alarm_id)
@@ -453,7 +464,8 @@ class AlarmBook:
             raise AlarmNotFound(f"alarm {alarm_id} not found")
         out = self._decoded(row)
         out["calls"] = calls_of(self.store, [alarm_id]).get(alarm_id, [])
-        out["commands"] = command_rows.commands_of(self.store, [alarm_id]).get(alarm_id, [])
+        out["commands"] = self._named(
+            command_rows.commands_of(self.store, [alarm_id]).get(alarm_id, []))
         if with_events:
             out["events"] = events_of(self.store, alarm_id)
         return out

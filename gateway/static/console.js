@@ -253,7 +253,8 @@ function cardHtml(a, now) {
     ${householdCard(a)}
     <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
       · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id || "")}</span> ${escalation(a, now)} · ${caseLine(a)}
-      ${a.ack_by ? ` · ${t("acknowledged")}: ${actorHtml(a.ack_by)}` : ""}</div>`;
+      ${a.ack_by ? ` · ${t("acknowledged")}: ${actorHtml(a.ack_by)}` : ""}</div>
+    ${window.Linkage ? Linkage.html(a) : ""}`;
 }
 // -- the response: what to do (guidance) and whom to call in order (the call plan) -------------
 // Drawn apart from the card's body and kept while it stays the same (a live update never
@@ -285,14 +286,15 @@ function responseHtml(a) {
 // The card's controls are drawn apart from the rest and kept while they stay the same, so
 // that a live update (case status, escalation) never takes the focus, the typed note or a
 // hint away from staff who are working on the card.
-function actionsKey(a) { return can("alarms.act") ? [a.state, needsAck(a), C.lang].join("|") : ""; }
+function actionsKey(a) { return can("alarms.act") ? [a.state, needsAck(a), C.lang, can("commands.send")].join("|") : ""; }
 function actionsHtml(a) {
   if (!can("alarms.act")) return "";
   return `${a.state === "raised" ? `<button class="primary ack">${t("ack")}</button>` : ""}
       ${needsAck(a) ? `<span class="hint needs-ack">${t("resolve_needs_ack")}</span>` : `
       <select class="reason" aria-label="${t("reason")}"><option value="" selected>${t("choose_reason")}</option>${Object.entries(C.reasons).map(([k, v]) => `<option value="${k}">${esc(v[C.lang] || v.zh)}</option>`).join("")}</select>
       <input class="note" placeholder="${t("note")}" maxlength="1000" aria-label="${t("note")}">
-      <button class="resolve">${t("resolve")}</button><span class="error reason-error" role="alert"></span>`}`;
+      <button class="resolve">${t("resolve")}</button><span class="error reason-error" role="alert"></span>`}
+      ${window.Linkage ? Linkage.button() : ""}`;
 }
 // A critical alarm is acknowledged before it can be resolved (the API refuses it too).
 function needsAck(a) { return a.severity === "critical" && a.state === "raised"; }
@@ -302,7 +304,7 @@ function upsert(a) {
   const old = C.alarms.get(a.id);
   if (old && old.updated_at > a.updated_at && old.state === "resolved") return;
   const calls = x => x.response ? x.response.call_plan.map(c => c.outcomes.length).join(",") : "";
-  const sig = x => [x.updated_at, x.state, x.count, x.escalation_tier, x.case_id, x.case_status, x.case_error, calls(x)].join("|");
+  const sig = x => [x.updated_at, x.state, x.count, x.escalation_tier, x.case_id, x.case_status, x.case_error, calls(x), window.Linkage ? Linkage.sig(x) : ""].join("|");
   if (old && sig(old) === sig(a) && C.cards.has(a.id)) return;  // unchanged: no redraw
   C.alarms.set(a.id, a);
   if (a.severity === "critical" && a.state === "raised" && !a.test && (!old || old.state !== "raised")) notify(a);

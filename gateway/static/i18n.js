@@ -115,7 +115,7 @@ window.I18N = {
     cmd_st_confirmed_auto: "已自动{what}", cmd_st_confirmed: "已{what}", cmd_st_requested: "正在{verb}…", cmd_st_sent: "正在{verb}…（第{n}次）", cmd_st_failed: "{verb}发送失败，重试中",
     cmd_st_not_confirmed: "{verb}未确认", cmd_st_skipped: "未{verb}：{reason}", cmd_st_interrupted: "{verb}中断（网关重启）", cmd_st_no_target: "联动：未找到可控制的设备",
     cmdr_mode_test: "设备在测试模式", cmdr_mode_maintenance: "设备在维护模式", cmdr_rate_limited: "指令过于频繁", cmdr_no_writer: "设备无法接收该指令", cmdr_unknown_device: "设备不存在", cmdr_unsafe: "规则不可自动执行此操作",
-    cmd_by: "{who}操作", cmd_controls: "联动控制", cmd_none: "无可控制的设备", cmd_confirm: "确认对「{device}」执行「{verb}」？", cmd_sent_toast: "已发送：{verb}", cmd_needs_restore: "需要恢复权限",
+    cmd_by: "{who}操作", cmd_controls: "联动控制", cmd_none: "无可控制的设备", cmd_confirm: "确认对「{device}」执行「{verb}」？", cmd_sent_toast: "已发送：{verb}", cmd_send: "确认发送", cmd_needs_restore: "需要恢复权限",
     "act_command.request": "联动指令", "act_command.sent": "指令已发送", "act_command.failed": "指令发送失败", "act_command.confirmed": "指令已确认", "act_command.not_confirmed": "指令未确认", "act_command.skipped": "指令未发送", "act_command.interrupted": "指令中断",
     err_not_commandable: "该设备不能执行此指令", err_restore_forbidden: "没有恢复权限：开阀、静音、通电需管理员操作", err_linkage_stopped: "联动控制未运行",
     unknown_inbox: "未登记设备（总线上发现）", no_unknown: "没有发现未登记的设备", register: "登记",
@@ -158,6 +158,12 @@ window.I18N = {
     vs_visited: "已探访", vs_due: "待探访", vs_overdue: "逾期未探访",
     vcsv_grid_cell: "网格", vcsv_grid_member: "网格员", vcsv_household_id: "住户编号", vcsv_address: "地址", vcsv_status: "探访状态",
     vcsv_visits: "探访次数", vcsv_last_visit: "最近探访时间（{tz}）", vcsv_visitor: "最近探访人", vcsv_filename: "探访覆盖",
+    // -- 报平安: today's check-ins of the households that opted in (care.js, GET /api/checkins)
+    nav_checkins: "报平安", ci_title: "今日报平安", ci_date: "日期：{date}", ci_none: "没有住户开通每日报平安",
+    ci_no_engine: "规则引擎未运行，暂无报平安记录", ci_checked_in: "已于 {time} 报平安", ci_due: "请于 {time} 前报平安",
+    ci_missed: "{time} 前未报平安", ci_excused: "免报（{state}）", ci_open_alarm: "查看跟进报警", ci_alarm_done: "跟进报警已处置",
+    ci_alarm_pending: "跟进报警即将生成", ci_late: "迟报", ci_household: "住户", ci_status: "今日状态", ci_follow_up: "跟进",
+    ci_not_on_board: "该报警已不在报警面板上",
   },
   en: {
     // -- the history CSV's headers (GET /api/history.csv?lang=; times in the site's zone)
@@ -274,7 +280,7 @@ window.I18N = {
     cmd_st_confirmed_auto: "{what} automatically", cmd_st_confirmed: "{what}", cmd_st_requested: "{verb}: sending…", cmd_st_sent: "{verb}: sent (attempt {n})…", cmd_st_failed: "{verb}: send failed, retrying",
     cmd_st_not_confirmed: "{verb}: not confirmed", cmd_st_skipped: "{verb} not sent: {reason}", cmd_st_interrupted: "{verb} interrupted (gateway restart)", cmd_st_no_target: "Linkage: no device to command",
     cmdr_mode_test: "device in test mode", cmdr_mode_maintenance: "device in maintenance mode", cmdr_rate_limited: "too many commands", cmdr_no_writer: "the device cannot take it", cmdr_unknown_device: "no such device", cmdr_unsafe: "not a safe action for a rule",
-    cmd_by: "by {who}", cmd_controls: "Device control", cmd_none: "No device to control", cmd_confirm: "Send \u201c{verb}\u201d to {device}?", cmd_sent_toast: "Sent: {verb}", cmd_needs_restore: "needs the restore permission",
+    cmd_by: "by {who}", cmd_controls: "Device control", cmd_none: "No device to control", cmd_confirm: "Send \u201c{verb}\u201d to {device}?", cmd_sent_toast: "Sent: {verb}", cmd_send: "Send", cmd_needs_restore: "needs the restore permission",
     "act_command.request": "Command requested", "act_command.sent": "Command sent", "act_command.failed": "Command send failed", "act_command.confirmed": "Command confirmed", "act_command.not_confirmed": "Command not confirmed", "act_command.skipped": "Command not sent", "act_command.interrupted": "Command interrupted",
     err_not_commandable: "This device cannot take this command", err_restore_forbidden: "No restore permission: opening, silencing and restoring need an administrator", err_linkage_stopped: "Device control is not running",
     unknown_inbox: "Unknown devices seen on the bus", no_unknown: "No unknown devices seen",
@@ -320,5 +326,10 @@ window.I18N = {
     vs_visited: "visited", vs_due: "due", vs_overdue: "overdue",
     vcsv_grid_cell: "Grid cell", vcsv_grid_member: "Grid member", vcsv_household_id: "Household id", vcsv_address: "Address", vcsv_status: "Visit status",
     vcsv_visits: "Visits", vcsv_last_visit: "Last visit ({tz})", vcsv_visitor: "Last visitor", vcsv_filename: "visit coverage",
+    nav_checkins: "Check-ins", ci_title: "Today's check-ins", ci_date: "Date: {date}", ci_none: "No household has opted in to daily check-ins",
+    ci_no_engine: "The rule engine is not running: no check-ins to show", ci_checked_in: "Checked in at {time}", ci_due: "Due by {time}",
+    ci_missed: "Missed (due by {time})", ci_excused: "Not asked ({state})", ci_open_alarm: "Open its follow-up alarm", ci_alarm_done: "Follow-up alarm handled",
+    ci_alarm_pending: "Follow-up alarm about to be raised", ci_late: "late", ci_household: "Household", ci_status: "Today", ci_follow_up: "Follow-up",
+    ci_not_on_board: "That alarm is no longer on the board",
   },
 };
