@@ -270,12 +270,12 @@ class Linkage:
         ``LinkageError`` (code ``not_commandable``) when the device is not one of the
         alarm's commandable devices or cannot do ``action``; ``linkage_stopped`` when the
         linkage is not running. The permission is the API's to check."""
-        if self._tg is None:
-            raise LinkageError("the linkage is not running", "linkage_stopped")
         devices_ = {d["device_id"]: d for d in self.commandable(alarm)}
         if device_id not in devices_ or action.value not in devices_[device_id]["actions"]:
             raise LinkageError(f"device {device_id!r} cannot {action.value} from alarm "
                                f"{alarm['id']}", "not_commandable")
+        if self._tg is None:
+            raise LinkageError("the linkage is not running", "linkage_stopped")
         job = await self._request(alarm["id"], device_id, action, actor, {}, automatic=False)
         self._start(job)
         return {"command_id": job.command.command_id, "device_id": device_id,

@@ -18,6 +18,7 @@ from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import ROLES, Auth
 from gateway.health import HealthBook
 from gateway.installer import SiteEditor
+from gateway.linkage import Linkage, WriterRegistry
 from gateway.metrics import Metrics
 from gateway.service import bindings_for, health_rows
 from gateway.site import load_site
@@ -88,6 +89,8 @@ def api_env(tmp_path) -> ApiEnv:
                      health=lambda: {"store": {"state": "ok", "ready": True}}, site=site,
                      devices=health, reload=reload,
                      editor=SiteEditor(site_dir, check=bindings_for))
+    # commands to devices: a linkage without writers (no device of the example takes any)
+    ctx.extra["linkage"] = Linkage(store, lambda: ctx.site, WriterRegistry())
     env = ApiEnv(create_app(ctx), ctx, store, site_dir)
     for role in ROLES:
         env.passwords[role] = secrets.token_urlsafe(12)

@@ -29,6 +29,8 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/alarms/{alarm_id}/ack"): "alarms.act",
     ("POST", "/api/alarms/{alarm_id}/resolve"): "alarms.act",
     ("POST", "/api/alarms/{alarm_id}/calls"): "alarms.act",
+    ("GET", "/api/alarms/{alarm_id}/commands"): "alarms.read",
+    ("POST", "/api/alarms/{alarm_id}/commands"): "commands.send",
     ("GET", "/api/resolve-reasons"): "alarms.read",
     ("GET", "/api/stream"): "alarms.read",
     ("GET", "/api/history"): "alarms.read",
@@ -75,6 +77,8 @@ PARAMS = {"alarm_id": None, "household_id": "h-7-101", "device_id": "caller-7-10
 BODIES = {
     ("POST", "/api/alarms/{alarm_id}/resolve"): {"reason": "handled", "note": "matrix"},
     ("POST", "/api/alarms/{alarm_id}/calls"): {"contact": "resident:0", "outcome": "connected"},
+    ("POST", "/api/alarms/{alarm_id}/commands"): {"device_id": "caller-7-101",
+                                                  "action": "close_valve"},   # 409: cannot
     ("PUT", "/api/devices/{device_id}/mode"): {"mode": "normal"},
     ("POST", "/api/config/devices"): {"id": "matrix-dev", "type": "door_contact",
                                       "household": "h-9-201"},
