@@ -200,3 +200,58 @@ def test_a_restart_never_resends_an_open_and_the_history_says_what_happened(
             assert statuses[staff_id] == "interrupted"
         finally:
             gw.stop()
+
+
+BASE_RULE = {"id": "g", "kind": "match", "category": "gas", "when": {"kind": "gas", "value": True},
+             "message": {"zh": "燃气", "en": "gas"}}
+
+
+@pytest.mark.parametrize("then, message", [
+    ([{"action": "siren_off", "target": {"household": "same"}}], "only make things safe"),
+    ([{"action": "switch_on", "target": {"device": "p-1"}}], "only make things safe"),
+    ([{"action": "close_valve", "target": {"device": "v-1", "household": "same"}}],
+     "exactly one of device, household or grid"),
+    ([{"action": "close_valve", "target": {}}], "exactly one of device, household or grid"),
+    ([{"action": "close_valve", "target": {"household": "same", "type": "toaster"}}],
+     "unknown device type"),
+    ([{"action": "close_valve", "target": {"household": "same"}, "duration": "1m"}],
+     "duration only for siren_on"),
+    ([{"action": "siren_on", "target": {"grid": "same"}, "duration": "2h"}], "1s to 1h"),
+    ([{"action": "explode", "target": {"grid": "same"}}], "close_valve"),
+])
+def test_then_is_validated(then, message):
+    import pydantic
+
+    from rules.spec import RulesConfig
+    with pytest.raises(pydantic.ValidationError) as err:
+        RulesConfig.model_validate({"rules": [dict(BASE_RULE, then=then)]})
+    assert message in str(err.value)
+
+
+def test_then_targets_must_exist_and_supervision_sends_nothing():
+    import pydantic
+
+    from rules.spec import RulesConfig, check_references
+    config = RulesConfig.model_validate({"rules": [dict(BASE_RULE, then=[
+        {"action": "close_valve", "target": {"device": "v-9"}},
+        {"action": "siren_on", "target": {"grid": "cell-x", "type": "siren"}},
+        {"action": "switch_off", "target": {"household": "same"}}])]})
+    problems = check_references(config, ["v-1"], ["h-1"], ["cell-1"])
+    assert problems == [
+        (("rules", 0, "then", 0, "target", "device"), "rule 'g': command to unknown device 'v-9'"),
+        (("rules", 0, "then", 1, "target", "grid"),
+         "rule 'g': command to unknown grid cell 'cell-x'")]
+    with pytest.raises(pydantic.ValidationError, match="send no commands"):
+        RulesConfig.model_validate({"rules": [{
+            "id": "s", "kind": "supervision", "message": {"zh": "故障", "en": "fault"},
+            "then": [{"action": "close_valve", "target": {"household": "same"}}]}]})
+
+
+def test_a_profile_that_cannot_report_the_commanded_state_is_refused():
+    import pydantic
+
+    from drivers.profiles import Profile
+    with pytest.raises(pydantic.ValidationError, match="confirmed by a 'valve_open' reading"):
+        Profile.model_validate({"id": "bad-valve", "device_type": "gas_valve",
+                                "fields": {"battery": {"kind": "battery"}},
+                                "commands": {"actions": {"close_valve": {"state": "OFF"}}}})
