@@ -36,6 +36,9 @@ DEVICES = """
 """
 
 GAS_RULE = """    category: gas
+    then:                                   # 联动: close the household's gas valve(s), if any
+      - action: close_valve
+        target: {household: same, type: gas_valve}
     message:
       zh: "燃气泄漏报警"
 """

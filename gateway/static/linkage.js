@@ -7,17 +7,13 @@ window.Linkage = (function () {
   const INVERSE = new Set(["open_valve", "siren_off", "switch_on"]);
   const time = iso => new Date(iso).toLocaleTimeString(C.lang === "zh" ? "zh-CN" : "en-GB", {hour12: false});
 
-  // the last command per device and action pair (a re-open after a close shows both)
+  // the last command per device and action (a re-open after a close shows both)
   function latest(a) {
     const by = new Map();
-    for (const c of a.commands || []) {
-      const pair = c.action ? c.action.replace(/^(open|close)_valve$/, "valve").replace(/^siren_(on|off)$/, "siren").replace(/^switch_(on|off)$/, "switch") : "";
-      by.set(c.status === "no_target" ? "none" : `${c.device_id}|${pair}|${c.action}`, c);
-    }
+    for (const c of a.commands || []) by.set(`${c.device_id}|${c.action}`, c);
     return [...by.values()];
   }
   function line(c) {
-    if (c.status === "no_target") return `<span class="cmd no-target">${esc(t("cmd_st_no_target"))}</span>`;
     const verb = t("cmd_" + c.action), what = t("cmd_done_" + c.action);
     const reason = c.reason && I18N.zh["cmdr_" + c.reason] ? t("cmdr_" + c.reason) : "";
     let text;

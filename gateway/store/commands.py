@@ -82,7 +82,8 @@ def commands_of(store: Store, alarm_ids: list[int]) -> dict[int, list[dict]]:
     device_id, action, by, automatic, status, ts, attempts, reason, requested_at}]`` where
     ``status`` is the last step's name without ``command_`` (``requested``, ``sent``,
     ``failed``, ``confirmed``, ``not_confirmed``, ``skipped``, ``interrupted``) and ``ts``
-    its time; a plan that found no device is ``{status: "no_target", ...}``."""
+    its time. (A rule's target that found no device is in the history only, as
+    ``commands_resolved`` with no devices: a household without a valve is no news.)"""
     out: dict[int, list[dict]] = {}
     for start in range(0, len(alarm_ids), 500):
         chunk = alarm_ids[start:start + 500]
@@ -90,15 +91,9 @@ def commands_of(store: Store, alarm_ids: list[int]) -> dict[int, list[dict]]:
         per: dict[tuple[int, str], dict] = {}
         for e in store.query(
                 f"SELECT alarm_id, ts, action, actor, detail FROM alarm_events WHERE "
-                f"alarm_id IN ({marks}) AND action IN ({_STEP_LIST}, '{RESOLVED}') "
+                f"alarm_id IN ({marks}) AND action IN ({_STEP_LIST}) "
                 f"ORDER BY id", tuple(chunk)):
             d = json.loads(e["detail"])
-            if e["action"] == RESOLVED:
-                if not d.get("devices"):
-                    out.setdefault(e["alarm_id"], []).append(
-                        {"command_id": "", "status": "no_target", "ts": e["ts"],
-                         "actions": d.get("actions", []), "by": e["actor"], "automatic": True})
-                continue
             key = (e["alarm_id"], d.get("command_id", ""))
             c = per.get(key)
             if c is None:
