@@ -168,8 +168,7 @@ class Linkage:
                     await self._wake.wait()
                     self._wake.clear()
                     plans, self._plans = self._plans, []
-                    for alarm_id in plans:
-                        await self._resolve_plan(alarm_id)
+                    await self._resolve_plans(plans)     # all waiting: one transaction
             finally:
                 self._tg = None
 
@@ -188,42 +187,58 @@ class Linkage:
                                           c["actor"], c.get("params") or {}, automatic=True,
                                           retry_of=c["command_id"])
                 self._start(job)
-        for alarm_id in command_rows.unresolved_plans(self.store):
-            await self._resolve_plan(alarm_id)
+        await self._resolve_plans(command_rows.unresolved_plans(self.store))
 
     # -- step 1: a plan to devices ---------------------------------------------------------
-    async def _resolve_plan(self, alarm_id: int) -> None:
+    async def _resolve_plans(self, alarm_ids: list[int]) -> None:
+        """Resolve the plans of these alarms (those that have one, not yet resolved) and
+        start their commands."""
+        if not alarm_ids:
+            return
         site = self.site()
 
-        def tx(conn: Tx) -> list[_Job]:
-            plan, resolved = command_rows.plan_of(conn, alarm_id)
-            if not plan or resolved:
-                return []
-            alarm = alarm_rows.by_id(conn, alarm_id)
-            if alarm is None:
-                return []
-            now = utc_iso()
-            targets: list[tuple[str, Action, dict]] = []
-            for intent in plan:
-                action = Action(intent["action"])
-                if action not in SAFE_ACTIONS:   # the spec refuses these; never sent anyway
-                    log.error("alarm %s: rule command %s is not a safe action: dropped",
-                              alarm_id, action.value)
-                    continue
-                for device_id in self._targets(site, alarm, intent["target"], action):
-                    if (device_id, action) not in {(d, a) for d, a, _ in targets}:
-                        targets.append((device_id, action, intent.get("params") or {}))
-            append_event(conn, alarm_id, command_rows.RESOLVED, SYSTEM_ACTOR, now,
-                         devices=[d for d, _, _ in targets],
-                         actions=sorted({i["action"] for i in plan}))
-            actor = f"rule:{alarm['rule_id']}"
-            return [self._request_tx(conn, alarm_id, d, a, actor, p, automatic=True)
-                    for d, a, p in targets]
+        def tx(conn: Tx) -> tuple[list[_Job], list[int]]:
+            jobs: list[_Job] = []
+            done: list[int] = []
+            for alarm_id in dict.fromkeys(alarm_ids):
+                made = self._resolve_tx(conn, site, alarm_id)
+                if made is not None:
+                    jobs += made
+                    done.append(alarm_id)
+            return jobs, done
 
-        jobs = await self.store.write(tx)
-        self.on_change([Change(alarm_id, "command")])
+        jobs, done = await self.store.write(tx)
+        if done:
+            self.on_change([Change(alarm_id, "command") for alarm_id in done])
         for job in jobs:
             self._start(job)
+
+    def _resolve_tx(self, conn: Tx, site: Any, alarm_id: int) -> list[_Job] | None:
+        """One alarm's plan to devices, in the caller's transaction; None: no plan to
+        resolve (none, or resolved already)."""
+        plan, resolved = command_rows.plan_of(conn, alarm_id)
+        if not plan or resolved:
+            return None
+        alarm = alarm_rows.by_id(conn, alarm_id)
+        if alarm is None:
+            return None
+        now = utc_iso()
+        targets: list[tuple[str, Action, dict]] = []
+        for intent in plan:
+            action = Action(intent["action"])
+            if action not in SAFE_ACTIONS:   # the spec refuses these; never sent anyway
+                log.error("alarm %s: rule command %s is not a safe action: dropped",
+                          alarm_id, action.value)
+                continue
+            for device_id in self._targets(site, alarm, intent["target"], action):
+                if (device_id, action) not in {(d, a) for d, a, _ in targets}:
+                    targets.append((device_id, action, intent.get("params") or {}))
+        append_event(conn, alarm_id, command_rows.RESOLVED, SYSTEM_ACTOR, now,
+                     devices=[d for d, _, _ in targets],
+                     actions=sorted({i["action"] for i in plan}))
+        actor = f"rule:{alarm['rule_id']}"
+        return [self._request_tx(conn, alarm_id, d, a, actor, p, automatic=True)
+                for d, a, p in targets]
 
     def _targets(self, site: Any, alarm: Any, target: dict, action: Action) -> list[str]:
         """The site's devices a command target names, for the alarm ``alarm``."""
