@@ -117,9 +117,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as paho
@@ -172,10 +174,11 @@ class Options:
                    graceful_p=0.0, **kw)
 
 
-def add_args(p: argparse.ArgumentParser) -> None:
+def add_args(p: argparse.ArgumentParser, kills: int = 25, quick_kills: int = 5) -> None:
+    """The options of a kill -9 benchmark (this one's, and simulators/bench/crash_care.py's)."""
     p.add_argument("--seed", type=int, default=0, help="random.Random seed of the run")
     p.add_argument("--kills", type=int, default=None,
-                   help="SIGKILLs of the gateway (default 25; --quick: 5)")
+                   help=f"SIGKILLs of the gateway (default {kills}; --quick: {quick_kills})")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep site, data, logs here (default: a temporary directory)")
 
@@ -191,11 +194,16 @@ def run(args: argparse.Namespace) -> dict:
 
 def run_suite(opts: Options) -> dict:
     """Run the whole suite; the report dict (``ok``, ``failures``, figures)."""
-    if opts.workdir is not None:
-        opts.workdir.mkdir(parents=True, exist_ok=True)
-        return CrashRun(opts, opts.workdir).run()
-    with tempfile.TemporaryDirectory(prefix="bench-crash-") as tmp:
-        return CrashRun(opts, Path(tmp)).run()
+    return in_workdir(opts.workdir, "bench-crash-", lambda work: CrashRun(opts, work).run())
+
+
+def in_workdir(workdir: Path | None, prefix: str, run_in: Callable[[Path], dict]) -> dict:
+    """``run_in(workdir)``, or in a temporary directory removed afterwards."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        return run_in(workdir)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        return run_in(Path(tmp))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -398,6 +406,46 @@ class Publisher:
         self.c.loop_stop()
 
 
+def killing_run(work: Path, setup: Callable[[int, Any], tuple[GatewayProc, Publisher]],
+                kill_loop: Callable[[], None], stop: threading.Event,
+                threads: Callable[[], list[threading.Thread]],
+                final: Callable[[], dict]) -> dict:
+    """The frame of a kill -9 run: Mosquitto and the simulated case system started,
+    ``setup(broker port, case system)`` (the site, the gateway process, the publisher),
+    ``kill_loop()`` (which starts the workload ``threads``), then ``stop`` set and the threads
+    joined, ``final()``'s report; whatever happens, everything stopped in reverse order.
+    ``elapsed_s`` added to the report."""
+    from gateway.broker import Mosquitto
+    from simulators.bench._backlog import start_case_system
+
+    t0 = time.monotonic()
+    broker = Mosquitto(workdir=work / "mosquitto").start()
+    sim = start_case_system(work / "sim", key_id="tianlin-07")
+    gw = pub = None
+    try:
+        gw, pub = setup(broker.port, sim)
+        try:
+            kill_loop()
+        finally:
+            stop.set()
+            for t in threads():
+                if t.is_alive():
+                    t.join(30)
+        report = final()
+    finally:
+        if gw is not None:
+            try:
+                gw.stop()
+            except RuntimeError as exc:
+                _log(str(exc))
+        if pub is not None:
+            pub.close()
+        sim.stop()
+        broker.cleanup()
+    report["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return report
+
+
 # ----------------------------------------------------------------------------- model
 
 @dataclass
@@ -472,46 +520,24 @@ class CrashRun:
 
     # -- top level -------------------------------------------------------------------
     def run(self) -> dict:
-        from gateway.broker import Mosquitto
-        from simulators.bench._backlog import start_case_system
+        self.t0 = time.monotonic()
 
-        t0 = self.t0 = time.monotonic()
-        broker = Mosquitto(workdir=self.work / "mosquitto").start()
-        sim = start_case_system(self.work / "sim", key_id="tianlin-07")
-        gw = pub = None
-        try:
-            devices = _site(self.work / "site", self.o, broker.port, sim.url)
+        def setup(broker_port: int, sim: Any) -> tuple[GatewayProc, Publisher]:
+            devices = _site(self.work / "site", self.o, broker_port, sim.url)
             self.devices = [Device(d, k) for d, k in devices]
-            gw = GatewayProc(self.work / "site", self.work / "data",
-                             {"CASE_SYSTEM_SECRET": sim.secret})
-            self.gw = gw
-            self.token = gw.token("duty", "crash-staff")
+            self.gw = GatewayProc(self.work / "site", self.work / "data",
+                                  {"CASE_SYSTEM_SECRET": sim.secret})
+            self.token = self.gw.token("duty", "crash-staff")
             self.sim_url = sim.url
-            pub = self.pub = Publisher(broker.port)
+            self.pub = Publisher(broker_port)
             self.log(f"seed {self.o.seed}: {len(self.devices)} devices, {self.o.kills} kills; "
                      f"work dir {self.work}")
             self.threads = [threading.Thread(target=self._devices_loop, name="crash-devices"),
                             threading.Thread(target=self._staff_loop, name="crash-staff")]
-            try:
-                self._kill_loop()
-            finally:
-                self.stop_workload.set()
-                for t in self.threads:
-                    if t.is_alive():
-                        t.join(30)
-            report = self._final()
-        finally:
-            if gw is not None:
-                try:
-                    gw.stop()
-                except RuntimeError as exc:
-                    _log(str(exc))
-            if pub is not None:
-                pub.close()
-            sim.stop()
-            broker.cleanup()
-        report["elapsed_s"] = round(time.monotonic() - t0, 1)
-        return report
+            return self.gw, self.pub
+
+        return killing_run(self.work, setup, self._kill_loop, self.stop_workload,
+                           lambda: self.threads, self._final)
 
     # -- kills -----------------------------------------------------------------------
     def _kill_loop(self) -> None:
