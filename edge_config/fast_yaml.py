@@ -17,13 +17,17 @@ explicit tag, a non-string key, a merge key (``<<``), a time of day with a date.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["AVAILABLE", "FastYamlError", "load_plain"]
+__all__ = ["AVAILABLE", "FastYamlError", "TreeCache", "load_plain"]
 
 #: libyaml is there (PyYAML built with it); without it :func:`load_plain` always refuses
 AVAILABLE = hasattr(yaml, "CSafeLoader")
@@ -123,3 +127,58 @@ def load_plain(text: str) -> Any:
         return yaml.load(text, Loader=_Loader)   # noqa: S506 - a safe loader (CSafeLoader's)
     except yaml.YAMLError as exc:
         raise FastYamlError(str(exc)) from None
+
+
+class TreeCache:
+    """The plain trees of site files read before, by the SHA-256 of their bytes, in one JSON
+    file (the gateway's data directory): a start after a power cut reads a site that did not
+    change as JSON (C speed) instead of YAML. A file whose tree JSON cannot carry exactly
+    (a date) is not cached. Saved with a temporary file and a rename; a cache that cannot be
+    read or written is ignored (the site is read as without it)."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._files: dict[str, dict[str, Any]] = {}
+        self._changed = False
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("version") == self.VERSION:
+                self._files = doc["files"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+
+    def get(self, name: str, data: bytes) -> Any | None:
+        entry = self._files.get(name)
+        if entry is not None and entry.get("sha256") == hashlib.sha256(data).hexdigest():
+            return entry["tree"]
+        return None
+
+    def put(self, name: str, data: bytes, tree: Any) -> None:
+        if _jsonable(tree):
+            self._files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "tree": tree}
+            self._changed = True
+
+    def save(self) -> None:
+        if not self._changed or not self.path.parent.is_dir():
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"version": self.VERSION, "files": self._files},
+                                      ensure_ascii=False), encoding="utf-8")
+            os.replace(tmp, self.path)
+            self._changed = False
+        except OSError:
+            pass
+
+
+def _jsonable(node: Any) -> bool:
+    """True when JSON gives ``node`` back as it is (str keys, finite numbers, no dates)."""
+    if isinstance(node, dict):
+        return all(isinstance(k, str) and _jsonable(v) for k, v in node.items())
+    if isinstance(node, list):
+        return all(_jsonable(v) for v in node)
+    if isinstance(node, float):
+        return math.isfinite(node)
+    return node is None or isinstance(node, (str, int))

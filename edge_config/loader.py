@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
-from edge_config.fast_yaml import FastYamlError, load_plain
+from edge_config.fast_yaml import FastYamlError, TreeCache, load_plain
 from edge_config.schema import (
     CALL_STEPS, STANDARD_CATEGORIES, Device, DevicesFile, GatewayFile, SiteFile, UplinksFile,
 )
@@ -150,21 +150,30 @@ class _Collector:
         self.issues.append(f"{where}: {field_name}: {msg}")
 
 
-def _read_yaml(path: Path, out: _Collector, fast: bool = False) -> Any:
+def _read_yaml(path: Path, out: _Collector, fast: bool = False,
+               cache: TreeCache | None = None) -> Any:
     """The file's tree: ruamel's (lines for errors), or with ``fast`` plain data read by
-    :func:`edge_config.fast_yaml.load_plain`; ``_SLOW`` when that cannot be promised to be
-    ruamel's reading (the caller then reads the whole site with ruamel)."""
+    :func:`edge_config.fast_yaml.load_plain` (or taken from ``cache`` when the file's bytes
+    did not change); ``_SLOW`` when that cannot be promised to be ruamel's reading (the
+    caller then reads the whole site with ruamel)."""
     fname = path.name
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             out.add(fname, 1, "(file)", f"file larger than {MAX_FILE_BYTES} bytes")
             return None
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         out.add(fname, 1, "(file)", f"not UTF-8: {exc.reason}")
         return None
+    if fast and cache is not None:
+        known = cache.get(fname, raw)
+        if known is not None:
+            return known
     try:
         data = load_plain(text) if fast else YAML(typ="rt").load(text)
+        if fast and cache is not None and isinstance(data, dict):
+            cache.put(fname, raw, data)
     except FastYamlError:
         return _SLOW
     except MarkedYAMLError as exc:
@@ -180,9 +189,10 @@ def _read_yaml(path: Path, out: _Collector, fast: bool = False) -> Any:
     return data
 
 
-def _validate(model: type[BaseModel], tree: Any, fname: str, out: _Collector):
+def _validate(model: type[BaseModel], tree: Any, fname: str, out: _Collector,
+              is_plain: bool = False):
     try:
-        return model.model_validate(_plain(tree))
+        return model.model_validate(tree if is_plain else _plain(tree))
     except ValidationError as exc:
         for err in exc.errors():
             loc = _tree_loc(tree, err["loc"])
@@ -419,7 +429,7 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
 
 
 def load_site(directory: str | Path, validators: Validators, *,
-              fast: bool = True) -> SiteConfig:
+              fast: bool = True, cache: Path | None = None) -> SiteConfig:
     """Read, validate and cross-check a site directory; raise ConfigError with every issue.
     (Callers outside the tests of edge_config want ``gateway.site.load_site``.)
 
@@ -427,20 +437,29 @@ def load_site(directory: str | Path, validators: Validators, *,
     no lines); a site with any problem, or a file it cannot promise to read as ruamel does,
     is read again with ruamel, so that every problem carries its line. The result is the
     same either way but for ``trees``: plain data after the fast reading, ruamel's after the
-    slow one (``locate`` finds no line in plain data: line 1)."""
+    slow one (``locate`` finds no line in plain data: line 1).
+
+    ``cache``: a JSON file (:class:`edge_config.fast_yaml.TreeCache`) of the trees read
+    fast before; a file whose bytes did not change is taken from it (the gateway's start
+    after a power cut), and it is written again when a file changed and the site is valid.
+    The site is validated and cross-checked all the same."""
     directory = Path(directory)
     if not directory.is_dir():
         raise ConfigError([f"{directory}: not a directory"])
     if fast:
-        site = _load(directory, validators, fast=True)
+        trees = TreeCache(cache) if cache is not None else None
+        site = _load(directory, validators, fast=True, cache=trees)
         if site is not None:
+            if trees is not None:
+                trees.save()
             return site
     site = _load(directory, validators, fast=False)
     assert site is not None   # the slow reading raises or returns
     return site
 
 
-def _load(directory: Path, validators: Validators, *, fast: bool) -> SiteConfig | None:
+def _load(directory: Path, validators: Validators, *, fast: bool,
+          cache: TreeCache | None = None) -> SiteConfig | None:
     """One reading of the site (see :func:`load_site`); with ``fast``, None where the
     slow reading must decide."""
     out = _Collector(directory, validators)
@@ -453,13 +472,13 @@ def _load(directory: Path, validators: Validators, *, fast: bool) -> SiteConfig 
                 out.add(fname, 1, "(file)", "missing")
             tree = {}
         else:
-            tree = _read_yaml(path, out, fast)
+            tree = _read_yaml(path, out, fast, cache)
             if tree is _SLOW or (fast and out.issues):
                 return None
             if tree is None:
                 continue
         trees[fname] = tree
-        parsed[fname] = _validate(model or validators.rules_model, tree, fname, out)
+        parsed[fname] = _validate(model or validators.rules_model, tree, fname, out, fast)
     _cross_check(parsed, trees, out)
     if out.issues:
         if fast:

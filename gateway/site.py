@@ -75,7 +75,9 @@ VALIDATORS = Validators(rules_model=RulesConfig, rule_references=check_reference
                         load_profiles=profiles_of, fit_profile=_fit)
 
 
-def load_site(directory: str | Path) -> SiteConfig:
+def load_site(directory: str | Path, cache: Path | None = None) -> SiteConfig:
     """Read, validate and cross-check a site directory; raise
-    :class:`gateway.kernel.errors.ConfigError` with every issue (``FILE:LINE: field: msg``)."""
-    return _load_site(directory, VALIDATORS)
+    :class:`gateway.kernel.errors.ConfigError` with every issue (``FILE:LINE: field: msg``).
+    ``cache``: the parsed files' JSON cache (``edge_config.loader.load_site``; the service
+    keeps it in its data directory)."""
+    return _load_site(directory, VALIDATORS, cache=cache)

@@ -69,3 +69,21 @@ def test_a_broken_site_is_read_again_for_its_lines(tmp_path: Path) -> None:
         loader.load_site(site, VALIDATORS)
     line = len(text.splitlines()) + 2
     assert any(f"devices.yaml:{line}:" in issue for issue in err.value.issues)
+
+
+def test_the_cache_gives_the_same_site_and_follows_the_files(tmp_path: Path) -> None:
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(EXAMPLE, site)
+    cache = tmp_path / "data" / "site-cache.json"
+    cache.parent.mkdir()
+    first = loader.load_site(site, VALIDATORS, cache=cache)
+    assert cache.exists()
+    again = loader.load_site(site, VALIDATORS, cache=cache)
+    assert again.devices == first.devices and again.site == first.site
+    text = (site / "site.yaml").read_text(encoding="utf-8")
+    (site / "site.yaml").write_text(text.replace("田林七村社区", "田林七村新社区", 1), encoding="utf-8")
+    changed = loader.load_site(site, VALIDATORS, cache=cache)
+    assert changed.site == loader.load_site(site, VALIDATORS, fast=False).site
+    assert changed.site != first.site
