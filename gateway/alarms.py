@@ -364,6 +364,14 @@ class AlarmBook:
         return self.get(alarm_id)
 
     # -- case system outbox ----------------------------------------------------------
+    def case_note(self, conn: Tx, alarm_id: int, note: str, by: str | None = None) -> None:
+        """A note for the alarm's case (an update of kind ``note``), in the caller's
+        transaction (the linkage's outcome of a command); nothing for a test alarm."""
+        row = alarm_rows.by_id(conn, alarm_id)
+        if row is not None:
+            self._enqueue_update(conn, row, {"event": "note", "by": by, "note": note[:1000]},
+                                 _now())
+
     def _enqueue(self, conn: Tx, alarm_id: int, topic: str, payload: dict,
                  now: str) -> None:
         outbox.enqueue(conn, alarm_id, topic, payload, now, self._key_prefix)

@@ -41,7 +41,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import GatewayError
@@ -104,12 +104,16 @@ class WriterRegistry:
         return [a for a in Action if self.writer_for(device_id, a) is not None]
 
 
+#: ``AlarmBook.case_note``: a note for the alarm's case, in the caller's transaction
+CaseNote = Callable[[Tx, int, str, "str | None"], None]
+
+
 @dataclass
 class _Job:
     alarm_id: int
     command: Command
     automatic: bool
-    waiters: list[asyncio.Future[bool]] = field(default_factory=list)
+    actor: str
 
 
 class Linkage:
@@ -118,6 +122,7 @@ class Linkage:
     def __init__(self, store: Store, site: Callable[[], Any], registry: WriterRegistry, *,
                  on_change: Callable[[list[Change]], None] | None = None,
                  metrics: Metrics | None = None, settings: LinkageSettings | None = None,
+                 case_note: CaseNote | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.site = site
@@ -125,6 +130,7 @@ class Linkage:
         self.on_change = on_change or (lambda changes: None)
         self.metrics = metrics
         self.settings = settings or LinkageSettings()
+        self.case_note = case_note
         self._limit = RateLimit(self.settings.rate_limit, self.settings.rate_window_s,
                                 clock=clock)
         self._plans: list[int] = []          # raised alarms whose plan is to be resolved
@@ -319,7 +325,7 @@ class Linkage:
         append_event(conn, alarm_id, command_rows.REQUESTED, actor, utc_iso(), **detail)
         record_audit(conn, "rule" if automatic else actor, "command.request", device_id,
                      **_audited(alarm_id, detail))
-        return _Job(alarm_id, command, automatic)
+        return _Job(alarm_id, command, automatic, actor)
 
     def _start(self, job: _Job) -> None:
         if self._tg is None:    # pragma: no cover - jobs are made by the running task
@@ -329,7 +335,8 @@ class Linkage:
     async def _carry(self, job: _Job) -> None:
         """Steps 2 and 3 for one command; every outcome recorded."""
         c = job.command
-        base = {"command_id": c.command_id, "device_id": c.device_id, "action": c.action.value}
+        base = {"command_id": c.command_id, "device_id": c.device_id, "action": c.action.value,
+                "automatic": job.automatic, "actor": job.actor}
         device = _device(self.site(), c.device_id)
         mode = effective_mode(device) if device is not None else "normal"
         if job.automatic and c.action not in SAFE_ACTIONS:
@@ -416,6 +423,9 @@ class Linkage:
                     message_en=f"{name} did not confirm the command {info['action']}")
             if clear_fault:
                 devices.clear_fault(conn, fault_key, now)
+            if self.case_note is not None and step in _CASE_NOTED:
+                self.case_note(conn, alarm_id, _case_note(site, step, base, detail),
+                               None if base.get("automatic") else base.get("actor"))
 
         await self.store.write(tx)
         self.on_change([Change(alarm_id, "command")])
@@ -427,6 +437,29 @@ class Linkage:
     def _observe(self, name: str, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.observe(name, seconds)
+
+
+#: the steps the alarm's case hears of (a note: what was done to which device)
+_CASE_NOTED = frozenset({"command_confirmed", "command_not_confirmed", "command_skipped"})
+
+
+def _case_note(site: Any, step: str, base: dict, detail: dict) -> str:
+    """A command's outcome in words for the case system (zh-CN, from the catalogue)."""
+    from gateway.catalogue import text
+
+    action = base["action"]
+    verb, what = text("zh", f"cmd_{action}"), text("zh", f"cmd_done_{action}")
+    if step == "command_confirmed":
+        key = "cmd_st_confirmed_auto" if base.get("automatic") else "cmd_st_confirmed"
+        said = text("zh", key, what=what)
+    elif step == "command_skipped":
+        said = text("zh", "cmd_st_skipped", verb=verb,
+                    reason=text("zh", f"cmdr_{detail.get('reason')}", default=""))
+    else:
+        said = text("zh", "cmd_st_not_confirmed", verb=verb)
+    d = _device(site, base["device_id"])
+    name = d.name if d is not None and d.name else base["device_id"]
+    return f"{text('zh', 'cmd_note')}{said}（{name}）"
 
 
 def _audited(alarm_id: int, detail: dict) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 from drivers.mqtt import DeviceBinding
 from drivers.mqtt_commands import CommandBinding, MqttCommandWriter
 from gateway.alarms import Change
-from gateway.linkage import Linkage, LinkageSettings, WriterRegistry
+from gateway.linkage import CaseNote, Linkage, LinkageSettings, WriterRegistry
 from gateway.metrics import Metrics
 from gateway.store import Store
 
@@ -31,7 +31,8 @@ def mqtt_command_bindings(bindings: dict[str, DeviceBinding]) -> dict[str, Comma
 
 def build_linkage(site: Any, current_site: Callable[[], Any], store: Store, metrics: Metrics,
                   bindings: dict[str, DeviceBinding], on_change: Callable[[list[Change]], None],
-                  *, mqtt_host: str, mqtt_port: int) -> tuple[Linkage, MqttCommandWriter]:
+                  *, mqtt_host: str, mqtt_port: int,
+                  case_note: CaseNote | None = None) -> tuple[Linkage, MqttCommandWriter]:
     """The linkage and its MQTT command writer (a task of its own: ``writer.run()``)."""
     mq = site.gateway.mqtt
     lk = site.gateway.linkage
@@ -46,5 +47,5 @@ def build_linkage(site: Any, current_site: Callable[[], Any], store: Store, metr
     settings = LinkageSettings(confirm_timeout_s=lk.confirm_timeout_s, attempts=lk.attempts,
                                rate_limit=lk.rate_limit, rate_window_s=lk.rate_window_s)
     linkage = Linkage(store, current_site, registry, on_change=on_change, metrics=metrics,
-                      settings=settings)
+                      settings=settings, case_note=case_note)
     return linkage, writer

@@ -324,6 +324,7 @@ class Gateway:
         # commands to devices (gateway/linkage.py): their outcome is the devices' own state
         linkage, commands_out = build_linkage(
             site, lambda: self.site, store, self.metrics, intake.bindings, changes.publish,
+            case_note=book.case_note,       # each command's outcome, a note on the case
             mqtt_host=self.o.mqtt_host or site.gateway.mqtt.host,
             mqtt_port=self.o.mqtt_port or site.gateway.mqtt.port)
         pipeline.on_reading = linkage.hooked(pipeline.on_reading)

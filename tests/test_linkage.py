@@ -11,8 +11,6 @@ so, FILE:LINE). Staff's inverse needs ``commands.restore``."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from gateway.broker import free_port
@@ -96,14 +94,18 @@ def test_gas_alarm_closes_the_valve_confirmed_and_audited(tmp_path, mosquitto, c
             assert any(f["device_id"] == "siren-7-101" and f["fault"] == "command_not_confirmed"
                        for f in rows)
 
-            # exactly one case: commands are not cases
+            # exactly one case: commands are not cases; the case hears what was done (notes)
             def cases_for_alarm():
-                cs = case_system.cases()
-                items = cs.get("cases", cs) if isinstance(cs, dict) else cs
-                values = items.values() if isinstance(items, dict) else items
-                return [c for c in values if json.dumps(c).find('"gas-7-101"') >= 0]
-            wait_for(cases_for_alarm, timeout=15, what="the case")
+                return [c for c in case_system.cases()["cases"] if c["device"] == "gas-7-101"]
+
+            def notes():
+                cases = cases_for_alarm()
+                return cases and [u["note"] for u in cases[0]["updates"] if u["kind"] == "note"]
+            got = wait_for(lambda: (n := notes()) and len(n) >= 2 and n, timeout=15,
+                           what="the case's notes")
             assert len(cases_for_alarm()) == 1
+            assert "联动：已自动关阀（厨房燃气阀）" in got
+            assert "联动：鸣笛未确认（声光报警器）" in got
 
             # staff: a duty officer may not re-open (an inverse); an admin may
             duty = gw.api(gw.token("duty", "linkage-duty"))
