@@ -57,6 +57,9 @@ __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret",
 
 log = logging.getLogger(__name__)
 
+#: the data directory's cache of the parsed site files (``edge_config.fast_yaml.TreeCache``)
+SITE_CACHE = "site-cache.json"
+
 
 @dataclass(frozen=True)
 class Overrides:
@@ -280,7 +283,9 @@ class Gateway:
         self.config_dir = Path(config_dir)
         self.data_dir = Path(data_dir)
         self.o = overrides or Overrides()
-        self.site = load_site(self.config_dir)
+        # the parsed site files, cached by their bytes: a start after a power cut reads an
+        # unchanged site of 10,000 households as JSON, not YAML (docs/benchmarks.md, ready)
+        self.site = load_site(self.config_dir, cache=self.data_dir / SITE_CACHE)
         self.metrics = Metrics()
         self.started = asyncio.Event()
 
