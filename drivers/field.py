@@ -7,6 +7,13 @@ transports, their profiles) into plans; :class:`FieldDrivers` runs one named tas
 the site, restarts only the ones whose plan changed (:meth:`FieldDrivers.rebind`), without
 restarting the gateway. A DC-09 receiver runs when it has accounts, even without devices
 (its panels then count as unknown devices the installer sees).
+
+Commands (linkage): :meth:`FieldDrivers.writer_for` gives the running bus or line that can
+write commands to a device (a Modbus device whose profile has ``commands``, a CJ/T 188 meter
+with a valve), and ``FieldDrivers`` is itself a
+:class:`~gateway.kernel.commands.CommandWriter` that routes each command to the driver
+running the device at that moment (so a rebind, which replaces drivers, never leaves the
+linkage holding a stopped one).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
+from gateway.kernel.commands import Action, Command, CommandError, CommandWriter
 from gateway.kernel.errors import ConfigError
 from gateway.kernel.metrics import MetricsSink
 
@@ -114,7 +122,7 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
             assert isinstance(profile, ModbusProfile)
             reads = tuple(plan_reads(profile.entries(), max_gap=profile.max_gap))
             by_bus[d.modbus.bus].append(ModbusDevice(d.id, d.modbus.unit, reads, d.type,
-                                                     d.household, grid))
+                                                     d.household, grid, profile.writes()))
         else:
             by_line[d.serial.line].append(SerialDevice(
                 d.id, d.serial.address.upper(), profile, d.type, d.household, grid,
@@ -164,7 +172,8 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
 
 
 class FieldDrivers:
-    """Runs the plans' drivers as named tasks; ``rebind()`` swaps changed ones."""
+    """Runs the plans' drivers as named tasks; ``rebind()`` swaps changed ones; writes
+    commands through them (``writer_for``, ``supports``, ``send``)."""
 
     def __init__(self, plans: dict[str, Plan], sink: IntakeSink,
                  metrics: MetricsSink, *, on_error: Callable[[str, str], None] | None = None,
@@ -229,6 +238,30 @@ class FieldDrivers:
             if key in plans and _runs(plans[key]) and self._tg is not None:
                 log.info("field bus %s: configuration changed, restarting its driver", key)
                 self._start(key)
+
+    # -- commands (linkage) -------------------------------------------------------------
+    def writer_for(self, device_id: str) -> CommandWriter | None:
+        """The running Modbus bus or serial line that writes commands to ``device_id``
+        (one of its actions at least), or None. Ask again after a rebind: it replaces
+        drivers (or use this object's own ``supports``/``send``)."""
+        for driver in list(self.drivers.values()):
+            if isinstance(driver, (ModbusBus, SerialLine)) and any(
+                    driver.supports(device_id, action) for action in Action):
+                return driver
+        return None
+
+    def supports(self, device_id: str, action: Action) -> bool:
+        writer = self.writer_for(device_id)
+        return writer is not None and writer.supports(device_id, action)
+
+    async def send(self, command: Command) -> None:
+        """Write ``command`` through the driver running its device now; ``CommandError``
+        naming the device when none can, or from the driver."""
+        writer = self.writer_for(command.device_id)
+        if writer is None:
+            raise CommandError(f"device {command.device_id}: no running Modbus bus or serial "
+                               f"line writes commands to it")
+        await writer.send(command)
 
     @property
     def state(self) -> str:

@@ -40,10 +40,8 @@ capped exponential backoff and jitter, without restarting anything else.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -51,6 +49,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, Modbu
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
+from drivers.command_queue import CommandQueue
 from drivers.codecs.modbus_registers import BIT_FUNCTIONS, ReadRequest, WriteRequest, decode_block
 from gateway.kernel.clock import utc
 from gateway.kernel.commands import Action, Command, CommandError
@@ -64,6 +63,16 @@ __all__ = ["BusEndpoint", "ModbusBus", "ModbusDevice", "PollPolicy", "PollStats"
 log = logging.getLogger(__name__)
 # pymodbus logs every timeout at ERROR; we count and log them ourselves, once per transition.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def _stop_if_cancelled() -> None:
+    """Honour a cancellation pymodbus dropped. It awaits each answer with
+    ``asyncio.wait_for``, which on Python 3.11 returns the answer and swallows a cancel that
+    arrives in the same loop turn (CPython gh-86296): a bus told to stop would poll on (a
+    test's ``running()`` then waits forever). The task still counts the request."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,14 +155,6 @@ class PollStats:
     _probe_delays: Iterator[float] | None = None   # set when quarantined
 
 
-@dataclass(slots=True)
-class _PendingWrite:
-    dev: ModbusDevice
-    write: WriteRequest
-    command: Command
-    done: asyncio.Future[None]
-
-
 class ModbusBus:
     """Polls the devices of one bus until cancelled (``run()``); writes commands
     (``supports()``, ``send()``: a :class:`~gateway.kernel.commands.CommandWriter`)."""
@@ -187,12 +188,8 @@ class ModbusBus:
         self._probe = Backoff(base_s=self.policy.quarantine_base_s,
                               cap_s=self.policy.quarantine_max_s, jitter="equal")
         self._by_id = {d.device_id: d for d in devices}
-        self._writes: deque[_PendingWrite] = deque()
-        self._repolls: list[tuple[float, int, str]] = []     # heap: (due, seq, device id)
-        self._repoll_seq = 0
-        self._wake = asyncio.Event()
-        self.writes_ok = 0
-        self.writes_failed = 0
+        self.commands: CommandQueue[tuple[ModbusDevice, WriteRequest]] = CommandQueue(
+            "modbus", metrics, self.policy.confirm_polls_s)
 
     # -- connection ---------------------------------------------------------------------
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
@@ -229,11 +226,12 @@ class ModbusBus:
                 self.status.set("offline", f"connection lost: {exc}")
                 self.metrics.inc("gateway_driver_reconnects_total", driver="modbus")
                 self._all_unavailable()
-                self._fail_writes(f"connection lost: {exc}")
+                self.commands.fail_all(f"connection lost: {exc}", self._who())
                 await asyncio.sleep(next(delays))
             finally:
                 client.close()
-                self._fail_writes("is not connected (stopped or reconnecting)")
+                self.commands.fail_all("is not connected (stopped or reconnecting)",
+                                       self._who())
 
     @property
     def state(self) -> str:
@@ -246,6 +244,7 @@ class ModbusBus:
         start = time.monotonic()
         k = 0
         while True:
+            _stop_if_cancelled()
             due = start + k * period
             now = time.monotonic()
             if now - due > period:
@@ -351,72 +350,47 @@ class ModbusBus:
                                f"Modbus bus {self.bus_id} (not on the bus, or its profile has "
                                f"no such command)")
         if self.status.value != "online":
-            raise CommandError(f"device {dev.device_id}: Modbus bus {self.bus_id} "
-                               f"({self.endpoint.describe()}) is {self.status.value}")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        pending = _PendingWrite(dev, write, command, done)
-        self._writes.append(pending)
-        self._wake.set()
+            raise CommandError(f"device {dev.device_id}: {self._who()} is "
+                               f"{self.status.value}")
         p = self.policy
         # the bus task takes it before the next device's poll: at most one poll (of a
         # failing device, one timeout) plus the write's own attempts
         limit = 2 * p.timeout_s + (p.retries + 1) * (p.timeout_s + 0.5) + 1.0
-        try:
-            async with asyncio.timeout(limit):
-                await done
-        except TimeoutError:
-            if pending in self._writes:
-                self._writes.remove(pending)
-            if not done.done():
-                done.cancel()
-            raise CommandError(f"device {dev.device_id}: Modbus bus {self.bus_id} did not "
-                               f"get to the write within {limit:.3g} s") from None
+        await self.commands.submit(dev.device_id, command, (dev, write), limit_s=limit,
+                                   who=self._who())
+
+    def _who(self) -> str:
+        return f"Modbus bus {self.bus_id} ({self.endpoint.describe()})"
 
     async def _between(self, client: ModbusBaseClient) -> None:
         """Between two polls: queued writes, then early polls that are due."""
-        while self._writes:
-            pending = self._writes.popleft()
-            if pending.done.done():
-                continue          # the sender gave up meanwhile
+        while (pending := self.commands.next()) is not None:
+            dev, write = pending.target
             try:
-                await self._write(client, pending.dev, pending.write)
+                await self._write(client, dev, write)
             except CommandError as exc:
-                self._write_outcome(pending, exc)
+                self.commands.settle(pending, exc)
                 continue
             except ConnectionException as exc:
-                self._write_outcome(pending, CommandError(
-                    f"device {pending.dev.device_id}: Modbus bus {self.bus_id} connection "
-                    f"lost during the write: {exc}"))
+                self.commands.settle(pending, CommandError(
+                    f"device {dev.device_id}: {self._who()} connection lost during the "
+                    f"write: {exc}"))
                 raise
-            self._write_outcome(pending, None)
-            now = time.monotonic()
-            for delay in self.policy.confirm_polls_s:
-                self._repoll_seq += 1
-                heapq.heappush(self._repolls, (now + delay, self._repoll_seq,
-                                               pending.dev.device_id))
-        now = time.monotonic()
-        while self._repolls and self._repolls[0][0] <= now:
-            _, _, device_id = heapq.heappop(self._repolls)
-            dev = self._by_id[device_id]
-            await self._poll(client, dev, self.policy.timeout_s, 0)
-            if self._writes:
+            self.commands.settle(pending, None)
+        while (device_id := self.commands.due_poll()) is not None:
+            await self._poll(client, self._by_id[device_id], self.policy.timeout_s, 0)
+            if self.commands.waiting:
                 await self._between(client)     # a command that came meanwhile goes first
                 return
-        self._wake.clear()
 
     async def _idle_until(self, client: ModbusBaseClient, until: float) -> None:
         """Wait for the next cycle, serving writes and early polls meanwhile."""
         while True:
+            _stop_if_cancelled()
             await self._between(client)
-            now = time.monotonic()
-            if now >= until:
+            if time.monotonic() >= until:
                 return
-            wake_at = min(until, self._repolls[0][0]) if self._repolls else until
-            try:
-                async with asyncio.timeout(max(0.0, wake_at - now)):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self.commands.wait(until)
 
     async def _write(self, client: ModbusBaseClient, dev: ModbusDevice,
                      write: WriteRequest) -> None:
@@ -448,29 +422,6 @@ class ModbusBus:
                 code = getattr(rr, "exception_code", None)
                 raise CommandError(f"{where}: exception response, code {code}")
             return
-
-    def _write_outcome(self, pending: _PendingWrite, exc: CommandError | None) -> None:
-        outcome = "ok" if exc is None else "failed"
-        self.metrics.inc("gateway_command_writes_total", transport="modbus", outcome=outcome)
-        if exc is None:
-            self.writes_ok += 1
-            log.info("modbus command %s %s to device %s written", pending.command.command_id,
-                     pending.command.action, pending.dev.device_id)
-        else:
-            self.writes_failed += 1
-            log.warning("modbus command %s: %s", pending.command.command_id, exc)
-        if not pending.done.done():
-            if exc is None:
-                pending.done.set_result(None)
-            else:
-                pending.done.set_exception(exc)
-
-    def _fail_writes(self, why: str) -> None:
-        while self._writes:
-            pending = self._writes.popleft()
-            self._write_outcome(pending, CommandError(
-                f"device {pending.dev.device_id}: Modbus bus {self.bus_id} "
-                f"({self.endpoint.describe()}) {why}"))
 
     # -- outcomes -----------------------------------------------------------------------
     def _succeeded(self, dev: ModbusDevice, readings: list[Reading]) -> None:

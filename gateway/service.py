@@ -336,6 +336,9 @@ class Gateway:
         field = FieldDrivers(plan_field(site, profiles_of(site.directory / "profiles")),
                              pipeline, self.metrics, on_error=health_book.error,
                              on_unknown=health_book.saw_unknown, decode_watch=decode_faults)
+        # Modbus and CJ/T 188 commands: the field drivers route each to the bus or line
+        # running its device at that moment (drivers/field.py)
+        linkage.registry.add(field)
         health = Health(store=store, pipeline=pipeline, tick_s=self.o.tick_s, intake=intake,
                         field=field, case=case, uplinks=uplinks)
 

@@ -7,7 +7,10 @@ the pty and removes the symlink, as pulling the adapter does; ``replug()`` creat
 
 :class:`MeterBus` answers requests arriving on an adapter, from a thread: DL/T 645 meters
 (``dlt645_meters``: address -> {DI: value}) and CJ/T 188 meters (``cjt188_meters``: address
--> volume m³). Faults for tests: ``dead`` addresses never answer; ``corrupt_next`` spoils the
+-> volume m³). A CJ/T 188 meter obeys the valve command (C=0x04, DI A017, 55 open / 99
+close): it answers C=0x84 and its next reads report the new position (``valves``: address
+-> "open" / "closed"; every meter starts open); the commands are kept in
+``valve_commands``; a meter in ``refuse_valve`` answers C=0xC4. Faults for tests: ``dead`` addresses never answer; ``corrupt_next`` spoils the
 checksum of the next N replies; ``split_replies`` sends replies in two chunks; ``junk`` is
 written before every reply.
 
@@ -102,6 +105,9 @@ class MeterBus:
         self.dlt645_meters = dlt645_meters or {}
         self.cjt188_meters = cjt188_meters or {}
         self.cjt188_type = cjt188_type
+        self.valves: dict[str, str] = dict.fromkeys(self.cjt188_meters, "open")
+        self.valve_commands: list[tuple[str, bool]] = []     # (address, open)
+        self.refuse_valve: set[str] = set()
         self.dead: set[str] = set()
         self.corrupt_next = 0
         self.split_replies = False
@@ -172,13 +178,24 @@ class MeterBus:
                 return dlt645.encode_abnormal_reply(req.address, 0x02)
             return dlt645.encode_read_reply(req.address, di, values[di], preamble=2)
         creq = cjt188.decode_frame(frame)
-        if creq.control != cjt188.C_READ or creq.address in self.dead:
+        if creq.address in self.dead or creq.address not in self.cjt188_meters:
             return None
-        volume = self.cjt188_meters.get(creq.address)
-        if volume is None:
+        ser = creq.data[2] if len(creq.data) > 2 else 0
+        open_valve = cjt188.valve_request(creq)
+        if open_valve is not None:
+            self.valve_commands.append((creq.address, open_valve))
+            if creq.address in self.refuse_valve:
+                return cjt188.encode_error_reply(creq.address, meter_type=self.cjt188_type,
+                                                 ser=ser, status=0x03,
+                                                 control=cjt188.C_WRITE_ERROR)
+            self.valves[creq.address] = "open" if open_valve else "closed"
+            return cjt188.encode_valve_reply(creq.address, meter_type=self.cjt188_type,
+                                             ser=ser, valve=self.valves[creq.address])
+        if creq.control != cjt188.C_READ:
             return None
-        return cjt188.encode_read_reply(creq.address, volume=volume, meter_type=self.cjt188_type,
-                                        ser=creq.data[2] if len(creq.data) > 2 else 0)
+        return cjt188.encode_read_reply(creq.address, volume=self.cjt188_meters[creq.address],
+                                        meter_type=self.cjt188_type, ser=ser,
+                                        valve=self.valves.get(creq.address, "open"))
 
 
 class PtyLink:

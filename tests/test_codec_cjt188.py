@@ -180,7 +180,7 @@ mutations = st.tuples(st.builds(lambda a, v: reply(volume=v) if a else READ, st.
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=64), mutations))
 def test_decoders_raise_only_decode_error(raw):
-    for decoder in (cjt188.decode_frame, cjt188.decode_read_reply):
+    for decoder in (cjt188.decode_frame, cjt188.decode_read_reply, cjt188.decode_valve_reply):
         try:
             decoder(raw)
         except DecodeError as err:
@@ -194,3 +194,50 @@ def test_splitter_cuts_cjt188_frames_from_a_stream():
         items += splitter.feed(bytes([byte]))
     assert [i for i in items if isinstance(i, bytes)] == [READ[2:], REPLY[2:]]
     assert [i.reason for i in items if isinstance(i, DecodeError)] == ["junk_bytes"] * 2
+
+
+# -- valve control (write data 0x04, DI A017; issue 16) -------------------------------------
+# gas meter, close (99), SER 0; the meter's answer (84, ST1 01 = closed) and its refusal (C4)
+CLOSE = bytes.fromhex("FEFE 68 30 34129078563412 04 04 17A0 00 99 DA 16")
+CLOSED = bytes.fromhex("FEFE 68 30 34129078563412 84 05 17A0 00 0100 C3 16")
+REFUSED = bytes.fromhex("FEFE 68 30 34129078563412 C4 03 00 0300 4C 16")
+
+
+def test_valve_request_and_answer_match_hand_computed_frames():
+    assert cjt188.build_valve_request(METER, open_valve=False, meter_type=0x30) == CLOSE
+    assert cjt188.valve_request(cjt188.decode_frame(CLOSE)) is False
+    opening = cjt188.build_valve_request(METER, open_valve=True, meter_type=0x30, ser=7)
+    assert opening[-6:-2] == bytes.fromhex("17A0 07 55")
+    assert cjt188.valve_request(cjt188.decode_frame(opening)) is True
+    assert cjt188.valve_request(cjt188.decode_frame(READ)) is None      # a read, not a valve
+    assert cjt188.encode_valve_reply(METER, meter_type=0x30, valve="closed") == CLOSED
+    answer = cjt188.decode_valve_reply(CLOSED, expect_address=METER)
+    assert (answer.address, answer.meter_type, answer.ser, answer.status) == (METER, 0x30, 0, 1)
+    assert cjt188.encode_error_reply(METER, meter_type=0x30, status=3,
+                                     control=cjt188.C_WRITE_ERROR) == REFUSED
+
+
+def test_valve_answer_errors():
+    expect("abnormal_reply", cjt188.decode_valve_reply, REFUSED)
+    expect("unexpected_reply", cjt188.decode_valve_reply, CLOSED, expect_address="1" * 14)
+    expect("bad_control", cjt188.decode_valve_reply, REPLY)            # a read reply
+    expect("bad_length", cjt188.decode_valve_reply,
+           cjt188.encode_frame(0x30, METER, cjt188.C_WRITE_REPLY, bytes.fromhex("17A000")))
+    expect("unknown_di", cjt188.decode_valve_reply,
+           cjt188.encode_frame(0x30, METER, cjt188.C_WRITE_REPLY, bytes.fromhex("1FA0000100")))
+    with pytest.raises(ValueError):
+        cjt188.build_valve_request(METER, open_valve=True, ser=256)
+
+
+@settings(max_examples=200, deadline=None)
+@given(addresses, st.sampled_from(sorted(cjt188.METER_KINDS)), st.booleans(),
+       st.integers(0, 255))
+def test_valve_round_trip(address, meter_type, open_valve, ser):
+    request = cjt188.decode_frame(cjt188.build_valve_request(
+        address, open_valve=open_valve, meter_type=meter_type, ser=ser))
+    assert cjt188.valve_request(request) is open_valve and request.address == address
+    answer = cjt188.decode_valve_reply(cjt188.encode_valve_reply(
+        address, meter_type=meter_type, ser=ser, valve="open" if open_valve else "closed"),
+        expect_address=address)
+    assert (answer.address, answer.ser, answer.status & 0b11) == (address, ser,
+                                                                  0 if open_valve else 1)

@@ -17,7 +17,9 @@ from drivers.profiles import ModbusProfile, load_profiles
 from gateway.broker import free_port
 from gateway.kernel.commands import Action, Command, CommandError
 from gateway.metrics import Metrics
+from drivers.serial_line import LineSettings, SerialDevice, SerialLine
 from simulators.modbus_meters import MeterStore, serve_meters
+from simulators.serial_meters import MeterBus, PtyAdapter
 from tests.support import CollectingSink, running, until
 
 pytestmark = pytest.mark.integration
@@ -162,3 +164,167 @@ async def test_modbus_commands_sent_together_are_written_one_after_another():
     finally:
         await server.shutdown()
     assert sorted(w[0] for w in store.writes) == [1, 2, 3, 4]
+
+
+# -- CJ/T 188 valve over a serial line (pty) -----------------------------------------------
+GAS_METER = PROFILES.by_id["cjt188-gas-meter"]
+WATER_PLAIN = PROFILES.by_id["cjt188-water-meter"]
+METER_1, METER_2, METER_GONE = "00000000000001", "00000000000002", "00000000000009"
+
+
+@pytest.fixture
+def adapter(tmp_path):
+    a = PtyAdapter(tmp_path / "ttyUSB-mbus")
+    yield a
+    a.unplug()
+
+
+def cjt188_line(adapter, devices, sink, metrics=None, period_s=3.0) -> SerialLine:
+    return SerialLine("mbus-1", LineSettings(str(adapter.path), "cjt188", period_s=period_s,
+                                             timeout_s=0.3),
+                      devices, sink, metrics or Metrics())
+
+
+async def test_cjt188_meter_closes_its_valve_and_the_early_read_confirms_it(adapter):
+    bus = MeterBus(adapter, protocol="cjt188", cjt188_type=0x30,
+                   cjt188_meters={METER_1: 10.5, METER_2: 20.25}).start()
+    sink, metrics = CollectingSink(), Metrics()
+    line = cjt188_line(adapter, [SerialDevice("gm-1", METER_1, GAS_METER, "gas_meter"),
+                                 SerialDevice("gm-2", METER_2, GAS_METER, "gas_meter")],
+                       sink, metrics)
+    try:
+        async with running(line):
+            await until(lambda: line.polls_ok["gm-2"] >= 1, 5, "a first poll of both meters")
+            assert valve_states(sink, "gm-1") == [True]
+            assert line.supports("gm-1", Action.CLOSE_VALVE)
+            assert not line.supports("gm-1", Action.SIREN_ON)
+            t0 = time.monotonic()
+            await line.send(close("gm-1"))
+            written = time.monotonic() - t0
+            assert bus.valve_commands == [(METER_1, False)] and bus.valves[METER_1] == "closed"
+            await until(lambda: valve_states(sink, "gm-1")[-1] is False, 1.0,
+                        "the confirming valve_open False")
+            confirmed = time.monotonic() - t0
+            await line.send(Command("c-open", "gm-1", Action.OPEN_VALVE))
+            await until(lambda: valve_states(sink, "gm-1")[-1] is True, 1.0, "valve open again")
+            polls = line.polls_ok["gm-2"]
+            await until(lambda: line.polls_ok["gm-2"] > polls, 8, "the next cycle")
+    finally:
+        bus.stop()
+    assert written < 0.5 and confirmed < 1.0, (written, confirmed)   # period 3 s: early read
+    assert bus.valve_commands == [(METER_1, False), (METER_1, True)]
+    assert valve_states(sink, "gm-2") and set(valve_states(sink, "gm-2")) == {True}
+    assert metrics.get("gateway_command_writes_total", transport="serial", outcome="ok") == 2
+
+
+async def test_cjt188_silent_or_refusing_meter_fails_naming_it_while_the_line_polls(adapter):
+    bus = MeterBus(adapter, protocol="cjt188", cjt188_type=0x30,
+                   cjt188_meters={METER_1: 10.5, METER_2: 20.25, METER_GONE: 1.0}).start()
+    bus.dead = {METER_GONE}
+    bus.refuse_valve = {METER_2}
+    sink, metrics = CollectingSink(), Metrics()
+    line = cjt188_line(adapter, [SerialDevice("gm-1", METER_1, GAS_METER),
+                                 SerialDevice("gm-2", METER_2, GAS_METER),
+                                 SerialDevice("gm-gone", METER_GONE, GAS_METER),
+                                 SerialDevice("wm-plain", "00000000000003", WATER_PLAIN)],
+                       sink, metrics, period_s=0.4)
+    try:
+        async with running(line):
+            await until(lambda: line.polls_ok["gm-1"] >= 2, 5, "polls of the live meter")
+            before = line.polls_ok["gm-1"]
+            with pytest.raises(CommandError, match=r"gm-gone.*no answer"):
+                await line.send(close("gm-gone"))
+            with pytest.raises(CommandError, match=r"gm-2.*refused"):
+                await line.send(close("gm-2"))
+            with pytest.raises(CommandError, match="wm-plain"):      # a meter without valve
+                await line.send(close("wm-plain"))
+            await until(lambda: line.polls_ok["gm-1"] >= before + 2, 5, "polls go on")
+            await line.send(close("gm-1"))
+            await until(lambda: valve_states(sink, "gm-1")[-1] is False, 1.0, "closed")
+    finally:
+        bus.stop()
+    assert bus.valves[METER_2] == "open" and bus.valves[METER_GONE] == "open"
+    assert metrics.get("gateway_command_writes_total", transport="serial", outcome="failed") == 2
+    assert not line.supports("wm-plain", Action.CLOSE_VALVE)
+
+
+async def test_cjt188_command_while_the_adapter_is_unplugged_fails_at_once(adapter):
+    sink = CollectingSink()
+    line = cjt188_line(adapter, [SerialDevice("gm-1", METER_1, GAS_METER)], sink,
+                       period_s=0.2)
+    adapter.unplug()
+    async with running(line):
+        await until(lambda: line.state == "offline", 5, "line offline")
+        with pytest.raises(CommandError, match=r"gm-1.*mbus-1.*offline"):
+            await line.send(close("gm-1"))
+
+
+# -- FieldDrivers: the gateway's way to a device's writer ------------------------------------
+async def test_field_drivers_route_commands_to_the_bus_or_line_running_the_device(tmp_path,
+                                                                                 adapter):
+    from drivers.field import FieldDrivers, plan_field
+    from gateway.site import load_site
+    from tests.test_profile_formats import _site
+
+    store = MeterStore(GAS_VALVE.entries(), [1])
+    store.set_values(1, {"valve_open": True})
+    port = free_port()
+    server = await serve_meters(store, port)
+    meters = MeterBus(adapter, protocol="cjt188", cjt188_type=0x30,
+                      cjt188_meters={METER_1: 3.5}).start()
+    devices = f"""
+  - id: gv-kitchen
+    type: gas_valve
+    household: h-7-101
+    profile: modbus-gas-valve
+    modbus: {{bus: b1, unit: 1}}
+  - id: gm-7-101
+    type: gas_meter
+    household: h-7-101
+    profile: cjt188-gas-meter
+    serial: {{line: mbus, address: "{METER_1}"}}
+  - id: em-1
+    type: electricity_meter
+    grid_cell: "310104-012-03"
+    modbus: {{bus: b1, unit: 3}}
+"""
+    gateway = f"""modbus_buses:
+  - {{id: b1, tcp: {{host: 127.0.0.1, port: {port}}}, period_s: 5, timeout_s: 0.3}}
+serial_lines:
+  - {{id: mbus, device: {adapter.path}, protocol: cjt188, period_s: 5, timeout_s: 0.3}}
+"""
+    plans = plan_field(load_site(_site(tmp_path, devices, gateway)), PROFILES)
+    sink = CollectingSink()
+    field = FieldDrivers(plans, sink, Metrics())
+    try:
+        async with running(field):
+            await until(lambda: valve_states(sink, "gv-kitchen") and
+                        valve_states(sink, "gm-7-101"), 5, "first polls")
+            assert isinstance(field.writer_for("gv-kitchen"), ModbusBus)
+            assert isinstance(field.writer_for("gm-7-101"), SerialLine)
+            assert field.writer_for("em-1") is None            # an SDM630 takes no command
+            assert field.supports("gv-kitchen", Action.CLOSE_VALVE)
+            assert not field.supports("gv-kitchen", Action.SWITCH_OFF)
+            await field.send(close("gv-kitchen"))
+            await field.send(close("gm-7-101"))
+            await until(lambda: valve_states(sink, "gv-kitchen")[-1] is False
+                        and valve_states(sink, "gm-7-101")[-1] is False, 1.0,
+                        "both valves report closed (period 5 s: the early polls)")
+            with pytest.raises(CommandError, match="em-1"):
+                await field.send(close("em-1"))
+            # an edit of the site restarts the bus: the field drivers route to the new one
+            old = field.writer_for("gv-kitchen")
+            changed = dict(plans)
+            bus = plans["modbus:b1"]
+            changed["modbus:b1"] = type(bus)(bus.bus_id, bus.endpoint,
+                                             PollPolicy(period_s=4, timeout_s=0.3),
+                                             bus.devices)
+            field.rebind(changed)
+            await until(lambda: field.states().get("modbus:b1") == "online"
+                        and field.writer_for("gv-kitchen") is not old, 5, "the new bus")
+            await field.send(Command("c-open", "gv-kitchen", Action.OPEN_VALVE))
+    finally:
+        meters.stop()
+        await server.shutdown()
+    assert store.writes == [(1, 5, 0, [0]), (1, 5, 0, [1])]
+    assert meters.valve_commands == [(METER_1, False)]

@@ -18,13 +18,22 @@ then a sequence byte). The reply (C=0x81, L=22) carries::
 * ST1 bits 0-1: valve 00 open, 01 closed, 11 (or 10) abnormal; bit 2: battery low.
   ST2 is vendor-defined and kept raw in :attr:`Cjt188Reply.status`.
 
+Valve control (write data, C=0x04): DATA ``17 A0 SER V`` (identifier 0xA017, low byte
+first, a sequence byte, then V = 0x55 open or 0x99 close). The meter answers C=0x84 with
+DATA ``17 A0 SER ST1 ST2`` (L=5), or C=0xC4 with ``SER ST1 ST2`` when it refuses. The reply
+says the meter took the command; the valve's position is read back with 0x901F (a motor
+takes seconds). Sources: ../shared/PROTOCOLS.md (frame), the CJ/T 188-2004 control and
+identifier tables as implemented by an open meter firmware (write data 04/84/C4, DI A017,
+55H open / 99H close; see docs/codecs.md).
+
 Meter types decoded: 0x10-0x13 water (cold, hot, drinking, reclaimed) -> ``water_volume``,
 0x30 gas -> ``gas_volume``. Heat meters (0x20/0x21) use another layout and are refused.
 
 Errors (:class:`drivers.DecodeError`): the framing's ``bad_start``, ``truncated``,
 ``bad_length``, ``bad_checksum``, ``bad_end``, ``bad_bcd``; ``bad_control`` (not a read
 reply), ``abnormal_reply`` (C=0xC1), ``unknown_di``, ``bad_unit``,
-``unsupported_meter_type``, ``unexpected_reply`` (another meter than expected).
+``unsupported_meter_type``, ``unexpected_reply`` (another meter than expected); for a
+valve reply ``abnormal_reply`` is the meter's refusal (C=0xC4).
 Encoders raise ``ValueError`` on arguments they cannot encode.
 """
 
@@ -44,25 +53,42 @@ __all__ = [
     "C_ERROR_REPLY",
     "C_READ",
     "C_READ_REPLY",
+    "C_WRITE",
+    "C_WRITE_ERROR",
+    "C_WRITE_REPLY",
     "DI_READ_DATA",
+    "DI_VALVE_CONTROL",
+    "VALVE_CLOSE",
+    "VALVE_OPEN",
     "METER_KINDS",
     "UNIT_LITRE",
     "UNIT_M3",
     "WILDCARD_ADDRESS",
     "Cjt188Frame",
     "Cjt188Reply",
+    "Cjt188ValveReply",
     "build_read_request",
+    "build_valve_request",
     "decode_frame",
     "decode_read_reply",
+    "decode_valve_reply",
     "encode_error_reply",
     "encode_frame",
     "encode_read_reply",
+    "encode_valve_reply",
+    "valve_request",
 ]
 
 C_READ = 0x01
 C_READ_REPLY = 0x81
 C_ERROR_REPLY = 0xC1
 DI_READ_DATA = 0x901F
+C_WRITE = 0x04
+C_WRITE_REPLY = 0x84
+C_WRITE_ERROR = 0xC4
+DI_VALVE_CONTROL = 0xA017
+VALVE_OPEN = 0x55
+VALVE_CLOSE = 0x99
 WILDCARD_ADDRESS = "AA" * 7
 UNIT_M3 = 0x2C
 UNIT_LITRE = 0x29
@@ -131,6 +157,16 @@ class Cjt188Reply:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class Cjt188ValveReply:
+    """A meter's answer to a valve command: it took it (ST1 | ST2 << 8 as sent)."""
+
+    meter_type: int
+    address: str
+    ser: int
+    status: int
+
+
 # -- frames ------------------------------------------------------------------------------
 def encode_frame(meter_type: int, address: str, control: int, data: bytes = b"", *,
                  preamble: int = 2) -> bytes:
@@ -167,6 +203,16 @@ def build_read_request(address: str, *, meter_type: int = 0x10, ser: int = 0,
                         DI_READ_DATA.to_bytes(2, "little") + bytes([ser]), preamble=preamble)
 
 
+def build_valve_request(address: str, *, open_valve: bool, meter_type: int = 0x10,
+                        ser: int = 0, preamble: int = 2) -> bytes:
+    """Valve control (C=0x04, DATA ``17 A0 SER 55|99``) to the meter at ``address``."""
+    if not 0 <= ser <= 0xFF:
+        raise ValueError(f"SER {ser!r} is not a byte")
+    data = DI_VALVE_CONTROL.to_bytes(2, "little") + bytes(
+        [ser, VALVE_OPEN if open_valve else VALVE_CLOSE])
+    return encode_frame(meter_type, address, C_WRITE, data, preamble=preamble)
+
+
 # -- decoding ---------------------------------------------------------------------------
 def _volume(data: bytes, at: int, field: str) -> float:
     unit = data[4]
@@ -191,14 +237,57 @@ def _clock(data: bytes, high_first: bool) -> datetime | None:
     return when if 2000 <= when.year <= 2099 else None
 
 
-def decode_read_reply(raw: bytes, *, expect_address: str | None = None,
-                      clock_high_first: bool = False) -> Cjt188Reply:
-    """Decode the reply to a 0x901F read. See the module docstring for the layout."""
-    s, frame = _split(raw)
+def _refused(s: int, frame: Cjt188Frame) -> None:
     if frame.control & 0x40 and frame.control & 0x80:
         raise DecodeError("abnormal_reply", f"meter {frame.address} answered C=0x"
                           f"{frame.control:02X} with {frame.data.hex(' ') or 'no data'}",
                           where=f"byte {s + 9} (C)")
+
+
+def _expected(s: int, frame: Cjt188Frame, expect_address: str | None) -> None:
+    if expect_address is not None and frame.address != expect_address.upper():
+        raise DecodeError("unexpected_reply", f"reply from meter {frame.address}, asked "
+                          f"{expect_address}", where=f"byte {s + 2} (address)")
+
+
+def decode_valve_reply(raw: bytes, *, expect_address: str | None = None) -> Cjt188ValveReply:
+    """Decode the answer to a valve command (C=0x84, DATA ``17 A0 SER ST1 ST2``).
+
+    ``abnormal_reply`` when the meter refused it (C=0xC4); ``unexpected_reply`` from another
+    meter than ``expect_address`` (checked first: another meter's late answer is waited past);
+    ``bad_control``, ``unknown_di``, ``bad_length`` for other frames."""
+    s, frame = _split(raw)
+    _expected(s, frame, expect_address)
+    _refused(s, frame)
+    if frame.control != C_WRITE_REPLY:
+        raise DecodeError("bad_control", f"C=0x{frame.control:02X} is not a write reply",
+                          where=f"byte {s + 9} (C)")
+    data = frame.data
+    if len(data) != 5:
+        raise DecodeError("bad_length", f"L={len(data)}, the A017 reply has 5",
+                          where=f"byte {s + 10} (L)")
+    di = int.from_bytes(data[:2], "little")
+    if di != DI_VALVE_CONTROL:
+        raise DecodeError("unknown_di", f"identifier {di:04X} is not A017",
+                          where=f"byte {s + 11} (DI)")
+    return Cjt188ValveReply(frame.meter_type, frame.address, data[2], data[3] | data[4] << 8)
+
+
+def valve_request(frame: Cjt188Frame) -> bool | None:
+    """For a meter (simulator): True (open) / False (close) when ``frame`` is a valve
+    command, None for any other frame."""
+    data = frame.data
+    if frame.control != C_WRITE or len(data) != 4 \
+            or int.from_bytes(data[:2], "little") != DI_VALVE_CONTROL:
+        return None
+    return {VALVE_OPEN: True, VALVE_CLOSE: False}.get(data[3])
+
+
+def decode_read_reply(raw: bytes, *, expect_address: str | None = None,
+                      clock_high_first: bool = False) -> Cjt188Reply:
+    """Decode the reply to a 0x901F read. See the module docstring for the layout."""
+    s, frame = _split(raw)
+    _refused(s, frame)
     if frame.control != C_READ_REPLY:
         raise DecodeError("bad_control", f"C=0x{frame.control:02X} is not a read reply",
                           where=f"byte {s + 9} (C)")
@@ -215,9 +304,7 @@ def decode_read_reply(raw: bytes, *, expect_address: str | None = None,
     if len(data) != _REPLY_LEN:
         raise DecodeError("bad_length", f"L={len(data)}, the 901F reply has {_REPLY_LEN}",
                           where=f"byte {s + 10} (L)")
-    if expect_address is not None and frame.address != expect_address.upper():
-        raise DecodeError("unexpected_reply", f"reply from meter {frame.address}, asked "
-                          f"{expect_address}", where=f"byte {s + 2} (address)")
+    _expected(s, frame, expect_address)
     st1, st2 = data[20], data[21]
     return Cjt188Reply(
         meter_type=frame.meter_type,
@@ -259,7 +346,21 @@ def encode_read_reply(address: str, *, volume: float, settlement_volume: float =
 
 
 def encode_error_reply(address: str, *, meter_type: int = 0x10, ser: int = 0,
-                       status: int = 0, preamble: int = 2) -> bytes:
-    """A meter's error reply (C=0xC1): SER and the two status bytes."""
-    return encode_frame(meter_type, address, C_ERROR_REPLY,
+                       status: int = 0, preamble: int = 2,
+                       control: int = C_ERROR_REPLY) -> bytes:
+    """A meter's error reply (C=0xC1 to a read, ``control=C_WRITE_ERROR`` 0xC4 to a
+    write): SER and the two status bytes."""
+    return encode_frame(meter_type, address, control,
                         bytes([ser]) + status.to_bytes(2, "little"), preamble=preamble)
+
+
+def encode_valve_reply(address: str, *, meter_type: int = 0x10, ser: int = 0,
+                       valve: str = "closed", preamble: int = 2) -> bytes:
+    """A meter's answer to a valve command (C=0x84): identifier, SER, ST1 ST2 with the
+    valve bits of ``valve`` (the position it is moving to)."""
+    if valve not in _VALVE_BITS:
+        raise ValueError(f"valve {valve!r}: open, closed or abnormal")
+    if not 0 <= ser <= 0xFF:
+        raise ValueError("SER is a byte")
+    data = DI_VALVE_CONTROL.to_bytes(2, "little") + bytes([ser, _VALVE_BITS[valve], 0])
+    return encode_frame(meter_type, address, C_WRITE_REPLY, data, preamble=preamble)

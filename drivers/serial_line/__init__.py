@@ -19,6 +19,14 @@ every device on it reported unavailable - and the port is reopened with capped e
 backoff and jitter. When the path is back (the adapter plugged in again, possibly as a new
 tty behind the same symlink) the line comes back *online* without restarting the gateway.
 
+Commands (the linkage's :class:`~gateway.kernel.commands.CommandWriter`): a CJ/T 188 meter
+whose profile has a valve takes ``close_valve`` / ``open_valve`` through
+:meth:`SerialLine.send`. The valve frame is queued for the line's task and written between
+two meters' polls (one conversation at a time on the half-duplex line), the meter's answer
+checked (C=0x84; a refusal, C=0xC4, or no answer after two attempts is a
+:class:`~gateway.kernel.commands.CommandError` naming the device), and the meter is read
+again at once and 1 s and 3 s later for the ``valve_open`` reading that confirms it.
+
 Meters: every ``period_s`` each meter is asked for the items of its profile, one request
 at a time (half-duplex RS-485), each answer awaited for ``timeout_s``. Replies go through
 :class:`~drivers.codecs.framing.FrameSplitter`, so wake-up bytes, junk between frames and
@@ -42,11 +50,14 @@ from collections.abc import Callable
 import serial
 
 from drivers import DECODE_ERROR, DecodeError, DecodeWatch, IntakeSink
+from drivers.command_queue import CommandQueue
+from drivers.profiles import Cjt188Profile
 from drivers.serial_line.meters import MeterPoller
 from drivers.serial_line.receiver import ContactIdReceiver
 from drivers.serial_line.transport import (PROTOCOLS, UNDECODABLE, LineLost, LineSettings, Port,
                                            SerialDevice, Undecodable, open_port)
 from gateway.kernel.clock import utc
+from gateway.kernel.commands import Action, Command, CommandError
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Kind, Reading
@@ -58,8 +69,13 @@ __all__ = ["PROTOCOLS", "ContactIdReceiver", "LineLost", "LineSettings", "MeterP
 log = logging.getLogger(__name__)
 
 
+#: the commands a CJ/T 188 meter with a valve takes
+VALVE_ACTIONS = frozenset({Action.CLOSE_VALVE, Action.OPEN_VALVE})
+
+
 class SerialLine:
-    """Polls meters on, or reads receiver lines from, one serial port until cancelled."""
+    """Polls meters on, or reads receiver lines from, one serial port until cancelled;
+    writes valve commands to CJ/T 188 meters (``supports()``, ``send()``)."""
 
     def __init__(self, line_id: str, settings: LineSettings, devices: list[SerialDevice],
                  sink: IntakeSink, metrics: MetricsSink, *,
@@ -79,6 +95,8 @@ class SerialLine:
         self._unavailable: set[str] = set()
         self.rlog = RateLimitedLog(log)
         self._reopen = Backoff(base_s=0.2, cap_s=30.0)
+        self._by_id = {d.device_id: d for d in self.devices}
+        self.commands: CommandQueue[SerialDevice] = CommandQueue("serial", metrics)
         self._meters = MeterPoller(self)
         self._receiver = ContactIdReceiver(self)
         self.polls_ok: dict[str, int] = self._meters.polls_ok
@@ -104,9 +122,11 @@ class SerialLine:
             except LineLost as exc:
                 self._offline(str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="serial")
+                self.commands.fail_all(f"lost: {exc}", self._who())
                 await asyncio.sleep(next(delays))
             finally:
                 port.close()
+                self.commands.fail_all("is closed (stopped or reopening)", self._who())
 
     def _open(self) -> Port:
         return open_port(self.settings)
@@ -121,6 +141,32 @@ class SerialLine:
     def state(self) -> str:
         """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
         return self.status.value
+
+    # -- commands -------------------------------------------------------------------------
+    def supports(self, device_id: str, action: Action) -> bool:
+        """Whether ``device_id`` is a CJ/T 188 meter with a valve on this line and
+        ``action`` opens or closes it."""
+        dev = self._by_id.get(device_id)
+        return (dev is not None and action in VALVE_ACTIONS
+                and isinstance(dev.profile, Cjt188Profile) and dev.profile.has_valve)
+
+    async def send(self, command: Command) -> None:
+        """Write the valve command (serialized with the polls); returns once the meter
+        answered it. ``CommandError`` naming the device when it cannot be written."""
+        if not self.supports(command.device_id, command.action):
+            raise CommandError(f"device {command.device_id}: no {command.action} command on "
+                               f"{self._who()} (not on the line, or not a CJ/T 188 meter "
+                               f"with a valve)")
+        if self.state != "online":
+            raise CommandError(f"device {command.device_id}: {self._who()} is {self.state}")
+        s = self.settings
+        # the line's task takes it after the poll in progress, then up to two attempts
+        limit = s.timeout_s * (1 + MeterPoller.VALVE_ATTEMPTS) + 1.0
+        await self.commands.submit(command.device_id, command, self._by_id[command.device_id],
+                                   limit_s=limit, who=self._who())
+
+    def _who(self) -> str:
+        return f"serial line {self.line_id} ({self.settings.device})"
 
     # -- what the meter poller and the receiver share (transport.LineContext) -------------
     def is_unavailable(self, device_id: str) -> bool:

@@ -8,11 +8,14 @@ replies split across reads are handled; every bad frame is counted by reason
 polls in a row is reported unavailable once and then polled only every few cycles (capped
 backoff) so it does not eat the line's time. An exception our own decoding raises on one
 item costs that item only.
+
+Valve commands (CJ/T 188) queued on the line (:class:`drivers.command_queue.CommandQueue`)
+are written before the next meter's poll and while the line waits for the next cycle; each
+is followed by early reads of its meter.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -23,9 +26,10 @@ from drivers import DecodeError
 from drivers.codecs import cjt188, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
 from drivers.profiles import Cjt188Profile, Dlt645Profile
-from drivers.serial_line.transport import (UNDECODABLE, LineContext, Port, SerialDevice,
-                                           Undecodable)
+from drivers.serial_line.transport import (UNDECODABLE, LineContext, LineLost, Port,
+                                           SerialDevice, Undecodable)
 from gateway.kernel.clock import utc
+from gateway.kernel.commands import Action, Command, CommandError
 from gateway.kernel.model import Reading
 
 __all__ = ["MeterPoller"]
@@ -38,6 +42,9 @@ _T = TypeVar("_T")
 class MeterPoller:
     """Polls the meters of one line over an open port until the port is lost."""
 
+    #: a valve command not answered is sent once more (RS-485 noise) before it fails
+    VALVE_ATTEMPTS = 2
+
     def __init__(self, line: LineContext):
         self.line = line
         devices = line.devices
@@ -45,6 +52,7 @@ class MeterPoller:
         self._fails: dict[str, int] = {d.device_id: 0 for d in devices}
         self._skip: dict[str, int] = {d.device_id: 0 for d in devices}
         self._layout = DLT645_LAYOUT if line.settings.protocol == "dlt645" else CJT188_LAYOUT
+        self._by_id = {d.device_id: d for d in devices}
 
     def _decoding(self, dev: SerialDevice, decode: Callable[_P, _T], *args: _P.args,
                   **kwargs: _P.kwargs) -> _T | Undecodable:
@@ -59,17 +67,73 @@ class MeterPoller:
         k = 0
         while True:
             for dev in self.line.devices:
+                await self._between(port)
                 if self._skip[dev.device_id] > 0:
                     self._skip[dev.device_id] -= 1
                     continue
                 await self._poll_meter(port, dev)
             k += 1
             due = start + k * period
-            now = time.monotonic()
-            if now < due:
-                await asyncio.sleep(due - now)
-            else:
-                k = int((now - start) // period) + 1   # overran: start the next cycle now
+            if time.monotonic() >= due:
+                k = int((time.monotonic() - start) // period) + 1   # overran: next cycle now
+                continue
+            while True:
+                await self._between(port)
+                if time.monotonic() >= due:
+                    break
+                await self.line.commands.wait(due)
+
+    # -- commands -----------------------------------------------------------------------
+    async def _between(self, port: Port) -> None:
+        """Between two polls: queued valve commands, then early reads that are due."""
+        commands = self.line.commands
+        while (pending := commands.next()) is not None:
+            try:
+                error = await self._write_valve(port, pending.target, pending.command)
+            except LineLost as exc:
+                commands.settle(pending, CommandError(
+                    f"device {pending.device_id}: serial line {self.line.line_id} lost "
+                    f"during the valve command: {exc}"))
+                raise
+            commands.settle(pending, error)
+        while (device_id := commands.due_poll()) is not None:
+            await self._poll_meter(port, self._by_id[device_id])
+            if commands.waiting:
+                await self._between(port)       # a command that came meanwhile goes first
+                return
+
+    async def _write_valve(self, port: Port, dev: SerialDevice,
+                           command: Command) -> CommandError | None:
+        """Send the valve frame and check the meter's answer; the error, or None."""
+        prof = dev.profile
+        assert isinstance(prof, Cjt188Profile)
+        request = cjt188.build_valve_request(dev.address,
+                                             open_valve=command.action is Action.OPEN_VALVE,
+                                             meter_type=prof.meter_type)
+        where = (f"device {dev.device_id} (meter {dev.address} on serial line "
+                 f"{self.line.line_id})")
+
+        def decode(raw: bytes) -> cjt188.Cjt188ValveReply | DecodeError:
+            try:
+                return cjt188.decode_valve_reply(raw, expect_address=dev.address)
+            except DecodeError as exc:
+                if exc.reason == "abnormal_reply":
+                    return exc              # the meter answered: it refuses
+                raise
+
+        for _ in range(self.VALVE_ATTEMPTS):
+            answer = await self._transact(port, dev, request, decode)
+            if isinstance(answer, DecodeError):
+                return CommandError(f"{where} refused the {command.action} command: "
+                                    f"{answer.detail}")
+            if answer is UNDECODABLE:
+                return CommandError(f"{where}: its answer to the {command.action} command "
+                                    f"could not be decoded")
+            if answer is not None:
+                return None
+        return CommandError(f"{where}: no answer to the {command.action} command within "
+                            f"{self.line.settings.timeout_s:.3g} s ({self.VALVE_ATTEMPTS} "
+                            f"attempts)")
 
     async def _poll_meter(self, port: Port, dev: SerialDevice) -> None:
         line = self.line

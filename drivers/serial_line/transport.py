@@ -19,6 +19,7 @@ from typing import Final, Protocol
 import serial
 
 from drivers import DecodeError, DecodeWatch, DriverError
+from drivers.command_queue import CommandQueue
 from drivers.profiles import AnyProfile
 from gateway.kernel.metrics import MetricsSink
 from gateway.kernel.model import Reading
@@ -146,11 +147,13 @@ def open_port(s: LineSettings) -> Port:
 class LineContext(Protocol):
     """What the meter poller and the alarm receiver use of their line (the
     :class:`drivers.serial_line.SerialLine`): its settings and devices, the intake, the
-    counts, one rate-limited log, and the devices' availability."""
+    counts, one rate-limited log, the devices' availability, and the commands waiting for
+    the line (valve commands to CJ/T 188 meters)."""
 
     line_id: str
     settings: LineSettings
     devices: list[SerialDevice]
+    commands: CommandQueue[SerialDevice]
     metrics: MetricsSink
     decode_watch: DecodeWatch
     on_unknown: Callable[[str, str], None]
