@@ -1,10 +1,14 @@
 """Learned rhythm of each household: how long after an active hour activity usually resumes.
 
 Contract:
-- Slots are local hours of the day on weekdays (0-23) and at weekends (24-47).
-- A *sample* for slot ``s`` is taken when a gap that began at home in an hour of slot ``s``
-  ends after that hour: ``y`` = time from the end of that hour to the activity that ended the
-  gap (so the long gap of the night is measured to the wake-up, whatever the bedtime was).
+- Slots are local hours of the day on weekdays (0-23) and at weekends (24-47); the slot of
+  an hour stands for the moment that hour ends (its *boundary*: slot 6 is 07:00).
+- A *sample* for slot ``s`` is taken at every boundary a gap at home passes: when a gap
+  that began at home before the end of an hour of slot ``s`` ends after it, ``y`` = time
+  from that boundary to the activity that ended the gap ("how long after 03:00 until this
+  household was active again", for every night the gap went through 03:00). So each slot
+  gets a sample on every day the household was home and quiet at that boundary, including
+  the hours of the night a resident who gets up for the toilet rarely starts a gap in.
   Only ended gaps are learned: the gap being judged never moves its own deadline.
 - ``late[i, s]`` (uint8, units of :data:`UNIT`) is the largest sample of the current window
   of :data:`WINDOW` (14 days, aligned on the epoch), ``late_before`` that of the previous
@@ -13,12 +17,17 @@ Contract:
   unusual night is forgotten after four weeks at most. ``count[i, s]`` counts samples
   (saturating at 255; halved when a window ends).
 - :meth:`usual_by` answers "by when is this household usually active again after ``since``":
-  the latest of: the end of the hour of ``since`` plus ``late`` of its slot; the same for
-  each of the twelve hours before (a toilet visit at 02:10 is judged by the usual wake-up
-  after the evening; a gap after a usual nap hour by the end of the nap); and for the next
-  two hours if usually followed by sleep (:data:`SLEEP`: an early night). A slot with
+  a chain over the boundaries after ``since``: the first boundary plus ``late`` of its slot;
+  then every later boundary that comes before the time found so far (the household is
+  usually still quiet there) adds its own boundary plus ``late``, and the latest holds. A
+  toilet visit at 02:10 is so judged by the waits after 03:00, 04:00 ... up to the usual
+  wake-up; a gap before the usual nap by the waits through the nap; the chain ends at the
+  first boundary after which the household is usually active within the hour, except that
+  the next :data:`AHEAD` boundaries still count if the wait after them is usually the night
+  (at least :data:`SLEEP`: an early night is judged by the usual waking). A slot with
   fewer than :data:`RICH` samples also takes the limit of the same hour of the other kind
-  of day (weekends are sparse); one with fewer than ``min_samples`` is left out. None if nothing is known.
+  of day (weekends are sparse); one with fewer than ``min_samples`` is left out. None if
+  the first boundary's slot is unknown.
 - :meth:`roll` counts hours observed per household; :meth:`learned` is true after
   ``min_weeks`` weeks.
 About 100 bytes per household.
@@ -27,21 +36,21 @@ About 100 bytes per household.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-__all__ = ["GapBaseline", "HOURS_PER_WEEK", "SLOTS", "UNIT", "slot_of"]
+__all__ = ["GapBaseline", "HOURS_PER_WEEK", "SLOTS", "UNIT", "WINDOW", "slot_of"]
 
 HOURS_PER_WEEK = 168
 SLOTS = 48
 UNIT = 300.0          # seconds per step of ``late`` (255 steps = 21 h 15 min)
 WINDOW = 14 * 86400.0  # the maximum is kept per window of this length, over two windows
-LOOKBACK = 12         # hours before that of ``since`` whose usual limits also hold
 RICH = 8              # samples of a slot that make the other kind of day's limit irrelevant
-AHEAD = 2             # hours after that of ``since`` that count if usually followed by sleep
-SLEEP = 3 * 3600.0    # a limit this long after an hour: the household usually sleeps then
+CHAIN = 24            # boundaries a chain of :meth:`GapBaseline.usual_by` looks at, at most
+AHEAD = 2             # boundaries past the chain's end that count if usually followed by sleep
+SLEEP = 3 * 3600.0    # a wait this long after a boundary: the household usually sleeps then
 
 
 def slot_of(wall: float, zone: ZoneInfo) -> tuple[int, datetime]:
@@ -49,6 +58,11 @@ def slot_of(wall: float, zone: ZoneInfo) -> tuple[int, datetime]:
     d = datetime.fromtimestamp(wall, timezone.utc).astimezone(zone)
     start = d.replace(minute=0, second=0, microsecond=0)
     return d.hour + (24 if d.weekday() >= 5 else 0), start
+
+
+def _next_hour(start: datetime, zone: ZoneInfo) -> datetime:
+    """Local start of the hour after the one starting at ``start`` (across DST changes)."""
+    return datetime.fromtimestamp(start.timestamp() + 3600.0, timezone.utc).astimezone(zone)
 
 
 class GapBaseline:
@@ -89,40 +103,59 @@ class GapBaseline:
         return int(self.hours[i]) >= min_weeks * HOURS_PER_WEEK
 
     def learn(self, i: int, last: float, now: float) -> None:
-        """The gap of household ``i`` from wall ``last`` (at home) ended at wall ``now``."""
-        slot, start = slot_of(last, self.zone)
-        end = (start + timedelta(hours=1)).timestamp()
-        if now <= end:
-            return
-        y = min(255, math.ceil((now - end) / UNIT))
-        if y > self.late[i, slot]:
-            self.late[i, slot] = y
-        if self.count[i, slot] < 255:
-            self.count[i, slot] += 1
+        """The gap of household ``i`` from wall ``last`` (at home) ended at wall ``now``:
+        a sample for each boundary it passed (module contract)."""
+        start = slot_of(last, self.zone)[1]
+        for _ in range(CHAIN):
+            end = _next_hour(start, self.zone)
+            end_ts = end.timestamp()
+            if now <= end_ts:
+                return
+            slot = start.hour + (24 if start.weekday() >= 5 else 0)
+            y = min(255, math.ceil((now - end_ts) / UNIT))
+            if y > self.late[i, slot]:
+                self.late[i, slot] = y
+            if self.count[i, slot] < 255:
+                self.count[i, slot] += 1
+            start = end
+
+    def _limit(self, late: np.ndarray, count: np.ndarray, s: int,
+               min_samples: int) -> tuple[int, int] | None:
+        """(limit in units, slot it came from) of slot ``s``; None if too few samples."""
+        o = (s + 24) % SLOTS
+        if count[s] >= RICH or count[o] < min_samples:
+            return (int(late[s]), s) if count[s] >= min_samples else None
+        # few samples of this kind of day: the other kind's limit too
+        if count[s] >= min_samples and late[s] >= late[o]:
+            return int(late[s]), s
+        return int(late[o]), o
 
     def usual_by(self, i: int, since: float, min_samples: int) -> tuple[float, bool] | None:
         """(wall epoch by which household ``i`` is usually active again after ``since``,
         whether that was learned on weekend days); None when nothing is known."""
-        slot, start = slot_of(since, self.zone)
+        start = slot_of(since, self.zone)[1]
         late = np.maximum(self.late[i], self.late_before[i])
         count = self.count[i]
         best: tuple[float, bool] | None = None
-        for back in range(-AHEAD, LOOKBACK + 1):
-            hour = start - timedelta(hours=back)
-            s = hour.hour + (24 if hour.weekday() >= 5 else 0)
-            o = (s + 24) % SLOTS
-            if count[s] >= RICH or count[o] < min_samples:
-                if count[s] < min_samples:
-                    continue
-                lim = int(late[s])
-            else:       # few samples of this kind of day: the other kind's limit too
-                lim = max(int(late[o]), int(late[s]) if count[s] >= min_samples else 0)
-                s = s if count[s] >= min_samples and late[s] >= late[o] else o
-            if back < 0 and lim * UNIT < SLEEP:
-                continue        # later hours count only when usually followed by sleep
-            by = (hour + timedelta(hours=1)).timestamp() + lim * UNIT
-            if by > since and (best is None or by > best[0]):
-                best = (by, s >= 24)
+        ahead = AHEAD
+        for _ in range(CHAIN):
+            end = _next_hour(start, self.zone)
+            boundary = end.timestamp()
+            beyond = best is not None and boundary >= best[0]
+            if beyond:
+                if ahead == 0:
+                    break       # usually active again before this boundary
+                ahead -= 1
+            s = start.hour + (24 if start.weekday() >= 5 else 0)
+            got = self._limit(late, count, s, min_samples)
+            if got is None:
+                if best is None:
+                    return None
+            elif not beyond or got[0] * UNIT >= SLEEP:  # an early night: judged by the waking
+                by = boundary + got[0] * UNIT
+                if best is None or by > best[0]:
+                    best, ahead = (by, got[1] >= 24), AHEAD
+            start = end
         return best
 
     def arrays(self) -> dict[str, np.ndarray]:

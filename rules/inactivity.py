@@ -17,7 +17,13 @@ Contract:
   door opening (coming home) or any activity inside ends it; so a resident who falls right
   after coming home is judged as at home, from the door. A meter increase within
   ``METER_LAG`` of the door does not: meters report what was used since their last reading
-  (water drawn just before leaving shows up after the door).
+  (water drawn just before leaving shows up after the door); nor does one later while a
+  motion sensor of the home reports and sees nobody (a washing machine filling).
+- Partly watched: when the learned deadline comes while some (not all) of the household's
+  source devices are silent (beyond their allowance, below) after reporting within the
+  last four weeks the rhythm remembers, the rhythm learned with them does not hold: the
+  fixed ``threshold`` (with the quiet hours) is the deadline instead, and the alarm names
+  the silent devices. The supervision rule's fault tells staff to repair them.
 - ``repeat_after``: while the gap goes on, an alarm is raised again that long after the last
   one (a new alarm if staff resolved it, an update if still open).
 - Liveness: any good reading from a source device (heartbeat, battery...; ``Engine.seen``)
@@ -65,7 +71,7 @@ from gateway.kernel.model import Kind, Reading, Value
 from rules.actions import CareEnded
 from rules.alarms import Subject
 from rules.arrays import pack, unpack
-from rules.baseline import GapBaseline
+from rules.baseline import WINDOW, GapBaseline
 from rules.durations import (
     Bilingual, bilingual_duration, format_duration, format_time_of_day,
 )
@@ -100,11 +106,19 @@ _DAYS_EN = ("Mondays", "Tuesdays", "Wednesdays", "Thursdays", "Fridays", "Saturd
             "Sundays")
 _DAYS_ZH = ("周一", "周二", "周三", "周四", "周五", "周六", "周日")
 _AWAY = "away"
+_PARTIAL = "partial"
+#: how far back the learned rhythm remembers: a source silent longer was not in it
+REMEMBERED = 2 * WINDOW
 #: household care states (:func:`set_care`) and their codes in the per-household array
 CARE_STATES = {"away": 1, "hospital": 2, "carer": 3}
 _CARE_NAME = {code: name for name, code in CARE_STATES.items()}
 _CARER = CARE_STATES["carer"]
 _CARE_WORDS = {1: ("外出", "away"), 2: ("住院", "in hospital")}
+
+
+#: what an inactivity deadline came from: the usual time (wall) by which the household is
+#: active again, :data:`_AWAY`, (:data:`_PARTIAL`, silent source names), or None (fixed)
+Usual = float | str | tuple[str, list[str]] | None
 
 
 class InactivityEval(Evaluator):
@@ -164,6 +178,7 @@ class InactivityEval(Evaluator):
         self._cw_rule = (None if cw is None else
                          rule.model_copy(update={"category": cw.category, "message": cw.message}))
         self._lim_cache: tuple[tuple[int, ...], npt.NDArray[np.float64]] | None = None
+        self._motion = np.zeros(0, dtype=bool)      # site devices that are motion sensors
         # care states (module contract): code, engine times of start and expected end
         self._care = bytearray(n)
         self._care_start = array("d", [-np.inf]) * n
@@ -251,8 +266,8 @@ class InactivityEval(Evaluator):
         if kind in CUMULATIVE_KINDS:
             if prev is None or v <= prev:  # type: ignore[operator]
                 return
-            if self._out[i] and t - self._last[i] < METER_LAG:
-                return      # read after the door, drawn before it: still out
+            if self._out[i] and (t - self._last[i] < METER_LAG or self._sees_motion(i, t)):
+                return      # drawn before the door, or by an appliance: still out
         elif v is not True and value_type(kind) is not str:
             return
         if self._care[i] and self._care[i] != _CARER and t >= self._care_start[i]:
@@ -302,6 +317,14 @@ class InactivityEval(Evaluator):
         seen = self.engine.seen_np[self._src[self._ptr[i]:self._ptr[i + 1]]]
         return max(float(seen.max()), self._start) if seen.size else self._start
 
+    def _sees_motion(self, i: int, t: float) -> bool:
+        """Whether a motion sensor of household ``i`` reports (is not silent) at ``t``."""
+        src = self._src[self._ptr[i]:self._ptr[i + 1]]
+        lim = self.limits()
+        src = src[self._motion[src]]
+        return bool(src.size) and bool(
+            ((np.maximum(self.engine.seen_np[src], self._start) + lim[src]) > t).any())
+
     def limits(self) -> npt.NDArray[np.float64]:
         """Silence allowance of every site device (by the site's dense index): the shortest
         of the supervision rules watching it, at most ``sources_offline_after``."""
@@ -315,6 +338,11 @@ class InactivityEval(Evaluator):
                 m = min(n, len(a))
                 lim[:m] = np.minimum(lim[:m], a[:m])
             c = self._lim_cache = (key, lim)
+            site = self.engine.site
+            self._motion = np.zeros(n, dtype=bool)
+            for d, k in site.device_index.items():
+                if k < n and site.devices[d].device_type == "motion_sensor":
+                    self._motion[k] = True
             # a source may be found silent sooner than any deadline: check no later
             # (of the current sources and allowances: an engine restored or told of
             # changed devices finds the same as one that ran through)
@@ -334,6 +362,26 @@ class InactivityEval(Evaluator):
         lim = self.limits()[src]
         fresh = float(seen.max())
         return float((seen + lim).max()), fresh < t - float(lim.min()), fresh
+
+    def _silent(self, i: int, t: float) -> list[str]:
+        """Names of the source devices of household ``i`` silent at ``t`` (module contract:
+        partly watched)."""
+        src = self._src[self._ptr[i]:self._ptr[i + 1]]
+        raw = self.engine.seen_np[src]
+        seen = np.maximum(raw, self._start)
+        quiet = src[((seen + self.limits()[src]) <= t) & (raw > t - REMEMBERED)]
+        if not quiet.size:
+            return []
+        site = self.engine.site
+        ids = self._device_ids()
+        return [site.devices[ids[k]].name or ids[k] for k in quiet.tolist()]
+
+    def _device_ids(self) -> list[str]:
+        site = self.engine.site
+        got = getattr(self, "_dev_ids", None)
+        if got is None or got[0] is not site:
+            got = self._dev_ids = (site, list(site.device_index))
+        return got[1]
 
     def tick(self, t: float) -> None:
         if t < self._next_scan:
@@ -398,6 +446,11 @@ class InactivityEval(Evaluator):
             usual = self._deadline(i, last)[1]
         else:
             deadline, usual = self._deadline(i, last)
+            if deadline <= t and usual is not None:
+                mute = self._silent(i, t)
+                if mute:    # partly watched: the learned rhythm does not hold (contract)
+                    offset = self.engine.clock.to_wall(0.0)
+                    deadline, usual = self._fixed(last + offset) - offset, (_PARTIAL, mute)
             if deadline > t:
                 self._next_check[i] = min(deadline, offline_at)
                 return
@@ -478,7 +531,7 @@ class InactivityEval(Evaluator):
                           {"duration": over, "explanation": expl}, round(t - end))
         return True
 
-    def _deadline(self, i: int, last: float) -> tuple[float, float | str | None]:
+    def _deadline(self, i: int, last: float) -> tuple[float, Usual]:
         """Engine time of the alarm deadline, and what it came from: the usual time (wall)
         by which the household is active again, :data:`_AWAY`, or None (fixed threshold)."""
         rule, clock, zone = self.rule, self.engine.clock, self._zone
@@ -486,7 +539,7 @@ class InactivityEval(Evaluator):
         lw = last + offset
         b, spec = self.baseline, rule.baseline
         if b is not None and spec is not None and b.learned(i, spec.min_weeks):
-            usual: float | str | None
+            usual: Usual
             if self._out[i]:
                 d, usual = lw + spec.away_limit, _AWAY
             else:
@@ -504,7 +557,7 @@ class InactivityEval(Evaluator):
         rule = self.rule
         return active_deadline(lw, rule.threshold, rule.quiet_hours, self._zone)
 
-    def _explain(self, last: float, gap: float, usual: float | str | None) -> Bilingual:
+    def _explain(self, last: float, gap: float, usual: Usual) -> Bilingual:
         since = local(self.engine.clock.to_wall(last), self._zone)
         day = since.weekday()
         hm = since.strftime("%H:%M")
@@ -517,7 +570,13 @@ class InactivityEval(Evaluator):
                 f"({_DAYS_EN[day][:3]} {hm}); out longer than {lim.en}")
         zh = f"已 {g.zh} 无活动（自{_DAYS_ZH[day]} {hm} 起）"
         en = f"no activity for {g.en} (since {_DAYS_EN[day][:3]} {hm})"
-        if isinstance(usual, float):
+        if isinstance(usual, tuple):
+            names = "、".join(usual[1])
+            lim = bilingual_duration(self.rule.threshold)
+            zh += f"；{names} 已无数据，作息规律无法判断，按固定时限 {lim.zh}"
+            en += (f"; {', '.join(usual[1])} silent: the usual rhythm cannot be judged, "
+                   f"fixed limit {lim.en}")
+        elif isinstance(usual, float):
             by = local(usual, self._zone)
             weekend = by.weekday() >= 5
             zh += f"；平时{'周末' if weekend else '工作日'} {by:%H:%M} 前会有活动"

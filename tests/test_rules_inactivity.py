@@ -28,6 +28,7 @@ class Sim:
     def __init__(self, eng: Engine, site: SiteIndex, start: datetime, step: float = 60.0):
         self.eng, self.site, self.now, self.step = eng, site, start, timedelta(seconds=step)
         self.out: list = []
+        self.mute: set[str] = set()     # devices that send no heartbeats (silent)
 
     def until(self, end: datetime, heartbeat: float | None = 1800.0) -> list:
         got = []
@@ -35,6 +36,8 @@ class Sim:
             self.now += self.step
             if heartbeat and int(self.now.timestamp()) % int(heartbeat) == 0:
                 for d in self.site.devices:
+                    if d in self.mute:
+                        continue
                     got += self.eng.feed(self._r(d, "battery", 90.0), self.now)
             got += self.eng.tick(self.now)
         self.out += got
@@ -284,7 +287,9 @@ def test_supervision_faults_are_kept_apart_from_alarms() -> None:
 
 def test_water_read_just_after_leaving_is_not_coming_home() -> None:
     """Meters report what was used since their last reading: water drawn just before the
-    door shows up after it and does not end "out"; water used well after the door does."""
+    door shows up after it and does not end "out"; nor does water used later while the
+    home's motion sensor sees nobody (a washing machine); it does when no motion sensor can
+    tell (it is silent) and the water came well after the door."""
     rule = {**LEARNED, "baseline": {**LEARNED["baseline"], "away_limit": "4h"}}
     eng, sim = regular_life(rule, door_at=(9, 15))
     sim.feed("water-1", "water_volume", 10.0)
@@ -298,15 +303,50 @@ def test_water_read_just_after_leaving_is_not_coming_home() -> None:
     assert alarms(sim.until(local(15, 13, 5))) == []    # not "at home and still" at 11:10
     [a] = alarms(sim.until(local(15, 13, 15)))
     assert "since the door opened (Mon 09:10); out longer than 4 h" in a.message_en
-    eng, sim = regular_life(rule, door_at=(9, 15))      # the same Monday again
-    sim.feed("water-1", "water_volume", 10.0)
-    for hh in range(7, 10):
-        sim.until(local(15, hh, 10))
+
+    def monday(motion_alive: bool) -> tuple[Engine, Sim]:
+        r = {**rule, "sources_offline_after": "1h"}
+        eng, sim = regular_life(r, door_at=(9, 15))     # the same Monday again
+        sim.feed("water-1", "water_volume", 10.0)
+        for hh in range(7, 10):
+            sim.until(local(15, hh, 10))
+            sim.feed("motion-1", "motion", True)
+        sim.until(local(15, 10, 10))
+        sim.feed("door-1", "door_open", True)
+        sim.mute = set() if motion_alive else {"motion-1"}
+        sim.until(local(15, 11, 45))
+        sim.feed("water-1", "water_volume", 10.2)   # 95 min after the door
+        return eng, sim
+
+    eng, sim = monday(motion_alive=True)
+    [b] = alarms(sim.until(local(15, 14, 15)))      # still out: an appliance drew it
+    assert "since the door opened (Mon 10:10); out longer than 4 h" in b.message_en
+    eng, sim = monday(motion_alive=False)
+    assert alarms(sim.until(local(15, 14, 15))) == []   # came home, judged from 11:45
+    [c] = alarms(sim.until(local(16, 4)))
+    assert c.ts == local(16, 3, 45)     # 16 h: the rhythm was learned with the motion sensor
+    assert c.message_en == ("h1: no activity for 16 h (since Mon 11:45); motion-1 silent: "
+                            "the usual rhythm cannot be judged, fixed limit 16 h")
+    assert "motion-1 已无数据，作息规律无法判断，按固定时限 16小时" in c.message_zh
+
+
+def test_a_night_up_at_changing_hours_is_judged_by_the_usual_wake_up() -> None:
+    """A resident who gets up once a night, at a different hour each night (so no hour of
+    the night has a gap of its own often enough to be learned): a toilet visit at 02:30 is
+    judged by the waking learned at every hour of the night, not by the evening's gaps."""
+    site = small_site(1)
+    eng = Engine(config(LEARNED), site)
+    sim = Sim(eng, site, local(1, 0), step=300.0)
+    for day in range(1, 15):
+        for hh in range(7, 22):
+            sim.until(local(day, hh, 10))
+            sim.feed("motion-1", "motion", True)
+        up = (22, 23, 0, 1, 2, 3, 4)[day % 7]
+        sim.until(local(day + (up < 12), up, 30))
         sim.feed("motion-1", "motion", True)
-    sim.until(local(15, 10, 10))
-    sim.feed("door-1", "door_open", True)
-    sim.until(local(15, 10, 45))
-    sim.feed("water-1", "water_volume", 10.2)   # 35 min after the door: somebody is home
-    [b] = alarms(sim.until(local(15, 13)))      # (out, it would wait until 14:10)
-    assert b.message_en == ("h1: no activity for 1 h 25 min (since Mon 10:45); usually "
-                            "active by 11:10 on weekdays")
+    sim.until(local(15, 2, 30))
+    sim.feed("motion-1", "motion", True)
+    assert alarms(sim.out) == []
+    assert alarms(sim.until(local(15, 8, 5))) == []     # usually up at 07:10
+    [a] = alarms(sim.until(local(15, 8, 15)))
+    assert a.ts == local(15, 8, 10) and "usually active by 07:10" in a.message_en
