@@ -13,10 +13,13 @@ Contract:
 - Time comes in as arguments only: the day's deadlines are found in engine time from the
   clock's wall offset; watching starts at the first ``tick`` (a deadline passed before it is
   not judged). State (last check-in per household, next deadline) is in the snapshot.
+- :func:`checkins_today` is the day so far, for the console (报平安 page): per opted-in
+  household its window, last check-in and whether it checked in today.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, time
 from typing import TYPE_CHECKING, Any
 
 from gateway.kernel.model import Kind, Reading, Value
@@ -31,7 +34,7 @@ from rules.spec import CheckinRule
 if TYPE_CHECKING:
     from rules.engine import Engine, Stream
 
-__all__ = ["CheckinEval"]
+__all__ = ["CheckinEval", "checkins_today"]
 
 _SCAN_EVERY = 5.0
 _AWAY = frozenset({"away", "hospital"})
@@ -110,6 +113,35 @@ class CheckinEval(Evaluator):
         self._deadline_t = float("inf") if d.get("due") is None else float(d["due"])
         self._next_scan = (float("-inf") if d.get("next_scan") is None
                            else float(d["next_scan"]))
+
+    def today(self, now: float) -> list[dict[str, Any]]:
+        """The local day of wall time ``now`` (epoch s) for each household of the rule."""
+        zone = self._zone
+        day = local(now, zone).date()
+        offset = self.engine.clock.to_wall(0.0)
+
+        def at(minute: int) -> float:
+            return datetime.combine(day, time(minute // 60, minute % 60), zone).timestamp()
+
+        opens, by = at(self.rule.opens), at(self.rule.by)
+        out = []
+        for h in self._homes:
+            last = self._last.get(h)
+            last_wall = None if last is None else last + offset
+            out.append({"household_id": h, "rule_id": self.rule.id,
+                        "alarm_key": self._key(h), "opens": opens, "by": by,
+                        "last": last_wall,
+                        "checked_in": last_wall is not None and last_wall >= opens})
+        return out
+
+
+def checkins_today(engine: Engine, now: float) -> list[dict[str, Any]]:
+    """Every opted-in household's check-in on the local day of wall time ``now`` (epoch s),
+    in rule and then rule-file order: ``household_id``, ``rule_id``, ``alarm_key`` (the key
+    of its missed-check-in alarm), ``opens`` and ``by`` (today's window, epoch s), ``last``
+    (the last check-in, epoch s, or None) and ``checked_in`` (since today's ``opens``)."""
+    return [row for ev in engine.evaluators if isinstance(ev, CheckinEval)
+            for row in ev.today(now)]
 
 
 register_kind("checkin", CheckinEval)

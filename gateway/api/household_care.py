@@ -1,5 +1,5 @@
 """Household care states (外出 / 住院 / 有人陪护): the states in force, set one, end one
-(``gateway.household_care``)."""
+(``gateway.household_care``); today's daily check-ins (报平安, ``gateway.checkins``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from gateway.api.deps import Ctx, need
 from gateway.api.errors import ApiError
 from gateway.auth import Principal
 from gateway.blocking import blocking
+from gateway.checkins import checkins_json
 from gateway.household_care import CareDesk, CareError
+from gateway.model import utc
 
 __all__ = ["care_desk", "router"]
 
@@ -69,3 +71,15 @@ async def end_care(household_id: str, p: Actor, ctx: Ctx) -> dict:
     if not await care_desk(ctx).end(household_id, actor=p.name):
         raise ApiError(404, "not_found", f"household {household_id!r} has no care state")
     return {"household_id": household_id, "ended": True}
+
+
+@router.get("/api/checkins", tags=["care"])
+async def list_checkins(p: Reader, ctx: Ctx) -> dict:
+    """Today's check-ins (site-local day) of the households that opted in: checked in (at),
+    due (by), missed (its follow-up alarm) or excused (away, in hospital). Empty without a
+    running rule engine."""
+    engine = care_desk(ctx).engine()
+    if engine is None:
+        return {"date": None, "checkins": []}
+    # on the loop: the engine is only touched there (its state changes with each reading)
+    return checkins_json(engine, ctx.site, ctx.book.store, utc())

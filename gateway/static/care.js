@@ -1,9 +1,10 @@
 "use strict";
 // Care pages: help requests (求助 / 生活服务: GET/POST /api/help-requests, assign, done,
-// feedback) and visits (探访: POST /api/visits, the month's coverage per grid cell, its CSV).
+// feedback), visits (探访: POST /api/visits, the month's coverage per grid cell, its CSV) and
+// today's check-ins (报平安: GET /api/checkins; a missed one links to its follow-up alarm).
 // Their tabs and sections are added here, so console.html and pages.js stay as they are.
 window.Care = (function () {
-  let households = null, categories = [], timer = null;
+  let households = null, categories = [], timer = null, ciTimer = null;
   const sep = () => C.lang === "zh" ? "：" : ": ";
 
   // -- the tabs and the two sections ------------------------------------------------------
@@ -16,6 +17,7 @@ window.Care = (function () {
   }
   tab("help", "help.read", "nav_help");
   tab("visits", "visits.read", "nav_visits");
+  tab("checkins", "households.read", "nav_checkins");
   $("#app").insertAdjacentHTML("beforeend", `
   <section id="view-help" class="view" hidden>
     <div class="cols">
@@ -61,8 +63,13 @@ window.Care = (function () {
         </form>
       </div>
     </div>
+  </section>
+  <section id="view-checkins" class="view" hidden>
+    <h3 data-i18n="ci_title"></h3>
+    <p class="hint" id="checkin-date"></p>
+    <div id="checkin-list" class="table-wrap"></div>
   </section>`);
-  $$("#view-help [data-i18n], #view-visits [data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
+  $$("#view-help [data-i18n], #view-visits [data-i18n], #view-checkins [data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
 
   function permBoxes() { $$("[data-perm-box]").forEach(b => { b.hidden = !can(b.dataset.permBox); }); }
   function requestId() { return (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random().toString(36).slice(2)).replace(/[^A-Za-z0-9_-]/g, ""); }
@@ -180,11 +187,45 @@ window.Care = (function () {
     finally { btn.disabled = false; }
   };
 
-  // the console's page switch: these two views here, the rest in pages.js
+  // -- check-ins (报平安) --------------------------------------------------------------------
+  function hhmm(iso) { return iso ? iso.slice(11, 16) : ""; }     // the site's local time
+  function ciStatus(c) {
+    if (c.status === "checked_in") return t("ci_checked_in", {time: hhmm(c.at)}) + (c.alarm_id ? ` · ${t("ci_late")}` : "");
+    if (c.status === "due") return t("ci_due", {time: hhmm(c.by)});
+    if (c.status === "missed") return t("ci_missed", {time: hhmm(c.by)});
+    return t("ci_excused", {state: t("care_" + c.care)});
+  }
+  function ciFollowUp(c) {
+    if (c.alarm_id && c.alarm_state !== "resolved") return `<a href="#" class="ci-alarm" data-alarm="${c.alarm_id}">${esc(t("ci_open_alarm"))}</a>`;
+    if (c.alarm_id) return `<span class="hint">${esc(t("ci_alarm_done"))}</span>`;
+    return c.status === "missed" ? `<span class="hint">${esc(t("ci_alarm_pending"))}</span>` : "";
+  }
+  async function checkins() {
+    const data = await api("/api/checkins");
+    $("#checkin-date").textContent = data.date ? t("ci_date", {date: data.date}) : t("ci_no_engine");
+    const list = data.checkins;
+    $("#checkin-list").innerHTML = list.length ? `<table class="grid checkins"><thead><tr><th>${esc(t("ci_household"))}</th><th>${esc(t("ci_status"))}</th><th>${esc(t("ci_follow_up"))}</th></tr></thead>
+      <tbody>${list.map(c => `<tr class="checkin-row" data-household="${esc(c.household_id)}" data-status="${esc(c.status)}">
+        <td>${raw(c.address)}<div class="hint">${raw(c.grid_cell_name)}</div></td><td class="ci-status ci-${esc(c.status)}">${esc(ciStatus(c))}</td>
+        <td class="ci-follow-up">${ciFollowUp(c)}</td></tr>`).join("")}</tbody></table>` : (data.date ? `<p class="hint">${esc(t("ci_none"))}</p>` : "");
+    clearInterval(ciTimer);   // check-ins come in and deadlines pass: look again while the page is open
+    ciTimer = setInterval(() => { if (C.view === "checkins") checkins().catch(() => {}); else clearInterval(ciTimer); }, 5000);
+  }
+  $("#checkin-list").addEventListener("click", e => {
+    const a = e.target.closest(".ci-alarm"); if (!a) return;
+    e.preventDefault();
+    $('#nav [data-view="board"]').click();
+    const card = $(`#alarms [data-id="${a.dataset.alarm}"]`);
+    if (!card) { toast(t("ci_not_on_board")); return; }
+    card.scrollIntoView({block: "center"}); card.classList.add("flash");
+    setTimeout(() => card.classList.remove("flash"), 4000);
+  });
+
+  // the console's page switch: these views here, the rest in pages.js
   const pagesShow = Pages.show;
   Pages.show = view => {
-    const fn = {help, visits}[view];
+    const fn = {help, visits, checkins}[view];
     if (fn) fn().catch(err => toast(err.message, true)); else pagesShow(view);
   };
-  return {help, visits};
+  return {help, visits, checkins};
 })();

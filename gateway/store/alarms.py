@@ -22,7 +22,7 @@ __all__ = ["HistoryFilter", "acknowledge", "advance_case_status", "board", "by_c
            "by_id", "case_id_of", "clear", "ended_keys", "escalate", "get", "history",
            "insert", "last_by_key", "mark_cleared", "open_alarms", "open_by_key",
            "open_by_severity", "open_id", "read_journal", "resolve", "retrigger", "set_case",
-           "set_case_error", "set_case_status", "set_status_of_case", "update",
+           "set_case_error", "set_case_status", "set_status_of_case", "update", "latest_of_key",
            "write_journal"]
 
 
@@ -184,6 +184,13 @@ def open_id(store: Store, key: str) -> int | None:
     """Id of the open alarm with ``key`` (None: none open)."""
     row = store.query_one("SELECT id FROM alarms WHERE key=? AND state!='resolved'", (key,))
     return row["id"] if row else None
+
+
+def latest_of_key(store: Store, key: str) -> dict | None:
+    """The newest alarm with ``key``, open or not (``id``, ``state``, ``raised_at``,
+    ``cleared_at``)."""
+    return store.query_one("SELECT id, state, raised_at, cleared_at FROM alarms WHERE key=? "
+                           "ORDER BY id DESC LIMIT 1", (key,))
 
 
 def case_id_of(store: Store, alarm_id: int) -> str | None:
