@@ -1,0 +1,331 @@
+"""The whole path, measured against its peers (issue 18, parts 1 and 2).
+
+``python -m simulators.bench path [--quick] [--peers]``
+
+Throughput. A simulated community (``--households``, about 5.7 devices each: 5,683 devices
+for 1,000 households) as a site for the real gateway process (``gateway run``: the service
+with its embedded telemetry, its API and a case system, the simulator in its own process).
+``--messages`` community-shaped QoS 1 messages (:class:`simulators.bench._rig.Workload`:
+motion, doors, water and electricity meters, battery heartbeats, one in 1,000 an SOS press)
+are queued on Mosquitto for a persistent session before the receiver connects, so the
+publisher's speed limits nobody and every receiver pays the same PUBACKs:
+
+* ceiling: a bare paho client in its own process that only counts messages
+  (:mod:`simulators.bench._ceiling`);
+* gateway: started on the queued session; measured from the MQTT intake going online (its
+  log line) until every message was taken in (``gateway_ingest_messages_total``), every
+  reading was fed to the rule engine and the alarm changes it made were committed
+  (``gateway_readings_processed_total`` equal to ``gateway_readings_total``, both queues
+  empty) and every SOS press was committed as an alarm change;
+* ``--peers``: Node-RED (:mod:`simulators.bench._nodered`) on the same queued messages: JSON
+  parse, device lookup, one rule (an SOS becomes an alarm record), a count.
+
+``processed_per_s`` is messages per second; ``ratio_to_ceiling`` the gateway's over the bare
+client's (bar 0.6, goal 0.8); ``ratio_to_nodered`` the gateway's over Node-RED's. RSS of each
+is its peak resident memory in the run.
+
+Alarm latency under load (part 2, in the same run on the same gateway): a paced publisher
+sends the same kind of traffic at half the capacity just measured while smoke detectors
+report smoke (a new alarm each: every detector once), then the same for ``--burst-s`` at ten
+times the half load. For each alarm: from its publish (taken just before ``publish``) to
+(a) its ``raised`` event on the live stream (``/api/stream``, SSE, read by a client of the
+duty console's kind) and (b) its case created at the simulated case system (``created_at``
+of ``/_sim/cases``). p50/p99 per phase; bars p99 <= 50 ms at half load, <= 250 ms in the burst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as paho
+
+from simulators.bench._rig import (SITE_ID, ProcStats, Workload, community_rig, forget, metric,
+                                   prepare_session, publish_all, uptime)
+from simulators.bench.crash import GatewayProc
+
+__all__ = ["add_args", "run"]
+
+GATEWAY_CLIENT = f"gateway-{SITE_ID}"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--households", type=int, default=1000)
+    p.add_argument("--messages", type=int, default=100_000)
+    p.add_argument("--latency-s", type=float, default=20.0, help="half-load phase length")
+    p.add_argument("--burst-s", type=float, default=3.0, help="10x burst length")
+    p.add_argument("--sos-every", type=float, default=0.1, help="s between smoke alarms")
+    p.add_argument("--peers", action="store_true",
+                   help="also Node-RED (installed into a cache folder on first use)")
+    p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "gateway-bench",
+                   help="where --peers installs Node and Node-RED")
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep site, data and logs here (default: a temporary directory)")
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.quick:
+        args.households, args.messages = min(args.households, 1000), 20_000
+        args.latency_s, args.burst_s = 6.0, 1.5
+    out: dict = {"load_before": uptime(), "households": args.households,
+                 "messages": args.messages}
+    with community_rig("bench-path-", args.households, args.workdir) as rig:
+        community, port = rig.community, rig.broker.port
+        workload = Workload(community)
+        messages = workload.messages(args.messages)
+        out["devices"] = len(community.devices)
+        out["sos_presses"] = sum(1 for _t, p in messages if b"sos" in p or b"emerg" in p)
+        out.update(_ceiling(port, messages))
+        gw = rig.gateway()
+        token = gw.token("duty", "bench-path")
+        try:
+            out.update(_gateway(gw, port, messages))
+            out["gateway_ratio_to_ceiling"] = round(
+                out["gateway_per_s"] / out["ceiling_per_s"], 3)
+            out.update(_latency(gw, token, port, rig.case.url, workload,
+                                out["gateway_per_s"] / 2, args))
+            out["gateway_rss_mb_after_latency"] = round(ProcStats(gw.proc.pid).peak_rss_mb(),
+                                                        1) if gw.proc else None
+        finally:
+            gw.stop()
+        if args.peers:
+            from simulators.bench._nodered import NodeRed
+
+            red = NodeRed(args.cache, rig.work / "nodered", port, community)
+            out.update(red.measure(messages))
+            out["ratio_to_nodered"] = round(out["gateway_per_s"] / out["nodered_per_s"], 3)
+            out["rss_share_of_nodered"] = round(
+                out["gateway_rss_mb"] / out["nodered_rss_mb"], 3)
+    out["processed_per_s"] = out["gateway_per_s"]
+    out["ratio_to_ceiling"] = out.pop("gateway_ratio_to_ceiling")
+    out["load_after"] = uptime()
+    out["bars"] = {"ratio_to_ceiling": 0.6, "p99_half_ms": 50, "p99_burst_ms": 250}
+    lat = out.get("latency", {})
+    out["meets_bars"] = {
+        "ratio_to_ceiling": out["ratio_to_ceiling"] >= 0.6,
+        "p99_half": all(lat.get("half", {}).get(k, {}).get("p99_ms", 1e9) <= 50
+                        for k in ("stream", "case")),
+        "p99_burst": all(lat.get("burst", {}).get(k, {}).get("p99_ms", 1e9) <= 250
+                         for k in ("stream", "case"))}
+    return out
+
+
+# ----------------------------------------------------------------------------- throughput
+
+def _ceiling(port: int, messages: list[tuple[str, bytes]]) -> dict:
+    cid = "bench-ceiling"
+    prepare_session(port, cid)
+    publish_all(port, messages)
+    res = subprocess.run([sys.executable, "-m", "simulators.bench._ceiling", str(port), cid,
+                          str(len(messages))], capture_output=True, text=True, timeout=300)
+    forget(port, cid)
+    if res.returncode != 0:
+        raise RuntimeError(f"ceiling failed: {res.stderr[-2000:]}")
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    return {"ceiling_per_s": round(got["rate"]), "ceiling_rss_mb": got["rss_mb"]}
+
+
+def _metrics(client: httpx.Client, url: str) -> str:
+    return client.get(f"{url}/metrics").text
+
+
+def _gateway(gw: GatewayProc, port: int, messages: list[tuple[str, bytes]]) -> dict:
+    """First start subscribes the gateway's persistent session; it stops, the messages
+    queue, and the second start drains them (measured)."""
+    gw.start()
+    gw.wait_ready(120)
+    gw.stop()
+    n = len(messages)
+    publish_all(port, messages)
+    sos = sum(1 for _t, p in messages if b"sos" in p or b"emerg" in p)
+    log_mark = gw.log.stat().st_size
+    t_proc = time.time()
+    gw.start()
+    assert gw.proc is not None
+    stats = ProcStats(gw.proc.pid)
+    deadline = time.monotonic() + 600
+    done_at = None
+    with httpx.Client(timeout=5.0) as c:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            try:
+                text = _metrics(c, gw.url)
+            except httpx.HTTPError:
+                continue
+            fed = metric(text, "gateway_readings_total")
+            if (metric(text, "gateway_ingest_messages_total") >= n
+                    and metric(text, "gateway_readings_processed_total") >= fed
+                    and metric(text, "gateway_telemetry_queue_depth") == 0
+                    and metric(text, "gateway_alarm_queue_depth") == 0
+                    and metric(text, "gateway_accepted_alarm_messages_total") >= sos):
+                done_at = time.time()
+                break
+        if done_at is None:
+            raise RuntimeError(f"the gateway did not process {n} messages in 600 s:\n"
+                               f"{gw.log_tail()}")
+        text = _metrics(c, gw.url)
+    started = _log_time(gw.log, log_mark, "start-up heap settled")
+    return {"gateway_per_s": round(n / (done_at - started)),
+            "gateway_drain_s": round(done_at - started, 2),
+            "gateway_process_start_to_tasks_s": round(started - t_proc, 2),
+            "gateway_readings": int(metric(text, "gateway_readings_processed_total")),
+            "gateway_shed": metric(text, "gateway_shed_total"),
+            "gateway_rejected": metric(text, "gateway_rejected_total"),
+            "gateway_rss_mb": round(stats.peak_rss_mb(), 1)}
+
+
+def _log_time(log: Path, offset: int, text: str) -> float:
+    """Wall time of the first line holding ``text`` written to the gateway's log after
+    ``offset``. The drain is timed from "start-up heap settled", logged just before the
+    service's tasks start (the MQTT intake connects a few ms later; its "-> online" comes only
+    after its subscriptions, while the queued messages already flow)."""
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        fh.seek(offset)
+        for line in fh:
+            if text in line:
+                stamp = line[:23]   # 2026-12-06 13:41:25,123 (local time)
+                return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    raise RuntimeError(f"no {text!r} line in the gateway's log")
+
+
+# ----------------------------------------------------------------------------- latency
+
+class _Stream(threading.Thread):
+    """The live stream as the duty console reads it: ``raised`` alarms' arrival times."""
+
+    def __init__(self, url: str, token: str):
+        super().__init__(name="sse", daemon=True)
+        self.url, self.token = url, token
+        self.raised: dict[str, float] = {}
+        self.open = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=2.0)) as c:
+            while not self.stop.is_set():
+                try:
+                    with c.stream("GET", f"{self.url}/api/stream", headers=headers) as res:
+                        self.open.set()
+                        for line in res.iter_lines():
+                            if line.startswith("data:"):
+                                self._event(json.loads(line[5:]), time.time())
+                            if self.stop.is_set():
+                                return
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+
+    def _event(self, ev: dict, at: float) -> None:
+        if ev.get("type") == "alarm" and ev.get("action") == "raised":
+            self.raised.setdefault(ev["alarm"]["device_id"], at)
+
+
+def _paced(port: int, messages: list[tuple[str, bytes]], phases: list[tuple[float, float]],
+           stop: threading.Event) -> list[float]:
+    """Publish ``messages`` (cycled) at QoS 1, ``rate`` per second for ``seconds`` per phase,
+    in 10 ms slices; returns the rate achieved in each phase."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-load", clean_session=True)
+    c.max_inflight_messages_set(5000)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    achieved = []
+    i = 0
+    try:
+        for rate, seconds in phases:
+            t0 = time.perf_counter()
+            sent = 0
+            while not stop.is_set():
+                now = time.perf_counter() - t0
+                if now >= seconds:
+                    break
+                due = int(rate * min(now + 0.01, seconds))
+                while sent < due:
+                    t, p = messages[i % len(messages)]
+                    c.publish(t, p, qos=1)
+                    sent += 1
+                    i += 1
+                time.sleep(max(0.0, t0 + (sent / rate) - time.perf_counter()))
+            achieved.append(sent / max(1e-9, time.perf_counter() - t0))
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return achieved
+
+
+def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Workload,
+             half_rate: float, args: argparse.Namespace) -> dict:
+    detectors = workload.by_type("smoke_detector", "z2m")
+    load = workload.messages(200_000, seed=1, alarm_every=0)
+    stream = _Stream(gw.url, token)
+    stream.start()
+    if not stream.open.wait(10):
+        raise RuntimeError("the live stream did not open")
+    phases = [(half_rate, args.latency_s), (half_rate * 10, args.burst_s)]
+    stop = threading.Event()
+    achieved: list[float] = []
+    pub = threading.Thread(target=lambda: achieved.extend(_paced(port, load, phases, stop)),
+                           name="load", daemon=True)
+    sos = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-sos",
+                      clean_session=True)
+    sos.connect("127.0.0.1", port)
+    sos.loop_start()
+    pressed: dict[str, tuple[str, float]] = {}    # device id -> (phase, publish time)
+    try:
+        pub.start()
+        t0 = time.perf_counter()
+        k = 0
+        for phase, until in (("half", args.latency_s), ("burst", args.latency_s + args.burst_s)):
+            while time.perf_counter() - t0 < until and k < len(detectors):
+                d = detectors[k]
+                k += 1
+                pressed[d.id] = (phase, time.time())
+                sos.publish(d.topic, b'{"smoke": true}', qos=1)
+                time.sleep(args.sos_every if phase == "half" else args.sos_every / 2)
+        pub.join(args.latency_s + args.burst_s + 60)
+        deadline = time.monotonic() + 120
+        cases: dict[str, float] = {}
+        with httpx.Client(timeout=10) as c:
+            while time.monotonic() < deadline:
+                rep = c.get(f"{case_url}/_sim/cases").json()
+                cases = {x["device"]: datetime.fromisoformat(x["created_at"]).timestamp()
+                         for x in rep["cases"] if x["device"] in pressed}
+                if len(cases) == len(pressed) and all(d in stream.raised for d in pressed):
+                    break
+                time.sleep(0.5)
+    finally:
+        stop.set()
+        stream.stop.set()
+        sos.disconnect()
+        sos.loop_stop()
+    out: dict = {}
+    for phase in ("half", "burst"):
+        mine = {d: t for d, (ph, t) in pressed.items() if ph == phase}
+        out[phase] = {"alarms": len(mine),
+                      "stream": _percentiles([stream.raised[d] - t for d, t in mine.items()
+                                              if d in stream.raised]),
+                      "case": _percentiles([cases[d] - t for d, t in mine.items()
+                                            if d in cases]),
+                      "missing_stream": sum(1 for d in mine if d not in stream.raised),
+                      "missing_case": sum(1 for d in mine if d not in cases)}
+    out["half"]["load_per_s"] = round(achieved[0]) if achieved else None
+    out["burst"]["load_per_s"] = round(achieved[1]) if len(achieved) > 1 else None
+    out["half"]["target_per_s"], out["burst"]["target_per_s"] = (round(half_rate),
+                                                                 round(half_rate * 10))
+    return {"latency": out, "load_during_latency": uptime()}
+
+
+def _percentiles(xs: list[float]) -> dict:
+    if not xs:
+        return {"n": 0}
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=100, method="inclusive") if len(xs) > 1 else xs * 99
+    return {"n": len(xs), "p50_ms": round(statistics.median(xs) * 1000, 1),
+            "p99_ms": round(q[98] * 1000, 1), "max_ms": round(xs[-1] * 1000, 1)}
