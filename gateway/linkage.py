@@ -138,6 +138,14 @@ class Linkage:
         self._tg: asyncio.TaskGroup | None = None
         #: (device, kind) -> [(expected value, future)] of commands waiting for their state
         self._waiting: dict[tuple[str, str], list[tuple[bool, asyncio.Future[bool]]]] = {}
+        self._in_flight = 0
+
+    def health(self, writer_state: str) -> dict:
+        """The ``/healthz`` entry: the MQTT command writer's state and the commands in
+        flight (being sent or waiting for their device's state). Never holds readiness: a
+        gateway that cannot command a valve still raises the alarm."""
+        return {"state": writer_state if self._tg is not None else "stopped",
+                "in_flight": self._in_flight}
 
     # -- inputs -------------------------------------------------------------------------
     def on_changes(self, changes: Sequence[Change]) -> None:
@@ -334,6 +342,13 @@ class Linkage:
 
     async def _carry(self, job: _Job) -> None:
         """Steps 2 and 3 for one command; every outcome recorded."""
+        self._in_flight += 1
+        try:
+            await self._carry_out(job)
+        finally:
+            self._in_flight -= 1
+
+    async def _carry_out(self, job: _Job) -> None:
         c = job.command
         base = {"command_id": c.command_id, "device_id": c.device_id, "action": c.action.value,
                 "automatic": job.automatic, "actor": job.actor}

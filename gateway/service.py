@@ -245,9 +245,11 @@ class Health:
     """``/healthz`` and ``/readyz``: each component's state, read when asked."""
 
     def __init__(self, *, store: Store, pipeline: Pipeline, tick_s: float, intake: MqttIntake,
-                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks) -> None:
+                 field: FieldDrivers, case: CaseSystem | None, uplinks: Uplinks,
+                 linkage: Callable[[], dict] | None = None) -> None:
         self.store, self.pipeline, self.tick_s = store, pipeline, tick_s
         self.intake, self.field, self.case, self.uplinks = intake, field, case, uplinks
+        self.linkage = linkage
         self._t0 = time.monotonic()
 
     def rules_ready(self) -> bool:
@@ -264,6 +266,7 @@ class Health:
             "case_system": {"state": forwarder.state if forwarder else "not configured",
                             "pending": forwarder.pending_count() if forwarder else 0},
             **({"case_status_poll": {"state": self.case.poller.state}} if self.case else {}),
+            **({"linkage": self.linkage()} if self.linkage else {}),   # commands to devices
             **self.uplinks.health(forwarder),       # "store", "outbox", the optional uplinks
         }
 
@@ -340,7 +343,8 @@ class Gateway:
         # running its device at that moment (drivers/field.py)
         linkage.registry.add(field)
         health = Health(store=store, pipeline=pipeline, tick_s=self.o.tick_s, intake=intake,
-                        field=field, case=case, uplinks=uplinks)
+                        field=field, case=case, uplinks=uplinks,
+                        linkage=lambda: linkage.health(commands_out.state))
 
         # who hears of alarm changes, in this order (gateway/change_bus.py)
         changes.subscribe(engine_follow_up(book, pipeline))

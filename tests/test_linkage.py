@@ -11,6 +11,8 @@ so, FILE:LINE). Staff's inverse needs ``commands.restore``."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.broker import free_port
@@ -54,6 +56,9 @@ def test_gas_alarm_closes_the_valve_confirmed_and_audited(tmp_path, mosquitto, c
         gw.start()
         try:
             api = gw.api(admin)
+            health = wait_for(lambda: (h := api.get("/healthz").json()) and json.dumps(
+                h).find('"linkage"') >= 0 and h, timeout=10, what="the linkage in /healthz")
+            assert '"linkage": {"state": "online", "in_flight": 0}' in json.dumps(health)
             mqtt_publish(mosquitto.port, [("zigbee2mqtt/h7-101/gas",
                                            {"gas": True, "battery": 100, "linkquality": 90})])
             alarm = wait_for(lambda: _alarm_of(api, "gas-7-101"), timeout=15, what="gas alarm")
