@@ -14,6 +14,10 @@ addresses are 0-based PDU addresses, as in the profiles.
 
     python -m simulators.modbus_meters --port 5020 --units 1-20 --dead 7 \
         --profile eastron-sdm630
+
+``--log-writes`` prints ``write UNIT FC ADDRESS VALUES MONOTONIC`` for each write it obeys
+(``time.monotonic()``: on Linux one clock for every process of the machine, so a benchmark
+can time a command's arrival from its own process).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import logging
 import random
 import sys
+import time
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -44,7 +49,7 @@ def default_values(entries: list[RegisterEntry], unit: int) -> dict[str, float |
     for e in entries:
         k = e.kind.value
         if e.is_bool:
-            out[e.metric] = False
+            out[e.metric] = k == "valve_open"       # a valve is open; no alarm, no fault
         elif k == "voltage":
             out[e.metric] = round(rng.uniform(215, 235), 1)
         elif k == "current":
@@ -79,6 +84,7 @@ class MeterStore(ModbusServerContext):
         self.registers: dict[int, dict[tuple[int, int], int]] = {u: {} for u in units}
         self.requests = 0
         self.writes: list[tuple[int, int, int, list[int]]] = []   # (unit, fc, address, values)
+        self.log_writes = False
         for u in units:
             self.set_values(u, default_values(entries, u))
 
@@ -122,6 +128,9 @@ class MeterStore(ModbusServerContext):
         for i, v in enumerate(values):
             regs[(table, address + i)] = int(v)
         self.writes.append((device_id, func_code, address, [int(v) for v in values]))
+        if self.log_writes:
+            print(f"write {device_id} {func_code} {address} "
+                  f"{','.join(str(int(v)) for v in values)} {time.monotonic():.6f}", flush=True)
         return None
 
     def value(self, unit: int, metric: str) -> list[int]:
@@ -160,6 +169,7 @@ async def _main(args: argparse.Namespace) -> None:
     servers = []
     for port in args.port:
         store = MeterStore(entries, _units(args.units))
+        store.log_writes = args.log_writes
         if args.dead and (args.dead_port is None or args.dead_port == port):
             store.dead = set(_units(args.dead))
         servers.append(await serve_meters(store, port))
@@ -180,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dead-port", type=int, default=None,
                    help="only the units of this port are dead (default: every port's)")
     p.add_argument("--profile", default="eastron-sdm630")
+    p.add_argument("--log-writes", action="store_true",
+                   help="print each write obeyed, with its time.monotonic()")
     args = p.parse_args(argv)
     try:
         asyncio.run(_main(args))
