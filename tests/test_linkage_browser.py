@@ -13,6 +13,7 @@ import pytest
 
 from simulators.z2m_actuators import Actuator, Actuators
 from tests.linkage_fixtures import linkage_site
+from tests.test_console_i18n_browser import COLLECT, EXCEPT, untranslated
 from tests.support import GatewayProcess, browser_login, mqtt_publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -48,6 +49,8 @@ def test_card_shows_the_automatic_closure_and_staff_reopen_with_confirmation(
                 row = page.locator("#command-dialog .cmd-device[data-device=valve-7-101]")
                 row.locator("button[data-action=open_valve]").click()
                 assert page.inner_text("#cmdd-question") == "确认对「厨房燃气阀」执行「开阀」？"
+                # the card and the dialog: no English, no codes in zh-CN (site names aside)
+                assert untranslated(page.evaluate(COLLECT, EXCEPT), "zh") == []
                 assert valve.on is False          # nothing sent before the confirmation
                 page.click("#cmdd-confirm")
                 page.wait_for_selector(OPENED, timeout=15_000)
@@ -56,10 +59,12 @@ def test_card_shows_the_automatic_closure_and_staff_reopen_with_confirmation(
                 assert re.match(r"已开阀 ✔ \d\d:\d\d:\d\d · 厨房燃气阀 admin操作", opened), opened
                 assert page.is_visible(CLOSED)     # what the rule did stays on the card
 
+                page.wait_for_selector("#toast", state="hidden", timeout=10_000)   # 已发送：开阀
                 page.select_option("#lang", "en")
                 page.wait_for_function(
                     "() => /Valve closed automatically ✔/.test(document.querySelector("
                     f"'{CLOSED}')?.textContent)", timeout=10_000)
+                assert untranslated(page.evaluate(COLLECT, EXCEPT), "en") == []
             finally:
                 context.close()
 
