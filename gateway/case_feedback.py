@@ -9,6 +9,12 @@ all). :class:`CaseStatusPoller` is the fallback: every ``interval_s`` it pages t
 cases changed since its cursor (``GET /api/v1/cases?updated_since=``, kept in ``meta``) and
 applies every event it has not seen, through the same ``event_id`` dedup — so a change that
 arrives both ways is recorded once.
+
+A care state the handler reports with an event (``care``, contract 1.4: the resident is in
+hospital until a date, away, a carer present, or back home) is written in the event's
+transaction on the household of the case's alarm or help request (``care.set`` /
+``care.end`` audited by ``case_system:<handler>``, via ``case_system``); the rule engine
+follows once it is committed (``on_care``, the service's ``CareDesk.told``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import HTTPException
 from pydantic import ValidationError
@@ -24,33 +31,52 @@ from pydantic import ValidationError
 from gateway import StoreError
 from gateway.alarms import Change
 from gateway.help_requests import apply_case_status
+from gateway.household_care import care_row, end_in, set_in
 from gateway.kernel.resilience import Backoff
 from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.store import Store, Tx, append_event, cases, cursors
 from gateway.store import alarms as alarm_rows
+from gateway.store import help as help_rows
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
-from gateway.uplink.case_system import CaseSystemClient, CaseView, decode_callback
+from gateway.uplink.case_system import (CareReport, CareState, CaseSystemClient, CaseView,
+                                        decode_callback)
 from gateway.uplink.signing import Secret, SignatureError, Verifier
 
-__all__ = ["CaseFeedback", "CaseStatusPoller", "apply_case_event"]
+__all__ = ["CareReported", "CaseFeedback", "CaseStatusPoller", "apply_case_event"]
 
 log = logging.getLogger(__name__)
 #: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final
 _RANK = {"accepted": 0, "dispatched": 1, "on_site": 2, "closed": 3, "rejected": 3}
+#: care states written with case events: (household, its ``household_care`` row or None:
+#: ended), for the rule engine once committed
+CareReported = list[tuple[str, dict[str, Any] | None]]
 
 
 def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
                      handler: str | None, note: str, via: str,
-                     on_closed: str = "resolve") -> Change | None:
+                     on_closed: str = "resolve", care: CareReport | None = None,
+                     changed_at: datetime | None = None,
+                     cared: CareReported | None = None) -> Change | None:
     """Record one case status change once (by ``event_id``): the alarm's change, or None
     when it was seen before or belongs to no alarm here. A case closed resolves its open
     alarm (``on_closed="resolve"``: reason ``case_closed``, the handler's result as the note,
-    ``case_system:<handler>`` as actor) or leaves it for staff to confirm (``"confirm"``)."""
+    ``case_system:<handler>`` as actor) or leaves it for staff to confirm (``"confirm"``).
+    ``care`` (reported with the event at ``changed_at``): the household of the case's alarm
+    or help request takes it, appended to ``cared``."""
     if not cases.first_seen(conn, event_id, utc().isoformat()):
         return None     # duplicate delivery
     row = alarm_rows.by_case_id(conn, case_id)
+    if care is not None:
+        request = help_rows.by_case_id(conn, case_id) if row is None else None
+        household = row[2] if row is not None else request and request["household_id"]
+        if household:
+            _care_reported(conn, household, care, handler, changed_at or utc(),
+                           cared if cared is not None else [])
+        else:
+            log.warning("case %s: care state %s reported for no household here", case_id,
+                        care.state.value)
     if row is None:   # a service case: its help request moves (gateway.help_requests)
         apply_case_status(conn, case_id=case_id, status=status, handler=handler, note=note)
         return None
@@ -67,13 +93,32 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
     return Change(row[0], "case_status")
 
 
+def _care_reported(conn: Tx, household_id: str, care: CareReport, handler: str | None,
+                   at: datetime, cared: CareReported) -> None:
+    actor = f"case_system:{handler or ''}"
+    if care.state is CareState.ENDED:
+        if end_in(conn, household_id, actor=actor, via="case_system"):
+            cared.append((household_id, None))
+        return
+    until = care.until if care.until is not None and care.until > at else None
+    row = care_row(household_id, care.state.value, actor=actor, via="case_system", start=at,
+                   expected_end=until, note=care.note)
+    set_in(conn, row)
+    cared.append((household_id, row))
+
+
 class CaseFeedback:
+    """Signed callbacks of the case system; ``on_care(household, row or None)``: a care
+    state reported with an event, committed (the rule engine follows)."""
+
     def __init__(self, store: Store, key_id: str, secret: str,
-                 on_change: Callable[[list[Change]], None], on_closed: str = "resolve"):
+                 on_change: Callable[[list[Change]], None], on_closed: str = "resolve",
+                 on_care: Callable[[str, dict[str, Any] | None], None] = lambda h, r: None):
         self.store = store
         self.verifier = Verifier({key_id: Secret(secret)})
         self.on_change = on_change
         self.on_closed = on_closed
+        self.on_care = on_care
 
     async def handle(self, method: str, target: str, headers: Mapping[str, str],
                      body: bytes) -> dict:
@@ -87,13 +132,22 @@ class CaseFeedback:
             field = ".".join(str(p) for p in first["loc"])
             raise HTTPException(422, f"{field}: {first['msg']}") from None
 
-        try:
-            change = await self.store.write(lambda c: apply_case_event(
+        cared: CareReported = []
+
+        def tx(c: Tx) -> Change | None:
+            cared.clear()
+            return apply_case_event(
                 c, event_id=cb.event_id, case_id=cb.case_id, status=cb.status.value,
-                handler=cb.handler, note=cb.note, via="callback", on_closed=self.on_closed))
+                handler=cb.handler, note=cb.note, via="callback", on_closed=self.on_closed,
+                care=cb.care, changed_at=cb.changed_at, cared=cared)
+
+        try:
+            change = await self.store.write(tx)
         except StoreError as exc:
             # 503: the case system retries the callback (and the poller catches up).
             raise HTTPException(503, f"store: {exc}") from None
+        for household, row in cared:
+            self.on_care(household, row)
         if change is not None:
             self.on_change([change])
             return {"ok": True, "duplicate": False}
@@ -105,7 +159,8 @@ class CaseStatusPoller:
 
     def __init__(self, store: Store, client: CaseSystemClient, metrics: Metrics,
                  on_change: Callable[[list[Change]], None], *, interval_s: float = 60.0,
-                 lookback: timedelta = timedelta(hours=1), on_closed: str = "resolve"):
+                 lookback: timedelta = timedelta(hours=1), on_closed: str = "resolve",
+                 on_care: Callable[[str, dict[str, Any] | None], None] = lambda h, r: None):
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
         self.store = store
@@ -115,6 +170,7 @@ class CaseStatusPoller:
         self.interval_s = interval_s
         self.lookback = lookback
         self.on_closed = on_closed
+        self.on_care = on_care
         self.status = StateTracker("case status polling:", "starting", logger=log)
         self._backoff = Backoff(base_s=min(1.0, interval_s), cap_s=max(interval_s, 5.0))
 
@@ -146,14 +202,19 @@ class CaseStatusPoller:
         views = await self.client.cases_updated_since(since, limit=200, max_pages=50)
         newest = max((c.updated_at for c in views), default=since)
 
+        cared: CareReported = []
+
         def tx(conn: Tx) -> list[Change]:
             changed: list[Change] = []
+            cared.clear()
             for case in views:
-                changed += _apply_case(conn, case, self.on_closed)
+                changed += _apply_case(conn, case, self.on_closed, cared)
             cursors.write_cursor(conn, cursors.CASE_POLL, newest.isoformat())
             return changed
 
         changed = await self.store.write(tx)
+        for household, row in cared:
+            self.on_care(household, row)
         self.status.set("ok")
         self.metrics.inc("gateway_case_polls_total")
         if changed:
@@ -169,12 +230,13 @@ class CaseStatusPoller:
         return self.status.value
 
 
-def _apply_case(conn: Tx, case: CaseView, on_closed: str) -> list[Change]:
+def _apply_case(conn: Tx, case: CaseView, on_closed: str, cared: CareReported) -> list[Change]:
     out = []
     for ev in sorted(case.events, key=lambda e: e.changed_at):
         change = apply_case_event(conn, event_id=ev.event_id, case_id=case.case_id,
                                   status=ev.status.value, handler=ev.handler, note=ev.note,
-                                  via="poll", on_closed=on_closed)
+                                  via="poll", on_closed=on_closed, care=ev.care,
+                                  changed_at=ev.changed_at, cared=cared)
         if change is not None:
             out.append(change)
     if out:   # events may have been missed in any order: the case's own status is current

@@ -7,7 +7,9 @@ Contract:
   overdue-return alarm once the expected end has passed by the rule's ``overdue_after``).
 - :class:`CareDesk` sets and ends states (from the console, a caller key configured for it,
   the case system: ``via``): the row and its audit entry (``care.set`` / ``care.end``,
-  target the household) in one transaction, then the engine is told.
+  target the household) in one transaction (:func:`set_in`, :func:`end_in`), then the
+  engine is told (:meth:`CareDesk.told`). The case system's reports (contract 1.4,
+  ``gateway.case_feedback``) are written in the transaction of their case event.
 - A caller key configured for it (devices.yaml ``care_actions``: action -> ``away``,
   ``hospital``, ``carer`` or ``home``, which ends the state) gives a ``button`` reading of
   metric ``care_key`` (``drivers.profiles.with_care_actions``); :meth:`CareDesk.offer` (the
@@ -36,7 +38,8 @@ from gateway.store.audit import record_audit
 from gateway.store.household_care import all_care, delete_care, get_care, put_care
 from rules.inactivity import care_states, set_care
 
-__all__ = ["CARE_STATES", "VIAS", "CareDesk", "CareError", "apply_care", "ended_by_rule"]
+__all__ = ["CARE_STATES", "VIAS", "CareDesk", "CareError", "apply_care", "care_row",
+           "end_in", "ended_by_rule", "set_in"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,35 @@ class CareError(GatewayError):
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat()
+
+
+def care_row(household_id: str, state: str, *, actor: str, via: str, start: datetime,
+             expected_end: datetime | None = None, note: str = "") -> dict[str, Any]:
+    """The ``household_care`` row of a state set now (checked by the caller)."""
+    return {"household_id": household_id, "state": state, "started_at": _iso(start),
+            "expected_end": _iso(expected_end) if expected_end else None, "note": note,
+            "via": via, "set_by": actor, "set_at": utc_iso()}
+
+
+def set_in(conn: Tx, row: dict[str, Any]) -> None:
+    """Set a state (:func:`care_row`) and audit it (``care.set``) in the caller's
+    transaction."""
+    put_care(conn, **row)
+    record_audit(conn, row["set_by"], "care.set", row["household_id"], state=row["state"],
+                 start=row["started_at"], expected_end=row["expected_end"], via=row["via"],
+                 note=row["note"])
+
+
+def end_in(conn: Tx, household_id: str, *, actor: str, via: str) -> bool:
+    """End the household's state, audited (``care.end``), in the caller's transaction;
+    False: it had none."""
+    row = get_care(conn, household_id)
+    if row is None:
+        return False
+    delete_care(conn, household_id)
+    record_audit(conn, actor, "care.end", household_id, state=row["state"], reason="ended",
+                 via=via)
+    return True
 
 
 class CareDesk:
@@ -131,39 +163,28 @@ class CareDesk:
         start = start or now
         if expected_end is not None and expected_end <= start:
             raise CareError(422, "invalid", "the expected end must come after the start")
-        row: dict[str, Any] = {"household_id": household_id, "state": state, "started_at": _iso(start),
-               "expected_end": _iso(expected_end) if expected_end else None, "note": note,
-               "via": via, "set_by": actor, "set_at": utc_iso()}
-
-        def tx(conn: Tx) -> None:
-            put_care(conn, **row)
-            record_audit(conn, actor, "care.set", household_id, state=state,
-                         start=row["started_at"], expected_end=row["expected_end"], via=via,
-                         note=note)
-
-        await self.store.write(tx)
-        engine = self.engine()
-        if engine is not None:
-            set_care(engine, household_id, state, now, start, expected_end)
+        row = care_row(household_id, state, actor=actor, via=via, start=start,
+                       expected_end=expected_end, note=note)
+        await self.store.write(lambda conn: set_in(conn, row))
+        self.told(household_id, row, now)
         return row
 
     async def end(self, household_id: str, *, actor: str, via: str = "console",
                   now: datetime | None = None) -> bool:
         """End the household's care state (False: it had none)."""
-        def tx(conn: Tx) -> bool:
-            row = get_care(conn, household_id)
-            if row is None:
-                return False
-            delete_care(conn, household_id)
-            record_audit(conn, actor, "care.end", household_id, state=row["state"],
-                         reason="ended", via=via)
-            return True
-
-        ended = bool(await self.store.write(tx))
-        engine = self.engine()
-        if ended and engine is not None:
-            set_care(engine, household_id, None, now or utc())
+        ended = bool(await self.store.write(
+            lambda conn: end_in(conn, household_id, actor=actor, via=via)))
+        if ended:
+            self.told(household_id, None, now)
         return ended
+
+    def told(self, household_id: str, row: dict[str, Any] | None,
+             now: datetime | None = None) -> None:
+        """The rule engine follows a state written to the store: ``row`` (a
+        ``household_care`` row) set, or None: ended."""
+        engine = self.engine()
+        if engine is not None:
+            _follow(engine, household_id, row, now or utc())
 
 
 def apply_care(engine: Any, store: Any, now: datetime | None = None) -> int:
@@ -174,11 +195,20 @@ def apply_care(engine: Any, store: Any, now: datetime | None = None) -> int:
     for h in set(care_states(engine)) - kept:
         set_care(engine, h, None, now)
     for r in rows:
-        end = r["expected_end"]
-        set_care(engine, r["household_id"], r["state"], now,
-                 datetime.fromisoformat(r["started_at"]),
-                 datetime.fromisoformat(end) if end else None)
+        _follow(engine, r["household_id"], r, now)
     return len(rows)
+
+
+def _follow(engine: Any, household_id: str, row: dict[str, Any] | None,
+            now: datetime) -> None:
+    """``engine`` takes the household's ``household_care`` row (None: no state)."""
+    if row is None:
+        set_care(engine, household_id, None, now)
+        return
+    end = row["expected_end"]
+    set_care(engine, household_id, row["state"], now,
+             datetime.fromisoformat(row["started_at"]),
+             datetime.fromisoformat(end) if end else None)
 
 
 def ended_by_rule(conn: Tx, a: Any) -> None:

@@ -291,6 +291,8 @@ class Gateway:
         self.site = load_site(self.config_dir, cache=self.data_dir / SITE_CACHE)
         self.metrics = Metrics()
         self.started = asyncio.Event()
+        #: the care desk once built: the case system's care reports are told to its engine
+        self.care: CareDesk | None = None
 
     async def run(self) -> None:
         site = self.site
@@ -360,7 +362,8 @@ class Gateway:
                          devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for),
                          extra={"help": desk, "linkage": linkage})
-        care = ctx.extra["care"] = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
+        care = self.care = ctx.extra["care"] = CareDesk(store, lambda: self.site,
+                                                        lambda: pipeline.engine)
         pipeline.on_reading = care.hooked(pipeline.on_reading)    # care key presses too
         await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
         # who hears of an edited site, in this order (the state swapped on the loop); with
@@ -470,9 +473,16 @@ class Gateway:
             forwarder=CaseForwarder(store, client(), self.metrics, on_change=on_change,
                                     window=uplink.window),
             callback=CaseFeedback(store, uplink.key_id, secret, on_change,
-                                  on_closed=uplink.on_case_closed).handle,
+                                  on_closed=uplink.on_case_closed,
+                                  on_care=self._care_reported).handle,
             poller=CaseStatusPoller(store, client(), self.metrics, on_change,
-                                    interval_s=uplink.poll_s, on_closed=uplink.on_case_closed))
+                                    interval_s=uplink.poll_s, on_closed=uplink.on_case_closed,
+                                    on_care=self._care_reported))
+
+    def _care_reported(self, household_id: str, row: dict | None) -> None:
+        """A care state the case system reported, committed: the rule engine follows."""
+        if self.care is not None:
+            self.care.told(household_id, row)
 
     async def _announce(self, server: uvicorn.Server) -> None:
         async with asyncio.timeout(60):

@@ -25,7 +25,9 @@ Test-only admin API (unsigned; bind to loopback):
   handled: the latency benchmark's end point), plus ``count`` and ``create_requests_total``.
 - ``GET /_sim/callbacks``: the callback delivery log.
 - ``GET /_sim/contract``: ``{version, validating, refused}`` (requests refused by the file).
-- ``POST /_sim/cases/{case_id}/status`` ``{"status": "rejected", "note": "..."}``: force a status.
+- ``POST /_sim/cases/{case_id}/status`` ``{"status": "rejected", "note": "..."}``: force a status
+  (with ``"care": {"state": "hospital", "until": ..., "note": ...}``: the handler reports a
+  care state of the case's household with it, contract 1.4).
 - ``POST /_sim/reset``: forget all cases, callbacks and faults.
 
 The same operations are methods of :class:`CaseSystemSim` (``app.state.sim``) for code on
@@ -61,8 +63,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.uplink.case_system import (Backoff, CaseCallback, CaseCategory, CaseCreate,
-                                        CaseCreated,
+from gateway.uplink.case_system import (Backoff, CareReport, CaseCallback, CaseCategory,
+                                        CaseCreate, CaseCreated,
                                         CaseEvent, CasePage, CaseStatus, CaseUpdate, CaseView,
                                         HmacAuth, UpdateAccepted, UpdateKind)
 from gateway.uplink.signing import (DEFAULT_WINDOW_S, Secret, SignatureError, Verifier,
@@ -151,6 +153,7 @@ class StatusForce(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: CaseStatus
     note: str = Field(default="", max_length=1000)
+    care: CareReport | None = None
 
 
 class _ApiError(Exception):
@@ -326,9 +329,10 @@ class CaseSystemSim:
         return {"deliveries": list(self.deliveries), "queued": self._callbacks.qsize(),
                 "dropped": self.callbacks_dropped}
 
-    def force_status(self, case_id: str, status: CaseStatus, note: str = "") -> CaseView:
+    def force_status(self, case_id: str, status: CaseStatus, note: str = "",
+                     care: CareReport | None = None) -> CaseView:
         case = self._get(case_id)
-        self._change(case, status, note or f"forced to {status.value}")
+        self._change(case, status, note or f"forced to {status.value}", care=care)
         return case.view()
 
     # ---------------------------------------------------------------- contract
@@ -472,7 +476,7 @@ class CaseSystemSim:
             case.due_at = asyncio.get_running_loop().time() + self.delays.after(case.status)
 
     def _change(self, case: _Case, status: CaseStatus, note: str = "", *,
-                handler: str | None = None) -> None:
+                handler: str | None = None, care: CareReport | None = None) -> None:
         now = self._wall()
         if status is CaseStatus.DISPATCHED:
             handler = self._grid_member(case.request.grid_cell_code)
@@ -481,14 +485,15 @@ class CaseSystemSim:
         event = CaseEvent(event_id=f"{case.case_id}-e{len(case.events) + 1}", status=status,
                           handler=case.handler,
                           note=note or _notes(case.request).get(status, status.value),
-                          changed_at=now)
+                          changed_at=now, care=care)
         case.events.append(event)
         self._schedule(case)
         self._write(case)
         if case.request.callback_url is not None:
             cb = CaseCallback(event_id=event.event_id, case_id=case.case_id,
                               idempotency_key=case.request.idempotency_key, status=status,
-                              handler=event.handler, note=event.note, changed_at=now)
+                              handler=event.handler, note=event.note, changed_at=now,
+                              care=care)
             for dup in range(2 if self._faults.duplicate_callbacks else 1):
                 try:
                     self._callbacks.put_nowait((str(case.request.callback_url), cb, dup > 0))
@@ -723,7 +728,7 @@ def _routes(app: FastAPI, sim: CaseSystemSim) -> None:
     @app.post("/_sim/cases/{case_id}/status")
     async def force_status(case_id: str, force: StatusForce) -> Response:
         try:
-            view = sim.force_status(case_id, force.status, force.note)
+            view = sim.force_status(case_id, force.status, force.note, force.care)
         except _ApiError as e:
             return e.response()
         return Response(view.model_dump_json(), media_type="application/json")

@@ -41,7 +41,7 @@ def contract() -> Contract:
 
 
 def test_the_contract_version_is_the_same_everywhere(contract: Contract) -> None:
-    assert contract.version == CONTRACT_VERSION == "1.3.0"
+    assert contract.version == CONTRACT_VERSION == "1.4.0"
     text = (ROOT / "docs" / "case-system.md").read_text("utf-8")
     assert f"**Contract version {CONTRACT_VERSION}**" in text
     assert f"| {CONTRACT_VERSION} |" in text          # the version table names it

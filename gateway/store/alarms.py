@@ -138,8 +138,9 @@ def set_status_of_case(conn: sqlite3.Connection, case_id: str, status: str) -> N
 
 
 def by_case_id(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row | None:
-    """The alarm of a case (``id``, ``state``)."""
-    return conn.execute("SELECT id, state FROM alarms WHERE case_id=?", (case_id,)).fetchone()
+    """The alarm of a case (``id``, ``state``, ``household_id``)."""
+    return conn.execute("SELECT id, state, household_id FROM alarms WHERE case_id=?",
+                        (case_id,)).fetchone()
 
 
 # -- the rule engine's bookkeeping (alarm_book) ---------------------------------------------

@@ -120,10 +120,10 @@ def set_case(conn: sqlite3.Connection, help_id: int, case_id: str, status: str) 
 
 
 def by_case_id(conn: sqlite3.Connection, case_id: str) -> dict | None:
-    cur = conn.execute("SELECT id, state, case_status, assigned_to FROM help_requests "
-                       "WHERE case_id=?", (case_id,))
-    row = cur.fetchone()
-    return dict(zip(("id", "state", "case_status", "assigned_to"), row)) if row else None
+    cols = ("id", "state", "case_status", "assigned_to", "household_id")
+    row = conn.execute(f"SELECT {', '.join(cols)} FROM help_requests WHERE case_id=?",
+                       (case_id,)).fetchone()
+    return dict(zip(cols, row)) if row else None
 
 
 def case_status(conn: sqlite3.Connection, help_id: int, status: str) -> bool:

@@ -24,6 +24,8 @@ __all__ = [
     "CATEGORY_BY_KIND",
     "CallOutcome",
     "CaseCall",
+    "CareReport",
+    "CareState",
     "CONTRACT_VERSION",
     "MAX_DEVICES",
     "CaseCallback",
@@ -152,7 +154,7 @@ class ServiceRequest(_Wire):
 
 
 #: Contract version: docs/case-system.openapi.yaml ``info.version`` (docs/case-system.md 8).
-CONTRACT_VERSION = "1.3.0"
+CONTRACT_VERSION = "1.4.0"
 #: Most source devices one case lists.
 MAX_DEVICES = 50
 
@@ -235,14 +237,35 @@ class UpdateAccepted(_Wire):
     status: CaseStatus
 
 
+class CareState(StrEnum):
+    """A household's care state as the grid reports it (since 1.4.0); ``ended``: none."""
+
+    AWAY = "away"
+    HOSPITAL = "hospital"
+    CARER = "carer"
+    ENDED = "ended"
+
+
+class CareReport(_Wire):
+    """Since 1.4.0, on a case event: the handler reports a care state of the case's
+    household (the resident is in hospital until a date, away, a carer is with them, or
+    back home: ``ended``); ``until``: the expected end, if known."""
+
+    state: CareState
+    until: AwareDatetime | None = None
+    note: str = Field(default="", max_length=200)
+
+
 class CaseEvent(_Wire):
-    """One status change in a case's history; ``event_id`` is unique per change."""
+    """One status change in a case's history; ``event_id`` is unique per change. ``care``
+    (since 1.4.0): a care state of the case's household reported with it."""
 
     event_id: str = Field(min_length=1)
     status: CaseStatus
     handler: str | None = None
     note: str = ""
     changed_at: AwareDatetime
+    care: CareReport | None = None
 
 
 class CaseView(_Wire):
@@ -279,6 +302,7 @@ class CaseCallback(_Wire):
     handler: str | None = None
     note: str = ""
     changed_at: AwareDatetime
+    care: CareReport | None = None
 
 
 class ErrorBody(_Wire):

@@ -26,7 +26,8 @@ from __future__ import annotations
 from gateway.kernel.resilience import Backoff, BreakerState, CircuitBreaker
 from gateway.uplink.case_client import CaseSystemClient, HmacAuth
 from gateway.uplink.case_models import (CATEGORY_BY_KIND, CONTRACT_VERSION, MAX_DEVICES,
-                                        CaseCallback, CaseCategory, CaseCreate, CaseCreated,
+                                        CareReport, CareState, CaseCallback, CaseCategory,
+                                        CaseCreate, CaseCreated,
                                         CaseEvent, CasePage, CaseRef, CaseStatus, CaseUpdate,
                                         CaseView, Device, ErrorBody, Household, ResolutionReason,
                                         UpdateAccepted, UpdateKind, UpdateRef, decode_callback)
@@ -37,6 +38,8 @@ __all__ = [
     "MAX_DEVICES",
     "Backoff",
     "BreakerState",
+    "CareReport",
+    "CareState",
     "CaseCallback",
     "CaseCategory",
     "CaseCreate",
