@@ -17,7 +17,10 @@ Contract:
   unusual night is forgotten after four weeks at most. ``count[i, s]`` counts samples
   (saturating at 255; halved when a window ends).
 - :meth:`usual_by` answers "by when is this household usually active again after ``since``":
-  a chain over the boundaries after ``since``: the first boundary plus ``late`` of its slot;
+  a chain over the boundaries after ``since``: the first boundary plus ``late`` of its slot
+  or of the hour before or after it if longer (unless that one is the night's: at least
+  :data:`SLEEP`) — one day's maximum of an hour is a thin sample, and a spell of quiet
+  that fell at 13:00 one day may fall at 12:00 the next;
   then every later boundary that comes before the time found so far (the household is
   usually still quiet there) adds its own boundary plus ``late``, and the latest holds. A
   toilet visit at 02:10 is so judged by the waits after 03:00, 04:00 ... up to the usual
@@ -148,6 +151,12 @@ class GapBaseline:
                 ahead -= 1
             s = start.hour + (24 if start.weekday() >= 5 else 0)
             got = self._limit(late, count, s, min_samples)
+            if best is None and got is not None:    # the first: as its neighbours' too
+                day = s - s % 24
+                for nb in (day + (s - 1) % 24, day + (s + 1) % 24):
+                    near = self._limit(late, count, nb, min_samples)
+                    if near is not None and got[0] < near[0] and near[0] * UNIT < SLEEP:
+                        got = (near[0], got[1])
             if got is None:
                 if best is None:
                     return None
