@@ -23,6 +23,14 @@ alarm each time), one sample in flight at a time.
 3. load: the other half while temperature sensors publish at ``--load-share`` (0.5) of the
    capacity.
 
+Where the time goes (``breakdown``, medians and p99 per phase, from the steps' wall-clock
+times the gateway keeps in ``alarm_events``): ``to_raised`` (publish -> the alarm's raise
+transaction: broker, intake, durable inbox, rules, alarm book), ``to_requested`` (-> the
+linkage's ``command_requested``, its resolve transaction), ``to_wire`` (-> the command on the
+wire, as above); ``requested_to_wire_<transport>`` is the writer's own share (the
+Zigbee2MQTT writer's publish and the broker; the Modbus bus's queue, the poll in progress
+and the write).
+
 Figures: p50/p95/p99/max per phase and per transport, ``p99_load_vs_idle`` (the ratio to the
 baseline of this run), the load actually offered and ingested, ``meets_bar``.
 """
@@ -33,12 +41,14 @@ import argparse
 import contextlib
 import json
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -276,11 +286,12 @@ class _Load(threading.Thread):
 
 
 def _samples(households: range, devices: _Devices, wire: _Wire, valves: _ModbusValves,
-             gap: float) -> dict[str, list[float]]:
+             gap: float, sent_at: dict[int, tuple[float, float]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"zigbee2mqtt": [], "modbus": [], "missed": []}
     for i in households:
         n = _name(i)
         t0 = time.monotonic()
+        sent_at[i] = (time.time(), t0)
         devices.publish(f"zigbee2mqtt/{n}/gas", {"gas": True, "battery": 90})
         deadline = t0 + 5.0
         z2m = i % 2 == 0
@@ -294,6 +305,34 @@ def _samples(households: range, devices: _Devices, wire: _Wire, valves: _ModbusV
             out["missed"].append(float(i))
         time.sleep(gap)
     return out
+
+
+def _breakdown(db: Path, households: range, sent_at: dict[int, tuple[float, float]],
+               wire: _Wire, valves: _ModbusValves) -> dict:
+    """Medians and p99 (ms) of the path's segments, from the gateway's alarm_events."""
+    steps: dict[str, list[float]] = {"to_raised": [], "to_requested": [], "to_wire": [],
+                                     "requested_to_wire_zigbee2mqtt": [],
+                                     "requested_to_wire_modbus": []}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        for i in households:
+            if i not in sent_at:
+                continue
+            wall0, mono0 = sent_at[i]
+            rows = conn.execute(
+                "SELECT e.action, e.ts FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id "
+                "WHERE a.device_id = ? AND e.action IN ('raised', 'command_requested') "
+                "ORDER BY e.id", (f"gas-{_name(i)}",)).fetchall()
+            at = {action: datetime.fromisoformat(ts).timestamp() for action, ts in rows}
+            wired = wire.seen.get(_name(i)) if i % 2 == 0 else valves.written.get(_unit(i))
+            if "raised" not in at or "command_requested" not in at or wired is None:
+                continue
+            steps["to_raised"].append((at["raised"] - wall0) * 1000)
+            steps["to_requested"].append((at["command_requested"] - wall0) * 1000)
+            steps["to_wire"].append((wired - mono0) * 1000)
+            writer = "requested_to_wire_" + ("zigbee2mqtt" if i % 2 == 0 else "modbus")
+            steps[writer].append((wired - mono0) * 1000 - steps["to_requested"][-1])
+    return {k: {"p50_ms": round(statistics.median(v), 1), "p99_ms": _stats(v).get("p99_ms")}
+            for k, v in steps.items() if v}
 
 
 def _stats(ms: list[float]) -> dict:
@@ -335,7 +374,8 @@ def run(args: argparse.Namespace) -> dict:
         gw.start()
         gw.wait_ready(60)
         time.sleep(2.0)                   # the Modbus bus connects, every valve polled once
-        idle = _samples(range(0, half), devices, wire, valves, args.gap)
+        sent_at: dict[int, tuple[float, float]] = {}
+        idle = _samples(range(0, half), devices, wire, valves, args.gap, sent_at)
         capacity = _capacity(gw, broker.port, burst)
         time.sleep(2.0)                   # the gateway's queues behind the burst drain
         rate = capacity["per_s"] * args.load_share
@@ -344,10 +384,14 @@ def run(args: argparse.Namespace) -> dict:
         before = _ingested(gw)
         load.start()
         time.sleep(1.0)                   # the load settles before the first sample
-        loaded = _samples(range(half, households), devices, wire, valves, args.gap)
+        loaded = _samples(range(half, households), devices, wire, valves, args.gap, sent_at)
         load.stopped.set()
         load.join(30)
         ingested = _ingested(gw) - before
+        db = work / "data" / "gateway.db"
+        breakdown = {"idle": _breakdown(db, range(0, half), sent_at, wire, valves),
+                     "under_load": _breakdown(db, range(half, households), sent_at, wire,
+                                              valves)}
     res_idle, res_load = _phase(idle), _phase(loaded)
     p99_idle, p99_load = res_idle["all"].get("p99_ms"), res_load["all"].get("p99_ms")
     return {
@@ -356,7 +400,7 @@ def run(args: argparse.Namespace) -> dict:
         "load": {"share": args.load_share, "target_per_s": round(rate),
                  "offered_per_s": round(load.sent / load.seconds) if load.seconds else 0,
                  "ingested_per_s": round(ingested / load.seconds) if load.seconds else 0},
-        "idle": res_idle, "under_load": res_load,
+        "idle": res_idle, "under_load": res_load, "breakdown": breakdown,
         "p99_load_vs_idle": round(p99_load / p99_idle, 2) if p99_idle and p99_load else None,
         "bar_p99_ms": BAR_P99_MS,
         "meets_bar": bool(p99_load is not None and p99_load <= BAR_P99_MS
