@@ -139,6 +139,8 @@ class Linkage:
         #: (device, kind) -> [(expected value, future)] of commands waiting for their state
         self._waiting: dict[tuple[str, str], list[tuple[bool, asyncio.Future[bool]]]] = {}
         self._in_flight = 0
+        #: (site, households, grid cells) with a device a writer reaches: :meth:`can_command`
+        self._index: tuple[Any, set[str], set[str]] | None = None
 
     def health(self, writer_state: str) -> dict:
         """The ``/healthz`` entry: the MQTT command writer's state and the commands in
@@ -274,6 +276,26 @@ class Linkage:
         return [d.id for d in found if self.registry.writer_for(d.id, action) is not None]
 
     # -- staff --------------------------------------------------------------------------
+    def can_command(self, household_id: str | None, grid_cell: str | None) -> bool:
+        """Whether an alarm of this household (else grid cell) has a device staff may
+        command (the card's 联动控制); made once per site and asked per card."""
+        site = self.site()
+        index = self._index
+        if index is None or index[0] is not site:
+            households: set[str] = set()
+            cells: set[str] = set()
+            for d in site.devices.devices:
+                if self.registry.actions_of(d.id):
+                    if d.household:
+                        households.add(d.household)
+                    cell = _cell_of(site, d)
+                    if cell:
+                        cells.add(cell)
+            index = self._index = (site, households, cells)
+        if household_id:
+            return household_id in index[1]
+        return grid_cell is not None and grid_cell in index[2]
+
     def commandable(self, alarm: dict) -> list[dict]:
         """The devices staff may command from this alarm's card: those of its household
         (else of its grid cell) that a writer reaches, with their actions and mode."""

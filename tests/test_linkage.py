@@ -62,6 +62,7 @@ def test_gas_alarm_closes_the_valve_confirmed_and_audited(tmp_path, mosquitto, c
             mqtt_publish(mosquitto.port, [("zigbee2mqtt/h7-101/gas",
                                            {"gas": True, "battery": 100, "linkquality": 90})])
             alarm = wait_for(lambda: _alarm_of(api, "gas-7-101"), timeout=15, what="gas alarm")
+            assert alarm["commandable"] is True        # the card offers 联动控制
             done = wait_for(lambda: (_done(_commands(api, alarm["id"]), "valve-7-101")
                                      and _done(_commands(api, alarm["id"]), "siren-7-101")
                                      and _commands(api, alarm["id"])),

@@ -98,6 +98,9 @@ def decorate(ctx: ApiContext, alarm: dict, p: Principal) -> dict:
     if "category" in alarm:
         alarm["response"] = response_json(ctx, alarm, p)
     alarm.pop("calls", None)               # (in the plan, by call)
+    linkage = ctx.extra.get("linkage")     # the card offers 联动控制 only where it can act
+    alarm["commandable"] = bool(linkage is not None and linkage.can_command(
+        alarm.get("household_id"), alarm.get("grid_cell")))
     if "events" in alarm and not p.can("contacts.read"):
         alarm["events"] = [_masked_event(e) for e in alarm["events"]]
     return alarm

@@ -286,7 +286,7 @@ function responseHtml(a) {
 // The card's controls are drawn apart from the rest and kept while they stay the same, so
 // that a live update (case status, escalation) never takes the focus, the typed note or a
 // hint away from staff who are working on the card.
-function actionsKey(a) { return can("alarms.act") ? [a.state, needsAck(a), C.lang, can("commands.send")].join("|") : ""; }
+function actionsKey(a) { return can("alarms.act") ? [a.state, needsAck(a), C.lang, can("commands.send") && a.commandable].join("|") : ""; }
 function actionsHtml(a) {
   if (!can("alarms.act")) return "";
   return `${a.state === "raised" ? `<button class="primary ack">${t("ack")}</button>` : ""}
@@ -294,7 +294,7 @@ function actionsHtml(a) {
       <select class="reason" aria-label="${t("reason")}"><option value="" selected>${t("choose_reason")}</option>${Object.entries(C.reasons).map(([k, v]) => `<option value="${k}">${esc(v[C.lang] || v.zh)}</option>`).join("")}</select>
       <input class="note" placeholder="${t("note")}" maxlength="1000" aria-label="${t("note")}">
       <button class="resolve">${t("resolve")}</button><span class="error reason-error" role="alert"></span>`}
-      ${window.Linkage ? Linkage.button() : ""}`;
+      ${window.Linkage ? Linkage.button(a) : ""}`;
 }
 // A critical alarm is acknowledged before it can be resolved (the API refuses it too).
 function needsAck(a) { return a.severity === "critical" && a.state === "raised"; }

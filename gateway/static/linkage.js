@@ -29,7 +29,7 @@ window.Linkage = (function () {
     return list.length ? `<div class="commands">${list.map(line).join(" ")}</div>` : "";
   }
   function sig(a) { return (a.commands || []).map(c => `${c.command_id}:${c.status}:${c.attempts || 0}`).join(","); }
-  function button() { return can("commands.send") ? `<button type="button" class="cmd-open">${t("cmd_controls")}</button>` : ""; }
+  function button(a) { return can("commands.send") && a.commandable ? `<button type="button" class="cmd-open">${t("cmd_controls")}</button>` : ""; }
 
   // -- the dialog: the devices, their actions; then one confirmation -------------------------
   document.body.insertAdjacentHTML("beforeend", `
