@@ -59,6 +59,13 @@ def test_card_shows_the_automatic_closure_and_staff_reopen_with_confirmation(
                 assert re.match(r"已开阀 ✔ \d\d:\d\d:\d\d · 厨房燃气阀 admin操作", opened), opened
                 assert page.is_visible(CLOSED)     # what the rule did stays on the card
 
+                # the audit log says each step in words, with the command
+                page.click('#nav [data-view="admin"]')
+                row = page.locator('#audit tr[data-action="command.confirmed"]').first
+                row.wait_for(timeout=10_000)
+                assert re.search(r"指令已确认：(开阀|关阀|鸣笛)", row.inner_text()), row.inner_text()
+                assert untranslated(page.evaluate(COLLECT, EXCEPT), "zh") == []
+                page.click('#nav [data-view="board"]')
                 page.wait_for_selector("#toast", state="hidden", timeout=10_000)   # 已发送：开阀
                 page.select_option("#lang", "en")
                 page.wait_for_function(

@@ -341,6 +341,11 @@ window.Pages = (function () {
   }
   function auditAction(x) {   // in words; a mode change with the mode and its end
     const k = "act_" + x.action, label = t(k) === k ? x.action : t(k), d = x.detail || {};
+    if (x.action.startsWith("command.") && d.command_action) {   // linkage: which command, why
+      const parts = [t("cmd_" + d.command_action)];
+      if (d.reason && I18N.zh["cmdr_" + d.reason]) parts.push(t("cmdr_" + d.reason));
+      return C.lang === "zh" ? `${label}：${parts.join("，")}` : `${label}: ${parts.join(", ")}`;
+    }
     if (!x.action.startsWith("device.mode") || !d.mode) return label;
     const parts = [t("mode_" + d.mode)];
     if (d.until) parts.push(t("mode_until", {time: fmtTime(d.until)}));
