@@ -17,7 +17,8 @@ addresses are 0-based PDU addresses, as in the profiles.
 
 ``--log-writes`` prints ``write UNIT FC ADDRESS VALUES MONOTONIC`` for each write it obeys
 (``time.monotonic()``: on Linux one clock for every process of the machine, so a benchmark
-can time a command's arrival from its own process).
+can time a command's arrival from its own process); :class:`MeterProcess` runs it so and
+collects them.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ import argparse
 import asyncio
 import logging
 import random
+import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -37,7 +41,7 @@ from pymodbus.server import ModbusTcpServer
 from drivers.codecs.modbus_registers import RegisterEntry, encode_value
 from drivers.profiles import ModbusProfile, load_profiles
 
-__all__ = ["MeterStore", "default_values", "serve_meters"]
+__all__ = ["MeterProcess", "MeterStore", "Write", "default_values", "serve_meters"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +151,59 @@ async def serve_meters(store: MeterStore, port: int, host: str = "127.0.0.1") ->
     server = ModbusTcpServer(store, address=(host, port), ignore_missing_devices=True)
     await server.serve_forever(background=True)
     return server
+
+
+@dataclass(frozen=True)
+class Write:
+    """A write the simulator obeyed: unit, function code, address, values, and the
+    ``time.monotonic()`` at which it did."""
+
+    unit: int
+    function: int
+    address: int
+    values: tuple[int, ...]
+    at: float
+
+
+class MeterProcess:
+    """This simulator as a process of its own (``--log-writes``) on 127.0.0.1:``port``;
+    ``writes`` fills as it obeys them (a thread reads its output)."""
+
+    def __init__(self, port: int, units: list[int], profile: str):
+        self.writes: list[Write] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simulators.modbus_meters", "--port", str(port), "--units",
+             ",".join(str(u) for u in units), "--profile", profile, "--log-writes"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            self.stop()
+            raise RuntimeError(f"the Modbus simulator on port {port} did not start")
+        self._thread = threading.Thread(target=self._read, name="modbus-sim-writes",
+                                        daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:            # ends when the process does
+            w = line.split()
+            if len(w) == 6 and w[0] == "write":
+                self.writes.append(Write(int(w[1]), int(w[2]), int(w[3]),
+                                         tuple(int(v) for v in w[4].split(",")), float(w[5])))
+
+    def first_write(self, unit: int) -> float | None:
+        """When ``unit`` was first written, or None."""
+        return next((w.at for w in list(self.writes) if w.unit == unit), None)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        if hasattr(self, "_thread"):
+            self._thread.join(5)
 
 
 def _units(spec: str) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import site_copy
+from tests.support import site_copy, wait_for
 
 DEVICES = """
   - id: gas-7-101
@@ -56,14 +56,35 @@ GAS_THEN = """    category: gas
 
 def linkage_site(dest: Path, *, mqtt_port: int, case_url: str | None = None,
                  callback_url: str | None = None, confirm_timeout_s: float = 2.0,
-                 attempts: int = 2) -> Path:
+                 attempts: int = 2, devices: str = DEVICES, gas_rule: str = GAS_THEN,
+                 gateway_yaml: str = "") -> Path:
+    """The example site with ``devices`` added, its gas rule's category..message replaced
+    by ``gas_rule`` and ``gateway_yaml`` (buses, lines) added to gateway.yaml."""
     config = site_copy(dest, mqtt_port=mqtt_port, case_url=case_url, callback_url=callback_url)
-    devices = config / "devices.yaml"
-    devices.write_text(devices.read_text().rstrip("\n") + "\n" + DEVICES.lstrip("\n"))
+    path = config / "devices.yaml"
+    path.write_text(path.read_text().rstrip("\n") + "\n" + devices.lstrip("\n"))
     rules = config / "rules.yaml"
     text = rules.read_text()
     assert text.count(GAS_RULE) == 1, "the example's gas rule changed: update this fixture"
-    rules.write_text(text.replace(GAS_RULE, GAS_THEN))
+    rules.write_text(text.replace(GAS_RULE, gas_rule))
     with (config / "gateway.yaml").open("a") as f:
+        f.write(gateway_yaml)
         f.write(f"linkage:\n  confirm_timeout_s: {confirm_timeout_s}\n  attempts: {attempts}\n")
     return config
+
+
+def commands_of(api, alarm_id: int) -> list[dict]:
+    """The alarm's commands as the API (and the card) shows them."""
+    return api.get(f"/api/alarms/{alarm_id}").json()["commands"]
+
+
+def staff_command_confirmed(api, alarm_id: int, device_id: str, action: str) -> dict:
+    """Staff send ``action`` to ``device_id`` from the alarm's card; waits until the device
+    confirmed it and returns the command as the API shows it."""
+    res = api.post(f"/api/alarms/{alarm_id}/commands",
+                   json={"device_id": device_id, "action": action})
+    assert res.status_code == 200, res.text
+    cid = res.json()["command_id"]
+    return wait_for(lambda: next((c for c in commands_of(api, alarm_id)
+                                  if c["command_id"] == cid and c["status"] == "confirmed"),
+                                 None), timeout=15, what=f"the staff's {action} confirmed")

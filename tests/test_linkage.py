@@ -19,14 +19,10 @@ from gateway.broker import free_port
 from gateway.kernel.errors import ConfigError
 from gateway.site import load_site
 from simulators.z2m_actuators import Actuator, Actuators
-from tests.linkage_fixtures import linkage_site
+from tests.linkage_fixtures import commands_of, linkage_site, staff_command_confirmed
 from tests.support import GatewayProcess, mqtt_publish, wait_for
 
 pytestmark = [pytest.mark.integration]
-
-
-def _commands(api, alarm_id: int) -> list[dict]:
-    return api.get(f"/api/alarms/{alarm_id}").json()["commands"]
 
 
 def _alarm_of(api, device: str) -> dict | None:
@@ -63,9 +59,9 @@ def test_gas_alarm_closes_the_valve_confirmed_and_audited(tmp_path, mosquitto, c
                                            {"gas": True, "battery": 100, "linkquality": 90})])
             alarm = wait_for(lambda: _alarm_of(api, "gas-7-101"), timeout=15, what="gas alarm")
             assert alarm["commandable"] is True        # the card offers 联动控制
-            done = wait_for(lambda: (_done(_commands(api, alarm["id"]), "valve-7-101")
-                                     and _done(_commands(api, alarm["id"]), "siren-7-101")
-                                     and _commands(api, alarm["id"])),
+            done = wait_for(lambda: (_done(commands_of(api, alarm["id"]), "valve-7-101")
+                                     and _done(commands_of(api, alarm["id"]), "siren-7-101")
+                                     and commands_of(api, alarm["id"])),
                             timeout=20, what="both commands ended")
             by_device = {c["device_id"]: c for c in done}
             assert by_device["valve-7-101"]["status"] == "confirmed"
@@ -121,22 +117,15 @@ def test_gas_alarm_closes_the_valve_confirmed_and_audited(tmp_path, mosquitto, c
             res = api.post(f"/api/alarms/{alarm['id']}/commands",
                            json={"device_id": "gas-7-101", "action": "open_valve"})
             assert res.status_code == 409 and res.json()["code"] == "not_commandable"
-            res = api.post(f"/api/alarms/{alarm['id']}/commands",
-                           json={"device_id": "valve-7-101", "action": "open_valve"})
-            assert res.status_code == 200, res.text
-            cid = res.json()["command_id"]
-            wait_for(lambda: any(c["command_id"] == cid and c["status"] == "confirmed"
-                                 for c in _commands(api, alarm["id"])),
-                     timeout=15, what="the staff re-open confirmed")
+            mine = staff_command_confirmed(api, alarm["id"], "valve-7-101", "open_valve")
             assert valve.on is True
-            mine = next(c for c in _commands(api, alarm["id"]) if c["command_id"] == cid)
             assert mine["automatic"] is False and mine["by"] == "token:linkage-test"
 
             # a valve in maintenance mode is never actuated; what would have been sent is kept
             mqtt_publish(mosquitto.port, [("zigbee2mqtt/h7-302/gas", {"gas": True})])
             other = wait_for(lambda: _alarm_of(api, "gas-7-302"), timeout=15,
                              what="the second gas alarm")
-            skipped = wait_for(lambda: _done(_commands(api, other["id"]), "valve-7-302"),
+            skipped = wait_for(lambda: _done(commands_of(api, other["id"]), "valve-7-302"),
                                timeout=15, what="the maintenance valve's command")
             assert skipped["status"] == "skipped" and skipped["reason"] == "mode_maintenance"
             ev = next(e for e in api.get(f"/api/alarms/{other['id']}").json()["events"]
@@ -179,7 +168,7 @@ def test_a_restart_never_resends_an_open_and_the_history_says_what_happened(
             alarm = wait_for(lambda: _alarm_of(api, "gas-7-101"), timeout=15, what="gas alarm")
             aid = alarm["id"]
             wait_for(lambda: any(c.get("device_id") == "valve-7-101" and c["status"] == "sent"
-                                 for c in _commands(api, aid)), timeout=15, what="close sent")
+                                 for c in commands_of(api, aid)), timeout=15, what="close sent")
             res = api.post(f"/api/alarms/{aid}/commands",
                            json={"device_id": "valve-7-101", "action": "open_valve"})
             assert res.status_code == 200, res.text
@@ -189,7 +178,7 @@ def test_a_restart_never_resends_an_open_and_the_history_says_what_happened(
             valve.answer = True            # the valve works again after the restart
             valve.received.clear()
             gw.start()
-            done = wait_for(lambda: [c for c in _commands(api, aid)
+            done = wait_for(lambda: [c for c in commands_of(api, aid)
                                      if c.get("device_id") == "valve-7-101"
                                      and c["status"] == "confirmed"],
                             timeout=20, what="the re-sent close confirmed")
@@ -204,7 +193,7 @@ def test_a_restart_never_resends_an_open_and_the_history_says_what_happened(
                          and e["detail"].get("retry_of"))
             assert again["detail"]["retry_of"] == auto[0]["command_id"]
             assert valve.received == [{"state": "OFF"}]      # never the open again
-            statuses = {c["command_id"]: c["status"] for c in _commands(api, aid)}
+            statuses = {c["command_id"]: c["status"] for c in commands_of(api, aid)}
             assert statuses[staff_id] == "interrupted"
         finally:
             gw.stop()

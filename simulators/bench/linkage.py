@@ -44,7 +44,6 @@ import shutil
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -57,6 +56,7 @@ from ruamel.yaml import YAML
 
 from gateway.broker import Mosquitto, free_port
 from simulators.bench.crash import GatewayProc
+from simulators.modbus_meters import MeterProcess
 from simulators.z2m_actuators import Actuator, Actuators
 
 __all__ = ["add_args", "run"]
@@ -120,40 +120,6 @@ def _unit(i: int) -> int:
 
 
 # --------------------------------------------------------------------------- the peers
-class _ModbusValves:
-    """The Modbus valve controllers (a simulator process); the time of each unit's first
-    coil write, read from its output by a thread."""
-
-    def __init__(self, port: int, units: list[int]):
-        self.written: dict[int, float] = {}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulators.modbus_meters", "--port", str(port),
-             "--units", ",".join(str(u) for u in units), "--profile", "modbus-gas-valve",
-             "--log-writes"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != "ready":
-            raise RuntimeError("the Modbus valve simulator did not start")
-        self.thread = threading.Thread(target=self._read, name="bench-modbus-writes",
-                                       daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:       # ends when the process does
-            parts = line.split()
-            if len(parts) == 6 and parts[0] == "write":
-                self.written.setdefault(int(parts[1]), float(parts[5]))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.thread.join(5)
-
-
 class _Wire:
     """A subscriber to every Zigbee2MQTT valve's ``/set``: first arrival time per valve."""
 
@@ -285,7 +251,7 @@ class _Load(threading.Thread):
         _close(self.procs)
 
 
-def _samples(households: range, devices: _Devices, wire: _Wire, valves: _ModbusValves,
+def _samples(households: range, devices: _Devices, wire: _Wire, valves: MeterProcess,
              gap: float, sent_at: dict[int, tuple[float, float]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"zigbee2mqtt": [], "modbus": [], "missed": []}
     for i in households:
@@ -296,7 +262,7 @@ def _samples(households: range, devices: _Devices, wire: _Wire, valves: _ModbusV
         deadline = t0 + 5.0
         z2m = i % 2 == 0
         while time.monotonic() < deadline:
-            t1 = wire.seen.get(n) if z2m else valves.written.get(_unit(i))
+            t1 = wire.seen.get(n) if z2m else valves.first_write(_unit(i))
             if t1 is not None:
                 out["zigbee2mqtt" if z2m else "modbus"].append((t1 - t0) * 1000)
                 break
@@ -308,7 +274,7 @@ def _samples(households: range, devices: _Devices, wire: _Wire, valves: _ModbusV
 
 
 def _breakdown(db: Path, households: range, sent_at: dict[int, tuple[float, float]],
-               wire: _Wire, valves: _ModbusValves) -> dict:
+               wire: _Wire, valves: MeterProcess) -> dict:
     """Medians and p99 (ms) of the path's segments, from the gateway's alarm_events."""
     steps: dict[str, list[float]] = {"to_raised": [], "to_requested": [], "to_wire": [],
                                      "requested_to_wire_zigbee2mqtt": [],
@@ -323,7 +289,7 @@ def _breakdown(db: Path, households: range, sent_at: dict[int, tuple[float, floa
                 "WHERE a.device_id = ? AND e.action IN ('raised', 'command_requested') "
                 "ORDER BY e.id", (f"gas-{_name(i)}",)).fetchall()
             at = {action: datetime.fromisoformat(ts).timestamp() for action, ts in rows}
-            wired = wire.seen.get(_name(i)) if i % 2 == 0 else valves.written.get(_unit(i))
+            wired = wire.seen.get(_name(i)) if i % 2 == 0 else valves.first_write(_unit(i))
             if "raised" not in at or "command_requested" not in at or wired is None:
                 continue
             steps["to_raised"].append((at["raised"] - wall0) * 1000)
@@ -359,7 +325,8 @@ def run(args: argparse.Namespace) -> dict:
         broker = Mosquitto(workdir=work / "broker", persistence=False).start()
         stack.callback(broker.cleanup)
         modbus_port = free_port()
-        valves = _ModbusValves(modbus_port, [_unit(i) for i in range(1, households, 2)])
+        valves = MeterProcess(modbus_port, [_unit(i) for i in range(1, households, 2)],
+                              "modbus-gas-valve")
         stack.callback(valves.stop)
         _site(work / "site", households, broker.port, modbus_port)
         gw = GatewayProc(work / "site", work / "data", {})
