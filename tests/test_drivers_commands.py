@@ -65,7 +65,7 @@ async def test_modbus_coil_write_closes_the_valve_and_the_early_poll_reads_it_ba
             await bus.send(close("gv-2"))
             written = time.monotonic() - t0
             assert store.value(2, "valve_open") == [0]          # the coil is off
-            await until(lambda: False in valve_states(sink, "gv-2"), 1.0,
+            await until(lambda: False in valve_states(sink, "gv-2"), 2.5,
                         "the confirming valve_open False")
             confirmed = time.monotonic() - t0
             others_before = [bus.stats[f"gv-{u}"].ok for u in (1, 3)]
@@ -73,10 +73,11 @@ async def test_modbus_coil_write_closes_the_valve_and_the_early_poll_reads_it_ba
                                     zip((1, 3), others_before)), 8, "the next cycle")
     finally:
         await server.shutdown()
-    assert written < 0.5 and confirmed < 1.0, (written, confirmed)
+    assert written < 0.5 and confirmed < 2.5, (written, confirmed)
     assert store.writes == [(2, 5, 0, [0])]
     assert valve_states(sink, "gv-1")[-1] is True and valve_states(sink, "gv-3")[-1] is True
-    assert metrics.get("gateway_command_writes_total", transport="modbus", outcome="ok") == 1
+    assert bus.commands.written == 1 and not metrics.get("gateway_commands_failed_total",
+                                                          transport="modbus")
 
 
 async def test_modbus_register_write_closes_a_water_meter_valve():
@@ -92,9 +93,9 @@ async def test_modbus_register_write_closes_a_water_meter_valve():
         async with running(bus):
             await until(lambda: valve_states(sink, "wm-5") == [True], 5, "first poll")
             await bus.send(close("wm-5"))
-            await until(lambda: valve_states(sink, "wm-5")[-1] is False, 1.0, "valve closed")
+            await until(lambda: valve_states(sink, "wm-5")[-1] is False, 2.5, "valve closed")
             await bus.send(Command("c2", "wm-5", Action.OPEN_VALVE))
-            await until(lambda: valve_states(sink, "wm-5")[-1] is True, 1.0, "valve open")
+            await until(lambda: valve_states(sink, "wm-5")[-1] is True, 2.5, "valve open")
     finally:
         await server.shutdown()
     assert store.writes == [(5, 6, 3, [0]), (5, 6, 3, [1])]
@@ -124,12 +125,12 @@ async def test_modbus_unreachable_device_fails_naming_it_while_the_bus_polls_the
             # the live valve was polled during the failed write's attempts and after it
             await until(lambda: bus.stats["gv-2"].ok >= polls_before + 3, 5, "polls after")
             await bus.send(close("gv-2"))                        # and can still be written
+            await until(lambda: valve_states(sink, "gv-2")[-1] is False, 2.5, "gv-2 closed")
     finally:
         await server.shutdown()
     assert store.writes == [(2, 5, 0, [0])]
-    assert metrics.get("gateway_command_writes_total", transport="modbus",
-                       outcome="failed") == 1
-    assert valve_states(sink, "gv-2")[-1] is False
+    assert metrics.get("gateway_commands_failed_total", transport="modbus") == 1
+    assert (bus.commands.written, bus.commands.failed) == (1, 1)
 
 
 async def test_modbus_command_to_a_bus_that_is_offline_fails_at_once():
@@ -202,19 +203,20 @@ async def test_cjt188_meter_closes_its_valve_and_the_early_read_confirms_it(adap
             await line.send(close("gm-1"))
             written = time.monotonic() - t0
             assert bus.valve_commands == [(METER_1, False)] and bus.valves[METER_1] == "closed"
-            await until(lambda: valve_states(sink, "gm-1")[-1] is False, 1.0,
+            await until(lambda: valve_states(sink, "gm-1")[-1] is False, 2.5,
                         "the confirming valve_open False")
             confirmed = time.monotonic() - t0
             await line.send(Command("c-open", "gm-1", Action.OPEN_VALVE))
-            await until(lambda: valve_states(sink, "gm-1")[-1] is True, 1.0, "valve open again")
+            await until(lambda: valve_states(sink, "gm-1")[-1] is True, 2.5, "valve open again")
             polls = line.polls_ok["gm-2"]
             await until(lambda: line.polls_ok["gm-2"] > polls, 8, "the next cycle")
     finally:
         bus.stop()
-    assert written < 0.5 and confirmed < 1.0, (written, confirmed)   # period 3 s: early read
+    assert written < 0.5 and confirmed < 2.5, (written, confirmed)   # period 3 s: early read
     assert bus.valve_commands == [(METER_1, False), (METER_1, True)]
     assert valve_states(sink, "gm-2") and set(valve_states(sink, "gm-2")) == {True}
-    assert metrics.get("gateway_command_writes_total", transport="serial", outcome="ok") == 2
+    assert line.commands.written == 2 and not metrics.get("gateway_commands_failed_total",
+                                                           transport="serial")
 
 
 async def test_cjt188_silent_or_refusing_meter_fails_naming_it_while_the_line_polls(adapter):
@@ -240,11 +242,11 @@ async def test_cjt188_silent_or_refusing_meter_fails_naming_it_while_the_line_po
                 await line.send(close("wm-plain"))
             await until(lambda: line.polls_ok["gm-1"] >= before + 2, 5, "polls go on")
             await line.send(close("gm-1"))
-            await until(lambda: valve_states(sink, "gm-1")[-1] is False, 1.0, "closed")
+            await until(lambda: valve_states(sink, "gm-1")[-1] is False, 2.5, "closed")
     finally:
         bus.stop()
     assert bus.valves[METER_2] == "open" and bus.valves[METER_GONE] == "open"
-    assert metrics.get("gateway_command_writes_total", transport="serial", outcome="failed") == 2
+    assert metrics.get("gateway_commands_failed_total", transport="serial") == 2
     assert not line.supports("wm-plain", Action.CLOSE_VALVE)
 
 
@@ -308,7 +310,7 @@ serial_lines:
             await field.send(close("gv-kitchen"))
             await field.send(close("gm-7-101"))
             await until(lambda: valve_states(sink, "gv-kitchen")[-1] is False
-                        and valve_states(sink, "gm-7-101")[-1] is False, 1.0,
+                        and valve_states(sink, "gm-7-101")[-1] is False, 3.0,
                         "both valves report closed (period 5 s: the early polls)")
             with pytest.raises(CommandError, match="em-1"):
                 await field.send(close("em-1"))
