@@ -382,6 +382,9 @@ class EmbeddedTelemetry(_Strict):
     rollup_retention_d: float = Field(default=90.0, gt=0, le=3650)
     max_raw_rows: int = Field(default=2_000_000, ge=1000, le=100_000_000,
                               description="disk bound: oldest raw rows go first")
+    flush_s: float = Field(default=30.0, gt=0, le=300,
+                           description="how often the file is written (the SD card's budget: "
+                                       "each write rewrites the tables' last pages)")
 
 
 class TelemetryConfig(_Strict):

@@ -14,11 +14,14 @@ durable inbox path in gateway/pipeline.py and never wait for anything here).
 - :class:`InfluxWriter`: influxdb-client, line protocol, gzip, to InfluxDB 2/3 (or anything
   that speaks ``/api/v2/write``, e.g. VictoriaMetrics).
 - :class:`EmbeddedTelemetry`: the default when no InfluxDB is configured. A SEPARATE SQLite
-  file (``DATA_DIR/telemetry.db``, WAL, ``synchronous=NORMAL``: a power cut may lose the
-  last second of telemetry) so telemetry never competes with alarm commits for the store's
-  writer or its fsyncs. Raw points are kept ``raw_retention_h`` hours and at most
-  ``max_raw_rows`` rows (oldest first); every point also updates its ``rollup_s`` bucket
-  (count, mean, min, max, last), kept ``rollup_retention_d`` days.
+  file (``DATA_DIR/telemetry.db``, WAL, ``synchronous=NORMAL``, written every
+  ``embedded.flush_s``, 30 s: a power cut may lose that much telemetry and the open rollup
+  buckets) so telemetry never competes with alarm commits for the store's writer or its
+  fsyncs. Raw points are appended, kept ``raw_retention_h`` hours and at most
+  ``max_raw_rows`` rows (oldest first); every point also counts in its ``rollup_s`` bucket
+  (count, mean, min, max, last), kept in memory until the bucket closes, then written once,
+  kept ``rollup_retention_d`` days. Everything is written in time order: an SD card's
+  budget (docs/benchmarks.md, "day").
 
 Line protocol: measurement = reading kind, tags ``site, device, device_type, household,
 grid_cell, metric``, field ``value`` (float, or boolean for on/off kinds), time in ns.
@@ -131,17 +134,27 @@ class InfluxWriter:
         self.close()
 
 
+# Written in time order only (an SD card's budget, docs/benchmarks.md "day"): raw points are
+# appended (no index per series: one would dirty a page per series in every batch), rollups
+# keyed by bucket first and written once per closed bucket. A file made by an earlier version
+# has the index raw_series (dropped on open) and rollups keyed (device, metric, bucket): the
+# same statements work on it.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS raw (ts REAL NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
                                 value REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS raw_series ON raw(device, metric, ts);
+DROP INDEX IF EXISTS raw_series;
 CREATE INDEX IF NOT EXISTS raw_ts ON raw(ts);
 CREATE TABLE IF NOT EXISTS rollup (
-    device TEXT NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL,
+    bucket INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
     n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
-    last REAL NOT NULL, PRIMARY KEY (device, metric, bucket)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_bucket ON rollup(bucket);
+    last REAL NOT NULL, PRIMARY KEY (bucket, device, metric)) WITHOUT ROWID;
 """
+
+_ROLLUP_UPSERT = (
+    "INSERT INTO rollup (device, metric, bucket, n, sum, min, max, last) "
+    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n=n+excluded.n, "
+    "sum=sum+excluded.sum, min=min(min, excluded.min), max=max(max, excluded.max), "
+    "last=excluded.last")
 
 
 class EmbeddedTelemetry:
@@ -163,35 +176,77 @@ class EmbeddedTelemetry:
         self.prune_every_s = prune_every_s
         self._clock = clock
         self._last_prune = clock()
+        #: rollups of the buckets still open: (device, metric, bucket) -> [n, sum, min, max,
+        #: last]; about one entry per series (and bucket boundary) in memory
+        self._open: dict[tuple[str, str, int], list[float]] = {}
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
 
     def write_readings(self, readings: list[Reading]) -> None:
+        """Append the batch's raw points and fold them into their rollup buckets, kept in
+        memory until a bucket has closed (``bucket + rollup_s`` passed by the clock), then
+        written once: one transaction. A power cut loses the open buckets' rollups (at most
+        ``rollup_s``) and the batch not yet written, never an alarm."""
         rows = []
+        step = self.rollup_s
+        open_ = self._open
         for r in readings:
             v = r.value
             if v is None or isinstance(v, str):
                 continue
-            rows.append((r.ts.timestamp(), r.device_id, r.metric, float(v)))
-        if not rows:
+            ts, fv = r.ts.timestamp(), float(v)
+            rows.append((ts, r.device_id, r.metric, fv))
+            key = (r.device_id, r.metric, int(ts // step) * step)
+            agg = open_.get(key)
+            if agg is None:
+                open_[key] = [1, fv, fv, fv, fv]
+            else:
+                agg[0] += 1
+                agg[1] += fv
+                agg[2] = min(agg[2], fv)
+                agg[3] = max(agg[3], fv)
+                agg[4] = fv
+        closed = self._closed(self._clock())
+        if not rows and not closed:
             return
-        step = self.rollup_s
         try:
             with self._conn:  # one transaction per batch
                 self._conn.execute("BEGIN")
                 self._conn.executemany("INSERT INTO raw VALUES (?,?,?,?)", rows)
-                self._conn.executemany(
-                    "INSERT INTO rollup VALUES (?,?,?,1,?,?,?,?) ON CONFLICT DO UPDATE SET "
-                    "n=n+1, sum=sum+excluded.sum, min=min(min, excluded.min), "
-                    "max=max(max, excluded.max), last=excluded.last",
-                    [(d, m, int(ts // step) * step, v, v, v, v) for ts, d, m, v in rows])
+                self._conn.executemany(_ROLLUP_UPSERT, closed)
         except sqlite3.Error as exc:
+            for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
+                self._fold((d, m, b), [n, total, lo, hi, last])
             full = "full" in str(exc).lower()
             raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
         if self._clock() - self._last_prune >= self.prune_every_s:
             self.prune()
+
+    def _closed(self, now: float, everything: bool = False) -> list[tuple]:
+        """Take the rollups of the buckets that have closed (all with ``everything``) out of
+        memory, as rows for ``_ROLLUP_UPSERT``."""
+        step = self.rollup_s
+        done = [k for k in self._open if everything or k[2] + step <= now]
+        return [(*k, *self._open.pop(k)) for k in sorted(done, key=lambda k: k[2])]
+
+    def _fold(self, key: tuple[str, str, int], agg: list[float]) -> None:
+        have = self._open.get(key)
+        if have is None:
+            self._open[key] = agg
+            return
+        self._open[key] = [have[0] + agg[0], have[1] + agg[1], min(have[2], agg[2]),
+                           max(have[3], agg[3]), have[4]]
+
+    def flush_rollups(self) -> None:
+        """Write the open buckets' rollups as they are (at close, and before a query); a
+        later part of the same bucket is added to the row."""
+        closed = self._closed(self._clock(), everything=True)
+        if closed:
+            with self._conn:
+                self._conn.execute("BEGIN")
+                self._conn.executemany(_ROLLUP_UPSERT, closed)
 
     def prune(self) -> dict[str, int]:
         """Apply retention and the row bound; returns rows deleted per table."""
@@ -212,6 +267,7 @@ class EmbeddedTelemetry:
         """Raw ``(ts, value)`` points, or rollup ``(bucket, n, mean, min, max, last)`` rows."""
         until = self._clock() + 1e9 if until is None else until
         if rollup:
+            self.flush_rollups()
             return [tuple(r) for r in self._conn.execute(
                 "SELECT bucket, n, sum / n, min, max, last FROM rollup WHERE device=? AND "
                 "metric=? AND bucket >= ? AND bucket < ? ORDER BY bucket",
@@ -225,6 +281,10 @@ class EmbeddedTelemetry:
                 "rollup": self._conn.execute("SELECT count(*) FROM rollup").fetchone()[0]}
 
     def close(self) -> None:
+        try:
+            self.flush_rollups()
+        except sqlite3.Error as exc:
+            log.warning("telemetry.db: open rollup buckets not written at close: %s", exc)
         self._conn.close()
 
 
@@ -392,4 +452,13 @@ def build_sink(cfg, data_dir: Path, metrics: Metrics, site_id: str,
                                    max_raw_rows=e.max_raw_rows)
         name = "embedded"
     return TelemetrySink(writer, metrics, name=name, buffer_lines=cfg.buffer_lines,
-                         batch_lines=cfg.batch_lines, flush_s=cfg.flush_s)
+                         batch_lines=cfg.batch_lines,
+                         flush_s=cfg.flush_s if cfg.influxdb is not None else _embedded_flush_s(cfg))
+
+
+def _embedded_flush_s(cfg) -> float:
+    """``embedded.flush_s`` where it is written; else the section's ``flush_s`` where that is
+    written (sites written before ``embedded.flush_s`` existed); else 30 s (the default)."""
+    if "flush_s" in cfg.embedded.model_fields_set or "flush_s" not in cfg.model_fields_set:
+        return cfg.embedded.flush_s
+    return cfg.flush_s

@@ -128,3 +128,21 @@ def test_influxdb_client_points_arrive_in_victoriametrics(tmp_path) -> None:
         with pytest.raises(TelemetryError) as err:
             w.write_readings(readings[:10])
         assert err.value.retryable
+
+
+def test_embedded_writes_in_time_order_and_a_bucket_once(tmp_path) -> None:
+    """No index per series; an open bucket's rollup stays in memory until it closes (or a
+    query or close writes it), later points of the bucket added to its row (issue 18)."""
+    now = [T0.timestamp() + 100]
+    db = EmbeddedTelemetry(tmp_path / "telemetry.db", rollup_s=300, prune_every_s=1e9,
+                           clock=lambda: now[0])
+    names = {r[0] for r in db._conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "raw_series" not in names
+    db.write_readings([power(i, 10.0) for i in range(100)])
+    assert db._conn.execute("SELECT count(*) FROM rollup").fetchone()[0] == 0
+    assert db.series("meter-1", "power", 0, rollup=True)[0][1] == 100     # a query writes it
+    now[0] += 400
+    db.write_readings([power(i, 20.0) for i in range(100, 200)])
+    buckets = db.series("meter-1", "power", 0, rollup=True)
+    assert [b[1] for b in buckets] == [200] and buckets[0][3:5] == (10.0, 20.0)
+    db.close()
