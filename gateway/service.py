@@ -8,7 +8,6 @@ instead of leaving a half-working gateway.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -45,7 +44,7 @@ from gateway.linkage_wiring import build_linkage, mqtt_command_bindings
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics
 from gateway.model import Reading, utc
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, decode_snapshot
 from gateway.sdnotify import notify_task
 from gateway.site import load_site, profiles_of
 from gateway.store import Store, lock_data_dir
@@ -431,7 +430,7 @@ class Gateway:
             log.warning("rules.yaml: %s", warning)
         snap = store.get_meta("rules_snapshot")
         if snap:
-            engine.load_snapshot(json.loads(snap))
+            engine.load_snapshot(decode_snapshot(snap))
             apply_modes(engine, site)
             log.info("rule engine state restored from snapshot")
         adopt_store(engine, book)

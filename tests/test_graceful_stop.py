@@ -30,6 +30,7 @@ import pytest
 from gateway import StoreError
 from gateway.metrics import Metrics
 from gateway.model import Kind, Reading
+from gateway.pipeline import decode_snapshot
 from gateway.store import Store
 from gateway.telemetry import TelemetrySink
 from tests.support import GatewayProcess, metric_value, site_copy, until, wait_for
@@ -204,7 +205,7 @@ def snapshot_wall(db: Path) -> float | None:
         row = conn.execute("SELECT value FROM meta WHERE key='rules_snapshot'").fetchone()
     finally:
         conn.close()
-    return json.loads(row[0])["clock"]["wall"] if row else None
+    return decode_snapshot(row[0])["clock"]["wall"] if row else None
 
 
 def load_reaches_the_sink(gw: GatewayProcess, n: int, before: float) -> str:

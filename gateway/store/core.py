@@ -245,11 +245,12 @@ class Store:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
-    def get_meta(self, key: str) -> str | None:
+    def get_meta(self, key: str) -> Any:
+        """The value (text, or bytes where bytes were set), None when not set."""
         row = self.query_one("SELECT value FROM meta WHERE key=?", (key,))
         return row["value"] if row else None
 
-    async def set_meta(self, key: str, value: str) -> None:
+    async def set_meta(self, key: str, value: str | bytes) -> None:
         await self.write(lambda c: c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                              (key, value)))
 
