@@ -273,8 +273,12 @@ class Community:
         trips = self.trips(h)
         sos = []   # real emergencies are rare; accidental presses are cancelled at once
         if "caller" in devices:
+            key, persona = h.residents[0]
             for ts in _poisson_times(rng, start, end, 120 * DAY):
-                sos.append((ts, rng.random() < 0.6))
+                cancelled = rng.random() < 0.6
+                # the caller is on the wall at home: nobody presses it while out
+                if self._plan_at(key, persona, ts).at_home(ts) and not self._on_trip(h.id, ts):
+                    sos.append((ts, cancelled))
         smoke = _poisson_times(rng, start, end, 180 * DAY)
         inc = self.incidents.get(h.id)
         return HouseholdSim(h.id, h.residents, devices, self.seed, self.zone, start, faults,
