@@ -255,11 +255,11 @@ class ModbusBus:
                 k += skipped
                 due = start + k * period
             await self._cycle(client, due + period)
-            await self._idle_until(client, due + period)
             if not client.connected:
                 raise ConnectionException(f"bus {self.bus_id} disconnected")
             self.cycles += 1
             k += 1
+            await self._idle_until(client, due + period)
 
     async def _cycle(self, client: ModbusBaseClient, cycle_end: float) -> None:
         p = self.policy
