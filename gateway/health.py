@@ -57,6 +57,8 @@ class DeviceHealth:
     battery_low: bool = False
     errors: dict[str, int] = field(default_factory=dict)
     recent_errors: int = 0                # decode errors since the last good message
+    #: the last readings themselves (immutable), made JSON only when asked: a dict per
+    #: reading was ~80 MB of a 5,000-device site's memory and a share of every reading's CPU
     last_readings: deque = field(default_factory=lambda: deque(maxlen=20))
     fault: str | None = None              # "decode_error" (DecodeFaults) or None
 
@@ -111,7 +113,7 @@ class HealthBook:
         h.last_seen = reading.ts.timestamp()
         h.last_seen_mono = time.monotonic()
         h.recent_errors = 0
-        h.last_readings.append(reading.to_json())
+        h.last_readings.append(reading)
         if reading.kind is Kind.BATTERY and reading.quality is Quality.GOOD:
             h.battery = float(reading.value)  # type: ignore[arg-type]
             h.battery_low = h.battery < LOW_BATTERY_PCT
