@@ -102,11 +102,13 @@ class Pipeline:
         """``durable``: every reading goes through the inbox commit before ``ack`` (a source
         that resends until acknowledged and whose every event matters, e.g. an alarm
         receiver); otherwise only alarm-class readings do and telemetry is acked at once."""
+        alarm: list[Reading] = []
+        telemetry: list[Reading] = []
         if durable:
-            alarm, telemetry = list(readings), []
+            alarm = list(readings)
         else:
-            alarm = [r for r in readings if r.is_alarm_class or self._kept(r)]
-            telemetry = [r for r in readings if not (r.is_alarm_class or self._kept(r))]
+            for r in readings:      # one pass: the hot path of telemetry
+                (alarm if r.is_alarm_class or self._kept(r) else telemetry).append(r)
         for r in telemetry:
             try:
                 self._telemetry_q.put_nowait(r)
@@ -120,7 +122,10 @@ class Pipeline:
         self._work.set()
 
     def _kept(self, reading: Reading) -> bool:
-        return any(w.takes(reading) for w in self.writers)
+        for w in self.writers:
+            if w.takes(reading):
+                return True
+        return False
 
     # -- tasks ------------------------------------------------------------------------
     async def run(self) -> None:
