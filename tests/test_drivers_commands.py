@@ -10,6 +10,8 @@ import asyncio
 import time
 
 import pytest
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer
 
 from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
@@ -19,7 +21,7 @@ from gateway.kernel.commands import Action, Command, CommandError
 from gateway.metrics import Metrics
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine
 from simulators.modbus_meters import MeterStore, serve_meters
-from simulators.serial_meters import MeterBus, PtyAdapter
+from simulators.serial_meters import MeterBus, PtyAdapter, PtyLink
 from tests.support import CollectingSink, running, until
 
 pytestmark = pytest.mark.integration
@@ -41,6 +43,22 @@ def close(device_id: str, n: int = 1) -> Command:
 
 def valve_states(sink: CollectingSink, device_id: str) -> list[bool]:
     return [r.value for r in sink.of(device_id, "valve_open")]
+
+
+def one_valve_bus(endpoint: BusEndpoint, device: ModbusDevice,
+                  timeout_s: float = 0.3) -> tuple[ModbusBus, CollectingSink]:
+    """A bus with one valve, polled every 3 s (a confirmation sooner is an early poll's)."""
+    sink = CollectingSink(expect_ack=False)
+    return ModbusBus("b1", endpoint, [device], sink, Metrics(),
+                     policy=PollPolicy(period_s=3.0, timeout_s=timeout_s)), sink
+
+
+async def close_when_polled(bus: ModbusBus, sink: CollectingSink, device_id: str,
+                            first_poll_s: float = 5) -> None:
+    """Once the open valve was polled: close it; the confirming reading within 2.5 s."""
+    await until(lambda: valve_states(sink, device_id) == [True], first_poll_s, "first poll")
+    await bus.send(close(device_id))
+    await until(lambda: valve_states(sink, device_id)[-1] is False, 2.5, "valve closed")
 
 
 async def test_modbus_coil_write_closes_the_valve_and_the_early_poll_reads_it_back():
@@ -85,15 +103,11 @@ async def test_modbus_register_write_closes_a_water_meter_valve():
     store.set_values(5, {"valve_open": True, "volume": 12.5})
     port = free_port()
     server = await serve_meters(store, port)
-    sink = CollectingSink(expect_ack=False)
-    bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
-                    [modbus_device("wm-5", 5, WATER_METER)], sink, Metrics(),
-                    policy=PollPolicy(period_s=3.0, timeout_s=0.3))
+    bus, sink = one_valve_bus(BusEndpoint("tcp", port=port),
+                              modbus_device("wm-5", 5, WATER_METER))
     try:
         async with running(bus):
-            await until(lambda: valve_states(sink, "wm-5") == [True], 5, "first poll")
-            await bus.send(close("wm-5"))
-            await until(lambda: valve_states(sink, "wm-5")[-1] is False, 2.5, "valve closed")
+            await close_when_polled(bus, sink, "wm-5")
             await bus.send(Command("c2", "wm-5", Action.OPEN_VALVE))
             await until(lambda: valve_states(sink, "wm-5")[-1] is True, 2.5, "valve open")
     finally:
@@ -131,6 +145,23 @@ async def test_modbus_unreachable_device_fails_naming_it_while_the_bus_polls_the
     assert store.writes == [(2, 5, 0, [0])]
     assert metrics.get("gateway_commands_failed_total", transport="modbus") == 1
     assert (bus.commands.written, bus.commands.failed) == (1, 1)
+
+
+async def test_modbus_rtu_coil_write_over_a_serial_line(tmp_path):
+    link = PtyLink(tmp_path / "valve-side", tmp_path / "gateway-side")
+    store = MeterStore(GAS_VALVE.entries(), [3])
+    server = ModbusSerialServer(store, port=str(link.a.path), framer=FramerType.RTU,
+                                baudrate=9600, ignore_missing_devices=True)
+    await server.serve_forever(background=True)
+    bus, sink = one_valve_bus(BusEndpoint("rtu", device=str(link.b.path), baudrate=9600),
+                              modbus_device("gv-rtu", 3, GAS_VALVE), timeout_s=0.5)
+    try:
+        async with running(bus):
+            await close_when_polled(bus, sink, "gv-rtu", first_poll_s=10)
+    finally:
+        await server.shutdown()
+        link.close()
+    assert store.writes == [(3, 5, 0, [0])]
 
 
 async def test_modbus_command_to_a_bus_that_is_offline_fails_at_once():
