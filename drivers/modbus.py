@@ -24,7 +24,8 @@ profile has ``commands`` is written through :meth:`ModbusBus.send`: a coil write
 between two devices' polls (or at once when the bus is idle between cycles): the bus never
 carries two conversations, and a command waits at most for the poll in progress. It is
 answered, or :class:`~gateway.kernel.commands.CommandError` names the device (no answer
-after ``retries`` retries, an exception response, a bus offline or lost meanwhile). After a
+after ``retries`` retries, an exception response, a bus offline or lost meanwhile; a
+command sent while the bus is still connecting, as after a restart, waits for it). After a
 write the device is re-polled early (``confirm_polls_s`` after it: at once, then while a
 valve motor runs) so that the reading which confirms the command comes fast.
 
@@ -349,9 +350,8 @@ class ModbusBus:
             raise CommandError(f"device {command.device_id}: no {command.action} command on "
                                f"Modbus bus {self.bus_id} (not on the bus, or its profile has "
                                f"no such command)")
-        if self.status.value != "online":
-            raise CommandError(f"device {dev.device_id}: {self._who()} is "
-                               f"{self.status.value}")
+        if self.status.value == "offline":     # starting: queued, served once connected
+            raise CommandError(f"device {dev.device_id}: {self._who()} is offline")
         p = self.policy
         # the bus task takes it before the next device's poll: at most one poll (of a
         # failing device, one timeout) plus the write's own attempts

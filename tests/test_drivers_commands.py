@@ -164,6 +164,22 @@ async def test_modbus_rtu_coil_write_over_a_serial_line(tmp_path):
     assert store.writes == [(3, 5, 0, [0])]
 
 
+async def test_modbus_command_sent_while_the_bus_connects_waits_for_it():
+    """As after a restart: the linkage re-sends an interrupted close before the bus is up."""
+    store = MeterStore(GAS_VALVE.entries(), [1])
+    port = free_port()
+    server = await serve_meters(store, port)
+    bus, sink = one_valve_bus(BusEndpoint("tcp", port=port), modbus_device("gv-1", 1, GAS_VALVE))
+    try:
+        async with running(bus):
+            assert bus.state == "starting"
+            await bus.send(close("gv-1"))
+            assert bus.state == "online"
+    finally:
+        await server.shutdown()
+    assert store.writes == [(1, 5, 0, [0])]
+
+
 async def test_modbus_command_to_a_bus_that_is_offline_fails_at_once():
     port = free_port()                                  # nothing listens there
     bus = ModbusBus("b9", BusEndpoint("tcp", port=port), [modbus_device("gv-1", 1, GAS_VALVE)],

@@ -23,9 +23,10 @@ Commands (the linkage's :class:`~gateway.kernel.commands.CommandWriter`): a CJ/T
 whose profile has a valve takes ``close_valve`` / ``open_valve`` through
 :meth:`SerialLine.send`. The valve frame is queued for the line's task and written between
 two meters' polls (one conversation at a time on the half-duplex line), the meter's answer
-checked (C=0x84; a refusal, C=0xC4, or no answer after two attempts is a
-:class:`~gateway.kernel.commands.CommandError` naming the device), and the meter is read
-again at once and 1 s and 3 s later for the ``valve_open`` reading that confirms it.
+checked (C=0x84; a refusal, C=0xC4, no answer after two attempts, or the line offline
+is a :class:`~gateway.kernel.commands.CommandError` naming the device; a command sent while
+the port is still being opened waits for it), and the meter is read again at once and 1 s
+and 3 s later for the ``valve_open`` reading that confirms it.
 
 Meters: every ``period_s`` each meter is asked for the items of its profile, one request
 at a time (half-duplex RS-485), each answer awaited for ``timeout_s``. Replies go through
@@ -109,6 +110,7 @@ class SerialLine:
                 port = self._open()
             except (OSError, serial.SerialException) as exc:
                 self._offline(f"cannot open {self.settings.device}: {exc}")
+                self.commands.fail_all(f"cannot open {self.settings.device}", self._who())
                 await asyncio.sleep(next(delays))
                 continue
             self.opened += 1
@@ -157,8 +159,8 @@ class SerialLine:
             raise CommandError(f"device {command.device_id}: no {command.action} command on "
                                f"{self._who()} (not on the line, or not a CJ/T 188 meter "
                                f"with a valve)")
-        if self.state != "online":
-            raise CommandError(f"device {command.device_id}: {self._who()} is {self.state}")
+        if self.state == "offline":            # starting: queued, served once the port is open
+            raise CommandError(f"device {command.device_id}: {self._who()} is offline")
         s = self.settings
         # the line's task takes it after the poll in progress, then up to two attempts
         limit = s.timeout_s * (1 + MeterPoller.VALVE_ATTEMPTS) + 1.0
