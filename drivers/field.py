@@ -13,7 +13,8 @@ write commands to a device (a Modbus device whose profile has ``commands``, a CJ
 with a valve), and ``FieldDrivers`` is itself a
 :class:`~gateway.kernel.commands.CommandWriter` that routes each command to the driver
 running the device at that moment (so a rebind, which replaces drivers, never leaves the
-linkage holding a stopped one).
+linkage holding a stopped one). What a device takes is read from the plans, so the answer
+does not depend on whether its driver has started yet (the linkage asks at start-up).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from drivers import DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import plan_reads
 from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
-from drivers.serial_line import LineSettings, SerialDevice, SerialLine
+from drivers.serial_line import LineSettings, SerialDevice, SerialLine, takes_command
 from gateway.kernel.commands import Action, Command, CommandError, CommandWriter
 from gateway.kernel.errors import ConfigError
 from gateway.kernel.metrics import MetricsSink
@@ -251,8 +252,16 @@ class FieldDrivers:
         return None
 
     def supports(self, device_id: str, action: Action) -> bool:
-        writer = self.writer_for(device_id)
-        return writer is not None and writer.supports(device_id, action)
+        """Whether a bus or line of the plans has ``device_id`` and a way to ``action``."""
+        for plan in list(self.plans.values()):
+            if isinstance(plan, BusPlan):
+                if any(d.device_id == device_id and d.takes(action) for d in plan.devices):
+                    return True
+            elif isinstance(plan, LinePlan):
+                if any(d.device_id == device_id and takes_command(d, action)
+                       for d in plan.devices):
+                    return True
+        return False
 
     async def send(self, command: Command) -> None:
         """Write ``command`` through the driver running its device now; ``CommandError``

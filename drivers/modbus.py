@@ -140,6 +140,10 @@ class ModbusDevice:
         if not self.requests:
             raise ValueError(f"{self.device_id}: nothing to read")
 
+    def takes(self, action: Action) -> bool:
+        """Whether its profile has a write for ``action``."""
+        return any(a == action for a, _ in self.commands)
+
 
 @dataclass(slots=True)
 class PollStats:
@@ -339,7 +343,7 @@ class ModbusBus:
     def supports(self, device_id: str, action: Action) -> bool:
         """Whether ``device_id`` is on this bus and its profile has a write for ``action``."""
         dev = self._by_id.get(device_id)
-        return dev is not None and any(a == action for a, _ in dev.commands)
+        return dev is not None and dev.takes(action)
 
     async def send(self, command: Command) -> None:
         """Write ``command`` on the bus (serialized with the polls); returns once the device

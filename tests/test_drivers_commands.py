@@ -345,6 +345,10 @@ serial_lines:
     plans = plan_field(load_site(_site(tmp_path, devices, gateway)), PROFILES)
     sink = CollectingSink()
     field = FieldDrivers(plans, sink, Metrics())
+    # what a device takes is known before its driver runs (the linkage asks at start-up)
+    assert field.supports("gm-7-101", Action.CLOSE_VALVE) and field.writer_for("gm-7-101") is None
+    assert field.supports("gv-kitchen", Action.OPEN_VALVE)
+    assert not field.supports("em-1", Action.CLOSE_VALVE)
     try:
         async with running(field):
             await until(lambda: valve_states(sink, "gv-kitchen") and

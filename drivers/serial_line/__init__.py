@@ -65,13 +65,19 @@ from gateway.kernel.model import Kind, Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
 
 __all__ = ["PROTOCOLS", "ContactIdReceiver", "LineLost", "LineSettings", "MeterPoller",
-           "SerialDevice", "SerialLine"]
+           "SerialDevice", "SerialLine", "takes_command"]
 
 log = logging.getLogger(__name__)
 
 
 #: the commands a CJ/T 188 meter with a valve takes
 VALVE_ACTIONS = frozenset({Action.CLOSE_VALVE, Action.OPEN_VALVE})
+
+
+def takes_command(dev: SerialDevice, action: Action) -> bool:
+    """Whether ``dev`` takes ``action``: a CJ/T 188 meter with a valve, opened or closed."""
+    return (action in VALVE_ACTIONS and isinstance(dev.profile, Cjt188Profile)
+            and dev.profile.has_valve)
 
 
 class SerialLine:
@@ -149,8 +155,7 @@ class SerialLine:
         """Whether ``device_id`` is a CJ/T 188 meter with a valve on this line and
         ``action`` opens or closes it."""
         dev = self._by_id.get(device_id)
-        return (dev is not None and action in VALVE_ACTIONS
-                and isinstance(dev.profile, Cjt188Profile) and dev.profile.has_valve)
+        return dev is not None and takes_command(dev, action)
 
     async def send(self, command: Command) -> None:
         """Write the valve command (serialized with the polls); returns once the meter
