@@ -8,7 +8,8 @@ problems (each naming the byte offset, line or field). Inputs:
 * ``json`` profiles: a JSON file ``{"topic": ..., "payload": ...}`` (payload an object or a
   string, as captured with ``mosquitto_sub -v``);
 * ``modbus`` profiles: a JSON file ``{"function": 3|4, "address": N, "registers": [...]}``
-  (what a Modbus tool shows for one read);
+  (what a Modbus tool shows for one read; function 1|2 for coils or discrete inputs, the
+  bits as 0/1 or true/false);
 * ``dlt645`` / ``cjt188`` profiles: a text file of hex bytes as captured on the line
   (``FE FE 68 21 43 ...``; spaces, newlines, ``0x`` prefixes and ``#`` comments allowed);
   several frames may follow each other;
@@ -25,7 +26,7 @@ from typing import Any
 from drivers import DecodeError
 from drivers.codecs import cjt188, contact_id, dlt645
 from drivers.codecs.framing import CJT188_LAYOUT, DLT645_LAYOUT, FrameSplitter
-from drivers.codecs.modbus_registers import decode_reading
+from drivers.codecs.modbus_registers import BIT_FUNCTIONS, FUNCTIONS, decode_reading
 from drivers.profiles import (AnyProfile, Cjt188Profile, ModbusProfile, Profile, ProfileSet,
                               decode_json, parse_json)
 from gateway.kernel.model import Reading, utc
@@ -128,13 +129,16 @@ def _json_doc(raw: bytes) -> dict[str, Any]:
 def _modbus(profile: ModbusProfile, doc: dict[str, Any], device_id: str,
             ts: datetime) -> _Decoded:
     function, address, registers = doc.get("function"), doc.get("address"), doc.get("registers")
-    if function not in (3, 4):
-        raise DecodeError("wrong_type", f"function {function!r}, 3 or 4", where="field 'function'")
+    if function not in FUNCTIONS:
+        raise DecodeError("wrong_type", f"function {function!r}, 3 or 4 (registers), 1 or 2 "
+                          f"(coils, discrete inputs)", where="field 'function'")
     if isinstance(address, bool) or not isinstance(address, int) or not 0 <= address <= 0xFFFF:
         raise DecodeError("wrong_type", f"address {address!r}, 0..65535", where="field 'address'")
     if not isinstance(registers, list) or not registers:
         raise DecodeError("wrong_type", "registers must be a non-empty list",
                           where="field 'registers'")
+    if function in BIT_FUNCTIONS:       # bits as a Modbus tool shows them: 0/1 or true/false
+        registers = [int(b) if isinstance(b, bool) else b for b in registers]
     end = address + len(registers)
     readings: list[_Item] = []
     problems: list[DecodeError] = []

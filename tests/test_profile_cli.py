@@ -115,6 +115,17 @@ def test_a_decoder_failure_is_one_error_line(tmp_path, capsys, monkeypatch):
                                  "RuntimeError: decoder bug second line\n")
 
 
+def test_modbus_capture_of_coils_and_discrete_inputs(tmp_path, capsys):
+    cap = tmp_path / "coils.json"
+    cap.write_text(json.dumps({"function": 1, "address": 0, "registers": [False]}))
+    code, lines, err = run(capsys, "test", "modbus-gas-valve", str(cap))
+    assert code == 0, err
+    assert [(x["metric"], x["value"]) for x in lines] == [("valve_open", False)]
+    cap.write_text(json.dumps({"function": 2, "address": 0, "registers": [1]}))
+    code, lines, err = run(capsys, "test", "modbus-gas-valve", str(cap))
+    assert code == 0 and [(x["metric"], x["value"]) for x in lines] == [("fault", True)], err
+
+
 def test_modbus_capture_sdm630(tmp_path, capsys):
     entries = {e.metric: e for e in PROFILES.by_id["eastron-sdm630"].entries()}
     registers = [0] * 76
