@@ -278,6 +278,7 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
     sos.connect("127.0.0.1", port)
     sos.loop_start()
     pressed: dict[str, tuple[str, float]] = {}    # device id -> (phase, publish time)
+    hist0 = _histogram(gw.url, "gateway_alarm_latency_seconds")
     try:
         pub.start()
         t0 = time.perf_counter()
@@ -315,11 +316,40 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
                                             if d in cases]),
                       "missing_stream": sum(1 for d in mine if d not in stream.raised),
                       "missing_case": sum(1 for d in mine if d not in cases)}
+    hist1 = _histogram(gw.url, "gateway_alarm_latency_seconds")
+    # inside the gateway: from the intake's offer to the alarm change committed (the
+    # pipeline's own histogram, both phases); the rest of the end-to-end time is before the
+    # offer (the broker's queue, the socket, the intake's reading) or after the commit
+    out["inside_gateway"] = _bucket_quantiles({k: hist1[k] - hist0.get(k, 0) for k in hist1})
     out["half"]["load_per_s"] = round(achieved[0]) if achieved else None
     out["burst"]["load_per_s"] = round(achieved[1]) if len(achieved) > 1 else None
     out["half"]["target_per_s"], out["burst"]["target_per_s"] = (round(half_rate),
                                                                  round(half_rate * 10))
     return {"latency": out, "load_during_latency": uptime()}
+
+
+def _histogram(url: str, name: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts from /metrics, by upper bound."""
+    out: dict[float, float] = {}
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(f'{name}_bucket{{le="'):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _bucket_quantiles(cumulative: dict[float, float]) -> dict:
+    """p50 and p99 as the upper bound of the bucket they fall in (``<= s``)."""
+    bounds = sorted(cumulative)
+    total = cumulative[bounds[-1]] if bounds else 0
+    if not total:
+        return {"n": 0}
+
+    def q(p: float) -> float:
+        return next(b for b in bounds if cumulative[b] >= p * total)
+
+    return {"n": int(total), "p50_le_ms": q(0.5) * 1000, "p99_le_ms": q(0.99) * 1000}
 
 
 def _percentiles(xs: list[float]) -> dict:
