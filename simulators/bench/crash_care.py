@@ -23,7 +23,9 @@ help request with a unique note and ``request_id``, set or end a care household'
 (unique note) or record a call outcome on the SOS alarm (unique note, ``request_id``). An
 answer 2xx is *acknowledged*; no answer (the kill cut it) is *ambiguous*. The main thread
 starts the gateway, waits for ``/readyz`` (now and then kills it while it is still starting),
-keeps it up for a random while, ``SIGKILL``s it and keeps it down for a random while.
+keeps it up for a random while (now and then only until a staff request is on its way, then
+0-30 ms: between its commit and its answer), ``SIGKILL``s it and keeps it down for a random
+while.
 
 After the last kill the gateway starts once more; a press of the barrier caller (delivered
 after every press the broker held) shows every earlier press was handled, and the run waits
@@ -86,6 +88,7 @@ class Options:
     uptime_s: tuple[float, float] = (0.8, 4.0)
     downtime_s: tuple[float, float] = (0.3, 2.5)
     early_kill_p: float = 0.15        # kill while still starting (before /readyz)
+    aim_at_staff_p: float = 0.3       # kill just as a staff request is sent
     press_gap_s: tuple[float, float] = (0.05, 0.4)
     staff_gap_s: tuple[float, float] = (0.03, 0.25)
     workdir: Path | None = None
@@ -171,7 +174,8 @@ class CareCrashRun:
         self.model = Model()
         self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.kills = self.early = self.restarts = 0
+        self.kills = self.early = self.restarts = self.aimed = 0
+        self.staff_sending = threading.Event()     # set as a staff request goes out
         self.alarm_id: int | None = None
         self.call_key = "resident:0"
         self.t0 = time.monotonic()
@@ -222,10 +226,20 @@ class CareCrashRun:
                 for t in threads:      # the gateway's session exists: the broker keeps presses
                     t.start()
             up = r.uniform(*self.o.uptime_s)
-            time.sleep(up)
+            aim, delay = r.random() < self.o.aim_at_staff_p, r.uniform(0.0, 0.03)
+            if aim:       # half the uptime as usual, then the next staff request is the moment
+                time.sleep(up / 2)
+                self.staff_sending.clear()
+                aim = self.staff_sending.wait(up / 2)
+                if aim:
+                    time.sleep(delay)
+                    self.aimed += 1
+            else:
+                time.sleep(up)
             gw.kill()
             self.kills += 1
-            self.log(f"cycle {cycle}: SIGKILL after {up:.1f} s up; kills {self.kills}")
+            self.log(f"cycle {cycle}: SIGKILL after {up:.1f} s up"
+                     f"{' (as a staff request was sent)' if aim else ''}; kills {self.kills}")
             time.sleep(r.uniform(*self.o.downtime_s))
 
     def _first_alarm(self) -> None:
@@ -302,6 +316,7 @@ class CareCrashRun:
                     call = ("DELETE", f"/api/households/{op.target}/care", None)
                 with self.lock:
                     self.model.ops.append(op)
+                self.staff_sending.set()
                 try:
                     res = api.request(call[0], call[1], json=call[2])
                 except httpx.HTTPError:
@@ -427,6 +442,7 @@ class CareCrashRun:
                  for what in ("help", "call", "care_set", "care_end")}
         return {
             "seed": self.o.seed, "kills": self.kills, "early_kills": self.early,
+            "kills_aimed_at_staff": self.aimed,
             "restarts": self.restarts, "help_keys_pressed": len(m.pressed),
             "presses_acked": sum(len(v) for v in m.pressed.values()),
             "requests": len(requests),
