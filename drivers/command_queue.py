@@ -62,11 +62,13 @@ class CommandQueue(Generic[T]):
         self._wake = asyncio.Event()
 
     async def submit(self, device_id: str, command: Command, target: T, *,
-                     limit_s: float, who: str) -> None:
+                     limit_s: float, who: str, per_ahead_s: float = 0.0) -> None:
         """Queue ``command`` and wait until the task settled it; ``CommandError`` from the
-        task, or naming ``who`` when the task did not get to it within ``limit_s``."""
+        task, or naming ``who`` when the task did not get to it within ``limit_s`` plus
+        ``per_ahead_s`` for each command queued before it (what one may cost the task)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         pending = PendingCommand(device_id, command, target, done)
+        limit_s += per_ahead_s * len(self._pending)
         self._pending.append(pending)
         self._wake.set()
         try:

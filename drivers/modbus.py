@@ -200,13 +200,22 @@ class ModbusBus:
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         ep, p = self.endpoint, self.policy
         # retries=0 and no automatic reconnect: both are this class's policy, not pymodbus's
+        client: AsyncModbusTcpClient | AsyncModbusSerialClient
         if ep.kind == "tcp":
-            return AsyncModbusTcpClient(ep.host, port=ep.port, timeout=p.timeout_s, retries=0,
-                                        reconnect_delay=0, name=f"modbus[{self.bus_id}]")
-        return AsyncModbusSerialClient(ep.device, baudrate=ep.baudrate, parity=ep.parity,
-                                       stopbits=ep.stopbits, bytesize=ep.bytesize,
-                                       timeout=p.timeout_s, retries=0, reconnect_delay=0,
-                                       name=f"modbus[{self.bus_id}]")
+            client = AsyncModbusTcpClient(ep.host, port=ep.port, timeout=p.timeout_s,
+                                          retries=0, reconnect_delay=0,
+                                          name=f"modbus[{self.bus_id}]")
+        else:
+            client = AsyncModbusSerialClient(ep.device, baudrate=ep.baudrate, parity=ep.parity,
+                                             stopbits=ep.stopbits, bytesize=ep.bytesize,
+                                             timeout=p.timeout_s, retries=0, reconnect_delay=0,
+                                             name=f"modbus[{self.bus_id}]")
+        # pymodbus drops a TCP connection after 3 unanswered requests in a row: a few dead
+        # units next to each other (or writes queued to them) would cut off the live ones.
+        # Silent devices are this class's business (quarantine); the connection goes only
+        # when every device of the bus failed one full round in a row.
+        client.set_max_no_responses((p.retries + 1) * len(self.devices) + 3)
+        return client
 
     async def run(self) -> None:
         delays = self._reconnect.delays()
@@ -358,10 +367,11 @@ class ModbusBus:
             raise CommandError(f"device {dev.device_id}: {self._who()} is offline")
         p = self.policy
         # the bus task takes it before the next device's poll: at most one poll (of a
-        # failing device, one timeout) plus the write's own attempts
-        limit = 2 * p.timeout_s + (p.retries + 1) * (p.timeout_s + 0.5) + 1.0
-        await self.commands.submit(dev.device_id, command, (dev, write), limit_s=limit,
-                                   who=self._who())
+        # failing device, one timeout), the writes queued before it, then its own attempts
+        attempts_s = (p.retries + 1) * (p.timeout_s + 0.5)
+        await self.commands.submit(dev.device_id, command, (dev, write),
+                                   limit_s=2 * p.timeout_s + attempts_s + 1.0,
+                                   per_ahead_s=attempts_s, who=self._who())
 
     def _who(self) -> str:
         return f"Modbus bus {self.bus_id} ({self.endpoint.describe()})"

@@ -194,24 +194,29 @@ async def test_modbus_command_to_a_bus_that_is_offline_fails_at_once():
 
 
 async def test_modbus_commands_sent_together_are_written_one_after_another():
-    store = MeterStore(GAS_VALVE.entries(), [1, 2, 3, 4])
-    for unit in (1, 2, 3, 4):
-        store.set_values(unit, {"valve_open": True})
+    """Eight valves closed at once (a grid cell's), two of them on silent units at the head
+    of the queue: each live one is written, none gives up waiting behind the silent ones."""
+    live, silent = (1, 2, 3, 4, 5, 6), (7, 8)
+    store = MeterStore(GAS_VALVE.entries(), list(live + silent))
+    store.dead = set(silent)
     port = free_port()
     server = await serve_meters(store, port)
     sink = CollectingSink(expect_ack=False)
     bus = ModbusBus("b1", BusEndpoint("tcp", port=port),
-                    [modbus_device(f"gv-{u}", u, GAS_VALVE) for u in (1, 2, 3, 4)], sink,
-                    Metrics(), policy=PollPolicy(period_s=0.2, timeout_s=0.3))
+                    [modbus_device(f"gv-{u}", u, GAS_VALVE) for u in live + silent], sink,
+                    Metrics(), policy=PollPolicy(period_s=0.5, timeout_s=0.3, retries=1))
     try:
         async with running(bus):
-            await until(lambda: bus.stats["gv-4"].ok >= 1, 5, "first cycle")
-            await asyncio.gather(*(bus.send(close(f"gv-{u}")) for u in (1, 2, 3, 4)))
+            await until(lambda: bus.stats["gv-6"].ok >= 1, 5, "first cycle")
+            outcomes = await asyncio.gather(*(bus.send(close(f"gv-{u}"))
+                                              for u in silent + live), return_exceptions=True)
             await until(lambda: all(valve_states(sink, f"gv-{u}")[-1] is False
-                                    for u in (1, 2, 3, 4)), 2, "every valve closed")
+                                    for u in live), 2.5, "every live valve closed")
     finally:
         await server.shutdown()
-    assert sorted(w[0] for w in store.writes) == [1, 2, 3, 4]
+    assert [type(o).__name__ for o in outcomes] == ["CommandError"] * 2 + ["NoneType"] * 6
+    assert all("no answer" in str(o) for o in outcomes[:2])
+    assert sorted(w[0] for w in store.writes) == list(live)
 
 
 # -- CJ/T 188 valve over a serial line (pty) -----------------------------------------------

@@ -166,11 +166,12 @@ class SerialLine:
                                f"with a valve)")
         if self.state == "offline":            # starting: queued, served once the port is open
             raise CommandError(f"device {command.device_id}: {self._who()} is offline")
-        s = self.settings
-        # the line's task takes it after the poll in progress, then up to two attempts
-        limit = s.timeout_s * (1 + MeterPoller.VALVE_ATTEMPTS) + 1.0
+        # the line's task takes it after the poll in progress and the commands queued
+        # before it, then up to two attempts
+        attempts_s = self.settings.timeout_s * MeterPoller.VALVE_ATTEMPTS
         await self.commands.submit(command.device_id, command, self._by_id[command.device_id],
-                                   limit_s=limit, who=self._who())
+                                   limit_s=self.settings.timeout_s + attempts_s + 1.0,
+                                   per_ahead_s=attempts_s, who=self._who())
 
     def _who(self) -> str:
         return f"serial line {self.line_id} ({self.settings.device})"
