@@ -169,6 +169,9 @@ class Engine:
         self.timers = TimerQueue()
         self._out: list[Action] = []
         self._modes: dict[str, str] = {}
+        #: household care states as set (rules.inactivity.set_care): id -> state name; the
+        #: inactivity rules follow them, and other rules (check-in) read them here too
+        self.care: dict[str, str] = {}
         #: (device, kind) -> engine time a measurement was last recorded as a test
         self._tested: dict[tuple[str, Kind], float] = {}
         self.book = AlarmBook(config.escalation, self.timers, self.clock, self._emit,

@@ -649,17 +649,28 @@ def set_care(engine: Engine, household_id: str, state: str | None, now: datetime
     wall = now.timestamp()
     begin = t if start is None else t + (start.timestamp() - wall)
     end = np.inf if expected_end is None else t + (expected_end.timestamp() - wall)
+    if only is None:
+        if state is None:
+            engine.care.pop(household_id, None)
+        else:
+            engine.care[household_id] = state
     for ev in engine.evaluators:
         if isinstance(ev, InactivityEval) and (only is None or ev.rule.id in only):
             ev.care(household_id, 0 if state is None else CARE_STATES[state], begin, end, t)
 
 
 def care_states(engine: Engine) -> dict[str, str]:
-    """Households in a care state in ``engine`` (id: state name)."""
-    out: dict[str, str] = {}
+    """Households in a care state in ``engine`` (id: state name): as the inactivity rules
+    watching them follow it (an away state ended by the return is gone), and as set for
+    the households no inactivity rule watches."""
+    out = dict(engine.care)
     for ev in engine.evaluators:
         if isinstance(ev, InactivityEval):
-            out.update(ev.cared())
+            cared = ev.cared()
+            for h, i in ev._hidx.items():
+                if ev._covered[i] and h not in cared:
+                    out.pop(h, None)
+            out.update(cared)
     return out
 
 

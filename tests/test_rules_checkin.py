@@ -76,6 +76,18 @@ def test_away_or_in_hospital_no_check_in_is_expected():
         "ok_key:h1"]
 
 
+def test_away_without_an_inactivity_rule_no_check_in_is_expected_either():
+    """The care state counts for the check-in also where no inactivity rule watches the
+    household (the console's 报平安 page says "not asked" then: the rule must agree)."""
+    sim, eng = made(CHECKIN)
+    sim.until(local(1, 8))
+    set_care(eng, "h1", "away", sim.now)
+    assert picked(sim.until(local(3, 11))) == []
+    set_care(eng, "h1", None, sim.now)
+    assert [a.key for a in picked(sim.until(local(4, 10, 1)))
+            if isinstance(a, RaiseAlarm)] == ["ok_key:h1"]
+
+
 def test_the_day_s_state_survives_a_snapshot():
     sim, eng = made()
     sim.until(local(1, 8))
