@@ -30,7 +30,7 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
-from drivers.profiles import HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
+from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
@@ -41,8 +41,9 @@ __all__ = ["HELD_METRICS", "DeviceBinding", "MqttIntake"]
 
 log = logging.getLogger(__name__)
 #: readings acknowledged (PUBACK) only once the gateway has saved them, besides the
-#: alarm-class ones: a help key press (the gateway saves its help request first)
-HELD_METRICS = frozenset({HELP_METRIC})
+#: alarm-class ones: a help key press (the gateway saves its help request first) and a
+#: care key press (its care state first)
+HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 
 #: MQTT packets read per socket-readable event at most (fairness with the other tasks).
 READ_BURST = 64

@@ -12,9 +12,11 @@ Contract:
   ``gateway.case_feedback``) are written in the transaction of their case event.
 - A caller key configured for it (devices.yaml ``care_actions``: action -> ``away``,
   ``hospital``, ``carer`` or ``home``, which ends the state) gives a ``button`` reading of
-  metric ``care_key`` (``drivers.profiles.with_care_actions``); :meth:`CareDesk.offer` (the
-  pipeline's reading hook) queues it and :meth:`CareDesk.run` sets the household's state
-  (``via`` ``caller``, actor ``device``; no expected end).
+  metric ``care_key`` (``drivers.profiles.with_care_actions``). :class:`CareDesk` is a
+  :class:`gateway.pipeline.DurableWriter`: the press sets the household's state (``via``
+  ``caller``, actor ``device``; no expected end) in the transaction of its inbox row, and
+  the press is acknowledged (PUBACK) only after that commit; a press of the state already
+  in force (a redelivery) changes nothing.
 - :func:`apply_care` gives a new engine (start, restart, a reloaded site) the store's states
   and ends the ones it had that the store has not.
 - The engine ends states itself (activity at home after an away or hospital stay; a carer's
@@ -24,7 +26,6 @@ Contract:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -97,34 +98,43 @@ class CareDesk:
     def __init__(self, store: Any, site: Callable[[], Any],
                  engine: Callable[[], Any] | None = None) -> None:
         self.store, self.site, self.engine = store, site, engine or (lambda: None)
-        self._keys: asyncio.Queue[Reading] = asyncio.Queue(1000)
 
-    def offer(self, reading: Reading) -> None:
-        """The pipeline's reading hook: queue a care key press (anything else: nothing)."""
-        if reading.kind is Kind.BUTTON and reading.metric == CARE_METRIC:
-            try:
-                self._keys.put_nowait(reading)
-            except asyncio.QueueFull:
-                log.error("care key press of %s dropped: queue full", reading.device_id)
+    # -- caller keys: the pipeline's durable writer (gateway.pipeline.DurableWriter) ------
+    def takes(self, reading: Reading) -> bool:
+        """A care key press (acknowledged only once its state is saved)."""
+        return reading.kind is Kind.BUTTON and reading.metric == CARE_METRIC
 
-    def hooked(self, on_reading: Callable[[Reading], None]) -> Callable[[Reading], None]:
-        """A pipeline reading hook: ``on_reading``, then :meth:`offer`."""
-        def both(reading: Reading) -> None:
-            on_reading(reading)
-            self.offer(reading)
-        return both
+    def write(self, conn: Tx, readings: list[Reading]
+              ) -> list[tuple[str, dict[str, Any] | None]]:
+        """In the pipeline's inbox transaction: each press's state set or ended; what
+        changed as (household, row or None: ended). A press that is no care key of the
+        current site is logged and skipped (its message is still acknowledged)."""
+        out: list[tuple[str, dict[str, Any] | None]] = []
+        for reading in readings:
+            got = self._key(reading)
+            if got is None:
+                continue
+            device_id, household, state = got
+            now_row = get_care(conn, household)
+            if state == "home":
+                if end_in(conn, household, actor="device", via="caller"):
+                    out.append((household, None))
+            elif now_row is None or now_row["state"] != state:
+                row = care_row(household, state, actor="device", via="caller", start=utc(),
+                               note=device_id)
+                set_in(conn, row)
+                out.append((household, row))
+        return out
 
-    async def run(self) -> None:
-        """Set the states of queued key presses, until cancelled."""
-        while True:
-            reading = await self._keys.get()
-            try:
-                await self.key_pressed(reading)
-            except Exception as exc:    # one press must not end the task: logged
-                log.error("care key press of %s not recorded: %s", reading.device_id, exc)
+    def committed(self, written: list[tuple[str, dict[str, Any] | None]]) -> None:
+        for household, row in written:
+            self.told(household, row)
+            log.info("care state of %s: %s (caller key)", household,
+                     row["state"] if row is not None else "ended")
 
-    async def key_pressed(self, reading: Reading) -> str | None:
-        """The state a care key press set (``home``: ended), None if it is no care key."""
+    def _key(self, reading: Reading) -> tuple[str, str, str] | None:
+        """(device, household, state or ``home``) of a care key press; None (logged) if
+        it is none of the current site."""
         device = next((d for d in self.site().devices.devices if d.id == reading.device_id),
                       None)
         state = ((device.care_actions or {}).get(str(reading.value).lower())
@@ -132,13 +142,17 @@ class CareDesk:
         if device is None or state is None or not device.household:
             log.warning("%s: %r is no care key", reading.device_id, reading.value)
             return None
-        if state == "home":
-            await self.end(device.household, actor="device", via="caller")
-        else:
-            await self.set(device.household, state, actor="device", via="caller",
-                           note=device.id)
-        log.info("care state of %s: %s (key of %s)", device.household, state, device.id)
-        return state
+        return device.id, device.household, state
+
+    async def key_pressed(self, reading: Reading) -> str | None:
+        """The state a care key press set (``home``: ended), None if it is no care key;
+        written on its own (the service's presses come through :meth:`write`)."""
+        got = self._key(reading)
+        if got is None:
+            return None
+        written = await self.store.write(lambda conn: self.write(conn, [reading]))
+        self.committed(written)
+        return got[2]
 
     def states(self) -> list[dict[str, Any]]:
         """The states in force, with the household's address and grid cell."""

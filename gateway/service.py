@@ -325,10 +325,12 @@ class Gateway:
         desk = HelpDesk(store, lambda: self.site, callback_url=book.callback_url,
                         metrics=self.metrics,     # service cases go by the case outbox
                         wake=case.forwarder.wake if case is not None else (lambda: None))
+        care = self.care = CareDesk(store, lambda: self.site, lambda: pipeline.engine)
+        # a help or care key press: acked once its request / state is saved
         pipeline = Pipeline(store, engine, book, self.metrics, tick_s=self.o.tick_s,
                             on_reading=with_card_reads(uplinks.on_reading(health_book.seen),
                                                        cards),
-                            writers=(desk,))     # a help key press: acked once its request is saved
+                            writers=(desk, care))
         intake = self._build_intake(site, pipeline, health_book, decode_faults)
         # commands to devices (gateway/linkage.py): their outcome is the devices' own state
         linkage, commands_out = build_linkage(
@@ -361,9 +363,7 @@ class Gateway:
                          devices=health_book, reload=sites.publish,
                          editor=SiteEditor(self.config_dir, check=bindings_for),
                          extra={"help": desk, "linkage": linkage})
-        care = self.care = ctx.extra["care"] = CareDesk(store, lambda: self.site,
-                                                        lambda: pipeline.engine)
-        pipeline.on_reading = care.hooked(pipeline.on_reading)    # care key presses too
+        ctx.extra["care"] = self.care
         await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
         # who hears of an edited site, in this order (the state swapped on the loop); with
         # a change (an edit of a few devices), each applies only that (apply_* below)
@@ -408,7 +408,6 @@ class Gateway:
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
                 tg.create_task(modes.run(), name="device-modes")
                 tg.create_task(linkage.run(), name="linkage")
-                tg.create_task(care.run(), name="care-keys")
                 tg.create_task(cards.run(), name="visit-cards")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
         finally:

@@ -82,3 +82,41 @@ async def test_a_help_key_press_is_acked_only_once_its_request_is_saved(tmp_path
         assert store.query_one("SELECT count(*) AS n FROM help_requests")["n"] == 1
     finally:
         store.close()
+
+
+async def test_a_care_key_press_is_acked_only_once_its_care_state_is_saved(tmp_path):
+    """The same for a care key (外出 by the door): the state and its audit entry are in the
+    inbox row's transaction; the broker delivering it again changes nothing."""
+    from gateway.household_care import CareDesk
+    from tests.test_household_care import _site_with_care_keys
+
+    site = load_site(_site_with_care_keys(tmp_path))
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    try:
+        desk = CareDesk(store, lambda: site)
+        pipe = Pipeline(store, engine=None, book=None, metrics=Metrics(),  # type: ignore[arg-type]
+                        writers=(desk,))
+        committer = asyncio.create_task(pipe._committer())
+        seen_at_ack: list[tuple[int, int, int]] = []
+
+        def ack() -> None:
+            seen_at_ack.append((
+                store.query_one("SELECT count(*) AS n FROM household_care")["n"],
+                store.query_one("SELECT count(*) AS n FROM inbox")["n"],
+                store.query_one("SELECT count(*) AS n FROM audit WHERE action='care.set'")["n"]))
+
+        press = Reading("caller-z-7-101", Kind.BUTTON, "4_single", datetime.now(timezone.utc),
+                        "", Quality.GOOD, "emergency_caller", "h-7-101", None, "care_key")
+        pipe.offer([press], ack)
+        assert seen_at_ack == []                       # not before the commit
+        await until(lambda: seen_at_ack, 5, "ack after the commit")
+        assert seen_at_ack == [(1, 1, 1)]              # state, inbox row, audit entry
+        pipe.offer([press], ack)                       # delivered again
+        await until(lambda: len(seen_at_ack) == 2, 5, "second ack")
+        assert seen_at_ack[1] == (1, 2, 1)
+        row = store.query_one("SELECT state, via, set_by FROM household_care")
+        assert (row["state"], row["via"], row["set_by"]) == ("away", "caller", "device")
+        committer.cancel()
+    finally:
+        store.close()

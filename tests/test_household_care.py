@@ -130,10 +130,11 @@ def test_a_caller_key_configured_for_it_sets_and_ends_the_care_state(tmp_path):
         desk = CareDesk(store, lambda: site, lambda: engine)
         reading = away.with_site(household_id="h-7-101", grid_cell=None,
                                  device_type="emergency_caller")
-        desk.offer(reading)
-        desk.offer(press("single")[0])                            # not a care key
-        assert desk._keys.qsize() == 1
+        assert desk.takes(reading)          # the pipeline's durable writer: saved, then acked
+        assert not desk.takes(press("single")[0])                 # not a care key
         assert asyncio.run(desk.key_pressed(reading)) == "away"
+        assert asyncio.run(desk.key_pressed(reading)) == "away"   # again (a redelivery)
+        assert [e["action"] for e in audit_log(store)] == ["care.set"]     # nothing new
         [row] = all_care(store)
         assert (row["state"], row["via"], row["set_by"]) == ("away", "caller", "device")
         assert care_states(engine) == {H: "away"}
