@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 
 from gateway.model import utc
 from tests.support import mqtt_publish
-from tests.test_device_modes_browser import _login, gateway  # noqa: F401  (fixture)
+from tests.test_device_modes_browser import H_7_101, _login, gateway  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -63,5 +63,18 @@ def test_staff_set_and_end_a_care_state_on_the_household_card(browser, gateway, 
         expect(duty.locator("#n-care-away")).to_have_count(0)
         care = duty.evaluate("fetch('/api/care').then(r => r.json())")
         assert care == {"care": [], "counts": {"away": 0, "hospital": 0, "carer": 0}}
+    finally:
+        ctx.close()
+
+    # the audit log names the household by its address, not its id (night-shift walk:
+    # '设置住户状态 | h-02-503'); the id stays in the tooltip
+    ctx, admin = _login(browser, gateway, "admin")
+    try:
+        admin.click("#nav [data-view=admin]")
+        for action in ("care.set", "care.end"):
+            target = admin.locator(f"#audit tr[data-action='{action}'] td").nth(3)
+            expect(target).to_have_text(H_7_101)
+            expect(target).to_have_attribute("title", "h-7-101")
+        assert "h-7-101" not in admin.locator("#audit").inner_text()
     finally:
         ctx.close()

@@ -63,7 +63,7 @@ window.Pages = (function () {
     await loadHouseholds();
     deviceData = d;
     C.modes = m.devices;   // devices in test/maintenance mode (the board's count, the row's tag)
-    $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t("ds_" + k)}: <b>${n}</b></span>`).join("");
+    $("#device-summary").innerHTML = Object.entries(d.summary).map(([k, n]) => `<span class="pill ${esc(k)}">${t("ds_" + k)}${t("colon")}<b>${n}</b></span>`).join("");
     // names over ids: the device's configured name and its household's address
     const names = new Map(d.devices.map(x => [x.device_id, x])), hh = new Map(households.households.map(h => [h.id, h]));
     const where = x => {
@@ -117,7 +117,7 @@ window.Pages = (function () {
     await Zigbee.inbox($("#zigbee-inbox"), fillFromProposal);
     u.unknown = u.unknown.filter(x => !x.zigbee);
     $("#unknown").innerHTML = u.unknown.length ? `<table class="grid"><tbody>${u.unknown.map(x => `<tr class="unknown-device" data-topic="${esc(x.id)}">
-      <td><code data-raw>${esc(x.id)}</code><div class="hint">${t("sample")}: <code data-raw>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
+      <td><code data-raw>${esc(x.id)}</code><div class="hint">${t("sample")}${t("colon")}<code data-raw>${esc(x.sample)}</code></div></td><td>${x.count} ${t("seen")}</td>
       <td><button class="register">${t("register")}</button></td></tr>`).join("")}</tbody></table>` : $("#zigbee-inbox").innerHTML ? "" : `<p class="hint">${t("no_unknown")}</p>`;
     const last = Math.min(list.offset + cfg.devices.length, cfg.total);
     $("#cfg-range").textContent = cfg.total ? t("cfg_range", {from: list.offset + 1, to: last, n: cfg.total}) : "";
@@ -333,11 +333,14 @@ window.Pages = (function () {
 
   // -- admin ----------------------------------------------------------------------------------
   async function admin() {
-    const [u, a] = await Promise.all([api("/api/users"), api("/api/audit?limit=200")]);
+    const [u, a, hh] = await Promise.all([api("/api/users"), api("/api/audit?limit=200"), api("/api/households").catch(() => null)]);
+    // a household (care states, visits, commissioning) by its address, the id in the tooltip
+    const addr = new Map(hh ? hh.households.map(h => [h.id, h.address]) : []);
+    const target = x => addr.has(x.target) ? `<td data-raw title="${esc(x.target)}">${esc(addr.get(x.target))}</td>` : `<td data-raw>${esc(x.target)}</td>`;
     $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td data-raw>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
       <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
     $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
-      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${actorHtml(x.actor)}</td><td>${esc(auditAction(x))}</td><td data-raw>${esc(x.target)}</td></tr>`).join("")}</tbody></table>`;
+      <tbody>${a.audit.map(x => `<tr data-action="${esc(x.action)}" data-actor="${esc(x.actor)}"><td>${esc(fmtTime(x.ts))}</td><td>${actorHtml(x.actor)}</td><td>${esc(auditAction(x))}</td>${target(x)}</tr>`).join("")}</tbody></table>`;
   }
   function auditAction(x) {   // in words; a mode change with the mode and its end
     const k = "act_" + x.action, label = t(k) === k ? x.action : t(k), d = x.detail || {};
