@@ -193,6 +193,8 @@ def test_the_board_puts_real_incidents_first(browser, tmp_path, mosquitto):
         oldest = page.locator(f".alarm[data-id='{ids[0]}']")
         expect(oldest.locator(".esc.escalated")).to_have_text("已升级至网格员")
         expect(oldest.locator(".esc[data-due]")).to_contain_text("升级至值班主任还剩")
+        # two phrases, two sentences (night-shift walk: 'Escalated to grid memberEscalates to…')
+        expect(oldest.locator(".card-body > .meta")).to_contain_text("已升级至网格员；升级至值班主任还剩")
         # acknowledged: below every unacknowledged card, still saying it was escalated
         oldest.locator("button.ack").click()
         expect(oldest).to_have_attribute("data-state", "acknowledged", timeout=5000)

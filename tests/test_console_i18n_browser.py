@@ -9,7 +9,8 @@ tokens, device edits and alarm actions.
 
 What fails the test, on any visible text, option, placeholder, title or aria-label:
 - in zh-CN: an identifier-like token (snake_case, dotted.action, camelCase) or an English
-  word (Latin letters) other than the few names and unit symbols of :data:`LATIN_OK`;
+  word (Latin letters) other than the few names and unit symbols of :data:`LATIN_OK`, or an
+  ASCII colon after a Chinese word (紧急联系人: where zh-CN writes 紧急联系人：);
 - in English: any CJK character (including full-width punctuation).
 Site data is excepted, and only that: elements marked ``data-raw`` (addresses, names of
 people, devices and grid cells, ids, MQTT topics, profile ids: what the site's files or the
@@ -37,6 +38,8 @@ DOTTED = re.compile(r"\b[a-z]+\.[a-z_]+\b")
 CAMEL = re.compile(r"\b[a-z]+[A-Z][A-Za-z]*\b")
 LATIN = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 CJK = re.compile(r"[\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]")
+#: an ASCII colon after a Chinese word (紧急联系人: 张三): zh-CN takes the full-width ：
+HALF_COLON = re.compile(r"[\u3400-\u9fff]\s*:")
 
 #: the exception list, as a CSS selector: site data and the language menu
 EXCEPT = "[data-raw], #lang"
@@ -76,7 +79,7 @@ def untranslated(texts: list[str], lang: str) -> list[str]:
             if CJK.search(s):
                 bad.append(s)
             continue
-        if SNAKE.search(s) or DOTTED.search(s) or any(
+        if SNAKE.search(s) or DOTTED.search(s) or HALF_COLON.search(s) or any(
                 w not in LATIN_OK for w in CAMEL.findall(s)):
             bad.append(s)
         elif any(w not in LATIN_OK for w in LATIN.findall(s)):
@@ -88,6 +91,8 @@ def test_the_checker_catches_what_it_should():
     assert untranslated(["一键呼叫 已按下", "电量 85 %", "用电量 12.5 kWh", "Zigbee 网络"],
                         "zh") == []
     assert untranslated(["sos true good"], "zh") == ["sos true good"]
+    assert untranslated(["紧急联系人:", "在线: 3"], "zh") == ["紧急联系人:", "在线: 3"]
+    assert untranslated(["紧急联系人：", "22:35"], "zh") == []
     for raw in ("device.create", "silent", "motion_sensor", "wrong user name or password",
                 "登录 login", "camelCase"):
         assert untranslated([raw], "zh") == [raw], raw

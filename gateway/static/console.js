@@ -156,14 +156,14 @@ function escalation(a, now) {
   const next = e.tiers[a.escalation_tier || 0];
   if (!next) return done;
   const due = Date.parse(a.raised_at) + next.after_s * 1000;
-  return `${done}<span class="esc" data-due="${due}" data-tier="${esc(next.name)}">${esc(t("escalate_in", {tier: tierName(next.name)}))} <b>${fmtDur(due - now)}</b></span>`;
+  return `${done}${sep}<span class="esc" data-due="${due}" data-tier="${esc(next.name)}">${esc(t("escalate_in", {tier: tierName(next.name)}))} <b>${fmtDur(due - now)}</b></span>`;
 }
 function householdCard(a) {
   const h = a.household, g = a.grid;
   // names over ids (site data, marked data-raw: the untranslated-text test skips them)
   const place = h ? `<b data-raw>${esc(h.address)}</b>${h.lives_alone ? ` <span class="tag">${t("lives_alone")}</span>` : ""}` : `<span data-raw>${esc(a.device_name || a.device_id || "")}</span>`;
   const grid = g ? `${t("grid")} <span data-raw>${esc(g.name)} (${esc(g.code)})</span>${g.grid_member ? ` · ${t("member")} <span data-raw>${esc(g.grid_member)}</span>` : ""}` : `<span data-raw>${esc(a.grid_cell || "")}</span>`;
-  const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}: ${h.contacts.map(c =>
+  const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}${t("colon")}${h.contacts.map(c =>
     `<span data-raw>${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""}</span> ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
   const care = a.household_id ? careTag(a.household_id) + (can("alarms.act") ? ` <button type="button" class="care-btn link" data-household="${esc(a.household_id)}">${t("care_set_btn")}</button>` : "") : "";
   return `<div class="household"><div>${place}${modeTags(a)}${care}</div><div class="meta">${grid}</div>${contacts}</div>`;
@@ -253,7 +253,7 @@ function cardHtml(a, now) {
     ${householdCard(a)}
     <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
       · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id || "")}</span> ${escalation(a, now)} · ${caseLine(a)}
-      ${a.ack_by ? ` · ${t("acknowledged")}: ${actorHtml(a.ack_by)}` : ""}</div>
+      ${a.ack_by ? ` · ${t("acknowledged")}${t("colon")}${actorHtml(a.ack_by)}` : ""}</div>
     ${window.Linkage ? Linkage.html(a) : ""}`;
 }
 // -- the response: what to do (guidance) and whom to call in order (the call plan) -------------
@@ -412,8 +412,8 @@ function summary(list) {
   const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
   $("#alarms").classList.toggle("calm", crit > 12);
   const filtered = C.filter.category || C.filter.cell, visible = list.filter(shown).length;
-  $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}: <b id="n-critical">${crit}</b></span>
-    <span class="pill">${t("open_total")}: <b id="n-open">${list.length}</b></span>${filtered ? `
+  $("#board-summary").innerHTML = `<span class="pill ${crit ? "critical" : ""}">${t("open_critical")}${t("colon")}<b id="n-critical">${crit}</b></span>
+    <span class="pill">${t("open_total")}${t("colon")}<b id="n-open">${list.length}</b></span>${filtered ? `
     <span class="pill filtered" id="n-shown">${t("shown_of", {n: visible, total: list.length})}</span>` : ""}${C.modes.length ? `
     <button type="button" class="pill modes" id="modes-pill" data-raw-title title="${esc(C.modes.map(m => `${m.name || m.device_id} · ${t("mode_on_" + m.mode)}${m.until ? " · " + t("mode_until", {time: fmtUntil(m.until)}) : ""}`).join("\n"))}">${t("modes_count")} <b id="n-modes">${C.modes.length}</b></button>` : ""}${careSummary()}`;
   const filters = $("#board-filters");
