@@ -135,15 +135,18 @@ class InfluxWriter:
 
 
 # Written in time order only (an SD card's budget, docs/benchmarks.md "day"): raw points are
-# appended (no index per series: one would dirty a page per series in every batch), rollups
-# keyed by bucket first and written once per closed bucket. A file made by an earlier version
-# has the index raw_series (dropped on open) and rollups keyed (device, metric, bucket): the
-# same statements work on it.
+# appended to ``points`` with no index at all (a series by its small integer id from
+# ``series``: ~25 bytes a point; an index per series would dirty a page per series in every
+# batch), retention by rowid; rollups keyed by bucket first and written once per closed
+# bucket. A file made by an earlier version keeps its ``raw`` table (read and pruned until
+# empty, then dropped; its per-series index dropped on open) and its rollups keyed (device,
+# metric, bucket): the same statements work on them.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS raw (ts REAL NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
-                                value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, device TEXT NOT NULL,
+                                   metric TEXT NOT NULL, UNIQUE (device, metric));
+CREATE TABLE IF NOT EXISTS points (ts REAL NOT NULL, series INTEGER NOT NULL,
+                                   value REAL NOT NULL);
 DROP INDEX IF EXISTS raw_series;
-CREATE INDEX IF NOT EXISTS raw_ts ON raw(ts);
 CREATE TABLE IF NOT EXISTS rollup (
     bucket INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
     n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
@@ -183,6 +186,11 @@ class EmbeddedTelemetry:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        self._series: dict[tuple[str, str], int] = {
+            (d, m): i for i, d, m in self._conn.execute("SELECT id, device, metric FROM series")}
+        #: an earlier version's ``raw`` table, read and pruned until it is empty
+        self._legacy = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='raw'").fetchone() is not None
 
     def write_readings(self, readings: list[Reading]) -> None:
         """Append the batch's raw points and fold them into their rollup buckets, kept in
@@ -211,18 +219,36 @@ class EmbeddedTelemetry:
         closed = self._closed(self._clock())
         if not rows and not closed:
             return
+        made: list[tuple[str, str]] = []
         try:
             with self._conn:  # one transaction per batch
                 self._conn.execute("BEGIN")
-                self._conn.executemany("INSERT INTO raw VALUES (?,?,?,?)", rows)
+                self._conn.executemany("INSERT INTO points VALUES (?,?,?)",
+                                       [(ts, self._series_id(d, m, made), v)
+                                        for ts, d, m, v in rows])
                 self._conn.executemany(_ROLLUP_UPSERT, closed)
         except sqlite3.Error as exc:
+            for key in made:   # rolled back with the batch
+                self._series.pop(key, None)
             for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
                 self._fold((d, m, b), [n, total, lo, hi, last])
             full = "full" in str(exc).lower()
             raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
         if self._clock() - self._last_prune >= self.prune_every_s:
             self.prune()
+
+    def _series_id(self, device: str, metric: str, made: list[tuple[str, str]]) -> int:
+        """The series' id; a new series is inserted in the batch's transaction (``made``
+        lists it, to be forgotten if that transaction fails)."""
+        sid = self._series.get((device, metric))
+        if sid is None:
+            made.append((device, metric))
+            self._conn.execute("INSERT OR IGNORE INTO series (device, metric) VALUES (?, ?)",
+                               (device, metric))
+            sid = self._conn.execute("SELECT id FROM series WHERE device=? AND metric=?",
+                                     (device, metric)).fetchone()[0]
+            self._series[(device, metric)] = sid
+        return sid
 
     def _closed(self, now: float, everything: bool = False) -> list[tuple]:
         """Take the rollups of the buckets that have closed (all with ``everything``) out of
@@ -249,22 +275,45 @@ class EmbeddedTelemetry:
                 self._conn.executemany(_ROLLUP_UPSERT, closed)
 
     def prune(self) -> dict[str, int]:
-        """Apply retention and the row bound; returns rows deleted per table."""
+        """Apply retention and the row bound; returns rows deleted per table. Points are
+        appended in arrival order, so both are a rowid range (no index to keep)."""
         now = self._clock()
         self._last_prune = now
         c = self._conn
-        raw = c.execute("DELETE FROM raw WHERE ts < ?", (now - self.raw_retention_s,)).rowcount
-        excess = c.execute("SELECT count(*) FROM raw").fetchone()[0] - self.max_raw_rows
-        if excess > 0:
-            raw += c.execute("DELETE FROM raw WHERE rowid IN (SELECT rowid FROM raw "
-                             "ORDER BY ts LIMIT ?)", (excess,)).rowcount
+        lo, hi = c.execute("SELECT min(rowid), max(rowid) FROM points").fetchone()
+        raw = 0
+        if hi is not None:
+            cut = max(self._first_at(lo, hi, now - self.raw_retention_s),
+                      hi - self.max_raw_rows + 1)
+            raw = c.execute("DELETE FROM points WHERE rowid < ?", (cut,)).rowcount
+        if self._legacy:
+            raw += c.execute("DELETE FROM raw WHERE ts < ?",
+                             (now - self.raw_retention_s,)).rowcount
+            if c.execute("SELECT 1 FROM raw LIMIT 1").fetchone() is None:
+                c.execute("DROP TABLE raw")
+                self._legacy = False
         roll = c.execute("DELETE FROM rollup WHERE bucket < ?",
                          (now - self.rollup_retention_s,)).rowcount
         return {"raw": raw, "rollup": roll}
 
+    def _first_at(self, lo: int, hi: int, ts: float) -> int:
+        """The first rowid whose point is at ``ts`` or later (``hi + 1``: none), by bisection
+        over the rowids (points come in time order, give or take a device's clock)."""
+        c = self._conn
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            row = c.execute("SELECT rowid, ts FROM points WHERE rowid >= ? ORDER BY rowid "
+                            "LIMIT 1", (mid,)).fetchone()
+            if row is None or row[1] >= ts:
+                hi = mid - 1
+            else:
+                lo = row[0] + 1
+        return lo
+
     def series(self, device: str, metric: str, since: float, until: float | None = None,
                *, rollup: bool = False) -> list[tuple]:
-        """Raw ``(ts, value)`` points, or rollup ``(bucket, n, mean, min, max, last)`` rows."""
+        """Raw ``(ts, value)`` points, or rollup ``(bucket, n, mean, min, max, last)`` rows.
+        Raw points are not indexed by series: this reads the file's points (tools, tests)."""
         until = self._clock() + 1e9 if until is None else until
         if rollup:
             self.flush_rollups()
@@ -272,12 +321,21 @@ class EmbeddedTelemetry:
                 "SELECT bucket, n, sum / n, min, max, last FROM rollup WHERE device=? AND "
                 "metric=? AND bucket >= ? AND bucket < ? ORDER BY bucket",
                 (device, metric, int(since // self.rollup_s) * self.rollup_s, until))]
-        return [tuple(r) for r in self._conn.execute(
-            "SELECT ts, value FROM raw WHERE device=? AND metric=? AND ts >= ? AND ts < ? "
-            "ORDER BY ts", (device, metric, since, until))]
+        out = [tuple(r) for r in self._conn.execute(
+            "SELECT ts, value FROM raw WHERE device=? AND metric=? AND ts >= ? AND ts < ?",
+            (device, metric, since, until))] if self._legacy else []
+        sid = self._series.get((device, metric))
+        if sid is not None:
+            out += [tuple(r) for r in self._conn.execute(
+                "SELECT ts, value FROM points WHERE series=? AND ts >= ? AND ts < ?",
+                (sid, since, until))]
+        return sorted(out)
 
     def counts(self) -> dict[str, int]:
-        return {"raw": self._conn.execute("SELECT count(*) FROM raw").fetchone()[0],
+        raw = self._conn.execute("SELECT count(*) FROM points").fetchone()[0]
+        if self._legacy:
+            raw += self._conn.execute("SELECT count(*) FROM raw").fetchone()[0]
+        return {"raw": raw,
                 "rollup": self._conn.execute("SELECT count(*) FROM rollup").fetchone()[0]}
 
     def close(self) -> None:

@@ -146,3 +146,32 @@ def test_embedded_writes_in_time_order_and_a_bucket_once(tmp_path) -> None:
     buckets = db.series("meter-1", "power", 0, rollup=True)
     assert [b[1] for b in buckets] == [200] and buckets[0][3:5] == (10.0, 20.0)
     db.close()
+
+
+def test_embedded_reads_and_empties_an_earlier_versions_raw_table(tmp_path) -> None:
+    """A telemetry.db written before points had series ids: its raw rows are read and pruned
+    by time until none is left, then the table goes (issue 18)."""
+    import sqlite3
+
+    path = tmp_path / "telemetry.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE raw (ts REAL NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL, "
+        "value REAL NOT NULL); CREATE INDEX raw_series ON raw(device, metric, ts); "
+        "CREATE INDEX raw_ts ON raw(ts);")
+    conn.executemany("INSERT INTO raw VALUES (?,?,?,?)",
+                     [(T0.timestamp() + i, "meter-1", "power", float(i)) for i in range(10)])
+    conn.commit()
+    conn.close()
+    now = [T0.timestamp() + 20]
+    db = EmbeddedTelemetry(path, raw_retention_h=1, prune_every_s=1e9, clock=lambda: now[0])
+    db.write_readings([power(i, 100.0 + i, at=T0 + timedelta(seconds=3000)) for i in range(2)])
+    points = db.series("meter-1", "power", 0)
+    assert len(points) == 12 and points[0] == (T0.timestamp(), 0.0)
+    assert db.counts()["raw"] == 12
+    now[0] = T0.timestamp() + 3650   # the old rows are past the retention, the 2 new are not
+    db.prune()
+    assert db.counts()["raw"] == 2
+    tables = {r[0] for r in db._conn.execute("SELECT name FROM sqlite_master")}
+    assert "raw" not in tables and "raw_series" not in tables
+    db.close()

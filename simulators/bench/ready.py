@@ -200,28 +200,31 @@ def _outbox(conn: sqlite3.Connection, cols: list[str], rows: list[tuple]) -> Non
 
 def _telemetry(db: Path, meters: list[str], raw_rows: int, rollup_rows: int) -> None:
     """telemetry.db as the service's writer leaves it: the schema of gateway/telemetry.py
-    (created by ``EmbeddedTelemetry``), raw points of the last 48 h and five-minute rollups
-    over the last 30 days, generated inside SQLite."""
+    (created by ``EmbeddedTelemetry``), raw points of the last 48 h in time order and
+    five-minute rollups over the last 30 days, generated inside SQLite."""
     from gateway.telemetry import EmbeddedTelemetry
 
     EmbeddedTelemetry(db).close()
     now = time.time()
     conn = sqlite3.connect(db, isolation_level=None)
     try:
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO series (id, device, metric) VALUES (?, ?, 'value')",
+                         list(enumerate(meters, start=1)))
         conn.execute("CREATE TEMP TABLE m (i INTEGER PRIMARY KEY, device TEXT)")
         conn.executemany("INSERT INTO m VALUES (?, ?)", list(enumerate(meters)))
         k = len(meters)
-        conn.execute("BEGIN")
         conn.execute(
             "WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x < ?) "
-            "INSERT INTO raw SELECT ? - (x / ?) * (172800.0 / (? / ?)), m.device, "
-            "'value', x % 1000 FROM n JOIN m ON m.i = x % ?",
+            "INSERT INTO points SELECT ? - 172800.0 + (x / ?) * (172800.0 / (? / ?)), "
+            "x % ? + 1, x % 1000 FROM n",
             (raw_rows - 1, now, k, raw_rows, k, k))
         buckets = max(1, rollup_rows // k)
         step = max(300, int(30 * 86400 / buckets) // 300 * 300)
         conn.execute(
             "WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x < ?) "
-            "INSERT OR IGNORE INTO rollup SELECT m.device, 'value', "
+            "INSERT OR IGNORE INTO rollup (device, metric, bucket, n, sum, min, max, last) "
+            "SELECT m.device, 'value', "
             "(CAST(? AS INTEGER) / 300) * 300 - (x / ?) * ?, 5, 5.0, 1.0, 1.0, 1.0 "
             "FROM n JOIN m ON m.i = x % ?",
             (rollup_rows - 1, now, k, step, k))
