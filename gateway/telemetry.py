@@ -228,8 +228,8 @@ class EmbeddedTelemetry:
                                         for ts, d, m, v in rows])
                 self._conn.executemany(_ROLLUP_UPSERT, closed)
         except sqlite3.Error as exc:
-            for key in made:   # rolled back with the batch
-                self._series.pop(key, None)
+            for series in made:   # rolled back with the batch
+                self._series.pop(series, None)
             for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
                 self._fold((d, m, b), [n, total, lo, hi, last])
             full = "full" in str(exc).lower()
