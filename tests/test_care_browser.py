@@ -157,3 +157,34 @@ def test_the_visits_tab(browser, tmp_path, mosquitto):
     finally:
         context.close()
         gw.stop()
+
+
+def test_the_help_tab_of_a_site_without_categories(browser, tmp_path, mosquitto):
+    """A site without help_categories (the demo community): no form with an empty 类别 list
+    that can only fail (night-shift walk: '类别：必填'), but a line that says why."""
+    from playwright.sync_api import expect
+
+    from gateway.broker import free_port
+    from tests.support import GatewayProcess, site_copy
+
+    config = site_copy(tmp_path / "site", mqtt_port=mosquitto.port)
+    site = (config / "site.yaml").read_text("utf-8")
+    start = site.index("help_categories:")
+    end = site.index("\n\n", start)
+    (config / "site.yaml").write_text(site[:start] + site[end + 2:], "utf-8")
+    gw = GatewayProcess(config, tmp_path / "data", port=free_port())
+    gw.add_users("duty")
+    gw.start()
+    context, page = browser_login(browser, gw, "duty")
+    try:
+        page.click('#nav [data-view="help"]')
+        expect(page.locator("#help-list")).to_contain_text("暂无求助")
+        expect(page.locator("#help-form")).to_be_hidden()
+        expect(page.locator("#help-no-categories")).to_contain_text("本社区未设置求助类别")
+        _words(page, "zh")
+        page.select_option("#lang", "en")
+        expect(page.locator("#help-no-categories")).to_contain_text("no help categories")
+        _words(page, "en")
+    finally:
+        context.close()
+        gw.stop()

@@ -31,6 +31,7 @@ window.Care = (function () {
       </div>
       <div class="col" data-perm-box="help.act">
         <h3 data-i18n="help_new"></h3>
+        <p class="hint" id="help-no-categories" data-i18n="help_no_categories" hidden></p>
         <form id="help-form" class="form" novalidate>
           <label><span data-i18n="f_category"></span><select name="category" id="help-category" required></select></label>
           <label><span data-i18n="f_household"></span><select name="household_id" class="care-households" required></select></label>
@@ -114,6 +115,8 @@ window.Care = (function () {
     const sel = $("#help-category"), keep = sel.value;
     sel.innerHTML = categories.map(c => `<option value="${esc(c.id)}">${esc(c[C.lang] || c.zh)}</option>`).join("");
     if (keep) sel.value = keep;
+    // a site without help_categories: no form that can only fail, a line that says why
+    $("#help-form").hidden = !categories.length; $("#help-no-categories").hidden = !!categories.length;
     const list = data.requests;
     $("#help-list").innerHTML = list.length ? `<table class="grid help"><thead><tr><th>${esc(t("help_created"))}</th><th>${esc(t("f_category"))}</th><th>${esc(t("help_place"))}</th><th>${esc(t("help_channel"))}</th><th>${esc(t("state"))}</th><th>${esc(t("help_who"))}</th><th>${esc(t("case"))}</th><th></th></tr></thead>
       <tbody>${list.map(helpRow).join("")}</tbody></table>` : `<p class="hint">${esc(t("help_none"))}</p>`;

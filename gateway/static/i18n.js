@@ -142,7 +142,7 @@ window.I18N = {
     relogin_hint: "报警仍在显示，报警声音照常提醒；重新登录后恢复实时更新。",
     login_wrong: "用户名或密码错误", login_throttled: "登录失败次数过多，请几分钟后再试",
     // -- help requests (求助 / 生活服务) and visits (探访): care.js, GET /api/visits.csv
-    nav_help: "求助", nav_visits: "探访", help_title: "求助 / 生活服务", help_new: "登记电话求助", help_none: "暂无求助",
+    nav_help: "求助", nav_visits: "探访", help_title: "求助 / 生活服务", help_new: "登记电话求助", help_none: "暂无求助", help_no_categories: "本社区未设置求助类别，无法在此登记电话求助；请联系管理员在站点配置中设置。",
     help_open: "未完成", help_any_state: "全部", help_created: "受理时间", help_channel: "来源", help_who: "负责人", help_place: "住户",
     channel_phone: "电话", channel_console: "值班台", channel_caller_key: "呼叫器按键",
     hs_received: "已受理", hs_assigned: "已分派", hs_done: "已完成", hs_closed: "已回访",
@@ -310,7 +310,7 @@ window.I18N = {
     relogin_hint: "The alarms stay on the board and the alert keeps sounding; log in again to resume live updates.",
     login_wrong: "Wrong user name or password", login_throttled: "Too many failed logins: try again in a few minutes",
     // -- help requests (求助 / 生活服务) and visits (探访): care.js, GET /api/visits.csv
-    nav_help: "Help", nav_visits: "Visits", help_title: "Help and everyday services", help_new: "Enter a phone request", help_none: "No help requests",
+    nav_help: "Help", nav_visits: "Visits", help_title: "Help and everyday services", help_new: "Enter a phone request", help_none: "No help requests", help_no_categories: "This community has no help categories set up, so phone requests cannot be entered here; ask the administrator to set them in the site configuration.",
     help_open: "Not done", help_any_state: "All", help_created: "Received", help_channel: "From", help_who: "Assigned to", help_place: "Household",
     channel_phone: "phone", channel_console: "console", channel_caller_key: "caller key",
     hs_received: "received", hs_assigned: "assigned", hs_done: "done", hs_closed: "feedback recorded",
