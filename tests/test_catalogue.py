@@ -44,6 +44,12 @@ def test_every_code_has_words(prefix, codes):
     assert not missing, f"no words for {prefix}: {missing}"
 
 
+def test_no_english_article_guesses_a_placeholder():
+    """'a {what}' reads 'a emergency call' for half the words it takes (night-shift walk)."""
+    import re
+    assert [k for k, v in CAT["en"].items() if re.search(r"\b[aA]n? \{", v)] == []
+
+
 def test_boolean_readings_read_as_words():
     for kind in ("sos", "smoke", "gas", "water_leak", "motion", "door_open", "tamper"):
         assert {f"kv_{kind}_true", f"kv_{kind}_false"} <= set(CAT["zh"]), kind

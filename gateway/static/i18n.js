@@ -256,7 +256,7 @@ window.I18N = {
     setup_token: "Setup token", create: "Create", nav_board: "Alarms", nav_history: "History",
     nav_devices: "Devices", nav_installer: "Installer", nav_admin: "Admin",
     ack: "Acknowledge", resolve: "Resolve", raised: "Raised", acknowledged: "Acknowledged",
-    resolved: "Resolved", closed_by_case: "Case closed: a {what} alarm is resolved", open: "Open", critical: "Critical", major: "Major", minor: "Minor", info: "Info",
+    resolved: "Resolved", closed_by_case: "Case closed: {what} alarm resolved", open: "Open", critical: "Critical", major: "Major", minor: "Minor", info: "Info",
     live: "Live", offline: "Disconnected, reconnecting…", none: "No open alarms", ago_s: "{s} s ago", ago_m: "{m} min {s} s ago", ago_h: "{h} h {m} min ago",
     raised_at: "raised", case: "Case", case_none: "no case yet", grid: "Grid cell", member: "Grid member",
     reason: "Reason", note: "Note", contacts: "Emergency contacts", lives_alone: "lives alone",
