@@ -182,6 +182,11 @@ def test_the_board_puts_real_incidents_first(browser, tmp_path, mosquitto):
         first = inactivity.locator(".call-plan li.call").first
         assert first.get_attribute("data-key") == "resident:0"
         assert first.locator("a.tel").count() == 0 and "无电话" in first.inner_text()
+        # two contacts, one separator in the console's language (night-shift walk: '，' in English)
+        expect(inactivity.locator(".contacts")).to_contain_text("13800000002，孙丽")
+        page.select_option("#lang", "en")
+        expect(inactivity.locator(".contacts")).to_contain_text("13800000002, 孙丽")
+        page.select_option("#lang", "zh")
 
         # the smoke in another flat: fire first (priority 1, critical), then the inactivity
         mqtt_publish(mosquitto.port, [("devices/smoke-7-101", {"smoke": True})])

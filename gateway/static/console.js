@@ -164,7 +164,7 @@ function householdCard(a) {
   const place = h ? `<b data-raw>${esc(h.address)}</b>${h.lives_alone ? ` <span class="tag">${t("lives_alone")}</span>` : ""}` : `<span data-raw>${esc(a.device_name || a.device_id || "")}</span>`;
   const grid = g ? `${t("grid")} <span data-raw>${esc(g.name)} (${esc(g.code)})</span>${g.grid_member ? ` · ${t("member")} <span data-raw>${esc(g.grid_member)}</span>` : ""}` : `<span data-raw>${esc(a.grid_cell || "")}</span>`;
   const contacts = h && h.contacts.length ? `<div class="contacts">${t("contacts")}${t("colon")}${h.contacts.map(c =>
-    `<span data-raw>${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""}</span> ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join("，")}</div>` : "";
+    `<span data-raw>${esc(c.name)}${c.relation ? "（" + esc(c.relation) + "）" : ""}</span> ${/\*/.test(c.phone) ? esc(c.phone) : `<a href="tel:${esc(c.phone)}">${esc(c.phone)}</a>`}`).join(C.lang === "zh" ? "，" : ", ")}</div>` : "";
   const care = a.household_id ? careTag(a.household_id) + (can("alarms.act") ? ` <button type="button" class="care-btn link" data-household="${esc(a.household_id)}">${t("care_set_btn")}</button>` : "") : "";
   return `<div class="household"><div>${place}${modeTags(a)}${care}</div><div class="meta">${grid}</div>${contacts}</div>`;
 }
