@@ -27,13 +27,15 @@ from typing import Any
 
 import yaml
 
+from gateway.kernel.errors import GatewayError
+
 __all__ = ["AVAILABLE", "FastYamlError", "TreeCache", "load_plain"]
 
 #: libyaml is there (PyYAML built with it); without it :func:`load_plain` always refuses
 AVAILABLE = hasattr(yaml, "CSafeLoader")
 
 
-class FastYamlError(ValueError):
+class FastYamlError(GatewayError, ValueError):
     """The fast reader cannot promise ruamel's reading of this text: read it with ruamel."""
 
 

@@ -59,6 +59,7 @@ MATRIX: dict[tuple[str, str], str] = {
     ("POST", "/api/users/{username}/disable"): "users.manage",
     ("GET", "/api/audit"): "audit.read",
     ("GET", "/api/care"): "households.read",
+    ("GET", "/api/checkins"): "households.read",
     ("PUT", "/api/households/{household_id}/care"): "alarms.act",
     ("DELETE", "/api/households/{household_id}/care"): "alarms.act",
     ("GET", "/api/help-requests"): "help.read",
