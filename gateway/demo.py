@@ -129,7 +129,9 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
     threshold = _inactivity_threshold_s(site_dir)
     from gateway.site import load_site
 
-    addresses = {h.id: h.address for h in load_site(site_dir).site.households}
+    loaded = load_site(site_dir)
+    addresses = {h.id: h.address for h in loaded.site.households}
+    tz = loaded.site.site.timezone
     for inc in incidents:
         stops = time.time() + (inc.at - origin) / args.speed
         # the resident's last activity is at or before the stop: the alarm comes at the latest
@@ -137,8 +139,8 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
         alarm_by = stops + threshold
         place = addresses.get(inc.household, inc.household)
         note += (f"  Planted incident: the resident of {place} stops all activity at "
-                 f"{_clock(stops)} ({(stops - time.time()) / 60:.1f} min from now); the "
-                 f"inactivity alarm is expected by {_clock(alarm_by)}.\n")
+                 f"{_clock(stops, tz)} ({(stops - time.time()) / 60:.1f} min from now); the "
+                 f"inactivity alarm is expected by {_clock(alarm_by, tz)} ({tz}).\n")
     return community, "sim-community", note
 
 
@@ -151,8 +153,13 @@ def _inactivity_threshold_s(site_dir: Path) -> float:
     return float(rule.threshold)     # no quiet hours on the accelerated rule
 
 
-def _clock(epoch: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(epoch))
+def _clock(epoch: float, tz: str = "Asia/Shanghai") -> str:
+    """``epoch`` as the console shows it: the site's local time (the simulated community
+    is in Asia/Shanghai), whatever the machine's own zone is."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(epoch, ZoneInfo(tz)).strftime("%H:%M:%S")
 
 
 def _write_logins(data: Path, port: int, duty: str, admin: str) -> Path:

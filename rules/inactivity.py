@@ -419,11 +419,17 @@ class InactivityEval(Evaluator):
         if offline_at <= t:
             self._state[i], self._next_check[i] = SOURCES_OFFLINE, np.inf
             silent = bilingual_duration(t - alive)
+            src = self._src[self._ptr[i]:self._ptr[i + 1]]
+            ever = bool(src.size) and bool((self.engine.seen_np[src] > -np.inf).any())
+            when = (Bilingual(f"最近一次上报在 {silent.zh} 前", f"the last report {silent.en} ago")
+                    if ever else
+                    Bilingual(f"开始监护 {silent.zh} 以来从未上报",
+                              f"none has reported in the {silent.en} since watching began"))
             if self._cw_rule is not None:
                 expl = Bilingual(
-                    f"所有活动传感器均已无数据（最近一次上报在 {silent.zh} 前），无法判断住户是否"
+                    f"所有活动传感器均已无数据（{when.zh}），无法判断住户是否"
                     "有活动，请派人查看住户并检修设备",
-                    f"every activity sensor is silent (the last report {silent.en} ago): "
+                    f"every activity sensor is silent ({when.en}): "
                     "whether the resident is active cannot be known; check on the resident "
                     "and have the sensors repaired")
                 self.book.trigger(self._cw_rule, self._key(i) + ":cannot_watch",

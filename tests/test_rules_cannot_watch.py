@@ -71,6 +71,19 @@ def test_all_sensors_silent_at_nine_give_cannot_watch_before_any_inactivity_dead
     assert raised(got, "inactivity") == []
 
 
+def test_sensors_that_never_reported_are_not_said_to_have_reported():
+    """A home whose sensors never sent anything since watching began: 无法监护 says so,
+    not "the last report N ago" (the night-shift walk read 最近一次上报在 3分钟 前 for
+    sensors the device page shows as 从未)."""
+    site = small_site(1)
+    eng = Engine(config({**HEALTH, "silence": "1h"}, ALONE, escalation=ESCALATION), site)
+    run = Run(eng, site, local(1, 7))
+    [cw] = raised(run.until(local(1, 9), beats=()))
+    assert cw.category == "cannot_watch"
+    assert "开始监护 1小时 以来从未上报" in cw.message_zh and "最近一次" not in cw.message_zh
+    assert "none has reported in the 1 h since watching began" in cw.message_en
+
+
 def test_sensors_back_clear_cannot_watch_and_the_gap_restarts_from_their_return():
     site = small_site(1)
     eng = Engine(config({**HEALTH, "silence": "1h"}, ALONE, escalation=ESCALATION), site)
