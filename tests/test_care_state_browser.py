@@ -6,6 +6,7 @@ gateway (the store holds it); staff end it and both go.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -76,5 +77,52 @@ def test_staff_set_and_end_a_care_state_on_the_household_card(browser, gateway, 
             expect(target).to_have_text(H_7_101)
             expect(target).to_have_attribute("title", "h-7-101")
         assert "h-7-101" not in admin.locator("#audit").inner_text()
+    finally:
+        ctx.close()
+
+
+PUT_CARE = """([hid, body]) => fetch('/api/households/' + hid + '/care', {method: 'PUT',
+  headers: {'Content-Type': 'application/json', 'X-CSRF-Token': C.csrf}, body: JSON.stringify(body)})
+  .then(r => r.status)"""
+
+
+def test_a_care_state_past_its_expected_return_says_so_in_both_languages(browser, gateway,
+                                                                          mosquitto):
+    """Night-shift walk: '外出 · 预计 22:42 返回' stayed after 22:42; an English date read as
+    day/month ('06/12/2026'); '一键呼叫器 已升级至网格员' ran together; a toast stayed in the
+    old language after switching."""
+    ctx, duty = _login(browser, gateway, "duty")
+    try:
+        duty.wait_for_selector("#board-empty", timeout=5000)
+        mqtt_publish(mosquitto.port, [("devices/smoke-7-101", {"smoke": True})])
+        card = duty.locator("article.alarm").first
+        card.wait_for(timeout=10_000)
+        meta = card.locator(".card-body > .meta")
+        expect(meta).to_contain_text("厨房烟感 · 已升级至网格员")
+        # left three hours ago, expected back an hour ago (told by phone, entered late)
+        now = utc()
+        start, end = now - timedelta(hours=3), now - timedelta(hours=1)
+        status = duty.evaluate(PUT_CARE, ["h-7-101", {"state": "away", "start": start.isoformat(),
+                                                      "expected_end": end.isoformat()}])
+        assert status == 200
+        duty.evaluate("loadCare()")
+        hhmm = end.astimezone(SHANGHAI).strftime("%H:%M")
+        tag = card.locator(".tag.care[data-care=away]")
+        expect(tag).to_contain_text(f"已过预计返回时间 {hhmm}")
+        assert "返回" not in tag.inner_text().replace("已过预计返回时间", "")
+        duty.select_option("#lang", "en")
+        expect(tag).to_contain_text(f"Away · past the expected return {hhmm}")
+        expect(meta).to_contain_text(" · Escalated to")
+        raised = (card.locator(".card-body > .meta").inner_text())
+        assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\b", raised), raised
+        assert not re.search(r"\b\d\d/\d\d/20\d\d\b", raised), raised
+        duty.select_option("#lang", "zh")
+
+        # a toast made in zh-CN does not stay behind in English
+        card.locator(".care-btn").click()
+        duty.click("#cd-end-now")
+        expect(duty.locator("#toast")).to_have_text("住户状态已结束")
+        duty.select_option("#lang", "en")
+        expect(duty.locator("#toast")).to_be_hidden()
     finally:
         ctx.close()

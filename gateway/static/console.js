@@ -76,7 +76,15 @@ function toast(msg, bad) {
   const el = $("#toast"); el.textContent = msg; el.hidden = false; el.classList.toggle("bad", !!bad);
   clearTimeout(toast.timer); toast.timer = setTimeout(() => { el.hidden = true; }, 4000);
 }
-function fmtTime(iso) { return iso ? new Date(iso).toLocaleString(C.lang === "zh" ? "zh-CN" : "en-GB") : ""; }
+// a date-time: zh-CN as the locale writes it (2026/12/6 22:36:28); English as 2026-12-06 22:36:28,
+// never 06/12/2026 (read as day/month or month/day depending on the reader)
+function fmtTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (C.lang === "zh") return d.toLocaleString("zh-CN");
+  const two = n => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+}
 function fmtAgo(ms) {
   const s = Math.max(0, Math.floor(ms / 1000)), h = Math.floor(s / 3600), m = Math.floor(s % 3600 / 60);
   return h ? t("ago_h", {h, m}) : m ? t("ago_m", {m, s: s % 60}) : t("ago_s", {s});
@@ -130,7 +138,12 @@ function applyLang() {
   if (C.me) $("#who").innerHTML = `<span data-raw>${esc(C.me.user)}</span> · ${esc(t("role_" + C.me.role))}`;
   if (C.me) { redrawBoard(true); if (window.Pages) Pages.show(C.view); }
 }
-$("#lang").onchange = e => { C.lang = e.target.value; localStorage.setItem("lang", C.lang); applyLang(); };
+$("#lang").onchange = e => {
+  C.lang = e.target.value; localStorage.setItem("lang", C.lang);
+  // a toast is a sentence in the language it was made in: close it rather than leave it behind
+  const tt = $("#toast"); tt.hidden = true; clearTimeout(toast.timer);
+  applyLang();
+};
 $("#nav").addEventListener("click", e => {
   const b = e.target.closest("[data-view]"); if (!b) return;
   show(b.dataset.view);
@@ -171,8 +184,11 @@ function householdCard(a) {
 // -- household care states (外出 / 住院 / 有人陪护): GET /api/care, set and ended on the card
 function careTag(hid) {
   const c = C.care.get(hid); if (!c) return "";
-  const until = c.expected_end ? " · " + esc(t(c.state === "carer" ? "care_until" : "care_back_by", {time: fmtUntil(c.expected_end)})) : "";
-  return ` <span class="tag care" data-care="${esc(c.state)}">${esc(t("care_" + c.state))}${until}</span>`;
+  // once the expected end has passed, the tag says so (外出 · 已过预计返回时间 22:42)
+  const past = c.expected_end && Date.parse(c.expected_end) <= Date.now();
+  const key = c.state === "carer" ? (past ? "care_until_past" : "care_until") : (past ? "care_back_past" : "care_back_by");
+  const until = c.expected_end ? " · " + esc(t(key, {time: fmtUntil(c.expected_end)})) : "";
+  return ` <span class="tag care${past ? " overdue" : ""}" data-care="${esc(c.state)}"${c.expected_end ? ` data-end="${Date.parse(c.expected_end)}"` : ""}>${esc(t("care_" + c.state))}${until}</span>`;
 }
 function setCare(d) {
   const before = JSON.stringify([...C.care.values()]);
@@ -217,7 +233,7 @@ $("#cd-end-now").onclick = () => careRequest("DELETE");
 function fmtUntil(iso) {
   const d = new Date(iso), loc = C.lang === "zh" ? "zh-CN" : "en-GB";
   const time = d.toLocaleTimeString(loc, {hour: "2-digit", minute: "2-digit"});
-  return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString(loc, {month: "numeric", day: "numeric"})} ${time}`;
+  return d.toDateString() === new Date().toDateString() ? time : `${d.toLocaleDateString(loc, C.lang === "zh" ? {month: "numeric", day: "numeric"} : {month: "short", day: "numeric"})} ${time}`;
 }
 function modeTag(m, withName) {
   const what = esc(t("mode_on_" + m.mode)) + (withName ? `${C.lang === "zh" ? "：" : ": "}<span data-raw>${esc(m.name || m.device_id)}</span>` : "");
@@ -252,7 +268,7 @@ function cardHtml(a, now) {
       <span class="state ${esc(a.state)}">${t(a.state)}</span></div>
     ${householdCard(a)}
     <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
-      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id || "")}</span> ${escalation(a, now)} · ${caseLine(a)}
+      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id || "")}</span>${(e => e ? " · " + e : "")(escalation(a, now))} · ${caseLine(a)}
       ${a.ack_by ? ` · ${t("acknowledged")}${t("colon")}${actorHtml(a.ack_by)}` : ""}</div>
     ${window.Linkage ? Linkage.html(a) : ""}`;
 }
@@ -442,6 +458,8 @@ setInterval(() => {
   if (C.view !== "board") return;
   $$("#alarms .since").forEach(el => { el.textContent = fmtAgo(now - Number(el.dataset.since)); });
   $$("#alarms .esc[data-due]").forEach(el => { el.lastElementChild.textContent = fmtDur(Number(el.dataset.due) - now); });
+  // a care state's expected end came while the board was open: its tag says it has passed
+  if ($$("#alarms .tag.care[data-end]:not(.overdue)").some(el => Number(el.dataset.end) <= now)) redrawBoard(true);
 }, 1000);
 
 $("#alarms").addEventListener("click", async e => {
