@@ -126,3 +126,58 @@ def test_a_care_state_past_its_expected_return_says_so_in_both_languages(browser
         expect(duty.locator("#toast")).to_be_hidden()
     finally:
         ctx.close()
+
+
+def test_staff_set_and_end_a_care_state_from_the_households_page_without_an_alarm(
+        browser, gateway, mosquitto):
+    """Night-shift walk: a care state could only be set from an open alarm's card; a resident
+    phones ('at my daughter's until Friday'): staff find the household by its address and set
+    it, with no alarm; the header's count (外出 1) leads to the households in that state."""
+    ctx, duty = _login(browser, gateway, "duty")
+    try:
+        duty.wait_for_selector("#board-empty", timeout=5000)
+        duty.click("#nav [data-view=households]")
+        rows = duty.locator("#hh-list tr.hh-row")
+        expect(rows.first).to_be_visible()
+        total = rows.count()
+        assert total > 1
+        duty.fill("#hh-search", "7号 101")
+        expect(rows).to_have_count(1)
+        expect(rows.first.locator("td").first).to_contain_text(H_7_101)
+        expect(duty.locator("#hh-count")).to_have_text(f"显示 1 / {total} 户")
+        rows.first.locator(".care-btn").click()
+        expect(duty.locator("#care-dialog")).to_be_visible()
+        expect(duty.locator("#cd-place")).to_have_text(H_7_101)
+        expect(duty.locator("#cd-current")).to_have_text("当前：无")
+        back = (utc() + timedelta(days=3)).astimezone(SHANGHAI).replace(hour=17, minute=30)
+        duty.select_option("#cd-state", "away")
+        duty.fill("#cd-end", back.strftime("%Y-%m-%dT%H:%M"))
+        duty.click("#cd-save")
+        expect(duty.locator("#care-dialog")).to_be_hidden()
+        expect(rows.first.locator(".tag.care[data-care=away]")).to_contain_text("17:30 返回")
+
+        # the header's count: back on the board, then to the households away
+        duty.click("#nav [data-view=board]")
+        expect(duty.locator("#n-care-away")).to_have_text("外出 1")
+        duty.click("#n-care-away")
+        expect(duty.locator("#view-households")).to_be_visible()
+        expect(duty.locator("#hh-care")).to_have_value("away")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_have_attribute("data-household", "h-7-101")
+        duty.select_option("#lang", "en")
+        expect(duty.locator("#nav [data-view=households]")).to_have_text("Households")
+        expect(rows.first.locator(".tag.care")).to_contain_text("Away · back by")
+        duty.select_option("#lang", "zh")
+
+        # ended from the same page
+        rows.first.locator(".care-btn").click()
+        expect(duty.locator("#cd-current")).to_have_text("当前：外出")
+        duty.click("#cd-end-now")
+        expect(duty.locator("#care-dialog")).to_be_hidden()
+        expect(rows).to_have_count(0)
+        expect(duty.locator("#hh-list")).to_contain_text("没有符合条件的住户")
+        duty.select_option("#hh-care", "")
+        expect(rows).to_have_count(total)
+        assert duty.locator("#hh-list .tag.care").count() == 0
+    finally:
+        ctx.close()

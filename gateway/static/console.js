@@ -194,14 +194,14 @@ function setCare(d) {
   const before = JSON.stringify([...C.care.values()]);
   C.care = new Map(((d && d.care) || []).map(r => [r.household_id, r]));
   C.careCounts = (d && d.counts) || {};
-  if (JSON.stringify([...C.care.values()]) !== before) redrawBoard(true);
+  if (JSON.stringify([...C.care.values()]) !== before) { redrawBoard(true); document.dispatchEvent(new Event("care-changed")); }
 }
 function loadCare() { return api("/api/care").then(setCare).catch(() => {}); }
 setInterval(() => { if (C.me && !C.sessionLost && can("households.read")) loadCare(); }, 60000);
-function openCare(hid) {
+function openCare(hid, address) {   // from an alarm's card, or the households page (its address)
   const d = $("#care-dialog"), c = C.care.get(hid);
   const a = [...C.alarms.values()].find(x => x.household_id === hid);
-  $("#cd-place").textContent = a && a.household ? a.household.address : hid;
+  $("#cd-place").textContent = address || (a && a.household ? a.household.address : "") || (c && c.address) || hid;
   $("#cd-state").value = c ? c.state : "away";
   const end = c && c.expected_end ? new Date(c.expected_end) : null;
   $("#cd-end").value = end ? new Date(end.getTime() - end.getTimezoneOffset() * 60000).toISOString().slice(0, 16) : "";
@@ -422,7 +422,7 @@ function flush() {
 function careSummary() {   // the board header: households away, in hospital, with a carer
   const n = C.careCounts || {};
   return ["away", "hospital", "carer"].filter(s => n[s]).map(s =>
-    ` <span class="pill care" data-care="${s}" id="n-care-${s}" data-raw-title title="${esc([...C.care.values()].filter(c => c.state === s).map(c => c.address || c.household_id).join("\n"))}">${t("care_" + s)} <b>${n[s]}</b></span>`).join("");
+    ` <button type="button" class="pill care" data-care="${s}" id="n-care-${s}" data-raw-title title="${esc([...C.care.values()].filter(c => c.state === s).map(c => c.address || c.household_id).join("\n"))}">${t("care_" + s)} <b>${n[s]}</b></button>`).join("");
 }
 function summary(list) {
   const crit = list.filter(a => a.severity === "critical" && a.state === "raised").length;
