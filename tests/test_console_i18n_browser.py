@@ -296,3 +296,39 @@ def test_history_fits_a_phone(browser, gateway, mosquitto):
             assert width <= 390, f"installer ({locale}): {width} px wide on a 390 px phone"
         finally:
             context.close()
+
+
+#: the nav's tabs, each one's top and the header's height (px)
+NAV_ROWS = """() => ({tops: [...document.querySelectorAll('#nav .tab')].filter(b => b.offsetParent)
+  .map(b => Math.round(b.getBoundingClientRect().top)), head: document.querySelector('#top').offsetHeight,
+  width: document.documentElement.scrollWidth})"""
+
+
+
+
+def test_the_nav_fits_one_row_at_1280_in_both_languages(browser, gateway):
+    """Night-shift walk: in English at 1280 and 1366 px the duty nav took 2 rows and the
+    admin's 3 (a 120-160 px header). The tabs in one row in both languages (under the title and
+    tools when they do not fit beside them); a phone still fits 390 px."""
+    for user in ("duty", "admin"):
+        for locale in ("en", "zh-CN"):
+            for width in (1280, 1366, 390):
+                context = browser.new_context(locale=locale, timezone_id="Asia/Shanghai",
+                                              viewport={"width": width, "height": 800})
+                page = context.new_page()
+                try:
+                    page.add_init_script(f"localStorage.setItem('lang', '{locale[:2]}')")
+                    page.goto(gateway.url + "/")
+                    page.fill("#login input[name=username]", user)
+                    page.fill("#login input[name=password]", gateway.passwords[user])
+                    page.click("#login button[type=submit]")
+                    page.wait_for_selector("#conn.live", timeout=10_000)
+                    got = page.evaluate(NAV_ROWS)
+                    where = f"{user}, {locale}, {width} px: {got}"
+                    assert len(got["tops"]) >= 6, where
+                    assert got["width"] <= width, where
+                    if width >= 1280:
+                        assert len(set(got["tops"])) == 1, where
+                        assert got["head"] <= 96, where   # at most title + tools, then tabs
+                finally:
+                    context.close()

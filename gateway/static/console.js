@@ -449,6 +449,19 @@ function redrawBoard(all) {
 }
 // the header's height, for the board's bar that sticks under it (the header wraps on a phone)
 new ResizeObserver(() => { document.documentElement.style.setProperty("--head-h", $("#top").offsetHeight + "px"); }).observe($("#top"));
+// a desktop header whose title, tabs and tools do not fit one row (English, the admin's ten
+// tabs): the tabs get a row of their own under the title and tools ("tiered"), rather than
+// wrapping into two or three rows between them. Measured from the items' own widths, which do
+// not depend on the layout chosen, so the choice is stable. A phone (up to 760 px) keeps its layout.
+function fitHeader() {
+  const top = $("#top"), w = el => el && !el.hidden ? el.getBoundingClientRect().width : 0;
+  const row = (items, gap) => { const v = items.filter(x => !x.hidden && x.getClientRects().length); return v.reduce((n, x) => n + w(x), 0) + gap * Math.max(0, v.length - 1); };
+  const nav = $("#nav").hidden ? 0 : row($$("#nav .tab"), 4), tools = row([...$("#top .tools").children], 10);
+  const cs = getComputedStyle(top), inner = top.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  const need = w($("#top h1")) + nav + tools + 16 * 2 + 1;
+  top.classList.toggle("tiered", window.innerWidth > 760 && nav > 0 && need > inner);
+}
+{ const ro = new ResizeObserver(() => fitHeader()); ["#top", "#nav", "#top h1", "#top .tools"].forEach(s => ro.observe($(s))); }
 // one timer for every "time since" and countdown on the board
 setInterval(() => {
   const now = Date.now();
