@@ -53,8 +53,16 @@ def test_the_help_tab(browser, tmp_path, mosquitto, case_secret):
         expect(page.locator("#help-list")).to_contain_text("暂无求助")
         assert page.locator("#help-category option").all_inner_texts() == [
             "助餐", "家政", "维修", "就医陪护", "代购", "咨询"]
-        # a phone call entered by staff
+        # a phone call entered by staff: no household chosen for them (night-shift walk: the
+        # first one was), saving without one says so and sends nothing
         page.select_option("#help-category", "repair")
+        hh = page.locator("#help-form select[name=household_id]")
+        expect(hh).to_have_value("")
+        expect(hh.locator("option").first).to_have_text("请选择住户")
+        page.click("#help-form button[type=submit]")
+        expect(page.locator("#help-error")).to_have_text("住户：必填")
+        expect(hh).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#help-list")).to_contain_text("暂无求助")
         page.select_option("#help-form select[name=household_id]", "h-7-302")
         page.fill("#help-form input[name=note]", "厨房水龙头漏水")
         page.click("#help-form button[type=submit]")
@@ -95,6 +103,8 @@ def test_the_help_tab(browser, tmp_path, mosquitto, case_secret):
         expect(key.locator(".help-state")).to_have_text("feedback recorded")
         expect(page.locator(".help-row", has_text="Repairs")).to_contain_text("phone")
         assert page.locator("#help-category option").first.inner_text() == "Meals"
+        expect(page.locator("#help-form select[name=household_id] option").first).to_have_text(
+            "Choose a household")
         _words(page, "en")
     finally:
         context.close()
@@ -121,12 +131,17 @@ def test_the_visits_tab(browser, tmp_path, mosquitto):
         expect(page.locator(".visit-remind")).to_have_count(1 if last_week else 0)
         href = page.locator("#visits-csv").get_attribute("href")
         assert href == f"/api/visits.csv?month={month}&lang=zh-CN"
-        # record a visit of 田林路200弄7号302室
+        # record a visit of 田林路200弄7号302室: chosen, not the first household by default
+        hh = page.locator("#visit-form select[name=household_id]")
+        expect(hh).to_have_value("")
+        page.click("#visit-form button[type=submit]")
+        expect(page.locator("#visit-error")).to_have_text("住户：必填")
         page.select_option("#visit-form select[name=household_id]", "h-7-302")
         page.fill("#visit-form input[name=visitor]", "志愿者 小李")
         page.fill("#visit-form input[name=note]", "身体尚好")
         page.click("#visit-form button[type=submit]")
         expect(page.locator("#toast")).to_contain_text("探访已登记")
+        expect(hh).to_have_value("")                 # the next call: chosen again
         visited = cell.locator('tr[data-household="h-7-302"]')
         expect(visited).to_have_attribute("data-status", "visited")
         expect(visited).to_contain_text("已探访")

@@ -78,9 +78,17 @@ window.Care = (function () {
     if (!households) households = (await api("/api/households")).households;
     $$(".care-households").forEach(sel => {
       const keep = sel.value;
-      sel.innerHTML = households.map(h => `<option value="${esc(h.id)}" title="${esc(h.id)}" data-raw>${esc(h.address)}</option>`).join("");
+      // no household chosen for staff: a placeholder first, the field's error if left on it
+      sel.innerHTML = `<option value="">${esc(t("choose_household"))}</option>` + households.map(h => `<option value="${esc(h.id)}" title="${esc(h.id)}" data-raw>${esc(h.address)}</option>`).join("");
       if (keep) sel.value = keep;
     });
+  }
+  // the form's household left on the placeholder: its field error (住户：必填), no request
+  function householdMissing(f, errorEl) {
+    const sel = f.household_id, missing = !sel.value;
+    sel.setAttribute("aria-invalid", String(missing));
+    if (missing) { errorEl.textContent = t("f_household") + sep() + t("v_missing"); sel.focus(); }
+    return missing;
   }
   function catName(r) { return r.category_name ? (r.category_name[C.lang] || r.category_name.zh) : r.category; }
   function raw(s) { return s ? `<span data-raw>${esc(s)}</span>` : ""; }
@@ -139,13 +147,13 @@ window.Care = (function () {
   $("#help-form").onsubmit = async e => {
     e.preventDefault();
     const f = e.target, btn = $("button[type=submit]", f);
-    if (btn.disabled) return;
+    if (btn.disabled || householdMissing(f, $("#help-error"))) return;
     btn.disabled = true;
     const body = Object.fromEntries(new FormData(f));
     body.request_id = f.dataset.requestId || (f.dataset.requestId = requestId());
     try {
       await api("/api/help-requests", {method: "POST", body: JSON.stringify(body)});
-      delete f.dataset.requestId; f.note.value = ""; $("#help-error").textContent = "";
+      delete f.dataset.requestId; f.note.value = ""; f.household_id.value = ""; $("#help-error").textContent = "";
       toast(t("help_saved")); await help();
     } catch (err) { $("#help-error").textContent = err.message; }
     finally { btn.disabled = false; }
@@ -177,14 +185,14 @@ window.Care = (function () {
   $("#visit-form").onsubmit = async e => {
     e.preventDefault();
     const f = e.target, btn = $("button[type=submit]", f);
-    if (btn.disabled) return;
+    if (btn.disabled || householdMissing(f, $("#visit-error"))) return;
     btn.disabled = true;
     const body = Object.fromEntries(new FormData(f));
     if (body.visited_at) body.visited_at = new Date(body.visited_at).toISOString(); else delete body.visited_at;
     body.request_id = f.dataset.requestId || (f.dataset.requestId = requestId());
     try {
       await api("/api/visits", {method: "POST", body: JSON.stringify(body)});
-      delete f.dataset.requestId; f.note.value = ""; f.visited_at.value = ""; $("#visit-error").textContent = "";
+      delete f.dataset.requestId; f.note.value = ""; f.visited_at.value = ""; f.household_id.value = ""; $("#visit-error").textContent = "";
       toast(t("visit_saved")); await visits();
     } catch (err) { $("#visit-error").textContent = err.message; }
     finally { btn.disabled = false; }
