@@ -117,6 +117,9 @@ def test_a_care_state_past_its_expected_return_says_so_in_both_languages(browser
         assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\b", raised), raised
         assert not re.search(r"\b\d\d/\d\d/20\d\d\b", raised), raised
         duty.select_option("#lang", "zh")
+        alarm_id = card.get_attribute("data-id")
+        card.locator("button.ack").click()
+        expect(card).to_have_attribute("data-state", "acknowledged", timeout=5000)
 
         # a toast made in zh-CN does not stay behind in English
         card.locator(".care-btn").click()
@@ -124,6 +127,17 @@ def test_a_care_state_past_its_expected_return_says_so_in_both_languages(browser
         expect(duty.locator("#toast")).to_have_text("住户状态已结束")
         duty.select_option("#lang", "en")
         expect(duty.locator("#toast")).to_be_hidden()
+    finally:
+        ctx.close()
+
+    # the audit log names the alarm: its number and category, not a bare '9'
+    ctx, admin = _login(browser, gateway, "admin")
+    try:
+        admin.click("#nav [data-view=admin]")
+        target = admin.locator("#audit tr[data-action='alarm.acknowledge'] td").nth(3)
+        expect(target).to_have_text(f"报警 #{alarm_id} · 火警")
+        admin.select_option("#lang", "en")
+        expect(target).to_have_text(f"Alarm #{alarm_id} · fire")
     finally:
         ctx.close()
 

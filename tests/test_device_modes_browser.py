@@ -104,10 +104,16 @@ def test_test_mode_with_a_duration_is_visible_to_duty_staff(browser, gateway, mo
         dev = duty.locator("tr.dev[data-device='caller-7-101']")
         expect(dev.locator(".mode-tag")).to_contain_text("测试中 · 至 ", timeout=5000)
         assert duty.locator("tr.dev .mode-tag").count() == 1
+        # a device without a name: its type and household, not its id (night-shift walk:
+        # 'caller-7-302'); the id in the tooltip
+        unnamed = duty.locator("tr.dev[data-device='caller-7-302'] td").first
+        expect(unnamed).to_have_text("一键呼叫器 · 田林路200弄7号302室")
+        expect(unnamed.locator(".unnamed")).to_have_attribute("title", "caller-7-302")
 
         # in English
         duty.select_option("#lang", "en")
         expect(dev.locator(".mode-tag")).to_contain_text("In test · until ", timeout=3000)
+        expect(unnamed).to_have_text("emergency caller · 田林路200弄7号302室")
         duty.click("[data-view=board]")
         expect(duty.locator("#modes-pill")).to_have_text("In test/maintenance 1")
         expect(card.locator(".household .mode-tag")).to_contain_text(

@@ -159,7 +159,7 @@ window.I18N = {
     vcsv_grid_cell: "网格", vcsv_grid_member: "网格员", vcsv_household_id: "住户编号", vcsv_address: "地址", vcsv_status: "探访状态",
     vcsv_visits: "探访次数", vcsv_last_visit: "最近探访时间（{tz}）", vcsv_visitor: "最近探访人", vcsv_filename: "探访覆盖",
     // -- 报平安: today's check-ins of the households that opted in (care.js, GET /api/checkins)
-    choose_household: "请选择住户", nav_households: "住户", hh_title: "住户与住户状态", hh_search: "查找住户", hh_search_hint: "地址，如 7号101", hh_any: "全部住户", hh_in_care: "外出、住院或有人陪护", hh_count: "显示 {n} / {total} 户", hh_none: "没有符合条件的住户",
+    choose_household: "请选择住户", audit_alarm: "报警 #{id}", audit_help: "求助 #{id}", nav_households: "住户", hh_title: "住户与住户状态", hh_search: "查找住户", hh_search_hint: "地址，如 7号101", hh_any: "全部住户", hh_in_care: "外出、住院或有人陪护", hh_count: "显示 {n} / {total} 户", hh_none: "没有符合条件的住户",
     nav_checkins: "报平安", ci_title: "今日报平安", ci_date: "日期：{date}", ci_none: "没有住户开通每日报平安",
     ci_no_engine: "规则引擎未运行，暂无报平安记录", ci_checked_in: "已于 {time} 报平安", ci_due: "请于 {time} 前报平安",
     ci_missed: "{time} 前未报平安", ci_excused: "免报（{state}）", ci_open_alarm: "查看跟进报警", ci_alarm_done: "跟进报警已处置",
@@ -327,7 +327,7 @@ window.I18N = {
     vs_visited: "visited", vs_due: "due", vs_overdue: "overdue",
     vcsv_grid_cell: "Grid cell", vcsv_grid_member: "Grid member", vcsv_household_id: "Household id", vcsv_address: "Address", vcsv_status: "Visit status",
     vcsv_visits: "Visits", vcsv_last_visit: "Last visit ({tz})", vcsv_visitor: "Last visitor", vcsv_filename: "visit coverage",
-    choose_household: "Choose a household", nav_households: "Households", hh_title: "Households and their care states", hh_search: "Find a household", hh_search_hint: "part of the address", hh_any: "All households", hh_in_care: "Away, in hospital or with a carer", hh_count: "{n} of {total} households shown", hh_none: "No household matches",
+    choose_household: "Choose a household", audit_alarm: "Alarm #{id}", audit_help: "Help request #{id}", nav_households: "Households", hh_title: "Households and their care states", hh_search: "Find a household", hh_search_hint: "part of the address", hh_any: "All households", hh_in_care: "Away, in hospital or with a carer", hh_count: "{n} of {total} households shown", hh_none: "No household matches",
     nav_checkins: "Check-ins", ci_title: "Today's check-ins", ci_date: "Date: {date}", ci_none: "No household has opted in to daily check-ins",
     ci_no_engine: "The rule engine is not running: no check-ins to show", ci_checked_in: "Checked in at {time}", ci_due: "Due by {time}",
     ci_missed: "Missed (due by {time})", ci_excused: "Not asked ({state})", ci_open_alarm: "Open its follow-up alarm", ci_alarm_done: "Follow-up alarm handled",

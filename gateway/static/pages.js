@@ -92,7 +92,11 @@ window.Pages = (function () {
     }
     const now = Date.now(), modes = new Map(C.modes.map(m => [m.device_id, m]));
     const modeOf = dv => modes.has(dv.device_id) ? " " + modeTag(modes.get(dv.device_id)) : "";
-    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td><span data-raw title="${esc(dv.device_id)}">${esc(dv.name || dv.device_id)}</span></td><td>${esc(typeLabel(dv.device_type))}</td>
+    // a device without a name: its type and where it is (烟感 · 田林路200弄7号302室), its id in the tooltip
+    const where = dv => dv.household_id ? (byId.get(dv.household_id) || {}).address || dv.household_id : cellName.get(dv.grid_cell) || dv.grid_cell || "";
+    const devName = dv => dv.name ? `<span data-raw title="${esc(dv.device_id)}">${esc(dv.name)}</span>`
+      : `<span class="unnamed" title="${esc(dv.device_id)}">${esc(typeLabel(dv.device_type) || t("device"))}${where(dv) ? ` · <span data-raw>${esc(where(dv))}</span>` : ""}</span>`;
+    const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td>${devName(dv)}</td><td>${esc(typeLabel(dv.device_type))}</td>
       <td><span class="dot ${esc(dv.state)}"></span>${t("ds_" + dv.state)}${modeOf(dv)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
       <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
     $("#device-groups").innerHTML = [...groups.entries()].map(([cell, hs]) => `<details open class="cell"><summary>${t("grid")} <span data-raw>${esc(cellName.get(cell) || cell)} (${esc(cell)})</span></summary>
@@ -336,7 +340,19 @@ window.Pages = (function () {
     const [u, a, hh] = await Promise.all([api("/api/users"), api("/api/audit?limit=200"), api("/api/households").catch(() => null)]);
     // a household (care states, visits, commissioning) by its address, the id in the tooltip
     const addr = new Map(hh ? hh.households.map(h => [h.id, h.address]) : []);
-    const target = x => addr.has(x.target) ? `<td data-raw title="${esc(x.target)}">${esc(addr.get(x.target))}</td>` : `<td data-raw>${esc(x.target)}</td>`;
+    // an alarm by its number and category (报警 #9 · 火警), a help request by its number
+    const alarmIds = [...new Set(a.audit.filter(x => x.action.startsWith("alarm.") && /^\d+$/.test(x.target || "")).map(x => x.target))];
+    const cat = new Map([...C.alarms.values()].map(x => [String(x.id), x.category]));
+    await Promise.all(alarmIds.filter(id => !cat.has(id)).slice(0, 50).map(id =>
+      api(`/api/alarms/${id}`).then(x => cat.set(id, x.category)).catch(() => {})));
+    const target = x => {
+      if (addr.has(x.target)) return `<td data-raw title="${esc(x.target)}">${esc(addr.get(x.target))}</td>`;
+      if (/^\d+$/.test(x.target || "") && (x.action.startsWith("alarm.") || x.action.startsWith("help."))) {
+        const what = x.action.startsWith("alarm.") ? t("audit_alarm", {id: x.target}) + (cat.get(x.target) ? " · " + catLabel(cat.get(x.target)) : "") : t("audit_help", {id: x.target});
+        return `<td class="audit-target">${esc(what)}</td>`;
+      }
+      return `<td data-raw>${esc(x.target)}</td>`;
+    };
     $("#users").innerHTML = `<table class="grid"><tbody>${u.users.map(x => `<tr data-user="${esc(x.username)}"><td data-raw>${esc(x.username)}</td><td>${t("role_" + x.role)}</td>
       <td>${x.disabled ? t("disabled") : `<button class="disable">${t("disable")}</button>`}</td></tr>`).join("")}</tbody></table>`;
     $("#audit").innerHTML = `<table class="grid"><thead><tr><th>${t("time")}</th><th>${t("actor")}</th><th>${t("action")}</th><th>${t("target")}</th></tr></thead>
