@@ -62,6 +62,9 @@ def _hhmm(delta: timedelta) -> set[str]:
             for s in (-60, 0, 60)}
 
 
+MOTION_ZH = "人体感应器"
+
+
 def test_test_mode_with_a_duration_is_visible_to_duty_staff(browser, gateway, mosquitto):
     duty_ctx, duty = _login(browser, gateway, "duty")
     inst_ctx, inst = _login(browser, gateway, "installer")
@@ -75,6 +78,12 @@ def test_test_mode_with_a_duration_is_visible_to_duty_staff(browser, gateway, mo
         choice = row.locator("select.mode-duration")
         choice.wait_for(timeout=5000)
         assert choice.input_value() == "2h"
+        # the device form's profiles by what they are, not their ids (night-shift walk:
+        # 'zigbee2mqtt-motion-sensor'); the id in the tooltip
+        motion = inst.locator("#profile-select option[value='zigbee2mqtt-motion-sensor']")
+        expect(motion).to_have_text(
+            f"{MOTION_ZH} · Zigbee2MQTT motion or presence sensor (occupancy, presence, battery)")
+        expect(motion).to_have_attribute("title", "zigbee2mqtt-motion-sensor")
         assert choice.locator("option").all_inner_texts() == [
             "30 分钟", "1 小时", "2 小时", "4 小时", "8 小时", "12 小时", "24 小时"]
         choice.select_option("1h")
@@ -114,6 +123,9 @@ def test_test_mode_with_a_duration_is_visible_to_duty_staff(browser, gateway, mo
         duty.select_option("#lang", "en")
         expect(dev.locator(".mode-tag")).to_contain_text("In test · until ", timeout=3000)
         expect(unnamed).to_have_text("emergency caller · 田林路200弄7号302室")
+        inst.select_option("#lang", "en")
+        expect(motion).to_contain_text("motion sensor · Zigbee2MQTT motion or presence sensor")
+        inst.select_option("#lang", "zh")
         duty.click("[data-view=board]")
         expect(duty.locator("#modes-pill")).to_have_text("In test/maintenance 1")
         expect(card.locator(".household .mode-tag")).to_contain_text(

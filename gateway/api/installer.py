@@ -179,7 +179,8 @@ def _options(site) -> dict:
                            for h in site.site.households],
             "grid_cells": [{"code": c.code, "name": c.name}
                            for c in site.site.grid_cells],
-            "profiles": sorted(({"id": pid, "device_type": getattr(pr, "device_type", None)}
+            "profiles": sorted(({"id": pid, "device_type": getattr(pr, "device_type", None),
+                                 "description": getattr(pr, "description", "")}
                                 for pid, pr in profiles.by_id.items()),
                                key=lambda x: x["id"])}
 

@@ -114,7 +114,14 @@ window.Pages = (function () {
     if (!typeSel.options.length) options.device_types.forEach(x => typeSel.insertAdjacentHTML("beforeend", `<option value="${esc(x)}">${esc(typeLabel(x))}</option>`));
     else [...typeSel.options].forEach(o => { o.textContent = typeLabel(o.value); });  // the language may have changed
     const profSel = $("#profile-select");
-    if (profSel.options.length === 1) options.profiles.forEach(p => profSel.insertAdjacentHTML("beforeend", `<option value="${esc(p.id)}" data-raw>${esc(p.id)}</option>`));
+    // a profile by what it is (its type, the line its file gives), the id in the tooltip; the
+    // labels are in the language of the moment the list was first drawn: drawn again on a change
+    if (profSel.options.length === 1 || profSel.dataset.lang !== C.lang) {
+      const keep = profSel.value;
+      profSel.innerHTML = `<option value="" data-i18n="default_profile">${esc(t("default_profile"))}</option>` + options.profiles.map(p =>
+        `<option value="${esc(p.id)}" title="${esc(p.id)}" data-raw>${esc([typeLabel(p.device_type), p.description || p.id].filter(Boolean).join(" · "))}</option>`).join("");
+      profSel.value = keep; profSel.dataset.lang = C.lang;
+    }
     listBar();
     const [u, cfg] = await Promise.all([api("/api/devices/unknown"), api("/api/config/devices?" + listQuery())]);
     // Zigbee devices of the coordinator's list: with what zero-config proposes (zigbee.js)
