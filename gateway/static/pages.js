@@ -95,7 +95,7 @@ window.Pages = (function () {
     // a device without a name: its type and where it is (烟感 · 田林路200弄7号302室), its id in the tooltip
     const where = dv => dv.household_id ? (byId.get(dv.household_id) || {}).address || dv.household_id : cellName.get(dv.grid_cell) || dv.grid_cell || "";
     const devName = dv => dv.name ? `<span data-raw title="${esc(dv.device_id)}">${esc(dv.name)}</span>`
-      : `<span class="unnamed" title="${esc(dv.device_id)}">${esc(typeLabel(dv.device_type) || t("device"))}${where(dv) ? ` · <span data-raw>${esc(where(dv))}</span>` : ""}</span>`;
+      : `<span class="unnamed" data-raw-title title="${esc(dv.device_id)}">${esc(typeLabel(dv.device_type) || t("device"))}${where(dv) ? ` · <span data-raw>${esc(where(dv))}</span>` : ""}</span>`;
     const row = dv => `<tr class="dev ${esc(dv.state)}" data-device="${esc(dv.device_id)}" data-mode="${esc((modes.get(dv.device_id) || {}).mode || "normal")}"><td>${devName(dv)}</td><td>${esc(typeLabel(dv.device_type))}</td>
       <td><span class="dot ${esc(dv.state)}"></span>${t("ds_" + dv.state)}${modeOf(dv)}${dv.fault ? ` <span class="tag fault">${esc(faultLabel(dv.fault))}</span>` : ""}</td><td>${dv.battery != null ? esc(Math.round(dv.battery)) + "%" : ""}${dv.battery_low ? " ⚠" : ""}</td>
       <td>${dv.last_seen ? fmtAgo(now - dv.last_seen * 1000) : t("never")}</td></tr>`;
