@@ -1,12 +1,14 @@
-"""Faults around the running gateway process: kill -9 while forwarding (50 times), device
-broker restarts while devices publish, and a full disk. Each test prints its counts and
-asserts zero accepted alarms lost and zero duplicate cases/alarms."""
+"""Faults around the running gateway process: kill -9 while forwarding (15 times in the
+suite; ``FAULT_KILLS=50 .venv/bin/pytest tests/test_faults_gateway.py -k kill_9`` for the
+longer run, ~100 s), device broker restarts while devices publish, and a full disk. Each test
+prints its counts and asserts zero accepted alarms lost and zero duplicate cases/alarms."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import json
+import os
 import random
 import sqlite3
 import subprocess
@@ -40,8 +42,8 @@ def _prefill(data, n: int) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_kill_9_fifty_times_while_forwarding(tmp_path, case_system, case_secret):
-    n, kills, seed = 3000, 50, random.randrange(1 << 30)
+def test_kill_9_repeatedly_while_forwarding(tmp_path, case_system, case_secret):
+    n, kills, seed = 3000, int(os.environ.get("FAULT_KILLS", "15")), random.randrange(1 << 30)
     rng = random.Random(seed)
     config = site_copy(tmp_path / "site", mqtt_port=free_port(), case_url=case_system.url)
     (config / "uplinks.yaml").write_text((config / "uplinks.yaml").read_text() + "  window: 4\n")

@@ -1,4 +1,6 @@
-"""Graceful stop never crashes: SIGTERM under full ingest and telemetry load, 20 times.
+"""Graceful stop never crashes: SIGTERM under full ingest and telemetry load, 6 times in the
+suite (``GRACEFUL_STOPS=20 .venv/bin/pytest tests/test_graceful_stop.py -k sigterm`` for the
+longer run, ~70 s).
 
 First the two rules that make it so, each on its own: the telemetry sink closes its writer
 only on the writer's own thread after the write in flight, and the store closes its reader
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -107,9 +110,9 @@ def test_store_close_waits_for_a_running_query_then_refuses_new_work(tmp_path) -
     assert time.monotonic() - t0 < 1.0
 
 
-STOPS = 20
+STOPS = int(os.environ.get("GRACEFUL_STOPS", "6"))
 STOP_LIMIT_S = 10.0
-BUDGET_S = 240.0            # the whole loop; it normally takes 75-120 s on 2 cores
+BUDGET_S = max(60.0, 12.0 * STOPS)    # the whole loop; 20 stops normally take 70-120 s on 2 cores
 CRASH_MARKS = ("Segmentation fault", "Fatal Python error", "Traceback", "core dumped")
 
 # Full batches of 5,000: the sink writes one (tens of ms) whenever its buffer reaches that
@@ -224,7 +227,7 @@ def load_reaches_the_sink(gw: GatewayProcess, n: int, before: float) -> str:
 
 @pytest.mark.integration
 @pytest.mark.timeout(300)
-def test_sigterm_under_full_load_exits_cleanly_with_snapshot_20_times(tmp_path, mosquitto):
+def test_sigterm_under_full_load_exits_cleanly_with_snapshot_repeatedly(tmp_path, mosquitto):
     site = site_copy(tmp_path / "site", mqtt_port=mosquitto.port)
     (site / "uplinks.yaml").write_text(UPLINKS)
     data = tmp_path / "data"
