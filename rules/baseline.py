@@ -60,7 +60,12 @@ def slot_of(wall: float, zone: ZoneInfo) -> tuple[int, datetime]:
     """(slot, local start of the hour) of the epoch ``wall``."""
     d = datetime.fromtimestamp(wall, timezone.utc).astimezone(zone)
     start = d.replace(minute=0, second=0, microsecond=0)
-    return d.hour + (24 if d.weekday() >= 5 else 0), start
+    return _slot(start), start
+
+
+def _slot(d: datetime) -> int:
+    """Slot of the local time ``d``: its hour, plus 24 at weekends."""
+    return d.hour + (24 if d.weekday() >= 5 else 0)
 
 
 def _next_hour(start: datetime, zone: ZoneInfo) -> datetime:
@@ -114,7 +119,7 @@ class GapBaseline:
             end_ts = end.timestamp()
             if now <= end_ts:
                 return
-            slot = start.hour + (24 if start.weekday() >= 5 else 0)
+            slot = _slot(start)
             y = min(255, math.ceil((now - end_ts) / UNIT))
             if y > self.late[i, slot]:
                 self.late[i, slot] = y
@@ -149,7 +154,7 @@ class GapBaseline:
                 if ahead == 0:
                     break       # usually active again before this boundary
                 ahead -= 1
-            s = start.hour + (24 if start.weekday() >= 5 else 0)
+            s = _slot(start)
             got = self._limit(late, count, s, min_samples)
             if best is None and got is not None:    # the first: as its neighbours' too
                 day = s - s % 24
