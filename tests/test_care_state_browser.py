@@ -106,12 +106,18 @@ def test_a_care_state_past_its_expected_return_says_so_in_both_languages(browser
                                                       "expected_end": end.isoformat()}])
         assert status == 200
         duty.evaluate("loadCare()")
-        hhmm = end.astimezone(SHANGHAI).strftime("%H:%M")
+        # the console adds the date when the expected end is not today (an hour ago can be
+        # yesterday just after midnight): 已过预计返回时间 12/6 23:16, past the expected return 6 Dec 23:16
+        local_end = end.astimezone(SHANGHAI)
+        same_day = local_end.date() == utc().astimezone(SHANGHAI).date()
+        hhmm = local_end.strftime("%H:%M")
+        zh_when = hhmm if same_day else f"{local_end.month}/{local_end.day} {hhmm}"
+        en_when = hhmm if same_day else f"{local_end.day} {local_end.strftime('%b')} {hhmm}"
         tag = card.locator(".tag.care[data-care=away]")
-        expect(tag).to_contain_text(f"已过预计返回时间 {hhmm}")
+        expect(tag).to_contain_text(f"已过预计返回时间 {zh_when}")
         assert "返回" not in tag.inner_text().replace("已过预计返回时间", "")
         duty.select_option("#lang", "en")
-        expect(tag).to_contain_text(f"Away · past the expected return {hhmm}")
+        expect(tag).to_contain_text(f"Away · past the expected return {en_when}")
         expect(meta).to_contain_text(" · Escalated to")
         raised = (card.locator(".card-body > .meta").inner_text())
         assert re.search(r"\b20\d\d-\d\d-\d\d \d\d:\d\d:\d\d\b", raised), raised
