@@ -65,6 +65,9 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.kernel.heap import pause
+
+    pause()     # no garbage collection until the service is built (gateway.kernel.heap)
     from gateway.service import Gateway, Overrides
 
     try:

@@ -92,6 +92,12 @@ class Evaluator:
                 and (not self._households or d.household_id in self._households)
                 and (not self._cells or d.grid_cell in self._cells))
 
+    def accepts_every_device(self) -> bool:
+        """True when :meth:`accepts` is this class's, without a filter: it accepts every
+        device (the rule index then does not ask it device by device)."""
+        return (type(self).accepts is Evaluator.accepts
+                and not (self._devices or self._types or self._households or self._cells))
+
     def index_keys(self) -> tuple[str, Iterable[str]]:
         """The most selective filter, for the rule index: (field, ids) or ("any", ())."""
         for field, ids in (("device", self._devices), ("household", self._households),

@@ -6,7 +6,9 @@ listening to every kind). Its cost depends on the number of rules that could app
 device, not on the number of rules; the engine calls it once per site device when it is
 built (and once for each unknown device it meets) and keeps the result. Equal handler
 tuples and equal routes are interned (shared by every device that has them; do not
-modify a returned route).
+modify a returned route). The route of a set of accepting evaluators is made once: a device
+costs its buckets' look-ups and the ``accepts`` of the evaluators that may refuse it
+(:meth:`Evaluator.accepts_every_device` ones are not asked), then one dict look-up.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class RuleIndex:
         #: of bound methods per tuple)
         self._interned: dict[tuple[Evaluator, ...], tuple[Evaluator, ...]] = {}
         self._routes: dict[tuple[str | int, ...], dict[Kind | None, tuple[Evaluator, ...]]] = {}
+        #: the route of each tuple of accepting evaluators (of those asked) met so far
+        self._by_accepted: dict[tuple[Evaluator, ...],
+                                dict[Kind | None, tuple[Evaluator, ...]]] = {}
         for ev in evaluators:
             field, ids = ev.index_keys()
             if field == "any":
@@ -39,31 +44,40 @@ class RuleIndex:
             else:
                 for i in ids:
                     self._by[field][i].append(ev)
+        #: evaluators of no bucket that accept every device, and the others of no bucket
+        self._always = [ev for ev in self._anywhere if ev.accepts_every_device()]
+        self._maybe = [ev for ev in self._anywhere if not ev.accepts_every_device()]
 
     def routes_for(self, d: DeviceInfo) -> dict[Kind | None, tuple[Evaluator, ...]]:
-        cands = list(self._anywhere)
         by = self._by
+        asked = list(self._maybe)
         for field, val in (("device", d.device_id), ("household", d.household_id),
                            ("cell", d.grid_cell), ("type", d.device_type)):
             if val is not None:
                 bucket = by[field].get(val)
                 if bucket:
-                    cands += bucket
-        if len(cands) > 1:
-            cands = sorted(set(cands), key=_order)
+                    asked += bucket
+        accepted = tuple([ev for ev in asked if ev.accepts(d)])
+        route = self._by_accepted.get(accepted)
+        if route is None:
+            route = self._by_accepted[accepted] = self._route(
+                sorted({*self._always, *accepted}, key=_order))
+        return route
+
+    def _route(self, accepted: list[Evaluator]) -> dict[Kind | None, tuple[Evaluator, ...]]:
+        """The route of the evaluators ``accepted`` (rule order), interned."""
         routes: dict[Kind | None, list[Evaluator]] = {}
         every: list[Evaluator] = []
-        for ev in cands:
-            if ev.accepts(d):
-                if ev.kinds is None:
-                    every.append(ev)
-                else:
-                    for k in ev.kinds:
-                        lst = routes.get(k)
-                        if lst is None:
-                            routes[k] = [ev]
-                        else:
-                            lst.append(ev)
+        for ev in accepted:
+            if ev.kinds is None:
+                every.append(ev)
+            else:
+                for k in ev.kinds:
+                    lst = routes.get(k)
+                    if lst is None:
+                        routes[k] = [ev]
+                    else:
+                        lst.append(ev)
         intern = self._interned
         out: dict[Kind | None, tuple[Evaluator, ...]] = {}
         for kind, evs in routes.items():

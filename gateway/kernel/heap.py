@@ -19,6 +19,13 @@ Cost: one full collection, on the event loop. For a site of 10,000 households wi
 rules (about 400k tracked objects) it took about 0.2 s at start-up and 0.35 s after a reload
 on the 2-core development VM (building the new engine itself takes about 1.6 s); each
 settle's duration is logged.
+
+:func:`pause` (``gateway run``, before the service is imported): no collection until the
+next :func:`settle`, which collects once and turns the collector back on. Building the
+start-up state of a large site (the validated site, the rule engine's routes, device
+health: a few million container objects that all stay alive) made the collector scan the
+growing heap again and again: 1.5–2.5 s of a 10,000-household start (docs/benchmarks.md,
+"ready"). Cyclic garbage made during the start waits for that one collection.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from __future__ import annotations
 import gc
 import time
 
-__all__ = ["settle"]
+__all__ = ["pause", "resume", "settle"]
+
+#: the collector was turned off by :func:`pause` (and :func:`settle` turns it back on)
+_paused = False
 
 
 def settle() -> dict[str, float]:
@@ -35,4 +45,23 @@ def settle() -> dict[str, float]:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+    resume()
     return {"frozen": gc.get_freeze_count(), "ms": (time.perf_counter() - t0) * 1000.0}
+
+
+def pause() -> None:
+    """No garbage collection until the next :func:`settle` (or :func:`resume`): for a
+    process's start-up, whose objects nearly all stay alive (see the module docstring).
+    Nothing when the collector is already off."""
+    global _paused
+    if gc.isenabled():
+        gc.disable()
+        _paused = True
+
+
+def resume() -> None:
+    """The collector back on, if :func:`pause` turned it off."""
+    global _paused
+    if _paused:
+        _paused = False
+        gc.enable()
