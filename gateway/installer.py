@@ -35,11 +35,14 @@ and recorded test presses; it has no state of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -97,6 +100,7 @@ class SiteEditor:
         #: extra check of a candidate site (the service's profile lookup); raises ConfigError
         self.check = check
         self._lock = asyncio.Lock()
+        self._asked = False      # an edit asked for the lock (``_editing``)
         #: the fast path's state: (files' state, the site validated from them, the blocks)
         self._base: tuple[tuple, SiteConfig, DevicesDoc, dict] | None = None
         self._changes: list[tuple[SiteConfig, SiteChange]] = []
@@ -104,10 +108,11 @@ class SiteEditor:
         self.last_path = ""
 
     # -- the fast path's state -----------------------------------------------------------
-    def prime(self, site: SiteConfig) -> bool:
+    def prime(self, site: SiteConfig, keys: tuple | None = None) -> bool:
         """Take ``site`` (just loaded from this directory) as the base of fast edits
-        (blocking: reads devices.yaml). False when the file does not segment."""
-        keys = self._keys()
+        (blocking: reads devices.yaml). False when the file does not segment. ``keys``: the
+        state of the site's files when ``site`` was loaded (default: now)."""
+        keys = self._keys() if keys is None else keys
         path = self.directory / DEVICES
         if not path.exists():
             self._base = None
@@ -115,6 +120,30 @@ class SiteEditor:
         doc = DevicesDoc.of(path.read_text(encoding="utf-8"), site)
         self._base = (keys, site, doc, _plain_trees(site)) if doc is not None else None
         return doc is not None
+
+    def primer(self, site: SiteConfig, up: Callable[[], bool],
+               wait_s: float = 10.0) -> Coroutine[Any, Any, bool]:
+        """:meth:`prime` once ``up()`` (the service is ready: a start after a power cut is
+        not kept waiting for it), at most ``wait_s`` from the first step. The files' state is
+        taken now, and the coroutine's first step takes the edit lock, which it keeps until
+        primed: an edit waits for the fast path, as when it was primed before the start."""
+        keys = self._keys()
+
+        async def run() -> bool:
+            async with self._lock:
+                deadline = time.monotonic() + wait_s
+                while not (up() or self._asked) and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                return await blocking(self.prime, site, keys)
+
+        return run()
+
+    @contextlib.asynccontextmanager
+    async def _editing(self) -> AsyncIterator[None]:
+        """The edit lock (an edit waiting for it ends :meth:`primer`'s wait for the service)."""
+        self._asked = True
+        async with self._lock:
+            yield
 
     def _keys(self) -> tuple:
         """The state of every file of the site (a change by hand ends the fast path)."""
@@ -162,7 +191,7 @@ class SiteEditor:
     # -- edits ---------------------------------------------------------------------------
     async def upsert_device(self, device: dict, *, create: bool, actor: str) -> SiteConfig:
         """Add (``create``) or replace the device ``device["id"]``; see module contract."""
-        async with self._lock:
+        async with self._editing():
             entry = {k: v for k, v in device.items() if v not in (None, "")}
             fast = await blocking(
                 self._fast, [("add", entry)] if create else
@@ -191,7 +220,7 @@ class SiteEditor:
         """Add several devices in one edit (a Zigbee network registered from one page): one
         validation, one write, one reload; all of them or, on any problem, none. A problem
         of the i-th device is reported as field ``devices[i].<field>``."""
-        async with self._lock:
+        async with self._editing():
             fast = await blocking(self._fast, [
                 ("add", {k: v for k, v in d.items() if v not in (None, "")}) for d in devices])
             if fast is not None:
@@ -212,7 +241,7 @@ class SiteEditor:
             return await blocking(self._commit, tree, None, first)
 
     async def remove_device(self, device_id: str, *, actor: str) -> SiteConfig:
-        async with self._lock:
+        async with self._editing():
             fast = await blocking(self._fast, [("remove", device_id)])
             if fast is not None:
                 return fast
@@ -230,7 +259,7 @@ class SiteEditor:
                        until: datetime | None = None) -> SiteConfig:
         """normal / test / maintenance, persisted in devices.yaml (survives a restart); a test
         or maintenance mode ends at ``until`` (``mode_until``, gateway.device_modes)."""
-        async with self._lock:
+        async with self._editing():
             fast = await blocking(self._fast, [("edit", device_id,
                                                 lambda e: _set_mode(e, mode, until))])
             if fast is not None:
@@ -252,7 +281,7 @@ class SiteEditor:
         ``max_s`` ahead ends ``max_s`` from now (``"bounded"``). Returns the re-loaded site
         (None: nothing to change) and the changes ``{"action", "device_id", "mode", "until",
         "why"?}``. Under the editor's lock, so an installer's edit meanwhile is seen."""
-        async with self._lock:
+        async with self._editing():
             fast_changes: list[dict] = []
             base = self._base
             moded = ([d.id for d in base[1].devices.devices if d.mode != "normal"]

@@ -27,7 +27,6 @@ from gateway import ConfigError, GatewayError
 from gateway.alarms import AlarmBook, Change
 from gateway.api import ApiContext, Broadcaster, change_events, create_app
 from gateway.auth import Auth
-from gateway.blocking import blocking
 from gateway.case_feedback import CaseFeedback, CaseStatusPoller
 from gateway.change_bus import ChangeBus, SiteBus, SiteChange, Subscriber
 from gateway.device_modes import ModeKeeper, effective_mode, modes_json
@@ -365,7 +364,8 @@ class Gateway:
                          editor=SiteEditor(self.config_dir, check=bindings_for),
                          extra={"help": desk, "linkage": linkage})
         ctx.extra["care"] = self.care
-        await blocking(ctx.editor.prime, site)    # the installer's fast path (gateway.installer)
+        # the installer's fast path (gateway.installer), made once the service is up
+        primer = ctx.editor.primer(site, lambda: self.started.is_set() and intake.state == "online")
         # who hears of an edited site, in this order (the state swapped on the loop); with
         # a change (an edit of a few devices), each applies only that (apply_* below)
         sites.subscribe(lambda new: setattr(book, "site", new))
@@ -399,6 +399,7 @@ class Gateway:
             log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
                      settled["ms"])
             async with asyncio.TaskGroup() as tg:
+                tg.create_task(primer, name="installer-prime")     # first: takes the edit lock
                 tg.create_task(pipeline.run(), name="pipeline")
                 for name, component in components:
                     tg.create_task(component.run(), name=name)

@@ -456,3 +456,30 @@ def test_quick_revalidation_is_the_whole_check(generated):
         assert quick_ok == (what in ("edit", "add", "remove")), what
         taken_by_the_quick_checks += quick_ok
     assert taken_by_the_quick_checks == 8
+
+
+def test_the_primer_waits_for_the_service_but_not_for_an_edit(generated, tmp_path):
+    """The service primes the fast path once it is up (``SiteEditor.primer``: a start after a
+    power cut is not kept waiting, docs/benchmarks.md "ready"); it holds the edit lock from
+    its first step, so an edit meanwhile waits for it (and ends its wait) and is fast; a
+    file edited by hand after the site was loaded ends the fast path as before."""
+    directory = _copy(generated, tmp_path)
+    site = load_site(directory)
+    d = site.devices.devices[0]
+
+    async def main(up: bool, hand_edit: bool) -> tuple[str, bool]:
+        ed = SiteEditor(directory, check=bindings_for)
+        primer = asyncio.get_running_loop().create_task(ed.primer(site, lambda: up, 30.0))
+        if hand_edit:
+            path = directory / "devices.yaml"
+            path.write_text(path.read_text().replace(
+                f"name: {site.devices.devices[1].name}", "name: 手改的名字", 1))
+        await asyncio.sleep(0.2)
+        waited = not primer.done()
+        await asyncio.wait_for(ed.set_mode(d.id, "test", actor="t",
+                                           until=utc() + timedelta(hours=1)), 20)
+        assert primer.done() and primer.result()
+        return ed.last_path, waited
+
+    assert asyncio.run(main(up=False, hand_edit=False)) == ("fast", True)
+    assert asyncio.run(main(up=True, hand_edit=True))[0] == "whole file"
