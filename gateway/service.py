@@ -395,7 +395,8 @@ class Gateway:
             components += [("case-forwarder", case.forwarder),
                            ("case-status-poll", case.poller)]
         try:
-            settled = settle()
+            # no full collection: after gateway run's pause little is garbage (gateway.kernel.heap)
+            settled = settle(collect=False)
             log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
                      settled["ms"])
             async with asyncio.TaskGroup() as tg:
