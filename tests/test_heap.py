@@ -28,3 +28,24 @@ def test_settle_freezes_survivors_and_the_next_settle_frees_dropped_ones() -> No
         assert ref() is None
     finally:
         gc.unfreeze()
+
+
+def test_pause_keeps_the_collector_off_until_a_settle_which_may_skip_the_collection() -> None:
+    from gateway.kernel.heap import pause
+
+    assert gc.isenabled()
+    try:
+        pause()                           # gateway run, before the service is imported
+        assert not gc.isenabled()
+        node = _Node()
+        ref = weakref.ref(node)
+        del node                          # start-up garbage
+        settle(collect=False)             # the start-up settle: frozen, not collected
+        assert gc.isenabled() and ref() is not None
+        settle()                          # the next one (a reload) collects it
+        assert ref() is None
+        settle()
+        assert gc.isenabled()             # a settle without a pause leaves it on
+    finally:
+        gc.enable()
+        gc.unfreeze()
