@@ -66,8 +66,11 @@ log = logging.getLogger(__name__)
 #: care key press (its care state first)
 HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 
-#: MQTT packets read per socket-readable event at most (fairness with the other tasks).
+#: MQTT packets read per socket-readable event at most (fairness with the other tasks),
+#: and for at most this long: under a loaded CPU 64 packets took up to 67 ms, an alarm on
+#: the other lane waiting behind them (docs/benchmarks.md "path")
 READ_BURST = 64
+READ_BURST_S = 0.004
 #: a device with a field of these kinds is read on the alarm lane. Tamper and fault are
 #: alarm-class too, but ride on ordinary sensors (a motion sensor's cover): those devices
 #: stay on the main lane, their alarm-class readings still go the durable way.
@@ -254,10 +257,11 @@ class MqttIntake:
 
     def _read_in_bursts(self, client: aiomqtt.Client, mqttc: paho.Client) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
-        that reads up to ``READ_BURST`` packets while the socket has data: a turn of the
-        loop costs more than decoding a message, so under load this roughly doubles what
-        one core takes in (see the ingest benchmark). Errors end the connection as
-        aiomqtt's reader does (the run loop then reconnects with backoff)."""
+        that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while the
+        socket has data: a turn of the loop costs more than decoding a message, so under
+        load this roughly doubles what one core takes in (see the ingest benchmark). Errors
+        end the connection as aiomqtt's reader does (the run loop then reconnects with
+        backoff)."""
         sock = mqttc.socket()
         if sock is None:
             return
@@ -270,17 +274,23 @@ class MqttIntake:
         disconnected = client._disconnected  # noqa: SLF001
 
         def read_burst() -> None:
+            until = time.perf_counter() + READ_BURST_S
             try:
-                for _ in range(READ_BURST):
+                for n in range(1, READ_BURST + 1):
                     mqttc.loop_read()
                     current = mqttc.socket()
                     if current is None:
                         break
                     pending = getattr(current, "pending", None)    # ssl / websocket sockets
                     if pending and pending() > 0:
-                        continue        # TLS: decrypted bytes wait inside the SSL object
-                    if not select.select([fd], [], [], 0)[0]:
-                        break
+                        # TLS: decrypted bytes wait inside the SSL object, the socket may
+                        # not become readable for them: read on, or on the next turn
+                        if n == READ_BURST or time.perf_counter() > until:
+                            loop.call_soon(read_burst)
+                            break
+                        continue
+                    if time.perf_counter() > until or not select.select([fd], [], [], 0)[0]:
+                        break           # the rest on the next turn (the socket is readable)
             except Exception as exc:  # noqa: BLE001 - any read failure ends this connection
                 if not disconnected.done():
                     disconnected.set_exception(exc)

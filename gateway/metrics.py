@@ -16,13 +16,19 @@ such update can interleave with (no bytecode runs inside it).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
 
-__all__ = ["Metrics"]
+from gateway.kernel.heap import freeze_survivors, settle, watch_collections
+
+__all__ = ["Metrics", "watch_stalls"]
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
+
+log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -109,6 +115,35 @@ class Metrics:
             lines.append(f"{name}_count {h[-2]:g}")
             lines.append(f"{name}_sum {h[-1]:g}")
         return "\n".join(lines) + "\n"
+
+
+async def watch_stalls(metrics: Metrics, every_s: float = 0.05,
+                       settle_every_s: float = 3600.0) -> None:
+    """What holds the event loop up, and with it an alarm on its way: how late each wake-up
+    of a task sleeping ``every_s`` comes (``gateway_loop_lag_seconds``) and how long each
+    full garbage collection takes (``gateway_gc_pause_seconds``, generation 2). After a
+    full collection its survivors are frozen (``freeze_survivors``: the next one is short);
+    every ``settle_every_s`` the heap is settled (``settle``: frozen cyclic garbage freed,
+    one longer pause, logged). Runs until cancelled."""
+    # a collection can start in any thread, inside any lock (the metrics' own): the
+    # callback only appends, the pauses are observed here
+    pauses: list[float] = []
+    watch_collections(lambda s, gen: pauses.append(s) if gen == 2 else None)
+    loop = asyncio.get_running_loop()
+    settled = loop.time()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        metrics.observe("gateway_loop_lag_seconds", max(0.0, loop.time() - due))
+        if pauses:
+            freeze_survivors()
+            while pauses:
+                metrics.observe("gateway_gc_pause_seconds", pauses.pop())
+        if loop.time() - settled >= settle_every_s:
+            done = settle()
+            settled = loop.time()
+            pauses.clear()
+            log.info("heap settled: %d objects frozen in %.0f ms", done["frozen"], done["ms"])
 
 
 def _esc(v: str) -> str:

@@ -41,7 +41,7 @@ from gateway.visits import VisitCards
 from gateway.installer import SiteEditor
 from gateway.linkage_wiring import build_linkage, mqtt_command_bindings
 from gateway.kernel.component import Component
-from gateway.metrics import Metrics
+from gateway.metrics import Metrics, watch_stalls
 from gateway.model import Reading, utc
 from gateway.pipeline import Pipeline, decode_snapshot
 from gateway.sdnotify import notify_task
@@ -413,6 +413,7 @@ class Gateway:
                 tg.create_task(linkage.run(), name="linkage")
                 tg.create_task(cards.run(), name="visit-cards")
                 tg.create_task(notify_task(self.started, health.rules_ready), name="sd-notify")
+                tg.create_task(watch_stalls(self.metrics), name="stall-watch")
         finally:
             await pipeline.save_snapshot()
 

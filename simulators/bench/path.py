@@ -278,7 +278,9 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
     sos.connect("127.0.0.1", port)
     sos.loop_start()
     pressed: dict[str, tuple[str, float]] = {}    # device id -> (phase, publish time)
-    hist0 = _histogram(gw.url, "gateway_alarm_latency_seconds")
+    watched = ("gateway_alarm_latency_seconds", "gateway_loop_lag_seconds",
+               "gateway_gc_pause_seconds")
+    hist0 = {name: _histogram(gw.url, name) for name in watched}
     try:
         pub.start()
         t0 = time.perf_counter()
@@ -316,11 +318,14 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
                                             if d in cases]),
                       "missing_stream": sum(1 for d in mine if d not in stream.raised),
                       "missing_case": sum(1 for d in mine if d not in cases)}
-    hist1 = _histogram(gw.url, "gateway_alarm_latency_seconds")
+    hist1 = {name: _histogram(gw.url, name) for name in watched}
     # inside the gateway: from the intake's offer to the alarm change committed (the
     # pipeline's own histogram, both phases); the rest of the end-to-end time is before the
-    # offer (the broker's queue, the socket, the intake's reading) or after the commit
-    out["inside_gateway"] = _bucket_quantiles({k: hist1[k] - hist0.get(k, 0) for k in hist1})
+    # offer (the broker's queue, the socket, the intake's reading) or after the commit.
+    # What held the event loop up meanwhile: its wake-ups' lateness and full collections.
+    for key, name in zip(("inside_gateway", "loop_lag", "gc_full_pauses"), watched):
+        h0, h1 = hist0[name], hist1[name]
+        out[key] = _bucket_quantiles({k: h1[k] - h0.get(k, 0) for k in h1})
     out["half"]["load_per_s"] = round(achieved[0]) if achieved else None
     out["burst"]["load_per_s"] = round(achieved[1]) if len(achieved) > 1 else None
     out["half"]["target_per_s"], out["burst"]["target_per_s"] = (round(half_rate),
@@ -349,7 +354,8 @@ def _bucket_quantiles(cumulative: dict[float, float]) -> dict:
     def q(p: float) -> float:
         return next(b for b in bounds if cumulative[b] >= p * total)
 
-    return {"n": int(total), "p50_le_ms": q(0.5) * 1000, "p99_le_ms": q(0.99) * 1000}
+    return {"n": int(total), "p50_le_ms": q(0.5) * 1000, "p99_le_ms": q(0.99) * 1000,
+            "max_le_ms": q(1.0) * 1000}
 
 
 def _percentiles(xs: list[float]) -> dict:
