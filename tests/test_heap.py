@@ -49,3 +49,35 @@ def test_pause_keeps_the_collector_off_until_a_settle_which_may_skip_the_collect
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+async def test_stalls_are_measured_and_a_full_collection_leaves_its_survivors_frozen() -> None:
+    """/metrics shows how late the event loop wakes and how long full collections take;
+    after one, what survived is frozen (the next full collection does not scan it again)."""
+    import asyncio
+
+    from gateway.metrics import Metrics, watch_stalls
+
+    metrics = Metrics()
+    kept = [[_Node()] for _ in range(1000)]          # long-lived containers
+    gc.unfreeze()
+    callbacks = len(gc.callbacks)
+    task = asyncio.create_task(watch_stalls(metrics, every_s=0.01))
+    try:
+        await asyncio.sleep(0.05)
+        before = gc.get_freeze_count()
+        gc.collect()                                  # a full collection
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if "gateway_gc_pause_seconds_count 1" in metrics.render():
+                break
+        text = metrics.render()
+        assert "gateway_gc_pause_seconds_count 1" in text, text
+        assert "gateway_loop_lag_seconds_count" in text
+        assert gc.get_freeze_count() >= before + len(kept)
+        young = {id(o) for o in gc.get_objects(2)}
+        assert not any(id(k) in young for k in kept)
+    finally:
+        task.cancel()
+        del gc.callbacks[callbacks:]
+        gc.unfreeze()
