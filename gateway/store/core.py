@@ -51,6 +51,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    # The group commit runs each write inside a SAVEPOINT, so SQLite keeps the original of
+    # every page a write changes in a statement sub-journal (to undo that write alone). By
+    # default that is a temporary file (/var/tmp/etilqs_*): ~170 MB a day of disk writes for
+    # the engine snapshot alone (docs/benchmarks.md, "day"). In memory it is at most the
+    # pages one batch changes, freed at its commit.
+    conn.execute("PRAGMA temp_store=MEMORY")
     return conn
 
 
