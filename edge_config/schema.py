@@ -385,6 +385,10 @@ class EmbeddedTelemetry(_Strict):
     flush_s: float = Field(default=30.0, gt=0, le=300,
                            description="how often the file is written (the SD card's budget: "
                                        "each write rewrites the tables' last pages)")
+    raw_repeat_s: float = Field(default=600.0, ge=0, le=86400,
+                                description="a raw point equal to its series' last stored "
+                                            "one is stored again only after this long (0: "
+                                            "every reading); rollups count every reading")
 
 
 class TelemetryConfig(_Strict):

@@ -18,9 +18,12 @@ durable inbox path in gateway/pipeline.py and never wait for anything here).
   ``embedded.flush_s``, 30 s: a power cut may lose that much telemetry and the open rollup
   buckets) so telemetry never competes with alarm commits for the store's writer or its
   fsyncs. Raw points are appended, kept ``raw_retention_h`` hours and at most
-  ``max_raw_rows`` rows (oldest first); every point also counts in its ``rollup_s`` bucket
-  (count, mean, min, max, last), kept in memory until the bucket closes, then written once,
-  kept ``rollup_retention_d`` days. Everything is written in time order: an SD card's
+  ``max_raw_rows`` rows (oldest first); a reading equal to its series' last stored point is
+  not stored again until ``raw_repeat_s`` (600 s) has passed since that point (a door that
+  stays shut, a motion sensor that saw nobody, a battery at 90 %: the raw series is a step
+  series, see :meth:`EmbeddedTelemetry.series`); every reading also counts in its
+  ``rollup_s`` bucket (count, mean, min, max, last), kept in memory until the bucket closes,
+  then written once (by series id), kept ``rollup_retention_d`` days. Everything is written in time order: an SD card's
   budget (docs/benchmarks.md, "day").
 
 Line protocol: measurement = reading kind, tags ``site, device, device_type, household,
@@ -32,10 +35,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import sqlite3
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -137,25 +142,26 @@ class InfluxWriter:
 # Written in time order only (an SD card's budget, docs/benchmarks.md "day"): raw points are
 # appended to ``points`` with no index at all (a series by its small integer id from
 # ``series``: ~25 bytes a point; an index per series would dirty a page per series in every
-# batch), retention by rowid; rollups keyed by bucket first and written once per closed
-# bucket. A file made by an earlier version keeps its ``raw`` table (read and pruned until
-# empty, then dropped; its per-series index dropped on open) and its rollups keyed (device,
-# metric, bucket): the same statements work on them.
+# batch), retention by rowid; rollups keyed by bucket first, then the series id (~23 bytes
+# a row; by device and metric names it was ~46), written once per closed bucket. A file made
+# by an earlier version keeps its ``raw`` table (read and pruned until empty, then dropped;
+# its per-series index dropped on open) and its ``rollup`` table keyed (bucket, device,
+# metric) (read and pruned by retention until empty, then dropped).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, device TEXT NOT NULL,
                                    metric TEXT NOT NULL, UNIQUE (device, metric));
 CREATE TABLE IF NOT EXISTS points (ts REAL NOT NULL, series INTEGER NOT NULL,
                                    value REAL NOT NULL);
 DROP INDEX IF EXISTS raw_series;
-CREATE TABLE IF NOT EXISTS rollup (
-    bucket INTEGER NOT NULL, device TEXT NOT NULL, metric TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS rollups (
+    bucket INTEGER NOT NULL, series INTEGER NOT NULL,
     n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, max REAL NOT NULL,
-    last REAL NOT NULL, PRIMARY KEY (bucket, device, metric)) WITHOUT ROWID;
+    last REAL NOT NULL, PRIMARY KEY (bucket, series)) WITHOUT ROWID;
 """
 
 _ROLLUP_UPSERT = (
-    "INSERT INTO rollup (device, metric, bucket, n, sum, min, max, last) "
-    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n=n+excluded.n, "
+    "INSERT INTO rollups (series, bucket, n, sum, min, max, last) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n=n+excluded.n, "
     "sum=sum+excluded.sum, min=min(min, excluded.min), max=max(max, excluded.max), "
     "last=excluded.last")
 
@@ -169,7 +175,7 @@ class EmbeddedTelemetry:
     def __init__(self, path: str | Path, *, raw_retention_h: float = 48.0,
                  rollup_s: int = 300, rollup_retention_d: float = 90.0,
                  max_raw_rows: int = 2_000_000, prune_every_s: float = 60.0,
-                 clock: Callable[[], float] = time.time):
+                 raw_repeat_s: float = 600.0, clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.raw_retention_s = raw_retention_h * 3600
@@ -177,6 +183,11 @@ class EmbeddedTelemetry:
         self.rollup_retention_s = rollup_retention_d * 86400
         self.max_raw_rows = max_raw_rows
         self.prune_every_s = prune_every_s
+        self.raw_repeat_s = raw_repeat_s
+        #: by series id: time and value of its last stored raw point (-inf: none since the
+        #: start); 16 bytes a series, no object per series
+        self._last_ts = array("d")
+        self._last_v = array("d")
         self._clock = clock
         self._last_prune = clock()
         #: rollups of the buckets still open: (device, metric, bucket) -> [n, sum, min, max,
@@ -189,14 +200,22 @@ class EmbeddedTelemetry:
         self._series: dict[tuple[str, str], int] = {
             (d, m): i for i, d, m in self._conn.execute("SELECT id, device, metric FROM series")}
         #: an earlier version's ``raw`` table, read and pruned until it is empty
-        self._legacy = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='raw'").fetchone() is not None
+        self._legacy = self._has_table("raw")
+        #: an earlier version's ``rollup`` table (by device and metric), read and pruned until
+        #: it is empty
+        self._legacy_rollup = self._has_table("rollup")
+
+    def _has_table(self, name: str) -> bool:
+        return self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                  (name,)).fetchone() is not None
 
     def write_readings(self, readings: list[Reading]) -> None:
         """Append the batch's raw points and fold them into their rollup buckets, kept in
         memory until a bucket has closed (``bucket + rollup_s`` passed by the clock), then
-        written once: one transaction. A power cut loses the open buckets' rollups (at most
-        ``rollup_s``) and the batch not yet written, never an alarm."""
+        written once: one transaction. A raw point is stored when its value differs from
+        the series' last stored one, or ``raw_repeat_s`` after that one (every reading
+        counts in the rollups all the same). A power cut loses the open buckets' rollups
+        (at most ``rollup_s``) and the batch not yet written, never an alarm."""
         rows = []
         step = self.rollup_s
         open_ = self._open
@@ -220,22 +239,44 @@ class EmbeddedTelemetry:
         if not rows and not closed:
             return
         made: list[tuple[str, str]] = []
+        undo: list[tuple[int, float, float]] = []
         try:
             with self._conn:  # one transaction per batch
                 self._conn.execute("BEGIN")
                 self._conn.executemany("INSERT INTO points VALUES (?,?,?)",
-                                       [(ts, self._series_id(d, m, made), v)
-                                        for ts, d, m, v in rows])
-                self._conn.executemany(_ROLLUP_UPSERT, closed)
+                                       self._changed(rows, made, undo))
+                self._conn.executemany(_ROLLUP_UPSERT, self._by_series(closed, made))
         except sqlite3.Error as exc:
             for series in made:   # rolled back with the batch
                 self._series.pop(series, None)
+            for sid, ts, v in reversed(undo):
+                self._last_ts[sid], self._last_v[sid] = ts, v
             for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
                 self._fold((d, m, b), [n, total, lo, hi, last])
             full = "full" in str(exc).lower()
             raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
         if self._clock() - self._last_prune >= self.prune_every_s:
             self.prune()
+
+    def _changed(self, rows: list[tuple[float, str, str, float]], made: list[tuple[str, str]],
+                 undo: list[tuple[int, float, float]]) -> list[tuple[float, int, float]]:
+        """The raw points to store of ``rows``: a value that differs from its series' last
+        stored point, or the same value ``raw_repeat_s`` after it. ``undo`` gets each
+        series' previous last point (restored when the transaction fails)."""
+        out = []
+        last_ts, last_v, repeat = self._last_ts, self._last_v, self.raw_repeat_s
+        for ts, d, m, v in rows:
+            sid = self._series_id(d, m, made)
+            if sid >= len(last_ts):
+                grow = array("d", [-math.inf]) * (sid + 1 - len(last_ts))
+                last_ts.extend(grow)
+                last_v.extend(grow)
+            if v == last_v[sid] and ts - last_ts[sid] < repeat:
+                continue
+            undo.append((sid, last_ts[sid], last_v[sid]))
+            last_ts[sid], last_v[sid] = ts, v
+            out.append((ts, sid, v))
+        return out
 
     def _series_id(self, device: str, metric: str, made: list[tuple[str, str]]) -> int:
         """The series' id; a new series is inserted in the batch's transaction (``made``
@@ -249,6 +290,10 @@ class EmbeddedTelemetry:
                                      (device, metric)).fetchone()[0]
             self._series[(device, metric)] = sid
         return sid
+
+    def _by_series(self, closed: list[tuple], made: list[tuple[str, str]]) -> list[tuple]:
+        """``_closed`` rows keyed by series id (in the transaction: a new series is made)."""
+        return [(self._series_id(d, m, made), *rest) for d, m, *rest in closed]
 
     def _closed(self, now: float, everything: bool = False) -> list[tuple]:
         """Take the rollups of the buckets that have closed (all with ``everything``) out of
@@ -270,9 +315,17 @@ class EmbeddedTelemetry:
         later part of the same bucket is added to the row."""
         closed = self._closed(self._clock(), everything=True)
         if closed:
-            with self._conn:
-                self._conn.execute("BEGIN")
-                self._conn.executemany(_ROLLUP_UPSERT, closed)
+            made: list[tuple[str, str]] = []
+            try:
+                with self._conn:
+                    self._conn.execute("BEGIN")
+                    self._conn.executemany(_ROLLUP_UPSERT, self._by_series(closed, made))
+            except sqlite3.Error:
+                for series in made:   # rolled back
+                    self._series.pop(series, None)
+                for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
+                    self._fold((d, m, b), [n, total, lo, hi, last])
+                raise
 
     def prune(self) -> dict[str, int]:
         """Apply retention and the row bound; returns rows deleted per table. Points are
@@ -287,14 +340,25 @@ class EmbeddedTelemetry:
                       hi - self.max_raw_rows + 1)
             raw = c.execute("DELETE FROM points WHERE rowid < ?", (cut,)).rowcount
         if self._legacy:
-            raw += c.execute("DELETE FROM raw WHERE ts < ?",
-                             (now - self.raw_retention_s,)).rowcount
-            if c.execute("SELECT 1 FROM raw LIMIT 1").fetchone() is None:
-                c.execute("DROP TABLE raw")
-                self._legacy = False
-        roll = c.execute("DELETE FROM rollup WHERE bucket < ?",
+            n, self._legacy = self._prune_legacy("raw", "ts", now - self.raw_retention_s)
+            raw += n
+        roll = c.execute("DELETE FROM rollups WHERE bucket < ?",
                          (now - self.rollup_retention_s,)).rowcount
+        if self._legacy_rollup:
+            n, self._legacy_rollup = self._prune_legacy("rollup", "bucket",
+                                                        now - self.rollup_retention_s)
+            roll += n
         return {"raw": raw, "rollup": roll}
+
+    def _prune_legacy(self, table: str, column: str, before: float) -> tuple[int, bool]:
+        """An earlier version's ``table``: its rows older than ``before`` deleted, the table
+        dropped once it is empty. Returns the rows deleted and whether the table is left."""
+        c = self._conn
+        deleted = c.execute(f"DELETE FROM {table} WHERE {column} < ?", (before,)).rowcount
+        if c.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None:
+            return deleted, True
+        c.execute(f"DROP TABLE {table}")
+        return deleted, False
 
     def _first_at(self, lo: int, hi: int, ts: float) -> int:
         """The first rowid whose point is at ``ts`` or later (``hi + 1``: none), by bisection
@@ -313,14 +377,17 @@ class EmbeddedTelemetry:
     def series(self, device: str, metric: str, since: float, until: float | None = None,
                *, rollup: bool = False) -> list[tuple]:
         """Raw ``(ts, value)`` points, or rollup ``(bucket, n, mean, min, max, last)`` rows.
-        Raw points are not indexed by series: this reads the file's points (tools, tests)."""
+        Raw points are not indexed by series: this reads the file's points (tools, tests).
+
+        The raw series is a step series: a point is a reading whose value differed from the
+        point before it, or repeated it ``raw_repeat_s`` after it; the value holds from a
+        point to the next. No point for longer than ``raw_repeat_s`` (plus the device's
+        reporting interval) means no reading came (a silent device, the gateway down);
+        readings in between that repeated the value are counted in the rollups only."""
         until = self._clock() + 1e9 if until is None else until
         if rollup:
-            self.flush_rollups()
-            return [tuple(r) for r in self._conn.execute(
-                "SELECT bucket, n, sum / n, min, max, last FROM rollup WHERE device=? AND "
-                "metric=? AND bucket >= ? AND bucket < ? ORDER BY bucket",
-                (device, metric, int(since // self.rollup_s) * self.rollup_s, until))]
+            return self._rollups(device, metric, int(since // self.rollup_s) * self.rollup_s,
+                                 until)
         out = [tuple(r) for r in self._conn.execute(
             "SELECT ts, value FROM raw WHERE device=? AND metric=? AND ts >= ? AND ts < ?",
             (device, metric, since, until))] if self._legacy else []
@@ -331,12 +398,32 @@ class EmbeddedTelemetry:
                 (sid, since, until))]
         return sorted(out)
 
+    def _rollups(self, device: str, metric: str, since: int, until: float) -> list[tuple]:
+        self.flush_rollups()
+        sid = self._series.get((device, metric))
+        rows = [] if sid is None else self._conn.execute(
+            "SELECT bucket, n, sum, min, max, last FROM rollups WHERE series=? AND bucket >= ? "
+            "AND bucket < ?", (sid, since, until)).fetchall()
+        if self._legacy_rollup:   # older first: a bucket in both tables was begun there
+            rows = self._conn.execute(
+                "SELECT bucket, n, sum, min, max, last FROM rollup WHERE device=? AND metric=? "
+                "AND bucket >= ? AND bucket < ?", (device, metric, since, until)).fetchall() + rows
+        merged: dict[int, list] = {}
+        for bucket, n, total, lo, hi, last in rows:
+            have = merged.get(bucket)
+            merged[bucket] = [n, total, lo, hi, last] if have is None else [
+                have[0] + n, have[1] + total, min(have[2], lo), max(have[3], hi), last]
+        return [(b, n, total / n, lo, hi, last)
+                for b, (n, total, lo, hi, last) in sorted(merged.items())]
+
     def counts(self) -> dict[str, int]:
         raw = self._conn.execute("SELECT count(*) FROM points").fetchone()[0]
         if self._legacy:
             raw += self._conn.execute("SELECT count(*) FROM raw").fetchone()[0]
-        return {"raw": raw,
-                "rollup": self._conn.execute("SELECT count(*) FROM rollup").fetchone()[0]}
+        roll = self._conn.execute("SELECT count(*) FROM rollups").fetchone()[0]
+        if self._legacy_rollup:
+            roll += self._conn.execute("SELECT count(*) FROM rollup").fetchone()[0]
+        return {"raw": raw, "rollup": roll}
 
     def close(self) -> None:
         try:
@@ -507,7 +594,7 @@ def build_sink(cfg, data_dir: Path, metrics: Metrics, site_id: str,
         writer = EmbeddedTelemetry(Path(data_dir) / "telemetry.db",
                                    raw_retention_h=e.raw_retention_h, rollup_s=e.rollup_s,
                                    rollup_retention_d=e.rollup_retention_d,
-                                   max_raw_rows=e.max_raw_rows)
+                                   max_raw_rows=e.max_raw_rows, raw_repeat_s=e.raw_repeat_s)
         name = "embedded"
     return TelemetrySink(writer, metrics, name=name, buffer_lines=cfg.buffer_lines,
                          batch_lines=cfg.batch_lines,

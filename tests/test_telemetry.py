@@ -139,12 +139,69 @@ def test_embedded_writes_in_time_order_and_a_bucket_once(tmp_path) -> None:
     names = {r[0] for r in db._conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "raw_series" not in names
     db.write_readings([power(i, 10.0) for i in range(100)])
-    assert db._conn.execute("SELECT count(*) FROM rollup").fetchone()[0] == 0
+    assert db._conn.execute("SELECT count(*) FROM rollups").fetchone()[0] == 0
     assert db.series("meter-1", "power", 0, rollup=True)[0][1] == 100     # a query writes it
     now[0] += 400
     db.write_readings([power(i, 20.0) for i in range(100, 200)])
     buckets = db.series("meter-1", "power", 0, rollup=True)
     assert [b[1] for b in buckets] == [200] and buckets[0][3:5] == (10.0, 20.0)
+    db.close()
+
+
+def test_embedded_stores_a_repeated_value_only_after_raw_repeat_s(tmp_path) -> None:
+    """A reading equal to its series' last stored point is not stored again until
+    ``raw_repeat_s`` has passed; the raw series is the step series of the readings (a
+    change at its time, a gap longer than ``raw_repeat_s`` a silence) and the rollups count
+    every reading (issue 18: most door, motion and battery readings repeat)."""
+    now = [T0.timestamp() + 100]
+    db = EmbeddedTelemetry(tmp_path / "telemetry.db", rollup_s=3600, raw_repeat_s=600,
+                           prune_every_s=1e9, clock=lambda: now[0])
+    t = T0.timestamp()
+
+    def door(minute: int, is_open: bool, device: str = "door-1") -> Reading:
+        return Reading(device, Kind.DOOR_OPEN, is_open, T0 + timedelta(minutes=minute),
+                       device_type="door_contact")
+
+    # a reading a minute: shut 0..14, open at 15 and 16, shut from 17; silent 40..59; shut 60
+    minutes = [*range(0, 40), 60]
+    db.write_readings([door(m, m in (15, 16)) for m in minutes[:20]])
+    db.write_readings([door(m, m in (15, 16)) for m in minutes[20:]]
+                      + [door(0, True, device="door-2")])
+    stored = db.series("door-1", "door_open", 0)
+    assert stored == [(t, 0.0), (t + 600, 0.0), (t + 900, 1.0), (t + 1020, 0.0),
+                      (t + 1620, 0.0), (t + 2220, 0.0), (t + 3600, 0.0)]
+    assert db.series("door-2", "door_open", 0) == [(t, 1.0)]
+    # the step series gives every reading's value back
+    for m in minutes:
+        held = [v for ts, v in stored if ts <= t + 60 * m][-1]
+        assert held == (1.0 if m in (15, 16) else 0.0), m
+    # the silence (40..59) is a gap longer than raw_repeat_s; a steady run never is one
+    gaps = [b[0] - a[0] for a, b in zip(stored, stored[1:])]
+    assert [g > 600 + 60 for g in gaps] == [False] * 5 + [True]
+    now[0] = t + 7300
+    rollup = db.series("door-1", "door_open", 0, rollup=True)
+    assert [r[1] for r in rollup] == [40, 1]          # every reading counted
+    # raw_repeat_s 0: every reading stored
+    every = EmbeddedTelemetry(tmp_path / "every.db", raw_repeat_s=0, prune_every_s=1e9)
+    every.write_readings([door(m, False) for m in range(5)])
+    assert len(every.series("door-1", "door_open", 0)) == 5
+    every.close()
+    db.close()
+
+
+def test_embedded_forgets_the_unstored_points_of_a_failed_batch(tmp_path) -> None:
+    """A batch whose transaction fails stores nothing, so its points are not taken as the
+    series' last stored ones: the retried batch stores them."""
+    db = EmbeddedTelemetry(tmp_path / "telemetry.db", prune_every_s=1e9)
+    db.write_readings([power(0, 5.0)])
+    db._conn.execute("CREATE TRIGGER fail BEFORE INSERT ON points WHEN NEW.value = 6 "
+                     "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    batch = [power(1, 6.0), power(2, 7.0)]
+    with pytest.raises(TelemetryError):
+        db.write_readings(batch)
+    db._conn.execute("DROP TRIGGER fail")
+    db.write_readings(batch)
+    assert [v for _ts, v in db.series("meter-1", "power", 0)] == [5.0, 6.0, 7.0]
     db.close()
 
 
@@ -174,4 +231,38 @@ def test_embedded_reads_and_empties_an_earlier_versions_raw_table(tmp_path) -> N
     assert db.counts()["raw"] == 2
     tables = {r[0] for r in db._conn.execute("SELECT name FROM sqlite_master")}
     assert "raw" not in tables and "raw_series" not in tables
+    db.close()
+
+
+def test_embedded_reads_and_empties_an_earlier_versions_rollup_table(tmp_path) -> None:
+    """A telemetry.db whose rollups were keyed by device and metric names: they are read
+    (a bucket begun there and ended in the new table is one bucket) and pruned by retention
+    until none is left, then the table goes (issue 18: by series id a row is half as big)."""
+    import sqlite3
+
+    path = tmp_path / "telemetry.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE rollup (bucket INTEGER NOT NULL, device TEXT NOT NULL, "
+        "metric TEXT NOT NULL, n INTEGER NOT NULL, sum REAL NOT NULL, min REAL NOT NULL, "
+        "max REAL NOT NULL, last REAL NOT NULL, PRIMARY KEY (bucket, device, metric)) "
+        "WITHOUT ROWID;")
+    b0 = int(T0.timestamp())                    # T0 is on a 300 s boundary
+    conn.executemany("INSERT INTO rollup VALUES (?,?,?,?,?,?,?,?)",
+                     [(b0 - 300, "meter-1", "power", 2, 10.0, 4.0, 6.0, 6.0),
+                      (b0, "meter-1", "power", 2, 6.0, 1.0, 5.0, 5.0)])
+    conn.commit()
+    conn.close()
+    now = [T0.timestamp() + 400]
+    db = EmbeddedTelemetry(path, rollup_s=300, rollup_retention_d=1, prune_every_s=1e9,
+                           clock=lambda: now[0])
+    db.write_readings([power(10, 9.0), power(20, 2.0), power(310, 7.0)])
+    assert db.series("meter-1", "power", 0, rollup=True) == [
+        (b0 - 300, 2, 5.0, 4.0, 6.0, 6.0), (b0, 4, 17 / 4, 1.0, 9.0, 2.0),
+        (b0 + 300, 1, 7.0, 7.0, 7.0, 7.0)]
+    assert db.counts()["rollup"] == 4
+    now[0] = b0 + 86400 + 100         # the old table's rows and the first new one expire
+    db.prune()
+    assert db.counts()["rollup"] == 1
+    assert "rollup" not in {r[0] for r in db._conn.execute("SELECT name FROM sqlite_master")}
     db.close()

@@ -211,8 +211,6 @@ def _telemetry(db: Path, meters: list[str], raw_rows: int, rollup_rows: int) -> 
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO series (id, device, metric) VALUES (?, ?, 'value')",
                          list(enumerate(meters, start=1)))
-        conn.execute("CREATE TEMP TABLE m (i INTEGER PRIMARY KEY, device TEXT)")
-        conn.executemany("INSERT INTO m VALUES (?, ?)", list(enumerate(meters)))
         k = len(meters)
         conn.execute(
             "WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x < ?) "
@@ -223,11 +221,10 @@ def _telemetry(db: Path, meters: list[str], raw_rows: int, rollup_rows: int) -> 
         step = max(300, int(30 * 86400 / buckets) // 300 * 300)
         conn.execute(
             "WITH RECURSIVE n(x) AS (SELECT 0 UNION ALL SELECT x + 1 FROM n WHERE x < ?) "
-            "INSERT OR IGNORE INTO rollup (device, metric, bucket, n, sum, min, max, last) "
-            "SELECT m.device, 'value', "
-            "(CAST(? AS INTEGER) / 300) * 300 - (x / ?) * ?, 5, 5.0, 1.0, 1.0, 1.0 "
-            "FROM n JOIN m ON m.i = x % ?",
-            (rollup_rows - 1, now, k, step, k))
+            "INSERT OR IGNORE INTO rollups (series, bucket, n, sum, min, max, last) "
+            "SELECT x % ? + 1, "
+            "(CAST(? AS INTEGER) / 300) * 300 - (x / ?) * ?, 5, 5.0, 1.0, 1.0, 1.0 FROM n",
+            (rollup_rows - 1, k, now, k, step))
         conn.execute("COMMIT")
     finally:
         conn.close()
