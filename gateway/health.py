@@ -19,18 +19,20 @@ import logging
 import math
 import time
 import traceback
-from collections import deque
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeWatch
 from drivers import zigbee2mqtt as z2m
 from gateway.kernel.clock import utc_iso
-from gateway.model import Kind, Quality, Reading, Severity
+from gateway.model import Kind, Quality, Reading, Severity, Value
 from gateway.store import devices as device_rows
 
-__all__ = ["DecodeFaults", "DeviceHealth", "HealthBook", "REPORTING_INTERVAL_S"]
+__all__ = ["DecodeFaults", "DeviceHealth", "HealthBook", "RECENT_READINGS", "REPORTING_INTERVAL_S",
+           "RecentReadings"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +44,61 @@ REPORTING_INTERVAL_S: dict[str, float] = {
     "water_meter": 3600, "gas_meter": 3600, "temperature_sensor": 3600, "alarm_panel": 3600,
 }
 LOW_BATTERY_PCT = 20.0
+#: how many of a device's last readings ``GET /api/devices/{id}/readings`` shows
+RECENT_READINGS = 20
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-@dataclass
+class RecentReadings:
+    """A device's last ``size`` readings (a ring), in ~700 bytes a device: the time as
+    integer microseconds in an array, what the reading is (kind, unit, quality, metric) as
+    a code into one table shared by all devices, the value itself (booleans and small
+    numbers are shared objects). 20 ``Reading`` objects in a deque took ~4.6 KB a device,
+    23 MB of a 5,000-device site's memory (docs/benchmarks.md, "day"). The readings are made
+    again, in UTC, only when asked for (:meth:`readings`)."""
+
+    __slots__ = ("_us", "_codes", "_values", "_next", "_count")
+    _shapes: list[tuple[Kind, str, Quality, str]] = []
+    _code_of: dict[tuple[Kind, str, Quality, str], int] = {}
+
+    def __init__(self, size: int = RECENT_READINGS) -> None:
+        self._us = array("q", bytes(8 * size))
+        self._codes = array("I", bytes(4 * size))
+        self._values: list[Value] = [None] * size
+        self._next = 0
+        self._count = 0
+
+    def append(self, r: Reading) -> None:
+        shape = (r.kind, r.unit, r.quality, r.metric)
+        code = self._code_of.get(shape)
+        if code is None:   # a few dozen in a site: kinds x units x metrics of its profiles
+            code = self._code_of[shape] = len(self._shapes)
+            self._shapes.append(shape)
+        i = self._next
+        self._us[i] = (r.ts - _EPOCH) // _MICROSECOND
+        self._codes[i] = code
+        self._values[i] = r.value
+        self._next = (i + 1) % len(self._values)
+        self._count = min(self._count + 1, len(self._values))
+
+    def __len__(self) -> int:
+        return self._count
+
+    def readings(self, h: DeviceHealth) -> list[Reading]:
+        """The readings, oldest first, as ``Reading``s of the device ``h``."""
+        size = len(self._values)
+        out = []
+        for k in range(size - self._count, size):
+            i = (self._next + k) % size
+            kind, unit, quality, metric = self._shapes[self._codes[i]]
+            out.append(Reading(h.device_id, kind, self._values[i],
+                               _EPOCH + self._us[i] * _MICROSECOND, unit, quality,
+                               h.device_type, h.household_id, h.grid_cell, metric))
+        return out
+
+
+@dataclass(slots=True)
 class DeviceHealth:
     device_id: str
     device_type: str
@@ -57,10 +111,15 @@ class DeviceHealth:
     battery_low: bool = False
     errors: dict[str, int] = field(default_factory=dict)
     recent_errors: int = 0                # decode errors since the last good message
-    #: the last readings themselves (immutable), made JSON only when asked: a dict per
-    #: reading was ~80 MB of a 5,000-device site's memory and a share of every reading's CPU
-    last_readings: deque = field(default_factory=lambda: deque(maxlen=20))
+    #: the last readings, compact (made JSON only when asked: a dict per reading was ~80 MB
+    #: of a 5,000-device site's memory and a share of every reading's CPU); None until the
+    #: device's first reading
+    recent: RecentReadings | None = None
     fault: str | None = None              # "decode_error" (DecodeFaults) or None
+
+    def readings(self) -> list[Reading]:
+        """The device's last readings (at most ``RECENT_READINGS``), oldest first."""
+        return self.recent.readings(self) if self.recent is not None else []
 
     def to_json(self) -> dict:
         return {"device_id": self.device_id, "device_type": self.device_type,
@@ -113,7 +172,9 @@ class HealthBook:
         h.last_seen = reading.ts.timestamp()
         h.last_seen_mono = time.monotonic()
         h.recent_errors = 0
-        h.last_readings.append(reading)
+        if h.recent is None:
+            h.recent = RecentReadings()
+        h.recent.append(reading)
         if reading.kind is Kind.BATTERY and reading.quality is Quality.GOOD:
             h.battery = float(reading.value)  # type: ignore[arg-type]
             h.battery_low = h.battery < LOW_BATTERY_PCT

@@ -79,7 +79,7 @@ async def device_readings(device_id: str, p: Reader, ctx: Ctx) -> dict:
     if h is None:
         raise ApiError(404, "device_not_found", f"device {device_id!r} not configured",
                        device=device_id)
-    return {"device": h.to_json(), "readings": [r.to_json() for r in list(h.last_readings)]}
+    return {"device": h.to_json(), "readings": [r.to_json() for r in h.readings()]}
 
 
 @router.get("/api/faults")
