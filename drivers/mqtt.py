@@ -43,7 +43,7 @@ import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -93,12 +93,13 @@ class DeviceBinding:
     household_id: str | None
     grid_cell: str | None
     profile: Profile
+    #: read on the alarm lane: the device gives alarms or held key presses
+    urgent: bool = field(init=False, compare=False)
 
-    @property
-    def urgent(self) -> bool:
-        """Read on the alarm lane: the device gives alarms or held key presses."""
-        return any(f.kind in URGENT_KINDS or f.metric in HELD_METRICS
-                   for f in self.profile.fields.values())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "urgent", any(
+            f.kind in URGENT_KINDS or f.metric in HELD_METRICS
+            for f in self.profile.fields.values()))
 
 
 class _Lane:
