@@ -218,7 +218,7 @@ class MqttIntake:
                     lane.connected.set()
                     delays = Backoff(base_s=0.5, cap_s=30.0).delays()
                     await _wait_disconnected(client)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
                 lane.status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
