@@ -114,6 +114,12 @@ class _Lane:
         self.session_present = False
         self.connected_at = 0.0
 
+    def lost(self) -> None:
+        """The connection is gone: the main lane reads alarm topics until the next SUBACK."""
+        self.connected.clear()
+        self.client = None
+        self.subscribed = set()
+
 
 class MqttIntake:
     """Reads devices from one broker on two connections (the module docstring's lanes).
@@ -219,13 +225,12 @@ class MqttIntake:
                     delays = Backoff(base_s=0.5, cap_s=30.0).delays()
                     await _wait_disconnected(client)
             except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
+                lane.lost()
                 lane.status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
-            finally:    # the main lane reads alarm topics again until the next SUBACK
-                lane.connected.clear()
-                lane.client = None
-                lane.subscribed = set()
+            finally:
+                lane.lost()
 
     async def _resubscribe(self, client: aiomqtt.Client) -> None:
         """Bring the alarm lane's subscriptions to :meth:`alarm_topics` (at connect, and
