@@ -46,6 +46,12 @@ def test_pause_keeps_the_collector_off_until_a_settle_which_may_skip_the_collect
         assert ref() is None
         settle()
         assert gc.isenabled()             # a settle without a pause leaves it on
+        node = _Node()
+        ref = weakref.ref(node)
+        settle()                          # frozen alive (a service that ran, in one process)
+        del node
+        settle(collect=False)             # no pause: collected all the same
+        assert ref() is None
     finally:
         gc.enable()
         gc.unfreeze()

@@ -44,11 +44,13 @@ _paused = False
 
 
 def settle(collect: bool = True) -> dict[str, float]:
-    """Collect (not with ``collect`` false: after :func:`pause`, see the module docstring),
-    then freeze what is left. Returns ``{"frozen": n, "ms": elapsed}``."""
+    """Collect, then freeze what is left. Returns ``{"frozen": n, "ms": elapsed}``.
+    ``collect`` false skips the collection only while :func:`pause` holds the collector off
+    (a start-up: see the module docstring); otherwise, e.g. a process that ran another
+    service before (the tests), whose frozen objects may be garbage now, it collects."""
     t0 = time.perf_counter()
     gc.unfreeze()
-    if collect:
+    if collect or not _paused:
         gc.collect()
     gc.freeze()
     resume()
