@@ -65,9 +65,16 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.kernel.heap import pause
+    from gateway.kernel.heap import pause, resume
 
     pause()     # no garbage collection until the service is built (gateway.kernel.heap)
+    try:
+        return _run(args)
+    finally:
+        resume()    # (the service's start-up settle turned it on, unless it never got there)
+
+
+def _run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway, Overrides
 
     try:

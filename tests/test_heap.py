@@ -87,3 +87,15 @@ async def test_stalls_are_measured_and_a_full_collection_leaves_its_survivors_fr
         task.cancel()
         del gc.callbacks[callbacks:]
         gc.unfreeze()
+
+
+def test_gateway_run_that_stops_before_its_settle_turns_the_collector_back_on(tmp_path) -> None:
+    import argparse
+
+    from gateway.cli import cmd_run
+
+    (tmp_path / "site").mkdir()         # no site.yaml, no devices.yaml: a ConfigError
+    args = argparse.Namespace(config=str(tmp_path / "site"), data=str(tmp_path / "data"),
+                              host="127.0.0.1", port=0)
+    assert cmd_run(args) == 1
+    assert gc.isenabled()
