@@ -196,6 +196,9 @@ class EmbeddedTelemetry:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        # appends touch the tables' last pages only: 512 KiB of page cache, not SQLite's
+        # 2 MiB default (which the appended pages would fill within minutes and keep)
+        self._conn.execute("PRAGMA cache_size=-512")
         self._conn.executescript(_SCHEMA)
         self._series: dict[tuple[str, str], int] = {
             (d, m): i for i, d, m in self._conn.execute("SELECT id, device, metric FROM series")}
