@@ -283,13 +283,14 @@ def _cross_check(cfg: dict[str, Any], trees: dict[str, Any], out: _Collector,
     if devices is not None:
         topics: dict[str, str] = {}
         for i, d in enumerate(devices.devices):
-            if not d.topic:
+            topic = d.topic
+            if not topic:
                 continue
-            if d.topic in topics:
+            if topic in topics:
                 loc = ("devices", i, "mqtt")
                 out.add("devices.yaml", locate(dt, loc), loc,
-                        f"topic {d.topic!r} already used by device {topics[d.topic]!r}")
-            topics[d.topic] = d.id
+                        f"topic {topic!r} already used by device {topics[topic]!r}")
+            topics[topic] = d.id
         _check_transports(devices, cfg.get("gateway.yaml"), dt, out, fit_only)
     rules_cfg = cfg.get("rules.yaml")
     if rules_cfg is not None and "rules.yaml" in trees:
