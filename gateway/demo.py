@@ -115,12 +115,14 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
     """Generate the simulated community's site (rewritten on every start: its size and
     speed are the command's) and plant one incident an hour into simulated time."""
     from simulators.community import Community
+    from simulators.community_extras import Extras
     from simulators.site_gen import write_site
 
     if args.households < 1 or args.speed <= 0:
         raise SystemExit("gateway demo: --households must be >= 1 and --speed > 0")
     origin = float(int(time.time()))
-    community = Community(args.households, args.seed, origin=origin)
+    community = Community(args.households, args.seed, origin=origin,
+                          extras=Extras(speed=args.speed))
     write_site(site_dir, community, site_id="sim-community", time_scale=args.speed)
     incidents = community.plant(origin + 3600, origin + 2 * 3600,
                                 1 / max(1, sum(h.lives_alone for h in community.households)))
@@ -141,7 +143,27 @@ def _community_site(site_dir: Path, args) -> tuple[Community, str, str]:
         note += (f"  Planted incident: the resident of {place} stops all activity at "
                  f"{_clock(stops, tz)} ({(stops - time.time()) / 60:.1f} min from now); the "
                  f"inactivity alarm is expected by {_clock(alarm_by, tz)} ({tz}).\n")
-    return community, "sim-community", note
+    return community, "sim-community", note + _extras_note(community, addresses, args.speed, tz)
+
+
+def _extras_note(community: Community, addresses: dict[str, str], speed: float,
+                 tz: str) -> str:
+    """The banner's lines on the help keys, the check-in, the visits and the gas valves."""
+    x = community.extras
+    if x is None:
+        return ""
+    note = (f"  Help keys (求助): {len(x.help_keys)} households; daily check-in (报平安): "
+            f"{len(x.checkin)} households, {x.checkin_opens // 60:02d}:"
+            f"{x.checkin_opens % 60:02d}-{x.checkin_by // 60:02d}:{x.checkin_by % 60:02d} "
+            f"real time, every day (not accelerated); visits (探访): {len(x.special)} "
+            f"special-difficulty households, {len(x.visited)} to be visited; gas valves: "
+            f"{len(x.gas)} kitchens.\n")
+    if x.planted_leak is not None:
+        hid, at = x.planted_leak
+        when = time.time() + (at - community.origin) / speed
+        note += (f"  Planted gas leak: the kitchen of {addresses.get(hid, hid)} at "
+                 f"{_clock(when, tz)}; its gas valve closes by itself (联动).\n")
+    return note
 
 
 def _inactivity_threshold_s(site_dir: Path) -> float:

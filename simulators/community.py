@@ -21,6 +21,10 @@ Contract:
   per ``step`` of simulated time, each sorted by time and all in ``[start, end)``: a
   virtual clock — nothing waits, the caller decides how fast time runs.
 - Deterministic for ``seed`` (and the same ``start``): the same reports, byte for byte.
+- ``extras=Extras(speed=...)`` (``gateway demo`` only; simulators/community_extras.py) adds
+  help keys, the daily check-in, visits of special-difficulty households and kitchens with a
+  gas valve, laid out in ``community.extras``; without it (the benchmarks) the community,
+  its devices and its reports are exactly as above.
 """
 
 from __future__ import annotations
@@ -31,12 +35,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from gateway.model import Kind
 from simulators.household_sim import DeviceFaults, HouseholdSim, Report
 from simulators.personas import Persona, draw_persona, plan_day, wake_time
 from simulators.personas import poisson_times as _poisson_times
+
+if TYPE_CHECKING:
+    from simulators.community_extras import ExtraLife, Extras
 
 __all__ = ["Community", "DeadSensors", "DeviceSpec", "HouseholdSpec", "Incident", "Report",
            "KINDS"]
@@ -115,7 +123,8 @@ class Community:
     """See module contract."""
 
     def __init__(self, households: int = 200, seed: int = 0, tz: str = "Asia/Shanghai",
-                 origin: float | None = None, name: str = "模拟社区") -> None:
+                 origin: float | None = None, name: str = "模拟社区",
+                 extras: Extras | None = None) -> None:
         if households < 1:
             raise ValueError("a community needs at least one household")
         self.seed, self.zone, self.tz, self.name = seed, ZoneInfo(tz), tz, name
@@ -156,6 +165,12 @@ class Community:
             self.devices.append(DeviceSpec(f"station-smoke-{k + 1:02d}", "smoke_detector",
                                            "json", None, cell, f"第{k + 1}网格微型消防站烟感"))
         self.by_id = {h.id: h for h in self.households}
+        #: the demo's help keys, check-ins, visits and gas valves (simulators.community_extras)
+        self.extras: ExtraLife | None = None
+        if extras is not None:
+            from simulators.community_extras import ExtraLife
+
+            self.extras = ExtraLife.lay_out(self, extras)
         self.incidents: dict[str, Incident] = {}
         self.dead: dict[str, DeadSensors] = {}
         self._truth: list[dict] = []
@@ -295,6 +310,7 @@ class Community:
                 if wanted is None or h.id in wanted]
         self._record(sims, start, end)
         entrances = _Entrances(self, start) if shared else None
+        extra = self.extras.stream(self, sims, start, end) if self.extras else None
         carry: list[Report] = []
         t = start
         while t < end:
@@ -304,6 +320,8 @@ class Community:
                 batch += s.advance(until)
             if entrances is not None:
                 batch += entrances.advance(t, until, sims)
+            if extra is not None:
+                batch += extra.advance(until)
             batch.sort(key=lambda r: r.ts)
             cut = _bisect_ts(batch, until)
             carry = batch[cut:]

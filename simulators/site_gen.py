@@ -15,6 +15,15 @@ The fixed one keeps the quiet hours :data:`QUIET`; the learned one learns the ni
 ``time_scale`` > 1 (the accelerated demo) divides the inactivity and supervision durations
 by it and drops quiet hours, because the gateway timestamps readings with the real clock.
 
+A community with ``extras`` (``gateway demo``; simulators/community_extras.py) also gets the
+help categories (:data:`~simulators.community_extras.HELP_CATEGORIES`), help keys on its help
+callers (``help_actions``), its special-difficulty households (``special_difficulty``) with
+a door lock that knows the grid member's and a volunteer's card (``visit_cards``), a
+``checkin`` rule (报平安) for the households that opted in, with the window the community
+chose (real time), the site profiles :data:`EXTRA_PROFILES`, and gas and carbon monoxide
+rules that close the household's gas valve (``then: close_valve``). Without extras nothing
+of this is written (the benchmarks' sites are unchanged).
+
     python -m simulators.site_gen OUT_DIR [--households 200] [--seed 0]
 """
 
@@ -28,7 +37,9 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from simulators.community import Community
+from simulators.community import Community, DeviceSpec
+from simulators.community_extras import (CHECKIN_KEY, HELP_CATEGORIES, ExtraLife,
+                                         grid_member_card, volunteer_card)
 
 __all__ = ["FIXED", "LEARNED", "SOURCES", "inactivity_rules", "shipped_response", "write_site"]
 
@@ -94,7 +105,7 @@ _HAZARDS = (
 )
 
 
-def _rules(time_scale: float) -> dict:
+def _rules(time_scale: float, extras: ExtraLife | None = None) -> dict:
     sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller", "alarm_panel"],
            "when": {"kind": "sos", "value": True}, "clear_when": {"kind": "sos", "value": False},
            "auto_resolve_on_clear": False, "severity": "critical", "category": "emergency_call",
@@ -111,16 +122,33 @@ def _rules(time_scale: float) -> dict:
                 "category": category, "message": {"zh": zh, "en": en},
                 **({"auto_resolve_on_clear": False} if kind in ("panic", "intrusion") else {})}
                for kind, severity, category, zh, en in _HAZARDS]
+    checkin = []
+    if extras is not None:      # the demo: gas valves close themselves; the daily check-in
+        for rule in hazards:
+            if rule["category"] == "gas":
+                rule["then"] = [{"action": "close_valve",
+                                 "target": {"household": "same", "type": "gas_valve"}}]
+        if extras.checkin:
+            checkin = [{"id": "checkin", "kind": "checkin", "households": sorted(extras.checkin),
+                        "opens": _hhmm(extras.checkin_opens), "by": _hhmm(extras.checkin_by),
+                        "severity": "major"}]
     health = {"id": "device_health", "kind": "supervision", "battery_below": 20,
               "message": {"zh": "设备故障：{household_address}{device_name}（{fault}）",
                           "en": "Device fault: {device_name} {household_address} ({fault})"}}
     if time_scale != 1.0:
         health["silence"] = _scaled(6 * 3600, time_scale)
-    return {"rules": [sos, smoke, *hazards, health, *inactivity_rules(time_scale)],
+    return {"rules": [sos, smoke, *hazards, health, *inactivity_rules(time_scale), *checkin],
             "escalation": {"tiers": [
                 {"name": "grid_member", "after": "0s", "notify": ["grid_member"]},
                 {"name": "duty_officer", "after": "3m", "notify": ["duty_officer"]},
                 {"name": "street_office", "after": "10m", "notify": ["street_office"]}]}}
+
+
+def _hhmm(minute: int) -> str:
+    """A time of day, quoted (a YAML 1.1 reader takes a bare 10:09 for a number)."""
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
+    return DoubleQuotedScalarString(f"{minute // 60:02d}:{minute % 60:02d}")
 
 
 def shipped_response() -> tuple[dict, dict]:
@@ -137,12 +165,17 @@ def _person(rng: random.Random) -> str:
     return rng.choice(_SURNAMES) + rng.choice(_GIVEN) + rng.choice(_GIVEN)
 
 
+def _cells(c: Community, rng: random.Random) -> list[dict]:
+    return [{"code": code, "name": f"{c.name}第{k + 1}网格",
+             "grid_member": rng.choice(_SURNAMES) + rng.choice(_GIVEN),
+             "grid_member_phone": f"138-0002-{k:04d}"}
+            for k, code in enumerate(c.grid_cells)]
+
+
 def _site(c: Community, site_id: str) -> dict:
     rng = random.Random(f"{c.seed}:contacts")
-    cells = [{"code": code, "name": f"{c.name}第{k + 1}网格",
-              "grid_member": rng.choice(_SURNAMES) + rng.choice(_GIVEN),
-              "grid_member_phone": f"138-0002-{k:04d}"}
-             for k, code in enumerate(c.grid_cells)]
+    cells = _cells(c, rng)
+    special = c.extras.special if c.extras is not None else {}
     households = []
     for k, h in enumerate(c.households):
         # every resident has a name; the phone of their own is missing now and then
@@ -154,15 +187,20 @@ def _site(c: Community, site_id: str) -> dict:
                      "phone": f"1380000{k:04d}"}] if h.lives_alone else []
         households.append({"id": h.id, "address": f"模拟路100弄{h.building}号{h.room}室",
                            "building": str(h.building), "grid_cell": h.grid_cell,
-                           "lives_alone": h.lives_alone, "residents": residents,
-                           "contacts": contacts})
+                           "lives_alone": h.lives_alone,
+                           **({"special_difficulty": True} if h.id in special else {}),
+                           "residents": residents, "contacts": contacts})
     on_call, response = shipped_response()
+    help_categories = ({"help_categories": {k: {"zh": zh, "en": en}
+                                            for k, (zh, en) in HELP_CATEGORIES.items()}}
+                       if c.extras is not None else {})
     return {"site": {"id": site_id, "name": c.name, "timezone": c.tz, "language": "zh-CN"},
-            "on_call": on_call, "response": response, "grid_cells": cells,
-            "households": households}
+            "on_call": on_call, "response": response, **help_categories,
+            "grid_cells": cells, "households": households}
 
 
 def _devices(c: Community) -> dict:
+    extras = c.extras
     out = []
     for d in c.devices:
         row: dict[str, Any] = {"id": d.id, "type": d.type}
@@ -177,8 +215,25 @@ def _devices(c: Community) -> dict:
         else:
             row["profile"] = _JSON_PROFILE.get(d.type, f"json-{d.type.replace('_', '-')}")
             row["mqtt"] = {"topic": d.topic}
+        if extras is not None:
+            _extra_keys(c, extras, d, row)
         out.append(row)
     return {"devices": out}
+
+
+def _extra_keys(c: Community, extras: ExtraLife, d: DeviceSpec, row: dict[str, Any]) -> None:
+    """The demo's help keys, 报平安 key and visit cards of device ``d`` (its ``row``)."""
+    if d.id in extras.help_keys:
+        row["help_actions"] = dict(extras.help_keys[d.id])
+    elif d.household in extras.checkin and extras.checkin[d.household] == d.id:
+        row["profile"] = "json-emergency-caller-ok"
+    elif d.household in extras.special and extras.special[d.household] == d.id:
+        cells = _cells(c, random.Random(f"{c.seed}:contacts"))
+        k = c.grid_cells.index(d.grid_cell)
+        volunteer = _person(random.Random(f"{c.seed}:volunteer:{k}"))
+        row["profile"] = "json-door-reader"
+        row["visit_cards"] = {grid_member_card(k): cells[k]["grid_member"],
+                              volunteer_card(k): f"志愿者 {volunteer}"}
 
 
 _JSON_PROFILE = {"emergency_caller": "json-emergency-caller",
@@ -202,6 +257,28 @@ PROFILES = {
         "description": "Entrance access controller, JSON {result: granted|denied, method}",
         "timestamp": "ts",
         "fields": {"result": {"kind": "access"}, "tamper": {"kind": "tamper"}}},
+}
+#: the demo's (``Community(extras=...)``): a caller with a 报平安 key, a household's door lock
+EXTRA_PROFILES = {
+    "json-emergency-caller-ok": {
+        "id": "json-emergency-caller-ok", "device_type": "emergency_caller", "format": "json",
+        "description": "JSON emergency caller with a check-in key (报平安): {event: sos|cancel} "
+                       f"or {{key: {CHECKIN_KEY}}}, battery",
+        "timestamp": "ts",
+        "fields": {"sos": {"kind": "sos"},
+                   "event": {"kind": "sos", "map": {"sos": True, "press": True, "pressed": True,
+                                                    "alarm": True, "cancel": False,
+                                                    "clear": False, "restore": False}},
+                   "key": {"kind": "button", "map": {CHECKIN_KEY: CHECKIN_KEY}},
+                   "battery": {"kind": "battery"}, "battery_low": {"kind": "battery_low"},
+                   "tamper": {"kind": "tamper"}, "test": {"kind": "test"}}},
+    "json-door-reader": {
+        "id": "json-door-reader", "device_type": "door_access", "format": "json",
+        "description": "A household's smart door lock and card reader, JSON {result: "
+                       "granted|denied, card, battery}",
+        "timestamp": "ts",
+        "fields": {"result": {"kind": "access"}, "battery": {"kind": "battery"},
+                   "tamper": {"kind": "tamper"}}},
 }
 
 
@@ -233,14 +310,16 @@ def write_site(out: str | Path, community: Community, *, site_id: str = "sim-com
     gen = f"# Generated by simulators/site_gen.py (seed {community.seed}); fictional people.\n"
     _dump(out / "site.yaml", _site(community, site_id), gen, fast)
     _dump(out / "devices.yaml", _devices(community), gen, fast)
-    _dump(out / "rules.yaml", _rules(time_scale), gen + "# Format: docs/rules.md. "
-          "inactivity_fixed is the benchmark's comparison (docs/benchmarks.md).\n")
+    _dump(out / "rules.yaml", _rules(time_scale, community.extras),
+          gen + "# Format: docs/rules.md. inactivity_fixed is the benchmark's comparison "
+          "(docs/benchmarks.md).\n")
     _dump(out / "uplinks.yaml", {"case_system": {
         "url": case_url, "key_id": site_id, "secret_env": "CASE_SYSTEM_SECRET",
         "timeout_s": 5}}, gen)
     _dump(out / "gateway.yaml", {"mqtt": {"host": "127.0.0.1", "port": mqtt_port,
                                           "keepalive_s": 30, "max_payload_bytes": 8192}}, gen)
-    for pid, profile in PROFILES.items():
+    extra = EXTRA_PROFILES if community.extras is not None else {}
+    for pid, profile in {**PROFILES, **extra}.items():
         _dump(out / "profiles" / f"{pid}.yaml", profile, gen)
     return out
 

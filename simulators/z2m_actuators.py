@@ -115,6 +115,14 @@ class Actuators:
         if d.answer:
             self._client.publish(f"{BASE}/{d.name}", json.dumps(d.state()), qos=1)
 
+    def operate(self, name: str, on: bool) -> None:
+        """A change made at the device itself (a valve reopened by hand), reported like a
+        commanded one."""
+        d = self.devices[name]
+        with self._lock:
+            d.on = on
+            self.report(d)
+
     def tick(self) -> None:
         """End sirens whose duration has passed (and report it)."""
         now = time.monotonic()
