@@ -2,7 +2,8 @@
 
 Starts a local Mosquitto (generated config, loopback), the simulated grid case system, the
 simulated community (``--households`` homes whose residents live their days ``--speed`` times
-faster than real time, publishing Zigbee2MQTT and JSON messages; ``--example`` runs the small
+faster than real time, publishing Zigbee2MQTT and JSON messages, with help keys, a daily
+check-in, visits and gas valves: simulators/community_extras.py; ``--example`` runs the small
 example site with button presses instead) and the gateway with the console on
 http://127.0.0.1:PORT. A duty user with a fresh
 random password is created and printed (there are no default passwords). Ctrl-C stops it all.
