@@ -39,7 +39,7 @@ Contract:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -133,9 +133,11 @@ class ExtraLife:
         z2m = [h for h in elderly if kind_of.get(caller(h)) == "z2m"]
         for h in _some(rng, z2m, _HELP_SHARE):
             life.help_keys[caller(h)] = dict(HELP_KEYS)
+            _rename(c, caller(h), "多键呼叫器（含求助键）")
         json_alone = [h for h in elderly if h.lives_alone and kind_of.get(caller(h)) == "json"]
         for h in sorted(_some(rng, json_alone, _CHECKIN_SHARE), key=lambda x: x.id):
             life.checkin[h.id] = caller(h)
+            _rename(c, caller(h), "一键呼叫器（含报平安键）")
         if len(life.checkin) >= 3:      # the first day's forgetful one (未报平安)
             life.forgets_first_day = rng.choice(sorted(life.checkin))
         local = datetime.fromtimestamp(c.origin, c.zone)
@@ -169,6 +171,11 @@ class ExtraLife:
     def _has(self, hid: str) -> bool:
         return (hid in self.checkin or hid in self.special or hid in self.gas
                 or f"caller-{hid.removeprefix('h-')}" in self.help_keys)
+
+
+def _rename(c: Community, device_id: str, name: str) -> None:
+    k = next(i for i, d in enumerate(c.devices) if d.id == device_id)
+    c.devices[k] = replace(c.devices[k], name=name)
 
 
 def _tag(h: HouseholdSpec) -> str:
