@@ -119,3 +119,34 @@ async def test_a_caller_added_by_the_installer_is_read_once_on_the_alarm_lane(mo
         # the caller removed again: the alarm lane lets its topic go
         intake.rebind(_bindings(with_caller=False))
         await until(lambda: not intake._alarm.subscribed, 10, "alarm lane unsubscribed")
+
+
+@pytest.mark.parametrize("persistence", [True, False])
+async def test_after_a_broker_restart_each_press_is_read_once(tmp_path, persistence):
+    """The broker restarts under a running intake (keeping its sessions, or forgetting them as
+    one without persistence does): both lanes come back and a press is read exactly once."""
+    from gateway.broker import Mosquitto
+
+    broker = Mosquitto(workdir=tmp_path / "broker", persistence=persistence).start()
+    sink = AckingSink()
+    intake = _intake(broker.port, sink, f"gw-lane-restart-{persistence}")
+    try:
+        async with running(intake):
+            await until(lambda: intake.connected.is_set()
+                        and intake.alarm_lane_state == "online", 10, "both lanes online")
+            mqtt_publish(broker.port, [(CALLER, {"action": "emergency"})])
+            await until(lambda: len(_sos(sink)) == 1, 10, "the first press")
+            broker.stop()
+            await until(lambda: intake.alarm_lane_state == "offline", 10, "alarm lane lost")
+            broker.start()
+            await until(lambda: intake.connected.is_set()
+                        and intake.alarm_lane_state == "online", 20, "both lanes back")
+            mqtt_publish(broker.port, [(CALLER, {"action": "emergency"}),
+                                       (MOTIONS[1], {"occupancy": True})])
+            await until(lambda: len(_sos(sink)) >= 2
+                        and sum(r.kind is Kind.MOTION for r in sink.readings) >= 1,
+                        10, "the second press")
+            await asyncio.sleep(0.5)
+        assert len(_sos(sink)) == 2
+    finally:
+        broker.stop()
