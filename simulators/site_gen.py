@@ -21,7 +21,8 @@ callers (``help_actions``), its special-difficulty households (``special_difficu
 a door lock that knows the grid member's and a volunteer's card (``visit_cards``), a
 ``checkin`` rule (报平安) for the households that opted in, with the window the community
 chose (real time), the site profiles :data:`EXTRA_PROFILES`, and gas and carbon monoxide
-rules that close the household's gas valve (``then: close_valve``). Without extras nothing
+rules that close the household's gas valve (``then: close_valve``) and leave their alarm open
+for staff after the all-clear (``auto_resolve_on_clear: false``). Without extras nothing
 of this is written (the benchmarks' sites are unchanged).
 
     python -m simulators.site_gen OUT_DIR [--households 200] [--seed 0]
@@ -128,6 +129,9 @@ def _rules(time_scale: float, extras: ExtraLife | None = None) -> dict:
             if rule["category"] == "gas":
                 rule["then"] = [{"action": "close_valve",
                                  "target": {"household": "same", "type": "gas_valve"}}]
+                # a closed valve is for staff to see (and reopen): the card stays after the
+                # all-clear, which comes within seconds at the demo's speed
+                rule["auto_resolve_on_clear"] = False
         if extras.checkin:
             checkin = [{"id": "checkin", "kind": "checkin", "households": sorted(extras.checkin),
                         "opens": _hhmm(extras.checkin_opens), "by": _hhmm(extras.checkin_by),

@@ -62,6 +62,7 @@ def test_the_demo_site_validates_with_help_keys_checkin_visits_and_valves(tmp_pa
     gas = next(r for r in site.rules.rules if r.id == "gas")
     assert [(t.action, t.target.household, t.target.type) for t in gas.then] == [
         ("close_valve", "same", "gas_valve")]
+    assert gas.auto_resolve_on_clear is False      # the card (已自动关阀) stays for staff
     # every report of the extras' devices decodes back into its readings
     bindings = {b.device_id: b for b in bindings_for(site).values()}
     specs = {d.id: d for d in c.devices}
