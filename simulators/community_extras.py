@@ -210,7 +210,7 @@ class _ExtraStream:
         """The days (simulated times) the household is to be visited: one in the first
         simulated week, then about every month."""
         rng = random.Random(f"{self.c.seed}:extras:{hid}:visits")
-        days, day = [], self.c.origin + rng.uniform(0.2, 6) * DAY
+        days, day = [], self.c.origin + rng.uniform(0, 6) * DAY
         while day < self.end:
             days.append(day)
             day += rng.uniform(26, 34) * DAY
@@ -280,7 +280,7 @@ class _ExtraStream:
             rng = random.Random(f"{self.c.seed}:extras:{hid}:visit:{day}")
             for k in range(3):
                 ts = self.c._at_local(day + k * DAY, rng.uniform(9, 17))
-                if self._awake_at_home(s, key, persona, ts):
+                if ts >= self.start and self._awake_at_home(s, key, persona, ts):
                     card = (grid_member_card(cell) if rng.random() < 0.8
                             else volunteer_card(cell))
                     out.append(Report(ts, self.life.special[hid],
