@@ -20,7 +20,8 @@ help categories (:data:`~simulators.community_extras.HELP_CATEGORIES`), help key
 callers (``help_actions``), its special-difficulty households (``special_difficulty``) with
 a door lock that knows the grid member's and a volunteer's card (``visit_cards``), a
 ``checkin`` rule (报平安) for the households that opted in, with the window the community
-chose (real time), the site profiles :data:`EXTRA_PROFILES`, and gas and carbon monoxide
+chose (real time) and a response to its 未报平安 follow-up (call the resident, the contacts,
+the grid member), the site profiles :data:`EXTRA_PROFILES`, and gas and carbon monoxide
 rules that close the household's gas valve (``then: close_valve``) and leave their alarm open
 for staff after the all-clear (``auto_resolve_on_clear: false``). Without extras nothing
 of this is written (the benchmarks' sites are unchanged).
@@ -148,6 +149,17 @@ def _rules(time_scale: float, extras: ExtraLife | None = None) -> dict:
                 {"name": "street_office", "after": "10m", "notify": ["street_office"]}]}}
 
 
+#: the demo's response to a missed check-in (未报平安)
+_CHECKIN_MISSED = {
+    "priority": 3,
+    "call_plan": ["resident", "contacts", "grid_member"],
+    "guidance": {
+        "zh": ["电话联系住户，确认平安", "无人接听：打紧急联系人", "仍联系不上：请网格员上门查看"],
+        "en": ["Call the resident to make sure they are well",
+               "No answer: call the emergency contacts",
+               "Still no answer: send the grid member to the home"]}}
+
+
 def _hhmm(minute: int) -> str:
     """A time of day, quoted (a YAML 1.1 reader takes a bare 10:09 for a number)."""
     from ruamel.yaml.scalarstring import DoubleQuotedScalarString
@@ -195,9 +207,12 @@ def _site(c: Community, site_id: str) -> dict:
                            **({"special_difficulty": True} if h.id in special else {}),
                            "residents": residents, "contacts": contacts})
     on_call, response = shipped_response()
-    help_categories = ({"help_categories": {k: {"zh": zh, "en": en}
-                                            for k, (zh, en) in HELP_CATEGORIES.items()}}
-                       if c.extras is not None else {})
+    help_categories = {}
+    if c.extras is not None:
+        help_categories = {"help_categories": {k: {"zh": zh, "en": en}
+                                               for k, (zh, en) in HELP_CATEGORIES.items()}}
+        if c.extras.checkin:
+            response = {**response, "checkin_missed": _CHECKIN_MISSED}
     return {"site": {"id": site_id, "name": c.name, "timezone": c.tz, "language": "zh-CN"},
             "on_call": on_call, "response": response, **help_categories,
             "grid_cells": cells, "households": households}

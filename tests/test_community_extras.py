@@ -50,6 +50,7 @@ def test_the_demo_site_validates_with_help_keys_checkin_visits_and_valves(tmp_pa
     [checkin] = [r for r in site.rules.rules if r.kind == "checkin"]
     assert checkin.households == sorted(x.checkin)
     assert (checkin.opens, checkin.by) == (x.checkin_opens, x.checkin_by)
+    assert site.site.response["checkin_missed"].call_plan[0] == "resident"
     special = {h.id for h in site.site.households if h.special_difficulty}
     assert special == set(x.special)
     for hid, lock in x.special.items():
