@@ -13,38 +13,18 @@ the underlying paho client (``client._client``, aiomqtt's documented escape hatc
 Session: MQTT 3.1.1, fixed client id, ``clean_session=False``, QoS 1 subscriptions, so the
 broker keeps what arrives while the gateway is down or restarting and redelivers anything
 not acknowledged.
-
-Two connections ("lanes"), so that an alarm never queues behind telemetry in the broker's
-in-flight window or the socket:
-
-- the **alarm lane** (client id ``<id>-alarm``) subscribes to the exact topics of the devices
-  whose readings are alarms or held key presses (callers, smoke, gas, heat, water-leak
-  detectors, alarm panels: :data:`URGENT_KINDS`, :data:`HELD_METRICS`);
-- the **main lane** (client id ``<id>``) subscribes to the wildcards (and any bound topic
-  they do not cover). A message of a topic the alarm lane is subscribed to *on its current
-  connection* is acknowledged on the main lane without being read: the alarm lane's own
-  persistent session has the same message. While the alarm lane is down, or its topic not
-  yet subscribed, the main lane reads such messages itself, so nothing depends on the alarm
-  lane being up. When the alarm lane's session was new but the main lane's was not (the
-  first start of this version, or the broker forgot only the alarm lane), the main lane
-  reads alarm topics for :data:`CATCH_UP_S` after its own connect too: its backlog may hold
-  presses the new session never saw. A message read on both lanes is
-  a QoS 1 redelivery as far as the rules are concerned (the same press twice; the alarm
-  stays one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import select
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -55,10 +35,10 @@ from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, d
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
-from gateway.kernel.model import ALARM_KINDS, Kind, Reading
+from gateway.kernel.model import Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
 
-__all__ = ["HELD_METRICS", "URGENT_KINDS", "DeviceBinding", "MqttIntake"]
+__all__ = ["HELD_METRICS", "DeviceBinding", "MqttIntake"]
 
 log = logging.getLogger(__name__)
 #: readings acknowledged (PUBACK) only once the gateway has saved them, besides the
@@ -67,21 +47,10 @@ log = logging.getLogger(__name__)
 HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 
 #: MQTT packets read per socket-readable event at most (fairness with the other tasks),
-#: and for at most this long: under a loaded CPU 64 packets took up to 67 ms, an alarm on
-#: the other lane waiting behind them (docs/benchmarks.md "path")
+#: and for at most this long: under a loaded CPU 64 packets took up to 67 ms, an alarm
+#: committed meanwhile waiting for the loop (docs/benchmarks.md "path")
 READ_BURST = 64
 READ_BURST_S = 0.004
-#: a device with a field of these kinds is read on the alarm lane. Tamper and fault are
-#: alarm-class too, but ride on ordinary sensors (a motion sensor's cover): those devices
-#: stay on the main lane, their alarm-class readings still go the durable way.
-URGENT_KINDS: frozenset[Kind] = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
-#: topics subscribed per SUBSCRIBE packet (a site has thousands of callers and detectors)
-SUBSCRIBE_CHUNK = 500
-#: seconds the main lane also reads alarm topics after its connect when the alarm lane's
-#: session was new: the main session's backlog may hold what the new session never saw
-CATCH_UP_S = 30.0
-#: seconds the main lane waits for the alarm lane at start before connecting anyway
-ALARM_LANE_FIRST_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,37 +62,10 @@ class DeviceBinding:
     household_id: str | None
     grid_cell: str | None
     profile: Profile
-    #: read on the alarm lane: the device gives alarms or held key presses
-    urgent: bool = field(init=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "urgent", any(
-            f.kind in URGENT_KINDS or f.metric in HELD_METRICS
-            for f in self.profile.fields.values()))
-
-
-class _Lane:
-    """One MQTT connection of the intake: its client id, state and what it subscribed."""
-
-    def __init__(self, name: str, client_id: str, where: str) -> None:
-        self.name, self.client_id = name, client_id
-        self.status = StateTracker(f"mqtt {name} {where}", "starting", logger=log)
-        self.connected = asyncio.Event()
-        self.client: aiomqtt.Client | None = None
-        self.subscribed: set[str] = set()
-        self.session_present = False
-        self.connected_at = 0.0
-
-    def lost(self) -> None:
-        """The connection is gone: the main lane reads alarm topics until the next SUBACK."""
-        self.connected.clear()
-        self.client = None
-        self.subscribed = set()
 
 
 class MqttIntake:
-    """Reads devices from one broker on two connections (the module docstring's lanes).
-    ``run()`` reconnects each forever until cancelled."""
+    """Reads devices from one broker. ``run()`` reconnects forever until cancelled."""
 
     def __init__(self, *, host: str, port: int, client_id: str, sink: IntakeSink,
                  bindings: dict[str, DeviceBinding], metrics: MetricsSink,
@@ -151,125 +93,59 @@ class MqttIntake:
         # Fault injection for the decode-fault test only (GATEWAY_TEST_DECODE_FAULT, never in
         # production): decoding a bound device's payload that contains these bytes raises.
         self.test_decode_fault = test_decode_fault
-        where = f"{host}:{port}"
-        self._main = _Lane("intake", client_id, where)
-        self._alarm = _Lane("alarm lane", f"{client_id}-alarm", where)
-        self.connected = self._main.connected
-        self.status = self._main.status
+        self.connected = asyncio.Event()
+        self.status = StateTracker(f"mqtt intake {host}:{port}", "starting", logger=log)
+        self._paho: paho.Client | None = None
         self._rlog = RateLimitedLog(log)
+        self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
-        self._resubscribing: asyncio.Task[None] | None = None
 
     def rebind(self, bindings: dict[str, DeviceBinding]) -> None:
-        """Swap the topic -> device table (installer edited the config); takes effect at once
-        (the alarm lane subscribes to new alarm devices' topics as soon as it can; until
-        then the main lane reads them)."""
+        """Swap the topic -> device table (installer edited the config); takes effect at once."""
         self.bindings = bindings
-        lane = self._alarm
-        if lane.client is not None and set(self.alarm_topics()) != lane.subscribed:
-            if self._resubscribing is None or self._resubscribing.done():
-                self._resubscribing = asyncio.get_running_loop().create_task(
-                    self._resubscribe(lane.client), name="mqtt-alarm-lane-resubscribe")
 
     def topics(self) -> list[str]:
-        """What the main lane subscribes to: the wildcards and bound topics they miss."""
         extra = [t for t in self.bindings if not any(_covers(s, t) for s in self.subscriptions)]
         return list(self.subscriptions) + sorted(extra)
 
-    def alarm_topics(self) -> list[str]:
-        """What the alarm lane subscribes to: the topics of devices that give alarms."""
-        return sorted(t for t, b in self.bindings.items() if b.urgent)
-
-    @property
-    def alarm_lane_state(self) -> str:
-        """``starting``, ``online`` or ``offline``: the alarm lane (the health endpoint)."""
-        return self._alarm.status.value
-
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._keep_connected(self._alarm), name="mqtt-alarm-lane")
-            tg.create_task(self._main_after_alarm_lane(), name="mqtt-main-lane")
-
-    async def _main_after_alarm_lane(self) -> None:
-        # the alarm lane first: a main lane reading a restart's backlog of alarm topics
-        # before the alarm lane is up would read them twice
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._alarm.connected.wait(), ALARM_LANE_FIRST_S)
-        await self._keep_connected(self._main)
-
-    async def _keep_connected(self, lane: _Lane) -> None:
-        delays = Backoff(base_s=0.5, cap_s=30.0).delays()
+        delays = self._reconnect.delays()
         while True:
             try:
                 client = aiomqtt.Client(
-                    self.host, self.port, identifier=lane.client_id, clean_session=False,
+                    self.host, self.port, identifier=self.client_id, clean_session=False,
                     keepalive=self.keepalive, username=self.username, password=self._password,
                     protocol=aiomqtt.ProtocolVersion.V311, timeout=10)
                 # Before connecting: with a persistent session the broker resends what was
                 # not acknowledged right after CONNACK, before any SUBSCRIBE. aiomqtt's own
                 # handler would auto-acknowledge those into a queue nobody reads (lost SOS).
-                mqttc = client._client  # noqa: SLF001 - see module docstring
-                mqttc.manual_ack_set(True)
-                mqttc.on_message = self._on_message if lane is self._main else self._on_alarm
-                _note_session(mqttc, lane)
+                self._paho = client._client  # noqa: SLF001 - see module docstring
+                self._paho.manual_ack_set(True)
+                self._paho.on_message = self._on_message
                 async with client:
-                    self._read_in_bursts(client, mqttc)
-                    lane.connected_at = time.monotonic()
-                    if lane is self._main:
-                        await _subscribe(client, self.topics())
-                    else:
-                        lane.client = client
-                        await self._resubscribe(client)
-                    lane.status.set("online")
-                    lane.connected.set()
-                    delays = Backoff(base_s=0.5, cap_s=30.0).delays()
+                    self._read_in_bursts(client)
+                    for topic in self.topics():
+                        await client.subscribe(topic, qos=1)
+                    self.status.set("online")
+                    self.connected.set()
+                    delays = self._reconnect.delays()
                     await _wait_disconnected(client)
             except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
-                lane.lost()
-                lane.status.set("offline", str(exc))
+                self.connected.clear()
+                self.status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
-            finally:
-                lane.lost()
 
-    async def _resubscribe(self, client: aiomqtt.Client) -> None:
-        """Bring the alarm lane's subscriptions to :meth:`alarm_topics` (at connect, and
-        after the installer changed devices)."""
-        lane = self._alarm
-        while True:
-            want = set(self.alarm_topics())
-            gone, new = lane.subscribed - want, want - lane.subscribed
-            if not gone and not new:
-                return
-            lane.subscribed -= gone         # the main lane reads these from now on
-            try:
-                if gone:
-                    await client.unsubscribe(sorted(gone))
-                await _subscribe(client, sorted(new))
-            except aiomqtt.MqttError as exc:    # the lane reconnects and subscribes anew
-                log.warning("mqtt alarm lane: cannot subscribe %d topics: %s", len(new), exc)
-                return
-            lane.subscribed |= new
-
-    def _covered(self, topic: str) -> bool:
-        """A topic the alarm lane reads (the main lane then acknowledges it unread)."""
-        lane, main = self._alarm, self._main
-        if topic not in lane.subscribed or lane.status.value != "online":
-            return False
-        # a new alarm session beside an old main one (the first start of this version, or
-        # the broker forgot only the alarm lane): the main backlog may hold alarms
-        return lane.session_present or not main.session_present or (
-            time.monotonic() - main.connected_at > CATCH_UP_S)
-
-    def _read_in_bursts(self, client: aiomqtt.Client, mqttc: paho.Client) -> None:
+    def _read_in_bursts(self, client: aiomqtt.Client) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
         that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while the
         socket has data: a turn of the loop costs more than decoding a message, so under
         load this roughly doubles what one core takes in (see the ingest benchmark). Errors
         end the connection as aiomqtt's reader does (the run loop then reconnects with
         backoff)."""
-        sock = mqttc.socket()
-        if sock is None:
+        mqttc = self._paho
+        sock = mqttc.socket() if mqttc is not None else None
+        if mqttc is None or sock is None:
             return
         fd = sock.fileno()
         if hasattr(sock, "setsockopt"):
@@ -278,6 +154,8 @@ class MqttIntake:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         loop = asyncio.get_running_loop()
         disconnected = client._disconnected  # noqa: SLF001
+        readable = select.poll()        # not select.select: it fails for a descriptor >= 1024
+        readable.register(fd, select.POLLIN)
 
         def read_burst() -> None:
             until = time.perf_counter() + READ_BURST_S
@@ -295,7 +173,7 @@ class MqttIntake:
                             loop.call_soon(read_burst)
                             break
                         continue
-                    if time.perf_counter() > until or not select.select([fd], [], [], 0)[0]:
+                    if time.perf_counter() > until or not readable.poll(0):
                         break           # the rest on the next turn (the socket is readable)
             except Exception as exc:  # noqa: BLE001 - any read failure ends this connection
                 if not disconnected.done():
@@ -309,18 +187,8 @@ class MqttIntake:
         """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
         return self.status.value
 
-    def _on_message(self, client: paho.Client, userdata: object,
+    def _on_message(self, _client: paho.Client, _userdata: object,
                     msg: paho.MQTTMessage) -> None:
-        """A message on the main lane."""
-        if self._covered(msg.topic):
-            if msg.qos:
-                client.ack(msg.mid, msg.qos)    # the alarm lane's session has it too
-            return
-        self._on_alarm(client, userdata, msg)
-
-    def _on_alarm(self, client: paho.Client, _userdata: object,
-                  msg: paho.MQTTMessage) -> None:
-        """A message read on either lane (the alarm lane's handler)."""
         topic = msg.topic
         payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
@@ -338,22 +206,21 @@ class MqttIntake:
                              exc)
             readings = []
         if not readings:
-            if qos:   # a bad message is answered (counted), never redelivered forever
-                client.ack(mid, qos)
+            self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
             return
         if any(r.is_alarm_class or r.metric in HELD_METRICS for r in readings):
-            def ack() -> None:      # on the connection it came by, once committed
-                if qos:
-                    client.ack(mid, qos)
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(
-                    self.commit_delay_s, self.sink.offer, readings, ack)
+                    self.commit_delay_s, self.sink.offer, readings, lambda: self._ack(mid, qos))
                 return
-            self.sink.offer(readings, ack)
+            self.sink.offer(readings, lambda: self._ack(mid, qos))
         else:
             self.sink.offer(readings, None)
-            if qos:
-                client.ack(mid, qos)
+            self._ack(mid, qos)
+
+    def _ack(self, mid: int, qos: int) -> None:
+        if qos and self._paho is not None:
+            self._paho.ack(mid, qos)
 
     def _decode(self, topic: str, payload: bytes) -> list[Reading]:
         binding = self.bindings.get(topic)
@@ -489,25 +356,6 @@ class MqttIntake:
     def _reject(self, reason: str, where: str, detail: str) -> None:
         self.metrics.inc("gateway_rejected_total", reason=reason, transport="mqtt")
         self._rlog.warning((reason, where), "rejected %s: %s [%s]", where, detail, reason)
-
-
-def _note_session(mqttc: paho.Client, lane: _Lane) -> None:
-    """Record CONNACK's session-present flag on ``lane`` (aiomqtt does not keep it)."""
-    theirs: Any = mqttc.on_connect     # aiomqtt's handler (paho types it as a union)
-
-    def on_connect(client: paho.Client, userdata: object, flags: paho.ConnectFlags,
-                   *rest: Any) -> None:
-        lane.session_present = bool(flags.session_present)
-        if theirs is not None:
-            theirs(client, userdata, flags, *rest)
-
-    mqttc.on_connect = on_connect
-
-
-async def _subscribe(client: aiomqtt.Client, topics: list[str]) -> None:
-    """SUBSCRIBE ``topics`` at QoS 1, :data:`SUBSCRIBE_CHUNK` to a packet."""
-    for i in range(0, len(topics), SUBSCRIBE_CHUNK):
-        await client.subscribe([(t, 1) for t in topics[i:i + SUBSCRIBE_CHUNK]])
 
 
 async def _wait_disconnected(client: aiomqtt.Client) -> None:

@@ -1,0 +1,99 @@
+"""The MQTT intake across restarts of the gateway and of the broker: a press is read exactly
+once — including one made while the gateway was down by a caller the installer added then,
+and one made after a broker restart that kept or forgot the sessions.
+
+(These came from a review of an "alarm lane", a second connection for callers and detectors
+that was withdrawn: acknowledging a message unread on one connection because the other is
+subscribed loses what the broker routed before that subscription. docs/benchmarks.md, "path".)"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drivers.mqtt import DeviceBinding, MqttIntake
+from drivers.profiles import Profile, load_profiles
+from gateway.broker import Mosquitto
+from gateway.metrics import Metrics
+from gateway.model import Kind
+from tests.support import AckingSink, mqtt_publish, running, until
+
+pytestmark = pytest.mark.integration
+
+PROFILES = load_profiles()
+CALLER = "zigbee2mqtt/caller-1"
+MOTIONS = [f"zigbee2mqtt/motion-{i}" for i in range(20)]
+
+
+def _profile(pid: str) -> Profile:
+    p = PROFILES.by_id[pid]
+    assert isinstance(p, Profile)
+    return p
+
+
+def _bindings(with_caller: bool = True) -> dict[str, DeviceBinding]:
+    motion = _profile("zigbee2mqtt-motion-sensor")
+    out = {t: DeviceBinding(t.rpartition("/")[2], "motion_sensor", "h-1", "cell-1", motion)
+           for t in MOTIONS}
+    if with_caller:
+        out[CALLER] = DeviceBinding("caller-1", "emergency_caller", "h-1", "cell-1",
+                                    _profile("zigbee2mqtt-emergency-caller"))
+    return out
+
+
+def _intake(port: int, sink: AckingSink, client_id: str, **kw) -> MqttIntake:
+    return MqttIntake(host="127.0.0.1", port=port, client_id=client_id, sink=sink,
+                      metrics=Metrics(), bindings=_bindings(**kw))
+
+
+def _sos(sink: AckingSink) -> list:
+    return [r for r in sink.readings if r.kind is Kind.SOS]
+
+
+async def test_a_caller_added_while_the_gateway_was_down_keeps_its_queued_sos(mosquitto):
+    """The gateway ran without the caller; it stops, the installer adds the caller, the caller
+    presses while the gateway is down; after the start the press is read, once, behind the
+    telemetry queued before it."""
+    cid = "gw-intake-added"
+    async with running(_intake(mosquitto.port, AckingSink(), cid, with_caller=False)) as i:
+        await until(i.connected.is_set, 10, "intake online")
+    backlog = [(MOTIONS[n % len(MOTIONS)], {"occupancy": n % 2 == 0}) for n in range(500)]
+    mqtt_publish(mosquitto.port, [*backlog, (CALLER, {"action": "emergency"})])
+    sink = AckingSink()
+    async with running(_intake(mosquitto.port, sink, cid, with_caller=True)):
+        await until(lambda: _sos(sink), 10, "the SOS pressed while the gateway was down")
+        await asyncio.sleep(0.3)
+    assert len(_sos(sink)) == 1
+    again = AckingSink()            # acknowledged once read: the broker no longer has it
+    async with running(_intake(mosquitto.port, again, cid, with_caller=True)) as i:
+        await until(i.connected.is_set, 10, "intake online")
+        await asyncio.sleep(0.5)
+    assert _sos(again) == []
+
+
+@pytest.mark.parametrize("persistence", [True, False])
+async def test_after_a_broker_restart_each_press_is_read_once(tmp_path, persistence):
+    """The broker restarts under a running intake (keeping its sessions, or forgetting them as
+    one without persistence does): the intake comes back and a press is read exactly once."""
+    broker = Mosquitto(workdir=tmp_path / "broker", persistence=persistence).start()
+    sink = AckingSink()
+    intake = _intake(broker.port, sink, f"gw-intake-restart-{persistence}")
+    try:
+        async with running(intake):
+            await until(intake.connected.is_set, 10, "intake online")
+            mqtt_publish(broker.port, [(CALLER, {"action": "emergency"})])
+            await until(lambda: len(_sos(sink)) == 1, 10, "the first press")
+            broker.stop()
+            await until(lambda: intake.state == "offline", 10, "intake offline")
+            broker.start()
+            await until(lambda: intake.state == "online", 20, "intake back")
+            mqtt_publish(broker.port, [(CALLER, {"action": "emergency"}),
+                                       (MOTIONS[1], {"occupancy": True})])
+            await until(lambda: len(_sos(sink)) >= 2
+                        and any(r.kind is Kind.MOTION for r in sink.readings),
+                        10, "the second press")
+            await asyncio.sleep(0.5)
+        assert len(_sos(sink)) == 2
+    finally:
+        broker.stop()
