@@ -101,6 +101,9 @@ def test_today_s_check_ins(browser, tmp_path, mosquitto):
         expect(card).to_be_visible()
         expect(card).to_have_class(__import__("re").compile(r"\bflash\b"))
         expect(card).to_contain_text("No check-in")
+        # a follow-up has no device: its line has no empty slot ("Raised 10:02 · · Escalated")
+        meta = card.locator(".card-body > .meta").inner_text()
+        assert "· ·" not in meta and "··" not in meta, meta
     finally:
         context.close()
         gw.stop()

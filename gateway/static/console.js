@@ -268,7 +268,7 @@ function cardHtml(a, now) {
       <span class="state ${esc(a.state)}">${t(a.state)}</span></div>
     ${householdCard(a)}
     <div class="meta"><span class="since" data-since="${Date.parse(a.raised_at)}">${fmtAgo(now - Date.parse(a.raised_at))}</span>
-      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))} · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id || "")}</span>${(e => e ? " · " + e : "")(escalation(a, now))} · ${caseLine(a)}
+      · ${t("raised_at")} ${esc(fmtTime(a.raised_at))}${a.device_name || a.device_id ? ` · <span class="device" data-raw title="${esc(a.device_id || "")}">${esc(a.device_name || a.device_id)}</span>` : ""}${(e => e ? " · " + e : "")(escalation(a, now))} · ${caseLine(a)}
       ${a.ack_by ? ` · ${t("acknowledged")}${t("colon")}${actorHtml(a.ack_by)}` : ""}</div>
     ${window.Linkage ? Linkage.html(a) : ""}`;
 }
