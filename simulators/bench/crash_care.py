@@ -283,6 +283,13 @@ class CareCrashRun:
     # -- staff ---------------------------------------------------------------------------
     def _staff(self) -> None:
         r = self.rng_staff
+        # what each op is comes from its own generator, drawn only for an op that is sent:
+        # the gaps (drawn also while the gateway is down) must not change the mix of ops,
+        # or a run's timing could leave out a kind (a run without a call outcome). Ops come
+        # in shuffled blocks of five: a help entry, a call outcome, a care state set, one
+        # ended, and one more of any kind
+        kinds = random.Random(r.getrandbits(64))
+        block: list[float] = []
         homes = [f"h-c-{i + 1}" for i in range(self.o.care_households)]
         deadline = time.monotonic() + 600
         with self._api() as api:
@@ -292,7 +299,10 @@ class CareCrashRun:
                 time.sleep(r.uniform(*self.o.staff_gap_s))
                 if not self.gw.up.is_set():
                     continue
-                roll = r.random()
+                if not block:       # a roll in each kind's band, and one drawn freely
+                    block = [0.15, 0.42, 0.7, 0.9, kinds.random()]
+                    kinds.shuffle(block)
+                roll = block.pop()
                 note = f"crash-care {self.o.seed} #{n}"
                 call: tuple[str, str, dict | None]
                 if roll < 0.3:
