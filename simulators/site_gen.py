@@ -111,7 +111,7 @@ def _rules(time_scale: float, extras: ExtraLife | None = None) -> dict:
     sos = {"id": "sos", "kind": "match", "device_types": ["emergency_caller", "alarm_panel"],
            "when": {"kind": "sos", "value": True}, "clear_when": {"kind": "sos", "value": False},
            "auto_resolve_on_clear": False, "severity": "critical", "category": "emergency_call",
-           "message": {"zh": "一键呼叫：{household_address} 的住户按下了紧急按钮",
+           "message": {"zh": "一键呼叫：{household_address}住户按下了紧急按钮",
                        "en": "Emergency call: the resident of {household_address} pressed "
                              "the button"}}
     smoke = {"id": "smoke", "kind": "match", "when": {"kind": "smoke", "value": True},

@@ -64,6 +64,10 @@ def test_card_shows_the_automatic_closure_and_staff_reopen_with_confirmation(
                 row = page.locator('#audit tr[data-action="command.confirmed"]').first
                 row.wait_for(timeout=10_000)
                 assert re.search(r"指令已确认：(开阀|关阀|鸣笛)", row.inner_text()), row.inner_text()
+                # the rule's own request names its maker in words, not the raw "rule"
+                auto = page.locator('#audit tr[data-action="command.request"][data-actor="rule"]')
+                assert auto.count() >= 1
+                assert auto.first.locator("td").nth(1).inner_text() == "规则（自动）"
                 assert untranslated(page.evaluate(COLLECT, EXCEPT), "zh") == []
                 page.click('#nav [data-view="board"]')
                 page.wait_for_selector("#toast", state="hidden", timeout=10_000)   # 已发送：开阀

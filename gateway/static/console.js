@@ -101,7 +101,7 @@ function actorLabel(actor) {
   if (actor.startsWith("case_system:")) { const who = actor.slice(12); return who ? t("actor_case_handler", {name: who}) : t("actor_case_system"); }
   if (actor === "system") return t("actor_system");
   if (actor === "device") return t("actor_device");
-  if (actor.startsWith("rule:")) return t("actor_rule");
+  if (actor === "rule" || actor.startsWith("rule:")) return t("actor_rule");   // linkage's audit: "rule"
   if (actor === "cli" || actor === "setup") return t("actor_" + actor);
   if (actor.startsWith("token:")) return t("actor_token", {name: actor.slice(6)});
   return actor;
