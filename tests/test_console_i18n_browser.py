@@ -178,6 +178,12 @@ def _visit_everything(page, gw, lang: str, problems: list[str]) -> None:
     page.click("#login button[type=submit]")
     expect(page.locator("#login-error")).not_to_be_empty(timeout=5000)
     _check(page, lang, "login (wrong password)", problems)
+    # switching language says the error again in the new one (it stayed in the old one)
+    other = "en" if lang == "zh" else "zh"
+    page.select_option("#lang", other)
+    expect(page.locator("#login-error")).to_have_text(
+        "Wrong user name or password" if other == "en" else "用户名或密码错误")
+    page.select_option("#lang", lang)
     page.click("#to-setup")
     page.fill("#setup input[name=setup_token]", "no-such-token-at-all")
     page.fill("#setup input[name=username]", "admin2")

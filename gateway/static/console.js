@@ -68,7 +68,7 @@ async function api(path, opts = {}) {
     let msg = errorText(body, r.status);
     // a session that ended while the board was open: ask for the password again, keep the board
     if (r.status === 401 && C.me && !path.startsWith("/api/login")) { sessionLost(); msg = t("session_expired"); }
-    throw Object.assign(new Error(msg), {status: r.status, detail: d, code: body.code});
+    throw Object.assign(new Error(msg), {status: r.status, detail: d, code: body.code, body});
   }
   return body;
 }
@@ -130,6 +130,7 @@ function applyLang() {
   document.documentElement.lang = C.lang === "zh" ? "zh-CN" : "en";
   $$("[data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
   $$("[data-i18n-placeholder]").forEach(e => { e.placeholder = t(e.dataset.i18nPlaceholder); });
+  sayLoginErrorAgain($("#login-error")); sayLoginErrorAgain($("#relogin-error"));
   document.title = t("title");
   $("#lang").value = C.lang;
   updateMute();
@@ -617,7 +618,7 @@ $("#login").onsubmit = async e => {
   try {
     await api("/api/login", {method: "POST", body: JSON.stringify({username: f.get("username"), password: f.get("password")})});
     $("#login-error").textContent = ""; e.target.reset(); start();
-  } catch (err) { $("#login-error").textContent = loginError(err); }
+  } catch (err) { showLoginError($("#login-error"), err); }
 };
 // -- the session ended while the board is open ----------------------------------------------------
 // The board keeps its cards, countdowns and sound; a re-login form over it asks for the
@@ -636,6 +637,13 @@ function sessionLost() {
   f.elements[f.elements.username.value ? "password" : "username"].focus();
 }
 function loginError(err) { return err.message; }   // the API's code in words (errorText)
+// a login form's error, kept to be said again in the language chosen next (applyLang)
+function showLoginError(el, err) { el.textContent = loginError(err); el.loginErr = err; }
+function sayLoginErrorAgain(el) {
+  const err = el && el.loginErr;
+  if (!err || !el.textContent) return;
+  el.textContent = err.body ? errorText(err.body, err.status) : t("err_network");
+}
 $("#relogin").onsubmit = async e => {
   e.preventDefault(); const f = new FormData(e.target);
   AlarmSound.unlock();
@@ -645,7 +653,7 @@ $("#relogin").onsubmit = async e => {
     e.target.elements.password.value = ""; $("#relogin-error").textContent = "";
     C.sessionLost = false; document.body.classList.remove("session-lost"); e.target.hidden = true;
     await start();   // who, reasons, the stream; the board stays as it is until the stream re-fetches it
-  } catch (err) { $("#relogin-error").textContent = loginError(err); }
+  } catch (err) { showLoginError($("#relogin-error"), err); }
 };
 $("#to-setup").onclick = () => { $("#login").hidden = true; $("#setup").hidden = false; };
 $("#setup").onsubmit = async e => {

@@ -266,7 +266,7 @@ window.I18N = {
     outcome_connected: "Answered", outcome_no_answer: "No answer", outcome_on_site: "On site", outcome_notified: "Notified",
     call_recorded: "Recorded: {who} {outcome}", f_category: "Category", any_category: "Any category", shown_of: "showing {n} of {total}",
     sound_enable: "Alarm sound is off — click here to enable it", muted: "Muted (this session)",
-    mute: "Sound: on", enable_notify: "Enable notifications", open_critical: "Critical open",
+    mute: "Sound: on", enable_notify: "Enable notifications", open_critical: "Critical, not handled",
     open_total: "Open", any_state: "Any state", any_severity: "Any severity", any_household: "Any household",
     any_cell: "Any grid cell", since: "From", until: "To", search: "Search", export_csv: "Export CSV",
     prev: "Previous", next: "Next", total: "{n} in total", faults: "Device faults (not alarms)",
