@@ -22,13 +22,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
+def _smoke_card(duty, mosquitto):
+    """A kitchen smoke report on an empty board: its alarm card (household h-7-101)."""
+    duty.wait_for_selector("#board-empty", timeout=5000)
+    mqtt_publish(mosquitto.port, [("devices/smoke-7-101", {"smoke": True})])
+    card = duty.locator("article.alarm").first
+    card.wait_for(timeout=10_000)
+    return card
+
+
 def test_staff_set_and_end_a_care_state_on_the_household_card(browser, gateway, mosquitto):
     ctx, duty = _login(browser, gateway, "duty")
     try:
-        duty.wait_for_selector("#board-empty", timeout=5000)
-        mqtt_publish(mosquitto.port, [("devices/smoke-7-101", {"smoke": True})])
-        card = duty.locator("article.alarm").first
-        card.wait_for(timeout=10_000)
+        card = _smoke_card(duty, mosquitto)
         assert card.locator(".tag.care").count() == 0
         card.locator(".care-btn").click()
         dialog = duty.locator("#care-dialog")
@@ -93,10 +99,7 @@ def test_a_care_state_past_its_expected_return_says_so_in_both_languages(browser
     old language after switching."""
     ctx, duty = _login(browser, gateway, "duty")
     try:
-        duty.wait_for_selector("#board-empty", timeout=5000)
-        mqtt_publish(mosquitto.port, [("devices/smoke-7-101", {"smoke": True})])
-        card = duty.locator("article.alarm").first
-        card.wait_for(timeout=10_000)
+        card = _smoke_card(duty, mosquitto)
         meta = card.locator(".card-body > .meta")
         expect(meta).to_contain_text("厨房烟感 · 已升级至网格员")
         # left three hours ago, expected back an hour ago (told by phone, entered late)

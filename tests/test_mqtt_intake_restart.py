@@ -8,8 +8,6 @@ subscribed loses what the broker routed before that subscription. docs/benchmark
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from drivers.mqtt import DeviceBinding, MqttIntake
@@ -51,6 +49,14 @@ def _sos(sink: AckingSink) -> list:
     return [r for r in sink.readings if r.kind is Kind.SOS]
 
 
+async def _after_a_marker(port: int, sink: AckingSink, battery: int) -> None:
+    """Publish a marker (a battery report) and wait until it is read: one connection reads
+    in order, so a redelivered or second copy of anything before it has been read by then."""
+    mqtt_publish(port, [(MOTIONS[2], {"battery": battery})])
+    await until(lambda: any(r.kind is Kind.BATTERY and r.value == battery
+                            for r in sink.readings), 10, f"marker {battery}")
+
+
 async def test_a_caller_added_while_the_gateway_was_down_keeps_its_queued_sos(mosquitto):
     """The gateway ran without the caller; it stops, the installer adds the caller, the caller
     presses while the gateway is down; after the start the press is read, once, behind the
@@ -63,12 +69,12 @@ async def test_a_caller_added_while_the_gateway_was_down_keeps_its_queued_sos(mo
     sink = AckingSink()
     async with running(_intake(mosquitto.port, sink, cid, with_caller=True)):
         await until(lambda: _sos(sink), 10, "the SOS pressed while the gateway was down")
-        await asyncio.sleep(0.3)
+        await _after_a_marker(mosquitto.port, sink, 41)
     assert len(_sos(sink)) == 1
     again = AckingSink()            # acknowledged once read: the broker no longer has it
     async with running(_intake(mosquitto.port, again, cid, with_caller=True)) as i:
         await until(i.connected.is_set, 10, "intake online")
-        await asyncio.sleep(0.5)
+        await _after_a_marker(mosquitto.port, again, 42)
     assert _sos(again) == []
 
 
@@ -93,7 +99,7 @@ async def test_after_a_broker_restart_each_press_is_read_once(tmp_path, persiste
             await until(lambda: len(_sos(sink)) >= 2
                         and any(r.kind is Kind.MOTION for r in sink.readings),
                         10, "the second press")
-            await asyncio.sleep(0.5)
+            await _after_a_marker(broker.port, sink, 43)
         assert len(_sos(sink)) == 2
     finally:
         broker.stop()
