@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import select
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -138,11 +139,13 @@ class MqttIntake:
 
     def _read_in_bursts(self, client: aiomqtt.Client) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
-        that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while the
-        socket has data: a turn of the loop costs more than decoding a message, so under
-        load this roughly doubles what one core takes in (see the ingest benchmark). Errors
-        end the connection as aiomqtt's reader does (the run loop then reconnects with
-        backoff)."""
+        that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while data
+        is there, through a :class:`_BufferedSocket` (paho reads a packet in three
+        ``recv`` calls and writes each PUBACK in a ``send`` of its own: a system call
+        each, and the GIL released and taken again each time). A turn of the loop costs
+        more than decoding a message, so under load this takes in roughly twice what
+        aiomqtt's reader does (see the ingest and path benchmarks). Errors end the
+        connection as aiomqtt's reader does (the run loop then reconnects with backoff)."""
         mqttc = self._paho
         sock = mqttc.socket() if mqttc is not None else None
         if mqttc is None or sock is None:
@@ -154,31 +157,46 @@ class MqttIntake:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         loop = asyncio.get_running_loop()
         disconnected = client._disconnected  # noqa: SLF001
-        readable = select.poll()        # not select.select: it fails for a descriptor >= 1024
-        readable.register(fd, select.POLLIN)
+
+        def failed(exc: BaseException) -> None:
+            if not disconnected.done():
+                disconnected.set_exception(exc)
+
+        buffered = _BufferedSocket(sock, loop, failed)
+        mqttc._sock = buffered  # noqa: SLF001 - paho reads and writes through it from now on
 
         def read_burst() -> None:
             until = time.perf_counter() + READ_BURST_S
             try:
                 for n in range(1, READ_BURST + 1):
                     mqttc.loop_read()
-                    current = mqttc.socket()
-                    if current is None:
-                        break
-                    pending = getattr(current, "pending", None)    # ssl / websocket sockets
-                    if pending and pending() > 0:
-                        # TLS: decrypted bytes wait inside the SSL object, the socket may
-                        # not become readable for them: read on, or on the next turn
-                        if n == READ_BURST or time.perf_counter() > until:
-                            loop.call_soon(read_burst)
-                            break
-                        continue
-                    if time.perf_counter() > until or not readable.poll(0):
-                        break           # the rest on the next turn (the socket is readable)
+                    if mqttc.socket() is not buffered:
+                        return          # the connection closed (paho dropped the socket)
+                    if not buffered.pending():
+                        return          # the rest comes with the socket's next readable event
+                    if n == READ_BURST or time.perf_counter() > until:
+                        # bytes already read (or inside TLS) raise no readable event: the
+                        # rest on the next turn
+                        loop.call_soon(read_burst)
+                        return
             except Exception as exc:  # noqa: BLE001 - any read failure ends this connection
-                if not disconnected.done():
-                    disconnected.set_exception(exc)
+                failed(exc)
 
+        def write_soon(_client: object, _userdata: object, _sock: object) -> None:
+            # paho queued a packet (it asks once until written): hand it to the buffer this
+            # turn; the buffer sends what this turn queued in one system call
+            loop.call_soon(mqttc.loop_write)
+
+        def settle() -> None:
+            # aiomqtt's writer callback for this socket (if one is still registered, or
+            # its registration still queued before this) goes: the buffer writes from now on
+            if not buffered.waiting:
+                loop.remove_writer(fd)
+            mqttc.loop_write()
+
+        mqttc.on_socket_register_write = write_soon
+        mqttc.on_socket_unregister_write = None
+        loop.call_soon(settle)
         loop.remove_reader(fd)
         loop.add_reader(fd, read_burst)
 
@@ -356,6 +374,99 @@ class MqttIntake:
     def _reject(self, reason: str, where: str, detail: str) -> None:
         self.metrics.inc("gateway_rejected_total", reason=reason, transport="mqtt")
         self._rlog.warning((reason, where), "rejected %s: %s [%s]", where, detail, reason)
+
+
+class _BufferedSocket:
+    """The intake's socket as paho sees it: reads fill a buffer with one ``recv`` of up to
+    64 KiB (hundreds of small PUBLISH packets) and paho's small reads are served from it;
+    writes are collected and sent at the end of the event loop's turn in one ``send`` (the
+    rest, if the kernel takes less, when the socket is writable). Everything else is the
+    socket's own. Used on the event loop thread only. ``close`` sends what is collected
+    first (a DISCONNECT or a PUBACK queued last is not dropped)."""
+
+    __slots__ = ("_sock", "_loop", "_failed", "_in", "_pos", "_out", "_flushing", "_waiting")
+
+    def __init__(self, sock: paho.SocketLike, loop: asyncio.AbstractEventLoop,
+                 failed: Callable[[BaseException], None]) -> None:
+        self._sock = sock
+        self._loop = loop
+        self._failed = failed
+        self._in = b""
+        self._pos = 0
+        self._out = bytearray()
+        self._flushing = False      # a send is scheduled for this turn
+        self._waiting = False       # a writer callback waits for the socket to be writable
+
+    def recv(self, n: int) -> bytes:
+        data: bytes = self._in
+        pos = self._pos
+        left = len(data) - pos
+        if not left:
+            data = self._sock.recv(65536)   # BlockingIOError / SSLWantReadError: nothing yet
+            if not data:
+                return data                 # end of stream: paho closes the connection
+            pos, left = 0, len(data)
+            self._in = data
+        if n >= left:
+            self._in, self._pos = b"", 0
+            return data[pos:] if pos else data
+        self._pos = pos + n
+        return data[pos:pos + n]
+
+    def pending(self) -> int:
+        """Bytes read but not yet taken (and, for TLS, decrypted bytes inside the SSL
+        object): neither makes the socket readable again."""
+        inner = getattr(self._sock, "pending", None)
+        return len(self._in) - self._pos + (inner() if inner is not None else 0)
+
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        self._out += data
+        if not self._flushing and not self._waiting:
+            self._flushing = True
+            self._loop.call_soon(self._flush)
+        return len(data)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        if self._waiting or not self._out:
+            return
+        try:
+            sent = self._sock.send(self._out)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            sent = 0
+        except OSError as exc:
+            self._out.clear()
+            self._failed(exc)
+            return
+        del self._out[:sent]
+        if self._out:
+            self._waiting = True
+            self._loop.add_writer(self._sock.fileno(), self._writable)
+
+    @property
+    def waiting(self) -> bool:
+        """A writer callback waits for the socket to take the rest of what was written."""
+        return self._waiting
+
+    def _writable(self) -> None:
+        self._waiting = False
+        self._loop.remove_writer(self._sock.fileno())
+        self._flush()
+
+    def close(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._loop.remove_writer(self._sock.fileno())
+        if self._out:
+            try:
+                self._sock.send(self._out)      # best effort: the connection is ending
+            except OSError:
+                pass
+            self._out.clear()
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 async def _wait_disconnected(client: aiomqtt.Client) -> None:
