@@ -50,7 +50,7 @@ HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 #: MQTT packets read per socket-readable event at most (fairness with the other tasks),
 #: and for at most this long: under a loaded CPU 64 packets took up to 67 ms, an alarm
 #: committed meanwhile waiting for the loop (docs/benchmarks.md "path")
-READ_BURST = 64
+READ_BURST = 256
 READ_BURST_S = 0.004
 
 
@@ -97,6 +97,8 @@ class MqttIntake:
         self.connected = asyncio.Event()
         self.status = StateTracker(f"mqtt intake {host}:{port}", "starting", logger=log)
         self._paho: paho.Client | None = None
+        #: the current connection's buffered socket (PUBACKs are written into it)
+        self._out: _BufferedSocket | None = None
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
@@ -163,9 +165,16 @@ class MqttIntake:
                 disconnected.set_exception(exc)
 
         buffered = _BufferedSocket(sock, loop, failed)
+        self._out = buffered
         mqttc._sock = buffered  # noqa: SLF001 - paho reads and writes through it from now on
 
+        # one burst per turn of the loop: the socket's readable event and the burst
+        # scheduled for bytes already read would otherwise each start one
+        again: list[asyncio.Handle] = []
+
         def read_burst() -> None:
+            if again:
+                return          # this turn's burst is scheduled already
             until = time.perf_counter() + READ_BURST_S
             try:
                 for n in range(1, READ_BURST + 1):
@@ -177,10 +186,14 @@ class MqttIntake:
                     if n == READ_BURST or time.perf_counter() > until:
                         # bytes already read (or inside TLS) raise no readable event: the
                         # rest on the next turn
-                        loop.call_soon(read_burst)
+                        again.append(loop.call_soon(burst_again))
                         return
             except Exception as exc:  # noqa: BLE001 - any read failure ends this connection
                 failed(exc)
+
+        def burst_again() -> None:
+            again.clear()
+            read_burst()
 
         def write_soon(_client: object, _userdata: object, _sock: object) -> None:
             # paho queued a packet (it asks once until written): hand it to the buffer this
@@ -237,8 +250,16 @@ class MqttIntake:
             self._ack(mid, qos)
 
     def _ack(self, mid: int, qos: int) -> None:
-        if qos and self._paho is not None:
-            self._paho.ack(mid, qos)
+        mqttc = self._paho
+        if not qos or mqttc is None:
+            return
+        sock = mqttc.socket()
+        if qos == 1 and isinstance(sock, _BufferedSocket) and sock is self._out:
+            # PUBACK (4 bytes) straight into this connection's buffer: paho's ack() builds
+            # and queues a packet dict per message (8 % of the intake's time, "path")
+            sock.send(b"\x40\x02" + mid.to_bytes(2, "big"))
+        else:
+            mqttc.ack(mid, qos)
 
     def _decode(self, topic: str, payload: bytes) -> list[Reading]:
         binding = self.bindings.get(topic)

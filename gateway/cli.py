@@ -64,10 +64,18 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: how long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
+#: The store's writer thread takes the GIL again for each SQL statement of a commit; with
+#: the event loop busy taking in thousands of messages a second, each wait was up to 5 ms and
+#: an alarm's commit took 0.1-2.5 s (docs/benchmarks.md, "path"). At 0.5 ms: <= 100 ms.
+SWITCH_INTERVAL_S = 0.0005
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.kernel.heap import pause, resume
 
     pause()     # no garbage collection until the service is built (gateway.kernel.heap)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         return _run(args)
     finally:

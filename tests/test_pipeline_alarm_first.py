@@ -1,0 +1,104 @@
+"""An alarm on its way to the rules does not wait behind telemetry in the pipeline.
+
+While an alarm-class reading's inbox commit is in flight, the rules task takes no telemetry:
+the alarm's next turns of the event loop go to it (docs/benchmarks.md "path": under load
+each slice of telemetry cost an alarm up to 5 ms per turn). But when that commit fails and
+waits to be retried (a full disk), the rules go on taking telemetry: the residents' motion
+still feeds the inactivity rule meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+from gateway import StoreError
+from gateway.metrics import Metrics
+from gateway.model import Kind, Reading
+from gateway.pipeline import Pipeline
+from gateway.store import Store
+from tests.support import until
+
+
+class _Engine:
+    """Records what the rules were fed, in order; makes no actions."""
+
+    def __init__(self) -> None:
+        self.fed: list[str] = []
+        self.book = SimpleNamespace(journal=lambda: [])
+
+    def feed(self, reading: Reading, now) -> list:
+        self.fed.append(reading.device_id)
+        return []
+
+
+class _Book:
+    async def apply(self, actions, seqs, journal) -> list:
+        return []
+
+
+def _motion(i: int) -> Reading:
+    return Reading(f"motion-{i}", Kind.MOTION, True, datetime.now(timezone.utc))
+
+
+def _sos() -> Reading:
+    return Reading("caller-1", Kind.SOS, True, datetime.now(timezone.utc))
+
+
+class _SlowStore:
+    """The real store; the inbox commit takes ``delay_s`` in the writer thread, or fails
+    ``failures`` times first (as a full disk does)."""
+
+    def __init__(self, store: Store, delay_s: float = 0.0, failures: int = 0) -> None:
+        self.store, self.delay_s, self.failures = store, delay_s, failures
+
+    async def write(self, fn):
+        if self.failures:
+            self.failures -= 1
+            await asyncio.sleep(0.01)
+            raise StoreError("store commit failed: database or disk is full")
+
+        def slow(conn):
+            time.sleep(self.delay_s)
+            return fn(conn)
+
+        return await self.store.write(slow)
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+
+async def _run(tmp_path, **slow) -> _Engine:
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    engine = _Engine()
+    pipe = Pipeline(_SlowStore(store, **slow), engine, _Book(), Metrics())  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(pipe._committer()), asyncio.create_task(pipe._processor())]
+    try:
+        for i in range(3000):
+            pipe.offer([_motion(i)], None)
+        acked: list[bool] = []
+        pipe.offer([_sos()], lambda: acked.append(True))
+        await until(lambda: "caller-1" in engine.fed, 10, "the alarm fed to the rules")
+        assert acked == [True]
+        await until(lambda: len(engine.fed) == 3001, 10, "all telemetry fed")
+        return engine
+    finally:
+        for t in tasks:
+            t.cancel()
+        store.close()
+
+
+async def test_telemetry_waits_while_the_alarms_commit_is_in_flight(tmp_path):
+    engine = await _run(tmp_path, delay_s=0.2)
+    # 200 ms of commit: without the pause, slices of telemetry (500 readings or 5 ms each)
+    # ran meanwhile, and the alarm came to the rules after hundreds of them
+    assert engine.fed.index("caller-1") == 0
+
+
+async def test_telemetry_goes_on_while_a_failed_commit_waits_to_be_retried(tmp_path):
+    engine = await _run(tmp_path, failures=4)    # retried after 0.05, 0.1, 0.2, 0.4 s
+    assert engine.fed.index("caller-1") > 0
+    assert engine.fed.count("caller-1") == 1
