@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import select
 import socket
 import ssl
 import time
@@ -52,6 +53,9 @@ HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 #: committed meanwhile waiting for the loop (docs/benchmarks.md "path")
 READ_BURST = 256
 READ_BURST_S = 0.004
+#: at the end of a connection, how long the buffered socket waits for the kernel to take
+#: what is left (the last PUBACKs, the DISCONNECT) before closing
+CLOSE_WAIT_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +164,19 @@ class MqttIntake:
         loop = asyncio.get_running_loop()
         disconnected = client._disconnected  # noqa: SLF001
 
+        over: list[BaseException] = []
+
         def failed(exc: BaseException) -> None:
+            # this connection is over: nothing more is read from it or written to it (an
+            # alarm's PUBACK of it is dropped: _ack), and the run loop reconnects. Once only:
+            # after the close, the descriptor's number may be a newer connection's.
+            if over:
+                return
+            over.append(exc)
             if not disconnected.done():
                 disconnected.set_exception(exc)
+            loop.remove_reader(fd)
+            buffered.abort()
 
         buffered = _BufferedSocket(sock, loop, failed)
         self._out = buffered
@@ -195,17 +209,23 @@ class MqttIntake:
             again.clear()
             read_burst()
 
+        def write() -> None:
+            try:
+                mqttc.loop_write()
+            except Exception as exc:  # noqa: BLE001 - as aiomqtt's writer: ends this connection
+                failed(exc)
+
         def write_soon(_client: object, _userdata: object, _sock: object) -> None:
             # paho queued a packet (it asks once until written): hand it to the buffer this
             # turn; the buffer sends what this turn queued in one system call
-            loop.call_soon(mqttc.loop_write)
+            loop.call_soon(write)
 
         def settle() -> None:
             # aiomqtt's writer callback for this socket (if one is still registered, or
             # its registration still queued before this) goes: the buffer writes from now on
             if not buffered.waiting:
                 loop.remove_writer(fd)
-            mqttc.loop_write()
+            write()
 
         mqttc.on_socket_register_write = write_soon
         mqttc.on_socket_unregister_write = None
@@ -240,11 +260,20 @@ class MqttIntake:
             self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
             return
         if any(r.is_alarm_class or r.metric in HELD_METRICS for r in readings):
+            # acknowledged after the commit, on the connection it came on, or not at all: a
+            # packet id of a newer connection may name another message (the broker
+            # redelivers this one on its session)
+            conn = self._paho
+
+            def ack() -> None:
+                if self._paho is conn:
+                    self._ack(mid, qos)
+
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(
-                    self.commit_delay_s, self.sink.offer, readings, lambda: self._ack(mid, qos))
+                    self.commit_delay_s, self.sink.offer, readings, ack)
                 return
-            self.sink.offer(readings, lambda: self._ack(mid, qos))
+            self.sink.offer(readings, ack)
         else:
             self.sink.offer(readings, None)
             self._ack(mid, qos)
@@ -475,15 +504,31 @@ class _BufferedSocket:
         self._flush()
 
     def close(self) -> None:
+        """Send what is collected (waiting up to ``CLOSE_WAIT_S`` for a backed-up socket:
+        the last PUBACKs and paho's DISCONNECT), then close."""
         if self._waiting:
             self._waiting = False
             self._loop.remove_writer(self._sock.fileno())
-        if self._out:
+        until = time.monotonic() + CLOSE_WAIT_S
+        writable = select.poll()
+        writable.register(self._sock.fileno(), select.POLLOUT)
+        while self._out and time.monotonic() < until:
             try:
-                self._sock.send(self._out)      # best effort: the connection is ending
+                del self._out[:self._sock.send(self._out)]
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError):
+                writable.poll(max(1, int((until - time.monotonic()) * 1000)))
             except OSError:
-                pass
-            self._out.clear()
+                break
+        self._out.clear()
+        self._sock.close()
+
+    def abort(self) -> None:
+        """The connection failed: drop what is collected and close the socket."""
+        if self._waiting:
+            self._waiting = False
+            self._loop.remove_writer(self._sock.fileno())
+        self._out.clear()
         self._sock.close()
 
     def __getattr__(self, name: str) -> Any:

@@ -9,9 +9,7 @@ Two paths, so that alarms never wait behind telemetry:
   committed together with marking the inbox rows processed. On start-up, inbox rows not yet
   processed are fed again, so a crash between acknowledgement and alarm loses nothing.
 - **telemetry** goes through a bounded in-memory queue; when it is full the reading is shed
-  and counted (``gateway_shed_total``). The rules task takes none while an alarm's inbox
-  commit is in flight (unless that commit failed and waits to be retried): the alarm's next
-  turns of the event loop are not spent on telemetry.
+  and counted (``gateway_shed_total``).
 - readings a :class:`DurableWriter` takes (a help key press: ``gateway.help_requests``) go
   the alarm-class way, and the writer records them (the help request) in the SAME
   transaction as their inbox rows: acknowledged only once saved, never written twice (a
@@ -94,9 +92,6 @@ class Pipeline:
         self._alarm_q: asyncio.Queue[tuple[list[int], list[Reading], float]] = asyncio.Queue()
         self._telemetry_q: asyncio.Queue[Reading] = asyncio.Queue(maxsize=telemetry_queue)
         self._work = asyncio.Event()
-        #: the committer's inbox commit is in flight (telemetry waits for it: _processor);
-        #: its last commit failed and waits to be tried again (telemetry does not wait)
-        self._accepting = self._retrying = False
         self.last_tick = 0.0
         metrics.gauge("gateway_telemetry_queue_depth", lambda: self._telemetry_q.qsize(),
                       "readings waiting for the rule engine")
@@ -165,14 +160,10 @@ class Pipeline:
             batch, self._durable = self._durable, []
             if not batch:
                 continue
-            self._accepting = True
             try:
                 seqs, written = await self.store.write(
                     lambda c: self._accept(c, batch))  # noqa: B023 (awaited here)
             except StoreError as exc:
-                self._accepting = False
-                self._retrying = True
-                self._work.set()        # the rules take telemetry meanwhile
                 # Not acknowledged: the device/broker still has them. Keep and retry.
                 self.metrics.inc("gateway_store_errors_total", stage="inbox")
                 log.error("cannot accept %d alarm-class messages: %s (retrying)", len(batch), exc)
@@ -181,7 +172,6 @@ class Pipeline:
                 failures += 1
                 self._durable_ready.set()
                 continue
-            self._accepting = self._retrying = False
             failures = 0
             for writer, done in zip(self.writers, written):
                 writer.committed(done)
@@ -200,12 +190,6 @@ class Pipeline:
                 if not self._alarm_q.empty():
                     await self._process_alarms()
                     continue
-                if self._accepting or (self._durable and not self._retrying):
-                    # an alarm is on its way to the rules: its commit's turns of the loop
-                    # are not spent on telemetry (the committer sets _work when it is
-                    # done). Not while its commit fails and waits to be tried again (a
-                    # full disk): the rules go on taking telemetry meanwhile.
-                    break
                 await self._process_telemetry(500)
 
     async def _process_alarms(self) -> None:

@@ -146,3 +146,33 @@ async def test_a_failed_send_ends_the_connection():
     await asyncio.sleep(0)
     assert len(failures) == 1 and isinstance(failures[0], OSError)
     a.close()
+
+
+async def test_close_waits_for_a_backed_up_socket_to_take_the_last_packets():
+    """The broker reads slowly: the PUBACKs written last and paho's DISCONNECT still reach
+    it (a review found them dropped by a close that tried one send)."""
+    import threading
+
+    a, peer = _pair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    buf = _BufferedSocket(a, asyncio.get_running_loop(), lambda exc: None)
+    backlog = b"\x40\x02\x00\x01" * 50_000            # 200 kB: far more than the buffers
+    buf.send(backlog)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert buf.waiting                                 # the kernel took only part of it
+    buf.send(b"\x40\x02\x12\x34")                      # the PUBACK of a committed alarm
+    buf.send(b"\xe0\x00")                              # DISCONNECT: paho closes at once
+    got = bytearray()
+
+    def read_slowly() -> None:
+        while chunk := peer.recv(8192):
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    buf.close()
+    reader.join(5)
+    assert bytes(got) == backlog + b"\x40\x02\x12\x34\xe0\x00"
+    peer.close()

@@ -103,3 +103,47 @@ async def test_after_a_broker_restart_each_press_is_read_once(tmp_path, persiste
         assert len(_sos(sink)) == 2
     finally:
         broker.stop()
+
+
+class _HoldingSink(AckingSink):
+    """Holds the acknowledgements, as a commit still in flight does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list = []
+
+    def offer(self, readings, ack, durable: bool = False) -> None:
+        self.readings.extend(readings)
+        if ack is not None:
+            self.pending.append(ack)
+
+
+async def test_a_commit_that_ends_after_a_reconnect_acknowledges_nothing_on_the_new_one(
+        tmp_path):
+    """Press A's commit is slow; the broker restarts forgetting sessions; on the new
+    connection press B comes with the same packet id. A's acknowledgement must not go out on
+    the new connection: it would acknowledge B, not yet committed, and a power cut then would
+    lose B (a fresh-eyes review reproduced it: B was not delivered again)."""
+    broker = Mosquitto(workdir=tmp_path / "broker", persistence=False).start()
+    try:
+        sink = _HoldingSink()
+        intake = _intake(broker.port, sink, "gw-stale-ack")
+        async with running(intake):
+            await until(intake.connected.is_set, 10, "intake online")
+            mqtt_publish(broker.port, [(CALLER, {"action": "emergency"})])
+            await until(lambda: len(_sos(sink)) == 1, 10, "press A")
+            ack_a = sink.pending.pop()                  # A's commit still in flight
+            broker.stop()
+            await until(lambda: intake.state == "offline", 10, "intake offline")
+            broker.start()                              # no persistence: sessions forgotten
+            await until(lambda: intake.state == "online", 20, "intake back")
+            mqtt_publish(broker.port, [(CALLER, {"action": "emergency", "n": 2})])
+            await until(lambda: len(_sos(sink)) == 2, 10, "press B")
+            ack_a()                                     # A committed; B's commit never ends
+            await _after_a_marker(broker.port, sink, 44)
+        again = AckingSink()                            # the gateway starts again
+        async with running(_intake(broker.port, again, "gw-stale-ack")):
+            await _after_a_marker(broker.port, again, 45)
+        assert len(_sos(again)) == 1                    # B, delivered again: not lost
+    finally:
+        broker.stop()

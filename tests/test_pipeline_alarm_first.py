@@ -1,10 +1,11 @@
-"""An alarm on its way to the rules does not wait behind telemetry in the pipeline.
+"""Telemetry is never starved by alarm-class readings waiting for their commit.
 
-While an alarm-class reading's inbox commit is in flight, the rules task takes no telemetry:
-the alarm's next turns of the event loop go to it (docs/benchmarks.md "path": under load
-each slice of telemetry cost an alarm up to 5 ms per turn). But when that commit fails and
-waits to be retried (a full disk), the rules go on taking telemetry: the residents' motion
-still feeds the inactivity rule meanwhile.
+Every Zigbee2MQTT motion or door report carries ``tamper: false`` (alarm-class), so such
+readings arrive all the time and each goes through the inbox commit. A change that paused
+the rules' telemetry while an inbox commit was in flight (to give an alarm its turns of the
+loop) starved telemetry completely under a steady stream of them (a fresh-eyes review: 0 of
+3,024 readings fed in 3 s; the inactivity rule would have seen no motion): it was withdrawn,
+and these tests keep it so, also while a failed commit waits to be retried (a full disk).
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ class _SlowStore:
         return getattr(self.store, name)
 
 
+async def test_a_steady_stream_of_alarm_class_readings_does_not_starve_telemetry(tmp_path):
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    engine = _Engine()
+    pipe = Pipeline(_SlowStore(store, delay_s=0.15), engine, _Book(), Metrics())  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(pipe._committer()), asyncio.create_task(pipe._processor())]
+    try:
+        now = datetime.now(timezone.utc)
+        for i in range(30):         # a report every 100 ms for 3 s; each commit takes 150 ms
+            pipe.offer([Reading(f"m{i}", Kind.MOTION, True, now),
+                        Reading(f"m{i}", Kind.TAMPER, False, now)], lambda: None)
+            await asyncio.sleep(0.1)
+        # the motions went to the rules meanwhile (the paused version left all 30 queued)
+        assert pipe._telemetry_q.qsize() <= 2
+    finally:
+        for t in tasks:
+            t.cancel()
+        store.close()
+
+
 async def _run(tmp_path, **slow) -> _Engine:
     store = Store(tmp_path / "gateway.db")
     store.open()
@@ -89,13 +110,6 @@ async def _run(tmp_path, **slow) -> _Engine:
         for t in tasks:
             t.cancel()
         store.close()
-
-
-async def test_telemetry_waits_while_the_alarms_commit_is_in_flight(tmp_path):
-    engine = await _run(tmp_path, delay_s=0.2)
-    # 200 ms of commit: without the pause, slices of telemetry (500 readings or 5 ms each)
-    # ran meanwhile, and the alarm came to the rules after hundreds of them
-    assert engine.fed.index("caller-1") == 0
 
 
 async def test_telemetry_goes_on_while_a_failed_commit_waits_to_be_retried(tmp_path):
