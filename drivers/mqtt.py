@@ -48,9 +48,10 @@ log = logging.getLogger(__name__)
 #: care key press (its care state first)
 HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 
-#: MQTT packets read per socket-readable event at most (fairness with the other tasks),
-#: and for at most this long: under a loaded CPU 64 packets took up to 67 ms, an alarm
-#: committed meanwhile waiting for the loop (docs/benchmarks.md "path")
+#: MQTT packets read per turn of the event loop at most (fairness with the other tasks),
+#: and for at most this long: before the buffered socket, 64 packets took up to 67 ms under
+#: a loaded CPU, an alarm committed meanwhile waiting for the loop; through it the time
+#: bound is the one that holds (docs/benchmarks.md "path")
 READ_BURST = 256
 READ_BURST_S = 0.004
 #: at the end of a connection, how long the buffered socket waits for the kernel to take
