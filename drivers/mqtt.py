@@ -13,6 +13,25 @@ the underlying paho client (``client._client``, aiomqtt's documented escape hatc
 Session: MQTT 3.1.1, fixed client id, ``clean_session=False``, QoS 1 subscriptions, so the
 broker keeps what arrives while the gateway is down or restarting and redelivers anything
 not acknowledged.
+
+The alarm lane: under load an SOS would wait in the broker's queue for that one session behind
+every telemetry message published before it (seconds in a burst). A second connection
+(client id ``<id>-alarm``, a *clean* session, QoS 0) subscribes to the exact topics of the
+devices that give alarms (callers, smoke, gas, heat, water-leak detectors, panels:
+:data:`URGENT_KINDS`, :data:`HELD_METRICS`) and hands an alarm-class message it reads to the
+pipeline at once. It is only ever *ahead*: the main session stays the one source of truth and
+still reads every message. For an alarm-class message the main connection looks for the same
+topic and payload read ahead (:class:`_Twins`): found, that copy is its twin, and the message
+is acknowledged once the twin's commit is done, not read twice; not found, it is read as it
+always was (the lane missed it, is down or is slower), and remembered so that the lane's
+copy, when it comes, is dropped. So the lane can make an alarm early, never lose one: every
+message the main session gets is either read or paired with a distinct copy that was read
+(the same topic and bytes). Copies read ahead pair only while the lane's connection that read
+them is still up (a press published while the lane was away has no copy: it must not be
+taken for an older one's twin), and for :data:`TWIN_WAIT_S` at most; what the lane cannot
+pair is read again by the main connection (a repeat press of the open alarm, not a loss). A
+crash forgets the copies read ahead: the broker redelivers their unacknowledged twins, which
+are then read again (the same).
 """
 
 from __future__ import annotations
@@ -24,8 +43,9 @@ import select
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
@@ -37,10 +57,10 @@ from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, d
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
-from gateway.kernel.model import Reading
+from gateway.kernel.model import ALARM_KINDS, Kind, Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
 
-__all__ = ["HELD_METRICS", "DeviceBinding", "MqttIntake"]
+__all__ = ["HELD_METRICS", "URGENT_KINDS", "DeviceBinding", "MqttIntake"]
 
 log = logging.getLogger(__name__)
 #: readings acknowledged (PUBACK) only once the gateway has saved them, besides the
@@ -57,6 +77,17 @@ READ_BURST_S = 0.004
 #: at the end of a connection, how long the buffered socket waits for the kernel to take
 #: what is left (the last PUBACKs, the DISCONNECT) before closing
 CLOSE_WAIT_S = 0.5
+#: a device with a field of these kinds (or a held key) is read on the alarm lane too. Tamper
+#: and fault are alarm-class as well but ride on ordinary sensors (a motion sensor's cover in
+#: every Zigbee2MQTT report): those devices are read on the main connection only.
+URGENT_KINDS: frozenset[Kind] = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
+#: topics per SUBSCRIBE packet (a site has thousands of callers and detectors)
+SUBSCRIBE_CHUNK = 500
+#: seconds a copy read ahead on the alarm lane waits for its twin on the main connection
+#: (and a main copy for the lane's): a twin later than that is read again
+TWIN_WAIT_S = 600.0
+#: copies remembered per topic and side at most (the oldest forgotten first)
+TWIN_KEEP = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +99,120 @@ class DeviceBinding:
     household_id: str | None
     grid_cell: str | None
     profile: Profile
+
+
+@dataclass(slots=True, eq=False)
+class _Copy:
+    """An alarm message read ahead on the alarm lane, waiting for its twin."""
+
+    payload: bytes
+    at: float
+    committed: bool = False
+    #: the twin's acknowledgement, once this copy's commit is done
+    then: list[Callable[[], None]] = field(default_factory=list)
+
+    def commit_done(self) -> None:
+        """The pipeline saved this copy's readings (its inbox commit)."""
+        self.committed = True
+        then, self.then = self.then, []
+        for ack in then:
+            ack()
+
+    def after_commit(self, ack: Callable[[], None]) -> None:
+        if self.committed:
+            ack()
+        else:
+            self.then.append(ack)
+
+
+class _Twins:
+    """Pairs alarm messages read ahead on the alarm lane with the main connection's copies
+    (the module docstring). Per topic, oldest first: both connections get a topic's messages
+    in the order they were published, and copies are the same press when their bytes are."""
+
+    def __init__(self, wait_s: float = TWIN_WAIT_S, keep: int = TWIN_KEEP) -> None:
+        self.wait_s, self.keep = wait_s, keep
+        self.ahead: dict[str, deque[_Copy]] = {}
+        #: main copies read before the lane's, per topic: (payload, when)
+        self.behind: dict[str, deque[tuple[bytes, float]]] = {}
+        #: the lane's connection is up (its copies pair); topics it has subscribed
+        self.live = False
+        self.subscribed: set[str] = set()
+
+    def lane_up(self) -> None:
+        """A new connection of the lane: what it will read starts now (a clean session)."""
+        self.ahead.clear()
+        self.behind.clear()
+        self.subscribed = set()
+        self.live = True
+
+    def lane_down(self) -> None:
+        """Copies read ahead no longer pair: what was published from now on has no copy, and
+        could otherwise be taken for an older press's twin. Their twins are read again."""
+        self.live = False
+        self.ahead.clear()
+        self.behind.clear()
+        self.subscribed = set()
+
+    def main_forgotten(self) -> None:
+        """The main session is new (the broker forgot it): the twins of copies read ahead
+        will never come."""
+        self.ahead.clear()
+        self.behind.clear()
+
+    def unsubscribed(self, topics: set[str]) -> None:
+        self.subscribed -= topics
+        for t in topics:
+            self.ahead.pop(t, None)
+            self.behind.pop(t, None)
+
+    def from_lane(self, topic: str, payload: bytes, now: float) -> _Copy | None:
+        """The lane read an alarm message: a copy to commit, or None when the main
+        connection has read it already (it is dropped)."""
+        if not self.live:
+            return None
+        behind = self.behind.get(topic)
+        if behind:
+            _expire_behind(behind, now - self.wait_s)
+            for i, (seen, _at) in enumerate(behind):
+                if seen == payload:
+                    del behind[i]
+                    return None
+        copy = _Copy(payload, now)
+        ahead = self.ahead.setdefault(topic, deque())
+        ahead.append(copy)
+        if len(ahead) > self.keep:
+            ahead.popleft()     # its twin, if it ever comes, is read again
+        return copy
+
+    def from_main(self, topic: str, payload: bytes, now: float) -> _Copy | None:
+        """The main connection read an alarm message: its twin read ahead (the message is
+        then only acknowledged, once the twin is committed), or None (it is read)."""
+        if not self.live:
+            return None
+        ahead = self.ahead.get(topic)
+        if ahead:
+            while ahead and ahead[0].at < now - self.wait_s:
+                ahead.popleft()
+            for i, copy in enumerate(ahead):
+                if copy.payload == payload:
+                    del ahead[i]
+                    if not ahead:
+                        del self.ahead[topic]
+                    return copy
+        if topic in self.subscribed:
+            behind = self.behind.get(topic)
+            if behind is None:
+                behind = self.behind[topic] = deque(maxlen=self.keep)
+            else:
+                _expire_behind(behind, now - self.wait_s)
+            behind.append((payload, now))
+        return None
+
+
+def _expire_behind(behind: deque[tuple[bytes, float]], before: float) -> None:
+    while behind and behind[0][1] < before:
+        behind.popleft()
 
 
 class MqttIntake:
@@ -107,16 +252,110 @@ class MqttIntake:
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
+        #: the alarm lane (module docstring): its state, connection and copies read ahead
+        self.lane_status = StateTracker(f"mqtt alarm lane {host}:{port}", "starting", logger=log)
+        self._lane: aiomqtt.Client | None = None
+        self._twins = _Twins()
+        #: the alarm lane's topics: the JSON keys of their alarm fields (alarm_topics)
+        self._lane_keys: dict[str, tuple[bytes, ...]] = {}
+        self._resubscribing: asyncio.Task[None] | None = None
 
     def rebind(self, bindings: dict[str, DeviceBinding]) -> None:
-        """Swap the topic -> device table (installer edited the config); takes effect at once."""
+        """Swap the topic -> device table (installer edited the config); takes effect at once
+        (the alarm lane subscribes to a new alarm device's topic as soon as it can; until
+        then the main connection reads it alone)."""
         self.bindings = bindings
+        if self._lane is not None and (self._resubscribing is None
+                                       or self._resubscribing.done()):
+            self._resubscribing = asyncio.get_running_loop().create_task(
+                self._lane_subscribe(self._lane), name="mqtt-alarm-lane-subscribe")
 
     def topics(self) -> list[str]:
         extra = [t for t in self.bindings if not any(_covers(s, t) for s in self.subscriptions)]
         return list(self.subscriptions) + sorted(extra)
 
+    def alarm_topics(self) -> set[str]:
+        """What the alarm lane subscribes to: the topics of devices that give alarms or
+        held key presses."""
+        keys: dict[int, tuple[bytes, ...]] = {}     # per profile (shared by many devices)
+        lane: dict[str, tuple[bytes, ...]] = {}
+        for topic, b in self.bindings.items():
+            key = id(b.profile)
+            if key not in keys:
+                keys[key] = tuple(json.dumps(name).encode()
+                                  for name, f in b.profile.fields.items()
+                                  if f.kind in URGENT_KINDS or f.metric in HELD_METRICS)
+            if keys[key]:
+                lane[topic] = keys[key]
+        self._lane_keys = lane
+        return set(lane)
+
+    @property
+    def lane_state(self) -> str:
+        """The alarm lane: ``starting``, ``online`` or ``offline`` (the health endpoint)."""
+        return self.lane_status.value
+
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._run_lane(), name="mqtt-alarm-lane")
+            tg.create_task(self._run_main(), name="mqtt-intake")
+
+    async def _run_lane(self) -> None:
+        """Keep the alarm lane connected: a clean session at QoS 0 (nothing of it outlives
+        its connection), its topics subscribed."""
+        delays = Backoff(base_s=0.5, cap_s=30.0).delays()
+        while True:
+            try:
+                client = aiomqtt.Client(
+                    self.host, self.port, identifier=f"{self.client_id}-alarm",
+                    clean_session=True, keepalive=self.keepalive, username=self.username,
+                    password=self._password, protocol=aiomqtt.ProtocolVersion.V311,
+                    timeout=10)
+                client._client.on_message = self._on_lane  # noqa: SLF001 - module docstring
+                async with client:
+                    self._read_in_bursts(client, client._client)  # noqa: SLF001
+                    self._twins.lane_up()
+                    self._lane = client
+                    await self._lane_subscribe(client)
+                    self.lane_status.set("online")
+                    delays = Backoff(base_s=0.5, cap_s=30.0).delays()
+                    await _wait_disconnected(client)
+            except (aiomqtt.MqttError, OSError) as exc:
+                self.lane_status.set("offline", str(exc))
+                self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt-alarm-lane")
+                self._lane = None
+                self._twins.lane_down()
+                await asyncio.sleep(next(delays))
+            finally:
+                self._lane = None
+                self._twins.lane_down()
+
+    async def _lane_subscribe(self, client: aiomqtt.Client) -> None:
+        """Bring the alarm lane's subscriptions to :meth:`alarm_topics` (at connect, and
+        after the installer changed devices)."""
+        twins = self._twins
+        for _ in range(100):        # bounded: the bindings change at an installer's pace
+            if self._lane is not client:
+                return
+            want = self.alarm_topics()
+            gone, new = twins.subscribed - want, want - twins.subscribed
+            if not gone and not new:
+                return
+            twins.unsubscribed(gone)
+            try:
+                if gone:
+                    await client.unsubscribe(sorted(gone))
+                topics = sorted(new)
+                for i in range(0, len(topics), SUBSCRIBE_CHUNK):
+                    chunk = topics[i:i + SUBSCRIBE_CHUNK]
+                    await client.subscribe([(t, 0) for t in chunk])
+                    if self._lane is client:
+                        twins.subscribed.update(chunk)
+            except aiomqtt.MqttError as exc:    # the lane reconnects and subscribes anew
+                log.warning("mqtt alarm lane: cannot subscribe %d topics: %s", len(new), exc)
+                return
+
+    async def _run_main(self) -> None:
         delays = self._reconnect.delays()
         while True:
             try:
@@ -130,8 +369,9 @@ class MqttIntake:
                 self._paho = client._client  # noqa: SLF001 - see module docstring
                 self._paho.manual_ack_set(True)
                 self._paho.on_message = self._on_message
+                _on_session(self._paho, self._session)
                 async with client:
-                    self._read_in_bursts(client)
+                    self._read_in_bursts(client, self._paho)
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
                     self.status.set("online")
@@ -144,7 +384,7 @@ class MqttIntake:
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
 
-    def _read_in_bursts(self, client: aiomqtt.Client) -> None:
+    def _read_in_bursts(self, client: aiomqtt.Client, mqttc: paho.Client | None) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
         that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while data
         is there, through a :class:`_BufferedSocket` (paho reads a packet in three
@@ -153,7 +393,6 @@ class MqttIntake:
         more than decoding a message, so under load this takes in roughly twice what
         aiomqtt's reader does (see the ingest and path benchmarks). Errors end the
         connection as aiomqtt's reader does (the run loop then reconnects with backoff)."""
-        mqttc = self._paho
         sock = mqttc.socket() if mqttc is not None else None
         if mqttc is None or sock is None:
             return
@@ -180,7 +419,8 @@ class MqttIntake:
             buffered.abort()
 
         buffered = _BufferedSocket(sock, loop, failed)
-        self._out = buffered
+        if mqttc is self._paho:
+            self._out = buffered
         mqttc._sock = buffered  # noqa: SLF001 - paho reads and writes through it from now on
 
         # one burst per turn of the loop: the socket's readable event and the burst
@@ -270,6 +510,11 @@ class MqttIntake:
                 if self._paho is conn:
                     self._ack(mid, qos)
 
+            twin = self._twins.from_main(topic, payload, time.monotonic())
+            if twin is not None:    # read ahead on the alarm lane: acknowledged, not read
+                self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="paired")
+                twin.after_commit(ack)
+                return
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(
                     self.commit_delay_s, self.sink.offer, readings, ack)
@@ -278,6 +523,49 @@ class MqttIntake:
         else:
             self.sink.offer(readings, None)
             self._ack(mid, qos)
+
+    def _session(self, present: bool) -> None:
+        if not present:
+            self._twins.main_forgotten()
+
+    def _on_lane(self, _client: paho.Client, _userdata: object,
+                 msg: paho.MQTTMessage) -> None:
+        """A message on the alarm lane: an alarm-class one that decodes cleanly is handed
+        to the pipeline now (the main connection then only acknowledges its twin). Anything
+        else is the main connection's alone, which also counts and tells its errors."""
+        topic = msg.topic
+        payload = bytes(msg.payload)
+        # most of a detector's messages are heartbeats: without the key of an alarm field
+        # (a key written with escapes is missed here, and read on the main connection)
+        keys = self._lane_keys.get(topic, ())
+        if not any(k in payload for k in keys):
+            return
+        binding = self.bindings.get(topic)
+        if binding is None or len(payload) > self.max_payload_bytes or (
+                self.test_decode_fault and self.test_decode_fault in payload):
+            return
+        problems: list[DecodeError] = []
+        try:
+            readings = decode_json(binding.profile, binding.device_id, payload, utc(),
+                                   where=f"{topic} (device {binding.device_id})",
+                                   device_type=binding.device_type,
+                                   household_id=binding.household_id,
+                                   grid_cell=binding.grid_cell, problems=problems)
+        except Exception:  # noqa: BLE001 - the main connection's copy tells what it was
+            return
+        if problems or not any(r.is_alarm_class or r.metric in HELD_METRICS
+                               for r in readings):
+            return
+        copy = self._twins.from_lane(topic, payload, time.monotonic())
+        if copy is None:        # the main connection read it first
+            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="late")
+            return
+        self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="ahead")
+        if self.commit_delay_s:
+            asyncio.get_running_loop().call_later(
+                self.commit_delay_s, self.sink.offer, readings, copy.commit_done)
+            return
+        self.sink.offer(readings, copy.commit_done)
 
     def _ack(self, mid: int, qos: int) -> None:
         mqttc = self._paho
@@ -534,6 +822,19 @@ class _BufferedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
+
+
+def _on_session(mqttc: paho.Client, told: Callable[[bool], None]) -> None:
+    """Tell ``told`` CONNACK's session-present flag (aiomqtt does not keep it)."""
+    theirs: Any = mqttc.on_connect     # aiomqtt's handler (paho types it as a union)
+
+    def on_connect(client: paho.Client, userdata: object, flags: paho.ConnectFlags,
+                   *rest: Any) -> None:
+        told(bool(flags.session_present))
+        if theirs is not None:
+            theirs(client, userdata, flags, *rest)
+
+    mqttc.on_connect = on_connect
 
 
 async def _wait_disconnected(client: aiomqtt.Client) -> None:
