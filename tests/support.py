@@ -263,3 +263,34 @@ class AckingSink:
         self.readings.extend(readings)
         if ack is not None:
             ack()
+
+
+class HoldingSink(AckingSink):
+    """Holds the acknowledgements, as a commit still in flight does (``pending``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list = []
+
+    def offer(self, readings, ack, durable: bool = False) -> None:
+        self.readings.extend(readings)
+        if ack is not None:
+            self.pending.append(ack)
+
+
+def stock_profile(pid: str):
+    """A JSON profile shipped in drivers/profiles (for intake tests)."""
+    from drivers.profiles import Profile, load_profiles
+
+    p = load_profiles().by_id[pid]
+    assert isinstance(p, Profile)
+    return p
+
+
+def mqtt_intake(port: int, sink, client_id: str, bindings: dict):
+    """An MQTT intake on the loopback broker at ``port`` (for intake tests)."""
+    from drivers.mqtt import MqttIntake
+    from gateway.metrics import Metrics
+
+    return MqttIntake(host="127.0.0.1", port=port, client_id=client_id, sink=sink,
+                      metrics=Metrics(), bindings=bindings)

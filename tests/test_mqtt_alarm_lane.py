@@ -11,40 +11,32 @@ import time
 import pytest
 
 from drivers.mqtt import DeviceBinding, MqttIntake, _Twins
-from drivers.profiles import Profile, load_profiles
 from gateway.broker import Mosquitto
-from gateway.metrics import Metrics
 from gateway.model import Kind
-from tests.support import AckingSink, mqtt_publish, running, until
+from tests.support import (AckingSink, HoldingSink, mqtt_intake, mqtt_publish, running,
+                           stock_profile, until)
 
-PROFILES = load_profiles()
 CALLER = "zigbee2mqtt/caller-1"
 SMOKE = "zigbee2mqtt/smoke-1"
 MOTIONS = [f"zigbee2mqtt/motion-{i}" for i in range(20)]
 PRESS = b'{"action": "emergency"}'
 
 
-def _profile(pid: str) -> Profile:
-    p = PROFILES.by_id[pid]
-    assert isinstance(p, Profile)
-    return p
-
 
 def _bindings(with_caller: bool = True) -> dict[str, DeviceBinding]:
-    motion = _profile("zigbee2mqtt-motion-sensor")
+    motion = stock_profile("zigbee2mqtt-motion-sensor")
     out = {t: DeviceBinding(t.rpartition("/")[2], "motion_sensor", "h-1", "cell-1", motion)
            for t in MOTIONS}
     out[SMOKE] = DeviceBinding("smoke-1", "smoke_detector", "h-1", "cell-1",
-                               _profile("zigbee2mqtt-smoke-detector"))
+                               stock_profile("zigbee2mqtt-smoke-detector"))
     if with_caller:
         out[CALLER] = DeviceBinding("caller-1", "emergency_caller", "h-1", "cell-1",
-                                    _profile("zigbee2mqtt-emergency-caller"))
+                                    stock_profile("zigbee2mqtt-emergency-caller"))
     return out
 
 
 def _intake(port: int, sink: AckingSink, client_id: str, **kw) -> MqttIntake:
-    return MqttIntake(host="127.0.0.1", port=port, client_id=client_id, sink=sink,
-                      metrics=Metrics(), bindings=_bindings(**kw))
+    return mqtt_intake(port, sink, client_id, _bindings(**kw))
 
 
 def _sos(sink: AckingSink) -> list:
@@ -75,11 +67,11 @@ def test_callers_and_detectors_ride_the_alarm_lane_ordinary_sensors_do_not():
     intake = _intake(1, AckingSink(), "x")
     # a motion sensor reports tamper (alarm-class) in every message, but is an ordinary
     # sensor: its thousands of reports stay on the main connection only
-    assert any(f.kind is Kind.TAMPER for f in _profile("zigbee2mqtt-motion-sensor")
+    assert any(f.kind is Kind.TAMPER for f in stock_profile("zigbee2mqtt-motion-sensor")
                .fields.values())
     assert intake.alarm_topics() == {CALLER, SMOKE}
     for pid in ("zigbee2mqtt-gas-detector", "zigbee2mqtt-water-leak-detector"):
-        intake.rebind({"t": DeviceBinding("d", "x", None, None, _profile(pid))})
+        intake.rebind({"t": DeviceBinding("d", "x", None, None, stock_profile(pid))})
         assert intake.alarm_topics() == {"t"}, pid
 
 
@@ -222,20 +214,14 @@ async def test_without_the_lane_the_main_connection_reads_every_alarm(mosquitto)
     assert len(_sos(sink)) == 1
 
 
-class _HoldingSink(AckingSink):
-    """Holds the acknowledgements, as a commit still in flight does (and is behind: 2 ms
-    of the event loop per telemetry reading)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list = []
+class _HoldingSink(HoldingSink):
+    """Holds the acknowledgements, as a commit still in flight does, and is behind: 2 ms
+    of the event loop per telemetry reading."""
 
     def offer(self, readings, ack, durable: bool = False) -> None:
         if not any(r.is_alarm_class for r in readings):
             time.sleep(0.002)
-        self.readings.extend(readings)
-        if ack is not None:
-            self.pending.append(ack)
+        super().offer(readings, ack, durable)
 
 
 @pytest.mark.integration

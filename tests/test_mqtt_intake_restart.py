@@ -11,38 +11,30 @@ from __future__ import annotations
 import pytest
 
 from drivers.mqtt import DeviceBinding, MqttIntake
-from drivers.profiles import Profile, load_profiles
 from gateway.broker import Mosquitto
-from gateway.metrics import Metrics
 from gateway.model import Kind
-from tests.support import AckingSink, mqtt_publish, running, until
+from tests.support import (AckingSink, HoldingSink, mqtt_intake, mqtt_publish, running,
+                           stock_profile, until)
 
 pytestmark = pytest.mark.integration
 
-PROFILES = load_profiles()
 CALLER = "zigbee2mqtt/caller-1"
 MOTIONS = [f"zigbee2mqtt/motion-{i}" for i in range(20)]
 
 
-def _profile(pid: str) -> Profile:
-    p = PROFILES.by_id[pid]
-    assert isinstance(p, Profile)
-    return p
-
 
 def _bindings(with_caller: bool = True) -> dict[str, DeviceBinding]:
-    motion = _profile("zigbee2mqtt-motion-sensor")
+    motion = stock_profile("zigbee2mqtt-motion-sensor")
     out = {t: DeviceBinding(t.rpartition("/")[2], "motion_sensor", "h-1", "cell-1", motion)
            for t in MOTIONS}
     if with_caller:
         out[CALLER] = DeviceBinding("caller-1", "emergency_caller", "h-1", "cell-1",
-                                    _profile("zigbee2mqtt-emergency-caller"))
+                                    stock_profile("zigbee2mqtt-emergency-caller"))
     return out
 
 
 def _intake(port: int, sink: AckingSink, client_id: str, **kw) -> MqttIntake:
-    return MqttIntake(host="127.0.0.1", port=port, client_id=client_id, sink=sink,
-                      metrics=Metrics(), bindings=_bindings(**kw))
+    return mqtt_intake(port, sink, client_id, _bindings(**kw))
 
 
 def _sos(sink: AckingSink) -> list:
@@ -105,19 +97,6 @@ async def test_after_a_broker_restart_each_press_is_read_once(tmp_path, persiste
         broker.stop()
 
 
-class _HoldingSink(AckingSink):
-    """Holds the acknowledgements, as a commit still in flight does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.pending: list = []
-
-    def offer(self, readings, ack, durable: bool = False) -> None:
-        self.readings.extend(readings)
-        if ack is not None:
-            self.pending.append(ack)
-
-
 async def test_a_commit_that_ends_after_a_reconnect_acknowledges_nothing_on_the_new_one(
         tmp_path):
     """Press A's commit is slow; the broker restarts forgetting sessions; on the new
@@ -126,7 +105,7 @@ async def test_a_commit_that_ends_after_a_reconnect_acknowledges_nothing_on_the_
     lose B (a fresh-eyes review reproduced it: B was not delivered again)."""
     broker = Mosquitto(workdir=tmp_path / "broker", persistence=False).start()
     try:
-        sink = _HoldingSink()
+        sink = HoldingSink()
         intake = _intake(broker.port, sink, "gw-stale-ack")
         async with running(intake):
             await until(intake.connected.is_set, 10, "intake online")
