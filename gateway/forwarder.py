@@ -63,6 +63,8 @@ _CASE_CATEGORY = {"cannot_watch": CaseCategory.DEVICE_FAULT.value}
 #: seconds between looks at the outbox while nothing is queued (rows queued again by
 #: ``gateway outbox --retry-failed`` in another process are seen within this)
 IDLE_POLL_S = 2.0
+#: seconds from the start of a round during which newly queued cases join it
+JOIN_S = 1.0
 
 
 def to_case_create(payload: dict) -> CaseCreate:
@@ -188,11 +190,48 @@ class CaseForwarder:
             self._wake.clear()
             await self._wait(IDLE_POLL_S)
             return 0
-        outcomes = await asyncio.gather(*(self._send(r) for r in rows))
+        rows, outcomes = await self._round(rows)
         await self._record(rows, outcomes)
         if any(o.kind == "retry" for o in outcomes):
             await self._wait(self.backoff.delay(min(self._failures - 1, 30)))
         return len(rows)
+
+    async def _round(self, rows: list[dict]) -> tuple[list[dict], list[Outcome]]:
+        """Send ``rows`` at once. A case queued while they are in flight (``wake``) joins the
+        round at once instead of waiting for the slowest of them and the record (a burst of
+        alarms: hundreds of ms each), while all goes well, up to ``window`` in flight and
+        for :data:`JOIN_S`. A row sent but not yet recorded is still pending in the store:
+        it is not sent twice, and its alarm's next row is not due before it is recorded."""
+        started = time.monotonic()
+        flying = {asyncio.ensure_future(self._send(r)): r for r in rows}
+        sent: list[dict] = []
+        outcomes: list[Outcome] = []
+        waking: asyncio.Task[bool] | None = None
+        try:
+            while flying:
+                if waking is None:
+                    waking = asyncio.ensure_future(self._wake.wait())
+                done, _ = await asyncio.wait([*flying, waking],
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is not waking:
+                        sent.append(flying.pop(task))
+                        outcomes.append(task.result())
+                if waking not in done:
+                    continue
+                waking = None
+                self._wake.clear()
+                if (self._failures or any(o.kind != "delivered" for o in outcomes)
+                        or time.monotonic() - started > JOIN_S):
+                    continue
+                busy = {r["seq"] for r in sent} | {r["seq"] for r in flying.values()}
+                more = [r for r in self._due(self.window + len(busy)) if r["seq"] not in busy]
+                for r in more[:self.window - len(flying)]:
+                    flying[asyncio.ensure_future(self._send(r))] = r
+        finally:
+            for task in [*flying, *([waking] if waking is not None else [])]:
+                task.cancel()
+        return sent, outcomes
 
     def _due(self, limit: int) -> list[dict]:
         """The oldest pending row of each of the first ``limit`` alarms and help requests, in
