@@ -18,20 +18,10 @@ The alarm lane: under load an SOS would wait in the broker's queue for that one 
 every telemetry message published before it (seconds in a burst). A second connection
 (client id ``<id>-alarm``, a *clean* session, QoS 0) subscribes to the exact topics of the
 devices that give alarms (callers, smoke, gas, heat, water-leak detectors, panels:
-:data:`URGENT_KINDS`, :data:`HELD_METRICS`) and hands an alarm-class message it reads to the
-pipeline at once. It is only ever *ahead*: the main session stays the one source of truth and
-still reads every message. For an alarm-class message the main connection looks for the same
-topic and payload read ahead (:class:`_Twins`): found, that copy is its twin, and the message
-is acknowledged once the twin's commit is done, not read twice; not found, it is read as it
-always was (the lane missed it, is down or is slower), and remembered so that the lane's
-copy, when it comes, is dropped. So the lane can make an alarm early, never lose one: every
-message the main session gets is either read or paired with a distinct copy that was read
-(the same topic and bytes). Copies read ahead pair only while the lane's connection that read
-them is still up (a press published while the lane was away has no copy: it must not be
-taken for an older one's twin), and for :data:`TWIN_WAIT_S` at most; what the lane cannot
-pair is read again by the main connection (a repeat press of the open alarm, not a loss). A
-crash forgets the copies read ahead: the broker redelivers their unacknowledged twins, which
-are then read again (the same).
+:data:`URGENT_KINDS`, :data:`HELD_METRICS`) and feeds an alarm message it reads at once; the
+main session stays the one source of truth and still reads every message. Which copy is fed,
+and when the main copy is acknowledged, is decided with markers the lane publishes:
+:mod:`drivers.mqtt_lane`.
 """
 
 from __future__ import annotations
@@ -43,9 +33,9 @@ import select
 import socket
 import ssl
 import time
-from collections import deque
+import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
@@ -53,6 +43,7 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
+from drivers.mqtt_lane import HOLD_S, MARK_S, Copy, Held, LanePairing, parse_marker
 from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
@@ -83,11 +74,10 @@ CLOSE_WAIT_S = 0.5
 URGENT_KINDS: frozenset[Kind] = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
 #: topics per SUBSCRIBE packet (a site has thousands of callers and detectors)
 SUBSCRIBE_CHUNK = 500
-#: seconds a copy read ahead on the alarm lane waits for its twin on the main connection
-#: (and a main copy for the lane's): a twin later than that is read again
-TWIN_WAIT_S = 600.0
-#: copies remembered per topic and side at most (the oldest forgotten first)
-TWIN_KEEP = 64
+#: the topic of the alarm lane's markers: ``gateway/lane/<client id>`` (drivers/mqtt_lane.py)
+MARKER_PREFIX = "gateway/lane/"
+#: markers published before the lane must have read its first (else: a warning)
+MARKS_EXPECTED = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,120 +89,6 @@ class DeviceBinding:
     household_id: str | None
     grid_cell: str | None
     profile: Profile
-
-
-@dataclass(slots=True, eq=False)
-class _Copy:
-    """An alarm message read ahead on the alarm lane, waiting for its twin."""
-
-    payload: bytes
-    at: float
-    committed: bool = False
-    #: the twin's acknowledgement, once this copy's commit is done
-    then: list[Callable[[], None]] = field(default_factory=list)
-
-    def commit_done(self) -> None:
-        """The pipeline saved this copy's readings (its inbox commit)."""
-        self.committed = True
-        then, self.then = self.then, []
-        for ack in then:
-            ack()
-
-    def after_commit(self, ack: Callable[[], None]) -> None:
-        if self.committed:
-            ack()
-        else:
-            self.then.append(ack)
-
-
-class _Twins:
-    """Pairs alarm messages read ahead on the alarm lane with the main connection's copies
-    (the module docstring). Per topic, oldest first: both connections get a topic's messages
-    in the order they were published, and copies are the same press when their bytes are."""
-
-    def __init__(self, wait_s: float = TWIN_WAIT_S, keep: int = TWIN_KEEP) -> None:
-        self.wait_s, self.keep = wait_s, keep
-        self.ahead: dict[str, deque[_Copy]] = {}
-        #: main copies read before the lane's, per topic: (payload, when)
-        self.behind: dict[str, deque[tuple[bytes, float]]] = {}
-        #: the lane's connection is up (its copies pair); topics it has subscribed
-        self.live = False
-        self.subscribed: set[str] = set()
-
-    def lane_up(self) -> None:
-        """A new connection of the lane: what it will read starts now (a clean session)."""
-        self.ahead.clear()
-        self.behind.clear()
-        self.subscribed = set()
-        self.live = True
-
-    def lane_down(self) -> None:
-        """Copies read ahead no longer pair: what was published from now on has no copy, and
-        could otherwise be taken for an older press's twin. Their twins are read again."""
-        self.live = False
-        self.ahead.clear()
-        self.behind.clear()
-        self.subscribed = set()
-
-    def main_forgotten(self) -> None:
-        """The main session is new (the broker forgot it): the twins of copies read ahead
-        will never come."""
-        self.ahead.clear()
-        self.behind.clear()
-
-    def unsubscribed(self, topics: set[str]) -> None:
-        self.subscribed -= topics
-        for t in topics:
-            self.ahead.pop(t, None)
-            self.behind.pop(t, None)
-
-    def from_lane(self, topic: str, payload: bytes, now: float) -> _Copy | None:
-        """The lane read an alarm message: a copy to commit, or None when the main
-        connection has read it already (it is dropped)."""
-        if not self.live:
-            return None
-        behind = self.behind.get(topic)
-        if behind:
-            _expire_behind(behind, now - self.wait_s)
-            for i, (seen, _at) in enumerate(behind):
-                if seen == payload:
-                    del behind[i]
-                    return None
-        copy = _Copy(payload, now)
-        ahead = self.ahead.setdefault(topic, deque())
-        ahead.append(copy)
-        if len(ahead) > self.keep:
-            ahead.popleft()     # its twin, if it ever comes, is read again
-        return copy
-
-    def from_main(self, topic: str, payload: bytes, now: float) -> _Copy | None:
-        """The main connection read an alarm message: its twin read ahead (the message is
-        then only acknowledged, once the twin is committed), or None (it is read)."""
-        if not self.live:
-            return None
-        ahead = self.ahead.get(topic)
-        if ahead:
-            while ahead and ahead[0].at < now - self.wait_s:
-                ahead.popleft()
-            for i, copy in enumerate(ahead):
-                if copy.payload == payload:
-                    del ahead[i]
-                    if not ahead:
-                        del self.ahead[topic]
-                    return copy
-        if topic in self.subscribed:
-            behind = self.behind.get(topic)
-            if behind is None:
-                behind = self.behind[topic] = deque(maxlen=self.keep)
-            else:
-                _expire_behind(behind, now - self.wait_s)
-            behind.append((payload, now))
-        return None
-
-
-def _expire_behind(behind: deque[tuple[bytes, float]], before: float) -> None:
-    while behind and behind[0][1] < before:
-        behind.popleft()
 
 
 class MqttIntake:
@@ -255,9 +131,12 @@ class MqttIntake:
         #: the alarm lane (module docstring): its state, connection and copies read ahead
         self.lane_status = StateTracker(f"mqtt alarm lane {host}:{port}", "starting", logger=log)
         self._lane: aiomqtt.Client | None = None
-        self._twins = _Twins()
-        #: the alarm lane's topics: the JSON keys of their alarm fields (alarm_topics)
+        self._pairing = LanePairing()
+        self.marker_topic = MARKER_PREFIX + client_id
+        #: the alarm lane's topics: the JSON keys of their alarm fields (alarm_topics);
+        #: what it has subscribed (on its current connection)
         self._lane_keys: dict[str, tuple[bytes, ...]] = {}
+        self.lane_subscribed: set[str] = set()
         self._resubscribing: asyncio.Task[None] | None = None
 
     def rebind(self, bindings: dict[str, DeviceBinding]) -> None:
@@ -272,7 +151,7 @@ class MqttIntake:
 
     def topics(self) -> list[str]:
         extra = [t for t in self.bindings if not any(_covers(s, t) for s in self.subscriptions)]
-        return list(self.subscriptions) + sorted(extra)
+        return [*self.subscriptions, self.marker_topic, *sorted(extra)]
 
     def alarm_topics(self) -> set[str]:
         """What the alarm lane subscribes to: the topics of devices that give alarms or
@@ -302,7 +181,7 @@ class MqttIntake:
 
     async def _run_lane(self) -> None:
         """Keep the alarm lane connected: a clean session at QoS 0 (nothing of it outlives
-        its connection), its topics subscribed."""
+        its connection), its topics subscribed, its markers published."""
         delays = Backoff(base_s=0.5, cap_s=30.0).delays()
         while True:
             try:
@@ -314,34 +193,58 @@ class MqttIntake:
                 client._client.on_message = self._on_lane  # noqa: SLF001 - module docstring
                 async with client:
                     self._read_in_bursts(client, client._client)  # noqa: SLF001
-                    self._twins.lane_up()
+                    nonce = secrets.token_hex(6)
+                    self._pairing.lane_up(nonce)
                     self._lane = client
+                    await client.subscribe(self.marker_topic, qos=0)
                     await self._lane_subscribe(client)
                     self.lane_status.set("online")
                     delays = Backoff(base_s=0.5, cap_s=30.0).delays()
-                    await _wait_disconnected(client)
+                    marking = asyncio.ensure_future(self._mark(client, nonce))
+                    try:
+                        await _wait_disconnected(client)
+                    finally:
+                        marking.cancel()
             except (aiomqtt.MqttError, OSError) as exc:
                 self.lane_status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt-alarm-lane")
-                self._lane = None
-                self._twins.lane_down()
+                self._lane_gone()
                 await asyncio.sleep(next(delays))
             finally:
-                self._lane = None
-                self._twins.lane_down()
+                self._lane_gone()
+
+    def _lane_gone(self) -> None:
+        self._lane = None
+        self.lane_subscribed = set()
+        for held in self._pairing.lane_down():
+            held.feed()
+
+    async def _mark(self, client: aiomqtt.Client, nonce: str) -> None:
+        """Publish the lane's markers (QoS 1: in the main session's queue, in order)."""
+        n = 0
+        while True:
+            try:
+                await client.publish(self.marker_topic, f"{nonce}:{n}", qos=1)
+            except aiomqtt.MqttError:
+                return          # the connection is going: the run loop sees it
+            n += 1
+            await asyncio.sleep(MARK_S)
+            if n == MARKS_EXPECTED and self._pairing.lane_mark < 0:
+                log.warning("mqtt alarm lane: its markers do not come back on %s (the broker's "
+                            "ACL must let the gateway write gateway/lane/#): alarms are read "
+                            "on the main connection only", self.marker_topic)
 
     async def _lane_subscribe(self, client: aiomqtt.Client) -> None:
         """Bring the alarm lane's subscriptions to :meth:`alarm_topics` (at connect, and
         after the installer changed devices)."""
-        twins = self._twins
         for _ in range(100):        # bounded: the bindings change at an installer's pace
             if self._lane is not client:
                 return
             want = self.alarm_topics()
-            gone, new = twins.subscribed - want, want - twins.subscribed
+            gone, new = self.lane_subscribed - want, want - self.lane_subscribed
             if not gone and not new:
                 return
-            twins.unsubscribed(gone)
+            self.lane_subscribed -= gone
             try:
                 if gone:
                     await client.unsubscribe(sorted(gone))
@@ -350,7 +253,7 @@ class MqttIntake:
                     chunk = topics[i:i + SUBSCRIBE_CHUNK]
                     await client.subscribe([(t, 0) for t in chunk])
                     if self._lane is client:
-                        twins.subscribed.update(chunk)
+                        self.lane_subscribed.update(chunk)
             except aiomqtt.MqttError as exc:    # the lane reconnects and subscribes anew
                 log.warning("mqtt alarm lane: cannot subscribe %d topics: %s", len(new), exc)
                 return
@@ -369,7 +272,7 @@ class MqttIntake:
                 self._paho = client._client  # noqa: SLF001 - see module docstring
                 self._paho.manual_ack_set(True)
                 self._paho.on_message = self._on_message
-                _on_session(self._paho, self._session)
+                _on_connect(self._paho, self._pairing.main_reset)
                 async with client:
                     self._read_in_bursts(client, self._paho)
                     for topic in self.topics():
@@ -484,6 +387,12 @@ class MqttIntake:
         topic = msg.topic
         payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
+        if topic == self.marker_topic:
+            mark = parse_marker(payload)
+            if mark is not None:
+                self._pairing.main_marker(mark)
+            self._ack(mid, qos)
+            return
         self.metrics.counters[self._ingested_key] += 1    # inc() without the label sort
         try:
             readings = self._decode(topic, payload)
@@ -510,23 +419,39 @@ class MqttIntake:
                 if self._paho is conn:
                     self._ack(mid, qos)
 
-            twin = self._twins.from_main(topic, payload, time.monotonic())
-            if twin is not None:    # read ahead on the alarm lane: acknowledged, not read
-                self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="paired")
-                twin.after_commit(ack)
+            def feed() -> None:
+                if self.commit_delay_s:
+                    asyncio.get_running_loop().call_later(
+                        self.commit_delay_s, self.sink.offer, readings, ack)
+                else:
+                    self.sink.offer(readings, ack)
+
+            if topic in self._lane_keys:
+                self._pair(topic, payload, ack, feed)
                 return
-            if self.commit_delay_s:
-                asyncio.get_running_loop().call_later(
-                    self.commit_delay_s, self.sink.offer, readings, ack)
-                return
-            self.sink.offer(readings, ack)
+            feed()
         else:
             self.sink.offer(readings, None)
             self._ack(mid, qos)
 
-    def _session(self, present: bool) -> None:
-        if not present:
-            self._twins.main_forgotten()
+    def _pair(self, topic: str, payload: bytes, ack: Callable[[], None],
+              feed: Callable[[], None]) -> None:
+        """An alarm message of an alarm lane topic on the main connection
+        (drivers/mqtt_lane.py): paired with the lane's copy, held for it, or fed."""
+        got = self._pairing.from_main(topic, payload)
+        if isinstance(got, Copy):       # fed from the lane: acknowledged once committed
+            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="paired")
+            got.after_commit(ack)
+        elif got is None:
+            feed()
+        else:                           # the lane has not read this interval yet: wait
+            held = self._pairing.hold(got, topic, payload, feed, time.monotonic())
+            asyncio.get_running_loop().call_later(HOLD_S, self._held_too_long, held)
+
+    def _held_too_long(self, held: Held) -> None:
+        if self._pairing.expire(held):
+            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="hold_expired")
+            held.feed()
 
     def _on_lane(self, _client: paho.Client, _userdata: object,
                  msg: paho.MQTTMessage) -> None:
@@ -535,6 +460,14 @@ class MqttIntake:
         else is the main connection's alone, which also counts and tells its errors."""
         topic = msg.topic
         payload = bytes(msg.payload)
+        if topic == self.marker_topic:
+            mark = parse_marker(payload)
+            if mark is not None:
+                for held in self._pairing.lane_marker(mark, time.monotonic()):
+                    held.feed()         # the lane missed it: the main connection's copy
+            return
+        if msg.retain:
+            return      # a retained message sent at our SUBSCRIBE: not news (the main reads it)
         # most of a detector's messages are heartbeats: without the key of an alarm field
         # (a key written with escapes is missed here, and read on the main connection)
         keys = self._lane_keys.get(topic, ())
@@ -556,16 +489,19 @@ class MqttIntake:
         if problems or not any(r.is_alarm_class or r.metric in HELD_METRICS
                                for r in readings):
             return
-        copy = self._twins.from_lane(topic, payload, time.monotonic())
-        if copy is None:        # the main connection read it first
-            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="late")
-            return
-        self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="ahead")
-        if self.commit_delay_s:
-            asyncio.get_running_loop().call_later(
-                self.commit_delay_s, self.sink.offer, readings, copy.commit_done)
-            return
-        self.sink.offer(readings, copy.commit_done)
+        got = self._pairing.from_lane(topic, payload, time.monotonic())
+        if isinstance(got, Held):       # the main connection read it first and waited
+            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="held")
+            got.feed()
+        elif isinstance(got, Copy):
+            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="ahead")
+            if self.commit_delay_s:
+                asyncio.get_running_loop().call_later(
+                    self.commit_delay_s, self.sink.offer, readings, got.commit_done)
+            else:
+                self.sink.offer(readings, got.commit_done)
+        else:
+            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="left")
 
     def _ack(self, mid: int, qos: int) -> None:
         mqttc = self._paho
@@ -824,15 +760,14 @@ class _BufferedSocket:
         return getattr(self._sock, name)
 
 
-def _on_session(mqttc: paho.Client, told: Callable[[bool], None]) -> None:
-    """Tell ``told`` CONNACK's session-present flag (aiomqtt does not keep it)."""
+def _on_connect(mqttc: paho.Client, told: Callable[[], None]) -> None:
+    """Call ``told`` at each CONNACK, before any message of that connection."""
     theirs: Any = mqttc.on_connect     # aiomqtt's handler (paho types it as a union)
 
-    def on_connect(client: paho.Client, userdata: object, flags: paho.ConnectFlags,
-                   *rest: Any) -> None:
-        told(bool(flags.session_present))
+    def on_connect(client: paho.Client, userdata: object, *rest: Any) -> None:
+        told()
         if theirs is not None:
-            theirs(client, userdata, flags, *rest)
+            theirs(client, userdata, *rest)
 
     mqttc.on_connect = on_connect
 

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from drivers.mqtt import DeviceBinding, MqttIntake, _Twins
+from drivers.mqtt import DeviceBinding, MqttIntake
+from drivers.mqtt_lane import Copy, Held, LanePairing, parse_marker
 from gateway.broker import Mosquitto
 from gateway.model import Kind
 from tests.support import (AckingSink, HoldingSink, mqtt_intake, mqtt_publish, running,
@@ -50,7 +51,8 @@ def _lane(intake: MqttIntake, outcome: str) -> float:
 
 async def _both_online(intake: MqttIntake) -> None:
     await until(lambda: intake.connected.is_set() and intake.lane_state == "online"
-                and CALLER in intake._twins.subscribed, 10, "main connection and alarm lane")
+                and CALLER in intake.lane_subscribed and intake._pairing.armed, 10,
+                "main connection and alarm lane (armed)")
 
 
 async def _after_a_marker(port: int, sink: AckingSink, battery: int) -> None:
@@ -75,91 +77,142 @@ def test_callers_and_detectors_ride_the_alarm_lane_ordinary_sensors_do_not():
         assert intake.alarm_topics() == {"t"}, pid
 
 
-def _up(*topics: str) -> _Twins:
-    twins = _Twins(wait_s=60, keep=8)
-    twins.lane_up()
-    twins.subscribed.update(topics)
-    return twins
+N = "n1"          # the lane connection's nonce in these tests
 
 
-def test_a_copy_read_ahead_pairs_with_its_twin_once():
-    twins = _up(CALLER)
-    copy = twins.from_lane(CALLER, PRESS, 0.0)
-    assert copy is not None
-    assert twins.from_main(CALLER, PRESS, 1.0) is copy
-    # the next press is not that twin: it is read
-    assert twins.from_main(CALLER, PRESS, 2.0) is None
+def _armed() -> LanePairing:
+    """The lane has read marker 0, the main connection too."""
+    p = LanePairing(keep=8, forget_s=60)
+    p.lane_up(N)
+    p.lane_marker((N, 0), 0.0)
+    p.main_marker((N, 0))
+    return p
 
 
-def test_the_main_connection_reads_every_press_the_lane_missed():
-    """Three identical presses; the lane misses the middle one. Every main copy is either
-    paired with a distinct copy that was read, or read itself: three presses read."""
-    twins = _up(CALLER)
-    read = [twins.from_lane(CALLER, PRESS, 0.0), twins.from_lane(CALLER, PRESS, 0.2)]
-    paired = [twins.from_main(CALLER, PRESS, t) for t in (0.3, 0.4, 0.5)]
-    assert sum(c is None for c in paired) == 1          # one main copy read
-    assert len({id(c) for c in paired if c is not None}) == 2
-    assert len(read) + sum(c is None for c in paired) == 3
+def test_parse_marker():
+    assert parse_marker(b"ab12:7") == ("ab12", 7)
+    assert parse_marker(b"x") is None and parse_marker(b"ab:-1") is None
 
 
-def test_a_lane_copy_after_its_main_twin_is_dropped():
-    twins = _up(SMOKE)
-    assert twins.from_main(SMOKE, b'{"smoke":true}', 0.0) is None   # read on the main
-    assert twins.from_lane(SMOKE, b'{"smoke":true}', 0.1) is None   # the lane's: dropped
-    assert twins.from_lane(SMOKE, b'{"smoke":true}', 0.2) is not None   # a new one: ahead
-
-
-def test_copies_differ_by_their_bytes():
-    twins = _up(SMOKE)
-    twins.from_lane(SMOKE, b'{"smoke":true,"battery":90}', 0.0)
-    assert twins.from_main(SMOKE, b'{"smoke":true,"battery":80}', 0.1) is None
-    assert twins.from_main(SMOKE, b'{"smoke":true,"battery":90}', 0.2) is not None
-
-
-def test_a_lost_lane_connection_pairs_nothing_it_read():
-    """What was published while the lane was away has no copy: a main copy must not be taken
-    for an older press's twin (that press's alarm may be resolved already). The older
-    press's own main copy is then read again: a repeat, not a loss."""
-    twins = _up(CALLER)
-    assert twins.from_lane(CALLER, PRESS, 0.0) is not None
-    twins.lane_down()
-    assert twins.from_main(CALLER, PRESS, 0.5) is None
-    assert twins.from_lane(CALLER, PRESS, 0.6) is None     # nothing read while down
-    twins.lane_up()
-    assert twins.from_main(CALLER, PRESS, 0.7) is None
-
-
-def test_a_forgotten_main_session_pairs_nothing_read_before():
-    twins = _up(CALLER)
-    twins.from_lane(CALLER, PRESS, 0.0)
-    twins.main_forgotten()          # the broker lost the main session: no twin will come
-    assert twins.from_main(CALLER, PRESS, 1.0) is None
-
-
-def test_copies_wait_for_their_twins_a_bounded_time_and_number():
-    twins = _up(CALLER)
-    twins.from_lane(CALLER, PRESS, 0.0)
-    assert twins.from_main(CALLER, PRESS, 61.0) is None     # too late: read again
-    for n in range(20):
-        twins.from_lane(CALLER, b'{"n": %d}' % n, 100.0)
-    assert len(twins.ahead[CALLER]) == 8
-    assert twins.from_main(CALLER, b'{"n": 0}', 100.5) is None    # forgotten
-    assert twins.from_main(CALLER, b'{"n": 19}', 100.5) is not None
+def test_a_copy_fed_from_the_lane_pairs_with_its_twin_of_the_same_interval_once():
+    p = _armed()
+    copy = p.from_lane(CALLER, PRESS, 0.1)
+    assert isinstance(copy, Copy)
+    assert p.from_main(CALLER, PRESS) is copy
+    # another press in the interval, which the lane has not read yet: held for it
+    assert p.from_main(CALLER, PRESS) == (N, 0)
 
 
 def test_the_twins_acknowledgement_waits_for_the_copys_commit():
-    twins = _up(CALLER)
-    copy = twins.from_lane(CALLER, PRESS, 0.0)
-    assert copy is not None
-    twin = twins.from_main(CALLER, PRESS, 0.1)
-    assert twin is copy
+    p = _armed()
+    copy = p.from_lane(CALLER, PRESS, 0.1)
+    assert isinstance(copy, Copy)
     acked: list[int] = []
-    twin.after_commit(lambda: acked.append(1))
+    copy.after_commit(lambda: acked.append(1))
     assert acked == []
     copy.commit_done()
     assert acked == [1]
-    twin.after_commit(lambda: acked.append(2))      # committed: at once
+    copy.after_commit(lambda: acked.append(2))      # committed: at once
     assert acked == [1, 2]
+
+
+def test_a_copy_of_another_interval_is_not_a_twin():
+    """A press the main session lost (its queue full): the lane's copy is stale once the
+    main connection reads the next marker, and never pairs with a later press."""
+    p = _armed()
+    assert isinstance(p.from_lane(CALLER, PRESS, 0.1), Copy)   # its main twin: dropped
+    p.lane_marker((N, 1), 0.3)
+    p.main_marker((N, 1))
+    assert p.ahead == {} and p._seen == {}
+    # a later identical press: not paired with the stale copy, held for its own
+    assert p.from_main(CALLER, PRESS) == (N, 1)
+
+
+def test_the_main_connection_holds_what_the_lane_has_not_read_yet():
+    fed: list[str] = []
+    p = _armed()
+    got = p.from_main(SMOKE, b'{"smoke":true}')
+    assert got == (N, 0)
+    p.hold(got, SMOKE, b'{"smoke":true}', lambda: fed.append("main"), 0.0)
+    twin = p.from_lane(SMOKE, b'{"smoke":true}', 0.1)      # the lane's copy comes
+    assert isinstance(twin, Held)       # the main's copy is fed, the lane's is not
+    twin.feed()
+    assert fed == ["main"] and not p.held
+
+
+def test_what_the_lane_missed_is_fed_by_the_main_once_the_lane_passed_its_interval():
+    fed: list[str] = []
+    p = _armed()
+    got = p.from_main(SMOKE, b'{"smoke":true}')
+    assert got == (N, 0)
+    p.hold(got, SMOKE, b'{"smoke":true}', lambda: fed.append("main"), 0.0)
+    for held in p.lane_marker((N, 1), 0.3):
+        held.feed()
+    assert fed == ["main"]
+    p.main_marker((N, 1))
+    p.lane_marker((N, 2), 0.6)
+    p.main_marker((N, 2))
+    assert p.from_main(SMOKE, b'{"smoke":false}') == (N, 2)
+    p.lane_marker((N, 3), 0.8)
+    assert p.from_main(SMOKE, b'{"smoke":false}') is None      # (main still at 2)
+
+
+def test_a_lost_lane_hands_back_what_the_main_holds_and_its_copies_still_pair():
+    fed: list[str] = []
+    p = _armed()
+    copy = p.from_lane(CALLER, PRESS, 0.1)
+    got = p.from_main(SMOKE, b'{"smoke":true}')
+    assert got == (N, 0)
+    p.hold(got, SMOKE, b'{"smoke":true}', lambda: fed.append("main"), 0.0)
+    for held in p.lane_down():
+        held.feed()
+    assert fed == ["main"]
+    assert p.from_main(CALLER, PRESS) is copy       # same interval: still its twin
+    assert p.from_main(CALLER, PRESS) is None       # the lane is down: fed by the main
+
+
+def test_nothing_is_fed_from_the_lane_until_the_main_has_caught_up():
+    """After a start the main session drains what queued while the gateway was down; a
+    detector's old smoke:false may be in it. The lane's new smoke:true must not be fed
+    before it (it would then be cleared by the older message)."""
+    p = LanePairing(keep=8, forget_s=60)
+    p.lane_up(N)
+    p.lane_marker((N, 0), 0.0)
+    fire = b'{"smoke":true}'
+    assert p.from_lane(SMOKE, fire, 0.1) is None        # left to the main connection
+    assert p.from_main(SMOKE, b'{"smoke":false}') is None   # the old one, before marker 0
+    p.main_marker((N, 0))
+    assert p.armed
+    # a second message of that detector on the lane: the first is still the main's, so
+    # this one is too (fed now, it would overtake it)
+    assert p.from_lane(SMOKE, b'{"smoke":true,"n":2}', 0.2) is None
+    assert p.from_main(SMOKE, fire) is None             # the left copy: fed by the main
+    assert p.from_main(SMOKE, b'{"smoke":true,"n":2}') is None
+    # nothing of that topic is left: the lane feeds again; other topics were never held up
+    assert isinstance(p.from_lane(SMOKE, b'{"smoke":true,"n":3}', 0.3), Copy)
+    assert isinstance(p.from_lane(CALLER, PRESS, 0.3), Copy)
+
+
+def test_a_new_lane_connection_makes_the_old_ones_copies_stale_once_the_main_passes_it():
+    p = _armed()
+    assert isinstance(p.from_lane(CALLER, PRESS, 0.1), Copy)
+    p.lane_down()
+    p.lane_up("n2")
+    p.lane_marker(("n2", 0), 0.5)
+    assert not p.armed                      # the main has not read the new marker 0 yet
+    assert p.from_lane(CALLER, PRESS, 0.6) is None      # left to the main connection
+    p.main_marker(("n2", 0))
+    assert p.ahead == {}                    # the old copy's twin was not delivered
+    assert p.from_main(CALLER, PRESS) is None           # the left one: fed by the main
+
+
+def test_copies_are_forgotten_after_a_while_and_bounded_in_number():
+    p = _armed()
+    for n in range(20):
+        p.from_lane(CALLER, b'{"n": %d}' % n, 1.0)
+    assert len(p.ahead[(N, 0, CALLER)]) == 8
+    p.lane_marker((N, 1), 100.0)            # 60 s later: forgotten
+    assert p.ahead == {} and p._seen == {}
 
 
 # -- against Mosquitto -----------------------------------------------------------------------
@@ -249,7 +302,7 @@ async def test_a_caller_the_installer_adds_is_read_once(mosquitto):
     sink = AckingSink()
     intake = _intake(mosquitto.port, sink, "gw-lane-rebind", with_caller=False)
     async with running(intake):
-        await until(lambda: intake.lane_state == "online" and SMOKE in intake._twins.subscribed,
+        await until(lambda: intake.lane_state == "online" and SMOKE in intake.lane_subscribed,
                     10, "alarm lane online")
         intake.rebind(_bindings())
         await _both_online(intake)
@@ -258,7 +311,7 @@ async def test_a_caller_the_installer_adds_is_read_once(mosquitto):
         await _after_a_marker(mosquitto.port, sink, 47)
         assert len(_sos(sink)) == 1
         intake.rebind(_bindings(with_caller=False))       # removed again
-        await until(lambda: CALLER not in intake._twins.subscribed, 10, "topic let go")
+        await until(lambda: CALLER not in intake.lane_subscribed, 10, "topic let go")
         mqtt_publish(mosquitto.port, [(CALLER, {"action": "emergency"})])
         await _after_a_marker(mosquitto.port, sink, 48)
     assert len(_sos(sink)) == 1         # an unbound topic: rejected, counted (not ours)
@@ -287,6 +340,31 @@ async def test_after_a_broker_restart_both_come_back_and_each_press_is_read_once
             await until(lambda: len(_sos(sink)) >= 2, 10, "the second press")
             await _after_a_marker(broker.port, sink, 49)
         assert len(_sos(sink)) == 2
-        assert _lane(intake, "ahead") + _lane(intake, "late") == 2     # the lane read both
+        # the lane read both, fed them or let the main's copy go first
+        assert _lane(intake, "ahead") + _lane(intake, "held") == 2
     finally:
         broker.stop()
+
+
+@pytest.mark.integration
+async def test_a_retained_alarm_is_not_news_to_the_lane_when_it_subscribes(mosquitto):
+    """A press left retained at the broker by a caller nobody had bound: when the installer
+    binds the caller, the lane's SUBSCRIBE gets it. It is not a press (the main connection
+    saw it long ago, as an unknown device's): no alarm; the next real press is read once."""
+    mqtt_publish(mosquitto.port, [(CALLER, {"action": "emergency"})], retain=True)
+    sink = AckingSink()
+    intake = _intake(mosquitto.port, sink, "gw-lane-retained", with_caller=False)
+    try:
+        async with running(intake):
+            await until(lambda: intake._pairing.armed and SMOKE in intake.lane_subscribed,
+                        10, "the lane armed")
+            intake.rebind(_bindings())                  # the installer binds the caller
+            await _both_online(intake)
+            await _after_a_marker(mosquitto.port, sink, 51)
+            assert _sos(sink) == []
+            mqtt_publish(mosquitto.port, [(CALLER, {"action": "emergency", "n": 2})])
+            await until(lambda: _sos(sink), 10, "the new press")
+            await _after_a_marker(mosquitto.port, sink, 52)
+        assert len(_sos(sink)) == 1
+    finally:
+        mqtt_publish(mosquitto.port, [(CALLER, b"")], retain=True)    # cleared

@@ -314,11 +314,12 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
         h0, h1 = hist0[name], hist1[name]
         out[key] = _bucket_quantiles({k: h1[k] - h0.get(k, 0) for k in h1})
     # the alarm lane (drivers/mqtt.py): SOS copies read ahead of the main connection,
-    # paired with the main copy, or read on the main connection first ("late")
+    # paired with the main copy, the main copy held for the lane, left to the main, held
+    # too long (drivers/mqtt_lane.py)
     with httpx.Client(timeout=5.0) as c:
         text = _metrics(c, gw.url)
     out["alarm_lane"] = {o: _labelled(text, "gateway_mqtt_alarm_lane_total", f'outcome="{o}"')
-                         for o in ("ahead", "paired", "late")}
+                         for o in ("ahead", "paired", "held", "left", "hold_expired")}
     out["half"]["load_per_s"] = round(achieved[0]) if achieved else None
     out["burst"]["load_per_s"] = round(achieved[1]) if len(achieved) > 1 else None
     out["half"]["target_per_s"], out["burst"]["target_per_s"] = (round(half_rate),
