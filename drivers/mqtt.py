@@ -426,8 +426,8 @@ class MqttIntake:
                 else:
                     self.sink.offer(readings, ack)
 
-            if topic in self._lane_keys:
-                self._pair(topic, payload, ack, feed)
+            if any(k in payload for k in self._lane_keys.get(topic, ())):
+                self._pair(topic, payload, ack, feed)     # one the lane may feed too
                 return
             feed()
         else:
