@@ -13,15 +13,6 @@ the underlying paho client (``client._client``, aiomqtt's documented escape hatc
 Session: MQTT 3.1.1, fixed client id, ``clean_session=False``, QoS 1 subscriptions, so the
 broker keeps what arrives while the gateway is down or restarting and redelivers anything
 not acknowledged.
-
-The alarm lane: under load an SOS would wait in the broker's queue for that one session behind
-every telemetry message published before it (seconds in a burst). A second connection
-(client id ``<id>-alarm``, a *clean* session, QoS 0) subscribes to the exact topics of the
-devices that give alarms (callers, smoke, gas, heat, water-leak detectors, panels:
-:data:`URGENT_KINDS`, :data:`HELD_METRICS`) and feeds an alarm message it reads at once; the
-main session stays the one source of truth and still reads every message. Which copy is fed,
-and when the main copy is acknowledged, is decided with markers the lane publishes:
-:mod:`drivers.mqtt_lane`.
 """
 
 from __future__ import annotations
@@ -33,7 +24,6 @@ import select
 import socket
 import ssl
 import time
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,15 +33,14 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
-from drivers.mqtt_lane import HOLD_S, MARK_S, Copy, Held, LanePairing, parse_marker
 from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
-from gateway.kernel.model import ALARM_KINDS, Kind, Reading
+from gateway.kernel.model import Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
 
-__all__ = ["HELD_METRICS", "URGENT_KINDS", "DeviceBinding", "MqttIntake"]
+__all__ = ["HELD_METRICS", "DeviceBinding", "MqttIntake"]
 
 log = logging.getLogger(__name__)
 #: readings acknowledged (PUBACK) only once the gateway has saved them, besides the
@@ -68,16 +57,6 @@ READ_BURST_S = 0.004
 #: at the end of a connection, how long the buffered socket waits for the kernel to take
 #: what is left (the last PUBACKs, the DISCONNECT) before closing
 CLOSE_WAIT_S = 0.5
-#: a device with a field of these kinds (or a held key) is read on the alarm lane too. Tamper
-#: and fault are alarm-class as well but ride on ordinary sensors (a motion sensor's cover in
-#: every Zigbee2MQTT report): those devices are read on the main connection only.
-URGENT_KINDS: frozenset[Kind] = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
-#: topics per SUBSCRIBE packet (a site has thousands of callers and detectors)
-SUBSCRIBE_CHUNK = 500
-#: the topic of the alarm lane's markers: ``gateway/lane/<client id>`` (drivers/mqtt_lane.py)
-MARKER_PREFIX = "gateway/lane/"
-#: markers published before the lane must have read its first (else: a warning)
-MARKS_EXPECTED = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,137 +107,16 @@ class MqttIntake:
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
-        #: the alarm lane (module docstring): its state, connection and copies read ahead
-        self.lane_status = StateTracker(f"mqtt alarm lane {host}:{port}", "starting", logger=log)
-        self._lane: aiomqtt.Client | None = None
-        self._pairing = LanePairing()
-        self.marker_topic = MARKER_PREFIX + client_id
-        #: the alarm lane's topics: the JSON keys of their alarm fields (alarm_topics);
-        #: what it has subscribed (on its current connection)
-        self._lane_keys: dict[str, tuple[bytes, ...]] = {}
-        self.lane_subscribed: set[str] = set()
-        self._resubscribing: asyncio.Task[None] | None = None
 
     def rebind(self, bindings: dict[str, DeviceBinding]) -> None:
-        """Swap the topic -> device table (installer edited the config); takes effect at once
-        (the alarm lane subscribes to a new alarm device's topic as soon as it can; until
-        then the main connection reads it alone)."""
+        """Swap the topic -> device table (installer edited the config); takes effect at once."""
         self.bindings = bindings
-        if self._lane is not None and (self._resubscribing is None
-                                       or self._resubscribing.done()):
-            self._resubscribing = asyncio.get_running_loop().create_task(
-                self._lane_subscribe(self._lane), name="mqtt-alarm-lane-subscribe")
 
     def topics(self) -> list[str]:
         extra = [t for t in self.bindings if not any(_covers(s, t) for s in self.subscriptions)]
-        return [*self.subscriptions, self.marker_topic, *sorted(extra)]
-
-    def alarm_topics(self) -> set[str]:
-        """What the alarm lane subscribes to: the topics of devices that give alarms or
-        held key presses."""
-        keys: dict[int, tuple[bytes, ...]] = {}     # per profile (shared by many devices)
-        lane: dict[str, tuple[bytes, ...]] = {}
-        for topic, b in self.bindings.items():
-            key = id(b.profile)
-            if key not in keys:
-                keys[key] = tuple(json.dumps(name).encode()
-                                  for name, f in b.profile.fields.items()
-                                  if f.kind in URGENT_KINDS or f.metric in HELD_METRICS)
-            if keys[key]:
-                lane[topic] = keys[key]
-        self._lane_keys = lane
-        return set(lane)
-
-    @property
-    def lane_state(self) -> str:
-        """The alarm lane: ``starting``, ``online`` or ``offline`` (the health endpoint)."""
-        return self.lane_status.value
+        return list(self.subscriptions) + sorted(extra)
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._run_lane(), name="mqtt-alarm-lane")
-            tg.create_task(self._run_main(), name="mqtt-intake")
-
-    async def _run_lane(self) -> None:
-        """Keep the alarm lane connected: a clean session at QoS 0 (nothing of it outlives
-        its connection), its topics subscribed, its markers published."""
-        delays = Backoff(base_s=0.5, cap_s=30.0).delays()
-        while True:
-            try:
-                client = aiomqtt.Client(
-                    self.host, self.port, identifier=f"{self.client_id}-alarm",
-                    clean_session=True, keepalive=self.keepalive, username=self.username,
-                    password=self._password, protocol=aiomqtt.ProtocolVersion.V311,
-                    timeout=10)
-                client._client.on_message = self._on_lane  # noqa: SLF001 - module docstring
-                async with client:
-                    self._read_in_bursts(client, client._client)  # noqa: SLF001
-                    nonce = secrets.token_hex(6)
-                    self._pairing.lane_up(nonce)
-                    self._lane = client
-                    await client.subscribe(self.marker_topic, qos=0)
-                    await self._lane_subscribe(client)
-                    self.lane_status.set("online")
-                    delays = Backoff(base_s=0.5, cap_s=30.0).delays()
-                    marking = asyncio.ensure_future(self._mark(client, nonce))
-                    try:
-                        await _wait_disconnected(client)
-                    finally:
-                        marking.cancel()
-            except (aiomqtt.MqttError, OSError) as exc:
-                self.lane_status.set("offline", str(exc))
-                self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt-alarm-lane")
-                self._lane_gone()
-                await asyncio.sleep(next(delays))
-            finally:
-                self._lane_gone()
-
-    def _lane_gone(self) -> None:
-        self._lane = None
-        self.lane_subscribed = set()
-        for held in self._pairing.lane_down():
-            held.feed()
-
-    async def _mark(self, client: aiomqtt.Client, nonce: str) -> None:
-        """Publish the lane's markers (QoS 1: in the main session's queue, in order)."""
-        n = 0
-        while True:
-            try:
-                await client.publish(self.marker_topic, f"{nonce}:{n}", qos=1)
-            except aiomqtt.MqttError:
-                return          # the connection is going: the run loop sees it
-            n += 1
-            await asyncio.sleep(MARK_S)
-            if n == MARKS_EXPECTED and self._pairing.lane_mark < 0:
-                log.warning("mqtt alarm lane: its markers do not come back on %s (the broker's "
-                            "ACL must let the gateway write gateway/lane/#): alarms are read "
-                            "on the main connection only", self.marker_topic)
-
-    async def _lane_subscribe(self, client: aiomqtt.Client) -> None:
-        """Bring the alarm lane's subscriptions to :meth:`alarm_topics` (at connect, and
-        after the installer changed devices)."""
-        for _ in range(100):        # bounded: the bindings change at an installer's pace
-            if self._lane is not client:
-                return
-            want = self.alarm_topics()
-            gone, new = self.lane_subscribed - want, want - self.lane_subscribed
-            if not gone and not new:
-                return
-            self.lane_subscribed -= gone
-            try:
-                if gone:
-                    await client.unsubscribe(sorted(gone))
-                topics = sorted(new)
-                for i in range(0, len(topics), SUBSCRIBE_CHUNK):
-                    chunk = topics[i:i + SUBSCRIBE_CHUNK]
-                    await client.subscribe([(t, 0) for t in chunk])
-                    if self._lane is client:
-                        self.lane_subscribed.update(chunk)
-            except aiomqtt.MqttError as exc:    # the lane reconnects and subscribes anew
-                log.warning("mqtt alarm lane: cannot subscribe %d topics: %s", len(new), exc)
-                return
-
-    async def _run_main(self) -> None:
         delays = self._reconnect.delays()
         while True:
             try:
@@ -272,9 +130,8 @@ class MqttIntake:
                 self._paho = client._client  # noqa: SLF001 - see module docstring
                 self._paho.manual_ack_set(True)
                 self._paho.on_message = self._on_message
-                _on_connect(self._paho, self._pairing.main_reset)
                 async with client:
-                    self._read_in_bursts(client, self._paho)
+                    self._read_in_bursts(client)
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
                     self.status.set("online")
@@ -287,7 +144,7 @@ class MqttIntake:
                 self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
                 await asyncio.sleep(next(delays))
 
-    def _read_in_bursts(self, client: aiomqtt.Client, mqttc: paho.Client | None) -> None:
+    def _read_in_bursts(self, client: aiomqtt.Client) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
         that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while data
         is there, through a :class:`_BufferedSocket` (paho reads a packet in three
@@ -296,6 +153,7 @@ class MqttIntake:
         more than decoding a message, so under load this takes in roughly twice what
         aiomqtt's reader does (see the ingest and path benchmarks). Errors end the
         connection as aiomqtt's reader does (the run loop then reconnects with backoff)."""
+        mqttc = self._paho
         sock = mqttc.socket() if mqttc is not None else None
         if mqttc is None or sock is None:
             return
@@ -322,8 +180,7 @@ class MqttIntake:
             buffered.abort()
 
         buffered = _BufferedSocket(sock, loop, failed)
-        if mqttc is self._paho:
-            self._out = buffered
+        self._out = buffered
         mqttc._sock = buffered  # noqa: SLF001 - paho reads and writes through it from now on
 
         # one burst per turn of the loop: the socket's readable event and the burst
@@ -387,12 +244,6 @@ class MqttIntake:
         topic = msg.topic
         payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
-        if topic == self.marker_topic:
-            mark = parse_marker(payload)
-            if mark is not None:
-                self._pairing.main_marker(mark)
-            self._ack(mid, qos)
-            return
         self.metrics.counters[self._ingested_key] += 1    # inc() without the label sort
         try:
             readings = self._decode(topic, payload)
@@ -419,89 +270,14 @@ class MqttIntake:
                 if self._paho is conn:
                     self._ack(mid, qos)
 
-            def feed() -> None:
-                if self.commit_delay_s:
-                    asyncio.get_running_loop().call_later(
-                        self.commit_delay_s, self.sink.offer, readings, ack)
-                else:
-                    self.sink.offer(readings, ack)
-
-            if any(k in payload for k in self._lane_keys.get(topic, ())):
-                self._pair(topic, payload, ack, feed)     # one the lane may feed too
+            if self.commit_delay_s:
+                asyncio.get_running_loop().call_later(
+                    self.commit_delay_s, self.sink.offer, readings, ack)
                 return
-            feed()
+            self.sink.offer(readings, ack)
         else:
             self.sink.offer(readings, None)
             self._ack(mid, qos)
-
-    def _pair(self, topic: str, payload: bytes, ack: Callable[[], None],
-              feed: Callable[[], None]) -> None:
-        """An alarm message of an alarm lane topic on the main connection
-        (drivers/mqtt_lane.py): paired with the lane's copy, held for it, or fed."""
-        got = self._pairing.from_main(topic, payload)
-        if isinstance(got, Copy):       # fed from the lane: acknowledged once committed
-            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="paired")
-            got.after_commit(ack)
-        elif got is None:
-            feed()
-        else:                           # the lane has not read this interval yet: wait
-            held = self._pairing.hold(got, topic, payload, feed, time.monotonic())
-            asyncio.get_running_loop().call_later(HOLD_S, self._held_too_long, held)
-
-    def _held_too_long(self, held: Held) -> None:
-        if self._pairing.expire(held):
-            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="hold_expired")
-            held.feed()
-
-    def _on_lane(self, _client: paho.Client, _userdata: object,
-                 msg: paho.MQTTMessage) -> None:
-        """A message on the alarm lane: an alarm-class one that decodes cleanly is handed
-        to the pipeline now (the main connection then only acknowledges its twin). Anything
-        else is the main connection's alone, which also counts and tells its errors."""
-        topic = msg.topic
-        payload = bytes(msg.payload)
-        if topic == self.marker_topic:
-            mark = parse_marker(payload)
-            if mark is not None:
-                for held in self._pairing.lane_marker(mark, time.monotonic()):
-                    held.feed()         # the lane missed it: the main connection's copy
-            return
-        if msg.retain:
-            return      # a retained message sent at our SUBSCRIBE: not news (the main reads it)
-        # most of a detector's messages are heartbeats: without the key of an alarm field
-        # (a key written with escapes is missed here, and read on the main connection)
-        keys = self._lane_keys.get(topic, ())
-        if not any(k in payload for k in keys):
-            return
-        binding = self.bindings.get(topic)
-        if binding is None or len(payload) > self.max_payload_bytes or (
-                self.test_decode_fault and self.test_decode_fault in payload):
-            return
-        problems: list[DecodeError] = []
-        try:
-            readings = decode_json(binding.profile, binding.device_id, payload, utc(),
-                                   where=f"{topic} (device {binding.device_id})",
-                                   device_type=binding.device_type,
-                                   household_id=binding.household_id,
-                                   grid_cell=binding.grid_cell, problems=problems)
-        except Exception:  # noqa: BLE001 - the main connection's copy tells what it was
-            return
-        if problems or not any(r.is_alarm_class or r.metric in HELD_METRICS
-                               for r in readings):
-            return
-        got = self._pairing.from_lane(topic, payload, time.monotonic())
-        if isinstance(got, Held):       # the main connection read it first and waited
-            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="held")
-            got.feed()
-        elif isinstance(got, Copy):
-            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="ahead")
-            if self.commit_delay_s:
-                asyncio.get_running_loop().call_later(
-                    self.commit_delay_s, self.sink.offer, readings, got.commit_done)
-            else:
-                self.sink.offer(readings, got.commit_done)
-        else:
-            self.metrics.inc("gateway_mqtt_alarm_lane_total", outcome="left")
 
     def _ack(self, mid: int, qos: int) -> None:
         mqttc = self._paho
@@ -758,18 +534,6 @@ class _BufferedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
-
-
-def _on_connect(mqttc: paho.Client, told: Callable[[], None]) -> None:
-    """Call ``told`` at each CONNACK, before any message of that connection."""
-    theirs: Any = mqttc.on_connect     # aiomqtt's handler (paho types it as a union)
-
-    def on_connect(client: paho.Client, userdata: object, *rest: Any) -> None:
-        told()
-        if theirs is not None:
-            theirs(client, userdata, *rest)
-
-    mqttc.on_connect = on_connect
 
 
 async def _wait_disconnected(client: aiomqtt.Client) -> None:

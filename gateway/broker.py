@@ -81,8 +81,6 @@ class Mosquitto:
             "autosave_interval 1",
             "max_queued_messages 200000",
             "max_inflight_messages 1000",
-            # as deploy/mosquitto/community-gateway.conf: the alarm lane's small messages
-            "set_tcp_nodelay true",
             # as deploy/mosquitto/community-gateway.conf: a 500-device bridge/devices list
             "message_size_limit 4194304",
             f"log_dest file {self.workdir / 'mosquitto.log'}",

@@ -258,8 +258,7 @@ class Health:
         forwarder = self.case.forwarder if self.case else None
         ready = self.rules_ready()
         return {
-            "mqtt": {"state": self.intake.state, "ready": self.intake.state == "online",
-                     "alarm_lane": self.intake.lane_state},
+            "mqtt": {"state": self.intake.state, "ready": self.intake.state == "online"},
             **{key: {"state": state} for key, state in self.field.states().items()},
             "rules": {"state": "ok" if ready else "stalled", "ready": ready},
             "case_system": {"state": forwarder.state if forwarder else "not configured",

@@ -226,7 +226,7 @@ def browser_login(browser, gw: GatewayProcess, role: str):
 
 
 def mqtt_publish(port: int, messages: list[tuple[str, bytes | str | dict]], qos: int = 1,
-                 client_id: str | None = None, retain: bool = False) -> None:
+                 client_id: str | None = None) -> None:
     """Publish with a real paho client and wait until the broker acknowledged each message."""
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or "")
     c.connect("127.0.0.1", port)
@@ -235,7 +235,7 @@ def mqtt_publish(port: int, messages: list[tuple[str, bytes | str | dict]], qos:
         infos = []
         for topic, payload in messages:
             body = json.dumps(payload) if isinstance(payload, dict) else payload
-            infos.append(c.publish(topic, body, qos=qos, retain=retain))
+            infos.append(c.publish(topic, body, qos=qos))
         for info in infos:
             info.wait_for_publish(timeout=10)
             assert info.is_published()

@@ -69,7 +69,7 @@ def test_container_broker_config_runs_and_refuses_anonymous(tmp_path):
     subprocess.run(["bash", str(REPO / "deploy/mosquitto/make-ca.sh"), "--dir",
                     str(conf_dir / "tls"), "--host", "localhost", "--ip", "127.0.0.1"],
                    check=True, capture_output=True, timeout=60)
-    (conf_dir / "acl").write_text("user gateway\ntopic read #\ntopic write gateway/lane/#\n")
+    (conf_dir / "acl").write_text("user gateway\ntopic read #\n")
     (conf_dir / "passwd").write_text("gateway:pw-for-test\n")
     passwd_tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     subprocess.run([passwd_tool, "-U", str(conf_dir / "passwd")], check=True, timeout=60)

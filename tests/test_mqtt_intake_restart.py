@@ -8,6 +8,8 @@ subscribed loses what the broker routed before that subscription. docs/benchmark
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from drivers.mqtt import DeviceBinding, MqttIntake
@@ -19,14 +21,16 @@ from tests.support import (AckingSink, HoldingSink, mqtt_intake, mqtt_publish, r
 pytestmark = pytest.mark.integration
 
 CALLER = "zigbee2mqtt/caller-1"
+SMOKE = "zigbee2mqtt/smoke-1"
 MOTIONS = [f"zigbee2mqtt/motion-{i}" for i in range(20)]
-
 
 
 def _bindings(with_caller: bool = True) -> dict[str, DeviceBinding]:
     motion = stock_profile("zigbee2mqtt-motion-sensor")
     out = {t: DeviceBinding(t.rpartition("/")[2], "motion_sensor", "h-1", "cell-1", motion)
            for t in MOTIONS}
+    out[SMOKE] = DeviceBinding("smoke-1", "smoke_detector", "h-1", "cell-1",
+                               stock_profile("zigbee2mqtt-smoke-detector"))
     if with_caller:
         out[CALLER] = DeviceBinding("caller-1", "emergency_caller", "h-1", "cell-1",
                                     stock_profile("zigbee2mqtt-emergency-caller"))
@@ -68,6 +72,26 @@ async def test_a_caller_added_while_the_gateway_was_down_keeps_its_queued_sos(mo
         await until(i.connected.is_set, 10, "intake online")
         await _after_a_marker(mosquitto.port, again, 42)
     assert _sos(again) == []
+
+
+async def test_a_detectors_states_reach_the_rules_in_the_order_published(mosquitto):
+    """While the gateway was down a detector went into smoke and out again, behind telemetry;
+    after the start it goes into smoke anew. The rules get true, false, true: a newer state
+    never overtaken by an older one (the withdrawn alarm lanes fed the new fire first and
+    then the old 'false', which cleared it: docs/benchmarks.md "path", fifth round)."""
+    cid = "gw-intake-order"
+    async with running(_intake(mosquitto.port, AckingSink(), cid)) as i:
+        await until(i.connected.is_set, 10, "intake online")
+    backlog = [(MOTIONS[n % len(MOTIONS)], {"occupancy": n % 2 == 0}) for n in range(500)]
+    mqtt_publish(mosquitto.port, [(SMOKE, {"smoke": True}), *backlog, (SMOKE, {"smoke": False})])
+    sink = AckingSink()
+    async with running(_intake(mosquitto.port, sink, cid)) as i:
+        await until(i.connected.is_set, 10, "intake online")
+        await asyncio.to_thread(mqtt_publish, mosquitto.port,
+                                [(SMOKE, {"smoke": True, "battery": 90})])
+        await until(lambda: sum(r.kind is Kind.SMOKE for r in sink.readings) == 3, 10,
+                    "three smoke states")
+    assert [r.value for r in sink.readings if r.kind is Kind.SMOKE] == [True, False, True]
 
 
 @pytest.mark.parametrize("persistence", [True, False])

@@ -192,15 +192,11 @@ def _gateway(gw: GatewayProc, port: int, messages: list[tuple[str, bytes]]) -> d
             "gateway_rss_mb": round(stats.peak_rss_mb(), 1)}
 
 
-def _labelled(text: str, name: str, label: str) -> float:
-    """The sum of ``name``'s series with ``label`` in the Prometheus text."""
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and label in line)
-
-
 def _shed_queue_full(text: str) -> float:
     """``gateway_shed_total{reason="telemetry_queue_full"}``: readings the pipeline dropped."""
-    return _labelled(text, "gateway_shed_total", 'reason="telemetry_queue_full"')
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("gateway_shed_total{")
+               and 'reason="telemetry_queue_full"' in line)
 
 
 def _log_time(log: Path, offset: int, text: str) -> float:
@@ -313,13 +309,6 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
     for key, name in zip(("inside_gateway", "loop_lag", "gc_full_pauses"), watched):
         h0, h1 = hist0[name], hist1[name]
         out[key] = _bucket_quantiles({k: h1[k] - h0.get(k, 0) for k in h1})
-    # the alarm lane (drivers/mqtt.py): SOS copies read ahead of the main connection,
-    # paired with the main copy, the main copy held for the lane, left to the main, held
-    # too long (drivers/mqtt_lane.py)
-    with httpx.Client(timeout=5.0) as c:
-        text = _metrics(c, gw.url)
-    out["alarm_lane"] = {o: _labelled(text, "gateway_mqtt_alarm_lane_total", f'outcome="{o}"')
-                         for o in ("ahead", "paired", "held", "left", "hold_expired")}
     out["half"]["load_per_s"] = round(achieved[0]) if achieved else None
     out["burst"]["load_per_s"] = round(achieved[1]) if len(achieved) > 1 else None
     out["half"]["target_per_s"], out["burst"]["target_per_s"] = (round(half_rate),
