@@ -213,10 +213,9 @@ class CaseForwarder:
                     waking = asyncio.ensure_future(self._wake.wait())
                 done, _ = await asyncio.wait([*flying, waking],
                                              return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is not waking:
-                        sent.append(flying.pop(task))
-                        outcomes.append(task.result())
+                for task in [t for t in flying if t in done]:
+                    sent.append(flying.pop(task))
+                    outcomes.append(task.result())
                 if waking not in done:
                     continue
                 waking = None
@@ -229,8 +228,10 @@ class CaseForwarder:
                 for r in more[:self.window - len(flying)]:
                     flying[asyncio.ensure_future(self._send(r))] = r
         finally:
-            for task in [*flying, *([waking] if waking is not None else [])]:
+            for task in flying:
                 task.cancel()
+            if waking is not None:
+                waking.cancel()
         return sent, outcomes
 
     def _due(self, limit: int) -> list[dict]:

@@ -225,3 +225,24 @@ async def test_case_status_comes_back_by_polling_and_callbacks_without_doubles(
         assert seen[0]["via"] == "callback" and {s["via"] for s in seen[1:]} == {"poll"}
         handler = rig.book.get(alarm["id"], with_events=True)
         assert handler["case_status"] == "closed"
+
+
+async def test_a_case_queued_while_a_slow_one_is_in_flight_goes_out_at_once(
+        tmp_path, case_system, case_secret):
+    """The case system takes 2 s over one request. An alarm raised meanwhile does not wait
+    for it (a burst of alarms used to wait for the slowest request of each round): its case
+    is created within a second, the slow one's after it, each once."""
+    async with Rig(tmp_path, case_system, case_secret) as rig:
+        rig.faults(mode="slow", delay_s=2.0, count=1)
+        await fill_backlog(rig.book, 1, tag="slow")
+        await asyncio.sleep(0.3)            # its request is in flight (the alarm woke it)
+        assert rig.sim.cases()["count"] == 0
+        t0 = time.monotonic()
+        await fill_backlog(rig.book, 1, start=1, tag="joins")
+        await until(lambda: rig.sim.cases()["count"] >= 1, 1.5, "the second alarm's case")
+        joined = time.monotonic() - t0
+        keys = [c["idempotency_key"] for c in rig.sim.cases()["cases"]]
+        await rig.drained(10)
+        counts = rig.check_no_loss_no_duplicates(2)
+        print(f"second case {joined:.2f} s after its alarm, while the first waited 2 s")
+        assert len(keys) == 1 and counts["cases"] == 2      # the slow one came second
