@@ -1,4 +1,4 @@
-"""Faults around the running gateway process: kill -9 while forwarding (15 times in the
+"""Faults around the running gateway process: kill -9 while forwarding (10 times in the
 suite; ``FAULT_KILLS=50 .venv/bin/pytest tests/test_faults_gateway.py -k kill_9`` for the
 longer run, ~100 s), device broker restarts while devices publish, and a full disk. Each test
 prints its counts and asserts zero accepted alarms lost and zero duplicate cases/alarms."""
@@ -43,7 +43,7 @@ def _prefill(data, n: int) -> None:
 
 @pytest.mark.timeout(300)
 def test_kill_9_repeatedly_while_forwarding(tmp_path, case_system, case_secret):
-    n, kills, seed = 3000, int(os.environ.get("FAULT_KILLS", "15")), random.randrange(1 << 30)
+    n, kills, seed = 3000, int(os.environ.get("FAULT_KILLS", "10")), random.randrange(1 << 30)
     rng = random.Random(seed)
     config = site_copy(tmp_path / "site", mqtt_port=free_port(), case_url=case_system.url)
     (config / "uplinks.yaml").write_text((config / "uplinks.yaml").read_text() + "  window: 4\n")
