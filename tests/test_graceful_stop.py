@@ -1,4 +1,4 @@
-"""Graceful stop never crashes: SIGTERM under full ingest and telemetry load, 6 times in the
+"""Graceful stop never crashes: SIGTERM under full ingest and telemetry load, 4 times in the
 suite (``GRACEFUL_STOPS=20 .venv/bin/pytest tests/test_graceful_stop.py -k sigterm`` for the
 longer run, ~70 s).
 
