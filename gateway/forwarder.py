@@ -201,7 +201,8 @@ class CaseForwarder:
         round at once instead of waiting for the slowest of them and the record (a burst of
         alarms: hundreds of ms each), while all goes well, up to ``window`` in flight and
         for :data:`JOIN_S`. A row sent but not yet recorded is still pending in the store:
-        it is not sent twice, and its alarm's next row is not due before it is recorded."""
+        no row of its alarm or request joins (not it again, not the next one before it is
+        recorded, not a refused older one queued again meanwhile)."""
         started = time.monotonic()
         flying = {asyncio.ensure_future(self._send(r)): r for r in rows}
         sent: list[dict] = []
@@ -221,10 +222,15 @@ class CaseForwarder:
                 waking = None
                 self._wake.clear()
                 if (self._failures or any(o.kind != "delivered" for o in outcomes)
-                        or time.monotonic() - started > JOIN_S):
+                        or time.monotonic() - started > JOIN_S or len(flying) >= self.window):
                     continue
-                busy = {r["seq"] for r in sent} | {r["seq"] for r in flying.values()}
-                more = [r for r in self._due(self.window + len(busy)) if r["seq"] not in busy]
+                rows_now = [*sent, *flying.values()]
+                # not a row of an alarm or request with one in this round (a refused row
+                # queued again by `gateway outbox --retry-failed` would be due beside it)
+                alarms = {r["alarm_id"] for r in rows_now if r["alarm_id"] is not None}
+                helps = {r["help_id"] for r in rows_now if r.get("help_id") is not None}
+                more = [r for r in self._due(self.window + len(rows_now))
+                        if r["alarm_id"] not in alarms and r.get("help_id") not in helps]
                 for r in more[:self.window - len(flying)]:
                     flying[asyncio.ensure_future(self._send(r))] = r
         finally:
@@ -232,6 +238,8 @@ class CaseForwarder:
                 task.cancel()
             if waking is not None:
                 waking.cancel()
+            if flying:      # (shutdown) their cancellation done before the client closes
+                await asyncio.gather(*flying, return_exceptions=True)
         return sent, outcomes
 
     def _due(self, limit: int) -> list[dict]:
