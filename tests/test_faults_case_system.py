@@ -235,7 +235,8 @@ async def test_a_case_queued_while_a_slow_one_is_in_flight_goes_out_at_once(
     async with Rig(tmp_path, case_system, case_secret) as rig:
         rig.faults(mode="slow", delay_s=2.0, count=1)
         await fill_backlog(rig.book, 1, tag="slow")
-        await asyncio.sleep(0.3)            # its request is in flight (the alarm woke it)
+        # its request is in flight: received (counted before the slow fault's wait), no case
+        await until(lambda: rig.sim.cases()["api_requests"] >= 1, 5, "the first request in")
         assert rig.sim.cases()["count"] == 0
         t0 = time.monotonic()
         await fill_backlog(rig.book, 1, start=1, tag="joins")
