@@ -24,18 +24,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from drivers import DecodeWatch, IntakeSink
 from drivers.codecs.modbus_registers import plan_reads
-from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
 from drivers.profiles import ModbusProfile, ProfileMisfit, ProfileSet, fit_profile
 from drivers.serial_line import LineSettings, SerialDevice, SerialLine, takes_command
 from gateway.kernel.commands import Action, Command, CommandError, CommandWriter
 from gateway.kernel.errors import ConfigError
 from gateway.kernel.metrics import MetricsSink
 
-if TYPE_CHECKING:     # imported where used: pysiaalarm loads only for a site with DC-09 panels
+if TYPE_CHECKING:     # imported where used: pysiaalarm loads only for a site with DC-09 panels,
+    # pymodbus (about 2 MB of a Pi's memory) only for a site with Modbus buses
+    from drivers.modbus import BusEndpoint, ModbusBus, ModbusDevice, PollPolicy
     from drivers.sia import Dc09Account, Dc09Device, ReceiverSettings, SiaReceiver
 
 __all__ = ["BusPlan", "FieldDrivers", "LinePlan", "Plan", "ReceiverPlan", "plan_field"]
@@ -120,6 +121,8 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
             continue
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
         if d.modbus is not None:
+            from drivers.modbus import ModbusDevice
+
             assert isinstance(profile, ModbusProfile)
             reads = tuple(plan_reads(profile.entries(), max_gap=profile.max_gap))
             by_bus[d.modbus.bus].append(ModbusDevice(d.id, d.modbus.unit, reads, d.type,
@@ -150,6 +153,8 @@ def plan_field(site: Any, profiles: ProfileSet) -> dict[str, Plan]:
         raise ConfigError(problems)
     plans: dict[str, Plan] = {}
     for b in gw.modbus_buses:
+        from drivers.modbus import BusEndpoint, PollPolicy
+
         if b.tcp is not None:
             endpoint = BusEndpoint("tcp", host=b.tcp.host, port=b.tcp.port)
         else:
@@ -192,6 +197,8 @@ class FieldDrivers:
 
     def _build(self, plan: Plan) -> ModbusBus | SerialLine | SiaReceiver:
         if isinstance(plan, BusPlan):
+            from drivers.modbus import ModbusBus
+
             return ModbusBus(plan.bus_id, plan.endpoint, list(plan.devices), self.sink,
                              self.metrics, policy=plan.policy, on_error=self.on_error,
                              decode_watch=self.decode_watch)
@@ -245,10 +252,13 @@ class FieldDrivers:
         """The running Modbus bus or serial line that writes commands to ``device_id``
         (one of its actions at least), or None. Ask again after a rebind: it replaces
         drivers (or use this object's own ``supports``/``send``)."""
-        for driver in list(self.drivers.values()):
-            if isinstance(driver, (ModbusBus, SerialLine)) and any(
-                    driver.supports(device_id, action) for action in Action):
-                return driver
+        for key, driver in list(self.drivers.items()):
+            # a bus's or a line's driver (a DC-09 receiver takes no commands); by its plan,
+            # as ModbusBus is imported only for a site with Modbus buses
+            if isinstance(self.plans.get(key), (BusPlan, LinePlan)):
+                writer = cast("CommandWriter", driver)
+                if any(writer.supports(device_id, action) for action in Action):
+                    return writer
         return None
 
     def supports(self, device_id: str, action: Action) -> bool:
