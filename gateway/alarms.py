@@ -108,10 +108,11 @@ class AlarmBook:
 
     # -- rule actions ----------------------------------------------------------------
     async def apply(self, actions: Iterable, inbox_seqs: Iterable[int] = (),
-                    journal: Iterable[tuple[str, dict, int]] = ()) -> list[Change]:
+                    journal: Iterable[tuple[str, dict, int]] = (), *,
+                    hold_s: float = 0.0) -> list[Change]:
         """Apply rule actions, write the engine's alarm bookkeeping (``journal``: entries
         of ``rules.AlarmBook.journal``) and mark the inbox rows that caused them processed,
-        atomically. An action for an alarm that is not open is never dropped silently: a
+        atomically (``hold_s``: see ``Store.write``). An action for an alarm that is not open is never dropped silently: a
         trigger raises a new alarm (``Change.reopened``), anything else is recorded where it
         can be, counted (``gateway_orphan_actions_total{action}``) and logged."""
         actions = list(actions)
@@ -133,7 +134,7 @@ class AlarmBook:
                 inbox.mark_processed(conn, seqs, _now())
             return changes, orphans
 
-        changes, orphans = await self.store.write(tx)
+        changes, orphans = await self.store.write(tx, hold_s=hold_s)
         for action, key, note in orphans:
             if self.metrics is not None:
                 self.metrics.inc("gateway_orphan_actions_total", action=action)

@@ -45,6 +45,10 @@ __all__ = ["DurableWriter", "Pipeline"]
 log = logging.getLogger(__name__)
 #: seconds of telemetry fed to the rules per turn of the event loop at most
 TELEMETRY_SLICE_S = 0.005
+#: an alarm-class commit (the inbox's, the alarm changes') holds the event loop this long
+#: at most, so that the store's writer thread runs without waiting for the GIL
+#: (``Store.write``'s ``hold_s``); then it is awaited as any other write
+ALARM_HOLD_S = 0.02
 
 
 class DurableWriter(Protocol):
@@ -162,7 +166,8 @@ class Pipeline:
                 continue
             try:
                 seqs, written = await self.store.write(
-                    lambda c: self._accept(c, batch))  # noqa: B023 (awaited here)
+                    lambda c: self._accept(c, batch),  # noqa: B023 (awaited here)
+                    hold_s=ALARM_HOLD_S)
             except StoreError as exc:
                 # Not acknowledged: the device/broker still has them. Keep and retry.
                 self.metrics.inc("gateway_store_errors_total", stage="inbox")
@@ -246,7 +251,8 @@ class Pipeline:
         failures = 0
         while True:
             try:
-                changes = await self.book.apply(actions, seqs, journal)
+                changes = await self.book.apply(actions, seqs, journal,
+                                                hold_s=ALARM_HOLD_S if seqs else 0.0)
                 break
             except StoreError as exc:
                 # The readings are in the inbox (or were telemetry): keep trying, never drop.

@@ -36,7 +36,7 @@ class _Engine:
 
 
 class _Book:
-    async def apply(self, actions, seqs, journal) -> list:
+    async def apply(self, actions, seqs, journal, **kw) -> list:
         return []
 
 
@@ -55,7 +55,7 @@ class _SlowStore:
     def __init__(self, store: Store, delay_s: float = 0.0, failures: int = 0) -> None:
         self.store, self.delay_s, self.failures = store, delay_s, failures
 
-    async def write(self, fn):
+    async def write(self, fn, **kw):
         if self.failures:
             self.failures -= 1
             await asyncio.sleep(0.01)
@@ -65,7 +65,7 @@ class _SlowStore:
             time.sleep(self.delay_s)
             return fn(conn)
 
-        return await self.store.write(slow)
+        return await self.store.write(slow, **kw)
 
     def __getattr__(self, name: str):
         return getattr(self.store, name)

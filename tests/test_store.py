@@ -66,3 +66,71 @@ async def test_closed_store_refuses_writes(tmp_path):
     store.close()
     with pytest.raises(StoreError):
         await store.write(lambda c: None)
+
+
+async def _busy_loop(stop: asyncio.Event) -> None:
+    """The event loop as the intake keeps it under load: CPU in 4 ms slices."""
+    import time
+    while not stop.is_set():
+        end = time.perf_counter() + 0.004
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(0)
+
+
+def _many_statements(c):
+    for i in range(40):       # an alarm's commit: a few dozen statements
+        c.execute("INSERT INTO audit (ts, actor, action) VALUES ('t', ?, 'x')", (str(i),))
+    return "done"
+
+
+async def test_a_held_write_commits_at_once_while_the_event_loop_is_busy(tmp_path):
+    # Unheld, the writer thread waits for the GIL at each SQLite call while the loop
+    # computes (up to the switch interval each time: 5 ms by default, 40 statements).
+    import time
+    async with Store(tmp_path / "g.db") as store:
+        stop = asyncio.Event()
+        busy = asyncio.create_task(_busy_loop(stop))
+        try:
+            await asyncio.sleep(0.05)
+            took = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                assert await store.write(_many_statements, hold_s=0.5) == "done"
+                took.append(time.perf_counter() - t0)
+        finally:
+            stop.set()
+            await busy
+        assert max(took) < 0.1, took
+
+
+async def test_a_held_write_that_takes_longer_lets_the_loop_go_and_still_commits(tmp_path):
+    import time
+    async with Store(tmp_path / "g.db") as store:
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            for _ in range(20):
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.01)
+
+        def slow(c):
+            time.sleep(0.2)
+            return c.execute("INSERT INTO audit (ts, actor, action) VALUES ('t', 'a', 'x')"
+                             ).lastrowid
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        t0 = time.perf_counter()
+        rowid = await store.write(slow, hold_s=0.02)
+        assert rowid and time.perf_counter() - t0 >= 0.2
+        # the loop ran while the commit was still going (held 20 ms, not 200)
+        assert any(t0 + 0.05 < t < t0 + 0.19 for t in ticks), [t - t0 for t in ticks]
+        await task
+
+        def bad(c):
+            raise ValueError("refused by the caller")
+
+        with pytest.raises(ValueError):
+            await store.write(bad, hold_s=0.5)
+        assert store.query_one("SELECT count(*) AS n FROM audit")["n"] == 1
