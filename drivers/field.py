@@ -261,6 +261,17 @@ class FieldDrivers:
                     return writer
         return None
 
+    def reachable(self) -> set[str]:
+        """The devices of the plans' buses and lines that take a command (one at least)."""
+        out: set[str] = set()
+        for plan in list(self.plans.values()):
+            if isinstance(plan, BusPlan):
+                out.update(d.device_id for d in plan.devices if d.commands)
+            elif isinstance(plan, LinePlan):
+                out.update(d.device_id for d in plan.devices
+                           if any(takes_command(d, a) for a in Action))
+        return out
+
     def supports(self, device_id: str, action: Action) -> bool:
         """Whether a bus or line of the plans has ``device_id`` and a way to ``action``."""
         for plan in list(self.plans.values()):

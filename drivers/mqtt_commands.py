@@ -63,6 +63,10 @@ class MqttCommandWriter:
         """Swap the device table (an edited site); takes effect at once."""
         self.bindings = bindings
 
+    def reachable(self) -> set[str]:
+        """The devices this writer can command (one action at least)."""
+        return {d for d, b in self.bindings.items() if b.commands.actions}
+
     def supports(self, device_id: str, action: Action) -> bool:
         b = self.bindings.get(device_id)
         return b is not None and action in b.commands.actions

@@ -133,3 +133,27 @@ async def test_rate_limit_and_no_writer_are_skipped_and_said(rig):
     assert outcomes == [[no_writer, ("valve-7-101", "confirmed", None)]] * 2 + [
         [no_writer, ("valve-7-101", "skipped", "rate_limited")]]
     assert len(writer.sent) == 2
+
+
+class ListingWriter(FakeWriter):
+    """A writer that lists the devices it reaches (as the MQTT and field writers do)."""
+
+    def reachable(self) -> set[str]:
+        return set(self.devices)
+
+
+async def test_a_card_offers_control_only_where_a_writer_reaches_a_device_of_its_household(rig):
+    _book, linkage, _writer, _store = rig
+    # valve-7-101 and siren-7-101 (household h-7-101) have a writer; valve-7-302 has none
+    assert linkage.can_command("h-7-101", None)
+    assert not linkage.can_command("h-7-302", None)
+    assert linkage.can_command(None, "310104-012-03")     # the grid cell of h-7-101
+    # a second writer that lists its devices reaches h-7-302's valve: the card offers it
+    # once the site is asked again (a new site object, as after an edit)
+    linkage.registry.add(ListingWriter({"valve-7-302"}, linkage.hooked(lambda r: None)))
+    site = linkage.site()
+    assert linkage.registry.reachable(d.id for d in site.devices.devices) == {
+        "valve-7-101", "siren-7-101", "valve-7-302"}
+    linkage._index = None
+    assert linkage.can_command("h-7-302", None)
+    assert not linkage.can_command("h-nobody", None)
