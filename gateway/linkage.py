@@ -49,7 +49,8 @@ from gateway.alarms import SYSTEM_ACTOR, AlarmNotFound, Change
 from gateway.device_modes import effective_mode
 from gateway.kernel.clock import utc_iso
 from gateway.kernel.commands import (CONFIRMING_KIND, EXPECTED_STATE, INVERSE, SAFE_ACTIONS,
-                                     Action, Command, CommandError, CommandWriter)
+                                     Action, Command, CommandError, CommandWriter,
+                                     ListsDevices)
 from gateway.kernel.resilience import RateLimit
 from gateway.metrics import Metrics
 from gateway.model import Quality, Reading
@@ -111,9 +112,8 @@ class WriterRegistry:
         ids = set(device_ids)
         out: set[str] = set()
         for w in self._writers:
-            listed = getattr(w, "reachable", None)
-            if listed is not None:
-                out |= ids.intersection(listed())
+            if isinstance(w, ListsDevices):
+                out |= ids.intersection(w.reachable())
             else:
                 out.update(d for d in ids if any(w.supports(d, a) for a in Action))
         return out

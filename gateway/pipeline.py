@@ -194,6 +194,10 @@ class Pipeline:
             while not self._alarm_q.empty() or not self._telemetry_q.empty():
                 if not self._alarm_q.empty():
                     await self._process_alarms()
+                    if not self._alarm_q.empty():
+                        # more than a pass (a recovery's backlog): a held commit returns
+                        # without a turn of the loop, so give the intake and the API one
+                        await asyncio.sleep(0)
                     continue
                 await self._process_telemetry(500)
 

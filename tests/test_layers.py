@@ -60,6 +60,16 @@ def test_the_service_and_cli_load_no_simulator() -> None:
     assert "gateway.demo" not in loaded
 
 
+def test_the_service_loads_pymodbus_only_for_a_site_with_modbus_buses() -> None:
+    """About 2 MB of a Pi's memory (docs/benchmarks.md, "day", sixth round)."""
+    probe = ("import sys\nimport gateway.cli, gateway.service\n"
+             "print([m for m in sys.modules if m.split('.')[0] == 'pymodbus'"
+             " or m == 'drivers.modbus'])")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_every_project_error_is_a_gateway_error() -> None:
     errors = []
     for package in ("gateway", "drivers", "rules", "edge_config"):

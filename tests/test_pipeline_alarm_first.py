@@ -36,7 +36,11 @@ class _Engine:
 
 
 class _Book:
+    def __init__(self) -> None:
+        self.holds: list[tuple[bool, float]] = []     # (with inbox rows, hold_s)
+
     async def apply(self, actions, seqs, journal, **kw) -> list:
+        self.holds.append((bool(seqs), kw.get("hold_s", 0.0)))
         return []
 
 
@@ -54,8 +58,10 @@ class _SlowStore:
 
     def __init__(self, store: Store, delay_s: float = 0.0, failures: int = 0) -> None:
         self.store, self.delay_s, self.failures = store, delay_s, failures
+        self.holds: list[float] = []
 
     async def write(self, fn, **kw):
+        self.holds.append(kw.get("hold_s", 0.0))
         if self.failures:
             self.failures -= 1
             await asyncio.sleep(0.01)
@@ -116,3 +122,25 @@ async def test_telemetry_goes_on_while_a_failed_commit_waits_to_be_retried(tmp_p
     engine = await _run(tmp_path, failures=4)    # retried after 0.05, 0.1, 0.2, 0.4 s
     assert engine.fed.index("caller-1") > 0
     assert engine.fed.count("caller-1") == 1
+
+
+async def test_an_alarms_commits_hold_the_loop_and_telemetrys_do_not(tmp_path):
+    from gateway.pipeline import ALARM_HOLD_S
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    slow, book = _SlowStore(store), _Book()
+    engine = _Engine()
+    engine.feed = lambda r, now: (engine.fed.append(r.device_id), [object()])[1]  # an action
+    pipe = Pipeline(slow, engine, book, Metrics())  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(pipe._committer()), asyncio.create_task(pipe._processor())]
+    try:
+        pipe.offer([_motion(1)], None)
+        await until(lambda: book.holds, 5, "the motion's actions applied")
+        pipe.offer([_sos()], lambda: None)
+        await until(lambda: len(book.holds) == 2, 5, "the alarm applied")
+        assert slow.holds == [ALARM_HOLD_S]                     # the inbox commit
+        assert book.holds == [(False, 0.0), (True, ALARM_HOLD_S)]
+    finally:
+        for t in tasks:
+            t.cancel()
+        store.close()

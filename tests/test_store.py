@@ -86,22 +86,33 @@ def _many_statements(c):
 
 async def test_a_held_write_commits_at_once_while_the_event_loop_is_busy(tmp_path):
     # Unheld, the writer thread waits for the GIL at each SQLite call while the loop
-    # computes (up to the switch interval each time: 5 ms by default, 40 statements).
+    # computes (up to the switch interval each time; gateway run's 0.5 ms here)
+    import sys
     import time
-    async with Store(tmp_path / "g.db") as store:
-        stop = asyncio.Event()
-        busy = asyncio.create_task(_busy_loop(stop))
-        try:
-            await asyncio.sleep(0.05)
-            took = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                assert await store.write(_many_statements, hold_s=0.5) == "done"
-                took.append(time.perf_counter() - t0)
-        finally:
-            stop.set()
-            await busy
-        assert max(took) < 0.1, took
+
+    from gateway.cli import SWITCH_INTERVAL_S
+    from gateway.pipeline import ALARM_HOLD_S
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    try:
+        async with Store(tmp_path / "g.db") as store:
+            stop = asyncio.Event()
+            busy = asyncio.create_task(_busy_loop(stop))
+            try:
+                await asyncio.sleep(0.05)
+                took = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    assert await store.write(_many_statements, hold_s=ALARM_HOLD_S) == "done"
+                    took.append(time.perf_counter() - t0)
+            finally:
+                stop.set()
+                await busy
+            assert store.held == 3
+            assert max(took) < 0.1, took
+    finally:
+        sys.setswitchinterval(interval)
 
 
 async def test_a_held_write_that_takes_longer_lets_the_loop_go_and_still_commits(tmp_path):
@@ -123,6 +134,7 @@ async def test_a_held_write_that_takes_longer_lets_the_loop_go_and_still_commits
         await asyncio.sleep(0)
         t0 = time.perf_counter()
         rowid = await store.write(slow, hold_s=0.02)
+        assert store.held == 1
         assert rowid and time.perf_counter() - t0 >= 0.2
         # the loop ran while the commit was still going (held 20 ms, not 200)
         assert any(t0 + 0.05 < t < t0 + 0.19 for t in ticks), [t - t0 for t in ticks]
@@ -134,3 +146,39 @@ async def test_a_held_write_that_takes_longer_lets_the_loop_go_and_still_commits
         with pytest.raises(ValueError):
             await store.write(bad, hold_s=0.5)
         assert store.query_one("SELECT count(*) AS n FROM audit")["n"] == 1
+
+
+async def test_a_write_does_not_hold_the_loop_while_the_writer_is_in_another_batch(tmp_path):
+    # it would wait for that batch's commit (its fsync: tens of ms on an SD card)
+    import time
+    async with Store(tmp_path / "g.db") as store:
+        def slow(c):
+            time.sleep(0.2)
+
+        first = asyncio.create_task(store.write(slow))
+        await asyncio.sleep(0.05)              # the writer is in slow's batch
+        t0 = time.perf_counter()
+        second = asyncio.create_task(store.write(_many_statements, hold_s=0.5))
+        await asyncio.sleep(0)                 # second's first step: queued, not held
+        assert time.perf_counter() - t0 < 0.05
+        assert await second == "done" and store.held == 0
+        await first
+
+
+async def test_a_held_write_on_a_slow_disk_lets_the_loop_go_during_the_fsync(tmp_path):
+    # recent commits slower than FAST_COMMIT_S (an SD card's fsync): the loop is held only
+    # until the writes have run, and goes on during the COMMIT; fast commits: held through
+    from gateway.store.core import FAST_COMMIT_S
+    async with Store(tmp_path / "g.db") as store:
+        for slow_disk in (True, False):
+            turns: list[int] = []
+
+            async def other_task(turns: list[int] = turns) -> None:
+                turns.append(1)
+
+            store.commit_s = FAST_COMMIT_S * 10 if slow_disk else 0.0
+            task = asyncio.create_task(other_task())
+            assert await store.write(_many_statements, hold_s=0.5) == "done"
+            assert turns == ([1] if slow_disk else []), slow_disk
+            await task
+        assert store.held == 2

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.kernel.errors import GatewayError
 
@@ -23,6 +23,7 @@ __all__ = [
     "Action",
     "CONFIRMING_KIND",
     "EXPECTED_STATE",
+    "ListsDevices",
     "SAFE_ACTIONS",
     "INVERSE",
     "Command",
@@ -92,6 +93,13 @@ class Command:
 
 class CommandError(GatewayError):
     """A command could not be put on the wire (the device or its transport named in the text)."""
+
+
+@runtime_checkable
+class ListsDevices(Protocol):
+    """A :class:`CommandWriter` that can say at once which devices it reaches (any action)."""
+
+    def reachable(self) -> set[str]: ...
 
 
 class CommandWriter(Protocol):

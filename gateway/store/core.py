@@ -19,6 +19,7 @@ import queue
 import shutil
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,10 @@ T = TypeVar("T")
 Tx = sqlite3.Connection
 #: A row read inside a transaction (by column name: ``row["id"]``).
 Row = sqlite3.Row
+
+#: a commit (its fsync) at most this long, on average lately, and a write that holds the event
+#: loop (``Store.write``'s ``hold_s``) holds it until its result; else only until it has run
+FAST_COMMIT_S = 0.002
 
 #: How a caller whose write failed (``StoreError``: disk full, I/O error) retries it:
 #: 0.05 s, doubling, at most 5 s, no jitter (one writer, nobody to fall in step with).
@@ -77,6 +82,12 @@ class Store:
         self.last_error: str | None = None   # last commit failure (disk full ...), for health
         self.disk_full = False    # the last commit failed because the disk is full
         self.commit_failures = 0  # transactions that could not commit (for metrics)
+        self.held = 0             # writes that held the event loop (``write``'s ``hold_s``)
+        #: the COMMITs' recent duration (moving average, seconds): their fsync
+        self.commit_s = 0.0
+        #: the writer is in a batch (a write then does not hold the loop: it would wait for
+        #: that batch's fsync)
+        self._busy = False
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -156,6 +167,14 @@ class Store:
         conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+        self._busy = True
+        try:
+            self._commit_batch_busy(conn, batch)
+        finally:
+            _ran(batch, ended=True)
+            self._busy = False
+
+    def _commit_batch_busy(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
         results: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -177,7 +196,11 @@ class Store:
                     continue
                 conn.execute("RELEASE w")
                 results.append((res, None))
+            _ran(batch)           # the loop may go on: the fsync needs no GIL
+            t0 = time.perf_counter()
             conn.execute("COMMIT")
+            self.commit_s += (time.perf_counter() - t0 - self.commit_s) * 0.2
+            self._busy = False    # (before the results: a caller's next write may hold)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -191,6 +214,7 @@ class Store:
                           self.free_bytes())
             self.disk_full = full
             log.error("store commit failed (%d writes not accepted): %s", len(batch), exc)
+            self._busy = False
             err = StoreError(f"store commit failed: {exc}")
             _deliver([(done, None, err) for _fn, done in batch])
             return
@@ -205,20 +229,27 @@ class Store:
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, hold_s: float = 0.0) -> T:
         """Run ``fn`` in the writer's transaction; return its result once durably committed.
 
-        ``hold_s``: hold the event loop up to this long for the commit (an alarm's), then
-        wait as usual. While the loop runs, the writer thread waits for the GIL at each
-        SQLite call (up to the switch interval each time): an alarm's commit that takes
-        ~0.5 ms alone took 5 ms (median) to 33 ms under the intake's load (docs/
-        benchmarks.md, "path", sixth round). Held, the loop gives the writer the GIL."""
+        ``hold_s`` (an alarm's commit): when the writer is idle, hold the event loop at most
+        this long, then wait as usual: until the result while the recent commits were fast
+        (their fsync under :data:`FAST_COMMIT_S`), else until ``fn`` and the batch's other
+        writes have run (the fsync, which needs no GIL, then runs while the loop goes on: an
+        SD card's takes tens of ms). While the loop runs, the writer thread waits for the GIL
+        at each SQLite call (up to the switch interval each time): an alarm's commit that
+        takes ~0.5 ms alone took 5 ms (median) to 33 ms under the intake's load
+        (docs/benchmarks.md, "path", sixth round)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        done = _AsyncDone(loop, fut, threading.Event() if hold_s > 0 else None)
+        hold = hold_s > 0 and not self._busy
+        done = _AsyncDone(loop, fut, threading.Event() if hold else None,
+                          through=hold and self.commit_s < FAST_COMMIT_S)
         with self._gate:
             if self._thread is None:
                 raise StoreError("store is closed")
             self._queue.put((fn, done))
-        if done.ready is not None and done.ready.wait(hold_s):
-            _settle(fut, *done.box)
+        if done.ready is not None:
+            self.held += 1
+            if done.ready.wait(hold_s) and done.box is not None:
+                _settle(fut, *done.box)
         return await fut
 
     def write_sync(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30) -> T:
@@ -295,14 +326,25 @@ def lock_data_dir(data_dir: Path):
 class _AsyncDone:
     """Where the result of an async ``write`` goes (settled in bulk per event loop)."""
 
-    __slots__ = ("box", "fut", "loop", "ready")
+    __slots__ = ("box", "fut", "loop", "ready", "through")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future,
-                 ready: threading.Event | None = None) -> None:
+                 ready: threading.Event | None = None, *, through: bool = False) -> None:
         self.loop, self.fut = loop, fut
-        #: set once ``box`` holds (result, exception): a writer holding the loop (``hold_s``)
+        #: a caller holding the loop (``hold_s``): set once the batch's writes have run, or
+        #: (``through``) once ``box`` holds the result
         self.ready = ready
-        self.box: tuple[Any, BaseException | None] = (None, None)
+        self.through = through
+        self.box: tuple[Any, BaseException | None] | None = None
+
+
+def _ran(batch: list[tuple], *, ended: bool = False) -> None:
+    """The batch's writes have run: release the callers holding the loop until then (and,
+    ``ended``, every caller: a batch that ended without a result for them)."""
+    for _fn, done in batch:
+        if (isinstance(done, _AsyncDone) and done.ready is not None
+                and (ended or not done.through)):
+            done.ready.set()
 
 
 def _deliver(items: list[tuple[Any, Any, BaseException | None]]) -> None:
@@ -311,7 +353,7 @@ def _deliver(items: list[tuple[Any, Any, BaseException | None]]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
     for done, res, exc in items:
         if isinstance(done, _AsyncDone):
-            if done.ready is not None:
+            if done.ready is not None and done.through:
                 done.box = (res, exc)
                 done.ready.set()
             by_loop.setdefault(done.loop, []).append((done.fut, res, exc))
