@@ -176,17 +176,19 @@ async def test_a_held_write_on_a_slow_disk_lets_the_loop_go_during_the_fsync(tmp
             async def other_task(turns: list[int] = turns) -> None:
                 turns.append(1)
 
-            store.commit_s = FAST_COMMIT_S * 10 if slow_disk else 0.0
+            store.commits_s.clear()
+            store.commits_s.extend([FAST_COMMIT_S * 10] * (9 if slow_disk else 0))
             task = asyncio.create_task(other_task())
             assert await store.write(_many_statements, hold_s=0.5) == "done"
             assert turns == ([1] if slow_disk else []), slow_disk
             await task
         assert store.held == 2
         # on a slow disk every 16th held write still goes through (measures it again)
-        store.commit_s, store.held = FAST_COMMIT_S * 10, 15
+        store.commits_s.extend([FAST_COMMIT_S * 10] * 9)
+        store.held = 15
         turns = []
         task = asyncio.create_task(other_task(turns))
         assert await store.write(_many_statements, hold_s=0.5) == "done"
         assert turns == []
         await task
-        assert store.commit_s < FAST_COMMIT_S * 10      # measured again
+        assert min(store.commits_s) < FAST_COMMIT_S * 10      # measured again

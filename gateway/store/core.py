@@ -14,10 +14,12 @@ what is read and written, table by table, in the repositories of this package.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import queue
 import shutil
 import sqlite3
+import statistics
 import threading
 import time
 import uuid
@@ -83,9 +85,10 @@ class Store:
         self.disk_full = False    # the last commit failed because the disk is full
         self.commit_failures = 0  # transactions that could not commit (for metrics)
         self.held = 0             # writes that held the event loop (``write``'s ``hold_s``)
-        #: the recent duration of the COMMITs of writes that held the loop through their
-        #: result (moving average, seconds): mostly their fsync
-        self.commit_s = 0.0
+        #: how long the last COMMITs of writes that held the loop through their result took
+        #: (seconds; mostly their fsync): their median decides (``commit_s``), so that one
+        #: slow fsync does not end the holding
+        self.commits_s: collections.deque[float] = collections.deque(maxlen=9)
         #: the writer is in a batch (a write then does not hold the loop: it would wait for
         #: that batch's fsync)
         self._busy = False
@@ -202,7 +205,7 @@ class Store:
             conn.execute("COMMIT")
             if any(isinstance(d, _AsyncDone) and d.through for _fn, d in batch):
                 # measured while the loop is held: the commit itself, not a wait for the GIL
-                self.commit_s += (time.perf_counter() - t0 - self.commit_s) * 0.2
+                self.commits_s.append(time.perf_counter() - t0)
             self._busy = False    # (before the results: a caller's next write may hold)
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -228,6 +231,11 @@ class Store:
         self.last_error = None
         self.disk_full = False
         _deliver([(done, res, exc) for (_fn, done), (res, exc) in zip(batch, results)])
+
+    @property
+    def commit_s(self) -> float:
+        """The median of the last held-through COMMITs' durations (0 before any)."""
+        return statistics.median(self.commits_s) if self.commits_s else 0.0
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, hold_s: float = 0.0) -> T:
         """Run ``fn`` in the writer's transaction; return its result once durably committed.
