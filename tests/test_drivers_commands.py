@@ -354,6 +354,10 @@ serial_lines:
     assert field.supports("gm-7-101", Action.CLOSE_VALVE) and field.writer_for("gm-7-101") is None
     assert field.supports("gv-kitchen", Action.OPEN_VALVE)
     assert not field.supports("em-1", Action.CLOSE_VALVE)
+    # what the linkage's card index asks once (WriterRegistry.reachable): the same devices
+    assert field.reachable() == {d for d in ("gv-kitchen", "gm-7-101", "em-1")
+                                 if any(field.supports(d, a) for a in Action)}
+    assert field.reachable() == {"gv-kitchen", "gm-7-101"}
     try:
         async with running(field):
             await until(lambda: valve_states(sink, "gv-kitchen") and

@@ -157,3 +157,20 @@ async def test_a_card_offers_control_only_where_a_writer_reaches_a_device_of_its
     linkage._index = None
     assert linkage.can_command("h-7-302", None)
     assert not linkage.can_command("h-nobody", None)
+
+
+def test_the_mqtt_writer_lists_the_devices_it_can_command(tmp_path):
+    from drivers.mqtt_commands import MqttCommandWriter
+    from gateway.linkage_wiring import mqtt_command_bindings
+    from gateway.metrics import Metrics
+    from gateway.service import bindings_for
+
+    site = load_site(linkage_site(tmp_path / "site", mqtt_port=1883))
+    writer = MqttCommandWriter(host="127.0.0.1", port=1883, client_id="t",
+                               bindings=mqtt_command_bindings(bindings_for(site)),
+                               metrics=Metrics())
+    ids = [d.id for d in site.devices.devices]
+    asked = {d for d in ids if any(writer.supports(d, a) for a in Action)}
+    assert writer.reachable() == asked
+    assert {"valve-7-101", "siren-7-101", "valve-7-302"} <= asked
+    assert "gas-7-101" not in asked          # a detector takes no command
