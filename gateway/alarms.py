@@ -112,9 +112,10 @@ class AlarmBook:
                     hold_s: float = 0.0) -> list[Change]:
         """Apply rule actions, write the engine's alarm bookkeeping (``journal``: entries
         of ``rules.AlarmBook.journal``) and mark the inbox rows that caused them processed,
-        atomically (``hold_s``: see ``Store.write``). An action for an alarm that is not open is never dropped silently: a
-        trigger raises a new alarm (``Change.reopened``), anything else is recorded where it
-        can be, counted (``gateway_orphan_actions_total{action}``) and logged."""
+        atomically (``hold_s``: see ``Store.write``). An action for an alarm that is not open
+        is never dropped silently: a trigger raises a new alarm (``Change.reopened``),
+        anything else is recorded where it can be, counted
+        (``gateway_orphan_actions_total{action}``) and logged."""
         actions = list(actions)
         seqs = list(inbox_seqs)
         entries = list(journal)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
+import threading
+import time
 
 import pytest
 
@@ -70,7 +73,6 @@ async def test_closed_store_refuses_writes(tmp_path):
 
 async def _busy_loop(stop: asyncio.Event) -> None:
     """The event loop as the intake keeps it under load: CPU in 4 ms slices."""
-    import time
     while not stop.is_set():
         end = time.perf_counter() + 0.004
         while time.perf_counter() < end:
@@ -87,9 +89,6 @@ def _many_statements(c):
 async def test_a_held_write_commits_at_once_while_the_event_loop_is_busy(tmp_path):
     # Unheld, the writer thread waits for the GIL at each SQLite call while the loop
     # computes (up to the switch interval each time; gateway run's 0.5 ms here)
-    import sys
-    import time
-
     from gateway.cli import SWITCH_INTERVAL_S
     from gateway.pipeline import ALARM_HOLD_S
 
@@ -116,7 +115,6 @@ async def test_a_held_write_commits_at_once_while_the_event_loop_is_busy(tmp_pat
 
 
 async def test_a_held_write_that_takes_longer_lets_the_loop_go_and_still_commits(tmp_path):
-    import time
     async with Store(tmp_path / "g.db") as store:
         ticks: list[float] = []
 
@@ -150,13 +148,15 @@ async def test_a_held_write_that_takes_longer_lets_the_loop_go_and_still_commits
 
 async def test_a_write_does_not_hold_the_loop_while_the_writer_is_in_another_batch(tmp_path):
     # it would wait for that batch's commit (its fsync: tens of ms on an SD card)
-    import time
     async with Store(tmp_path / "g.db") as store:
+        in_batch = threading.Event()
+
         def slow(c):
+            in_batch.set()
             time.sleep(0.2)
 
         first = asyncio.create_task(store.write(slow))
-        await asyncio.sleep(0.05)              # the writer is in slow's batch
+        await asyncio.to_thread(in_batch.wait, 5)      # the writer is in slow's batch
         t0 = time.perf_counter()
         second = asyncio.create_task(store.write(_many_statements, hold_s=0.5))
         await asyncio.sleep(0)                 # second's first step: queued, not held

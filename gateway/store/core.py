@@ -42,8 +42,9 @@ Tx = sqlite3.Connection
 #: A row read inside a transaction (by column name: ``row["id"]``).
 Row = sqlite3.Row
 
-#: a commit (its fsync) at most this long, on average lately, and a write that holds the event
-#: loop (``Store.write``'s ``hold_s``) holds it until its result; else only until it has run
+#: the last held-through commits (their fsync) this long at most, by their median, and a write
+#: that holds the event loop (``Store.write``'s ``hold_s``) holds it until its result; else
+#: only until it has run
 FAST_COMMIT_S = 0.002
 
 #: How a caller whose write failed (``StoreError``: disk full, I/O error) retries it:
