@@ -30,7 +30,7 @@ from edge_config.schema import (
 from gateway.kernel.errors import ConfigError
 
 __all__ = ["FILES", "SiteConfig", "Validators", "load_site", "locate", "plain",
-           "revalidate_devices"]
+           "read_trees", "revalidate_devices"]
 
 #: file name -> pydantic model (rules.yaml is validated by the rules library's own model)
 FILES: dict[str, type[BaseModel] | None] = {
@@ -487,6 +487,37 @@ def _load(directory: Path, validators: Validators, *, fast: bool,
         raise ConfigError(out.issues)
     return SiteConfig(directory, parsed["site.yaml"], parsed["devices.yaml"],
                       parsed["rules.yaml"], parsed["uplinks.yaml"], parsed["gateway.yaml"], trees)
+
+
+def read_trees(directory: str | Path, validators: Validators,
+               cache: Path | None = None, save: bool = False) -> dict[str, Any] | None:
+    """The trees of a site's files as plain data, as :func:`load_site` puts them in
+    ``SiteConfig.trees`` (the fast reading, or ruamel's made plain): what an edit is checked
+    against (:func:`revalidate_devices`' ``trees``) when the site was kept without them.
+    ``cache``: as for :func:`load_site`; with ``save``, a file read fast is written to it
+    (the next start and the next reading find it there). None when a file cannot be read;
+    the caller checks that the files did not change since the site was loaded."""
+    directory = Path(directory)
+    out = _Collector(directory, validators)
+    known = TreeCache(cache) if cache is not None else None
+    trees: dict[str, Any] = {}
+    for fname in FILES:
+        path = directory / fname
+        if not path.exists():
+            if fname in REQUIRED:
+                return None
+            trees[fname] = {}
+            continue
+        tree = _read_yaml(path, out, True, known)
+        if tree is _SLOW:
+            tree = _read_yaml(path, out, False)
+            tree = None if tree is None else _plain(tree)
+        if tree is None or out.issues:
+            return None
+        trees[fname] = tree
+    if save and known is not None:
+        known.save()
+    return trees
 
 
 def revalidate_devices(site: SiteConfig, tree: Any, known: list[Any], validators: Validators,

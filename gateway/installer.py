@@ -42,7 +42,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
@@ -50,7 +50,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from edge_config.loader import FILES, SiteConfig, plain, revalidate_devices
+from edge_config.loader import FILES, SiteConfig, plain, read_trees, revalidate_devices
 from gateway import ConfigError, GatewayError
 from gateway.blocking import blocking
 from gateway.change_bus import SiteChange
@@ -59,9 +59,11 @@ from gateway.devices_doc import DevicesDoc
 from gateway.model import utc
 from gateway.site import VALIDATORS, load_site
 
-__all__ = ["InstallerError", "SiteEditor", "checklist"]
+__all__ = ["InstallerError", "SiteEditor", "checklist", "files_state"]
 
 DEVICES = "devices.yaml"
+#: the fast path's state is let go this long after its last edit (:meth:`SiteEditor.release`)
+IDLE_S = 600.0
 _ISSUE_RE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<loc>[^:]+): (?P<msg>.*)$")
 
 
@@ -93,16 +95,24 @@ def _yaml() -> YAML:
 class SiteEditor:
     """Validated, atomic, versioned edits of one site directory (see module contract)."""
 
-    def __init__(self, directory: str | Path, keep: int = 20, check=None):
+    def __init__(self, directory: str | Path, keep: int = 20, check=None,
+                 cache: Path | None = None, idle_s: float = IDLE_S):
         self.directory = Path(directory)
         self.keep = keep
         self.versions_dir = self.directory / ".versions"
         #: extra check of a candidate site (the service's profile lookup); raises ConfigError
         self.check = check
+        #: the site's tree cache (``load_site``'s ``cache``), read when the fast path is made
+        self.cache = cache
+        #: the fast path's state is let go this long after the last edit (:meth:`release`)
+        self.idle_s = idle_s
         self._lock = asyncio.Lock()
-        self._asked = False      # an edit asked for the lock (``_editing``)
-        #: the fast path's state: (files' state, the site validated from them, the blocks)
+        #: the fast path's state: (files' state, the site validated from them, the blocks,
+        #: the files' plain trees)
         self._base: tuple[tuple, SiteConfig, DevicesDoc, dict] | None = None
+        #: (files' state, site) to make it from at the first edit (:meth:`defer`)
+        self._seed: tuple[tuple, SiteConfig] | None = None
+        self._used = 0.0         # time.monotonic() of the last use of the fast path
         self._changes: list[tuple[SiteConfig, SiteChange]] = []
         #: how the last edit went: "fast" or "whole file" (the benchmark reports it)
         self.last_path = ""
@@ -110,57 +120,63 @@ class SiteEditor:
     # -- the fast path's state -----------------------------------------------------------
     def prime(self, site: SiteConfig, keys: tuple | None = None) -> bool:
         """Take ``site`` (just loaded from this directory) as the base of fast edits
-        (blocking: reads devices.yaml). False when the file does not segment. ``keys``: the
-        state of the site's files when ``site`` was loaded (default: now)."""
+        (blocking: reads devices.yaml, and the files' trees when ``site`` was kept without
+        them). False when the file does not segment or the files changed since. ``keys``:
+        the state of the site's files when ``site`` was loaded (default: now)."""
         keys = self._keys() if keys is None else keys
+        self._base = None
         path = self.directory / DEVICES
         if not path.exists():
-            self._base = None
+            return False
+        trees = (_plain_trees(site) if site.trees else
+                 read_trees(self.directory, VALIDATORS, self.cache))
+        if trees is None or self._keys() != keys:
             return False
         doc = DevicesDoc.of(path.read_text(encoding="utf-8"), site)
-        self._base = (keys, site, doc, _plain_trees(site)) if doc is not None else None
+        self._base = (keys, site, doc, trees) if doc is not None else None
+        self._used = time.monotonic()
         return doc is not None
 
-    def primer(self, site: SiteConfig, up: Callable[[], bool],
-               wait_s: float = 10.0) -> Coroutine[Any, Any, bool]:
-        """:meth:`prime` once ``up()`` (the service is ready: a start after a power cut is
-        not kept waiting for it), at most ``wait_s`` from the first step. The files' state is
-        taken now, and the coroutine's first step takes the edit lock, which it keeps until
-        primed: an edit waits for the fast path, as when it was primed before the start."""
-        keys = self._keys()
+    def defer(self, site: SiteConfig, keys: tuple | None = None) -> None:
+        """Make the fast path from ``site`` (just loaded from this directory; ``keys`` as
+        for :meth:`prime`) at the first edit that wants it, not now: the service keeps no
+        copy of devices.yaml's lines and the files' trees (~11 MB for 5,000 devices) while
+        nobody edits (docs/benchmarks.md, day). The first edit pays for reading them (0.1 s
+        for 880 households, ~1 s for 10,000)."""
+        self._seed = (self._keys() if keys is None else keys, site)
+        self._base = None
 
-        async def run() -> bool:
-            async with self._lock:
-                deadline = time.monotonic() + wait_s
-                while not (up() or self._asked) and time.monotonic() < deadline:  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
-                return await blocking(self.prime, site, keys)
+    def _primed(self) -> tuple[tuple, SiteConfig, DevicesDoc, dict] | None:
+        """The fast path's state, made from :meth:`defer`'s site first (blocking)."""
+        if self._base is None and self._seed is not None:
+            keys, site = self._seed
+            self._seed = None
+            self.prime(site, keys)
+        self._used = time.monotonic()
+        return self._base
 
-        return run()
+    async def release(self) -> bool:
+        """Let the fast path's state go when no edit used it for ``idle_s`` (the service
+        calls this now and then); the next edit makes it again, from the tree cache, which
+        is brought up to date now (an edited devices.yaml is read once here, not at the next
+        edit or start). True when let go."""
+        async with self._lock:
+            base = self._base
+            if base is None or time.monotonic() - self._used < self.idle_s:
+                return False
+            self._seed, self._base = (base[0], base[1]), None
+        if self.cache is not None:
+            await blocking(read_trees, self.directory, VALIDATORS, self.cache, True)
+        return True
 
     @contextlib.asynccontextmanager
     async def _editing(self) -> AsyncIterator[None]:
-        """The edit lock (an edit waiting for it ends :meth:`primer`'s wait for the service)."""
-        self._asked = True
+        """The edit lock."""
         async with self._lock:
             yield
 
     def _keys(self) -> tuple:
-        """The state of every file of the site (a change by hand ends the fast path)."""
-        out: list[tuple] = []
-        for name in FILES:
-            try:
-                st = (self.directory / name).stat()
-            except FileNotFoundError:
-                out.append((name, None))
-                continue
-            out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
-        profiles = self.directory / "profiles"
-        if profiles.is_dir():
-            for p in sorted(profiles.glob("*.yaml")):
-                st = p.stat()
-                out.append((p.name, st.st_size, st.st_mtime_ns, st.st_ino))
-        return tuple(out)
+        return files_state(self.directory)
 
     def change_of(self, site: SiteConfig) -> SiteChange | None:
         """What the edit that returned ``site`` changed (None: take it whole)."""
@@ -283,9 +299,10 @@ class SiteEditor:
         "why"?}``. Under the editor's lock, so an installer's edit meanwhile is seen."""
         async with self._editing():
             fast_changes: list[dict] = []
-            base = self._base
-            moded = ([d.id for d in base[1].devices.devices if d.mode != "normal"]
-                     if base is not None else [])
+            # the site of the fast path, made or to be made (no need to make it for nothing)
+            known = self._base[:2] if self._base is not None else self._seed
+            moded = ([d.id for d in known[1].devices.devices if d.mode != "normal"]
+                     if known is not None else [])
 
             def settle(entry: Any) -> None:
                 ch = _settle_entry(entry, now, default_s, max_s, zone)
@@ -293,14 +310,14 @@ class SiteEditor:
                     fast_changes.append(ch)
 
             fast = None
-            if base is not None and moded:
+            if known is not None and moded:
                 fast = await blocking(self._fast, [("edit", d, settle) for d in moded],
                                       lambda: bool(fast_changes))
             if fast is UNCHANGED:
                 return None, []
             if fast is not None:
                 return fast, fast_changes
-            if base is not None and not moded and self._keys() == base[0]:
+            if known is not None and not moded and self._keys() == known[0]:
                 return None, []
             tree = await blocking(self._load_tree)
             changes: list[dict] = []
@@ -327,9 +344,12 @@ class SiteEditor:
         self.last_path = "whole file"
         # the site validated on the copy is this directory's (the loader keeps no path
         # but the directory's); the next edits take the fast path from it
-        site = replace(site, directory=self.directory)
+        trees = _plain_trees(site)
+        site = replace(site, directory=self.directory, trees={})   # the editor keeps them
         doc = DevicesDoc.of(text, site)
-        self._base = (self._keys(), site, doc, _plain_trees(site)) if doc is not None else None
+        self._seed = None
+        self._base = (self._keys(), site, doc, trees) if doc is not None else None
+        self._used = time.monotonic()
         return site
 
     def _write(self, text: str) -> None:
@@ -365,7 +385,7 @@ class SiteEditor:
         ``proceed()`` says there is nothing to write, or None: take the whole-file path.
         Raises :class:`InstallerError` for a problem within the edited entries (or an id
         not found / taken)."""
-        base = self._base
+        base = self._primed()
         if base is None or self._keys() != base[0]:
             return None
         keys, site, doc, trees = base
@@ -442,10 +462,30 @@ class SiteEditor:
         self._base = None
         text = new_doc.text()
         self._write(text)
+        new = replace(new, trees={})      # the editor keeps them, not every holder of the site
         self._base = (self._keys(), new, new_doc, {**trees, DEVICES: new_tree})
         self.last_path = "fast"
         return self._remember(new, SiteChange(site, tuple(added), tuple(edited),
                                               tuple(removed)))
+
+
+def files_state(directory: Path) -> tuple:
+    """The state (size, mtime, inode) of every file of the site in ``directory``: a change
+    by hand ends the fast path."""
+    out: list[tuple] = []
+    for name in FILES:
+        try:
+            st = (directory / name).stat()
+        except FileNotFoundError:
+            out.append((name, None))
+            continue
+        out.append((name, st.st_size, st.st_mtime_ns, st.st_ino))
+    profiles = directory / "profiles"
+    if profiles.is_dir():
+        for p in sorted(profiles.glob("*.yaml")):
+            st = p.stat()
+            out.append((p.name, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
 
 
 def _plain_trees(site: SiteConfig) -> dict:

@@ -8,6 +8,7 @@ instead of leaving a half-working gateway.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import sys
@@ -38,7 +39,7 @@ from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
 from gateway.help_requests import HelpDesk
 from gateway.visits import VisitCards
-from gateway.installer import SiteEditor
+from gateway.installer import SiteEditor, files_state
 from gateway.linkage_wiring import build_linkage, mqtt_command_bindings
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics, watch_stalls
@@ -286,7 +287,12 @@ class Gateway:
         self.o = overrides or Overrides()
         # the parsed site files, cached by their bytes: a start after a power cut reads an
         # unchanged site of 10,000 households as JSON, not YAML (docs/benchmarks.md, ready)
-        self.site = load_site(self.config_dir, cache=self.data_dir / SITE_CACHE)
+        #: the state of the site's files before they are read (a change meanwhile ends the
+        #: installer's fast path), and the site without the files' trees: only the
+        #: installer's editor wants them, and reads them again at its first edit
+        self._site_keys = files_state(self.config_dir)
+        self.site = replace(load_site(self.config_dir, cache=self.data_dir / SITE_CACHE),
+                            trees={})
         self.metrics = Metrics()
         self.started = asyncio.Event()
         #: the care desk once built: the case system's care reports are told to its engine
@@ -360,11 +366,13 @@ class Gateway:
         ctx = ApiContext(book=book, auth=auth, metrics=self.metrics, broadcaster=broadcaster,
                          health=health, site=site, case_callback=case.callback if case else None,
                          devices=health_book, reload=sites.publish,
-                         editor=SiteEditor(self.config_dir, check=bindings_for),
+                         editor=SiteEditor(self.config_dir, check=bindings_for,
+                                           cache=self.data_dir / SITE_CACHE),
                          extra={"help": desk, "linkage": linkage})
         ctx.extra["care"] = self.care
-        # the installer's fast path (gateway.installer), made once the service is up
-        primer = ctx.editor.primer(site, lambda: self.started.is_set() and intake.state == "online")
+        # the installer's fast path (gateway.installer): made at the first edit, let go
+        # after ten quiet minutes
+        ctx.editor.defer(site, self._site_keys)
         # who hears of an edited site, in this order (the state swapped on the loop); with
         # a change (an edit of a few devices), each applies only that (apply_* below)
         sites.subscribe(lambda new: setattr(book, "site", new))
@@ -399,7 +407,6 @@ class Gateway:
             log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
                      settled["ms"])
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(primer, name="installer-prime")     # first: takes the edit lock
                 tg.create_task(pipeline.run(), name="pipeline")
                 for name, component in components:
                     tg.create_task(component.run(), name=name)
@@ -408,6 +415,7 @@ class Gateway:
                 tg.create_task(serve_uvicorn(server), name="api")
                 tg.create_task(self._announce(server), name="announce")
                 tg.create_task(_every(5.0, health_book.tick), name="device-health")
+                tg.create_task(_every(60.0, ctx.editor.release), name="installer-release")
                 tg.create_task(modes.run(), name="device-modes")
                 tg.create_task(linkage.run(), name="linkage")
                 tg.create_task(cards.run(), name="visit-cards")
@@ -636,7 +644,9 @@ def _test_decode_fault() -> bytes:
 async def _every(seconds: float, fn) -> None:
     while True:
         await asyncio.sleep(seconds)
-        fn()
+        out = fn()
+        if inspect.isawaitable(out):
+            await out
 
 
 async def _serve_or_raise(server: uvicorn.Server) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from gateway.installer import InstallerError, SiteEditor
+from edge_config.fast_yaml import TreeCache, load_plain
+from gateway.installer import InstallerError, SiteEditor, files_state
 from gateway.kernel.model import Kind, Quality, Reading
 from gateway.model import utc
 from gateway.service import bindings_for, build_engine, swap_engine
@@ -458,28 +459,51 @@ def test_quick_revalidation_is_the_whole_check(generated):
     assert taken_by_the_quick_checks == 8
 
 
-def test_the_primer_waits_for_the_service_but_not_for_an_edit(generated, tmp_path):
-    """The service primes the fast path once it is up (``SiteEditor.primer``: a start after a
-    power cut is not kept waiting, docs/benchmarks.md "ready"); it holds the edit lock from
-    its first step, so an edit meanwhile waits for it (and ends its wait) and is fast; a
-    file edited by hand after the site was loaded ends the fast path as before."""
+def test_the_service_reads_the_fast_path_at_the_first_edit_and_lets_it_go_when_idle(
+        generated, tmp_path):
+    """The service keeps its site without the files' trees and without devices.yaml's lines
+    (``SiteEditor.defer``: ~11 MB for 5,000 devices, docs/benchmarks.md "day"): the first
+    edit reads them again and takes the fast path, with the site a reload gives; ``release``
+    lets them go once no edit used them for ``idle_s``, brings the tree cache up to date
+    (the next start reads the edited file from it) and the next edit is fast again; a
+    file edited by hand after the site was loaded ends the fast path, as before."""
     directory = _copy(generated, tmp_path)
-    site = load_site(directory)
+    cache = tmp_path / "site-cache.json"
+    keys = files_state(directory)
+    site = replace(load_site(directory, cache=cache), trees={})
     d = site.devices.devices[0]
+    until = utc() + timedelta(hours=1)
 
-    async def main(up: bool, hand_edit: bool) -> tuple[str, bool]:
+    async def main() -> None:
+        ed = SiteEditor(directory, check=bindings_for, cache=cache, idle_s=3600)
+        ed.defer(site, keys)
+        assert ed._base is None                                 # noqa: SLF001 - nothing read
+        first = await ed.set_mode(d.id, "test", actor="t", until=until)
+        assert ed.last_path == "fast" and ed.change_of(first) is not None
+        assert first.trees == {}                      # held by the editor, not by the site
+        assert first.devices == load_site(directory).devices
+        assert not await ed.release()                          # used just now: kept
+        ed.idle_s = 0.0
+        assert await ed.release() and ed._base is None         # noqa: SLF001
+        raw = (directory / "devices.yaml").read_bytes()
+        assert TreeCache(cache).get("devices.yaml", raw) == load_plain(raw.decode())
+        second = await ed.set_mode(d.id, "normal", actor="t")
+        assert ed.last_path == "fast"
+        assert second.devices == load_site(directory).devices
+        assert second.devices.devices[0].mode == "normal"
+
+    asyncio.run(main())
+
+    async def by_hand() -> str:
+        loaded_keys = files_state(directory)
+        loaded = replace(load_site(directory), trees={})
+        path = directory / "devices.yaml"
+        path.write_text(path.read_text().replace(
+            f"name: {loaded.devices.devices[1].name}", "name: 手改的名字", 1))
         ed = SiteEditor(directory, check=bindings_for)
-        primer = asyncio.get_running_loop().create_task(ed.primer(site, lambda: up, 30.0))
-        if hand_edit:
-            path = directory / "devices.yaml"
-            path.write_text(path.read_text().replace(
-                f"name: {site.devices.devices[1].name}", "name: 手改的名字", 1))
-        await asyncio.sleep(0.2)
-        waited = not primer.done()
-        await asyncio.wait_for(ed.set_mode(d.id, "test", actor="t",
-                                           until=utc() + timedelta(hours=1)), 20)
-        assert primer.done() and primer.result()
-        return ed.last_path, waited
+        ed.defer(loaded, loaded_keys)
+        new = await ed.set_mode(d.id, "test", actor="t", until=until)
+        assert new.devices.devices[1].name == "手改的名字"
+        return ed.last_path
 
-    assert asyncio.run(main(up=False, hand_edit=False)) == ("fast", True)
-    assert asyncio.run(main(up=True, hand_edit=True))[0] == "whole file"
+    assert asyncio.run(by_hand()) == "whole file"
