@@ -151,6 +151,11 @@ class TreeCache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
 
+    @staticmethod
+    def holds(tree: Any) -> bool:
+        """Whether the cache can hold ``tree`` (JSON gives it back as it is)."""
+        return _jsonable(tree)
+
     def get(self, name: str, data: bytes) -> Any | None:
         entry = self._files.get(name)
         if entry is not None and entry.get("sha256") == hashlib.sha256(data).hexdigest():

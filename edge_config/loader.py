@@ -544,6 +544,9 @@ def revalidate_devices(site: SiteConfig, tree: Any, known: list[Any], validators
     on a field bus), takes the whole check, so that its errors are the whole check's
     (tests/test_installer_scale.py compares both)."""
     fname = "devices.yaml"
+    if not (site.trees if trees is None else trees):
+        # without them the rules' references and call plans would go unchecked
+        raise ValueError("revalidate_devices: the site's file trees are needed (read_trees)")
     if quick:
         quick_devices = _quick_devices(site, tree, known, validators, changed,
                                        site.trees if trees is None else trees)

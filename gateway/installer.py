@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -50,6 +51,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from edge_config.fast_yaml import TreeCache
 from edge_config.loader import FILES, SiteConfig, plain, read_trees, revalidate_devices
 from gateway import ConfigError, GatewayError
 from gateway.blocking import blocking
@@ -59,7 +61,9 @@ from gateway.devices_doc import DevicesDoc
 from gateway.model import utc
 from gateway.site import VALIDATORS, load_site
 
-__all__ = ["InstallerError", "SiteEditor", "checklist", "files_state"]
+__all__ = ["InstallerError", "SiteEditor", "checklist", "files_state", "lean_site"]
+
+log = logging.getLogger(__name__)
 
 DEVICES = "devices.yaml"
 #: the fast path's state is let go this long after its last edit (:meth:`SiteEditor.release`)
@@ -159,14 +163,18 @@ class SiteEditor:
         """Let the fast path's state go when no edit used it for ``idle_s`` (the service
         calls this now and then); the next edit makes it again, from the tree cache, which
         is brought up to date now (an edited devices.yaml is read once here, not at the next
-        edit or start). True when let go."""
+        edit or start). True when let go. Never raises: a file that cannot be read now is
+        read (and reported) by the next edit."""
         async with self._lock:
             base = self._base
             if base is None or time.monotonic() - self._used < self.idle_s:
                 return False
             self._seed, self._base = (base[0], base[1]), None
-        if self.cache is not None:
-            await blocking(read_trees, self.directory, VALIDATORS, self.cache, True)
+        if self.cache is not None and not base[1].trees:
+            try:
+                await blocking(read_trees, self.directory, VALIDATORS, self.cache, True)
+            except Exception as exc:  # noqa: BLE001 - the service goes on; the edit reports
+                log.warning("installer: cannot bring the site's tree cache up to date: %s", exc)
         return True
 
     @contextlib.asynccontextmanager
@@ -335,25 +343,29 @@ class SiteEditor:
     def _commit(self, tree: Any, index: int | None, first: int | None = None) -> SiteConfig:
         """``index``: the one edited device; ``first``: the first of several added (their
         problems are named ``devices[i].<field>``, i counted from it)."""
+        before = self._keys()        # the other files as the check below reads them
         buf = io.StringIO()
         _yaml().dump(tree, buf)
         text = buf.getvalue()
         site = self._validate(text, index, first)
         self._base = None
-        self._write(text)
+        written = self._write(text)
         self.last_path = "whole file"
         # the site validated on the copy is this directory's (the loader keeps no path
         # but the directory's); the next edits take the fast path from it
         trees = _plain_trees(site)
-        site = replace(site, directory=self.directory, trees={})   # the editor keeps them
+        site = lean_site(replace(site, directory=self.directory))   # the editor keeps the trees
         doc = DevicesDoc.of(text, site)
         self._seed = None
-        self._base = (self._keys(), site, doc, trees) if doc is not None else None
+        self._base = ((_written(before, written), site, doc, trees) if doc is not None
+                      else None)
         self._used = time.monotonic()
         return site
 
-    def _write(self, text: str) -> None:
-        """Keep the previous file (``.prev``, ``.versions/``), write ``text`` atomically."""
+    def _write(self, text: str) -> os.stat_result:
+        """Keep the previous file (``.prev``, ``.versions/``), write ``text`` atomically;
+        the state of the file written (taken before it replaced the old one: a change by
+        hand right after is not taken for the editor's own)."""
         target = self.directory / DEVICES
         if target.exists():
             self.versions_dir.mkdir(exist_ok=True)
@@ -362,7 +374,7 @@ class SiteEditor:
             shutil.copy2(target, self.directory / f"{DEVICES}.prev")
             for old in self.versions()[self.keep:]:
                 (self.versions_dir / old.name).unlink(missing_ok=True)
-        _atomic_write(target, text)
+        return _atomic_write(target, text)
 
     def _validate(self, text: str, index: int | None, first: int | None = None) -> SiteConfig:
         with tempfile.TemporaryDirectory(prefix="site-check-") as tmp:
@@ -461,9 +473,9 @@ class SiteEditor:
         new_doc = doc.spliced(blocks)
         self._base = None
         text = new_doc.text()
-        self._write(text)
-        new = replace(new, trees={})      # the editor keeps them, not every holder of the site
-        self._base = (self._keys(), new, new_doc, {**trees, DEVICES: new_tree})
+        written = self._write(text)
+        new = lean_site(new)          # the editor keeps the trees, not every holder of the site
+        self._base = (_written(keys, written), new, new_doc, {**trees, DEVICES: new_tree})
         self.last_path = "fast"
         return self._remember(new, SiteChange(site, tuple(added), tuple(edited),
                                               tuple(removed)))
@@ -486,6 +498,23 @@ def files_state(directory: Path) -> tuple:
             st = p.stat()
             out.append((p.name, st.st_size, st.st_mtime_ns, st.st_ino))
     return tuple(out)
+
+
+def _written(keys: tuple, st: os.stat_result) -> tuple:
+    """``keys`` (:func:`files_state`) with devices.yaml's state that of the file the editor
+    wrote: any other change since ``keys`` were taken, or after the write, ends the fast
+    path."""
+    return tuple((DEVICES, st.st_size, st.st_mtime_ns, st.st_ino) if k[0] == DEVICES else k
+                 for k in keys)
+
+
+def lean_site(site: SiteConfig) -> SiteConfig:
+    """``site`` without its files' trees when the tree cache can hold them all (the editor
+    reads them back from it at its first edit); a site with a tree the cache cannot hold
+    (a date written unquoted) keeps them, so that no edit reads the file again slowly."""
+    if site.trees and all(TreeCache.holds(tree) for tree in site.trees.values()):
+        return replace(site, trees={})
+    return site
 
 
 def _plain_trees(site: SiteConfig) -> dict:
@@ -572,18 +601,20 @@ def _as_datetime(value: Any) -> datetime | None:
     return None
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str) -> os.stat_result:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+        st = os.fstat(fh.fileno())
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return st
 
 
 _DEVICE_LOC = re.compile(r"^devices\[(\d+)\](.*)$")

@@ -39,7 +39,7 @@ from gateway.household_care import CareDesk, apply_care
 from rules.inactivity import watch_warnings
 from gateway.help_requests import HelpDesk
 from gateway.visits import VisitCards
-from gateway.installer import SiteEditor, files_state
+from gateway.installer import SiteEditor, files_state, lean_site
 from gateway.linkage_wiring import build_linkage, mqtt_command_bindings
 from gateway.kernel.component import Component
 from gateway.metrics import Metrics, watch_stalls
@@ -291,8 +291,7 @@ class Gateway:
         #: installer's fast path), and the site without the files' trees: only the
         #: installer's editor wants them, and reads them again at its first edit
         self._site_keys = files_state(self.config_dir)
-        self.site = replace(load_site(self.config_dir, cache=self.data_dir / SITE_CACHE),
-                            trees={})
+        self.site = lean_site(load_site(self.config_dir, cache=self.data_dir / SITE_CACHE))
         self.metrics = Metrics()
         self.started = asyncio.Event()
         #: the care desk once built: the case system's care reports are told to its engine

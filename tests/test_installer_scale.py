@@ -507,3 +507,79 @@ def test_the_service_reads_the_fast_path_at_the_first_edit_and_lets_it_go_when_i
         return ed.last_path
 
     assert asyncio.run(by_hand()) == "whole file"
+
+
+def test_a_hand_edit_right_after_the_editors_write_is_kept(generated, tmp_path, monkeypatch):
+    """A file saved by hand just after the editor wrote devices.yaml is not taken for the
+    editor's own: the next edit takes the whole-file path and keeps the hand edit (the
+    editor's state of the files is that of the file it wrote, not read again after)."""
+    import gateway.installer as installer
+
+    directory = _copy(generated, tmp_path)
+    site = load_site(directory)
+    d, other = site.devices.devices[0], site.devices.devices[1]
+    ed = SiteEditor(directory, check=bindings_for)
+    ed.defer(replace(site, trees={}), files_state(directory))
+    real = installer._atomic_write                                  # noqa: SLF001
+
+    def write_then_hand_edit(path, text):
+        st = real(path, text)
+        path.write_text(path.read_text().replace(f"name: {other.name}", "name: 手改的名字", 1))
+        return st
+
+    monkeypatch.setattr(installer, "_atomic_write", write_then_hand_edit)
+    asyncio.run(ed.set_mode(d.id, "test", actor="t", until=utc() + timedelta(hours=1)))
+    assert ed.last_path == "fast"
+    monkeypatch.setattr(installer, "_atomic_write", real)
+    new = asyncio.run(ed.set_mode(d.id, "normal", actor="t"))
+    assert ed.last_path == "whole file"
+    assert next(x for x in new.devices.devices if x.id == other.id).name == "手改的名字"
+    assert "手改的名字" in (directory / "devices.yaml").read_text()
+
+
+def test_modes_end_on_the_fast_path_made_at_that_moment(generated, tmp_path):
+    """The device-mode keeper's settle (every minute in the service) reads nothing while no
+    device is in a mode, and ends an expired test mode on the fast path made from the
+    service's site (``SiteEditor.defer``)."""
+    import zoneinfo
+
+    directory = _copy(generated, tmp_path)
+    d = load_site(directory).devices.devices[0]
+    zone = zoneinfo.ZoneInfo("Asia/Shanghai")
+
+    async def settle(later: timedelta):
+        ed = SiteEditor(directory, check=bindings_for)
+        ed.defer(replace(load_site(directory), trees={}), files_state(directory))
+        got = await ed.settle_modes(utc() + later, default_s=3600, max_s=86400, zone=zone)
+        return ed, got
+
+    ed, (new, changes) = asyncio.run(settle(timedelta(minutes=1)))
+    assert new is None and changes == [] and ed._base is None      # noqa: SLF001
+    asyncio.run(SiteEditor(directory, check=bindings_for).set_mode(
+        d.id, "test", actor="t", until=utc() + timedelta(minutes=5)))
+    ed, (new, changes) = asyncio.run(settle(timedelta(minutes=1)))
+    assert new is None and changes == []                            # not yet
+    ed, (new, changes) = asyncio.run(settle(timedelta(minutes=10)))
+    assert [(c["device_id"], c["action"]) for c in changes] == [(d.id, "expired")]
+    assert ed.last_path == "fast"
+    assert new.devices == load_site(directory).devices
+    assert next(x for x in new.devices.devices if x.id == d.id).mode == "normal"
+
+
+def test_the_service_holds_its_site_without_the_trees_unless_the_cache_cannot(
+        generated, tmp_path):
+    """``gateway run`` keeps the site without its files' trees (read again by the installer
+    at its first edit); a tree the cache cannot hold (a date) keeps them all."""
+    from datetime import date
+
+    from gateway.installer import lean_site
+    from gateway.service import Gateway
+
+    directory = _copy(generated, tmp_path)
+    (tmp_path / "data").mkdir()
+    gw = Gateway(directory, tmp_path / "data")
+    assert gw.site.trees == {} and (tmp_path / "data" / "site-cache.json").exists()
+    site = load_site(directory)
+    assert lean_site(site).trees == {}
+    dated = replace(site, trees={**site.trees, "site.yaml": {"since": date(2026, 1, 1)}})
+    assert lean_site(dated) is dated

@@ -135,7 +135,8 @@ async def _ops(rig: Rig, n: int, rng: random.Random) -> dict[str, list[tuple[flo
         t0, c0 = time.perf_counter(), time.process_time()   # the coroutine runs from here
         rig.take(await edit)
         out[kind].append(((time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000))
-        out.setdefault("first", [out[kind][-1]])     # the first edit makes the fast path
+        if "first" not in out:          # the first edit makes the fast path: apart
+            out["first"] = [out[kind].pop()]
 
     def entry(d: Any, **over: Any) -> dict:
         e = {"id": d.id, "type": d.type, "household": d.household, "name": d.name,
