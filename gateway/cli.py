@@ -74,6 +74,9 @@ SWITCH_INTERVAL_S = 0.0005
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.kernel.heap import pause, resume
 
+    # httpx imports its command-line tool (rich, pygments: ~2.9 MB resident) whenever
+    # they happen to be installed; the service never runs it (docs/benchmarks.md, day)
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     pause()     # no garbage collection until the service is built (gateway.kernel.heap)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:

@@ -70,6 +70,18 @@ def test_the_service_loads_pymodbus_only_for_a_site_with_modbus_buses() -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_gateway_run_does_not_load_httpx_command_line_tool() -> None:
+    """httpx imports rich and pygments for its command-line tool when they are installed
+    (the test extra installs them): ~2.9 MB the service never uses."""
+    probe = ("import argparse, sys\nimport gateway.cli as cli\n"
+             "cli.cmd_run(argparse.Namespace(config='/nonexistent-site', data='/tmp',"
+             " host='127.0.0.1', port=0))\n"
+             "print('httpx' in sys.modules, 'rich' in sys.modules or 'pygments' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.stdout.strip().splitlines()[-1] == "True False", out.stderr[-2000:]
+
+
 def test_every_project_error_is_a_gateway_error() -> None:
     errors = []
     for package in ("gateway", "drivers", "rules", "edge_config"):
