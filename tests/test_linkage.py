@@ -169,6 +169,12 @@ def test_a_restart_never_resends_an_open_and_the_history_says_what_happened(
             aid = alarm["id"]
             wait_for(lambda: any(c.get("device_id") == "valve-7-101" and c["status"] == "sent"
                                  for c in commands_of(api, aid)), timeout=15, what="close sent")
+            # the siren answers: its command is done before the kill (only the valve's close
+            # and the staff's open are in flight then; under load it could be still open)
+            wait_for(lambda: any(c.get("device_id") == "siren-7-101"
+                                 and c["status"] == "confirmed"
+                                 for c in commands_of(api, aid)), timeout=15,
+                     what="the siren's command confirmed")
             res = api.post(f"/api/alarms/{aid}/commands",
                            json={"device_id": "valve-7-101", "action": "open_valve"})
             assert res.status_code == 200, res.text
