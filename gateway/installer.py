@@ -474,7 +474,10 @@ class SiteEditor:
         self._base = None
         text = new_doc.text()
         written = self._write(text)
-        new = lean_site(new)          # the editor keeps the trees, not every holder of the site
+        # the editor keeps the trees, not every holder of the site; a site kept lean before
+        # had only cacheable trees, so only the entries read now are looked at
+        new = (replace(new, trees={}) if not site.trees and all(
+            TreeCache.holds(e) for e, k in zip(entries, known) if k is None) else lean_site(new))
         self._base = (_written(keys, written), new, new_doc, {**trees, DEVICES: new_tree})
         self.last_path = "fast"
         return self._remember(new, SiteChange(site, tuple(added), tuple(edited),
