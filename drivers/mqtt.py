@@ -13,6 +13,16 @@ the underlying paho client (``client._client``, aiomqtt's documented escape hatc
 Session: MQTT 3.1.1, fixed client id, ``clean_session=False``, QoS 1 subscriptions, so the
 broker keeps what arrives while the gateway is down or restarting and redelivers anything
 not acknowledged.
+
+The alarm session (optional, :class:`AlarmSession`): a second persistent session of its own
+broker account with the same subscriptions. The broker's ACL (``gateway.broker.gateway_acl``)
+lets only that account read the alarm devices' topics and denies them to the main account,
+so the broker routes each alarm device's message to exactly one of the two sessions. An SOS
+then has a queue of its own at the broker (it is not dropped when the telemetry of a stopped
+gateway fills the main session's queue) and a connection of its own (it does not wait
+behind a burst of telemetry). Both sessions feed the same pipeline; the alarm session drops
+(acknowledged, counted) anything else a wrong ACL lets through to it. docs/architecture.md
+"The alarm session".
 """
 
 from __future__ import annotations
@@ -37,16 +47,21 @@ from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, d
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
 from gateway.kernel.metrics import MetricsSink
-from gateway.kernel.model import Reading
+from gateway.kernel.model import ALARM_KINDS, Kind, Reading
 from gateway.kernel.resilience import Backoff, RateLimitedLog
 
-__all__ = ["HELD_METRICS", "DeviceBinding", "MqttIntake"]
+__all__ = ["HELD_METRICS", "LIFE_SAFETY_KINDS", "AlarmSession", "DeviceBinding", "MqttIntake",
+           "is_alarm_device"]
 
 log = logging.getLogger(__name__)
 #: readings acknowledged (PUBACK) only once the gateway has saved them, besides the
 #: alarm-class ones: a help key press (the gateway saves its help request first) and a
 #: care key press (its care state first)
 HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
+#: the reading kinds that make a device an *alarm device*, read by the alarm session: what a
+#: resident or a detector raises. Tamper and fault are alarm-class too, but almost every
+#: battery sensor reports them (a motion sensor's tamper): they stay with the main session.
+LIFE_SAFETY_KINDS = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
 
 #: MQTT packets read per turn of the event loop at most (fairness with the other tasks),
 #: and for at most this long: before the buffered socket, 64 packets took up to 67 ms under
@@ -68,6 +83,43 @@ class DeviceBinding:
     household_id: str | None
     grid_cell: str | None
     profile: Profile
+    #: an alarm device (:func:`is_alarm_device`): its topic belongs to the alarm session
+    alarm: bool = False
+
+
+def is_alarm_device(profile: Profile) -> bool:
+    """Whether a device with this profile raises what a person must answer (SOS, smoke, gas,
+    water, panic, intrusion; a help or care key), so that its topic goes to the alarm
+    session."""
+    return any(f.kind in LIFE_SAFETY_KINDS or f.metric in HELD_METRICS
+               for f in profile.fields.values())
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmSession:
+    """The alarm session's broker account and client id (``gateway.yaml``
+    ``mqtt.alarm_session``)."""
+
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+
+
+class _Session:
+    """One MQTT session of the intake: its account, its current connection and its state."""
+
+    __slots__ = ("client_id", "username", "password", "alarm", "status", "paho", "out",
+                 "online")
+
+    def __init__(self, client_id: str, username: str | None, password: str | None, *,
+                 alarm: bool, status: StateTracker) -> None:
+        self.client_id, self.username, self.password = client_id, username, password
+        self.alarm = alarm
+        self.status = status
+        self.paho: paho.Client | None = None
+        #: the current connection's buffered socket (PUBACKs are written into it)
+        self.out: _BufferedSocket | None = None
+        self.online = False
 
 
 class MqttIntake:
@@ -81,6 +133,8 @@ class MqttIntake:
                  on_unknown: Callable[[str, bytes], None] | None = None,
                  on_error: Callable[[str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None,
+                 alarm_session: AlarmSession | None = None,
+                 on_alarm_subscribed: Callable[[], None] | None = None,
                  commit_delay_s: float = 0.0, test_decode_fault: bytes = b""):
         self.host, self.port, self.client_id = host, port, client_id
         self.sink = sink
@@ -101,9 +155,16 @@ class MqttIntake:
         self.test_decode_fault = test_decode_fault
         self.connected = asyncio.Event()
         self.status = StateTracker(f"mqtt intake {host}:{port}", "starting", logger=log)
-        self._paho: paho.Client | None = None
-        #: the current connection's buffered socket (PUBACKs are written into it)
-        self._out: _BufferedSocket | None = None
+        self._main = _Session(client_id, username, password, alarm=False, status=self.status)
+        self._sessions = [self._main]
+        if alarm_session is not None:
+            self._sessions.append(_Session(
+                alarm_session.client_id, alarm_session.username, alarm_session.password,
+                alarm=True, status=StateTracker(f"mqtt alarm session {host}:{port}",
+                                                "starting", logger=log)))
+        #: called after each subscription of the alarm session (the service records that
+        #: the broker may now route the alarm devices' topics to it: ``broker-partition``)
+        self.on_alarm_subscribed = on_alarm_subscribed
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
@@ -117,34 +178,50 @@ class MqttIntake:
         return list(self.subscriptions) + sorted(extra)
 
     async def run(self) -> None:
+        if len(self._sessions) == 1:
+            await self._run_session(self._main)
+            return
+        async with asyncio.TaskGroup() as tg:
+            for sess in self._sessions:
+                tg.create_task(self._run_session(sess),
+                               name="mqtt-alarm-session" if sess.alarm else "mqtt-session")
+
+    async def _run_session(self, sess: _Session) -> None:
         delays = self._reconnect.delays()
         while True:
             try:
                 client = aiomqtt.Client(
-                    self.host, self.port, identifier=self.client_id, clean_session=False,
-                    keepalive=self.keepalive, username=self.username, password=self._password,
+                    self.host, self.port, identifier=sess.client_id, clean_session=False,
+                    keepalive=self.keepalive, username=sess.username, password=sess.password,
                     protocol=aiomqtt.ProtocolVersion.V311, timeout=10)
                 # Before connecting: with a persistent session the broker resends what was
                 # not acknowledged right after CONNACK, before any SUBSCRIBE. aiomqtt's own
                 # handler would auto-acknowledge those into a queue nobody reads (lost SOS).
-                self._paho = client._client  # noqa: SLF001 - see module docstring
-                self._paho.manual_ack_set(True)
-                self._paho.on_message = self._on_message
+                mqttc = client._client  # noqa: SLF001 - see module docstring
+                sess.paho = mqttc
+                mqttc.manual_ack_set(True)
+                mqttc.on_message = self._receiver(sess)
                 async with client:
-                    self._read_in_bursts(client)
+                    self._read_in_bursts(client, sess)
                     for topic in self.topics():
                         await client.subscribe(topic, qos=1)
-                    self.status.set("online")
-                    self.connected.set()
+                    sess.status.set("online")
+                    sess.online = True
+                    if all(x.online for x in self._sessions):
+                        self.connected.set()
+                    if sess.alarm and self.on_alarm_subscribed is not None:
+                        self.on_alarm_subscribed()
                     delays = self._reconnect.delays()
                     await _wait_disconnected(client)
             except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
+                sess.online = False
                 self.connected.clear()
-                self.status.set("offline", str(exc))
-                self.metrics.inc("gateway_driver_reconnects_total", driver="mqtt")
+                sess.status.set("offline", str(exc))
+                self.metrics.inc("gateway_driver_reconnects_total",
+                                 driver="mqtt-alarm" if sess.alarm else "mqtt")
                 await asyncio.sleep(next(delays))
 
-    def _read_in_bursts(self, client: aiomqtt.Client) -> None:
+    def _read_in_bursts(self, client: aiomqtt.Client, sess: _Session) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
         that reads up to ``READ_BURST`` packets (for ``READ_BURST_S`` at most) while data
         is there, through a :class:`_BufferedSocket` (paho reads a packet in three
@@ -153,7 +230,7 @@ class MqttIntake:
         more than decoding a message, so under load this takes in roughly twice what
         aiomqtt's reader does (see the ingest and path benchmarks). Errors end the
         connection as aiomqtt's reader does (the run loop then reconnects with backoff)."""
-        mqttc = self._paho
+        mqttc = sess.paho
         sock = mqttc.socket() if mqttc is not None else None
         if mqttc is None or sock is None:
             return
@@ -180,7 +257,7 @@ class MqttIntake:
             buffered.abort()
 
         buffered = _BufferedSocket(sock, loop, failed)
-        self._out = buffered
+        sess.out = buffered
         mqttc._sock = buffered  # noqa: SLF001 - paho reads and writes through it from now on
 
         # one burst per turn of the loop: the socket's readable event and the burst
@@ -236,11 +313,38 @@ class MqttIntake:
 
     @property
     def state(self) -> str:
-        """``starting``, ``online`` or ``offline`` (the health endpoint shows it)."""
-        return self.status.value
+        """``starting``, ``online`` or ``offline`` (the health endpoint shows it): online
+        when every session is (an alarm session that is down is an intake that is not
+        ready: the alarm devices' messages wait at the broker)."""
+        states = [x.status.value for x in self._sessions]
+        for bad in ("offline", "starting"):
+            if bad in states:
+                return bad
+        return states[0]
 
-    def _on_message(self, _client: paho.Client, _userdata: object,
-                    msg: paho.MQTTMessage) -> None:
+    def _receiver(self, sess: _Session) -> Callable[[paho.Client, object, paho.MQTTMessage],
+                                                    None]:
+        """paho's ``on_message`` for one connection of ``sess``."""
+        if not sess.alarm:
+            return lambda _c, _u, msg: self._on_message(sess, msg)
+
+        def alarm_only(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+            binding = self.bindings.get(msg.topic)
+            if binding is None or not binding.alarm:
+                # the broker's ACL let a topic through that is not an alarm device's (a hand
+                # edit, or a device no longer one): the main session has it too
+                self.metrics.inc("gateway_rejected_total", reason="not_alarm_topic",
+                                 transport="mqtt")
+                self._rlog.warning(("not_alarm_topic", msg.topic), "the alarm session "
+                                   "received %s, which is not an alarm device's topic; dropped"
+                                   " (the main session reads it; re-run mqtt-accounts.py)",
+                                   msg.topic)
+                self._ack(sess, msg.mid, msg.qos)
+                return
+            self._on_message(sess, msg)
+        return alarm_only
+
+    def _on_message(self, sess: _Session, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
         payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
@@ -258,17 +362,17 @@ class MqttIntake:
                              exc)
             readings = []
         if not readings:
-            self._ack(mid, qos)   # a bad message is answered (counted), never redelivered forever
+            self._ack(sess, mid, qos)   # a bad message is answered (counted), never redelivered forever
             return
         if any(r.is_alarm_class or r.metric in HELD_METRICS for r in readings):
             # acknowledged after the commit, on the connection it came on, or not at all: a
             # packet id of a newer connection may name another message (the broker
             # redelivers this one on its session)
-            conn = self._paho
+            conn = sess.paho
 
             def ack() -> None:
-                if self._paho is conn:
-                    self._ack(mid, qos)
+                if sess.paho is conn:
+                    self._ack(sess, mid, qos)
 
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(
@@ -277,14 +381,14 @@ class MqttIntake:
             self.sink.offer(readings, ack)
         else:
             self.sink.offer(readings, None)
-            self._ack(mid, qos)
+            self._ack(sess, mid, qos)
 
-    def _ack(self, mid: int, qos: int) -> None:
-        mqttc = self._paho
+    def _ack(self, sess: _Session, mid: int, qos: int) -> None:
+        mqttc = sess.paho
         if not qos or mqttc is None:
             return
         sock = mqttc.socket()
-        if qos == 1 and isinstance(sock, _BufferedSocket) and sock is self._out:
+        if qos == 1 and isinstance(sock, _BufferedSocket) and sock is sess.out:
             # PUBACK (4 bytes) straight into this connection's buffer: paho's ack() builds
             # and queues a packet dict per message (8 % of the intake's time, "path")
             sock.send(b"\x40\x02" + mid.to_bytes(2, "big"))

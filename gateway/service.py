@@ -20,7 +20,7 @@ from pathlib import Path
 import uvicorn
 
 from drivers.field import FieldDrivers, plan_field
-from drivers.mqtt import DeviceBinding, MqttIntake
+from drivers.mqtt import AlarmSession, DeviceBinding, MqttIntake, is_alarm_device
 from drivers.profiles import (Profile, ProfileMisfit, fit_profile, with_help_actions,
                               with_sos_actions, with_visit_cards)
 from edge_config.loader import SiteConfig
@@ -47,6 +47,7 @@ from gateway.model import Reading, utc
 from gateway.pipeline import Pipeline, decode_snapshot
 from gateway.sdnotify import notify_task
 from gateway.site import load_site, profiles_of
+from gateway.broker_acl import PARTITION_FILE, read_partition, record_partition
 from gateway.store import Store, lock_data_dir
 from gateway.uplinks_wiring import Uplinks, build_uplinks
 from rules.engine import Engine
@@ -181,7 +182,8 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
             continue
         profile = with_visit_cards(profile, d.visit_cards)   # a door reader's visit cards
         grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
-        out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile)
+        out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile,
+                                     alarm=is_alarm_device(profile))
     if problems:
         raise ConfigError(problems)
     return out
@@ -447,18 +449,40 @@ class Gateway:
 
     def _build_intake(self, site: SiteConfig, pipeline: Pipeline, health_book: HealthBook,
                       decode_faults: DecodeFaults | None = None) -> MqttIntake:
-        """The MQTT intake of the site's devices (broker address overridable for tests)."""
+        """The MQTT intake of the site's devices (broker address overridable for tests),
+        with the alarm devices' own session when gateway.yaml has ``mqtt.alarm_session``."""
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
+        client_id = mq.client_id or f"gateway-{site.site.site.id}"
+        alarm, on_alarm = None, None
+        if mq.alarm_session is not None:
+            a = mq.alarm_session
+            alarm = AlarmSession(client_id=a.client_id or f"{client_id}-alarm",
+                                 username=a.username,
+                                 password=os.environ.get(a.password_env) if a.password_env
+                                 else None)
+
+            def on_alarm() -> None:
+                if record_partition(self.data_dir, a.username):
+                    log.info("alarm session subscribed as %s: recorded in %s, so that the "
+                             "broker's accounts route the alarm devices to it", a.username,
+                             PARTITION_FILE)
+        elif read_partition(self.data_dir) is not None:
+            record_partition(self.data_dir, None)
+            log.warning("gateway.yaml has no mqtt.alarm_session any more: until the broker's "
+                        "accounts are made again (mqtt-accounts.py, run by its path unit when"
+                        " %s changes) the broker routes the alarm devices to that session",
+                        PARTITION_FILE)
         return MqttIntake(
             host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
-            client_id=mq.client_id or f"gateway-{site.site.site.id}", sink=pipeline,
+            client_id=client_id, sink=pipeline,
             bindings=bindings_for(site), metrics=self.metrics, username=mq.username,
             password=password, keepalive=mq.keepalive_s, max_payload_bytes=mq.max_payload_bytes,
             on_error=health_book.error, decode_watch=decode_faults,
             on_unknown=lambda topic, payload: health_book.saw_unknown(
                 topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
                 payload.decode("utf-8", "replace")),
+            alarm_session=alarm, on_alarm_subscribed=on_alarm,
             commit_delay_s=_test_commit_delay(), test_decode_fault=_test_decode_fault())
 
     def _build_case_system(self, site: SiteConfig, store: Store,

@@ -175,10 +175,10 @@ async def test_mqtt_field_and_message_exceptions(monkeypatch, caplog):
                             "devices/smoke-1": DeviceBinding("smoke-1", "smoke_detector",
                                                              "h-7-101", "cell-1", smoke)})
     for _ in range(10):
-        intake._on_message(None, None, _message("devices/caller-1", {"sos": True,
+        intake._on_message(intake._main, _message("devices/caller-1", {"sos": True,
                                                                       "battery": 50}))
-        intake._on_message(None, None, _message("devices/smoke-1", {"smoke": True}))
-    intake._on_message(None, None, _message("devices/caller-1", {"battery": 50}))
+        intake._on_message(intake._main, _message("devices/smoke-1", {"smoke": True}))
+    intake._on_message(intake._main, _message("devices/caller-1", {"battery": 50}))
     # the SOS next to the bad battery field still arrives, every time
     assert [r.kind for r in sink.readings] == [Kind.SOS] * 10
     assert metrics.get("gateway_bad_fields_total", reason="decode_error", field="battery",
@@ -198,7 +198,7 @@ async def test_mqtt_field_and_message_exceptions(monkeypatch, caplog):
     # fixed (a new release): the device's next clean message clears its fault
     monkeypatch.setattr(drivers.mqtt, "decode_json", real_decode)
     faults.rebind()
-    intake._on_message(None, None, _message("devices/smoke-1", {"smoke": False}))
+    intake._on_message(intake._main, _message("devices/smoke-1", {"smoke": False}))
     assert health.devices["smoke-1"].fault is None
     assert health.devices["caller-1"].fault == "decode_error"     # still failing
 
