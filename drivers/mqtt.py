@@ -36,6 +36,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -43,6 +44,7 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
+from drivers.mqtt_split import FENCE_TOPIC, AlarmSplit
 from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
@@ -69,6 +71,8 @@ LIFE_SAFETY_KINDS = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
 #: bound is the one that holds (docs/benchmarks.md "path")
 READ_BURST = 256
 READ_BURST_S = 0.004
+#: topics per SUBSCRIBE packet (the alarm session subscribes each alarm device's topic)
+SUBSCRIBE_BATCH = 500
 #: at the end of a connection, how long the buffered socket waits for the kernel to take
 #: what is left (the last PUBACKs, the DISCONNECT) before closing
 CLOSE_WAIT_S = 0.5
@@ -97,12 +101,11 @@ def is_alarm_device(profile: Profile) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AlarmSession:
-    """The alarm session's broker account and client id (``gateway.yaml``
-    ``mqtt.alarm_session``)."""
+    """The alarm session: its client id (it logs in with the main session's account) and the
+    file that keeps the split across restarts (None: in memory, tests only)."""
 
     client_id: str
-    username: str | None = None
-    password: str | None = None
+    state_path: Path | None = None
 
 
 class _Session:
@@ -134,7 +137,6 @@ class MqttIntake:
                  on_error: Callable[[str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None,
                  alarm_session: AlarmSession | None = None,
-                 on_alarm_subscribed: Callable[[], None] | None = None,
                  commit_delay_s: float = 0.0, test_decode_fault: bytes = b""):
         self.host, self.port, self.client_id = host, port, client_id
         self.sink = sink
@@ -157,14 +159,24 @@ class MqttIntake:
         self.status = StateTracker(f"mqtt intake {host}:{port}", "starting", logger=log)
         self._main = _Session(client_id, username, password, alarm=False, status=self.status)
         self._sessions = [self._main]
+        self._alarm_spec = alarm_session
+        self._alarm: _Session | None = None
         if alarm_session is not None:
-            self._sessions.append(_Session(
-                alarm_session.client_id, alarm_session.username, alarm_session.password,
-                alarm=True, status=StateTracker(f"mqtt alarm session {host}:{port}",
-                                                "starting", logger=log)))
-        #: called after each subscription of the alarm session (the service records that
-        #: the broker may now route the alarm devices' topics to it: ``broker-partition``)
-        self.on_alarm_subscribed = on_alarm_subscribed
+            self._alarm = _Session(alarm_session.client_id, username, password, alarm=True,
+                                   status=StateTracker(f"mqtt alarm session {host}:{port}",
+                                                       "starting", logger=log))
+            self._sessions.append(self._alarm)
+        #: made at run() from the bindings then (drivers/mqtt_split.py)
+        self.split: AlarmSplit | None = None
+        self.fence_topic = FENCE_TOPIC.format(client_id=client_id)
+        # the main session's view of the fence on its current connection: seen (what follows
+        # is dropped), the fence's (mid, qos, connection) until it is passed, and the alarm
+        # messages it fed before the fence whose commit is outstanding
+        self._main_fence_seen = False
+        self._main_fence: tuple[int, int, paho.Client | None] | None = None
+        self._main_outstanding = 0
+        #: the alarm session's messages after the fence, until the main session passes it
+        self._held: list[tuple[paho.MQTTMessage, paho.Client | None]] = []
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
@@ -178,13 +190,26 @@ class MqttIntake:
         return list(self.subscriptions) + sorted(extra)
 
     async def run(self) -> None:
-        if len(self._sessions) == 1:
+        if self._alarm is None:
             await self._run_session(self._main)
             return
+        assert self._alarm_spec is not None
+        self.split = AlarmSplit(self._alarm_spec.state_path,
+                                [t for t, b in self.bindings.items() if b.alarm],
+                                self.bindings, self.fence_topic)
         async with asyncio.TaskGroup() as tg:
             for sess in self._sessions:
                 tg.create_task(self._run_session(sess),
                                name="mqtt-alarm-session" if sess.alarm else "mqtt-session")
+
+    def _subscriptions(self, sess: _Session) -> list[str]:
+        if not sess.alarm:
+            topics = self.topics()
+            if self.split is not None and not any(_covers(t, self.fence_topic) for t in topics):
+                topics.append(self.fence_topic)
+            return topics
+        assert self.split is not None
+        return self.split.subscriptions()
 
     async def _run_session(self, sess: _Session) -> None:
         delays = self._reconnect.delays()
@@ -200,17 +225,26 @@ class MqttIntake:
                 mqttc = client._client  # noqa: SLF001 - see module docstring
                 sess.paho = mqttc
                 mqttc.manual_ack_set(True)
-                mqttc.on_message = self._receiver(sess)
+                if sess.alarm:
+                    self._held.clear()      # unacknowledged: the broker sends them again
+                    mqttc.on_message = self._alarm_message
+                else:
+                    self._main_fence_seen, self._main_fence = False, None
+                    self._main_outstanding = 0
+                    mqttc.on_message = self._main_message
                 async with client:
                     self._read_in_bursts(client, sess)
-                    for topic in self.topics():
-                        await client.subscribe(topic, qos=1)
+                    topics = self._subscriptions(sess)
+                    for i in range(0, len(topics), SUBSCRIBE_BATCH):
+                        await client.subscribe([(t, 1) for t in topics[i:i + SUBSCRIBE_BATCH]])
+                    if sess.alarm and self.split is not None and self.split.stale:
+                        await client.unsubscribe(self.split.stale)
+                        self.split.stale = []
                     sess.status.set("online")
                     sess.online = True
                     if all(x.online for x in self._sessions):
                         self.connected.set()
-                    if sess.alarm and self.on_alarm_subscribed is not None:
-                        self.on_alarm_subscribed()
+                        self._publish_fence()
                     delays = self._reconnect.delays()
                     await _wait_disconnected(client)
             except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
@@ -220,6 +254,86 @@ class MqttIntake:
                 self.metrics.inc("gateway_driver_reconnects_total",
                                  driver="mqtt-alarm" if sess.alarm else "mqtt")
                 await asyncio.sleep(next(delays))
+
+    # -- the split (drivers/mqtt_split.py) -----------------------------------------------
+    def _publish_fence(self) -> None:
+        """Both sessions are subscribed: the fence of the epoch in progress (again, with the
+        same nonce, after a restart or a reconnect: each stream's first copy counts)."""
+        split, mqttc = self.split, self._main.paho
+        if split is None or not split.in_transition or mqttc is None:
+            return
+        mqttc.publish(self.fence_topic, split.nonce.encode(), qos=1)
+
+    def _main_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        split = self.split
+        if split is not None:
+            topic = msg.topic
+            if topic in split.established:
+                alarm = self._alarm
+                if msg.qos or (alarm is not None and alarm.online):
+                    self._ack(self._main, msg.mid, msg.qos)   # the alarm session feeds it
+                    return
+            elif topic in split.pending:
+                if msg.qos and (self._main_fence_seen or split.main_passed):
+                    self._ack(self._main, msg.mid, msg.qos)   # after the fence: the alarm's
+                    return
+                self._on_message(self._main, msg, before_fence=True)
+                return
+            elif topic == self.fence_topic:
+                self._main_fence_message(msg)
+                return
+        self._on_message(self._main, msg)
+
+    def _main_fence_message(self, msg: paho.MQTTMessage) -> None:
+        split = self.split
+        assert split is not None
+        if (not split.in_transition or split.main_passed or self._main_fence_seen
+                or bytes(msg.payload) != split.nonce.encode()):
+            self._ack(self._main, msg.mid, msg.qos)   # an old epoch's, or a later copy
+            return
+        self._main_fence_seen = True
+        self._main_fence = (msg.mid, msg.qos, self._main.paho)
+        self._pass_main_fence()
+
+    def _pass_main_fence(self) -> None:
+        """Once every alarm message fed before the fence is committed: recorded, then the
+        fence acknowledged, then the alarm session's held messages fed."""
+        fence, split = self._main_fence, self.split
+        if fence is None or self._main_outstanding or split is None:
+            return
+        mid, qos, conn = fence
+        self._main_fence = None
+        if self._main.paho is not conn:
+            return
+        split.pass_main()
+        self._ack(self._main, mid, qos)
+        held, self._held = self._held, []
+        alarm = self._alarm
+        for msg, aconn in held:
+            if alarm is not None and alarm.paho is aconn:
+                self._on_message(alarm, msg)
+
+    def _alarm_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+        split, alarm = self.split, self._alarm
+        assert split is not None and alarm is not None
+        topic = msg.topic
+        if topic in split.established:
+            self._on_message(alarm, msg)
+        elif topic in split.pending:
+            if not msg.qos or not split.alarm_passed:
+                self._ack(alarm, msg.mid, msg.qos)    # before the fence: the main's
+            elif split.main_passed:
+                self._on_message(alarm, msg)
+            else:
+                self._held.append((msg, alarm.paho))  # after: once the main session passed
+        elif topic == self.fence_topic:
+            if (split.in_transition and not split.alarm_passed
+                    and bytes(msg.payload) == split.nonce.encode()):
+                split.pass_alarm()
+            self._ack(alarm, msg.mid, msg.qos)
+        else:
+            # a subscription of an earlier start not yet undone: the main session has it
+            self._ack(alarm, msg.mid, msg.qos)
 
     def _read_in_bursts(self, client: aiomqtt.Client, sess: _Session) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
@@ -322,29 +436,11 @@ class MqttIntake:
                 return bad
         return states[0]
 
-    def _receiver(self, sess: _Session) -> Callable[[paho.Client, object, paho.MQTTMessage],
-                                                    None]:
-        """paho's ``on_message`` for one connection of ``sess``."""
-        if not sess.alarm:
-            return lambda _c, _u, msg: self._on_message(sess, msg)
-
-        def alarm_only(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-            binding = self.bindings.get(msg.topic)
-            if binding is None or not binding.alarm:
-                # the broker's ACL let a topic through that is not an alarm device's (a hand
-                # edit, or a device no longer one): the main session has it too
-                self.metrics.inc("gateway_rejected_total", reason="not_alarm_topic",
-                                 transport="mqtt")
-                self._rlog.warning(("not_alarm_topic", msg.topic), "the alarm session "
-                                   "received %s, which is not an alarm device's topic; dropped"
-                                   " (the main session reads it; re-run mqtt-accounts.py)",
-                                   msg.topic)
-                self._ack(sess, msg.mid, msg.qos)
-                return
-            self._on_message(sess, msg)
-        return alarm_only
-
-    def _on_message(self, sess: _Session, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, sess: _Session, msg: paho.MQTTMessage, *,
+                    before_fence: bool = False) -> None:
+        """Decode one message and offer its readings; acknowledged at once, or after the
+        commit when alarm-class (``before_fence``: the main session's alarm message ahead of
+        the fence, counted until then: :meth:`_pass_main_fence`)."""
         topic = msg.topic
         payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
@@ -369,10 +465,16 @@ class MqttIntake:
             # packet id of a newer connection may name another message (the broker
             # redelivers this one on its session)
             conn = sess.paho
+            if before_fence:
+                self._main_outstanding += 1
 
             def ack() -> None:
-                if sess.paho is conn:
-                    self._ack(sess, mid, qos)
+                if sess.paho is not conn:
+                    return
+                self._ack(sess, mid, qos)
+                if before_fence:
+                    self._main_outstanding -= 1
+                    self._pass_main_fence()
 
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(

@@ -446,16 +446,6 @@ class UplinksFile(_Strict):
     notifications: Notifications | None = None
 
 
-class MqttAlarmSession(_Strict):
-    """The alarm devices' own MQTT session (docs/architecture.md "The alarm session"): a
-    second broker account that the broker's ACL (deploy/mosquitto/mqtt-accounts.py) alone
-    lets read the alarm devices' topics, so an SOS has a queue and a connection of its own."""
-
-    username: str = Field(min_length=1)
-    password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
-    client_id: str | None = Field(default=None, description="default: <client_id>-alarm")
-
-
 class MqttBroker(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -464,7 +454,9 @@ class MqttBroker(_Strict):
     password_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
     keepalive_s: int = Field(default=30, ge=5, le=600)
     max_payload_bytes: int = Field(default=8192, ge=256, le=262144)
-    alarm_session: MqttAlarmSession | None = None
+    alarm_session: bool = Field(default=True, description=(
+        "the alarm devices' own persistent session (client id <client_id>-alarm): an SOS "
+        "keeps a broker queue and a connection of its own (docs/architecture.md)"))
 
 
 class ModbusTcp(_Strict):

@@ -54,7 +54,7 @@ class Mosquitto:
 
     ``persistence`` keeps sessions and queued QoS 1 messages across broker restarts (in
     ``workdir``), as a production broker does. ``accounts`` (user -> password) and ``acl``
-    (the accounts' ACL lines, ``gateway.broker_acl.gateway_acl``) make it check those
+    (the accounts' ACL lines, e.g. ``gateway.broker_acl.gateway_acl``) make it check those
     accounts as the installed broker does; clients without a user name (the simulated
     devices) may still publish and read anything. ``max_queued`` bounds each offline or
     slow session's queue (the installed broker: 10,000).

@@ -47,7 +47,6 @@ from gateway.model import Reading, utc
 from gateway.pipeline import Pipeline, decode_snapshot
 from gateway.sdnotify import notify_task
 from gateway.site import load_site, profiles_of
-from gateway.broker_acl import PARTITION_FILE, read_partition, record_partition
 from gateway.store import Store, lock_data_dir
 from gateway.uplinks_wiring import Uplinks, build_uplinks
 from rules.engine import Engine
@@ -56,6 +55,9 @@ from rules.site import DeviceInfo
 __all__ = ["Gateway", "Overrides", "QuietServer", "build_engine", "read_secret", "serve_uvicorn"]
 
 log = logging.getLogger(__name__)
+
+#: the alarm session's split across restarts (drivers/mqtt_split.py), in the data directory
+ALARM_SPLIT_FILE = "mqtt-alarm-split.json"
 
 #: the data directory's cache of the parsed site files (``edge_config.fast_yaml.TreeCache``)
 SITE_CACHE = "site-cache.json"
@@ -261,7 +263,9 @@ class Health:
         forwarder = self.case.forwarder if self.case else None
         ready = self.rules_ready()
         return {
-            "mqtt": {"state": self.intake.state, "ready": self.intake.state == "online"},
+            "mqtt": {"state": self.intake.state, "ready": self.intake.state == "online",
+                     **({"alarm_session": self.intake.split.to_json()}
+                        if self.intake.split is not None else {})},
             **{key: {"state": state} for key, state in self.field.states().items()},
             "rules": {"state": "ok" if ready else "stalled", "ready": ready},
             "case_system": {"state": forwarder.state if forwarder else "not configured",
@@ -450,29 +454,12 @@ class Gateway:
     def _build_intake(self, site: SiteConfig, pipeline: Pipeline, health_book: HealthBook,
                       decode_faults: DecodeFaults | None = None) -> MqttIntake:
         """The MQTT intake of the site's devices (broker address overridable for tests),
-        with the alarm devices' own session when gateway.yaml has ``mqtt.alarm_session``."""
+        with the alarm devices' own session unless gateway.yaml turns it off."""
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
         client_id = mq.client_id or f"gateway-{site.site.site.id}"
-        alarm, on_alarm = None, None
-        if mq.alarm_session is not None:
-            a = mq.alarm_session
-            alarm = AlarmSession(client_id=a.client_id or f"{client_id}-alarm",
-                                 username=a.username,
-                                 password=os.environ.get(a.password_env) if a.password_env
-                                 else None)
-
-            def on_alarm() -> None:
-                if record_partition(self.data_dir, a.username):
-                    log.info("alarm session subscribed as %s: recorded in %s, so that the "
-                             "broker's accounts route the alarm devices to it", a.username,
-                             PARTITION_FILE)
-        elif read_partition(self.data_dir) is not None:
-            record_partition(self.data_dir, None)
-            log.warning("gateway.yaml has no mqtt.alarm_session any more: until the broker's "
-                        "accounts are made again (mqtt-accounts.py, run by its path unit when"
-                        " %s changes) the broker routes the alarm devices to that session",
-                        PARTITION_FILE)
+        alarm = AlarmSession(f"{client_id}-alarm", self.data_dir / ALARM_SPLIT_FILE) \
+            if mq.alarm_session else None
         return MqttIntake(
             host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
             client_id=client_id, sink=pipeline,
@@ -482,7 +469,7 @@ class Gateway:
             on_unknown=lambda topic, payload: health_book.saw_unknown(
                 topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
                 payload.decode("utf-8", "replace")),
-            alarm_session=alarm, on_alarm_subscribed=on_alarm,
+            alarm_session=alarm,
             commit_delay_s=_test_commit_delay(), test_decode_fault=_test_decode_fault())
 
     def _build_case_system(self, site: SiteConfig, store: Store,

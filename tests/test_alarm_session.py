@@ -1,38 +1,38 @@
 """The alarm session: an SOS or a gas alarm pressed while the gateway is stopped reaches staff
 and the case system even when the telemetry of that stop has filled the broker's queue for
-the gateway (issue 18; docs/architecture.md "The alarm session").
+the gateway's main session; and the move of the alarm devices onto that session (the fence,
+drivers/mqtt_split.py) neither loses nor doubles a press, across a kill -9 too (issue 18;
+docs/architecture.md "The alarm session").
 
-A real Mosquitto with the installed broker's accounts and ACL (``gateway_acl``, as
+A real Mosquitto with the installed broker's gateway account and ACL (``gateway_acl``, as
 deploy/mosquitto/mqtt-accounts.py writes it) and a small queue bound standing in for the
 installed 10,000 messages; ``gateway run`` as a process; the simulated case system.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
+import threading
 
-import httpx
+import paho.mqtt.client as paho
 import pytest
 
-from drivers.mqtt import AlarmSession, DeviceBinding, MqttIntake, is_alarm_device
+from drivers.mqtt import is_alarm_device
+from drivers.mqtt_split import AlarmSplit
 from gateway.broker import Mosquitto, free_port
-from gateway.broker_acl import PARTITION_FILE, gateway_acl, read_partition, record_partition
-from gateway.metrics import Metrics
-from gateway.kernel.model import Kind
-from gateway.service import bindings_for
+from gateway.broker_acl import gateway_acl
+from gateway.service import ALARM_SPLIT_FILE, bindings_for
 from gateway.site import load_site
+from tests.linkage_fixtures import DEVICES as LINKAGE_DEVICES
 from tests.support import (
     CaseSystemProcess,
-    AckingSink,
     GatewayProcess,
     metric_value,
     mqtt_publish,
     site_copy,
     stock_profile,
-    until,
     wait_for,
 )
 
@@ -40,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 #: the broker's queue for a session that is not reading (the installed broker: 10,000)
 QUEUE = 60
+SOS = ("devices/caller-7-101", {"event": "sos"})
+GAS = ("zigbee2mqtt/h7-101/gas", {"gas": True, "battery": 95})
 EXTRA_DEVICES = """
   - id: motion-7-101
     type: motion_sensor
@@ -52,48 +54,56 @@ EXTRA_DEVICES = """
 """
 
 
-def _site(tmp_path, port: int, case_url: str, *, alarm_session: bool,
-          callback_url: str | None = None):
-    site = site_copy(tmp_path / "site", mqtt_port=port, case_url=case_url,
-                     callback_url=callback_url)
-    with open(site / "devices.yaml", "a", encoding="utf-8") as fh:
-        fh.write(EXTRA_DEVICES)
-    text = (f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  max_payload_bytes: 4096\n"
-            "  username: gateway\n  password_env: MQTT_PASSWORD\n")
-    if alarm_session:
-        text += "  alarm_session:\n    username: gateway-alarm\n" \
-                "    password_env: MQTT_ALARM_PASSWORD\n"
-    (site / "gateway.yaml").write_text(text)
-    return site
+def _gateway_yaml(site, port: int, *, alarm_session: bool) -> None:
+    (site / "gateway.yaml").write_text(
+        f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  max_payload_bytes: 4096\n"
+        f"  username: gateway\n  password_env: MQTT_PASSWORD\n"
+        f"  alarm_session: {'true' if alarm_session else 'false'}\n")
 
 
 @pytest.fixture
-def rig(tmp_path, request):
-    """Broker (accounts, ACL, small queue), case system, a site with a motion sensor and a
-    gas detector on Zigbee2MQTT beside the example's callers and smoke detectors."""
-    alarm_session = request.param
-    secret = secrets.token_urlsafe(32)
-    passwords = {"gateway": secrets.token_urlsafe(16), "gateway-alarm": secrets.token_urlsafe(16)}
+def rig(tmp_path):
+    """Broker (the gateway's account and ACL, small queue), case system, and a site with a
+    motion sensor and a gas detector on Zigbee2MQTT beside the example's callers and smoke
+    detectors; ``rig["gw"]()`` makes the gateway process (``alarm_session``, ``env``)."""
+    secret, password = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
     cases = CaseSystemProcess(secret, tmp_path, dispatch_after=0.5, on_site_after=1.0,
                               close_after=1.5).start()
-    broker = Mosquitto(workdir=tmp_path / "mosquitto", accounts=passwords, max_queued=QUEUE)
+    broker = Mosquitto(workdir=tmp_path / "mosquitto", accounts={"gateway": password},
+                       max_queued=QUEUE)
     api_port = free_port()
-    site = _site(tmp_path, broker.port, cases.url, alarm_session=alarm_session,
-                 callback_url=f"http://127.0.0.1:{api_port}/api/case-callback")
-    bindings = bindings_for(load_site(site))
-    broker.acl = gateway_acl(bindings, user="gateway",
-                             alarm_user="gateway-alarm" if alarm_session else None,
-                             partition=alarm_session)
+    site = site_copy(tmp_path / "site", mqtt_port=broker.port, case_url=cases.url,
+                     callback_url=f"http://127.0.0.1:{api_port}/api/case-callback")
+    with open(site / "devices.yaml", "a", encoding="utf-8") as fh:
+        fh.write(EXTRA_DEVICES)
+    _gateway_yaml(site, broker.port, alarm_session=True)
+    broker.acl = gateway_acl(bindings_for(load_site(site)), user="gateway")
     broker.start()
-    gw = GatewayProcess(site, tmp_path / "data", port=api_port, env={
-        "CASE_SYSTEM_SECRET": secret, "MQTT_PASSWORD": passwords["gateway"],
-        "MQTT_ALARM_PASSWORD": passwords["gateway-alarm"]})
+    made: list[GatewayProcess] = []
+
+    def gw(*, alarm_session: bool = True, env: dict | None = None) -> GatewayProcess:
+        _gateway_yaml(site, broker.port, alarm_session=alarm_session)
+        g = GatewayProcess(site, tmp_path / "data", port=api_port, env={
+            "CASE_SYSTEM_SECRET": secret, "MQTT_PASSWORD": password, **(env or {})})
+        made.append(g)
+        return g
+
     try:
-        yield {"broker": broker, "cases": cases, "gw": gw, "site": site, "bindings": bindings}
+        yield {"broker": broker, "cases": cases, "gw": gw, "data": tmp_path / "data"}
     finally:
-        gw.stop()
+        for g in made:
+            g.stop()
         cases.stop()
         broker.cleanup()
+
+
+def _split(rig) -> dict:
+    return json.loads((rig["data"] / ALARM_SPLIT_FILE).read_text())
+
+
+def _established(rig) -> dict | None:
+    doc = _split(rig)
+    return doc if doc["epoch"] is None and doc["established"] else None
 
 
 def _alarms(api) -> list[dict]:
@@ -102,38 +112,14 @@ def _alarms(api) -> list[dict]:
     return r.json()["alarms"]
 
 
-def _stop_and_fill(rig, n: int = 5 * QUEUE) -> None:
-    """The gateway killed; the motion sensor reports ``n`` times (far past the queue's
-    bound); then a resident presses SOS and the gas detector alarms."""
-    rig["gw"].kill()
-    port = rig["broker"].port
-    mqtt_publish(port, [("zigbee2mqtt/h7-101/motion",
-                         {"occupancy": i % 2 == 0, "battery": 90, "linkquality": 80})
-                        for i in range(n)])
-    mqtt_publish(port, [("devices/caller-7-101", {"event": "sos"}),
-                        ("zigbee2mqtt/h7-101/gas", {"gas": True, "battery": 95})])
+def _alarms_of(api, want: set[tuple[str, str]]) -> list[dict]:
+    return wait_for(lambda: (lambda a: a if {(x["device_id"], x["category"]) for x in a}
+                             >= want else None)(_alarms(api)), timeout=20, interval=0.1,
+                    what=f"alarms {sorted(want)}")
 
 
-@pytest.mark.parametrize("rig", [True], indirect=True)
-def test_an_sos_behind_a_full_queue_of_a_stopped_gateway_reaches_staff_and_one_case(rig):
-    gw = rig["gw"]
-    token = gw.token("duty", "alarm-session")
-    gw.start()
-    # the gateway recorded its alarm session (what lets mqtt-accounts.py split the topics)
-    assert read_partition(gw.data) == "gateway-alarm"
-    _stop_and_fill(rig)
-    gw.start()
-    api = gw.api(token)
-    want = {("caller-7-101", "emergency_call"), ("gas-7-101", "gas")}
-    alarms = wait_for(lambda: (lambda a: a if {(x["device_id"], x["category"]) for x in a}
-                               >= want else None)(_alarms(api)), timeout=20, interval=0.1,
-                      what="the SOS and the gas alarm")
-    assert sorted((a["device_id"], a["category"], a["count"]) for a in alarms) == \
-        [("caller-7-101", "emergency_call", 1), ("gas-7-101", "gas", 1)]
-    # the queue did overflow: most of the motion reports never reached the gateway
-    ingested = metric_value(gw.metrics(), "gateway_ingest_messages_total", transport="mqtt")
-    assert ingested <= 2 * QUEUE + 2, ingested
-    # exactly one case each, and each case's status back on its card
+def _one_case_each_with_feedback(rig, api, alarms: list[dict]) -> None:
+    """Exactly one case per alarm at the case system, and its status back on the card."""
     def dispatched(alarm_id: int) -> dict | None:
         card = api.get(f"/api/alarms/{alarm_id}").json()
         return card if card["case_status"] == "dispatched" else None
@@ -145,21 +131,50 @@ def test_an_sos_behind_a_full_queue_of_a_stopped_gateway_reaches_staff_and_one_c
         sent = [c for c in rig["cases"].cases()["cases"] if mine.search(c["idempotency_key"])]
         assert len(sent) == 1 and sent[0]["case_id"] == card["case_id"], sent
         assert sent[0]["create_requests"] == 1
-    # the alarm session is part of the gateway's readiness and health
-    health = httpx.get(f"{gw.url}/healthz", timeout=5).json()
-    assert "mqtt" in json.dumps(health)
 
 
-@pytest.mark.parametrize("rig", [False], indirect=True)
+def _fill_queue(rig, n: int = 5 * QUEUE) -> None:
+    """The motion sensor reports ``n`` times, far past the queue's bound."""
+    mqtt_publish(rig["broker"].port, [(
+        "zigbee2mqtt/h7-101/motion", {"occupancy": i % 2 == 0, "battery": 90,
+                                      "linkquality": 80}) for i in range(n)])
+
+
+def test_an_sos_behind_a_full_queue_of_a_stopped_gateway_reaches_staff_and_one_case(rig):
+    gw = rig["gw"]()
+    token = gw.token("duty", "alarm-session")
+    gw.start()
+    doc = wait_for(lambda: _established(rig), timeout=15, what="alarm topics established")
+    assert set(doc["established"]) == {
+        "devices/caller-7-101", "devices/caller-7-302", "devices/caller-9-201",
+        "devices/smoke-7-101", "devices/smoke-7-302", "devices/smoke-station-4",
+        "zigbee2mqtt/h7-101/gas"}                  # not the motion sensor
+    gw.kill()
+    _fill_queue(rig)
+    mqtt_publish(rig["broker"].port, [SOS, GAS])
+    gw.start()
+    api = gw.api(token)
+    alarms = _alarms_of(api, {("caller-7-101", "emergency_call"), ("gas-7-101", "gas")})
+    assert sorted((a["device_id"], a["category"], a["count"]) for a in alarms) == \
+        [("caller-7-101", "emergency_call", 1), ("gas-7-101", "gas", 1)]
+    # the main session's queue did overflow: most motion reports never reached the gateway
+    ingested = metric_value(gw.metrics(), "gateway_ingest_messages_total", transport="mqtt")
+    assert ingested <= 2 * QUEUE + 2, ingested
+    _one_case_each_with_feedback(rig, api, alarms)
+    health = gw.api(token).get("/healthz").json()
+    assert health["components"]["mqtt"]["alarm_session"] == {"established": 7, "in_transition": 0}
+
+
 def test_without_the_alarm_session_the_broker_drops_that_sos(rig):
     """The hazard the alarm session removes, shown on the same broker: with one session the
     SOS pressed after the queue filled is dropped by the broker (after its PUBACK to the
     caller, so the device never sends it again)."""
-    gw = rig["gw"]
+    gw = rig["gw"](alarm_session=False)
     token = gw.token("duty", "one-session")
     gw.start()
-    assert read_partition(gw.data) is None
-    _stop_and_fill(rig)
+    gw.kill()
+    _fill_queue(rig)
+    mqtt_publish(rig["broker"].port, [SOS, GAS])
     gw.start()
     api = gw.api(token)
     # a marker published after the restart arrives after anything the broker still had
@@ -169,6 +184,40 @@ def test_without_the_alarm_session_the_broker_drops_that_sos(rig):
         what="the marker after the backlog")
     assert _alarms(api) == []
     assert rig["cases"].cases()["cases"] == []
+
+
+def test_the_upgrade_feeds_what_the_main_session_queued_once_even_killed_at_the_fence(rig):
+    """A gateway of the old kind (one session) stops with an SOS queued for it; the new one
+    starts with its alarm session, its delivery of that SOS held 30 s before the commit
+    (GATEWAY_TEST_COMMIT_DELAY_S), so the fence comes while the SOS is not committed: the
+    main session must not pass it. Killed there, restarted: the SOS becomes exactly one
+    alarm and one case; a press after the move becomes the same alarm's second press."""
+    old = rig["gw"](alarm_session=False)
+    token = old.token("duty", "upgrade")
+    old.start()
+    old.stop()
+    mqtt_publish(rig["broker"].port, [SOS])          # queued for the main session only
+    slow = rig["gw"](env={"GATEWAY_TEST_COMMIT_DELAY_S": "30"})
+    slow.start()
+    wait_for(lambda: metric_value(slow.metrics(), "gateway_ingest_messages_total",
+                                  transport="mqtt") >= 1, timeout=10, what="SOS received")
+    # the alarm session passed the fence; the main session saw it behind the SOS and waits
+    split = wait_for(lambda: (lambda d: d if d["epoch"] and d["epoch"]["alarm_passed"]
+                              else None)(_split(rig)), timeout=10, what="the alarm's passage")
+    assert split["epoch"]["main_passed"] is False and split["established"] == []
+    assert _alarms(slow.api(token)) == []
+    slow.kill()
+
+    gw = rig["gw"]()
+    gw.start()
+    api = gw.api(token)
+    alarms = _alarms_of(api, {("caller-7-101", "emergency_call")})
+    wait_for(lambda: _established(rig), timeout=15, what="alarm topics established")
+    mqtt_publish(rig["broker"].port, [SOS])           # now the alarm session's
+    wait_for(lambda: _alarms(api)[0]["count"] == 2, timeout=10, what="the second press")
+    alarms = _alarms(api)
+    assert [(a["device_id"], a["count"]) for a in alarms] == [("caller-7-101", 2)]
+    _one_case_each_with_feedback(rig, api, alarms)
 
 
 def test_alarm_devices_are_the_ones_a_person_must_answer():
@@ -181,63 +230,71 @@ def test_alarm_devices_are_the_ones_a_person_must_answer():
     assert not is_alarm_device(stock_profile("zigbee2mqtt-door-contact"))
 
 
-def test_the_acl_splits_alarm_topics_off_only_once_the_alarm_session_is_recorded(tmp_path):
-    bindings = bindings_for(load_site(_site(tmp_path, 1883, "http://127.0.0.1:1",
-                                            alarm_session=True)))
-    before = gateway_acl(bindings, user="gateway", alarm_user="gateway-alarm")
-    assert not [x for x in before if x.startswith("topic deny")]
-    assert "user gateway-alarm" in before
-    assert not [x for x in before if x.startswith("topic read devices/")]
-    after = gateway_acl(bindings, user="gateway", alarm_user="gateway-alarm", partition=True)
-    alarm = {"devices/caller-7-101", "devices/smoke-7-101", "zigbee2mqtt/h7-101/gas"}
-    assert alarm <= {x.removeprefix("topic deny ") for x in after}
-    assert "topic deny zigbee2mqtt/h7-101/motion" not in after
-    # the deny lines are the main account's, the reads the alarm account's
-    main = after[:after.index("user gateway-alarm")]
-    assert {x.removeprefix("topic deny ") for x in main if x.startswith("topic deny")} == \
-        {t for t, b in bindings.items() if b.alarm}
-    # the record: written when it changes, read back; none when the file is absent
-    data = tmp_path / "data"
-    data.mkdir()
-    assert read_partition(data) is None
-    assert record_partition(data, None) is False and not (data / PARTITION_FILE).exists()
-    assert record_partition(data, "gateway-alarm") is True
-    assert record_partition(data, "gateway-alarm") is False
-    assert read_partition(data) == "gateway-alarm"
-    assert record_partition(data, None) is True and read_partition(data) is None
+def test_the_split_survives_a_restart_and_establishes_only_when_both_passed(tmp_path):
+    path = tmp_path / "split.json"
+    bound = {"a", "b", "m"}
+    s = AlarmSplit(path, {"a", "b"}, bound, "gateway/x/fence")
+    assert s.in_transition and s.pending == {"a", "b"} and s.established == set()
+    assert s.subscriptions() == ["a", "b", "gateway/x/fence"]
+    nonce = s.nonce
+    s.pass_alarm()
+    again = AlarmSplit(path, {"a", "b", "c"}, bound | {"c"}, "gateway/x/fence")
+    # the same epoch goes on (the same nonce); "c" waits for the next start
+    assert again.nonce == nonce and again.pending == {"a", "b"} and again.alarm_passed
+    assert not again.main_passed and again.established == set()
+    again.pass_main()
+    assert not again.in_transition and again.established == {"a", "b"}
+    # next start: "c" moves in a new epoch; "b" is no longer bound: unsubscribed, forgotten
+    third = AlarmSplit(path, {"a", "c"}, {"a", "c", "m"}, "gateway/x/fence")
+    assert third.established == {"a"} and third.pending == {"c"} and third.nonce != nonce
+    assert third.stale == ["b"]
+    # an unreadable file: everything in transition again (fed by the main session meanwhile)
+    path.write_text("{not json")
+    fourth = AlarmSplit(path, {"a", "c"}, {"a", "c"}, "gateway/x/fence")
+    assert fourth.established == set() and fourth.pending == {"a", "c"}
 
 
-async def test_the_alarm_session_drops_what_a_wrong_acl_lets_through(tmp_path):
-    """A hand-edited ACL that lets the alarm account read a motion sensor: the alarm session
-    drops it (counted); the main session, which reads it too, delivers it once."""
-    caller, motion = stock_profile("json-emergency-caller"), stock_profile("zigbee2mqtt-motion-sensor")
-    bindings = {
-        "devices/caller-1": DeviceBinding("caller-1", "emergency_caller", "h-1", None, caller,
-                                          alarm=True),
-        "zigbee2mqtt/motion-1": DeviceBinding("motion-1", "motion_sensor", "h-1", None,
-                                              motion, alarm=False)}
-    passwords = {"gw": "main-" + secrets.token_urlsafe(8), "gwa": "alarm-" + secrets.token_urlsafe(8)}
-    acl = gateway_acl(bindings, user="gw", alarm_user="gwa", partition=True)
-    acl += ["user gwa", "topic read zigbee2mqtt/motion-1", ""]
-    broker = Mosquitto(workdir=tmp_path / "b", accounts=passwords, acl=acl,
-                       persistence=False).start()
-    sink, metrics = AckingSink(), Metrics()
-    intake = MqttIntake(host="127.0.0.1", port=broker.port, client_id="t", sink=sink,
-                        bindings=bindings, metrics=metrics, username="gw",
-                        password=passwords["gw"],
-                        alarm_session=AlarmSession("t-alarm", "gwa", passwords["gwa"]))
-    task = asyncio.create_task(intake.run())
+def test_the_installed_acl_lets_the_gateway_write_commands_and_its_fence_only(tmp_path):
+    """The gateway's account writes the command topics of the devices that take commands
+    (the gas valve's ``/set``) and its fence; not a device's own topic."""
+    site = site_copy(tmp_path / "site", mqtt_port=1883)
+    with open(site / "devices.yaml", "a", encoding="utf-8") as fh:
+        fh.write(LINKAGE_DEVICES)
+    acl = gateway_acl(bindings_for(load_site(site)), user="gateway")
+    assert "topic write zigbee2mqtt/h7-101/gas-valve/set" in acl
+    assert "topic write gateway/+/fence" in acl
+    password = secrets.token_urlsafe(12)
+    broker = Mosquitto(workdir=tmp_path / "b", persistence=False,
+                       accounts={"gateway": password}, acl=acl).start()
+    got: list[str] = []
+    subscribed, arrived = threading.Event(), threading.Event()
+    listener = paho.Client(paho.CallbackAPIVersion.VERSION2)       # anonymous: reads all
+    listener.on_subscribe = lambda *a: subscribed.set()
+
+    def on_message(_c, _u, msg):
+        got.append(msg.topic)
+        if msg.topic == "devices/end":
+            arrived.set()
+
+    listener.on_message = on_message
+    gw = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    gw.username_pw_set("gateway", password)
     try:
-        await until(intake.connected.is_set, 10, "both sessions connected")
-        assert intake.state == "online"
-        await asyncio.to_thread(mqtt_publish, broker.port, [
-            ("zigbee2mqtt/motion-1", {"occupancy": True}), ("devices/caller-1", {"event": "sos"})])
-        await until(lambda: metrics.get("gateway_rejected_total", reason="not_alarm_topic",
-                                        transport="mqtt") == 1, 10, "the wrong one dropped")
-        await until(lambda: len(sink.readings) >= 2, 10, "both readings")
-        await asyncio.sleep(0.3)
-        assert sorted(r.kind for r in sink.readings) == sorted([Kind.MOTION, Kind.SOS])
+        listener.connect("127.0.0.1", broker.port)
+        listener.loop_start()
+        listener.subscribe("#", qos=1)
+        assert subscribed.wait(10)
+        gw.connect("127.0.0.1", broker.port)
+        gw.loop_start()
+        for topic in ("zigbee2mqtt/h7-101/gas-valve/set", "gateway/gateway-x/fence",
+                      "devices/caller-7-101"):
+            gw.publish(topic, b"{}", qos=1).wait_for_publish(10)
+        mqtt_publish(broker.port, [("devices/end", b"{}")])       # in order after them
+        assert arrived.wait(10)
+        assert got == ["zigbee2mqtt/h7-101/gas-valve/set", "gateway/gateway-x/fence",
+                       "devices/end"]
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for c in (gw, listener):
+            c.disconnect()
+            c.loop_stop()
         broker.cleanup()

@@ -73,9 +73,10 @@ class Rig:
 
 @contextlib.contextmanager
 def community_rig(prefix: str, households: int, workdir: Path | None = None, *,
-                  telemetry: dict | None = None) -> Iterator[Rig]:
+                  telemetry: dict | None = None, alarm_session: bool = True) -> Iterator[Rig]:
     """A :class:`Rig` for the ``with`` block; everything stopped and removed after it
-    (``workdir``: kept there instead of a temporary folder)."""
+    (``workdir``: kept there instead of a temporary folder). ``alarm_session=False``: the
+    gateway with one MQTT session (gateway.yaml ``mqtt.alarm_session: false``)."""
     from gateway.broker import Mosquitto
     from simulators.bench._backlog import start_case_system
 
@@ -87,6 +88,12 @@ def community_rig(prefix: str, households: int, workdir: Path | None = None, *,
             case = start_case_system(work / "case", key_id=SITE_ID)
             community = community_site(work / "site", households, broker.port, case.url,
                                        telemetry=telemetry)
+            if not alarm_session:
+                import yaml
+
+                doc = yaml.safe_load((work / "site" / "gateway.yaml").read_text("utf-8"))
+                doc["mqtt"]["alarm_session"] = False
+                (work / "site" / "gateway.yaml").write_text(json.dumps(doc) + "\n", "utf-8")
             yield Rig(work, broker, case, community)
         finally:
             if case is not None:

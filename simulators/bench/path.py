@@ -63,6 +63,8 @@ GATEWAY_CLIENT = f"gateway-{SITE_ID}"
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--households", type=int, default=1000)
     p.add_argument("--messages", type=int, default=100_000)
+    p.add_argument("--one-session", action="store_true",
+                   help="the gateway without its alarm session (before issue 18's ninth round)")
     p.add_argument("--latency-s", type=float, default=20.0, help="half-load phase length")
     p.add_argument("--burst-s", type=float, default=3.0, help="10x burst length")
     p.add_argument("--sos-every", type=float, default=0.1, help="s between smoke alarms")
@@ -80,7 +82,9 @@ def run(args: argparse.Namespace) -> dict:
         args.latency_s, args.burst_s = 6.0, 1.5
     out: dict = {"load_before": uptime(), "households": args.households,
                  "messages": args.messages}
-    with community_rig("bench-path-", args.households, args.workdir) as rig:
+    out["alarm_session"] = not args.one_session
+    with community_rig("bench-path-", args.households, args.workdir,
+                       alarm_session=not args.one_session) as rig:
         community, port = rig.community, rig.broker.port
         workload = Workload(community)
         messages = workload.messages(args.messages)
