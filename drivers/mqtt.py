@@ -44,7 +44,7 @@ import paho.mqtt.client as paho
 
 from drivers import DECODE_ERROR, FIELD_ERROR_PREFIX, DecodeError, DecodeWatch, IntakeSink
 from drivers import zigbee2mqtt as z2m
-from drivers.mqtt_split import FENCE_TOPIC, AlarmSplit
+from drivers.mqtt_split import FENCE_TOPIC, AlarmSplit, parse_copy
 from drivers.profiles import CARE_METRIC, HELP_METRIC, UNKNOWN_VALUE, Profile, decode_json
 from gateway.kernel.clock import utc
 from gateway.kernel.component import StateTracker
@@ -73,6 +73,13 @@ READ_BURST = 256
 READ_BURST_S = 0.004
 #: topics per SUBSCRIBE packet (the alarm session subscribes each alarm device's topic)
 SUBSCRIBE_BATCH = 500
+#: the fence (drivers/mqtt_split.py): how often its loop looks, how often a copy is published
+#: again until both sessions passed, when a move that takes longer is said; how long the main
+#: session waits for the alarm session to connect first
+FENCE_TICK_S = 0.5
+FENCE_REPEAT_S = 5.0
+FENCE_WAIT_S = 60.0
+ALARM_FIRST_S = 10.0
 #: at the end of a connection, how long the buffered socket waits for the kernel to take
 #: what is left (the last PUBACKs, the DISCONNECT) before closing
 CLOSE_WAIT_S = 0.5
@@ -101,11 +108,14 @@ def is_alarm_device(profile: Profile) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AlarmSession:
-    """The alarm session: its client id (it logs in with the main session's account) and the
-    file that keeps the split across restarts (None: in memory, tests only)."""
+    """The alarm session: its client id (it logs in with the main session's account), the
+    file that keeps the split across restarts (None: in memory, tests only), and how old its
+    subscription must be before a fence is published (at least the broker's
+    ``autosave_interval``: a power cut cannot take the subscription back then)."""
 
     client_id: str
     state_path: Path | None = None
+    delay_s: float = 150.0
 
 
 class _Session:
@@ -169,14 +179,26 @@ class MqttIntake:
         #: made at run() from the bindings then (drivers/mqtt_split.py)
         self.split: AlarmSplit | None = None
         self.fence_topic = FENCE_TOPIC.format(client_id=client_id)
-        # the main session's view of the fence on its current connection: seen (what follows
-        # is dropped), the fence's (mid, qos, connection) until it is passed, and the alarm
-        # messages it fed before the fence whose commit is outstanding
-        self._main_fence_seen = False
-        self._main_fence: tuple[int, int, paho.Client | None] | None = None
+        # the main session's current connection: its cut (the first fence copy it saw:
+        # sequence number, mid, qos, connection) until passed, the alarm messages it fed
+        # before the cut whose commit is outstanding, and whether the alarm session was
+        # connected (with its session) when this connection was made
+        self._main_cut: tuple[int, int, int, paho.Client | None] | None = None
         self._main_outstanding = 0
-        #: the alarm session's messages after the fence, until the main session passes it
-        self._held: list[tuple[paho.MQTTMessage, paho.Client | None]] = []
+        self._main_verified = False
+        # the alarm session's current connection: what it holds of the topics in transition
+        # (and the fence copies among them) until the main session has passed its cut; past
+        # its own cut; its round trip's mid; the time of its subscription
+        self._alarm_stream: list[paho.MQTTMessage] = []
+        self._alarm_at_cut = False
+        self._alarm_sync: int | None = None
+        self._alarm_subscribed_at = 0.0
+        self._alarm_session_present = False
+        #: the alarm session is connected with its session (or moved everything again)
+        self._alarm_ready = asyncio.Event()
+        self._last_copy = 0.0
+        self._first_copy = 0.0
+        self._fence_warned = False
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
@@ -193,14 +215,16 @@ class MqttIntake:
         if self._alarm is None:
             await self._run_session(self._main)
             return
-        assert self._alarm_spec is not None
-        self.split = AlarmSplit(self._alarm_spec.state_path,
+        spec = self._alarm_spec
+        assert spec is not None
+        self.split = AlarmSplit(spec.state_path,
                                 [t for t, b in self.bindings.items() if b.alarm],
                                 self.bindings, self.fence_topic)
         async with asyncio.TaskGroup() as tg:
             for sess in self._sessions:
                 tg.create_task(self._run_session(sess),
                                name="mqtt-alarm-session" if sess.alarm else "mqtt-session")
+            tg.create_task(self._fence_loop(spec.delay_s), name="mqtt-alarm-fence")
 
     def _subscriptions(self, sess: _Session) -> list[str]:
         if not sess.alarm:
@@ -215,6 +239,17 @@ class MqttIntake:
         delays = self._reconnect.delays()
         while True:
             try:
+                if not sess.alarm and self._alarm is not None:
+                    # the alarm session first: whether the broker kept its session decides
+                    # whether this one may drop the alarm devices' copies
+                    try:
+                        await asyncio.wait_for(self._alarm_ready.wait(), ALARM_FIRST_S)
+                        verified = True
+                    except TimeoutError:
+                        verified = False
+                        log.warning("alarm session not connected after %.0f s: the main session"
+                                    " feeds the alarm devices' copies meanwhile (a message "
+                                    "may arrive twice)", ALARM_FIRST_S)
                 client = aiomqtt.Client(
                     self.host, self.port, identifier=sess.client_id, clean_session=False,
                     keepalive=self.keepalive, username=sess.username, password=sess.password,
@@ -226,29 +261,36 @@ class MqttIntake:
                 sess.paho = mqttc
                 mqttc.manual_ack_set(True)
                 if sess.alarm:
-                    self._held.clear()      # unacknowledged: the broker sends them again
+                    self._alarm_stream, self._alarm_at_cut, self._alarm_sync = [], False, None
+                    self._wrap_alarm_callbacks(mqttc)
                     mqttc.on_message = self._alarm_message
                 else:
-                    self._main_fence_seen, self._main_fence = False, None
-                    self._main_outstanding = 0
+                    self._main_cut, self._main_outstanding = None, 0
+                    self._main_verified = self._alarm is None or verified
                     mqttc.on_message = self._main_message
                 async with client:
                     self._read_in_bursts(client, sess)
+                    if sess.alarm:
+                        self._alarm_connected()
                     topics = self._subscriptions(sess)
                     for i in range(0, len(topics), SUBSCRIBE_BATCH):
                         await client.subscribe([(t, 1) for t in topics[i:i + SUBSCRIBE_BATCH]])
-                    if sess.alarm and self.split is not None and self.split.stale:
-                        await client.unsubscribe(self.split.stale)
-                        self.split.stale = []
+                    if sess.alarm:
+                        self._alarm_subscribed_at = time.monotonic()
+                        if self.split is not None and self.split.stale:
+                            await client.unsubscribe(self.split.stale)
+                            self.split.stale = []
+                        self._alarm_ready.set()
                     sess.status.set("online")
                     sess.online = True
                     if all(x.online for x in self._sessions):
                         self.connected.set()
-                        self._publish_fence()
                     delays = self._reconnect.delays()
                     await _wait_disconnected(client)
             except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
                 sess.online = False
+                if sess.alarm:
+                    self._alarm_ready.clear()
                 self.connected.clear()
                 sess.status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total",
@@ -256,13 +298,69 @@ class MqttIntake:
                 await asyncio.sleep(next(delays))
 
     # -- the split (drivers/mqtt_split.py) -----------------------------------------------
-    def _publish_fence(self) -> None:
-        """Both sessions are subscribed: the fence of the epoch in progress (again, with the
-        same nonce, after a restart or a reconnect: each stream's first copy counts)."""
-        split, mqttc = self.split, self._main.paho
-        if split is None or not split.in_transition or mqttc is None:
+    def _wrap_alarm_callbacks(self, mqttc: paho.Client) -> None:
+        """The alarm connection's CONNACK (did the broker keep the session?) and PUBACKs (its
+        round trip), beside aiomqtt's own handlers."""
+        on_connect: Any = mqttc.on_connect
+        on_publish: Any = mqttc.on_publish
+
+        def connected(client: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
+            self._alarm_session_present = bool(getattr(flags, "session_present", False))
+            on_connect(client, userdata, flags, *rest)
+
+        def published(client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
+            on_publish(client, userdata, mid, *rest)
+            if mid == self._alarm_sync and client is (self._alarm.paho if self._alarm
+                                                      else None):
+                self._alarm_sync = None
+                self._alarm_round_trip_done()
+
+        mqttc.on_connect, mqttc.on_publish = connected, published
+
+    def _alarm_connected(self) -> None:
+        """After the alarm session's CONNACK: a broker that no longer has its session (or
+        never had it, with topics established) lost what it queued for it: move again."""
+        split = self.split
+        if split is None or self._alarm_session_present:
             return
-        mqttc.publish(self.fence_topic, split.nonce.encode(), qos=1)
+        if split.established or split.copies:
+            split.demote()
+            self._main_cut = None       # the main session feeds every alarm topic again
+
+    async def _fence_loop(self, delay_s: float) -> None:
+        """Publish fence copies while a move is in progress: the first once both sessions
+        are connected and the alarm session's subscription is older than ``delay_s``, then
+        every ``FENCE_REPEAT_S`` until both have passed (a copy may be dropped by a full
+        queue); said once when it takes longer than ``FENCE_WAIT_S``."""
+        while True:
+            await asyncio.sleep(FENCE_TICK_S)
+            split, mqttc, alarm = self.split, self._main.paho, self._alarm
+            if split is None or alarm is None or mqttc is None or not split.in_transition:
+                continue
+            now = time.monotonic()
+            if not (self._main.online and alarm.online and self._main_verified
+                    and self._alarm_ready.is_set()) or self._alarm_at_cut:
+                continue
+            if now - self._alarm_subscribed_at < delay_s or now - self._last_copy < FENCE_REPEAT_S:
+                continue
+            try:
+                payload = split.next_copy()
+            except OSError as exc:
+                self._rlog.error(("alarm-split", "save"), "alarm session: cannot record the "
+                                 "fence: %s", exc)
+                continue
+            mqttc.publish(self.fence_topic, payload, qos=1)
+            self._last_copy = now
+            self._first_copy = self._first_copy or now
+            if now - self._first_copy > FENCE_WAIT_S and not self._fence_warned:
+                self._fence_warned = True
+                log.warning("alarm session: the fence on %s has not been passed by both sessions"
+                            " after %.0f s (%d copies; main %s); does the broker let this "
+                            "account write it? (deploy/mosquitto/mqtt-accounts.py) The main "
+                            "session feeds the %d alarm topic(s) in transition meanwhile",
+                            self.fence_topic, now - self._first_copy, split.copies,
+                            "passed" if split.main_passed is not None else "waiting",
+                            len(split.pending))
 
     def _main_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         split = self.split
@@ -270,48 +368,49 @@ class MqttIntake:
             topic = msg.topic
             if topic in split.established:
                 alarm = self._alarm
-                if msg.qos or (alarm is not None and alarm.online):
+                if self._main_verified and (msg.qos or (alarm is not None and alarm.online)):
                     self._ack(self._main, msg.mid, msg.qos)   # the alarm session feeds it
                     return
             elif topic in split.pending:
-                if msg.qos and (self._main_fence_seen or split.main_passed):
-                    self._ack(self._main, msg.mid, msg.qos)   # after the fence: the alarm's
+                if msg.qos and (self._main_cut is not None or split.main_passed is not None):
+                    self._ack(self._main, msg.mid, msg.qos)   # after the cut: the alarm's
                     return
-                self._on_message(self._main, msg, before_fence=True)
+                self._on_message(self._main, msg, before_cut=True)
                 return
             elif topic == self.fence_topic:
-                self._main_fence_message(msg)
+                self._main_fence_copy(msg)
                 return
         self._on_message(self._main, msg)
 
-    def _main_fence_message(self, msg: paho.MQTTMessage) -> None:
+    def _main_fence_copy(self, msg: paho.MQTTMessage) -> None:
         split = self.split
         assert split is not None
-        if (not split.in_transition or split.main_passed or self._main_fence_seen
-                or bytes(msg.payload) != split.nonce.encode()):
-            self._ack(self._main, msg.mid, msg.qos)   # an old epoch's, or a later copy
+        copy = parse_copy(bytes(msg.payload))
+        if (copy is None or copy[0] != split.nonce or not split.in_transition
+                or split.main_passed is not None or self._main_cut is not None):
+            self._ack(self._main, msg.mid, msg.qos)   # another epoch's, or a later copy
             return
-        self._main_fence_seen = True
-        self._main_fence = (msg.mid, msg.qos, self._main.paho)
-        self._pass_main_fence()
+        self._main_cut = (copy[1], msg.mid, msg.qos, self._main.paho)
+        self._pass_main_cut()
 
-    def _pass_main_fence(self) -> None:
-        """Once every alarm message fed before the fence is committed: recorded, then the
-        fence acknowledged, then the alarm session's held messages fed."""
-        fence, split = self._main_fence, self.split
-        if fence is None or self._main_outstanding or split is None:
+    def _pass_main_cut(self) -> None:
+        """Once every alarm message fed before the cut is committed: recorded, then the copy
+        acknowledged; then the alarm session may decide what it holds."""
+        cut, split = self._main_cut, self.split
+        if cut is None or self._main_outstanding or split is None or split.main_passed:
             return
-        mid, qos, conn = fence
-        self._main_fence = None
+        seq, mid, qos, conn = cut
         if self._main.paho is not conn:
             return
-        split.pass_main()
+        try:
+            split.pass_main(seq)
+        except OSError as exc:
+            # not passed (the copy stays unacknowledged: it comes again on the next connection)
+            self._rlog.error(("alarm-split", "save"), "alarm session: cannot record the main "
+                             "session's passage: %s", exc)
+            return
         self._ack(self._main, mid, qos)
-        held, self._held = self._held, []
-        alarm = self._alarm
-        for msg, aconn in held:
-            if alarm is not None and alarm.paho is aconn:
-                self._on_message(alarm, msg)
+        self._alarm_decide()
 
     def _alarm_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         split, alarm = self.split, self._alarm
@@ -320,20 +419,76 @@ class MqttIntake:
         if topic in split.established:
             self._on_message(alarm, msg)
         elif topic in split.pending:
-            if not msg.qos or not split.alarm_passed:
-                self._ack(alarm, msg.mid, msg.qos)    # before the fence: the main's
-            elif split.main_passed:
+            if not msg.qos or (not split.copies and not self._alarm_stream):
+                self._ack(alarm, msg.mid, msg.qos)    # the main session's (before any copy)
+            elif self._alarm_at_cut:
                 self._on_message(alarm, msg)
             else:
-                self._held.append((msg, alarm.paho))  # after: once the main session passed
+                self._alarm_stream.append(msg)         # decided once the main has passed
+                self._alarm_decide()
         elif topic == self.fence_topic:
-            if (split.in_transition and not split.alarm_passed
-                    and bytes(msg.payload) == split.nonce.encode()):
-                split.pass_alarm()
-            self._ack(alarm, msg.mid, msg.qos)
+            copy = parse_copy(bytes(msg.payload))
+            if (copy is not None and copy[0] == split.nonce and split.in_transition
+                    and not self._alarm_at_cut):
+                self._alarm_stream.append(msg)
+                self._alarm_decide()
+            else:
+                self._ack(alarm, msg.mid, msg.qos)
         else:
             # a subscription of an earlier start not yet undone: the main session has it
             self._ack(alarm, msg.mid, msg.qos)
+
+    def _alarm_decide(self) -> None:
+        """With the main session's cut K known: what the alarm session holds before copy K
+        in its stream is the main session's (acknowledged, dropped), what is after is fed.
+        Without copy K in its stream but with a later one, what lies between the last
+        earlier copy and that one is fed too (K was dropped from a full queue: a double is
+        better than a loss)."""
+        split, alarm = self.split, self._alarm
+        if split is None or alarm is None or self._alarm_at_cut or split.main_passed is None:
+            return
+        k, stream = split.main_passed, self._alarm_stream
+        seqs = [(i, c[1]) for i, m in enumerate(stream) if m.topic == self.fence_topic
+                and (c := parse_copy(bytes(m.payload))) is not None]
+        at = next(((i, q == k) for i, q in seqs if q >= k), None)
+        if at is None:
+            # copies before K only, so far: what precedes the last of them is the main's
+            last = max((i for i, q in seqs), default=-1)
+            for m in stream[:last + 1]:
+                self._ack(alarm, m.mid, m.qos)
+            self._alarm_stream = stream[last + 1:]
+            return
+        idx, exact = at
+        last_before = max((i for i, q in seqs if i < idx), default=-1)
+        for i, m in enumerate(stream[:idx]):
+            if m.topic == self.fence_topic or ((exact or i < last_before)
+                                               and not split.ambiguous):
+                self._ack(alarm, m.mid, m.qos)
+            else:
+                self._on_message(alarm, m)
+        self._ack(alarm, stream[idx].mid, stream[idx].qos)
+        self._alarm_at_cut, self._alarm_stream = True, []
+        for m in stream[idx + 1:]:
+            if m.topic == self.fence_topic:
+                self._ack(alarm, m.mid, m.qos)
+            else:
+                self._on_message(alarm, m)
+        # the round trip: once the broker answers it, it has taken every PUBACK before it
+        mqttc = alarm.paho
+        if mqttc is not None:
+            info = mqttc.publish(FENCE_TOPIC.format(client_id=alarm.client_id), b"sync", qos=1)
+            self._alarm_sync = info.mid
+
+    def _alarm_round_trip_done(self) -> None:
+        split = self.split
+        if split is None or not split.in_transition or not self._alarm_at_cut:
+            return
+        try:
+            split.pass_alarm()
+        except OSError as exc:
+            # in memory the alarm session stays past its cut; the next start decides again
+            self._rlog.error(("alarm-split", "save"), "alarm session: cannot record its "
+                             "passage: %s", exc)
 
     def _read_in_bursts(self, client: aiomqtt.Client, sess: _Session) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
@@ -425,6 +580,16 @@ class MqttIntake:
         loop.remove_reader(fd)
         loop.add_reader(fd, read_burst)
 
+    def split_state(self) -> dict[str, Any] | None:
+        """The alarm session's split for the health endpoint (None: one session)."""
+        if self.split is None:
+            return None
+        out = self.split.to_json()
+        if self.split.in_transition:
+            out.update(main_at_cut=self._main_cut is not None or out["main_passed"],
+                       alarm_at_cut=self._alarm_at_cut, alarm_holds=len(self._alarm_stream))
+        return out
+
     @property
     def state(self) -> str:
         """``starting``, ``online`` or ``offline`` (the health endpoint shows it): online
@@ -437,10 +602,10 @@ class MqttIntake:
         return states[0]
 
     def _on_message(self, sess: _Session, msg: paho.MQTTMessage, *,
-                    before_fence: bool = False) -> None:
+                    before_cut: bool = False) -> None:
         """Decode one message and offer its readings; acknowledged at once, or after the
-        commit when alarm-class (``before_fence``: the main session's alarm message ahead of
-        the fence, counted until then: :meth:`_pass_main_fence`)."""
+        commit when alarm-class (``before_cut``: the main session's alarm message ahead of
+        its fence cut, counted until then: :meth:`_pass_main_cut`)."""
         topic = msg.topic
         payload = bytes(msg.payload)    # paho: bytes | bytearray; a bytes is not copied
         mid, qos = msg.mid, msg.qos
@@ -465,16 +630,16 @@ class MqttIntake:
             # packet id of a newer connection may name another message (the broker
             # redelivers this one on its session)
             conn = sess.paho
-            if before_fence:
+            if before_cut:
                 self._main_outstanding += 1
 
             def ack() -> None:
                 if sess.paho is not conn:
                     return
                 self._ack(sess, mid, qos)
-                if before_fence:
+                if before_cut:
                     self._main_outstanding -= 1
-                    self._pass_main_fence()
+                    self._pass_main_cut()
 
             if self.commit_delay_s:
                 asyncio.get_running_loop().call_later(

@@ -457,6 +457,9 @@ class MqttBroker(_Strict):
     alarm_session: bool = Field(default=True, description=(
         "the alarm devices' own persistent session (client id <client_id>-alarm): an SOS "
         "keeps a broker queue and a connection of its own (docs/architecture.md)"))
+    alarm_fence_delay_s: float = Field(default=150.0, ge=0, le=3600, description=(
+        "how old the alarm session's subscription must be before alarm devices move to it: "
+        "at least the broker's autosave_interval (installed: 60 s)"))
 
 
 class ModbusTcp(_Strict):

@@ -264,8 +264,8 @@ class Health:
         ready = self.rules_ready()
         return {
             "mqtt": {"state": self.intake.state, "ready": self.intake.state == "online",
-                     **({"alarm_session": self.intake.split.to_json()}
-                        if self.intake.split is not None else {})},
+                     **({"alarm_session": split} if (split := self.intake.split_state())
+                        else {})},
             **{key: {"state": state} for key, state in self.field.states().items()},
             "rules": {"state": "ok" if ready else "stalled", "ready": ready},
             "case_system": {"state": forwarder.state if forwarder else "not configured",
@@ -458,8 +458,8 @@ class Gateway:
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
         client_id = mq.client_id or f"gateway-{site.site.site.id}"
-        alarm = AlarmSession(f"{client_id}-alarm", self.data_dir / ALARM_SPLIT_FILE) \
-            if mq.alarm_session else None
+        alarm = AlarmSession(f"{client_id}-alarm", self.data_dir / ALARM_SPLIT_FILE,
+                             delay_s=mq.alarm_fence_delay_s) if mq.alarm_session else None
         return MqttIntake(
             host=self.o.mqtt_host or mq.host, port=self.o.mqtt_port or mq.port,
             client_id=client_id, sink=pipeline,

@@ -11,6 +11,7 @@ installed 10,000 messages; ``gateway run`` as a process; the simulated case syst
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
@@ -19,20 +20,24 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from drivers.mqtt import is_alarm_device
-from drivers.mqtt_split import AlarmSplit
+import drivers.mqtt
+from drivers.mqtt import AlarmSession, DeviceBinding, MqttIntake, is_alarm_device
+from drivers.mqtt_split import AlarmSplit, parse_copy
 from gateway.broker import Mosquitto, free_port
 from gateway.broker_acl import gateway_acl
+from gateway.metrics import Metrics
 from gateway.service import ALARM_SPLIT_FILE, bindings_for
 from gateway.site import load_site
 from tests.linkage_fixtures import DEVICES as LINKAGE_DEVICES
 from tests.support import (
+    AckingSink,
     CaseSystemProcess,
     GatewayProcess,
     metric_value,
     mqtt_publish,
     site_copy,
     stock_profile,
+    until,
     wait_for,
 )
 
@@ -58,7 +63,9 @@ def _gateway_yaml(site, port: int, *, alarm_session: bool) -> None:
     (site / "gateway.yaml").write_text(
         f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  max_payload_bytes: 4096\n"
         f"  username: gateway\n  password_env: MQTT_PASSWORD\n"
-        f"  alarm_session: {'true' if alarm_session else 'false'}\n")
+        f"  alarm_session: {'true' if alarm_session else 'false'}\n"
+        # the test broker saves every second (autosave_interval 1)
+        "  alarm_fence_delay_s: 1\n")
 
 
 @pytest.fixture
@@ -199,20 +206,23 @@ def test_the_upgrade_feeds_what_the_main_session_queued_once_even_killed_at_the_
     mqtt_publish(rig["broker"].port, [SOS])          # queued for the main session only
     slow = rig["gw"](env={"GATEWAY_TEST_COMMIT_DELAY_S": "30"})
     slow.start()
-    wait_for(lambda: metric_value(slow.metrics(), "gateway_ingest_messages_total",
-                                  transport="mqtt") >= 1, timeout=10, what="SOS received")
-    # the alarm session passed the fence; the main session saw it behind the SOS and waits
-    split = wait_for(lambda: (lambda d: d if d["epoch"] and d["epoch"]["alarm_passed"]
-                              else None)(_split(rig)), timeout=10, what="the alarm's passage")
-    assert split["epoch"]["main_passed"] is False and split["established"] == []
+
+    def at_cut() -> dict | None:
+        split = slow.api(token).get("/healthz").json()["components"]["mqtt"]["alarm_session"]
+        return split if split.get("main_at_cut") else None
+
+    # the main session saw the fence behind the SOS it has not committed: it waits
+    split = wait_for(at_cut, timeout=15, what="the main session at its cut")
+    assert split["main_passed"] is False and split["established"] == 0
+    assert metric_value(slow.metrics(), "gateway_ingest_messages_total", transport="mqtt") >= 1
     assert _alarms(slow.api(token)) == []
     slow.kill()
 
     gw = rig["gw"]()
     gw.start()
     api = gw.api(token)
-    alarms = _alarms_of(api, {("caller-7-101", "emergency_call")})
-    wait_for(lambda: _established(rig), timeout=15, what="alarm topics established")
+    _alarms_of(api, {("caller-7-101", "emergency_call")})
+    wait_for(lambda: _established(rig), timeout=20, what="alarm topics established")
     mqtt_publish(rig["broker"].port, [SOS])           # now the alarm session's
     wait_for(lambda: _alarms(api)[0]["count"] == 2, timeout=10, what="the second press")
     alarms = _alarms(api)
@@ -237,21 +247,78 @@ def test_the_split_survives_a_restart_and_establishes_only_when_both_passed(tmp_
     assert s.in_transition and s.pending == {"a", "b"} and s.established == set()
     assert s.subscriptions() == ["a", "b", "gateway/x/fence"]
     nonce = s.nonce
-    s.pass_alarm()
+    assert s.next_copy() == f"{nonce} 1".encode() and parse_copy(s.next_copy()) == (nonce, 2)
+    s.pass_main(2)
     again = AlarmSplit(path, {"a", "b", "c"}, bound | {"c"}, "gateway/x/fence")
-    # the same epoch goes on (the same nonce); "c" waits for the next start
-    assert again.nonce == nonce and again.pending == {"a", "b"} and again.alarm_passed
-    assert not again.main_passed and again.established == set()
-    again.pass_main()
+    # the same epoch goes on (its nonce, its copies, the main session's cut); "c" waits for
+    # the next start
+    assert (again.nonce, again.copies, again.main_passed) == (nonce, 2, 2)
+    assert again.pending == {"a", "b"} and again.established == set()
+    assert again.next_copy() == f"{nonce} 3".encode()      # never a number used before
+    again.pass_alarm()
     assert not again.in_transition and again.established == {"a", "b"}
     # next start: "c" moves in a new epoch; "b" is no longer bound: unsubscribed, forgotten
     third = AlarmSplit(path, {"a", "c"}, {"a", "c", "m"}, "gateway/x/fence")
     assert third.established == {"a"} and third.pending == {"c"} and third.nonce != nonce
-    assert third.stale == ["b"]
-    # an unreadable file: everything in transition again (fed by the main session meanwhile)
+    assert third.stale == ["b"] and third.copies == 0 and third.main_passed is None
+    # the broker lost the alarm session: everything moves again
+    third.demote()
+    assert third.established == set() and third.pending == {"a", "c"}
+    assert AlarmSplit(path, {"a", "c"}, {"a", "c"}, "gateway/x/fence").pending == {"a", "c"}
+    # an unreadable file: everything moves again, and what the alarm session holds from
+    # before the cut is fed too (the main session may have dropped it)
     path.write_text("{not json")
     fourth = AlarmSplit(path, {"a", "c"}, {"a", "c"}, "gateway/x/fence")
-    assert fourth.established == set() and fourth.pending == {"a", "c"}
+    assert fourth.established == set() and fourth.pending == {"a", "c"} and fourth.ambiguous
+    assert parse_copy(b"sync") is None and parse_copy(b"x 1") == ("x", 1)
+
+
+def _msg(topic: str, payload: bytes, mid: int) -> paho.MQTTMessage:
+    m = paho.MQTTMessage(mid, topic.encode())
+    m.payload, m.qos = payload, 1
+    return m
+
+
+@pytest.mark.parametrize("main_cut, fed, dropped", [
+    # the main session passed copy 2, which the alarm's stream has: the cut is exact
+    (2, ["m3", "m4"], ["m1", "m2", "c1", "c2", "c3"]),
+    # it passed copy 3, which a full queue dropped from the alarm's stream: what lies
+    # between copy 2 and copy 4 may be either side: fed (a double, not a loss)
+    (3, ["m3", "m4"], ["m1", "m2", "c1", "c2", "c4"]),
+])
+def test_the_alarm_session_cuts_its_stream_where_the_main_session_did(main_cut, fed, dropped):
+    intake = MqttIntake(host="127.0.0.1", port=1, client_id="t", sink=AckingSink(),
+                        bindings={}, metrics=Metrics(), alarm_session=AlarmSession("t-alarm"))
+    split = AlarmSplit(None, {"devices/a"}, {"devices/a"}, intake.fence_topic)
+    intake.split = split
+    fence = intake.fence_topic
+
+    def copy(n: int) -> paho.MQTTMessage:
+        return _msg(fence, f"{split.nonce} {n}".encode(), 100 + n)
+
+    stream = [_msg("devices/a", b"1", 1), copy(1), _msg("devices/a", b"2", 2), copy(2),
+              _msg("devices/a", b"3", 3)]
+    stream += [copy(3)] if main_cut == 2 else [copy(4)]
+    stream += [_msg("devices/a", b"4", 4)]
+    names = {id(m): (f"c{int(m.payload.split()[1])}" if m.topic == fence
+                     else f"m{m.payload.decode()}") for m in stream}
+    acked, fed_now = [], []
+    intake._ack = lambda sess, mid, qos: acked.append(mid)
+    intake._on_message = lambda sess, m, **kw: fed_now.append(names[id(m)])
+    by_mid = {m.mid: names[id(m)] for m in stream}
+    split.copies = 4
+    for m in stream[:3]:
+        intake._alarm_message(None, None, m)
+    assert acked == [] and fed_now == []                 # held: the main has not passed
+    split.pass_main(main_cut)
+    intake._alarm_decide()                               # copy 1 is before any cut: dropped
+    for m in stream[3:]:
+        intake._alarm_message(None, None, m)
+    assert fed_now == fed
+    assert sorted(by_mid[x] for x in acked) == sorted(dropped)
+    assert intake._alarm_at_cut and split.in_transition  # recorded after the round trip
+    intake._alarm_round_trip_done()
+    assert not split.in_transition and split.established == {"devices/a"}
 
 
 def test_the_installed_acl_lets_the_gateway_write_commands_and_its_fence_only(tmp_path):
@@ -297,4 +364,39 @@ def test_the_installed_acl_lets_the_gateway_write_commands_and_its_fence_only(tm
         for c in (gw, listener):
             c.disconnect()
             c.loop_stop()
+        broker.cleanup()
+
+
+async def test_a_broker_that_refuses_the_fence_costs_the_split_not_an_alarm(tmp_path, caplog,
+                                                                           monkeypatch):
+    """An older ACL without the fence's topic: the broker drops the fence (after its PUBACK).
+    The main session keeps feeding the alarm devices, the alarm session drops its copies:
+    each SOS arrives once; the gateway says why, and tries again."""
+    monkeypatch.setattr(drivers.mqtt, "FENCE_WAIT_S", 0.5)
+    monkeypatch.setattr(drivers.mqtt, "FENCE_REPEAT_S", 0.2)
+    caller = stock_profile("json-emergency-caller")
+    bindings = {"devices/caller-1": DeviceBinding("caller-1", "emergency_caller", "h-1", None,
+                                                  caller, alarm=True)}
+    password = secrets.token_urlsafe(12)
+    broker = Mosquitto(workdir=tmp_path / "b", persistence=False, accounts={"gw": password},
+                       acl=["user gw", "topic read #", ""]).start()
+    sink = AckingSink()
+    intake = MqttIntake(host="127.0.0.1", port=broker.port, client_id="t", sink=sink,
+                        bindings=bindings, metrics=Metrics(), username="gw", password=password,
+                        alarm_session=AlarmSession("t-alarm", tmp_path / "split.json",
+                                                   delay_s=0))
+    task = asyncio.create_task(intake.run())
+    try:
+        await until(intake.connected.is_set, 10, "both sessions subscribed")
+        for _ in range(3):
+            await asyncio.to_thread(mqtt_publish, broker.port, [("devices/caller-1", {"event": "sos"})])
+        await until(lambda: "has not been passed by both sessions" in caplog.text, 10,
+                    "the warning")
+        await asyncio.sleep(0.5)
+        assert [r.kind.value for r in sink.readings] == ["sos"] * 3
+        assert intake.split is not None and intake.split.in_transition
+        assert intake.split.main_passed is None and intake.split.copies >= 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         broker.cleanup()
