@@ -335,8 +335,11 @@ def write_site(out: str | Path, community: Community, *, site_id: str = "sim-com
     _dump(out / "uplinks.yaml", {"case_system": {
         "url": case_url, "key_id": site_id, "secret_env": "CASE_SYSTEM_SECRET",
         "timeout_s": 5}}, gen)
+    # the local broker (gateway.broker) saves every second: the alarm devices move to the
+    # alarm session soon after its subscription (installed broker: 60 s, the default 150 s)
     _dump(out / "gateway.yaml", {"mqtt": {"host": "127.0.0.1", "port": mqtt_port,
-                                          "keepalive_s": 30, "max_payload_bytes": 8192}}, gen)
+                                          "keepalive_s": 30, "max_payload_bytes": 8192,
+                                          "alarm_fence_delay_s": 5}}, gen)
     extra = EXTRA_PROFILES if community.extras is not None else {}
     for pid, profile in {**PROFILES, **extra}.items():
         _dump(out / "profiles" / f"{pid}.yaml", profile, gen)

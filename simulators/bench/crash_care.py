@@ -124,8 +124,11 @@ def _site(dest: Path, opts: Options, mqtt_port: int, case_url: str) -> None:
     from ruamel.yaml import YAML
 
     shutil.copytree(EXAMPLE, dest)
+    # the local broker saves every second (gateway.broker): the alarm devices move to the
+    # alarm session 2 s after its subscription, so kills land before, during and after moves
     (dest / "gateway.yaml").write_text(
-        f"mqtt:\n  host: 127.0.0.1\n  port: {mqtt_port}\n  max_payload_bytes: 4096\n")
+        f"mqtt:\n  host: 127.0.0.1\n  port: {mqtt_port}\n  max_payload_bytes: 4096\n"
+        "  alarm_fence_delay_s: 2\n")
     (dest / "uplinks.yaml").write_text(
         f"case_system:\n  url: {case_url}\n  key_id: tianlin-07\n"
         f"  secret_env: CASE_SYSTEM_SECRET\n  timeout_s: 2\n")

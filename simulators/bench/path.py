@@ -145,10 +145,12 @@ def _metrics(client: httpx.Client, url: str) -> str:
 
 
 def _gateway(gw: GatewayProc, port: int, messages: list[tuple[str, bytes]]) -> dict:
-    """First start subscribes the gateway's persistent session; it stops, the messages
-    queue, and the second start drains them (measured)."""
+    """First start subscribes the gateway's persistent sessions (and, with the alarm
+    session, moves the alarm devices to it); it stops, the messages queue, and the second
+    start drains them (measured)."""
     gw.start()
     gw.wait_ready(120)
+    _wait_alarm_split(gw)
     gw.stop()
     n = len(messages)
     publish_all(port, messages)
@@ -194,6 +196,19 @@ def _gateway(gw: GatewayProc, port: int, messages: list[tuple[str, bytes]]) -> d
             "gateway_shed": metric(text, "gateway_shed_total"),
             "gateway_rejected": metric(text, "gateway_rejected_total"),
             "gateway_rss_mb": round(stats.peak_rss_mb(), 1)}
+
+
+def _wait_alarm_split(gw: GatewayProc, timeout_s: float = 60.0) -> None:
+    """Until no alarm device is still moving to the alarm session (none: one session)."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0) as c:
+        while True:
+            mqtt = c.get(f"{gw.url}/healthz").json()["components"]["mqtt"]
+            if not mqtt.get("alarm_session", {}).get("in_transition"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"alarm devices still moving after {timeout_s:g} s: {mqtt}")
+            time.sleep(0.2)
 
 
 def _shed_queue_full(text: str) -> float:
