@@ -74,8 +74,8 @@ READ_BURST_S = 0.004
 #: topics per SUBSCRIBE packet (the alarm session subscribes each alarm device's topic)
 SUBSCRIBE_BATCH = 500
 #: the fence (drivers/mqtt_split.py): how often its loop looks, how often a copy is published
-#: again until both sessions passed, when a move that takes longer is said; how long the main
-#: session waits for the alarm session to connect first
+#: again until the main session passed one, when a move that takes longer is said; how long
+#: the main session waits for the alarm session to connect first
 FENCE_TICK_S = 0.5
 FENCE_REPEAT_S = 5.0
 FENCE_WAIT_S = 60.0
@@ -180,21 +180,15 @@ class MqttIntake:
         self.split: AlarmSplit | None = None
         self.fence_topic = FENCE_TOPIC.format(client_id=client_id)
         # the main session's current connection: its cut (the first fence copy it saw:
-        # sequence number, mid, qos, connection) until passed, the alarm messages it fed
-        # before the cut whose commit is outstanding, and whether the alarm session was
-        # connected (with its session) when this connection was made
+        # sequence number, mid, qos, connection) until passed, and the alarm messages it fed
+        # before the cut whose commit is outstanding
         self._main_cut: tuple[int, int, int, paho.Client | None] | None = None
         self._main_outstanding = 0
-        self._main_verified = False
-        # the alarm session's current connection: what it holds of the topics in transition
-        # (and the fence copies among them) until the main session has passed its cut; past
-        # its own cut; its round trip's mid; the time of its subscription
-        self._alarm_stream: list[paho.MQTTMessage] = []
-        self._alarm_at_cut = False
-        self._alarm_sync: int | None = None
+        # the alarm session's current connection: when it subscribed, whether the broker
+        # kept its session (CONNACK)
         self._alarm_subscribed_at = 0.0
         self._alarm_session_present = False
-        #: the alarm session is connected with its session (or moved everything again)
+        #: the alarm session is subscribed on its current connection
         self._alarm_ready = asyncio.Event()
         self._last_copy = 0.0
         self._first_copy = 0.0
@@ -240,13 +234,11 @@ class MqttIntake:
         while True:
             try:
                 if not sess.alarm and self._alarm is not None:
-                    # the alarm session first: whether the broker kept its session decides
-                    # whether this one may drop the alarm devices' copies
+                    # the alarm session first (whether the broker kept its session decides
+                    # what moves); without it the main session feeds every copy meanwhile
                     try:
                         await asyncio.wait_for(self._alarm_ready.wait(), ALARM_FIRST_S)
-                        verified = True
                     except TimeoutError:
-                        verified = False
                         log.warning("alarm session not connected after %.0f s: the main session"
                                     " feeds the alarm devices' copies meanwhile (a message "
                                     "may arrive twice)", ALARM_FIRST_S)
@@ -261,12 +253,10 @@ class MqttIntake:
                 sess.paho = mqttc
                 mqttc.manual_ack_set(True)
                 if sess.alarm:
-                    self._alarm_stream, self._alarm_at_cut, self._alarm_sync = [], False, None
-                    self._wrap_alarm_callbacks(mqttc)
+                    self._wrap_alarm_connect(mqttc)
                     mqttc.on_message = self._alarm_message
                 else:
                     self._main_cut, self._main_outstanding = None, 0
-                    self._main_verified = self._alarm is None or verified
                     mqttc.on_message = self._main_message
                 async with client:
                     self._read_in_bursts(client, sess)
@@ -298,48 +288,42 @@ class MqttIntake:
                 await asyncio.sleep(next(delays))
 
     # -- the split (drivers/mqtt_split.py) -----------------------------------------------
-    def _wrap_alarm_callbacks(self, mqttc: paho.Client) -> None:
-        """The alarm connection's CONNACK (did the broker keep the session?) and PUBACKs (its
-        round trip), beside aiomqtt's own handlers."""
+    def _wrap_alarm_connect(self, mqttc: paho.Client) -> None:
+        """The alarm connection's CONNACK: did the broker keep its session? (beside aiomqtt's
+        own handler)"""
         on_connect: Any = mqttc.on_connect
-        on_publish: Any = mqttc.on_publish
 
         def connected(client: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
             self._alarm_session_present = bool(getattr(flags, "session_present", False))
             on_connect(client, userdata, flags, *rest)
 
-        def published(client: paho.Client, userdata: Any, mid: int, *rest: Any) -> None:
-            on_publish(client, userdata, mid, *rest)
-            if mid == self._alarm_sync and client is (self._alarm.paho if self._alarm
-                                                      else None):
-                self._alarm_sync = None
-                self._alarm_round_trip_done()
-
-        mqttc.on_connect, mqttc.on_publish = connected, published
+        mqttc.on_connect = connected
 
     def _alarm_connected(self) -> None:
-        """After the alarm session's CONNACK: a broker that no longer has its session (or
-        never had it, with topics established) lost what it queued for it: move again."""
+        """After the alarm session's CONNACK: a broker that no longer has its session lost
+        what it queued for it, and its subscriptions: every alarm topic moves again."""
         split = self.split
         if split is None or self._alarm_session_present:
             return
         if split.established or split.copies:
             split.demote()
-            self._main_cut = None       # the main session feeds every alarm topic again
+            cut, self._main_cut = self._main_cut, None
+            if cut is not None and self._main.paho is cut[3]:
+                self._ack(self._main, cut[1], cut[2])     # the old epoch's copy
 
     async def _fence_loop(self, delay_s: float) -> None:
-        """Publish fence copies while a move is in progress: the first once both sessions
+        """Publish fence copies while topics are in transition: the first once both sessions
         are connected and the alarm session's subscription is older than ``delay_s``, then
-        every ``FENCE_REPEAT_S`` until both have passed (a copy may be dropped by a full
-        queue); said once when it takes longer than ``FENCE_WAIT_S``."""
+        every ``FENCE_REPEAT_S`` until the main session has passed one (a full queue may
+        drop a copy); said once when a move takes longer than ``FENCE_WAIT_S``."""
         while True:
             await asyncio.sleep(FENCE_TICK_S)
             split, mqttc, alarm = self.split, self._main.paho, self._alarm
             if split is None or alarm is None or mqttc is None or not split.in_transition:
+                self._first_copy, self._fence_warned = 0.0, False
                 continue
             now = time.monotonic()
-            if not (self._main.online and alarm.online and self._main_verified
-                    and self._alarm_ready.is_set()) or self._alarm_at_cut:
+            if not (self._main.online and alarm.online) or self._main_cut is not None:
                 continue
             if now - self._alarm_subscribed_at < delay_s or now - self._last_copy < FENCE_REPEAT_S:
                 continue
@@ -354,28 +338,29 @@ class MqttIntake:
             self._first_copy = self._first_copy or now
             if now - self._first_copy > FENCE_WAIT_S and not self._fence_warned:
                 self._fence_warned = True
-                log.warning("alarm session: the fence on %s has not been passed by both sessions"
-                            " after %.0f s (%d copies; main %s); does the broker let this "
-                            "account write it? (deploy/mosquitto/mqtt-accounts.py) The main "
-                            "session feeds the %d alarm topic(s) in transition meanwhile",
-                            self.fence_topic, now - self._first_copy, split.copies,
-                            "passed" if split.main_passed is not None else "waiting",
+                log.warning("alarm session: the main session has not received the fence on %s"
+                            " after %.0f s (%d copies); does the broker let this account write "
+                            "it? (deploy/mosquitto/mqtt-accounts.py) Meanwhile both sessions "
+                            "feed the %d alarm topic(s) in transition (a message may arrive "
+                            "twice)", self.fence_topic, now - self._first_copy, split.copies,
                             len(split.pending))
 
     def _main_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         split = self.split
         if split is not None:
             topic = msg.topic
+            alarm = self._alarm
             if topic in split.established:
-                alarm = self._alarm
-                if self._main_verified and (msg.qos or (alarm is not None and alarm.online)):
+                if alarm is not None and alarm.online:
                     self._ack(self._main, msg.mid, msg.qos)   # the alarm session feeds it
                     return
             elif topic in split.pending:
-                if msg.qos and (self._main_cut is not None or split.main_passed is not None):
+                if (msg.qos and self._main_cut is not None and alarm is not None
+                        and alarm.online):
                     self._ack(self._main, msg.mid, msg.qos)   # after the cut: the alarm's
                     return
-                self._on_message(self._main, msg, before_cut=True)
+                self._on_message(self._main, msg,
+                                 before_cut=bool(msg.qos) and self._main_cut is None)
                 return
             elif topic == self.fence_topic:
                 self._main_fence_copy(msg)
@@ -387,17 +372,17 @@ class MqttIntake:
         assert split is not None
         copy = parse_copy(bytes(msg.payload))
         if (copy is None or copy[0] != split.nonce or not split.in_transition
-                or split.main_passed is not None or self._main_cut is not None):
+                or self._main_cut is not None):
             self._ack(self._main, msg.mid, msg.qos)   # another epoch's, or a later copy
             return
         self._main_cut = (copy[1], msg.mid, msg.qos, self._main.paho)
         self._pass_main_cut()
 
     def _pass_main_cut(self) -> None:
-        """Once every alarm message fed before the cut is committed: recorded, then the copy
-        acknowledged; then the alarm session may decide what it holds."""
+        """Once every alarm message fed before the cut is committed: the topics established
+        (recorded), then the copy acknowledged."""
         cut, split = self._main_cut, self.split
-        if cut is None or self._main_outstanding or split is None or split.main_passed:
+        if cut is None or self._main_outstanding or split is None or not split.in_transition:
             return
         seq, mid, qos, conn = cut
         if self._main.paho is not conn:
@@ -405,12 +390,14 @@ class MqttIntake:
         try:
             split.pass_main(seq)
         except OSError as exc:
-            # not passed (the copy stays unacknowledged: it comes again on the next connection)
+            # not passed: the copy stays unacknowledged (it comes again on the next
+            # connection); meanwhile both sessions feed these topics
+            self._main_cut = None
             self._rlog.error(("alarm-split", "save"), "alarm session: cannot record the main "
-                             "session's passage: %s", exc)
+                             "session's cut: %s", exc)
             return
+        self._main_cut = None
         self._ack(self._main, mid, qos)
-        self._alarm_decide()
 
     def _alarm_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         split, alarm = self.split, self._alarm
@@ -419,76 +406,15 @@ class MqttIntake:
         if topic in split.established:
             self._on_message(alarm, msg)
         elif topic in split.pending:
-            if not msg.qos or (not split.copies and not self._alarm_stream):
-                self._ack(alarm, msg.mid, msg.qos)    # the main session's (before any copy)
-            elif self._alarm_at_cut:
-                self._on_message(alarm, msg)
+            if split.copies:
+                self._on_message(alarm, msg)      # routed after a copy may be past the cut
             else:
-                self._alarm_stream.append(msg)         # decided once the main has passed
-                self._alarm_decide()
-        elif topic == self.fence_topic:
-            copy = parse_copy(bytes(msg.payload))
-            if (copy is not None and copy[0] == split.nonce and split.in_transition
-                    and not self._alarm_at_cut):
-                self._alarm_stream.append(msg)
-                self._alarm_decide()
-            else:
+                # no copy published yet: routed before any cut, the main session feeds it
                 self._ack(alarm, msg.mid, msg.qos)
         else:
-            # a subscription of an earlier start not yet undone: the main session has it
+            # a fence copy, or a subscription of an earlier start not yet undone (the main
+            # session has those)
             self._ack(alarm, msg.mid, msg.qos)
-
-    def _alarm_decide(self) -> None:
-        """With the main session's cut K known: what the alarm session holds before copy K
-        in its stream is the main session's (acknowledged, dropped), what is after is fed.
-        Without copy K in its stream but with a later one, what lies between the last
-        earlier copy and that one is fed too (K was dropped from a full queue: a double is
-        better than a loss)."""
-        split, alarm = self.split, self._alarm
-        if split is None or alarm is None or self._alarm_at_cut or split.main_passed is None:
-            return
-        k, stream = split.main_passed, self._alarm_stream
-        seqs = [(i, c[1]) for i, m in enumerate(stream) if m.topic == self.fence_topic
-                and (c := parse_copy(bytes(m.payload))) is not None]
-        at = next(((i, q == k) for i, q in seqs if q >= k), None)
-        if at is None:
-            # copies before K only, so far: what precedes the last of them is the main's
-            last = max((i for i, q in seqs), default=-1)
-            for m in stream[:last + 1]:
-                self._ack(alarm, m.mid, m.qos)
-            self._alarm_stream = stream[last + 1:]
-            return
-        idx, exact = at
-        last_before = max((i for i, q in seqs if i < idx), default=-1)
-        for i, m in enumerate(stream[:idx]):
-            if m.topic == self.fence_topic or ((exact or i < last_before)
-                                               and not split.ambiguous):
-                self._ack(alarm, m.mid, m.qos)
-            else:
-                self._on_message(alarm, m)
-        self._ack(alarm, stream[idx].mid, stream[idx].qos)
-        self._alarm_at_cut, self._alarm_stream = True, []
-        for m in stream[idx + 1:]:
-            if m.topic == self.fence_topic:
-                self._ack(alarm, m.mid, m.qos)
-            else:
-                self._on_message(alarm, m)
-        # the round trip: once the broker answers it, it has taken every PUBACK before it
-        mqttc = alarm.paho
-        if mqttc is not None:
-            info = mqttc.publish(FENCE_TOPIC.format(client_id=alarm.client_id), b"sync", qos=1)
-            self._alarm_sync = info.mid
-
-    def _alarm_round_trip_done(self) -> None:
-        split = self.split
-        if split is None or not split.in_transition or not self._alarm_at_cut:
-            return
-        try:
-            split.pass_alarm()
-        except OSError as exc:
-            # in memory the alarm session stays past its cut; the next start decides again
-            self._rlog.error(("alarm-split", "save"), "alarm session: cannot record its "
-                             "passage: %s", exc)
 
     def _read_in_bursts(self, client: aiomqtt.Client, sess: _Session) -> None:
         """Replace aiomqtt's socket reader (one MQTT packet per event-loop turn) with one
@@ -586,8 +512,7 @@ class MqttIntake:
             return None
         out = self.split.to_json()
         if self.split.in_transition:
-            out.update(main_at_cut=self._main_cut is not None or out["main_passed"],
-                       alarm_at_cut=self._alarm_at_cut, alarm_holds=len(self._alarm_stream))
+            out["main_at_cut"] = self._main_cut is not None
         return out
 
     @property

@@ -3,39 +3,45 @@
 The main session subscribes the wildcards (every device, and devices nobody bound yet, for
 the installer's inbox); the alarm session subscribes the exact topics of the alarm devices
 (``DeviceBinding.alarm``). So the broker queues an alarm device's message for both sessions,
-each queue of its own: an SOS is not dropped when the telemetry of a stopped gateway fills
-the main session's queue, and it does not wait behind a burst of telemetry on the main
-connection. Exactly one session must feed each message to the pipeline:
+each in a queue of its own: an SOS is not dropped when the telemetry of a stopped gateway
+fills the main session's queue, and it does not wait behind a burst of telemetry on the main
+connection.
 
-* an *established* topic (the alarm session has held its subscription since before a fence
-  both sessions passed): the alarm session feeds it, the main session acknowledges and
-  drops its copy. Two exceptions feed the main session's copy instead: a QoS 0 copy while
-  the alarm session is offline (the broker keeps no QoS 0 message for an offline session),
-  and every copy on a main connection made while the alarm session could not connect
-  (``unverified``: a double is better than a loss);
-* a topic *in transition* (an alarm device new since the last start, every one at the first
-  start, every one again when the broker has lost the alarm session): the alarm session
-  subscribes it; once that subscription is older than the broker's autosave (``delay_s``:
-  a power cut cannot take it back then) the gateway publishes *fence copies* (the epoch's
-  nonce and a sequence number, QoS 1) on a topic both sessions subscribe, again every few
-  seconds until the move is done: a copy may be dropped from a full queue. The broker sends
-  each session its QoS 1 messages in the order it routed them, so a copy splits both
-  streams at the same message. The main session's *cut* is the first copy it sees: it feeds
-  what is before it, drops what is after, and passes it only once every alarm message it
-  fed before is committed (after a kill -9 the copy comes again after anything not
-  acknowledged). The alarm session holds the topic's messages from the first copy's
-  publication on, and once the main session has passed copy K drops what is before K in
-  its stream and feeds what is after (so a device's states stay in order). It records its
-  own passage only after a QoS 1 round trip on its connection (the broker has then taken
-  every PUBACK it sent before). QoS 0 copies of a topic in transition are fed by the main
-  session only (a QoS 0 message may overtake a QoS 1 fence).
+The rules are one-sided where the streams could disagree: a session never drops a copy on
+the strength of where it stands in the *other* session's stream.
 
-The epoch (nonce, topics, copies published, each session's passage) is written to the
-gateway's data directory (fsync, rename, fsync of the directory) before a copy is published
-and before a passage is acknowledged; a restart continues it. An established topic stays on
-the alarm session for as long as a device is bound to it. An alarm device bound at run time
-(installer) stays on the main session until the next start. docs/architecture.md "The alarm
-session".
+* An *established* topic: the alarm session feeds every copy; the main session drops its
+  copies while the alarm session is online (offline, its queue might overflow or its
+  session be gone: the main session feeds, and a message may then arrive twice).
+* A topic *in transition* (an alarm device new since the last start, every one at the first
+  start, every one again when the broker has lost the alarm session) is moved by a *fence*.
+  Once the alarm session's subscription is older than the broker's autosave (``delay_s``:
+  a power cut cannot take it back afterwards), the gateway publishes *fence copies* (the
+  epoch's nonce and a sequence number, QoS 1) on a topic both sessions subscribe, again
+  every few seconds until the move is done (a full queue may drop a copy). Until the first
+  copy is published the alarm session drops its copies: they were routed before any copy,
+  so before the main session's cut, and the main session feeds them (as with one session).
+  From then on the alarm session feeds every copy it gets. The main session's *cut* is the
+  first copy it sees: the broker sends a session's QoS 1 messages in the order it routed
+  them, so what follows the cut in its stream was routed after a copy, when the alarm
+  session was subscribed: it drops those (while the alarm session is online) and feeds what
+  precedes. Between the first copy and the cut both sessions feed: a message may arrive
+  twice, none is lost. The main session passes its cut only when every alarm message it
+  fed before it is committed (after a kill -9 the copy comes again after anything not
+  acknowledged); then the topics are established. QoS 0 copies of a topic in transition are
+  fed by the main session (a QoS 0 message may overtake a QoS 1 copy), and by the alarm
+  session once a copy exists.
+
+So a message is lost only where one session would have lost it: before the first copy, a
+topic in transition is the main session's alone. It may be fed twice between a fence's
+first copy and the main session's cut (the time the main session takes to reach it), and
+while the alarm session is offline and the main session online; in those windows one
+device's states may also be fed out of order. The epoch (nonce, topics, copies published, the main session's cut) is written to
+the gateway's data directory (fsync, rename, fsync of the directory) before a copy is
+published and before the cut is acknowledged; a restart continues it. An established topic
+stays on the alarm session while a device is bound to it; an alarm device bound at run time
+(installer) stays on the main session until the next start. docs/architecture.md "The
+alarm session".
 """
 
 from __future__ import annotations
@@ -76,10 +82,7 @@ class AlarmSplit:
         self.path = path
         self.fence_topic = fence_topic
         bound_set = set(bound)
-        saved, readable = self._load()
-        #: the file could not be read: what the alarm session holds before the cut is fed
-        #: too (a double is better than a loss), for this epoch
-        self.ambiguous = not readable
+        saved = self._load()
         #: topics the alarm session feeds and the main session drops
         self.established: set[str] = set(saved.get("established", ())) & bound_set
         epoch = saved.get("epoch")
@@ -88,8 +91,6 @@ class AlarmSplit:
             self.pending: set[str] = set(epoch["topics"]) & bound_set
             self.copies = int(epoch["copies"])
             self.main_passed: int | None = epoch["main_passed"]
-            self.alarm_passed = bool(epoch["alarm_passed"])
-            self.ambiguous = self.ambiguous or bool(epoch.get("ambiguous"))
         else:
             self._new_epoch(set(alarm_topics) - self.established)
         #: the alarm session's subscriptions of the last start that it no longer needs
@@ -104,7 +105,6 @@ class AlarmSplit:
         self.pending = topics
         self.copies = 0
         self.main_passed = None
-        self.alarm_passed = False
 
     @property
     def in_transition(self) -> bool:
@@ -122,20 +122,15 @@ class AlarmSplit:
         return f"{self.nonce} {self.copies}".encode("ascii")
 
     def pass_main(self, seq: int) -> None:
-        """The main session passed copy ``seq`` (every message it fed before is committed).
-        Recorded before anything is set (OSError: nothing changed)."""
-        self._save(main_passed=seq)
-        self.main_passed = seq
-
-    def pass_alarm(self) -> None:
-        """The alarm session passed the main session's copy: the topics are established."""
+        """The main session passed copy ``seq`` (every alarm message it fed before is
+        committed): the topics in transition are established. Recorded before anything is
+        set (OSError: nothing changed)."""
         self._save(done=True)
-        log.info("alarm session: %d topic(s) moved to it; the main session drops their copies "
-                 "from now on", len(self.pending))
+        log.info("alarm session: %d topic(s) moved to it at fence copy %d; the main session "
+                 "drops their copies from now on", len(self.pending), seq)
         self.established |= self.pending
-        self.alarm_passed = True
         self.pending = set()
-        self.ambiguous = False
+        self.main_passed = seq
 
     def demote(self) -> None:
         """The broker has lost the alarm session (it connected without its session): every
@@ -153,28 +148,27 @@ class AlarmSplit:
         out: dict[str, Any] = {"established": len(self.established),
                                "in_transition": len(self.pending)}
         if self.pending:
-            out.update(fence_copies=self.copies, main_passed=self.main_passed is not None)
+            out["fence_copies"] = self.copies
         return out
 
     # -- persistence ---------------------------------------------------------------------
-    def _load(self) -> tuple[dict[str, Any], bool]:
+    def _load(self) -> dict[str, Any]:
         if self.path is None:
-            return {}, True
+            return {}
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             if not isinstance(doc, dict):
                 raise ValueError("not a JSON object")
-            return doc, True
+            return doc
         except FileNotFoundError:
-            return {}, True
-        except (OSError, ValueError, KeyError) as exc:
-            # every alarm topic moves again; what the alarm session holds from before the
-            # cut is fed as well (the main session may have dropped its copies)
+            return {}
+        except (OSError, ValueError) as exc:
+            # every alarm topic moves again (both sessions feed it meanwhile: no loss)
             log.error("%s: %s; every alarm topic moves to the alarm session again",
                       self.path, exc)
-            return {}, False
+            return {}
 
-    def _save(self, *, main_passed: int | None = None, done: bool = False) -> None:
+    def _save(self, *, done: bool = False) -> None:
         if self.path is None:
             return
         pending = set() if done else self.pending
@@ -182,10 +176,7 @@ class AlarmSplit:
         doc = {"established": sorted(established),
                "subscribed": sorted(established | pending),
                "epoch": {"nonce": self.nonce, "topics": sorted(pending), "copies": self.copies,
-                         "main_passed": main_passed if main_passed is not None
-                         else self.main_passed,
-                         "alarm_passed": False, "ambiguous": self.ambiguous}
-               if pending else None}
+                         "main_passed": self.main_passed} if pending else None}
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(doc, fh)
