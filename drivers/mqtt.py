@@ -190,6 +190,12 @@ class MqttIntake:
         self._alarm_session_present = False
         #: the alarm session is subscribed on its current connection
         self._alarm_ready = asyncio.Event()
+        #: the main session may drop the copies the alarm session has: not after a main
+        #: CONNACK that says the broker lost state until the alarm session subscribed again,
+        #: nor after a move that could not be recorded (for the rest of the run)
+        self._alarm_trusted = False
+        self._split_unsaved = False
+        self._main_session_present = False
         self._last_copy = 0.0
         self._first_copy = 0.0
         self._fence_warned = False
@@ -252,8 +258,8 @@ class MqttIntake:
                 mqttc = client._client  # noqa: SLF001 - see module docstring
                 sess.paho = mqttc
                 mqttc.manual_ack_set(True)
+                self._wrap_connect(mqttc, sess)
                 if sess.alarm:
-                    self._wrap_alarm_connect(mqttc)
                     mqttc.on_message = self._alarm_message
                 else:
                     self._main_cut, self._main_outstanding = None, 0
@@ -262,6 +268,8 @@ class MqttIntake:
                     self._read_in_bursts(client, sess)
                     if sess.alarm:
                         self._alarm_connected()
+                    elif self._alarm is not None:
+                        self._main_connected()
                     topics = self._subscriptions(sess)
                     for i in range(0, len(topics), SUBSCRIBE_BATCH):
                         await client.subscribe([(t, 1) for t in topics[i:i + SUBSCRIBE_BATCH]])
@@ -270,6 +278,7 @@ class MqttIntake:
                         if self.split is not None and self.split.stale:
                             await client.unsubscribe(self.split.stale)
                             self.split.stale = []
+                        self._alarm_trusted = not self._split_unsaved
                         self._alarm_ready.set()
                     sess.status.set("online")
                     sess.online = True
@@ -277,6 +286,7 @@ class MqttIntake:
                         self.connected.set()
                     delays = self._reconnect.delays()
                     await _wait_disconnected(client)
+                raise aiomqtt.MqttError("disconnected")    # asked to (a forced reconnect)
             except (aiomqtt.MqttError, OSError) as exc:   # OSError: a socket read failed
                 sess.online = False
                 if sess.alarm:
@@ -288,13 +298,16 @@ class MqttIntake:
                 await asyncio.sleep(next(delays))
 
     # -- the split (drivers/mqtt_split.py) -----------------------------------------------
-    def _wrap_alarm_connect(self, mqttc: paho.Client) -> None:
-        """The alarm connection's CONNACK: did the broker keep its session? (beside aiomqtt's
-        own handler)"""
+    def _wrap_connect(self, mqttc: paho.Client, sess: _Session) -> None:
+        """Record whether the broker kept the session (CONNACK), beside aiomqtt's handler."""
         on_connect: Any = mqttc.on_connect
 
         def connected(client: paho.Client, userdata: Any, flags: Any, *rest: Any) -> None:
-            self._alarm_session_present = bool(getattr(flags, "session_present", False))
+            present = bool(getattr(flags, "session_present", False))
+            if sess.alarm:
+                self._alarm_session_present = present
+            else:
+                self._main_session_present = present
             on_connect(client, userdata, flags, *rest)
 
         mqttc.on_connect = connected
@@ -302,14 +315,30 @@ class MqttIntake:
     def _alarm_connected(self) -> None:
         """After the alarm session's CONNACK: a broker that no longer has its session lost
         what it queued for it, and its subscriptions: every alarm topic moves again."""
-        split = self.split
-        if split is None or self._alarm_session_present:
+        if not self._alarm_session_present:
+            self._demote()
+
+    def _main_connected(self) -> None:
+        """After the main session's CONNACK: a broker without the main session lost state,
+        so it may have lost the alarm session too, whose connection may not have noticed
+        yet: every alarm topic moves again, and the alarm session connects again."""
+        if self._main_session_present:
             return
-        if split.established or split.copies:
-            split.demote()
-            cut, self._main_cut = self._main_cut, None
-            if cut is not None and self._main.paho is cut[3]:
-                self._ack(self._main, cut[1], cut[2])     # the old epoch's copy
+        self._demote()
+        alarm = self._alarm
+        if alarm is not None and alarm.paho is not None and alarm.online:
+            alarm.paho.disconnect()
+
+    def _demote(self) -> None:
+        split = self.split
+        if split is None or not (split.established or split.copies):
+            return
+        self._alarm_trusted = False
+        if not split.demote():
+            self._split_unsaved = True      # the main session feeds every copy from now on
+        cut, self._main_cut = self._main_cut, None
+        if cut is not None and self._main.paho is cut[3]:
+            self._ack(self._main, cut[1], cut[2])     # the old epoch's copy
 
     async def _fence_loop(self, delay_s: float) -> None:
         """Publish fence copies while topics are in transition: the first once both sessions
@@ -323,7 +352,8 @@ class MqttIntake:
                 self._first_copy, self._fence_warned = 0.0, False
                 continue
             now = time.monotonic()
-            if not (self._main.online and alarm.online) or self._main_cut is not None:
+            if (not (self._main.online and alarm.online and self._alarm_trusted)
+                    or self._main_cut is not None):
                 continue
             if now - self._alarm_subscribed_at < delay_s or now - self._last_copy < FENCE_REPEAT_S:
                 continue
@@ -349,14 +379,12 @@ class MqttIntake:
         split = self.split
         if split is not None:
             topic = msg.topic
-            alarm = self._alarm
             if topic in split.established:
-                if alarm is not None and alarm.online:
+                if self._alarm_has_it():
                     self._ack(self._main, msg.mid, msg.qos)   # the alarm session feeds it
                     return
             elif topic in split.pending:
-                if (msg.qos and self._main_cut is not None and alarm is not None
-                        and alarm.online):
+                if msg.qos and self._main_cut is not None and self._alarm_has_it():
                     self._ack(self._main, msg.mid, msg.qos)   # after the cut: the alarm's
                     return
                 self._on_message(self._main, msg,
@@ -366,6 +394,12 @@ class MqttIntake:
                 self._main_fence_copy(msg)
                 return
         self._on_message(self._main, msg)
+
+    def _alarm_has_it(self) -> bool:
+        """The alarm session has (or will get) what its subscriptions route: it is online
+        and trusted (see ``_alarm_trusted``)."""
+        alarm = self._alarm
+        return alarm is not None and alarm.online and self._alarm_trusted
 
     def _main_fence_copy(self, msg: paho.MQTTMessage) -> None:
         split = self.split

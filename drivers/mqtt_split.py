@@ -32,8 +32,15 @@ the strength of where it stands in the *other* session's stream.
   fed by the main session (a QoS 0 message may overtake a QoS 1 copy), and by the alarm
   session once a copy exists.
 
-So a message is lost only where one session would have lost it: before the first copy, a
-topic in transition is the main session's alone. It may be fed twice between a fence's
+"Online" is *trusted* online: after a main CONNACK without its session (the broker lost
+state, and the alarm session's connection may not have noticed yet) every alarm topic moves
+again and the alarm session reconnects; after a move that could not be recorded the main
+session feeds every copy for the rest of the run.
+
+So a message is lost only where one session would have lost it (before the first copy, a
+topic in transition is the main session's alone), with one more window: a copy the main
+session dropped and the alarm session had not yet received when the broker itself died
+before saving it (the alarm session's lag, milliseconds). It may be fed twice between a fence's
 first copy and the main session's cut (the time the main session takes to reach it), and
 while the alarm session is offline and the main session online; in those windows one
 device's states may also be fed out of order. The epoch (nonce, topics, copies published, the main session's cut) is written to
@@ -116,9 +123,10 @@ class AlarmSplit:
         return sorted(self.established | self.pending) + [self.fence_topic]
 
     def next_copy(self) -> bytes:
-        """The payload of the next fence copy, its number recorded first."""
+        """The payload of the next fence copy, its number recorded first (OSError: not
+        counted, nothing to publish)."""
+        self._save(copies=self.copies + 1)
         self.copies += 1
-        self._save()
         return f"{self.nonce} {self.copies}".encode("ascii")
 
     def pass_main(self, seq: int) -> None:
@@ -132,15 +140,21 @@ class AlarmSplit:
         self.pending = set()
         self.main_passed = seq
 
-    def demote(self) -> None:
-        """The broker has lost the alarm session (it connected without its session): every
-        alarm topic moves again, in a new epoch; the main session feeds them meanwhile."""
+    def demote(self) -> bool:
+        """The broker has lost the alarm session (a CONNACK without it): every alarm topic
+        moves again, in a new epoch, and the main session feeds them meanwhile. In memory
+        whatever happens (the safe side); False when it could not be recorded."""
         topics = self.established | self.pending
         log.warning("alarm session: the broker had lost it; its %d topic(s) are fed by the main "
                     "session until they move again", len(topics))
         self.established = set()
         self._new_epoch(topics)
-        self._save()
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("%s: %s: the move is not recorded", self.path, exc)
+            return False
+        return True
 
     def to_json(self) -> dict[str, Any]:
         """For the health endpoint: how many topics are on the alarm session, how many are
@@ -168,14 +182,15 @@ class AlarmSplit:
                       self.path, exc)
             return {}
 
-    def _save(self, *, done: bool = False) -> None:
+    def _save(self, *, done: bool = False, copies: int | None = None) -> None:
         if self.path is None:
             return
         pending = set() if done else self.pending
         established = self.established | self.pending if done else self.established
         doc = {"established": sorted(established),
                "subscribed": sorted(established | pending),
-               "epoch": {"nonce": self.nonce, "topics": sorted(pending), "copies": self.copies,
+               "epoch": {"nonce": self.nonce, "topics": sorted(pending),
+                         "copies": self.copies if copies is None else copies,
                          "main_passed": self.main_passed} if pending else None}
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:

@@ -297,7 +297,7 @@ def test_which_session_feeds_which_copy():
         intake._alarm_message(None, None, _msg(topic, payload.encode(), 1, qos))
         return sorted(who for who, _ in fed)
 
-    intake._alarm.online = True
+    intake._alarm.online = intake._alarm_trusted = True
     assert both("devices/old", "e") == ["alarm"]
     assert both("devices/old", "e0", qos=0) == ["alarm"]
     assert both("devices/new", "before any copy") == ["main"]
@@ -387,6 +387,51 @@ async def test_a_broker_that_refuses_the_fence_costs_the_split_not_an_alarm(tmp_
         assert [r.kind.value for r in sink.readings] == ["sos"] * 6
         assert intake.split is not None and intake.split.in_transition
         assert intake.split.copies >= 3
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        broker.cleanup()
+
+
+async def test_a_broker_that_lost_its_sessions_moves_the_alarm_devices_again(tmp_path):
+    """The broker restarts without its sessions (no persistence): the CONNACKs say so, every
+    alarm topic moves again (the main session feeds them meanwhile), then is established
+    again; an SOS published after the restart arrives."""
+    caller = stock_profile("json-emergency-caller")
+    bindings = {"devices/caller-1": DeviceBinding("caller-1", "emergency_caller", "h-1", None,
+                                                  caller, alarm=True)}
+    broker = Mosquitto(workdir=tmp_path / "b", persistence=False).start()
+    sink = AckingSink()
+    intake = MqttIntake(host="127.0.0.1", port=broker.port, client_id="t", sink=sink,
+                        bindings=bindings, metrics=Metrics(),
+                        alarm_session=AlarmSession("t-alarm", tmp_path / "split.json",
+                                                   delay_s=0))
+    task = asyncio.create_task(intake.run())
+    try:
+        await until(lambda: intake.split is not None and intake.split.established, 15,
+                    "the caller moved to the alarm session")
+        broker.stop()
+        await until(lambda: not intake.connected.is_set(), 10, "both sessions offline")
+        assert intake.split is not None
+        broker.start()
+        await until(lambda: intake.split is not None and not intake.split.established, 15,
+                    "moved again after the broker lost its sessions")
+        await until(intake.connected.is_set, 15, "both sessions back")
+        await asyncio.to_thread(mqtt_publish, broker.port,
+                                [("devices/caller-1", {"event": "sos"})])
+        # (twice, if it came between the fence's first copy and the main session's cut)
+        await until(lambda: len(sink.readings) >= 1, 10, "the SOS")
+        await until(lambda: intake.split is not None and intake.split.established, 15,
+                    "established again")
+        await asyncio.sleep(0.3)
+        before = len(sink.readings)
+        assert 1 <= before <= 2
+        await asyncio.to_thread(mqtt_publish, broker.port,
+                                [("devices/caller-1", {"event": "sos"})])
+        await until(lambda: len(sink.readings) == before + 1, 10, "the second SOS")
+        await asyncio.sleep(0.3)
+        assert len(sink.readings) == before + 1             # once: the alarm session's
+        assert {r.kind.value for r in sink.readings} == {"sos"}
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
