@@ -291,6 +291,7 @@ class MqttIntake:
                 sess.online = False
                 if sess.alarm:
                     self._alarm_ready.clear()
+                    self._alarm_trusted = False
                 self.connected.clear()
                 sess.status.set("offline", str(exc))
                 self.metrics.inc("gateway_driver_reconnects_total",
@@ -314,31 +315,38 @@ class MqttIntake:
 
     def _alarm_connected(self) -> None:
         """After the alarm session's CONNACK: a broker that no longer has its session lost
-        what it queued for it, and its subscriptions: every alarm topic moves again."""
+        what it queued for it, and its subscriptions: every alarm topic moves again (and the
+        alarm session is trusted once it has subscribed again). With its session, its
+        subscriptions route already: trusted now, so the main session need not wait for
+        the alarm session's SUBSCRIBEs (thousands of topics) before it connects."""
         if not self._alarm_session_present:
             self._demote()
+            return
+        self._alarm_trusted = not self._split_unsaved
+        self._alarm_ready.set()
 
     def _main_connected(self) -> None:
         """After the main session's CONNACK: a broker without the main session lost state,
         so it may have lost the alarm session too, whose connection may not have noticed
         yet: every alarm topic moves again, and the alarm session connects again."""
-        if self._main_session_present:
+        if self._main_session_present or not self._demote():
             return
-        self._demote()
         alarm = self._alarm
-        if alarm is not None and alarm.paho is not None and alarm.online:
+        if alarm is not None and alarm.paho is not None and alarm.paho.is_connected():
             alarm.paho.disconnect()
 
-    def _demote(self) -> None:
+    def _demote(self) -> bool:
+        """Every alarm topic moves again (True), unless none has moved or is moving."""
         split = self.split
         if split is None or not (split.established or split.copies):
-            return
+            return False
         self._alarm_trusted = False
         if not split.demote():
             self._split_unsaved = True      # the main session feeds every copy from now on
         cut, self._main_cut = self._main_cut, None
         if cut is not None and self._main.paho is cut[3]:
             self._ack(self._main, cut[1], cut[2])     # the old epoch's copy
+        return True
 
     async def _fence_loop(self, delay_s: float) -> None:
         """Publish fence copies while topics are in transition: the first once both sessions
@@ -396,10 +404,9 @@ class MqttIntake:
         self._on_message(self._main, msg)
 
     def _alarm_has_it(self) -> bool:
-        """The alarm session has (or will get) what its subscriptions route: it is online
+        """The alarm session has (or will get) what its subscriptions route: it is connected
         and trusted (see ``_alarm_trusted``)."""
-        alarm = self._alarm
-        return alarm is not None and alarm.online and self._alarm_trusted
+        return self._alarm_trusted and self._alarm_ready.is_set()
 
     def _main_fence_copy(self, msg: paho.MQTTMessage) -> None:
         split = self.split

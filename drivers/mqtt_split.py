@@ -32,7 +32,9 @@ the strength of where it stands in the *other* session's stream.
   fed by the main session (a QoS 0 message may overtake a QoS 1 copy), and by the alarm
   session once a copy exists.
 
-"Online" is *trusted* online: after a main CONNACK without its session (the broker lost
+"Online" is *trusted* online: from the alarm session's CONNACK with its session (its
+subscriptions route already), or from its subscription after one without; after a main
+CONNACK without its session (the broker lost
 state, and the alarm session's connection may not have noticed yet) every alarm topic moves
 again and the alarm session reconnects; after a move that could not be recorded the main
 session feeds every copy for the rest of the run.

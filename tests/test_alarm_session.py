@@ -298,6 +298,7 @@ def test_which_session_feeds_which_copy():
         return sorted(who for who, _ in fed)
 
     intake._alarm.online = intake._alarm_trusted = True
+    intake._alarm_ready.set()
     assert both("devices/old", "e") == ["alarm"]
     assert both("devices/old", "e0", qos=0) == ["alarm"]
     assert both("devices/new", "before any copy") == ["main"]
@@ -306,7 +307,7 @@ def test_which_session_feeds_which_copy():
     intake._main_fence_copy(_msg(intake.fence_topic, f"{split.nonce} 1".encode(), 7))
     assert not split.in_transition and split.established == {"devices/old", "devices/new"}
     assert both("devices/new", "after the cut") == ["alarm"]
-    intake._alarm.online = False            # its queue could overflow: main feeds too
+    intake._alarm_ready.clear()             # its queue could overflow: main feeds too
     assert both("devices/old", "alarm offline") == ["alarm", "main"]
 
 
