@@ -33,6 +33,7 @@ times the half load. For each alarm: from its publish (taken just before ``publi
 (a) its ``raised`` event on the live stream (``/api/stream``, SSE, read by a client of the
 duty console's kind) and (b) its case created at the simulated case system (``created_at``
 of ``/_sim/cases``). p50/p99 per phase; bars p99 <= 50 ms at half load, <= 250 ms in the burst.
+``broker_ack``: from the publish to the broker's PUBACK (the broker had taken the press).
 """
 
 from __future__ import annotations
@@ -277,9 +278,13 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
     pub = _LoadProcess(work, port, load, phases)
     sos = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-sos",
                       clean_session=True)
+    # the broker's PUBACK of each press: when the broker had taken it (its share of the time)
+    acked: dict[int, float] = {}
+    sos.on_publish = lambda _c, _u, mid, *_rest: acked.__setitem__(mid, time.time())
     sos.connect("127.0.0.1", port)
     sos.loop_start()
     pressed: dict[str, tuple[str, float]] = {}    # device id -> (phase, publish time)
+    mids: dict[str, int] = {}
     watched = ("gateway_alarm_latency_seconds", "gateway_loop_lag_seconds",
                "gateway_gc_pause_seconds")
     hist0 = {name: _histogram(gw.url, name) for name in watched}
@@ -292,7 +297,7 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
                 d = detectors[k]
                 k += 1
                 pressed[d.id] = (phase, time.time())
-                sos.publish(d.topic, b'{"smoke": true}', qos=1)
+                mids[d.id] = sos.publish(d.topic, b'{"smoke": true}', qos=1).mid
                 time.sleep(args.sos_every if phase == "half" else args.sos_every / 2)
         achieved = pub.result(args.latency_s + args.burst_s + 60)
         deadline = time.monotonic() + 120
@@ -318,6 +323,8 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
                                               if d in stream.raised]),
                       "case": _percentiles([cases[d] - t for d, t in mine.items()
                                             if d in cases]),
+                      "broker_ack": _percentiles([acked[mids[d]] - t for d, t in mine.items()
+                                                  if mids.get(d) in acked]),
                       "missing_stream": sum(1 for d in mine if d not in stream.raised),
                       "missing_case": sum(1 for d in mine if d not in cases)}
     hist1 = {name: _histogram(gw.url, name) for name in watched}
