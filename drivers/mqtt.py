@@ -71,6 +71,13 @@ LIFE_SAFETY_KINDS = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
 #: bound is the one that holds (docs/benchmarks.md "path")
 READ_BURST = 256
 READ_BURST_S = 0.004
+#: how long the main session may hold back its reading while an alarm is committed, and how
+#: often it looks again meanwhile
+ALARM_FIRST_PAUSE_S = 0.25
+ALARM_FIRST_POLL_S = 0.002
+#: packets in one read of the alarm session that mean it has a backlog (the main session
+#: then waits, ``ALARM_FIRST_PAUSE_S`` at most)
+ALARM_BACKLOG_PACKETS = 32
 #: topics per SUBSCRIBE packet (the alarm session subscribes each alarm device's topic)
 SUBSCRIBE_BATCH = 500
 #: the fence (drivers/mqtt_split.py): how often its loop looks, how often a copy is published
@@ -147,6 +154,7 @@ class MqttIntake:
                  on_error: Callable[[str, str], None] | None = None,
                  decode_watch: DecodeWatch | None = None,
                  alarm_session: AlarmSession | None = None,
+                 alarm_first: Callable[[], bool] | None = None,
                  commit_delay_s: float = 0.0, test_decode_fault: bytes = b""):
         self.host, self.port, self.client_id = host, port, client_id
         self.sink = sink
@@ -170,6 +178,11 @@ class MqttIntake:
         self._main = _Session(client_id, username, password, alarm=False, status=self.status)
         self._sessions = [self._main]
         self._alarm_spec = alarm_session
+        #: with the alarm session: while this says an alarm is being committed, the main
+        #: session reads nothing (for ``ALARM_FIRST_PAUSE_S`` at most): its telemetry waits
+        #: at the broker, the alarm's commit gets the loop and the store
+        self.alarm_first = alarm_first if alarm_session is not None else None
+        self._alarm_backlogged = False
         self._alarm: _Session | None = None
         if alarm_session is not None:
             self._alarm = _Session(alarm_session.client_id, username, password, alarm=True,
@@ -500,10 +513,29 @@ class MqttIntake:
         # scheduled for bytes already read would otherwise each start one
         again: list[asyncio.Handle] = []
 
+        alarm_first = self.alarm_first
+        pause: Callable[[], bool] | None = None
+        if not sess.alarm and self._alarm is not None:
+            def pause() -> bool:
+                return self._alarm_backlogged or (alarm_first is not None and alarm_first())
+        paused_at: list[float] = []
+
         def read_burst() -> None:
             if again:
                 return          # this turn's burst is scheduled already
+            if pause is not None and pause():
+                now = time.perf_counter()
+                if not paused_at:
+                    paused_at.append(now)
+                if now - paused_at[0] < ALARM_FIRST_PAUSE_S:
+                    # not watched meanwhile (a readable socket would wake the loop at every
+                    # turn); looked at again shortly
+                    loop.remove_reader(fd)
+                    again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
+                    return
+            paused_at.clear()
             until = time.perf_counter() + READ_BURST_S
+            n = 0
             try:
                 for n in range(1, READ_BURST + 1):
                     mqttc.loop_read()
@@ -518,9 +550,20 @@ class MqttIntake:
                         return
             except Exception as exc:  # noqa: BLE001 - any read failure ends this connection
                 failed(exc)
+            finally:
+                if sess.alarm:
+                    # a backlog of the alarm devices: the main session waits for it
+                    self._alarm_backlogged = n >= ALARM_BACKLOG_PACKETS
 
         def burst_again() -> None:
             again.clear()
+            read_burst()
+
+        def resume() -> None:
+            again.clear()
+            if over or mqttc.socket() is not buffered:
+                return          # the connection ended meanwhile
+            loop.add_reader(fd, read_burst)
             read_burst()
 
         def write() -> None:

@@ -93,6 +93,8 @@ class Pipeline:
         self.writers = tuple(writers)
         self._durable: list[_Pending] = []
         self._durable_ready = asyncio.Event()
+        #: an alarm's inbox commit or its rules' apply is under way (``alarm_work``)
+        self._alarm_busy = 0
         self._alarm_q: asyncio.Queue[tuple[list[int], list[Reading], float]] = asyncio.Queue()
         self._telemetry_q: asyncio.Queue[Reading] = asyncio.Queue(maxsize=telemetry_queue)
         self._work = asyncio.Event()
@@ -127,6 +129,11 @@ class Pipeline:
         elif ack is not None:
             ack()
         self._work.set()
+
+    def alarm_work(self) -> bool:
+        """An alarm-class reading is offered and not yet applied: the MQTT intake's main
+        session holds back its telemetry meanwhile (drivers/mqtt.py ``alarm_first``)."""
+        return bool(self._durable) or self._alarm_busy > 0 or not self._alarm_q.empty()
 
     def _kept(self, reading: Reading) -> bool:
         for w in self.writers:
@@ -164,6 +171,7 @@ class Pipeline:
             batch, self._durable = self._durable, []
             if not batch:
                 continue
+            self._alarm_busy += 1
             try:
                 seqs, written = await self.store.write(
                     lambda c: self._accept(c, batch),  # noqa: B023 (awaited here)
@@ -173,10 +181,15 @@ class Pipeline:
                 self.metrics.inc("gateway_store_errors_total", stage="inbox")
                 log.error("cannot accept %d alarm-class messages: %s (retrying)", len(batch), exc)
                 self._durable = batch + self._durable
+                self._alarm_busy -= 1
                 await asyncio.sleep(COMMIT_RETRY.delay(failures))
                 failures += 1
                 self._durable_ready.set()
                 continue
+            except BaseException:
+                self._alarm_busy -= 1
+                raise
+            self._alarm_busy -= 1
             failures = 0
             for writer, done in zip(self.writers, written):
                 writer.committed(done)
@@ -207,14 +220,18 @@ class Pipeline:
         started: list[float] = []
         fed = 0
         now = utc()
-        while not self._alarm_q.empty() and len(seqs) < 500:
-            seq_list, readings, received = self._alarm_q.get_nowait()
-            for r in readings:
-                actions.extend(self._feed(r, now))
-            fed += len(readings)
-            seqs.extend(seq_list)
-            started.append(received)
-        await self._apply(actions, seqs)
+        self._alarm_busy += 1
+        try:
+            while not self._alarm_q.empty() and len(seqs) < 500:
+                seq_list, readings, received = self._alarm_q.get_nowait()
+                for r in readings:
+                    actions.extend(self._feed(r, now))
+                fed += len(readings)
+                seqs.extend(seq_list)
+                started.append(received)
+            await self._apply(actions, seqs)
+        finally:
+            self._alarm_busy -= 1
         self.metrics.inc("gateway_readings_processed_total", fed)
         done = time.monotonic()
         for t0 in started:

@@ -469,7 +469,7 @@ class Gateway:
             on_unknown=lambda topic, payload: health_book.saw_unknown(
                 topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
                 payload.decode("utf-8", "replace")),
-            alarm_session=alarm,
+            alarm_session=alarm, alarm_first=pipeline.alarm_work,
             commit_delay_s=_test_commit_delay(), test_decode_fault=_test_decode_fault())
 
     def _build_case_system(self, site: SiteConfig, store: Store,
