@@ -103,8 +103,10 @@ class AlarmSplit:
         else:
             self._new_epoch(set(alarm_topics) - self.established)
         #: the alarm session's subscriptions of the last start that it no longer needs
-        self.stale = sorted(set(saved.get("subscribed", ())) - self.established - self.pending)
-        self._save()
+        before = set(saved.get("established", ())) | set((epoch or {}).get("topics", ()))
+        self.stale = sorted(before - self.established - self.pending)
+        if self._doc() != saved:
+            self._save()
         if self.pending:
             log.info("alarm session: %d alarm device topic(s) move to it (%d already there)",
                      len(self.pending), len(self.established))
@@ -184,16 +186,18 @@ class AlarmSplit:
                       self.path, exc)
             return {}
 
+    def _doc(self, *, done: bool = False, copies: int | None = None) -> dict[str, Any]:
+        pending = set() if done else self.pending
+        established = self.established | self.pending if done else self.established
+        return {"established": sorted(established),
+                "epoch": {"nonce": self.nonce, "topics": sorted(pending),
+                          "copies": self.copies if copies is None else copies,
+                          "main_passed": self.main_passed} if pending else None}
+
     def _save(self, *, done: bool = False, copies: int | None = None) -> None:
         if self.path is None:
             return
-        pending = set() if done else self.pending
-        established = self.established | self.pending if done else self.established
-        doc = {"established": sorted(established),
-               "subscribed": sorted(established | pending),
-               "epoch": {"nonce": self.nonce, "topics": sorted(pending),
-                         "copies": self.copies if copies is None else copies,
-                         "main_passed": self.main_passed} if pending else None}
+        doc = self._doc(done=done, copies=copies)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
             json.dump(doc, fh)

@@ -39,6 +39,23 @@ def uptime() -> str:
         return " ".join(fh.read().split()[:3])
 
 
+def wait_alarm_split(url: str, timeout_s: float = 60.0) -> None:
+    """Until no alarm device of the gateway at ``url`` is still moving to its alarm session
+    (none: one session). A move is once per new alarm device: a benchmark of the steady
+    state waits for it."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0) as c:
+        while True:
+            mqtt = c.get(f"{url}/healthz").json()["components"]["mqtt"]
+            if not mqtt.get("alarm_session", {}).get("in_transition"):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"alarm devices still moving after {timeout_s:g} s: {mqtt}")
+            time.sleep(0.2)
+
+
 def community_site(dest: Path, households: int, mqtt_port: int, case_url: str, *,
                    seed: int = 0, telemetry: dict | None = None) -> Community:
     """Write the site of a simulated community of ``households`` (about 5.7 devices each:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from simulators.bench._rig import ProcStats, Rig, community_rig, uptime
+from simulators.bench._rig import ProcStats, Rig, community_rig, uptime, wait_alarm_split
 from simulators.community import DeviceSpec
 
 __all__ = ["add_args", "run"]
@@ -56,6 +56,8 @@ __all__ = ["add_args", "run"]
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--households", type=int, default=880, help="880: 5,001 devices")
+    p.add_argument("--one-session", action="store_true",
+                   help="the gateway without its alarm session (before issue 18's eighth round)")
     p.add_argument("--minutes", type=float, default=30.0, help="measured window, real time")
     p.add_argument("--warmup-s", type=float, default=60.0)
     p.add_argument("--strace-s", type=float, default=60.0, help="fsync count after the window")
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> dict:
                  "minutes": round(args.minutes, 2)}
     flush = args.telemetry_flush_s
     out["telemetry"] = {"flush_s": flush} if flush else "defaults"
+    out["alarm_session"] = not args.one_session
     with community_rig("bench-day-", args.households, args.workdir,
+                       alarm_session=not args.one_session,
                        telemetry={"flush_s": flush} if flush else None) as rig:
         out["devices"] = len(rig.community.devices)
         gw = rig.gateway()
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> dict:
         gw.start()
         try:
             gw.wait_ready(300)
+            wait_alarm_split(gw.url)        # the alarm devices' one-time move, before the day
             assert gw.proc is not None
             stats = ProcStats(gw.proc.pid)
             stop = threading.Event()

@@ -53,7 +53,7 @@ import httpx
 import paho.mqtt.client as paho
 
 from simulators.bench._rig import (SITE_ID, ProcStats, Workload, community_rig, forget, metric,
-                                   prepare_session, publish_all, uptime)
+                                   prepare_session, publish_all, uptime, wait_alarm_split)
 from simulators.bench.crash import GatewayProc
 
 __all__ = ["add_args", "run"]
@@ -151,7 +151,7 @@ def _gateway(gw: GatewayProc, port: int, messages: list[tuple[str, bytes]]) -> d
     start drains them (measured)."""
     gw.start()
     gw.wait_ready(120)
-    _wait_alarm_split(gw)
+    wait_alarm_split(gw.url)
     gw.stop()
     n = len(messages)
     publish_all(port, messages)
@@ -197,19 +197,6 @@ def _gateway(gw: GatewayProc, port: int, messages: list[tuple[str, bytes]]) -> d
             "gateway_shed": metric(text, "gateway_shed_total"),
             "gateway_rejected": metric(text, "gateway_rejected_total"),
             "gateway_rss_mb": round(stats.peak_rss_mb(), 1)}
-
-
-def _wait_alarm_split(gw: GatewayProc, timeout_s: float = 60.0) -> None:
-    """Until no alarm device is still moving to the alarm session (none: one session)."""
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=5.0) as c:
-        while True:
-            mqtt = c.get(f"{gw.url}/healthz").json()["components"]["mqtt"]
-            if not mqtt.get("alarm_session", {}).get("in_transition"):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"alarm devices still moving after {timeout_s:g} s: {mqtt}")
-            time.sleep(0.2)
 
 
 def _shed_queue_full(text: str) -> float:

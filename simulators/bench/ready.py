@@ -45,6 +45,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raw-rows", type=int, default=2_000_000)
     p.add_argument("--rollup-rows", type=int, default=4_000_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--one-session", action="store_true",
+                   help="the gateway without its alarm session (before issue 18's eighth round)")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--code", type=Path, default=None,
                    help="run the gateway from this checkout (PYTHONPATH), e.g. a git worktree "
@@ -56,9 +58,11 @@ def run(args: argparse.Namespace) -> dict:
         args.households, args.alarms = min(args.households, 1000), min(args.alarms, 5000)
         args.raw_rows, args.rollup_rows, args.rounds = 100_000, 200_000, 2
     out: dict = {"load_before": uptime(), "households": args.households,
-                 "alarm_history": args.alarms, "code": str(args.code or "this checkout")}
+                 "alarm_history": args.alarms, "code": str(args.code or "this checkout"),
+                 "alarm_session": not args.one_session}
     t = time.perf_counter()
-    with community_rig("bench-ready-", args.households, args.workdir) as rig:
+    with community_rig("bench-ready-", args.households, args.workdir,
+                       alarm_session=not args.one_session) as rig:
         community, work = rig.community, rig.work
         out["devices"] = len(community.devices)
         gw = rig.gateway({"PYTHONPATH": str(args.code)} if args.code else None)
