@@ -81,11 +81,12 @@ ALARM_BACKLOG_PACKETS = 32
 #: topics per SUBSCRIBE packet (the alarm session subscribes each alarm device's topic)
 SUBSCRIBE_BATCH = 500
 #: the fence (drivers/mqtt_split.py): how often its loop looks, how often a copy is published
-#: again until the main session passed one, when a move that takes longer is said; how long
-#: the main session waits for the alarm session to connect first
+#: again until the main session passed one, when a move that takes longer is given up and
+#: when it is tried again; how long the main session waits for the alarm session first
 FENCE_TICK_S = 0.5
 FENCE_REPEAT_S = 5.0
 FENCE_WAIT_S = 60.0
+FENCE_RETRY_S = 3600.0
 ALARM_FIRST_S = 10.0
 #: at the end of a connection, how long the buffered socket waits for the kernel to take
 #: what is left (the last PUBACKs, the DISCONNECT) before closing
@@ -211,7 +212,6 @@ class MqttIntake:
         self._main_session_present = False
         self._last_copy = 0.0
         self._first_copy = 0.0
-        self._fence_warned = False
         self._rlog = RateLimitedLog(log)
         self._reconnect = Backoff(base_s=0.5, cap_s=30.0)
         self._ingested_key = ("gateway_ingest_messages_total", (("transport", "mqtt"),))
@@ -365,16 +365,35 @@ class MqttIntake:
         """Publish fence copies while topics are in transition: the first once both sessions
         are connected and the alarm session's subscription is older than ``delay_s``, then
         every ``FENCE_REPEAT_S`` until the main session has passed one (a full queue may
-        drop a copy); said once when a move takes longer than ``FENCE_WAIT_S``."""
+        drop a copy). A move the main session has not made within ``FENCE_WAIT_S`` of the
+        first copy (a broker that refuses the fence's topic) is given up: said, the epoch
+        started again without copies, so the main session alone feeds those topics (no
+        doubles, as with one session), tried again after ``FENCE_RETRY_S``."""
+        retry_at = 0.0
         while True:
             await asyncio.sleep(FENCE_TICK_S)
             split, mqttc, alarm = self.split, self._main.paho, self._alarm
             if split is None or alarm is None or mqttc is None or not split.in_transition:
-                self._first_copy, self._fence_warned = 0.0, False
+                self._first_copy = 0.0
                 continue
             now = time.monotonic()
             if (not (self._main.online and alarm.online and self._alarm_trusted)
-                    or self._main_cut is not None):
+                    or self._main_cut is not None or now < retry_at):
+                continue
+            if self._first_copy and now - self._first_copy > FENCE_WAIT_S:
+                log.warning("alarm session: the main session has not received the fence on %s"
+                            " after %.0f s (%d copies); does the broker let this account write "
+                            "it? (deploy/mosquitto/mqtt-accounts.py) The %d alarm topic(s) stay"
+                            " with the main session; trying again in %.0f s", self.fence_topic,
+                            now - self._first_copy, split.copies, len(split.pending),
+                            FENCE_RETRY_S)
+                try:
+                    split.restart_epoch()
+                except OSError as exc:
+                    self._rlog.error(("alarm-split", "save"), "alarm session: cannot record "
+                                     "the fence: %s", exc)
+                    self._split_unsaved = True        # the main session feeds every copy
+                self._first_copy, retry_at = 0.0, now + FENCE_RETRY_S
                 continue
             if now - self._alarm_subscribed_at < delay_s or now - self._last_copy < FENCE_REPEAT_S:
                 continue
@@ -387,14 +406,6 @@ class MqttIntake:
             mqttc.publish(self.fence_topic, payload, qos=1)
             self._last_copy = now
             self._first_copy = self._first_copy or now
-            if now - self._first_copy > FENCE_WAIT_S and not self._fence_warned:
-                self._fence_warned = True
-                log.warning("alarm session: the main session has not received the fence on %s"
-                            " after %.0f s (%d copies); does the broker let this account write "
-                            "it? (deploy/mosquitto/mqtt-accounts.py) Meanwhile both sessions "
-                            "feed the %d alarm topic(s) in transition (a message may arrive "
-                            "twice)", self.fence_topic, now - self._first_copy, split.copies,
-                            len(split.pending))
 
     def _main_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         split = self.split

@@ -28,7 +28,10 @@ the strength of where it stands in the *other* session's stream.
   precedes. Between the first copy and the cut both sessions feed: a message may arrive
   twice, none is lost. The main session passes its cut only when every alarm message it
   fed before it is committed (after a kill -9 the copy comes again after anything not
-  acknowledged); then the topics are established. QoS 0 copies of a topic in transition are
+  acknowledged); then the topics are established. A move the main session has not made a
+  minute after the first copy (a broker whose ACL refuses the fence's topic) is given up
+  and tried again an hour later: a new nonce and no copy, so the main session alone feeds
+  those topics again (no doubles). QoS 0 copies of a topic in transition are
   fed by the main session (a QoS 0 message may overtake a QoS 1 copy), and by the alarm
   session once a copy exists.
 
@@ -143,6 +146,19 @@ class AlarmSplit:
         self.established |= self.pending
         self.pending = set()
         self.main_passed = seq
+
+    def restart_epoch(self) -> None:
+        """The move did not happen (no copy came back): the same topics, a new nonce, no
+        copy yet (the alarm session drops their copies again, the main session feeds them;
+        copies of the old nonce are ignored). OSError: not recorded, nothing changed."""
+        nonce = secrets.token_hex(8)
+        old = (self.nonce, self.copies)
+        self.nonce, self.copies = nonce, 0
+        try:
+            self._save()
+        except OSError:
+            self.nonce, self.copies = old
+            raise
 
     def demote(self) -> bool:
         """The broker has lost the alarm session (a CONNACK without it): every alarm topic
