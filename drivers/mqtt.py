@@ -14,15 +14,10 @@ Session: MQTT 3.1.1, fixed client id, ``clean_session=False``, QoS 1 subscriptio
 broker keeps what arrives while the gateway is down or restarting and redelivers anything
 not acknowledged.
 
-The alarm session (optional, :class:`AlarmSession`): a second persistent session of its own
-broker account with the same subscriptions. The broker's ACL (``gateway.broker.gateway_acl``)
-lets only that account read the alarm devices' topics and denies them to the main account,
-so the broker routes each alarm device's message to exactly one of the two sessions. An SOS
-then has a queue of its own at the broker (it is not dropped when the telemetry of a stopped
-gateway fills the main session's queue) and a connection of its own (it does not wait
-behind a burst of telemetry). Both sessions feed the same pipeline; the alarm session drops
-(acknowledged, counted) anything else a wrong ACL lets through to it. docs/architecture.md
-"The alarm session".
+The alarm session (:class:`AlarmSession`, on unless gateway.yaml turns it off): a second
+persistent session, on the same account, that subscribes the alarm devices' exact topics, so
+an SOS has a broker queue and a connection of its own. Which session feeds which copy:
+drivers/mqtt_split.py; docs/architecture.md "The alarm session".
 """
 
 from __future__ import annotations
