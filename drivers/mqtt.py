@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import select
 import socket
 import ssl
@@ -178,7 +179,11 @@ class MqttIntake:
         #: session reads nothing (for ``ALARM_FIRST_PAUSE_S`` at most): its telemetry waits
         #: at the broker, the alarm's commit gets the loop and the store
         self.alarm_first = alarm_first if alarm_session is not None else None
-        self._alarm_backlogged = False
+        #: when the alarm session last read a backlog (``ALARM_BACKLOG_PACKETS`` or more in
+        #: one read; -inf: its last read was smaller): the main session holds back for
+        #: ``ALARM_FIRST_PAUSE_S`` after it at most, also when the alarm socket then goes quiet
+        #: (no read of the alarm session comes to clear it)
+        self._alarm_backlog_at = -math.inf
         self._alarm: _Session | None = None
         if alarm_session is not None:
             self._alarm = _Session(alarm_session.client_id, username, password, alarm=True,
@@ -523,7 +528,8 @@ class MqttIntake:
         pause: Callable[[], bool] | None = None
         if not sess.alarm and self._alarm is not None:
             def pause() -> bool:
-                return self._alarm_backlogged or (alarm_first is not None and alarm_first())
+                return (time.perf_counter() - self._alarm_backlog_at < ALARM_FIRST_PAUSE_S
+                        or (alarm_first is not None and alarm_first()))
         paused_at: list[float] = []
 
         def read_burst() -> None:
@@ -559,7 +565,8 @@ class MqttIntake:
             finally:
                 if sess.alarm:
                     # a backlog of the alarm devices: the main session waits for it
-                    self._alarm_backlogged = n >= ALARM_BACKLOG_PACKETS
+                    self._alarm_backlog_at = (time.perf_counter() if n >= ALARM_BACKLOG_PACKETS
+                                              else -math.inf)
 
         def burst_again() -> None:
             again.clear()

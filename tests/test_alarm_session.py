@@ -357,6 +357,19 @@ def test_the_installed_acl_lets_the_gateway_write_commands_and_its_fence_only(tm
         broker.cleanup()
 
 
+def _caller_intake(tmp_path, port: int, sink, *, more: dict | None = None,
+                   **kw) -> MqttIntake:
+    """An intake with an alarm session (no fence delay) for a JSON caller on
+    ``devices/caller-1`` (and the ``more`` bindings)."""
+    caller = stock_profile("json-emergency-caller")
+    bindings = {"devices/caller-1": DeviceBinding("caller-1", "emergency_caller", "h-1", None,
+                                                  caller, alarm=True), **(more or {})}
+    return MqttIntake(host="127.0.0.1", port=port, client_id="t", sink=sink,
+                      bindings=bindings, metrics=Metrics(),
+                      alarm_session=AlarmSession("t-alarm", tmp_path / "split.json",
+                                                 delay_s=0), **kw)
+
+
 async def test_a_broker_that_refuses_the_fence_costs_the_split_not_an_alarm(tmp_path, caplog,
                                                                            monkeypatch):
     """An older ACL without the fence's topic: the broker drops the fence (after its PUBACK).
@@ -365,17 +378,11 @@ async def test_a_broker_that_refuses_the_fence_costs_the_split_not_an_alarm(tmp_
     with one session."""
     monkeypatch.setattr(drivers.mqtt, "FENCE_WAIT_S", 0.5)
     monkeypatch.setattr(drivers.mqtt, "FENCE_REPEAT_S", 0.2)
-    caller = stock_profile("json-emergency-caller")
-    bindings = {"devices/caller-1": DeviceBinding("caller-1", "emergency_caller", "h-1", None,
-                                                  caller, alarm=True)}
     password = secrets.token_urlsafe(12)
     broker = Mosquitto(workdir=tmp_path / "b", persistence=False, accounts={"gw": password},
                        acl=["user gw", "topic read #", ""]).start()
     sink = AckingSink()
-    intake = MqttIntake(host="127.0.0.1", port=broker.port, client_id="t", sink=sink,
-                        bindings=bindings, metrics=Metrics(), username="gw", password=password,
-                        alarm_session=AlarmSession("t-alarm", tmp_path / "split.json",
-                                                   delay_s=0))
+    intake = _caller_intake(tmp_path, broker.port, sink, username="gw", password=password)
     task = asyncio.create_task(intake.run())
     try:
         await until(intake.connected.is_set, 10, "both sessions subscribed")
@@ -406,15 +413,9 @@ async def test_a_broker_that_lost_its_sessions_moves_the_alarm_devices_again(tmp
     """The broker restarts without its sessions (no persistence): the CONNACKs say so, every
     alarm topic moves again (the main session feeds them meanwhile), then is established
     again; an SOS published after the restart arrives."""
-    caller = stock_profile("json-emergency-caller")
-    bindings = {"devices/caller-1": DeviceBinding("caller-1", "emergency_caller", "h-1", None,
-                                                  caller, alarm=True)}
     broker = Mosquitto(workdir=tmp_path / "b", persistence=False).start()
     sink = AckingSink()
-    intake = MqttIntake(host="127.0.0.1", port=broker.port, client_id="t", sink=sink,
-                        bindings=bindings, metrics=Metrics(),
-                        alarm_session=AlarmSession("t-alarm", tmp_path / "split.json",
-                                                   delay_s=0))
+    intake = _caller_intake(tmp_path, broker.port, sink)
     task = asyncio.create_task(intake.run())
     try:
         await until(lambda: intake.split is not None and intake.split.established, 15,
@@ -441,6 +442,53 @@ async def test_a_broker_that_lost_its_sessions_moves_the_alarm_devices_again(tmp
         await asyncio.sleep(0.3)
         assert len(sink.readings) == before + 1             # once: the alarm session's
         assert {r.kind.value for r in sink.readings} == {"sos"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        broker.cleanup()
+
+
+async def test_after_a_burst_of_the_alarm_devices_the_main_session_reads_at_once(tmp_path):
+    """Alarms first (drivers/mqtt.py): while the alarm session has a backlog, the main
+    session holds back its reading. A burst of the alarm devices that ends with a large read
+    and then a quiet alarm socket must not keep it held: a motion reading published
+    afterwards arrives in milliseconds, not after the hold's 250 ms, every time."""
+    motion = stock_profile("zigbee2mqtt-motion-sensor")
+    broker = Mosquitto(workdir=tmp_path / "b", persistence=False).start()
+    sink = AckingSink()
+    intake = _caller_intake(tmp_path, broker.port, sink, more={
+        "zigbee2mqtt/motion-1": DeviceBinding("motion-1", "motion_sensor", "h-1", None,
+                                              motion)})
+    task = asyncio.create_task(intake.run())
+    try:
+        await until(lambda: intake.split is not None and intake.split.established, 15,
+                    "the caller moved to the alarm session")
+        # the burst: queued in the alarm session's socket while the loop is busy, so that
+        # one read takes it all (at least ALARM_BACKLOG_PACKETS packets)
+        burst = 2 * drivers.mqtt.ALARM_BACKLOG_PACKETS
+        pub = threading.Thread(target=mqtt_publish, args=(
+            broker.port, [("devices/caller-1", {"battery": 90})] * burst))
+        pub.start()
+        pub.join(10)                        # the gateway's loop is held meanwhile
+        assert not pub.is_alive()
+        await until(lambda: len(sink.readings) >= burst, 10, "the burst")
+        await asyncio.sleep(0.5)            # the alarm socket quiet
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="motion")
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        latencies = []
+        try:
+            for i in range(5):
+                before = len(sink.readings)
+                t0 = asyncio.get_running_loop().time()
+                c.publish("zigbee2mqtt/motion-1", json.dumps({"occupancy": i % 2 == 0}), qos=1)
+                await until(lambda b=before: len(sink.readings) > b, 5, "the motion reading")
+                latencies.append(asyncio.get_running_loop().time() - t0)
+                await asyncio.sleep(0.05)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        assert sorted(latencies)[2] < 0.12, latencies     # median; held: >= 0.25 s each
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
