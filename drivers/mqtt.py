@@ -60,6 +60,12 @@ HELD_METRICS = frozenset({HELP_METRIC, CARE_METRIC})
 #: resident or a detector raises. Tamper and fault are alarm-class too, but almost every
 #: battery sensor reports them (a motion sensor's tamper): they stay with the main session.
 LIFE_SAFETY_KINDS = ALARM_KINDS - {Kind.TAMPER, Kind.FAULT}
+#: the reading kinds of a meter (consumption, power): a device with one reports on a schedule
+#: at telemetry rates and stays with the main session even when it can also flag a leak (on
+#: the alarm session its readings would be most of that session's traffic, and an SOS would
+#: queue behind them in a burst: docs/benchmarks.md "path", ninth round)
+METER_KINDS = frozenset({Kind.ENERGY, Kind.ENERGY_EXPORT, Kind.POWER, Kind.CURRENT,
+                         Kind.FREQUENCY, Kind.WATER_VOLUME, Kind.GAS_VOLUME})
 
 #: MQTT packets read per turn of the event loop at most (fairness with the other tasks),
 #: and for at most this long: before the buffered socket, 64 packets took up to 67 ms under
@@ -105,9 +111,11 @@ class DeviceBinding:
 def is_alarm_device(profile: Profile) -> bool:
     """Whether a device with this profile raises what a person must answer (SOS, smoke, gas,
     water, panic, intrusion; a help or care key), so that its topic goes to the alarm
-    session."""
-    return any(f.kind in LIFE_SAFETY_KINDS or f.metric in HELD_METRICS
-               for f in profile.fields.values())
+    session. A meter (``METER_KINDS``) is not, even with a leak field: its leak alarm takes
+    the main session's durable path, as every alarm-class reading there does."""
+    fields = profile.fields.values()
+    return (any(f.kind in LIFE_SAFETY_KINDS or f.metric in HELD_METRICS for f in fields)
+            and not any(f.kind in METER_KINDS for f in fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +240,7 @@ class MqttIntake:
         assert spec is not None
         self.split = AlarmSplit(spec.state_path,
                                 [t for t, b in self.bindings.items() if b.alarm],
-                                self.bindings, self.fence_topic)
+                                self.fence_topic)
         async with asyncio.TaskGroup() as tg:
             for sess in self._sessions:
                 tg.create_task(self._run_session(sess),

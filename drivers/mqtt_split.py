@@ -51,7 +51,10 @@ while the alarm session is offline and the main session online; in those windows
 device's states may also be fed out of order. The epoch (nonce, topics, copies published, the main session's cut) is written to
 the gateway's data directory (fsync, rename, fsync of the directory) before a copy is
 published and before the cut is acknowledged; a restart continues it. An established topic
-stays on the alarm session while a device is bound to it; an alarm device bound at run time
+stays on the alarm session while an alarm device is bound to it (a topic that is no longer
+one goes back to the main session at the next start: its wildcard subscriptions queued
+every message of it meanwhile; a message the alarm session fed before the stop and the main
+session had not read yet then comes twice); an alarm device bound at run time
 (installer) stays on the main session until the next start. docs/architecture.md "The
 alarm session".
 """
@@ -89,22 +92,27 @@ class AlarmSplit:
     """The split's state: established topics and the epoch in progress, persisted in
     ``path`` (None: in memory only, for tests of the intake)."""
 
-    def __init__(self, path: Path | None, alarm_topics: Iterable[str], bound: Iterable[str],
+    def __init__(self, path: Path | None, alarm_topics: Iterable[str],
                  fence_topic: str) -> None:
         self.path = path
         self.fence_topic = fence_topic
-        bound_set = set(bound)
+        # a topic of the last start that is no longer an alarm device's (unbound, or a
+        # device the rule no longer counts: a meter, since the ninth round) goes back to the
+        # main session at once: its subscriptions have every message queued meanwhile (a
+        # message the alarm session fed before a stop and the main session had not yet read
+        # comes twice, never not at all)
+        alarm = set(alarm_topics)
         saved = self._load()
         #: topics the alarm session feeds and the main session drops
-        self.established: set[str] = set(saved.get("established", ())) & bound_set
+        self.established: set[str] = set(saved.get("established", ())) & alarm
         epoch = saved.get("epoch")
         if epoch:
             self.nonce: str = str(epoch["nonce"])
-            self.pending: set[str] = set(epoch["topics"]) & bound_set
+            self.pending: set[str] = set(epoch["topics"]) & alarm
             self.copies = int(epoch["copies"])
             self.main_passed: int | None = epoch["main_passed"]
         else:
-            self._new_epoch(set(alarm_topics) - self.established)
+            self._new_epoch(alarm - self.established)
         #: the alarm session's subscriptions of the last start that it no longer needs
         before = set(saved.get("established", ())) | set((epoch or {}).get("topics", ()))
         self.stale = sorted(before - self.established - self.pending)

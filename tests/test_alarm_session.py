@@ -23,11 +23,14 @@ import pytest
 import drivers.mqtt
 from drivers.mqtt import AlarmSession, DeviceBinding, MqttIntake, is_alarm_device
 from drivers.mqtt_split import AlarmSplit, parse_copy
+from drivers.profiles import Profile
 from gateway.broker import Mosquitto, free_port
 from gateway.broker_acl import gateway_acl
 from gateway.metrics import Metrics
 from gateway.service import ALARM_SPLIT_FILE, bindings_for
+from gateway.kernel.model import Kind
 from gateway.site import load_site
+from simulators.site_gen import PROFILES
 from tests.linkage_fixtures import DEVICES as LINKAGE_DEVICES
 from tests.support import (
     AckingSink,
@@ -238,34 +241,38 @@ def test_alarm_devices_are_the_ones_a_person_must_answer():
     # tamper is alarm-class, but every battery sensor has it: stays on the main session
     assert not is_alarm_device(stock_profile("zigbee2mqtt-motion-sensor"))
     assert not is_alarm_device(stock_profile("zigbee2mqtt-door-contact"))
+    # a meter that can flag a leak reports at telemetry rates: the main session's
+    meter = Profile.model_validate(PROFILES["json-water-meter"])
+    assert any(f.kind is Kind.WATER_LEAK for f in meter.fields.values())
+    assert not is_alarm_device(meter)
 
 
 def test_the_split_survives_a_restart_and_establishes_at_the_main_sessions_cut(tmp_path):
     path = tmp_path / "split.json"
-    bound = {"a", "b", "m"}
-    s = AlarmSplit(path, {"a", "b"}, bound, "gateway/x/fence")
+    s = AlarmSplit(path, {"a", "b"}, "gateway/x/fence")
     assert s.in_transition and s.pending == {"a", "b"} and s.established == set()
     assert s.subscriptions() == ["a", "b", "gateway/x/fence"]
     nonce = s.nonce
     assert s.next_copy() == f"{nonce} 1".encode() and parse_copy(s.next_copy()) == (nonce, 2)
-    again = AlarmSplit(path, {"a", "b", "c"}, bound | {"c"}, "gateway/x/fence")
+    again = AlarmSplit(path, {"a", "b", "c"}, "gateway/x/fence")
     # the same epoch goes on (its nonce, its copies); "c" waits for the next start
     assert (again.nonce, again.copies) == (nonce, 2)
     assert again.pending == {"a", "b"} and again.established == set()
     assert again.next_copy() == f"{nonce} 3".encode()      # never a number used before
     again.pass_main(3)
     assert not again.in_transition and again.established == {"a", "b"}
-    # next start: "c" moves in a new epoch; "b" is no longer bound: unsubscribed, forgotten
-    third = AlarmSplit(path, {"a", "c"}, {"a", "c", "m"}, "gateway/x/fence")
+    # next start: "c" moves in a new epoch; "b" is no longer an alarm device's (unbound, or
+    # a meter): back to the main session at once, unsubscribed, forgotten
+    third = AlarmSplit(path, {"a", "c"}, "gateway/x/fence")
     assert third.established == {"a"} and third.pending == {"c"} and third.nonce != nonce
     assert third.stale == ["b"] and third.copies == 0
     # the broker lost the alarm session: everything moves again
     third.demote()
     assert third.established == set() and third.pending == {"a", "c"}
-    assert AlarmSplit(path, {"a", "c"}, {"a", "c"}, "gateway/x/fence").pending == {"a", "c"}
+    assert AlarmSplit(path, {"a", "c"}, "gateway/x/fence").pending == {"a", "c"}
     # an unreadable file: everything moves again (the main session feeds it meanwhile)
     path.write_text("{not json")
-    fourth = AlarmSplit(path, {"a", "c"}, {"a", "c"}, "gateway/x/fence")
+    fourth = AlarmSplit(path, {"a", "c"}, "gateway/x/fence")
     assert fourth.established == set() and fourth.pending == {"a", "c"}
     assert parse_copy(b"sync") is None and parse_copy(b"x 1") == ("x", 1)
 
@@ -282,7 +289,7 @@ def test_which_session_feeds_which_copy():
     exists. Every message is fed at least once in every state."""
     intake = MqttIntake(host="127.0.0.1", port=1, client_id="t", sink=AckingSink(),
                         bindings={}, metrics=Metrics(), alarm_session=AlarmSession("t-alarm"))
-    split = AlarmSplit(None, {"devices/new"}, {"devices/new", "devices/old"}, intake.fence_topic)
+    split = AlarmSplit(None, {"devices/new"}, intake.fence_topic)
     split.established = {"devices/old"}
     intake.split = split
     assert intake._alarm is not None
