@@ -205,6 +205,26 @@ def test_embedded_forgets_the_unstored_points_of_a_failed_batch(tmp_path) -> Non
     db.close()
 
 
+def test_embedded_makes_a_batchs_new_series_with_it_or_not_at_all(tmp_path) -> None:
+    """Hundreds of meters seen for the first time in one batch (a fresh gateway draining its
+    backlog): each gets its own series and its points; a failed batch leaves none of its new
+    series behind, and the retried batch stores every point under its meter."""
+    db = EmbeddedTelemetry(tmp_path / "telemetry.db", prune_every_s=1e9)
+    db.write_readings([power(0, 0.0, device="meter-0")])
+    batch = [power(1, float(i), device=f"meter-{i}") for i in range(1, 901)]
+    db._conn.execute("CREATE TRIGGER fail BEFORE INSERT ON points WHEN NEW.value = 900 "
+                     "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    with pytest.raises(TelemetryError):
+        db.write_readings(batch)
+    assert db._conn.execute("SELECT count(*) FROM series").fetchone()[0] == 1
+    db._conn.execute("DROP TRIGGER fail")
+    db.write_readings(batch)
+    for i in (0, 1, 450, 900):
+        assert [v for _ts, v in db.series(f"meter-{i}", "power", 0)] == [float(i)]
+    assert db._conn.execute("SELECT count(*) FROM series").fetchone()[0] == 901
+    db.close()
+
+
 def test_embedded_reads_and_empties_an_earlier_versions_raw_table(tmp_path) -> None:
     """A telemetry.db written before points had series ids: its raw rows are read and pruned
     by time until none is left, then the table goes (issue 18)."""
