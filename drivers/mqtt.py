@@ -77,6 +77,10 @@ READ_BURST_S = 0.004
 #: often it looks again meanwhile
 ALARM_FIRST_PAUSE_S = 0.25
 ALARM_FIRST_POLL_S = 0.002
+#: after a hold of its full length the main session reads this long before it may be held
+#: again: half the time at least while the alarm session stays backlogged (the main
+#: session's broker queue must not overflow either: its devices' alarms are in it too)
+ALARM_FIRST_FREE_S = 0.25
 #: packets in one read of the alarm session that mean it has a backlog (the main session
 #: then waits, ``ALARM_FIRST_PAUSE_S`` at most)
 ALARM_BACKLOG_PACKETS = 32
@@ -240,7 +244,7 @@ class MqttIntake:
         assert spec is not None
         self.split = AlarmSplit(spec.state_path,
                                 [t for t, b in self.bindings.items() if b.alarm],
-                                self.fence_topic)
+                                self.bindings, self.fence_topic)
         async with asyncio.TaskGroup() as tg:
             for sess in self._sessions:
                 tg.create_task(self._run_session(sess),
@@ -298,7 +302,11 @@ class MqttIntake:
                         self._alarm_subscribed_at = time.monotonic()
                         if self.split is not None and self.split.stale:
                             await client.unsubscribe(self.split.stale)
-                            self.split.stale = []
+                            try:
+                                self.split.unsubscribed()
+                            except OSError as exc:
+                                self._rlog.error(("alarm-split", "save"), "alarm session: "
+                                                 "cannot record the unsubscribe: %s", exc)
                         self._alarm_trusted = not self._split_unsaved
                         self._alarm_ready.set()
                     sess.status.set("online")
@@ -539,20 +547,23 @@ class MqttIntake:
                 return (time.perf_counter() - self._alarm_backlog_at < ALARM_FIRST_PAUSE_S
                         or (alarm_first is not None and alarm_first()))
         paused_at: list[float] = []
+        free_until = [0.0]
 
         def read_burst() -> None:
             if again:
                 return          # this turn's burst is scheduled already
             if pause is not None and pause():
                 now = time.perf_counter()
-                if not paused_at:
-                    paused_at.append(now)
-                if now - paused_at[0] < ALARM_FIRST_PAUSE_S:
-                    # not watched meanwhile (a readable socket would wake the loop at every
-                    # turn); looked at again shortly
-                    loop.remove_reader(fd)
-                    again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
-                    return
+                if now >= free_until[0]:
+                    if not paused_at:
+                        paused_at.append(now)
+                    if now - paused_at[0] < ALARM_FIRST_PAUSE_S:
+                        # not watched meanwhile (a readable socket would wake the loop at
+                        # every turn); looked at again shortly
+                        loop.remove_reader(fd)
+                        again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
+                        return
+                    free_until[0] = now + ALARM_FIRST_FREE_S
             paused_at.clear()
             until = time.perf_counter() + READ_BURST_S
             n = 0

@@ -51,10 +51,12 @@ while the alarm session is offline and the main session online; in those windows
 device's states may also be fed out of order. The epoch (nonce, topics, copies published, the main session's cut) is written to
 the gateway's data directory (fsync, rename, fsync of the directory) before a copy is
 published and before the cut is acknowledged; a restart continues it. An established topic
-stays on the alarm session while an alarm device is bound to it (a topic that is no longer
-one goes back to the main session at the next start: its wildcard subscriptions queued
-every message of it meanwhile; a message the alarm session fed before the stop and the main
-session had not read yet then comes twice); an alarm device bound at run time
+stays on the alarm session while a device is bound to it, also when the rule of
+:func:`drivers.mqtt.is_alarm_device` no longer counts it (a meter, since the ninth round of
+the path benchmark): moving a topic back would need a fence of its own (a copy the main
+session dropped while the alarm session had not yet fed it would be lost if the alarm
+session then acknowledged it unread), so only topics that move *to* the alarm session
+do; an alarm device bound at run time
 (installer) stays on the main session until the next start. docs/architecture.md "The
 alarm session".
 """
@@ -92,29 +94,27 @@ class AlarmSplit:
     """The split's state: established topics and the epoch in progress, persisted in
     ``path`` (None: in memory only, for tests of the intake)."""
 
-    def __init__(self, path: Path | None, alarm_topics: Iterable[str],
+    def __init__(self, path: Path | None, alarm_topics: Iterable[str], bound: Iterable[str],
                  fence_topic: str) -> None:
         self.path = path
         self.fence_topic = fence_topic
-        # a topic of the last start that is no longer an alarm device's (unbound, or a
-        # device the rule no longer counts: a meter, since the ninth round) goes back to the
-        # main session at once: its subscriptions have every message queued meanwhile (a
-        # message the alarm session fed before a stop and the main session had not yet read
-        # comes twice, never not at all)
-        alarm = set(alarm_topics)
+        bound_set = set(bound)
         saved = self._load()
         #: topics the alarm session feeds and the main session drops
-        self.established: set[str] = set(saved.get("established", ())) & alarm
+        self.established: set[str] = set(saved.get("established", ())) & bound_set
         epoch = saved.get("epoch")
         if epoch:
             self.nonce: str = str(epoch["nonce"])
-            self.pending: set[str] = set(epoch["topics"]) & alarm
+            self.pending: set[str] = set(epoch["topics"]) & bound_set
             self.copies = int(epoch["copies"])
             self.main_passed: int | None = epoch["main_passed"]
         else:
-            self._new_epoch(alarm - self.established)
+            self._new_epoch(set(alarm_topics) - self.established)
         #: the alarm session's subscriptions of the last start that it no longer needs
-        before = set(saved.get("established", ())) | set((epoch or {}).get("topics", ()))
+        #: (saved until unsubscribed: a start that ends before it would otherwise leave them
+        #: routed to the alarm session for good)
+        before = (set(saved.get("established", ())) | set((epoch or {}).get("topics", ()))
+                  | set(saved.get("stale", ())))
         self.stale = sorted(before - self.established - self.pending)
         if self._doc() != saved:
             self._save()
@@ -168,6 +168,13 @@ class AlarmSplit:
             self.nonce, self.copies = old
             raise
 
+    def unsubscribed(self) -> None:
+        """The alarm session unsubscribed ``stale``: forgotten (OSError: still in the file,
+        unsubscribed again at the next start, which is harmless)."""
+        if self.stale:
+            self.stale = []
+            self._save()
+
     def demote(self) -> bool:
         """The broker has lost the alarm session (a CONNACK without it): every alarm topic
         moves again, in a new epoch, and the main session feeds them meanwhile. In memory
@@ -213,10 +220,13 @@ class AlarmSplit:
     def _doc(self, *, done: bool = False, copies: int | None = None) -> dict[str, Any]:
         pending = set() if done else self.pending
         established = self.established | self.pending if done else self.established
-        return {"established": sorted(established),
-                "epoch": {"nonce": self.nonce, "topics": sorted(pending),
-                          "copies": self.copies if copies is None else copies,
-                          "main_passed": self.main_passed} if pending else None}
+        doc = {"established": sorted(established),
+               "epoch": {"nonce": self.nonce, "topics": sorted(pending),
+                         "copies": self.copies if copies is None else copies,
+                         "main_passed": self.main_passed} if pending else None}
+        if self.stale:
+            doc["stale"] = list(self.stale)
+        return doc
 
     def _save(self, *, done: bool = False, copies: int | None = None) -> None:
         if self.path is None:
