@@ -33,7 +33,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -143,6 +144,9 @@ class CaseForwarder:
         self.window = window
         self._wake = asyncio.Event()
         self._failures = 0
+        #: rows sent while the last round's outcomes were being recorded: the next round
+        #: starts with them in flight
+        self._carry: dict[asyncio.Future[Outcome], dict] = {}
         self.status = StateTracker("case forwarder:", "idle", good=("idle", "ok"), logger=log)
         self.delivered = 0
         metrics.gauge("gateway_outbox_pending", self.pending_count,
@@ -184,19 +188,56 @@ class CaseForwarder:
         if delay > 0:
             await self._wait(delay)
             return 0
-        rows = self._due(1 if self._failures else self.window)
-        if not rows:
+        carried, self._carry = self._carry, {}
+        rows = self._due(1 if self._failures else self.window, list(carried.values()))
+        if not rows and not carried:
             self.status.set("idle")
             self._wake.clear()
             await self._wait(IDLE_POLL_S)
             return 0
-        rows, outcomes = await self._round(rows)
-        await self._record(rows, outcomes)
+        rows, outcomes = await self._round(rows, carried)
+        await self._record_meanwhile(rows, outcomes)
         if any(o.kind == "retry" for o in outcomes):
             await self._wait(self.backoff.delay(min(self._failures - 1, 30)))
         return len(rows)
 
-    async def _round(self, rows: list[dict]) -> tuple[list[dict], list[Outcome]]:
+    async def _record_meanwhile(self, rows: list[dict], outcomes: list[Outcome]) -> None:
+        """Record the round's outcomes; while that commit runs (5-30 ms under the intake's
+        load), a case queued meanwhile is sent at once (the next round starts with it in
+        flight) instead of waiting for the commit: while all goes well, rows of other
+        alarms and requests only (a row of this round's is still pending in the store
+        until the commit), up to ``window``."""
+        recording = asyncio.ensure_future(self._record(rows, outcomes))
+        if self._failures or any(o.kind != "delivered" for o in outcomes):
+            await recording
+            return
+        waking: asyncio.Future[Any] | None = None
+        try:
+            while not recording.done():
+                waking = asyncio.ensure_future(self._wake.wait())
+                watched: list[asyncio.Future[Any]] = [recording, waking]
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                if waking not in done:
+                    continue
+                waking = None
+                self._wake.clear()
+                room = self.window - len(self._carry)
+                for r in self._due(room, [*rows, *self._carry.values()]) if room > 0 else []:
+                    self._carry[asyncio.ensure_future(self._send(r))] = r
+            await recording
+        except BaseException:
+            recording.cancel()
+            for task in self._carry:
+                task.cancel()
+            await asyncio.gather(recording, *self._carry, return_exceptions=True)
+            self._carry = {}
+            raise
+        finally:
+            if waking is not None:
+                waking.cancel()
+
+    async def _round(self, rows: list[dict], carried: dict[asyncio.Future[Outcome], dict]
+                     | None = None) -> tuple[list[dict], list[Outcome]]:
         """Send ``rows`` at once. A case queued while they are in flight (``wake``) joins the
         round at once instead of waiting for the slowest of them and the record (a burst of
         alarms: hundreds of ms each), while all goes well, up to ``window`` in flight and
@@ -204,7 +245,9 @@ class CaseForwarder:
         no row of its alarm or request joins (not it again, not the next one before it is
         recorded, not a refused older one queued again meanwhile)."""
         started = time.monotonic()
-        flying = {asyncio.ensure_future(self._send(r)): r for r in rows}
+        flying: dict[asyncio.Future[Outcome], dict] = {
+            asyncio.ensure_future(self._send(r)): r for r in rows}
+        flying.update(carried or {})
         sent: list[dict] = []
         outcomes: list[Outcome] = []
         waking: asyncio.Task[bool] | None = None
@@ -212,8 +255,8 @@ class CaseForwarder:
             while flying:
                 if waking is None:
                     waking = asyncio.ensure_future(self._wake.wait())
-                done, _ = await asyncio.wait([*flying, waking],
-                                             return_when=asyncio.FIRST_COMPLETED)
+                watched: list[asyncio.Future[Any]] = [*flying, waking]
+                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
                 for task in [t for t in flying if t in done]:
                     sent.append(flying.pop(task))
                     outcomes.append(task.result())
@@ -224,14 +267,7 @@ class CaseForwarder:
                 if (self._failures or any(o.kind != "delivered" for o in outcomes)
                         or time.monotonic() - started > JOIN_S or len(flying) >= self.window):
                     continue
-                rows_now = [*sent, *flying.values()]
-                # not a row of an alarm or request with one in this round (a refused row
-                # queued again by `gateway outbox --retry-failed` would be due beside it)
-                alarms = {r["alarm_id"] for r in rows_now if r["alarm_id"] is not None}
-                helps = {r["help_id"] for r in rows_now if r.get("help_id") is not None}
-                more = [r for r in self._due(self.window + len(rows_now))
-                        if r["alarm_id"] not in alarms and r.get("help_id") not in helps]
-                for r in more[:self.window - len(flying)]:
+                for r in self._due(self.window - len(flying), [*sent, *flying.values()]):
                     flying[asyncio.ensure_future(self._send(r))] = r
         finally:
             for task in flying:
@@ -242,10 +278,17 @@ class CaseForwarder:
                 await asyncio.gather(*flying, return_exceptions=True)
         return sent, outcomes
 
-    def _due(self, limit: int) -> list[dict]:
+    def _due(self, limit: int, busy: Sequence[dict] = ()) -> list[dict]:
         """The oldest pending row of each of the first ``limit`` alarms and help requests, in
-        seq order."""
-        return outbox.due(self.store, limit)
+        seq order; none of an alarm or request with a row in ``busy`` (sent, not yet
+        recorded: still pending in the store; and a refused row queued again by `gateway
+        outbox --retry-failed` would be due beside it)."""
+        if not busy:
+            return outbox.due(self.store, limit)
+        alarms = {r["alarm_id"] for r in busy if r["alarm_id"] is not None}
+        helps = {r["help_id"] for r in busy if r.get("help_id") is not None}
+        return [r for r in outbox.due(self.store, limit + len(busy))
+                if r["alarm_id"] not in alarms and r.get("help_id") not in helps][:limit]
 
     async def _wait(self, seconds: float) -> None:
         try:

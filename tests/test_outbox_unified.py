@@ -9,6 +9,7 @@ case, a refused one is listed and queued again by ``gateway outbox --retry-faile
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 
@@ -20,6 +21,7 @@ from gateway.store import SCHEMA_VERSION, Store, outbox, schema
 from gateway.store import help as help_rows
 from gateway.uplink.case_system import CaseSystemClient
 from simulators.contract import Contract
+from tests.support import until
 
 SECRET = "test-secret-0123456789abcdef"
 T = "2026-12-06T09:00:00+00:00"
@@ -140,5 +142,53 @@ async def test_a_version5_store_s_help_outbox_is_carried_into_the_one_outbox(tmp
             await fwd.step()
         assert help_rows.get(store, 3)["case_id"] == "GC-tianlin-07-i1-help-3-0"
         assert outbox.pending_count(store) == 0
+    finally:
+        store.close()
+
+
+async def test_a_case_queued_while_the_last_round_is_recorded_goes_out_at_once(tmp_path):
+    """The forwarder records a round's outcomes in a commit (5-30 ms under load); a case
+    queued meanwhile is sent during that commit, not after it, and is sent once: the next
+    round starts with it in flight and records it."""
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+
+    def request(conn: sqlite3.Connection) -> None:
+        help_id = help_rows.insert(conn, category="meal", household_id="h-7-101",
+                                   grid_cell="310104-012-03", device_id=None,
+                                   channel="caller_key", note="", actor="t", now=T,
+                                   request_key=None)
+        outbox.enqueue(conn, help_id, "case.create", SERVICE_CREATE, T, "tianlin-07-i1",
+                       outbox.SERVICE)
+
+    wire = Wire()
+    client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
+                              transport=httpx.MockTransport(wire))
+    fwd = CaseForwarder(store, client, Metrics())
+    recording, release = asyncio.Event(), asyncio.Event()
+    real_record = fwd._record
+
+    async def slow_record(rows, outcomes) -> None:
+        recording.set()
+        await release.wait()
+        await real_record(rows, outcomes)
+
+    fwd._record = slow_record  # type: ignore[method-assign]
+    try:
+        async with client:
+            await store.write(request)
+            step = asyncio.create_task(fwd.step())
+            await asyncio.wait_for(recording.wait(), 5)
+            assert len(wire.sent) == 1
+            await store.write(request)
+            fwd.wake()
+            await until(lambda: len(wire.sent) == 2, 5, "the second case, during the commit")
+            release.set()
+            assert await asyncio.wait_for(step, 5) == 1
+            assert outbox.pending_count(store) == 1         # sent, its outcome not recorded
+            assert await asyncio.wait_for(fwd.step(), 5) == 1
+            assert outbox.pending_count(store) == 0
+            assert [p for p, _ in wire.sent] == ["/api/v1/cases"] * 2    # each once
+            assert help_rows.get(store, 2)["case_id"] == "GC-tianlin-07-i1-help-2-0"
     finally:
         store.close()
