@@ -45,7 +45,7 @@ from gateway.case_refusals import refusal_code
 from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
-from gateway.kernel.resilience import Backoff, CircuitBreaker
+from gateway.kernel.resilience import Backoff, BreakerState, CircuitBreaker
 from gateway.store import COMMIT_RETRY, Store, Tx, append_event, outbox
 from gateway.store import alarms as alarm_rows
 from gateway.store import help as help_rows
@@ -184,12 +184,25 @@ class CaseForwarder:
 
     async def step(self) -> int:
         """One round: send what is due, record the outcomes, wait as needed. Rows sent."""
-        delay = self.breaker.retry_in()
-        if delay > 0:
-            await self._wait(delay)
-            return 0
+        # rows sent during the last record: owned here from now on (their outcomes are
+        # recorded by this round whatever the breaker says; cancelled on any error)
         carried, self._carry = self._carry, {}
-        rows = self._due(1 if self._failures else self.window, list(carried.values()))
+        try:
+            delay = self.breaker.retry_in()
+            if delay > 0 and not carried:
+                await self._wait(delay)
+                return 0
+            # at most ``window`` in flight, carried ones included; one (the trial) while
+            # failing or half-open; none more while the breaker is open
+            limit = (0 if delay > 0 else
+                     1 if self._failures or self.breaker.state is not BreakerState.CLOSED
+                     else self.window)
+            rows = self._due(max(0, limit - len(carried)), list(carried.values()))
+        except BaseException:
+            for task in carried:
+                task.cancel()
+            await asyncio.gather(*carried, return_exceptions=True)
+            raise
         if not rows and not carried:
             self.status.set("idle")
             self._wake.clear()
@@ -208,7 +221,8 @@ class CaseForwarder:
         alarms and requests only (a row of this round's is still pending in the store
         until the commit), up to ``window``."""
         recording = asyncio.ensure_future(self._record(rows, outcomes))
-        if self._failures or any(o.kind != "delivered" for o in outcomes):
+        if (self._failures or any(o.kind != "delivered" for o in outcomes)
+                or self.breaker.state is not BreakerState.CLOSED):
             await recording
             return
         waking: asyncio.Future[Any] | None = None
@@ -283,6 +297,8 @@ class CaseForwarder:
         seq order; none of an alarm or request with a row in ``busy`` (sent, not yet
         recorded: still pending in the store; and a refused row queued again by `gateway
         outbox --retry-failed` would be due beside it)."""
+        if limit <= 0:
+            return []
         if not busy:
             return outbox.due(self.store, limit)
         alarms = {r["alarm_id"] for r in busy if r["alarm_id"] is not None}
