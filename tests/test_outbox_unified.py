@@ -16,6 +16,7 @@ import sqlite3
 import httpx
 
 from gateway.forwarder import CaseForwarder
+from gateway.kernel.resilience import CircuitBreaker
 from gateway.metrics import Metrics
 from gateway.store import SCHEMA_VERSION, Store, outbox, schema
 from gateway.store import help as help_rows
@@ -146,25 +147,16 @@ async def test_a_version5_store_s_help_outbox_is_carried_into_the_one_outbox(tmp
         store.close()
 
 
-async def test_a_case_queued_while_the_last_round_is_recorded_goes_out_at_once(tmp_path):
-    """The forwarder records a round's outcomes in a commit (5-30 ms under load); a case
-    queued meanwhile is sent during that commit, not after it, and is sent once: the next
-    round starts with it in flight and records it."""
-    store = Store(tmp_path / "gateway.db")
-    store.open()
+def _help_request(conn: sqlite3.Connection) -> None:
+    help_id = help_rows.insert(conn, category="meal", household_id="h-7-101",
+                               grid_cell="310104-012-03", device_id=None, channel="caller_key",
+                               note="", actor="t", now=T, request_key=None)
+    outbox.enqueue(conn, help_id, "case.create", SERVICE_CREATE, T, "tianlin-07-i1",
+                   outbox.SERVICE)
 
-    def request(conn: sqlite3.Connection) -> None:
-        help_id = help_rows.insert(conn, category="meal", household_id="h-7-101",
-                                   grid_cell="310104-012-03", device_id=None,
-                                   channel="caller_key", note="", actor="t", now=T,
-                                   request_key=None)
-        outbox.enqueue(conn, help_id, "case.create", SERVICE_CREATE, T, "tianlin-07-i1",
-                       outbox.SERVICE)
 
-    wire = Wire()
-    client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
-                              transport=httpx.MockTransport(wire))
-    fwd = CaseForwarder(store, client, Metrics())
+def _slow_record(fwd: CaseForwarder) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the forwarder's record of each round until ``release``: (recording, release)."""
     recording, release = asyncio.Event(), asyncio.Event()
     real_record = fwd._record
 
@@ -174,11 +166,33 @@ async def test_a_case_queued_while_the_last_round_is_recorded_goes_out_at_once(t
         await real_record(rows, outcomes)
 
     fwd._record = slow_record  # type: ignore[method-assign]
+    return recording, release
+
+
+async def _first_round_held(store: Store, fwd: CaseForwarder
+                            ) -> tuple[asyncio.Task[int], asyncio.Event]:
+    """One request's case sent, its record held: (the step, the release of its record)."""
+    recording, release = _slow_record(fwd)
+    await store.write(_help_request)
+    step = asyncio.create_task(fwd.step())
+    await asyncio.wait_for(recording.wait(), 5)
+    return step, release
+
+
+async def test_a_case_queued_while_the_last_round_is_recorded_goes_out_at_once(tmp_path):
+    """The forwarder records a round's outcomes in a commit (5-30 ms under load); a case
+    queued meanwhile is sent during that commit, not after it, and is sent once: the next
+    round starts with it in flight and records it."""
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    request = _help_request
+    wire = Wire()
+    client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
+                              transport=httpx.MockTransport(wire))
+    fwd = CaseForwarder(store, client, Metrics())
     try:
         async with client:
-            await store.write(request)
-            step = asyncio.create_task(fwd.step())
-            await asyncio.wait_for(recording.wait(), 5)
+            step, release = await _first_round_held(store, fwd)
             assert len(wire.sent) == 1
             await store.write(request)
             fwd.wake()
@@ -190,5 +204,52 @@ async def test_a_case_queued_while_the_last_round_is_recorded_goes_out_at_once(t
             assert outbox.pending_count(store) == 0
             assert [p for p, _ in wire.sent] == ["/api/v1/cases"] * 2    # each once
             assert help_rows.get(store, 2)["case_id"] == "GC-tianlin-07-i1-help-2-0"
+    finally:
+        store.close()
+
+
+async def test_cases_sent_during_a_record_as_the_case_system_fails_are_kept_and_sent_again(
+        tmp_path):
+    """Two cases go out during the last round's record and the case system fails them (its
+    breaker opens): the next step records their outcome at once (no case lost, no task left,
+    the status says so), sends nothing more to the open breaker, and once the system is
+    back each is created once."""
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    wire = Wire()
+    down = [False]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if down[0]:
+            wire.sent.append((request.url.path, json.loads(request.content)))
+            return httpx.Response(503, json={"error": "maintenance"})
+        return wire(request)
+
+    client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
+                              transport=httpx.MockTransport(handler))
+    fwd = CaseForwarder(store, client, Metrics(),
+                        breaker=CircuitBreaker(failure_threshold=2, reset_timeout_s=0.5))
+    try:
+        async with client:
+            step, release = await _first_round_held(store, fwd)
+            down[0] = True
+            await store.write(_help_request)
+            await store.write(_help_request)
+            fwd.wake()
+            await until(lambda: len(wire.sent) == 3, 5, "two cases sent during the record")
+            release.set()
+            assert await asyncio.wait_for(step, 5) == 1
+            assert await asyncio.wait_for(fwd.step(), 5) == 2       # their outcomes
+            assert fwd._carry == {} and fwd.state.startswith("retrying")
+            assert outbox.pending_count(store) == 2 and len(wire.sent) == 3
+            down[0] = False
+            for _ in range(20):
+                if outbox.pending_count(store) == 0:
+                    break
+                await asyncio.wait_for(fwd.step(), 10)
+            assert outbox.pending_count(store) == 0
+            created = [b["idempotency_key"] for p, b in wire.sent[3:]]
+            assert sorted(created) == ["tianlin-07-i1-help-2-0", "tianlin-07-i1-help-3-0"]
+            assert fwd.state == "ok"
     finally:
         store.close()
