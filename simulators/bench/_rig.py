@@ -128,12 +128,15 @@ class Workload:
         return [d for d in self.community.devices
                 if d.type == device_type and (shape is None or d.shape == shape)]
 
-    def messages(self, n: int, *, seed: int = 0, alarm_every: int = 1000
+    def messages(self, n: int, *, seed: int = 0, alarm_every: int = 1000, ias: bool = False
                  ) -> list[tuple[str, bytes]]:
         """``n`` messages: motion 35 %, doors 20 %, water meters 15 %, electricity meters
         15 % (energy and power), battery heartbeats 15 % (motion sensors, door contacts and
         smoke detectors); one in ``alarm_every`` is an emergency call (an SOS press on an
-        emergency caller: alarm-class, through the inbox)."""
+        emergency caller: alarm-class, through the inbox). ``ias``: a Zigbee2MQTT motion or
+        door report also carries ``tamper: false`` and ``battery_low: false``, as
+        zigbee-herdsman-converters' IAS zone converters (most PIR and door sensors) send
+        them: an alarm-class restore in every such report."""
         rng = random.Random(seed)
         motion, doors = self.by_type("motion_sensor"), self.by_type("door_contact")
         water, power = self.by_type("water_meter"), self.by_type("electricity_meter")
@@ -149,8 +152,12 @@ class Workload:
                 x = rng.random()
                 if x < 0.35:
                     d, body = rng.choice(motion), {"occupancy": rng.random() < 0.5}
+                    if ias and d.shape == "z2m":
+                        body.update(tamper=False, battery_low=False)
                 elif x < 0.55:
                     d, body = rng.choice(doors), {"contact": rng.random() < 0.6}
+                    if ias and d.shape == "z2m":
+                        body.update(tamper=False, battery_low=False)
                 elif x < 0.70:
                     d, body = rng.choice(water), {"volume_m3": round(100 + i * 1e-4, 4)}
                 elif x < 0.85:

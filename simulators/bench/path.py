@@ -69,6 +69,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-s", type=float, default=20.0, help="half-load phase length")
     p.add_argument("--burst-s", type=float, default=3.0, help="10x burst length")
     p.add_argument("--sos-every", type=float, default=0.1, help="s between smoke alarms")
+    p.add_argument("--ias", action="store_true",
+                   help="Zigbee2MQTT motion and door reports carry tamper and battery_low "
+                        "false, as the IAS converters send them (an alarm-class restore each)")
     p.add_argument("--peers", action="store_true",
                    help="also Node-RED (installed into a cache folder on first use)")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "gateway-bench",
@@ -84,11 +87,12 @@ def run(args: argparse.Namespace) -> dict:
     out: dict = {"load_before": uptime(), "households": args.households,
                  "messages": args.messages}
     out["alarm_session"] = not args.one_session
+    out["ias_payloads"] = args.ias
     with community_rig("bench-path-", args.households, args.workdir,
                        alarm_session=not args.one_session) as rig:
         community, port = rig.community, rig.broker.port
         workload = Workload(community)
-        messages = workload.messages(args.messages)
+        messages = workload.messages(args.messages, ias=args.ias)
         out["devices"] = len(community.devices)
         out["sos_presses"] = sum(1 for _t, p in messages if b"sos" in p or b"emerg" in p)
         out.update(_ceiling(port, messages))
@@ -255,7 +259,7 @@ class _Stream(threading.Thread):
 def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Workload,
              half_rate: float, args: argparse.Namespace, work: Path) -> dict:
     detectors = workload.by_type("smoke_detector", "z2m")
-    load = workload.messages(200_000, seed=1, alarm_every=0)
+    load = workload.messages(200_000, seed=1, alarm_every=0, ias=args.ias)
     stream = _Stream(gw.url, token)
     stream.start()
     if not stream.open.wait(10):
