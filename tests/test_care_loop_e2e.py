@@ -13,7 +13,9 @@ device, so there is none here (tests/test_drivers_gateway.py covers those transp
 Site copies. What the sites lack for a category is added to the copy (a gas and a water-leak
 detector, a door contact, motion sensors, smoke detectors, and the rules sos_repeated (count
 per household), door_held (held) and gas_and_smoke (compound per household)); the sites' own
-rules do the rest (sos, smoke, gas, water_leak, inactivity). Time-based rules get
+rules do the rest (sos, smoke, gas, water_leak, inactivity). On the generated site the water
+leak comes from the household's water meter (its `leak` field; a meter reads on the main MQTT
+session, not the alarm session: drivers.mqtt.is_alarm_device). Time-based rules get
 short durations: door_held 3 s, fixed inactivity threshold 15 s, learned ceiling 25 s.
 
 Learned inactivity. The learned path needs two weeks of a household's rhythm. The test seeds
@@ -75,7 +77,7 @@ class Site:
     station_smoke: tuple[str, str]       # a shared (grid cell) smoke detector
     home_smoke: tuple[str, str, dict]
     gas: tuple[str, str]
-    leak: tuple[str, str]
+    leak: tuple[str, str, dict]          # device id, topic, leak payload
     door: tuple[str, str]
     motion: dict[str, tuple[str, str]]   # household -> (device id, topic)
     gw: GatewayProcess | None = None
@@ -144,7 +146,7 @@ def example_site(root: Path, mqtt_port: int, case_url: str, api_port: int) -> Si
                 station_smoke=("smoke-station-4", "devices/smoke-station-4"),
                 home_smoke=("smoke-9-201", "devices/smoke-9-201", {"smoke": True}),
                 gas=("gas-9-201", _z2m("kitchen_gas_9_201")),
-                leak=("leak-9-201", _z2m("bath_leak_9_201")),
+                leak=("leak-9-201", _z2m("bath_leak_9_201"), {"water_leak": True}),
                 door=("door-9-201", _z2m("front_door_9_201")),
                 motion={"h-7-302": ("motion-7-302", _z2m("motion_7_302")),
                         "h-7-101": ("motion-7-101", _z2m("motion_7_101"))})
@@ -189,16 +191,15 @@ def generated_site(root: Path, mqtt_port: int, case_url: str, api_port: int) -> 
                 station_smoke=("station-smoke-01", topic("station-smoke-01")),
                 home_smoke=("smoke-01-301", topic("smoke-01-301"), {"smoke": True}),
                 gas=("gas-01-301", _z2m("b01-301-gas")),
-                leak=("leak-01-301", _z2m("b01-301-leak")),
+                # the household's water meter flags the leak (a meter: the main session's)
+                leak=("water-01-301", topic("water-01-301"), {"leak": True}),
                 door=("door-01-301", topic("door-01-301")),
                 motion={fixed: ("motion-01-101", topic("motion-01-101")),
                         learned: ("motion-01-303", topic("motion-01-303"))})
     devices = _load(d / "devices.yaml")
     devices["devices"] += [
         {"id": "gas-01-301", "type": "gas_detector", "household": ev,
-         "profile": "zigbee2mqtt-gas-detector", "mqtt": {"zigbee2mqtt": "b01-301-gas"}},
-        {"id": "leak-01-301", "type": "water_leak_detector", "household": ev,
-         "profile": "zigbee2mqtt-water-leak-detector", "mqtt": {"zigbee2mqtt": "b01-301-leak"}}]
+         "profile": "zigbee2mqtt-gas-detector", "mqtt": {"zigbee2mqtt": "b01-301-gas"}}]
     _dump(d / "devices.yaml", devices)
     rules = _load(d / "rules.yaml")
     learned_rule = next(r for r in rules["rules"] if r["id"] == "inactivity")
@@ -374,7 +375,7 @@ def test_alarm_category_becomes_a_case_and_the_status_comes_back(rig, site_name,
         alarm = _one_alarm(site, "gas", 10, device_id=site.gas[0])
         assert alarm["category"] == "gas"
     elif category == "water_leak":
-        _pub(rig, (site.leak[1], {"water_leak": True}))
+        _pub(rig, (site.leak[1], site.leak[2]))
         alarm = _one_alarm(site, "water_leak", 10, device_id=site.leak[0])
         assert alarm["category"] == "water_leak"
     elif category == "count":
