@@ -552,18 +552,18 @@ class MqttIntake:
         def read_burst() -> None:
             if again:
                 return          # this turn's burst is scheduled already
-            if pause is not None and pause():
+            # (in the free time after a full hold, pause() is not even asked)
+            if pause is not None and time.perf_counter() >= free_until[0] and pause():
                 now = time.perf_counter()
-                if now >= free_until[0]:
-                    if not paused_at:
-                        paused_at.append(now)
-                    if now - paused_at[0] < ALARM_FIRST_PAUSE_S:
-                        # not watched meanwhile (a readable socket would wake the loop at
-                        # every turn); looked at again shortly
-                        loop.remove_reader(fd)
-                        again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
-                        return
-                    free_until[0] = now + ALARM_FIRST_FREE_S
+                if not paused_at:
+                    paused_at.append(now)
+                if now - paused_at[0] < ALARM_FIRST_PAUSE_S:
+                    # not watched meanwhile (a readable socket would wake the loop at every
+                    # turn); looked at again shortly
+                    loop.remove_reader(fd)
+                    again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
+                    return
+                free_until[0] = now + ALARM_FIRST_FREE_S
             paused_at.clear()
             until = time.perf_counter() + READ_BURST_S
             n = 0

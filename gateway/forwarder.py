@@ -34,8 +34,8 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 

@@ -150,12 +150,11 @@ class Workload:
                               else {"event": "sos"})
             else:
                 x = rng.random()
-                if x < 0.35:
-                    d, body = rng.choice(motion), {"occupancy": rng.random() < 0.5}
-                    if ias and d.shape == "z2m":
-                        body.update(tamper=False, battery_low=False)
-                elif x < 0.55:
-                    d, body = rng.choice(doors), {"contact": rng.random() < 0.6}
+                if x < 0.55:
+                    if x < 0.35:
+                        d, body = rng.choice(motion), {"occupancy": rng.random() < 0.5}
+                    else:
+                        d, body = rng.choice(doors), {"contact": rng.random() < 0.6}
                     if ias and d.shape == "z2m":
                         body.update(tamper=False, battery_low=False)
                 elif x < 0.70:
