@@ -8,6 +8,9 @@ Two paths, so that alarms never wait behind telemetry:
   After the commit they are fed to the rule engine, and the resulting alarm changes are
   committed together with marking the inbox rows processed. On start-up, inbox rows not yet
   processed are fed again, so a crash between acknowledgement and alarm loses nothing.
+  A restore that changes nothing (a Zigbee2MQTT sensor sends ``tamper: false`` in every
+  report; no alarm or fault of it is open) goes with the telemetry while nothing of its
+  device is on this way (``Pipeline._restates``): there is nothing in it to lose.
 - **telemetry** goes through a bounded in-memory queue; when it is full the reading is shed
   and counted (``gateway_shed_total``).
 - readings a :class:`DurableWriter` takes (a help key press: ``gateway.help_requests``) go
@@ -95,6 +98,8 @@ class Pipeline:
         self._durable_ready = asyncio.Event()
         #: an alarm's inbox commit or its rules' apply is under way (``alarm_work``)
         self._alarm_busy = 0
+        #: device -> its readings offered or recovered the durable way and not yet applied
+        self._in_flight: dict[str, int] = {}
         self._alarm_q: asyncio.Queue[tuple[list[int], list[Reading], float]] = asyncio.Queue()
         self._telemetry_q: asyncio.Queue[Reading] = asyncio.Queue(maxsize=telemetry_queue)
         self._work = asyncio.Event()
@@ -118,12 +123,18 @@ class Pipeline:
         else:
             for r in readings:      # one pass: the hot path of telemetry
                 (alarm if r.is_alarm_class or self._kept(r) else telemetry).append(r)
+            if alarm and self._restates(alarm):
+                telemetry += alarm
+                alarm = []
         for r in telemetry:
             try:
                 self._telemetry_q.put_nowait(r)
             except asyncio.QueueFull:
                 self.metrics.inc("gateway_shed_total", reason="telemetry_queue_full")
         if alarm:
+            flight = self._in_flight
+            for r in alarm:
+                flight[r.device_id] = flight.get(r.device_id, 0) + 1
             self._durable.append(_Pending(alarm, ack))
             self._durable_ready.set()
         elif ack is not None:
@@ -134,6 +145,20 @@ class Pipeline:
         """An alarm-class reading is offered and not yet applied: the MQTT intake's main
         session holds back its telemetry meanwhile (drivers/mqtt.py ``alarm_first``)."""
         return bool(self._durable) or self._alarm_busy > 0 or not self._alarm_q.empty()
+
+    def _restates(self, readings: list[Reading]) -> bool:
+        """Restores that change nothing (``Engine.repeats_nothing``: a Zigbee2MQTT sensor's
+        ``tamper: false`` in every report, nothing of the sensor open), all of a message's
+        alarm-class readings, while nothing of their device is on the durable way: they go
+        with the telemetry, acknowledged at once. Lost in a crash or shed by a full queue
+        they change nothing, and a reading of the device offered after them that is fed
+        first makes them stale (``Engine.feed_repeat``)."""
+        flight, engine = self._in_flight, self.engine
+        for r in readings:
+            if (r.value is not False or not r.is_alarm_class or r.device_id in flight
+                    or not engine.repeats_nothing(r) or self._kept(r)):
+                return False
+        return True
 
     def _kept(self, reading: Reading) -> bool:
         for w in self.writers:
@@ -157,6 +182,7 @@ class Pipeline:
             # the snapshot may have been taken after this reading was fed and before its
             # actions committed: it must not be taken for a duplicate of itself
             self.engine.rewind(reading.device_id, reading.kind, reading.ts)
+            self._in_flight[reading.device_id] = self._in_flight.get(reading.device_id, 0) + 1
             self._alarm_q.put_nowait(([row["seq"]], [reading], time.monotonic()))
         if rows:
             log.warning("recovering %d accepted alarm-class readings not yet processed",
@@ -218,7 +244,7 @@ class Pipeline:
         actions: list = []
         seqs: list[int] = []
         started: list[float] = []
-        fed = 0
+        devices: list[str] = []
         now = utc()
         self._alarm_busy += 1
         try:
@@ -226,12 +252,18 @@ class Pipeline:
                 seq_list, readings, received = self._alarm_q.get_nowait()
                 for r in readings:
                     actions.extend(self._feed(r, now))
-                fed += len(readings)
+                    devices.append(r.device_id)
                 seqs.extend(seq_list)
                 started.append(received)
             await self._apply(actions, seqs)
         finally:
             self._alarm_busy -= 1
+        flight = self._in_flight
+        for d in devices:
+            n = flight.pop(d, 1) - 1
+            if n > 0:
+                flight[d] = n
+        fed = len(devices)
         self.metrics.inc("gateway_readings_processed_total", fed)
         done = time.monotonic()
         for t0 in started:
@@ -247,7 +279,10 @@ class Pipeline:
         for _ in range(limit):
             if self._telemetry_q.empty() or not self._alarm_q.empty():
                 break
-            actions.extend(self._feed(self._telemetry_q.get_nowait(), now))
+            r = self._telemetry_q.get_nowait()
+            # alarm-class here: a restore that changed nothing when offered (_restates),
+            # which readings of its device offered after it may have overtaken
+            actions.extend(self._feed(r, now, r.is_alarm_class))
             fed += 1
             if not fed & 31 and time.perf_counter() > until:
                 break
@@ -258,10 +293,10 @@ class Pipeline:
         if not actions:
             await asyncio.sleep(0)  # let intake callbacks run between batches
 
-    def _feed(self, reading: Reading, now) -> list:
+    def _feed(self, reading: Reading, now, repeat: bool = False) -> list:
         self.metrics.inc("gateway_readings_total", kind=reading.kind.value)
         self.on_reading(reading)
-        return self.engine.feed(reading, now)
+        return (self.engine.feed_repeat if repeat else self.engine.feed)(reading, now)
 
     async def _apply(self, actions: list, seqs: list[int]) -> None:
         """Commit ``actions`` with the engine's alarm bookkeeping changed by them (taken in

@@ -55,6 +55,13 @@ class CheckinEval(Evaluator):
     def accepts(self, d: DeviceInfo) -> bool:
         return d.device_type in ("emergency_caller", "") and Evaluator.accepts(self, d)
 
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """Only a press checks in."""
+        return kind is Kind.SOS and value is not True
+
+    def holds(self, device_id: str) -> bool:
+        return False        # the readings it is idle on touch nothing it holds
+
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
         if r.kind is Kind.SOS and r.value is not True:
             return

@@ -9,6 +9,9 @@ Contract:
   (``stats["future"]``); a reading older than the last accepted one of the same device and
   kind is stale and ignored (``stats["stale"]``); one with the same time and value is a
   duplicate and ignored (``stats["duplicate"]``). None of them changes any state.
+  A reading that changes nothing (``repeats_nothing``: every rule idle on it, holding
+  nothing it could end) may be fed with ``feed_repeat`` behind readings offered after it;
+  one of them making it change something makes it stale.
 - Timers run on engine time (see :mod:`rules.clock`): clock steps do not fire them.
 - Quiet band: evaluators that define ``quiet_band()`` (thresholds) are not called for a
   reading whose value lies in the band where each of them is neither over its limit nor
@@ -135,7 +138,7 @@ class Stream:
 
     __slots__ = ("device_id", "kind", "last_ts", "last_value", "handlers", "calls",
                  "bad_calls", "quiet_calls", "quiet_lo", "quiet_hi", "quiet", "where", "unit",
-                 "device_type", "device_index", "household_index")
+                 "device_type", "device_index", "household_index", "fed")
 
     def __init__(self, route: DeviceRoute, kind: Kind) -> None:
         info = route.info
@@ -149,6 +152,8 @@ class Stream:
         (self.calls, self.bad_calls, self.quiet_calls, self.quiet_lo,
          self.quiet_hi) = route.calls[key]
         self.quiet = False
+        #: a good value was given to the rules in this engine (not only restored)
+        self.fed = False
         self.where = route.where
         self.unit = UNITS.get(kind, "")
         self.device_index = route.device_index
@@ -190,6 +195,8 @@ class Engine:
         #: bound on_reading methods per interned route and per interned handler tuple (by
         #: id: the index keeps both alive); the quiet-band call tuples, interned by value
         self._bound: dict[Any, Any] = {}
+        #: (handlers, kind, value) -> whether every handler is idle on a repeat of the value
+        self._idle: dict[tuple[Any, Kind, Value], bool] = {}
         #: every site device's route, built here so that no reading pays for it
         self._routes: dict[str, DeviceRoute] = {
             d: DeviceRoute(info, self._index, site, self._bound)
@@ -237,6 +244,7 @@ class Engine:
             calls = st.bad_calls
         else:
             st.last_value = value
+            st.fed = True
             calls = st.calls
             hi = st.quiet_hi
             if hi is not None:
@@ -263,6 +271,46 @@ class Engine:
         if self._modes and value is not None and reading.device_id in self._modes:
             self._test_reading(reading, t)
         return out
+
+    def repeats_nothing(self, reading: Reading) -> bool:
+        """Whether feeding ``reading`` now would change nothing: the device in no test or
+        maintenance mode, every rule listening idle on it. For a repeat of its stream's last
+        value, given to the rules in this engine, their word alone says so
+        (``Evaluator.repeat_idle``, cached); for any other value, or a stream they were not
+        given a value of yet (a new one, one restored after a restart), they must also hold
+        nothing for the device that it could end (``Evaluator.holds``: an active alarm, a
+        held state, an open fault). The pipeline asks before it makes a restore durable
+        (gateway/pipeline.py)."""
+        device, kind, value = reading.device_id, reading.kind, reading.value
+        if value is None or (self._modes and device in self._modes):
+            return False
+        kinds = self._streams.get(device)
+        st = kinds.get(kind) if kinds is not None else None
+        if st is not None:
+            handlers = st.handlers
+        else:
+            route = self._routes.get(device)
+            if route is None:
+                return False
+            by_kind = route.by_kind
+            handlers = by_kind[kind if kind in by_kind else None]
+        key = (handlers, kind, value)
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = all(h.repeat_idle(kind, value) for h in handlers)
+        if not idle or (st is not None and st.fed and st.last_value == value):
+            return idle
+        return not any(h.holds(device) for h in handlers)
+
+    def feed_repeat(self, reading: Reading, now: datetime) -> list[Action]:
+        """:meth:`feed` for a reading that changed nothing (:meth:`repeats_nothing`) when it
+        was offered, fed after readings offered later: if it would change something now, one
+        of those did, so it is stale (``stats["stale"]``) even at the same time stamp (a
+        device stamping whole seconds)."""
+        if not self.repeats_nothing(reading):
+            self.stats["stale"] += 1
+            return []
+        return self.feed(reading, now)
 
     def tick(self, now: datetime) -> list[Action]:
         """Run every timer due at ``now``; return the actions."""

@@ -16,6 +16,14 @@ Contract of an evaluator (also followed by supervision and inactivity):
 - ``quiet_band()``: None, or ``(lo, hi)``: values for which ``on_reading`` does nothing when
   the device holds no state in this rule, and which leave it holding none (the engine then
   skips the call once a previous value in the band has been given to it).
+- ``repeat_idle(kind, value)``: whether a reading of ``kind`` with ``value``, the same value
+  as its stream's last one (already given to this rule), changes nothing this rule holds or
+  records beyond what that first one did (False, the default, when unsure): the pipeline
+  then need not make a repeated restore durable (``Engine.repeats_nothing``).
+- ``holds(device_id)``: whether this rule holds state for the device that a reading it is
+  idle on a repeat of could still end (an active alarm, a held state, an open fault; True,
+  the default, when unsure): a reading its rules were not given yet (a new stream, one
+  restored after a restart) changes nothing when each is idle on it and holds nothing.
 """
 
 from __future__ import annotations
@@ -115,6 +123,12 @@ class Evaluator:
     def quiet_band(self) -> tuple[float, float] | None:
         return None
 
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        return False
+
+    def holds(self, device_id: str) -> bool:
+        return True
+
     def state(self) -> dict[str, Any]:
         return {}
 
@@ -186,6 +200,18 @@ class MatchEval(Evaluator):
             self.book.trigger(rule, key, st.where, t, self._fields(st, r.value), r.value, r.ts)
         elif rule.clear_when is not None and matches(rule.clear_when, r.kind, r.value):
             self.book.clear(rule, key, t, f"{r.kind.value}={r.value}", rule.auto_resolve_on_clear)
+
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """Not a trigger; a clear of its own alarm (clearing a cleared alarm does nothing,
+        and only a trigger, which this stream has not had since, makes it active again)."""
+        rule = self.rule
+        clear = rule.clear_when
+        return not matches(rule.when, kind, value) and (
+            clear is None or not matches(clear, kind, value) or clear.kind is rule.when.kind)
+
+    def holds(self, device_id: str) -> bool:
+        o = self.book.open.get(f"{self.rule.id}:{device_id}")
+        return o is not None and o.active
 
 
 class ThresholdEval(_PendingEval):
@@ -311,6 +337,13 @@ class CountEval(Evaluator):
                                   duration=bilingual_duration(rule.window))
             self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
 
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """Only readings it counts do something."""
+        return kind is not self._kind or (self._want is not None and value != self._want)
+
+    def holds(self, device_id: str) -> bool:
+        return False        # the readings it is idle on are not counted
+
     def state(self) -> dict[str, Any]:
         return {"times": {k: list(v) for k, v in self._times.items()}}
 
@@ -356,6 +389,14 @@ class HeldEval(Evaluator):
                 rule = self.rule
                 self.book.clear(rule, f"{rule.id}:{st.device_id}", t, f"{r.kind.value}={v}",
                                 rule.auto_resolve_on_clear)
+
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """The state is off: nothing is held for the device since the first such reading
+        (an increasing state is off for an unchanged value)."""
+        return self._increasing or value != self._want
+
+    def holds(self, device_id: str) -> bool:
+        return device_id in self._held
 
     def on_timer(self, key: str, due: float, t: float) -> None:
         s = self._held.get(key)
@@ -433,6 +474,13 @@ class CompoundEval(Evaluator):
         del self._seen[group]
         fields = self._fields(st, r.value, duration=bilingual_duration(rule.window))
         self.book.trigger(rule, f"{rule.id}:{group}", where, t, fields, r.value, r.ts)
+
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """Only readings matching a term do something."""
+        return not any(matches(c, kind, value) for c in self._terms)
+
+    def holds(self, device_id: str) -> bool:
+        return False        # the readings it is idle on match no term
 
     def state(self) -> dict[str, Any]:
         return {"seen": self._seen}

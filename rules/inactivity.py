@@ -260,6 +260,13 @@ class InactivityEval(Evaluator):
         return ("household", self._households) if self._households else ("type",
                                                                          self._src_types)
 
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """A boolean that is not true is no activity."""
+        return value is False and kind not in CUMULATIVE_KINDS
+
+    def holds(self, device_id: str) -> bool:
+        return False        # the readings it is idle on touch nothing it holds
+
     def on_reading(self, st: Stream, r: Reading, prev: Value, t: float) -> None:
         i = st.household_index
         kind, v = r.kind, r.value

@@ -111,6 +111,16 @@ class SupervisionEval(Evaluator):
                 else:
                     self._clear(st.device_id, fault, t)
 
+    def repeat_idle(self, kind: Kind, value: Value) -> bool:
+        """A boolean fault's restore: a clear of what the first one cleared."""
+        fault = _BOOL_FAULTS.get(kind)
+        return fault is not None and value is not fault[1]
+
+    def holds(self, device_id: str) -> bool:
+        open_ = self.engine.faults.open
+        prefix = f"{self.rule.id}:{device_id}:"
+        return any(prefix + name in open_ for name, _bad in _BOOL_FAULTS.values())
+
     def tick(self, t: float) -> None:
         """Silence scan (every few seconds): raise for devices quiet past their limit,
         clear for silent ones that reported again."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from pathlib import Path
 import re
 import secrets
 import threading
@@ -529,3 +530,41 @@ async def test_the_main_session_keeps_half_the_time_while_alarms_go_first(tmp_pa
         took = asyncio.get_running_loop().time() - t0
         # held without a floor (one read of 4 ms at most per 250 ms): 11.9 s here
         assert took < 3.0, took
+
+
+def test_a_gas_detectors_repeated_restores_skip_the_inbox_and_its_gas_is_one_case(rig):
+    """A Zigbee2MQTT gas detector (HS3CG, its payloads made by zigbee-herdsman-converters)
+    reports ``gas``, ``tamper`` and ``battery_low`` false in every message: with no alarm or
+    fault of the detector to clear, they change nothing and are acknowledged without the
+    inbox's commit. Its gas alarm and the clear after it still go the durable way: an alarm,
+    one case, its status on the card, then cleared."""
+    model = json.loads((Path(__file__).parent / "data" / "z2m" / "models" / "HS3CG.json")
+                       .read_text(encoding="utf-8"))
+    payload = {c["name"]: c["payload"] for c in model["cases"]}
+    normal, gas = payload["gas normal"], payload["gas alarm"]
+    assert normal["tamper"] is False and normal["battery_low"] is False
+    topic, port = "zigbee2mqtt/h7-101/gas", rig["broker"].port
+    gw = rig["gw"]()
+    token = gw.token("duty", "restores")
+    gw.start()
+
+    def counts() -> tuple[float, float]:
+        text = gw.metrics()
+        return (metric_value(text, "gateway_readings_total", kind="gas"),
+                metric_value(text, "gateway_accepted_alarm_messages_total"))
+
+    mqtt_publish(port, [(topic, normal)])
+    assert wait_for(lambda: counts()[0] == 1 or None, timeout=15, what="first report")
+    mqtt_publish(port, [(topic, normal)] * 40)
+    assert wait_for(lambda: counts()[0] == 41 or None, timeout=15, what="40 reports fed")
+    assert counts() == (41, 0)                     # none through the inbox
+
+    mqtt_publish(port, [(topic, gas)])
+    api = gw.api(token)
+    [alarm] = _alarms_of(api, {("gas-7-101", "gas")})
+    _one_case_each_with_feedback(rig, api, [alarm])
+    mqtt_publish(port, [(topic, normal)])          # the clear: its gas was not a repeat
+    card = wait_for(lambda: (lambda c: c if c.get("cleared_at") else None)(
+        api.get(f"/api/alarms/{alarm['id']}").json()), timeout=15, what="cleared on the card")
+    assert card["case_status"] == "dispatched"
+    assert counts() == (43, 2)
