@@ -123,8 +123,10 @@ class Pipeline:
         else:
             for r in readings:      # one pass: the hot path of telemetry
                 (alarm if r.is_alarm_class or self._kept(r) else telemetry).append(r)
-            if alarm and self._restates(alarm):
-                telemetry += alarm
+            q = self._telemetry_q
+            if (alarm and (q.maxsize <= 0 or q.qsize() + len(alarm) + len(telemetry)
+                           <= q.maxsize) and self._restates(alarm)):
+                telemetry = alarm + telemetry       # in the message's order: alarm-class first
                 alarm = []
         for r in telemetry:
             try:
@@ -150,9 +152,10 @@ class Pipeline:
         """Restores that change nothing (``Engine.repeats_nothing``: a Zigbee2MQTT sensor's
         ``tamper: false`` in every report, nothing of the sensor open), all of a message's
         alarm-class readings, while nothing of their device is on the durable way: they go
-        with the telemetry, acknowledged at once. Lost in a crash or shed by a full queue
-        they change nothing, and a reading of the device offered after them that is fed
-        first makes them stale (``Engine.feed_repeat``)."""
+        with the telemetry, acknowledged at once (when the queue has room: never shed, so
+        they keep their device alive for supervision as before). Lost in a crash they change
+        nothing; a reading of the device offered after them and fed first, stamped the same
+        time with another value, makes them stale (``Engine.feed_repeat``)."""
         flight, engine = self._in_flight, self.engine
         for r in readings:
             if (r.value is not False or not r.is_alarm_class or r.device_id in flight
@@ -281,7 +284,7 @@ class Pipeline:
                 break
             r = self._telemetry_q.get_nowait()
             # alarm-class here: a restore that changed nothing when offered (_restates),
-            # which readings of its device offered after it may have overtaken
+            # which readings of its device offered after it may have overtaken (feed_repeat)
             actions.extend(self._feed(r, now, r.is_alarm_class))
             fed += 1
             if not fed & 31 and time.perf_counter() > until:

@@ -9,9 +9,10 @@ Contract:
   (``stats["future"]``); a reading older than the last accepted one of the same device and
   kind is stale and ignored (``stats["stale"]``); one with the same time and value is a
   duplicate and ignored (``stats["duplicate"]``). None of them changes any state.
-  A reading that changes nothing (``repeats_nothing``: every rule idle on it, holding
-  nothing it could end) may be fed with ``feed_repeat`` behind readings offered after it;
-  one of them making it change something makes it stale.
+  A reading that changed nothing when offered (``repeats_nothing``: every rule idle on it,
+  holding nothing it could end) may be fed with ``feed_repeat`` behind readings of its
+  device offered after it; one of them stamped the same time with another value makes it
+  stale.
 - Timers run on engine time (see :mod:`rules.clock`): clock steps do not fire them.
 - Quiet band: evaluators that define ``quiet_band()`` (thresholds) are not called for a
   reading whose value lies in the band where each of them is neither over its limit nor
@@ -195,8 +196,8 @@ class Engine:
         #: bound on_reading methods per interned route and per interned handler tuple (by
         #: id: the index keeps both alive); the quiet-band call tuples, interned by value
         self._bound: dict[Any, Any] = {}
-        #: (handlers, kind, value) -> whether every handler is idle on a repeat of the value
-        self._idle: dict[tuple[Any, Kind, Value], bool] = {}
+        #: (id of an interned handler tuple, kind, value) -> every handler idle on a repeat
+        self._idle: dict[tuple[int, Kind, Value], bool] = {}
         #: every site device's route, built here so that no reading pays for it
         self._routes: dict[str, DeviceRoute] = {
             d: DeviceRoute(info, self._index, site, self._bound)
@@ -294,7 +295,7 @@ class Engine:
                 return False
             by_kind = route.by_kind
             handlers = by_kind[kind if kind in by_kind else None]
-        key = (handlers, kind, value)
+        key = (id(handlers), kind, value)     # interned: the rule index keeps them
         idle = self._idle.get(key)
         if idle is None:
             idle = self._idle[key] = all(h.repeat_idle(kind, value) for h in handlers)
@@ -304,10 +305,14 @@ class Engine:
 
     def feed_repeat(self, reading: Reading, now: datetime) -> list[Action]:
         """:meth:`feed` for a reading that changed nothing (:meth:`repeats_nothing`) when it
-        was offered, fed after readings offered later: if it would change something now, one
-        of those did, so it is stale (``stats["stale"]``) even at the same time stamp (a
-        device stamping whole seconds)."""
-        if not self.repeats_nothing(reading):
+        was offered and went the telemetry's way, so that readings of its device offered
+        after it may have been fed first: one of them stamped the same time with another
+        value makes it stale (``stats["stale"]``; a device stamping whole seconds), as an
+        older one does in :meth:`feed`."""
+        kinds = self._streams.get(reading.device_id)
+        st = kinds.get(reading.kind) if kinds is not None else None
+        if (st is not None and reading.ts.timestamp() == st.last_ts
+                and reading.value != st.last_value):
             self.stats["stale"] += 1
             return []
         return self.feed(reading, now)

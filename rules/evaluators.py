@@ -392,8 +392,8 @@ class HeldEval(Evaluator):
 
     def repeat_idle(self, kind: Kind, value: Value) -> bool:
         """The state is off: nothing is held for the device since the first such reading
-        (an increasing state is off for an unchanged value)."""
-        return self._increasing or value != self._want
+        (an increasing state goes off at an unchanged value: a change)."""
+        return not self._increasing and value != self._want
 
     def holds(self, device_id: str) -> bool:
         return device_id in self._held

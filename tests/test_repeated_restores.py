@@ -8,9 +8,10 @@ it to lose.
   an open fault) unless it repeats a value they were given. Feeding one then makes no action
   and changes no rule's state (checked against random sequences, also with rules that do act
   on every such reading: a count of every tamper report, a match on false).
-- The pipeline takes that way only while nothing of the device is on the durable way, and a
-  reading offered after it that overtakes it (alarms go first) makes it stale, even at the
-  same time stamp (a device stamping whole seconds).
+- The pipeline takes that way only while nothing of the device is on the durable way and
+  the telemetry queue has room (never shed). A reading of the device offered after it and
+  fed first (alarms go first) stamped the same second makes it stale (a device stamping
+  whole seconds); one stamped earlier does not: the restore, the device's last word, ends it.
 - After a restart, the clear of an alarm the snapshot missed (the store's word) is durable.
 """
 
@@ -115,6 +116,15 @@ def test_a_restore_changes_nothing_only_while_nothing_is_held_for_its_device() -
     assert not idle("smoke-1", "smoke", False, 12)       # a test, recorded as one
 
 
+def test_a_flow_held_by_increasing_readings_ends_on_an_unchanged_one() -> None:
+    """``increasing``: water flowing without pause; the same volume again ends it."""
+    eng = Engine(config({"id": "flow", "kind": "held", "when": {"kind": "water_volume"},
+                         "increasing": True, "for": "1h"}), SMALL)
+    for t, v in ((1, 5.0), (2, 6.0)):
+        eng.feed(reading("water-1", "water_volume", v, t, SMALL), at(t))
+    assert not eng.repeats_nothing(reading("water-1", "water_volume", 6.0, 3, SMALL))
+
+
 class _Rig:
     """Store, engine, alarm book and the pipeline's tasks on one data directory."""
 
@@ -196,6 +206,53 @@ async def test_smoke_offered_after_a_repeat_in_the_same_second_stays_raised(tmp_
         assert rig.engine.stats["stale"] == 1
     finally:
         await rig.close()
+
+
+async def test_a_restore_stamped_after_a_smoke_that_came_later_still_clears_it(tmp_path):
+    """A device stamping its own time, its messages on two sessions: the restore (stamped
+    later) arrives first and waits with the telemetry; the smoke (stamped earlier) arrives
+    after it and is fed first. The device's last word, the restore, ends the alarm."""
+    rig = _Rig(tmp_path / "gateway.db")
+    t0 = utc()
+    try:
+        processor = rig.tasks.pop()
+        processor.cancel()
+        await asyncio.gather(processor, return_exceptions=True)
+        rig.offer(False, t0 + timedelta(seconds=10), "restore")
+        assert rig.acked == ["restore"]
+        rig.offer(True, t0 + timedelta(seconds=9), "smoke")
+        await until(lambda: rig.acked[-1] == "smoke", 5, "smoke committed")
+        rig.tasks.append(asyncio.create_task(rig.pipe._processor()))
+        await rig.settled()
+        [alarm] = rig.alarms()
+        assert alarm["cleared_at"] is not None
+        assert rig.engine.stats["stale"] == 0
+    finally:
+        await rig.close()
+
+
+async def test_a_restore_is_never_shed_by_a_full_queue(tmp_path):
+    """With the telemetry queue full a restore goes the durable way: an alarm-class reading
+    always gets through (it keeps its device alive for supervision)."""
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    try:
+        metrics = Metrics()
+        engine = build_engine(SITE)
+        pipe = Pipeline(store, engine, AlarmBook(store, SITE, metrics=metrics), metrics,
+                        telemetry_queue=2)
+        committer = asyncio.create_task(pipe._committer())
+        acked: list[str] = []
+        pipe.offer([Reading("motion-7-101", Kind.MOTION, True, utc())] * 2, None)
+        pipe.offer([Reading(SMOKE, Kind.SMOKE, False, utc())], lambda: acked.append("restore"))
+        assert acked == []
+        await until(lambda: acked, 5, "restore committed")
+        assert store.query_one("SELECT count(*) AS n FROM inbox")["n"] == 1
+        assert metrics.get("gateway_shed_total", reason="telemetry_queue_full") == 0
+        committer.cancel()
+        await asyncio.gather(committer, return_exceptions=True)
+    finally:
+        store.close()
 
 
 async def test_after_a_restart_the_clear_of_an_alarm_the_snapshot_missed_is_durable(tmp_path):
