@@ -66,6 +66,8 @@ _CASE_CATEGORY = {"cannot_watch": CaseCategory.DEVICE_FAULT.value}
 IDLE_POLL_S = 2.0
 #: seconds from the start of a round during which newly queued cases join it
 JOIN_S = 1.0
+#: a queued case's request is urgent (``CaseForwarder.urgent``) this long at most
+URGENT_S = 0.1
 
 
 def to_case_create(payload: dict) -> CaseCreate:
@@ -144,6 +146,9 @@ class CaseForwarder:
         self.window = window
         self._wake = asyncio.Event()
         self._failures = 0
+        #: when the first row queued since the last answered send woke this (``urgent``)
+        self._urgent_since: float | None = None
+        self._sending = 0
         #: rows sent while the last round's outcomes were being recorded: the next round
         #: starts with them in flight
         self._carry: dict[asyncio.Future[Outcome], dict] = {}
@@ -154,8 +159,22 @@ class CaseForwarder:
         metrics.gauge("gateway_outbox_failed", self.failed_count,
                       "outbox rows the case system refused (surfaced on the alarm)")
 
-    def wake(self) -> None:
+    def wake(self, urgent: bool = False) -> None:
+        """Rows may be due. ``urgent``: a new alarm's case among them (see :meth:`urgent`)."""
+        if urgent:
+            now = time.monotonic()
+            if self._urgent_since is None or now - self._urgent_since >= URGENT_S:
+                self._urgent_since = now
         self._wake.set()
+
+    def urgent(self) -> bool:
+        """A new alarm's case was queued and no send has been answered since, for
+        :data:`URGENT_S` at most, while the case system answers: the MQTT intake's main
+        session holds back its telemetry meanwhile, as it does while the alarm is committed
+        (the case request is the rest of the alarm's way; drivers/mqtt.py ``alarm_first``)."""
+        since = self._urgent_since
+        return (since is not None and time.monotonic() - since < URGENT_S
+                and not self._failures and self.breaker.state is BreakerState.CLOSED)
 
     def pending_count(self) -> int:
         return outbox.pending_count(self.store)
@@ -322,6 +341,16 @@ class CaseForwarder:
         if not self.breaker.allow():
             return Outcome(seq, alarm_id, topic, "retry", error="circuit_open",
                            help_id=help_id)
+        self._sending += 1
+        try:
+            return await self._request(seq, alarm_id, topic, help_id, payload, started)
+        finally:
+            self._sending -= 1
+            if not self._sending and not self._wake.is_set():
+                self._urgent_since = None       # answered, nothing queued since
+
+    async def _request(self, seq: int, alarm_id: int | None, topic: str, help_id: int | None,
+                       payload: dict, started: float) -> Outcome:
         case_id: str | None
         try:
             if topic == "case.create":

@@ -341,7 +341,8 @@ class Gateway:
                             on_reading=with_card_reads(uplinks.on_reading(health_book.seen),
                                                        cards),
                             writers=(desk, care))
-        intake = self._build_intake(site, pipeline, health_book, decode_faults)
+        intake = self._build_intake(site, pipeline, health_book, decode_faults,
+                                    urgent=case.forwarder.urgent if case is not None else None)
         # commands to devices (gateway/linkage.py): their outcome is the devices' own state
         linkage, commands_out = build_linkage(
             site, lambda: self.site, store, self.metrics, intake.bindings, changes.publish,
@@ -364,7 +365,7 @@ class Gateway:
         changes.subscribe(lambda chs: change_events(book, broadcaster, chs))
         changes.subscribe(linkage.on_changes)       # a raised alarm's planned commands
         if case is not None:
-            changes.subscribe(waking(case.forwarder.wake))
+            changes.subscribe(waking_forwarder(case.forwarder))
         for waker in uplinks.wakers:
             changes.subscribe(waking(waker))
 
@@ -452,9 +453,12 @@ class Gateway:
         return engine
 
     def _build_intake(self, site: SiteConfig, pipeline: Pipeline, health_book: HealthBook,
-                      decode_faults: DecodeFaults | None = None) -> MqttIntake:
+                      decode_faults: DecodeFaults | None = None,
+                      urgent: Callable[[], bool] | None = None) -> MqttIntake:
         """The MQTT intake of the site's devices (broker address overridable for tests),
-        with the alarm devices' own session unless gateway.yaml turns it off."""
+        with the alarm devices' own session unless gateway.yaml turns it off. Its main
+        session holds back telemetry while an alarm is committed and applied, and while
+        ``urgent`` (a new alarm's case request on its way: ``CaseForwarder.urgent``)."""
         mq = site.gateway.mqtt
         password = os.environ.get(mq.password_env) if mq.password_env else None
         client_id = mq.client_id or f"gateway-{site.site.site.id}"
@@ -469,7 +473,7 @@ class Gateway:
             on_unknown=lambda topic, payload: health_book.saw_unknown(
                 topic, "zigbee2mqtt" if topic.startswith("zigbee2mqtt/") else "mqtt",
                 payload.decode("utf-8", "replace")),
-            alarm_session=alarm, alarm_first=pipeline.alarm_work,
+            alarm_session=alarm, alarm_first=_either(pipeline.alarm_work, urgent),
             commit_delay_s=_test_commit_delay(), test_decode_fault=_test_decode_fault())
 
     def _build_case_system(self, site: SiteConfig, store: Store,
@@ -585,8 +589,23 @@ def apply_health(health_book: HealthBook, site: SiteConfig,
 
 
 def waking(wake: Callable[[], None]) -> Subscriber:
-    """A change-bus subscriber that wakes a sender (the case forwarder, an uplink)."""
+    """A change-bus subscriber that wakes a sender (an uplink)."""
     return lambda changes: wake()
+
+
+def waking_forwarder(forwarder: CaseForwarder) -> Subscriber:
+    """A change-bus subscriber that wakes the case forwarder, urgently for a new alarm."""
+    return lambda changes: forwarder.wake(any(c.action == "raised" for c in changes))
+
+
+def _either(first: Callable[[], bool], second: Callable[[], bool] | None
+            ) -> Callable[[], bool]:
+    if second is None:
+        return first
+
+    def either() -> bool:
+        return first() or second()
+    return either
 
 
 def swap_engine(pipeline: Pipeline, site: SiteConfig) -> None:

@@ -186,6 +186,9 @@ class _Case:
     updates: dict[str, UpdateAccepted] = field(default_factory=dict)
     update_log: list[dict[str, Any]] = field(default_factory=list)
     due_at: float | None = None      # loop time of the next lifecycle step
+    #: when its first create request arrived (before the signature and contract checks):
+    #: the gateway's send plus loopback, for latency benchmarks (simulators/bench/path.py)
+    received_at: datetime | None = None
 
     def view(self) -> CaseView:
         return CaseView(case_id=self.case_id, idempotency_key=self.request.idempotency_key,
@@ -202,7 +205,8 @@ class _Case:
                 "create_requests": self.create_requests, "last_sequence": self.last_sequence,
                 "events": [e.model_dump(mode="json") for e in self.events],
                 "updates": {k: u.model_dump(mode="json") for k, u in self.updates.items()},
-                "update_log": self.update_log}
+                "update_log": self.update_log,
+                "received_at": None if self.received_at is None else self.received_at.isoformat()}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _Case:
@@ -212,7 +216,9 @@ class _Case:
                    datetime.fromisoformat(d["updated_at"]), d["create_requests"],
                    d["last_sequence"], [CaseEvent.model_validate(e) for e in d["events"]],
                    {k: UpdateAccepted.model_validate(u) for k, u in d["updates"].items()},
-                   d["update_log"])
+                   d["update_log"], None,
+                   None if d.get("received_at") is None
+                   else datetime.fromisoformat(d["received_at"]))
 
 
 def _notes(req: CaseCreate) -> dict[CaseStatus, str]:
@@ -268,6 +274,7 @@ class CaseSystemSim:
         self._callback_attempts = max(1, callback_attempts)
         self._callback_timeout_s = callback_timeout_s
         self._wall = wall_clock
+        self._arrived: datetime | None = None     # the request being served (serve)
         self._faults = Faults()
         self._fault_rng = random.Random(0)
         self._fault_left: int | None = None
@@ -320,7 +327,8 @@ class CaseSystemSim:
                   "callback_url": str(c.request.callback_url or "") or None,
                   "last_sequence": c.last_sequence, "updates": c.update_log,
                   "device": c.request.device.id if c.request.device else None,
-                  "created_at": c.created_at.isoformat()}
+                  "created_at": c.created_at.isoformat(),
+                  "received_at": None if c.received_at is None else c.received_at.isoformat()}
                  for c in self._cases.values()]
         return {"count": len(cases), "cases": cases, "api_requests": self.api_requests,
                 "create_requests_total": sum(c["create_requests"] for c in cases)}
@@ -366,7 +374,7 @@ class CaseSystemSim:
         self._counter += 1
         now = self._wall()
         case = _Case(f"GC{now:%Y%m%d}-{self._counter:06d}", req, _fingerprint(req),
-                     CaseStatus.ACCEPTED, None, now, now)
+                     CaseStatus.ACCEPTED, None, now, now, received_at=self._arrived)
         case.events.append(CaseEvent(event_id=f"{case.case_id}-e1", status=case.status,
                                      note=_notes(req)[CaseStatus.ACCEPTED], changed_at=now))
         self._cases[case.case_id] = case
@@ -553,6 +561,7 @@ class CaseSystemSim:
     async def serve(self, request: Request,
                     op: Callable[[bytes], tuple[int, BaseModel]]) -> Response:
         """Fault injection, signature check, then ``op(body)``; errors in the contract's shape."""
+        arrived = self._wall()
         body = await request.body()  # before any hang: the client may be gone afterwards
         self.api_requests += 1
         fault = self._draw_fault()
@@ -569,6 +578,7 @@ class CaseSystemSim:
         try:
             self.verifier.verify(request.method, asgi_target(request.scope), body,
                                  request.headers)
+            self._arrived = arrived          # (op runs on the loop at once: no await)
             status, reply = op(body)
         except SignatureError as e:
             return _ApiError(401, e.reason, e.detail).response()

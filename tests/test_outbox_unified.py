@@ -253,3 +253,44 @@ async def test_cases_sent_during_a_record_as_the_case_system_fails_are_kept_and_
             assert fwd.state == "ok"
     finally:
         store.close()
+
+
+async def test_a_new_alarm_s_case_is_urgent_until_its_request_is_answered(tmp_path):
+    """``urgent()`` holds the MQTT intake's main session back (drivers/mqtt.py alarm_first):
+    from a new alarm's wake until a send is answered, 100 ms at most, and never for other
+    wakes or while the case system fails."""
+    store = Store(tmp_path / "gateway.db")
+    store.open()
+    answer = asyncio.Event()
+    wire = Wire()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        await answer.wait()
+        return wire(request)
+
+    client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
+                              transport=httpx.MockTransport(held))
+    fwd = CaseForwarder(store, client, Metrics())
+    try:
+        async with client:
+            fwd.wake()                        # an acknowledgement, an escalation: not urgent
+            assert not fwd.urgent()
+            await store.write(_help_request)
+            fwd.wake(urgent=True)
+            assert fwd.urgent()
+            step = asyncio.create_task(fwd.step())
+            await asyncio.sleep(0.05)
+            assert fwd.urgent() and not wire.sent          # on its way, not answered
+            answer.set()
+            assert await asyncio.wait_for(step, 5) == 1
+            assert not fwd.urgent() and len(wire.sent) == 1    # answered
+            fwd.wake(urgent=True)
+            await asyncio.sleep(0.12)
+            assert not fwd.urgent()           # 100 ms at most, answered or not
+            fwd.wake(urgent=True)
+            assert fwd.urgent()               # the next alarm's 100 ms
+            for _ in range(3):
+                fwd.breaker.record_failure()
+            assert not fwd.urgent()           # the case system failing: telemetry goes on
+    finally:
+        store.close()
