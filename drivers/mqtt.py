@@ -74,13 +74,11 @@ METER_KINDS = frozenset({Kind.ENERGY, Kind.ENERGY_EXPORT, Kind.POWER, Kind.CURRE
 READ_BURST = 256
 READ_BURST_S = 0.004
 #: how long the main session may hold back its reading while an alarm is committed, and how
-#: often it looks again meanwhile
+#: often it looks again meanwhile. Time not held gives the allowance back at the pace a hold
+#: spends it: half the time at least it reads, however holds and reads alternate (its broker
+#: queue must not overflow either: its devices' tamper and leak alarms are in it too)
 ALARM_FIRST_PAUSE_S = 0.25
 ALARM_FIRST_POLL_S = 0.002
-#: after a hold of its full length the main session reads this long before it may be held
-#: again: half the time at least while the alarm session stays backlogged (the main
-#: session's broker queue must not overflow either: its devices' alarms are in it too)
-ALARM_FIRST_FREE_S = 0.25
 #: packets in one read of the alarm session that mean it has a backlog (the main session
 #: then waits, ``ALARM_FIRST_PAUSE_S`` at most)
 ALARM_BACKLOG_PACKETS = 32
@@ -546,25 +544,31 @@ class MqttIntake:
             def pause() -> bool:
                 return (time.perf_counter() - self._alarm_backlog_at < ALARM_FIRST_PAUSE_S
                         or (alarm_first is not None and alarm_first()))
-        paused_at: list[float] = []
-        free_until = [0.0]
+        # the hold's allowance (s): a hold spends it, time not held gives it back at the
+        # same pace, up to ALARM_FIRST_PAUSE_S: held 250 ms at most in one go and half the
+        # time at most however the holds and reads alternate (an alarm storm); when it
+        # was counted; whether the main session was held since
+        allowance = [ALARM_FIRST_PAUSE_S, time.perf_counter(), False]
+
+        def hold() -> bool:
+            now = time.perf_counter()
+            left, then, held = allowance
+            left = left - (now - then) if held else min(ALARM_FIRST_PAUSE_S,
+                                                        left + (now - then))
+            # (with no allowance left, pause() is not even asked)
+            held = left > 0 and pause is not None and pause()
+            allowance[:] = [left, now, held]
+            return held
 
         def read_burst() -> None:
             if again:
                 return          # this turn's burst is scheduled already
-            # (in the free time after a full hold, pause() is not even asked)
-            if pause is not None and time.perf_counter() >= free_until[0] and pause():
-                now = time.perf_counter()
-                if not paused_at:
-                    paused_at.append(now)
-                if now - paused_at[0] < ALARM_FIRST_PAUSE_S:
-                    # not watched meanwhile (a readable socket would wake the loop at every
-                    # turn); looked at again shortly
-                    loop.remove_reader(fd)
-                    again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
-                    return
-                free_until[0] = now + ALARM_FIRST_FREE_S
-            paused_at.clear()
+            if pause is not None and hold():
+                # not watched meanwhile (a readable socket would wake the loop at every
+                # turn); looked at again shortly
+                loop.remove_reader(fd)
+                again.append(loop.call_later(ALARM_FIRST_POLL_S, resume))
+                return
             until = time.perf_counter() + READ_BURST_S
             n = 0
             try:

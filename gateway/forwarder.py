@@ -223,6 +223,7 @@ class CaseForwarder:
             await asyncio.gather(*carried, return_exceptions=True)
             raise
         if not rows and not carried:
+            self._urgent_since = None       # nothing to send (a test alarm raised no case)
             self.status.set("idle")
             self._wake.clear()
             await self._wait(IDLE_POLL_S)

@@ -15,6 +15,7 @@ import sqlite3
 
 import httpx
 
+from gateway import forwarder
 from gateway.forwarder import CaseForwarder
 from gateway.kernel.resilience import CircuitBreaker
 from gateway.metrics import Metrics
@@ -255,7 +256,8 @@ async def test_cases_sent_during_a_record_as_the_case_system_fails_are_kept_and_
         store.close()
 
 
-async def test_a_new_alarm_s_case_is_urgent_until_its_request_is_answered(tmp_path):
+async def test_a_new_alarm_s_case_is_urgent_until_its_request_is_answered(tmp_path,
+                                                                         monkeypatch):
     """``urgent()`` holds the MQTT intake's main session back (drivers/mqtt.py alarm_first):
     from a new alarm's wake until a send is answered, 100 ms at most, and never for other
     wakes or while the case system fails."""
@@ -271,6 +273,7 @@ async def test_a_new_alarm_s_case_is_urgent_until_its_request_is_answered(tmp_pa
     client = CaseSystemClient("http://cases.test", "tianlin-07", SECRET,
                               transport=httpx.MockTransport(held))
     fwd = CaseForwarder(store, client, Metrics())
+    monkeypatch.setattr(forwarder, "URGENT_S", 5.0)     # (a loaded machine's slow step)
     try:
         async with client:
             fwd.wake()                        # an acknowledgement, an escalation: not urgent
@@ -284,11 +287,18 @@ async def test_a_new_alarm_s_case_is_urgent_until_its_request_is_answered(tmp_pa
             answer.set()
             assert await asyncio.wait_for(step, 5) == 1
             assert not fwd.urgent() and len(wire.sent) == 1    # answered
+            fwd.wake(urgent=True)             # a test alarm: raised, no case to send
+            assert fwd.urgent()
+            idle = asyncio.create_task(fwd.step())
+            await until(lambda: not fwd.urgent(), 5, "nothing to send: not urgent")
+            fwd.wake()
+            assert await asyncio.wait_for(idle, 5) == 0
+            monkeypatch.setattr(forwarder, "URGENT_S", 0.05)
             fwd.wake(urgent=True)
-            await asyncio.sleep(0.12)
-            assert not fwd.urgent()           # 100 ms at most, answered or not
+            await asyncio.sleep(0.1)
+            assert not fwd.urgent()           # URGENT_S at most, answered or not
             fwd.wake(urgent=True)
-            assert fwd.urgent()               # the next alarm's 100 ms
+            assert fwd.urgent()               # the next alarm's
             for _ in range(3):
                 fwd.breaker.record_failure()
             assert not fwd.urgent()           # the case system failing: telemetry goes on

@@ -300,8 +300,8 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
             while time.monotonic() < deadline:
                 rep = c.get(f"{case_url}/_sim/cases").json()
                 ours = [x for x in rep["cases"] if x["device"] in pressed]
-                cases = {x["device"]: datetime.fromisoformat(x["received_at"]).timestamp()
-                         for x in ours}
+                cases = {x["device"]: datetime.fromisoformat(
+                    x.get("received_at") or x["created_at"]).timestamp() for x in ours}
                 created = {x["device"]: datetime.fromisoformat(x["created_at"]).timestamp()
                            for x in ours}
                 if len(cases) == len(pressed) and all(d in stream.raised for d in pressed):
