@@ -517,11 +517,11 @@ async def test_after_a_burst_of_the_alarm_devices_the_main_session_reads_at_once
         assert sorted(latencies)[2] < 0.12, latencies     # median; held: >= 0.25 s each
 
 
-async def test_the_main_session_keeps_half_the_time_while_alarms_go_first(tmp_path):
-    """Alarms first holds the main session 250 ms at most, then lets it read as long before
-    it holds it again: with an alarm being committed all the time (a storm), the main
-    session's devices (their tamper and leak alarms too) still get read at half its pace,
-    not one burst per 250 ms (its broker queue would overflow)."""
+async def test_the_main_session_keeps_a_third_of_the_time_while_alarms_go_first(tmp_path):
+    """Alarms first holds the main session 250 ms at most, then lets it read half as long
+    before it holds it again: with an alarm being committed all the time (a storm), the
+    main session's devices (their tamper and leak alarms too) still get read at a third of
+    its pace, not one burst per 250 ms (its broker queue would overflow)."""
     async with _caller_and_motion(tmp_path, alarm_first=lambda: True) as (broker, sink, _i):
         n = 5000
         t0 = asyncio.get_running_loop().time()
@@ -533,10 +533,12 @@ async def test_the_main_session_keeps_half_the_time_while_alarms_go_first(tmp_pa
         assert took < 3.0, took
 
 
-async def test_the_main_session_reads_half_the_time_when_holds_come_with_short_gaps(tmp_path):
+async def test_the_main_session_reads_a_third_of_the_time_when_holds_come_with_short_gaps(
+        tmp_path):
     """An alarm storm: each alarm's commit, then its case request, hold the main session,
     with a few ms between them. A read in such a gap must not restart the hold's 250 ms
-    allowance: the main session still reads half the time (before: one burst per gap)."""
+    allowance: the main session still reads a third of the time (before: one burst per
+    gap)."""
     def storm() -> bool:      # held but for 4 ms every 250 ms
         return time.perf_counter() % 0.25 > 0.004
 
