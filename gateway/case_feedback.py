@@ -36,9 +36,10 @@ from gateway.kernel.resilience import Backoff
 from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
-from gateway.store import Store, Tx, append_event, cases, cursors
+from gateway.store import Store, Tx, append_event, cases, cursors, outbox
 from gateway.store import alarms as alarm_rows
 from gateway.store import help as help_rows
+from gateway.store.cases import RANK
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import (CareReport, CareState, CaseSystemClient, CaseView,
                                         decode_callback)
@@ -47,8 +48,6 @@ from gateway.uplink.signing import Secret, SignatureError, Verifier
 __all__ = ["CareReported", "CaseFeedback", "CaseStatusPoller", "apply_case_event"]
 
 log = logging.getLogger(__name__)
-#: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final
-_RANK = {"accepted": 0, "dispatched": 1, "on_site": 2, "closed": 3, "rejected": 3}
 #: care states written with case events: (household, its ``household_care`` row or None:
 #: ended), for the rule engine once committed
 CareReported = list[tuple[str, dict[str, Any] | None]]
@@ -58,16 +57,22 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
                      handler: str | None, note: str, via: str,
                      on_closed: str = "resolve", care: CareReport | None = None,
                      changed_at: datetime | None = None,
-                     cared: CareReported | None = None) -> Change | None:
+                     cared: CareReported | None = None,
+                     idempotency_key: str | None = None) -> Change | None:
     """Record one case status change once (by ``event_id``): the alarm's change, or None
     when it was seen before or belongs to no alarm here. A case closed resolves its open
     alarm (``on_closed="resolve"``: reason ``case_closed``, the handler's result as the note,
     ``case_system:<handler>`` as actor) or leaves it for staff to confirm (``"confirm"``).
     ``care`` (reported with the event at ``changed_at``): the household of the case's alarm
-    or help request takes it, appended to ``cared``."""
+    or help request takes it, appended to ``cared``. ``idempotency_key``: the key the case
+    was opened with; a case not yet known by its id (its status overtook the reply that
+    opened it) is found by it."""
     if not cases.first_seen(conn, event_id, utc().isoformat()):
         return None     # duplicate delivery
     row = alarm_rows.by_case_id(conn, case_id)
+    if row is None and idempotency_key:
+        _claim(conn, case_id, idempotency_key)
+        row = alarm_rows.by_case_id(conn, case_id)
     if care is not None:
         request = help_rows.by_case_id(conn, case_id) if row is None else None
         household = row[2] if row is not None else request and request["household_id"]
@@ -83,7 +88,7 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
     now = utc().isoformat()
     actor = f"case_system:{handler or ''}"
     # events may arrive out of order (retries, polling after callbacks): never backwards
-    alarm_rows.advance_case_status(conn, row[0], status, _RANK)
+    alarm_rows.advance_case_status(conn, row[0], status, RANK)
     append_event(conn, row[0], "case_status", actor, now, status=status, note=note,
                  event_id=event_id, via=via)
     if status == "closed" and on_closed == "resolve" and row[1] != "resolved":
@@ -91,6 +96,22 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
         append_event(conn, row[0], "resolved", actor, now, reason="case_closed", note=note)
         return Change(row[0], "resolved")
     return Change(row[0], "case_status")
+
+
+def _claim(conn: Tx, case_id: str, key: str) -> None:
+    """A case system may dispatch (and report) before the gateway has recorded its reply to
+    the create request: the key names our alarm or help request, which takes the case id
+    now (the reply, recorded later, moves no status back: ``set_case``)."""
+    owner = outbox.owner_of_key(conn, key)
+    if owner is None:
+        return
+    alarm_id, help_id = owner
+    if alarm_id is not None:
+        alarm_rows.claim_case(conn, alarm_id, case_id)
+    elif help_id is not None:
+        help_rows.claim_case(conn, help_id, case_id)
+    log.info("case %s reported before its reply was recorded: claimed by key %s",
+             case_id, key)
 
 
 def _care_reported(conn: Tx, household_id: str, care: CareReport, handler: str | None,
@@ -139,7 +160,8 @@ class CaseFeedback:
             return apply_case_event(
                 c, event_id=cb.event_id, case_id=cb.case_id, status=cb.status.value,
                 handler=cb.handler, note=cb.note, via="callback", on_closed=self.on_closed,
-                care=cb.care, changed_at=cb.changed_at, cared=cared)
+                care=cb.care, changed_at=cb.changed_at, cared=cared,
+                idempotency_key=cb.idempotency_key)
 
         try:
             change = await self.store.write(tx)
@@ -236,7 +258,8 @@ def _apply_case(conn: Tx, case: CaseView, on_closed: str, cared: CareReported) -
         change = apply_case_event(conn, event_id=ev.event_id, case_id=case.case_id,
                                   status=ev.status.value, handler=ev.handler, note=ev.note,
                                   via="poll", on_closed=on_closed, care=ev.care,
-                                  changed_at=ev.changed_at, cared=cared)
+                                  changed_at=ev.changed_at, cared=cared,
+                                  idempotency_key=case.idempotency_key)
         if change is not None:
             out.append(change)
     if out:   # events may have been missed in any order: the case's own status is current

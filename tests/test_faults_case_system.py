@@ -251,3 +251,47 @@ async def test_a_case_queued_while_a_slow_one_is_in_flight_goes_out_at_once(
                                   "topic='case.create'", (second_alarm["id"],))
         assert first == [key["idempotency_key"]]            # the slow one came second
         assert counts["cases"] == 2
+
+
+async def test_a_status_that_overtakes_the_reply_opening_its_case_is_kept(
+        tmp_path, case_system, case_secret):
+    """The case system opens a case and dispatches it (0.5 s) while the gateway is still busy
+    recording the reply (here: held 1.5 s). Its status callback names a case id the gateway
+    has not stored yet: the case's key finds the alarm, the card shows "dispatched" and the
+    reply, recorded afterwards, neither moves it back nor opens a second case."""
+    async with Rig(tmp_path, case_system, case_secret) as rig:
+        release = asyncio.Event()
+        record = rig.fwd._record
+
+        async def slow_record(rows, outcomes):
+            await release.wait()
+            await record(rows, outcomes)
+
+        rig.fwd._record = slow_record
+        await fill_backlog(rig.book, 1, tag="overtake")
+        await until(lambda: [c for c in rig.sim.cases()["cases"]
+                             if c["status"] == "dispatched"], 10, "case dispatched")
+        case = rig.sim.cases()["cases"][0]
+        alarm = rig.store.query_one("SELECT * FROM alarms")
+        assert alarm["case_id"] is None          # the reply is not recorded yet
+        feedback = CaseFeedback(rig.store, "tianlin-07", case_secret, lambda ch: None)
+        body = json.dumps({"event_id": f"{case['case_id']}-e2", "case_id": case["case_id"],
+                           "idempotency_key": case["idempotency_key"],
+                           "status": "dispatched", "handler": case["handler"],
+                           "changed_at": "2024-05-01T08:00:00+08:00"}).encode()
+        headers = signed_headers("tianlin-07", Secret(case_secret), "POST",
+                                 "/api/case-callback", body)
+        assert (await feedback.handle("POST", "/api/case-callback", headers, body)) == {
+            "ok": True, "duplicate": False}
+        card = rig.book.get(alarm["id"], with_events=True)
+        assert (card["case_id"], card["case_status"]) == (case["case_id"], "dispatched")
+        release.set()
+        await rig.drained(10)
+        card = rig.book.get(alarm["id"], with_events=True)
+        assert (card["case_id"], card["case_status"]) == (case["case_id"], "dispatched")
+        actions = [e["action"] for e in card["events"]]
+        assert actions.count("case_created") == 1 and actions.count("case_status") == 1
+        assert rig.sim.cases()["create_requests_total"] == 1
+        # the same event again (the case system's retry) is a duplicate, as before
+        assert (await feedback.handle("POST", "/api/case-callback", headers, body))[
+            "duplicate"] is True

@@ -15,11 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gateway.store.cases import RANK
+
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
 __all__ = ["HistoryFilter", "acknowledge", "advance_case_status", "board", "by_case_id",
-           "by_id", "case_id_of", "clear", "ended_keys", "escalate", "get", "history",
+           "by_id", "claim_case", "case_id_of", "clear", "ended_keys", "escalate", "get", "history",
            "insert", "last_by_key", "mark_cleared", "open_alarms", "open_by_key",
            "open_by_severity", "open_id", "read_journal", "resolve", "retrigger", "set_case",
            "set_case_error", "set_case_status", "set_status_of_case", "update", "latest_of_key",
@@ -105,9 +107,19 @@ def resolve(conn: sqlite3.Connection, alarm_id: int, actor: str, reason: str, no
 # -- the alarm's case ------------------------------------------------------------------------
 def set_case(conn: sqlite3.Connection, alarm_id: int, case_id: str | None,
              status: str | None) -> None:
-    """The case system opened the alarm's case: its id and status, no refusal."""
-    conn.execute("UPDATE alarms SET case_id=?, case_status=?, case_error=NULL "
-                 "WHERE id=?", (case_id, status, alarm_id))
+    """The case system opened the alarm's case: its id, no refusal, and its status unless a
+    callback that overtook the reply already moved it further."""
+    conn.execute("UPDATE alarms SET case_id=?, case_error=NULL WHERE id=?",
+                 (case_id, alarm_id))
+    if status:
+        advance_case_status(conn, alarm_id, status, RANK)
+
+
+def claim_case(conn: sqlite3.Connection, alarm_id: int, case_id: str) -> None:
+    """The case system reported on the alarm's case before the reply that opened it was
+    recorded: the case's id on the alarm now (it is the same case: the key matched)."""
+    conn.execute("UPDATE alarms SET case_id=? WHERE id=? AND case_id IS NULL",
+                 (case_id, alarm_id))
 
 
 def set_case_error(conn: sqlite3.Connection, alarm_id: int, code: str) -> None:

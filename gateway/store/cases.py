@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["first_seen"]
+__all__ = ["RANK", "first_seen"]
+
+#: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final.
+#: A case's status on its alarm or help request never moves back down this order.
+RANK = {"accepted": 0, "dispatched": 1, "on_site": 2, "closed": 3, "rejected": 3}
 
 
 def first_seen(conn: sqlite3.Connection, event_id: str, now: str) -> bool:

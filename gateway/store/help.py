@@ -14,16 +14,17 @@ import json
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from gateway.store.cases import RANK
+
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "events_of",
+__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "claim_case", "events_of",
            "get", "insert", "listing", "recent_by_device", "set_case", "set_case_error",
            "set_state"]
 
 #: the lifecycle, in order
 STATES = ("received", "assigned", "done", "closed")
-_RANK = {"accepted": 0, "dispatched": 1, "on_site": 2, "closed": 3, "rejected": 3}
 
 
 def insert(conn: sqlite3.Connection, *, category: str, household_id: str, grid_cell: str,
@@ -115,8 +116,19 @@ def set_case_error(conn: sqlite3.Connection, help_id: int, error: str) -> None:
 
 
 def set_case(conn: sqlite3.Connection, help_id: int, case_id: str, status: str) -> None:
-    conn.execute("UPDATE help_requests SET case_id=?, case_status=?, case_error=NULL "
-                 "WHERE id=?", (case_id, status, help_id))
+    """The case system opened the request's service case: its id, no refusal, and its status
+    unless a callback that overtook the reply already moved it further."""
+    conn.execute("UPDATE help_requests SET case_id=?, case_error=NULL WHERE id=?",
+                 (case_id, help_id))
+    if status:
+        case_status(conn, help_id, status)
+
+
+def claim_case(conn: sqlite3.Connection, help_id: int, case_id: str) -> None:
+    """The case system reported on the request's case before the reply that opened it was
+    recorded: the case's id on the request now (it is the same case: the key matched)."""
+    conn.execute("UPDATE help_requests SET case_id=? WHERE id=? AND case_id IS NULL",
+                 (case_id, help_id))
 
 
 def by_case_id(conn: sqlite3.Connection, case_id: str) -> dict | None:
@@ -132,7 +144,7 @@ def case_status(conn: sqlite3.Connection, help_id: int, status: str) -> bool:
                        (help_id,)).fetchone()
     if row is None:
         return False
-    if row[0] is not None and _RANK.get(status, -1) <= _RANK.get(row[0], -1):
+    if row[0] is not None and RANK.get(status, -1) <= RANK.get(row[0], -1):
         return False
     conn.execute("UPDATE help_requests SET case_status=? WHERE id=?", (status, help_id))
     return True

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from gateway.store.core import Store
 
 __all__ = ["ALARM", "KINDS", "SERVICE", "due", "enqueue", "failed", "failed_count",
-           "oldest_pending_created_at", "pending_count", "record_delivered", "record_failed",
-           "record_retry", "requeue_failed"]
+           "oldest_pending_created_at", "owner_of_key", "pending_count", "record_delivered",
+           "record_failed", "record_retry", "requeue_failed"]
 
 #: an alarm's case (``alarm_id``)
 ALARM = "alarm"
@@ -45,6 +45,13 @@ def enqueue(conn: sqlite3.Connection, subject_id: int, topic: str, payload: dict
                  "created_at) VALUES (?,?,?,?,?,?)",
                  (kind, subject_id, topic, key, json.dumps(payload, ensure_ascii=False), now))
     return key
+
+
+def owner_of_key(conn: sqlite3.Connection, key: str) -> tuple[int | None, int | None] | None:
+    """The (alarm id, help request id) whose row is keyed ``key``, or None."""
+    row = conn.execute("SELECT alarm_id, help_id FROM outbox WHERE idempotency_key=?",
+                       (key,)).fetchone()
+    return (row[0], row[1]) if row is not None else None
 
 
 def due(store: Store, limit: int) -> list[dict]:
