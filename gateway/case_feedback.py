@@ -70,8 +70,9 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
     if not cases.first_seen(conn, event_id, utc().isoformat()):
         return None     # duplicate delivery
     row = alarm_rows.by_case_id(conn, case_id)
+    claimed = False
     if row is None and idempotency_key:
-        _claim(conn, case_id, idempotency_key)
+        claimed = _claim(conn, case_id, idempotency_key)
         row = alarm_rows.by_case_id(conn, case_id)
     if care is not None:
         request = help_rows.by_case_id(conn, case_id) if row is None else None
@@ -91,27 +92,34 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
     alarm_rows.advance_case_status(conn, row[0], status, RANK)
     append_event(conn, row[0], "case_status", actor, now, status=status, note=note,
                  event_id=event_id, via=via)
-    if status == "closed" and on_closed == "resolve" and row[1] != "resolved":
+    # a case taken by its key, its reply not yet recorded, resolves nothing: should the reply
+    # be a refusal (the key's case was another alarm's), staff still have the alarm open
+    if status == "closed" and on_closed == "resolve" and row[1] != "resolved" and not claimed:
         alarm_rows.resolve(conn, row[0], actor, "case_closed", note, now)
         append_event(conn, row[0], "resolved", actor, now, reason="case_closed", note=note)
         return Change(row[0], "resolved")
     return Change(row[0], "case_status")
 
 
-def _claim(conn: Tx, case_id: str, key: str) -> None:
+def _claim(conn: Tx, case_id: str, key: str) -> bool:
     """A case system may dispatch (and report) before the gateway has recorded its reply to
     the create request: the key names our alarm or help request, which takes the case id
     now (the reply, recorded later, moves no status back: ``set_case``)."""
     owner = outbox.owner_of_key(conn, key)
     if owner is None:
-        return
+        return False
     alarm_id, help_id = owner
     if alarm_id is not None:
-        alarm_rows.claim_case(conn, alarm_id, case_id)
-    elif help_id is not None:
-        help_rows.claim_case(conn, help_id, case_id)
-    log.info("case %s reported before its reply was recorded: claimed by key %s",
-             case_id, key)
+        taken = cases.claim(conn, "alarms", alarm_id, case_id)
+    else:
+        taken = help_id is not None and cases.claim(conn, "help_requests", help_id, case_id)
+    if taken:
+        log.info("case %s reported before the reply that opened it was recorded: taken by "
+                 "key %s", case_id, key)
+    else:
+        log.warning("case %s reported with key %s, whose owner has another case: ignored",
+                    case_id, key)
+    return taken
 
 
 def _care_reported(conn: Tx, household_id: str, care: CareReport, handler: str | None,
@@ -263,5 +271,5 @@ def _apply_case(conn: Tx, case: CaseView, on_closed: str, cared: CareReported) -
         if change is not None:
             out.append(change)
     if out:   # events may have been missed in any order: the case's own status is current
-        alarm_rows.set_status_of_case(conn, case.case_id, case.status.value)
+        alarm_rows.advance_status_of_case(conn, case.case_id, case.status.value)
     return out

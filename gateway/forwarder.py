@@ -49,6 +49,8 @@ from gateway.kernel.resilience import Backoff, BreakerState, CircuitBreaker
 from gateway.store import COMMIT_RETRY, Store, Tx, append_event, outbox
 from gateway.store import alarms as alarm_rows
 from gateway.store import help as help_rows
+from gateway.store import cases
+from gateway.store.cases import RANK
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import CaseCategory, CaseCreate, CaseSystemClient, CaseUpdate
 
@@ -443,14 +445,16 @@ def _apply(conn: Tx, outcomes: list[Outcome]) -> None:
         elif o.kind == "failed":
             outbox.record_failed(conn, o.seq, o.error)
             alarm_rows.set_case_error(conn, o.alarm_id, o.code or o.error)
+            if o.topic == "case.create":    # no case of ours: not one claimed for its key
+                cases.unclaim(conn, "alarms", o.alarm_id)
         else:
             outbox.record_delivered(conn, o.seq, now)
             if o.topic == "case.create":
                 alarm_rows.set_case(conn, o.alarm_id, o.case_id, o.status)
                 append_event(conn, o.alarm_id, "case_created", "case_system", now,
                              case_id=o.case_id, status=o.status)
-            else:
-                alarm_rows.set_case_status(conn, o.alarm_id, o.status)
+            elif o.status:    # never back: a callback may have moved it on meanwhile
+                alarm_rows.advance_case_status(conn, o.alarm_id, o.status, RANK)
 
 
 def _apply_service(conn: Tx, o: Outcome, now: str) -> None:
@@ -459,6 +463,8 @@ def _apply_service(conn: Tx, o: Outcome, now: str) -> None:
     if o.kind == "failed":
         outbox.record_failed(conn, o.seq, o.error)
         help_rows.set_case_error(conn, o.help_id, o.code or o.error)
+        if o.topic == "case.create":
+            cases.unclaim(conn, "help_requests", o.help_id)
         return
     outbox.record_delivered(conn, o.seq, now)
     if o.topic == "case.create":

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from gateway.broker import Mosquitto
+from gateway.store import Store
 from tests.support import CaseSystemProcess
 
 
@@ -21,6 +22,15 @@ def mosquitto(tmp_path):
     broker = Mosquitto(workdir=tmp_path / "mosquitto").start()
     yield broker
     broker.cleanup()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """An empty gateway store (the current schema) in the test's folder."""
+    s = Store(tmp_path / "gateway.db")
+    s.open()
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -103,14 +103,6 @@ def test_metrics_lose_no_increment_across_threads():
     assert f"gateway_test_seconds_count {per_thread * threads}" in m.render()
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "g.db")
-    s.open()
-    yield s
-    s.close()
-
-
 def _auth(store: Store, memory_kib: int = 8) -> Auth:
     a = Auth(store)
     a.hasher = PasswordHasher(time_cost=1, memory_cost=memory_kib, parallelism=1)

@@ -38,14 +38,6 @@ def clock(monkeypatch) -> Clock:
     return c
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "g.db")
-    s.open()
-    yield s
-    s.close()
-
-
 def _auth(store: Store, **limits) -> Auth:
     a = Auth(store, **limits)
     a.hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # fast for tests

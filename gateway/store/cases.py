@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["RANK", "first_seen"]
+__all__ = ["RANK", "claim", "first_seen", "unclaim"]
 
 #: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final.
 #: A case's status on its alarm or help request never moves back down this order.
@@ -18,3 +18,22 @@ def first_seen(conn: sqlite3.Connection, event_id: str, now: str) -> bool:
     (a duplicate delivery)."""
     cur = conn.execute("INSERT OR IGNORE INTO case_callbacks VALUES (?, ?)", (event_id, now))
     return cur.rowcount != 0
+
+
+#: the rows a case belongs to: an alarm's, a help request's (service case)
+_SUBJECTS = ("alarms", "help_requests")
+
+
+def claim(conn: sqlite3.Connection, table: str, row_id: int, case_id: str) -> bool:
+    """The case system reported on a case before the reply that opened it was recorded: the
+    case's id on its alarm or help request (``table``) now (the key matched: the same
+    case); whether it was taken (False: the row has a case already)."""
+    assert table in _SUBJECTS
+    return conn.execute(f"UPDATE {table} SET case_id=? WHERE id=? AND case_id IS NULL",
+                        (case_id, row_id)).rowcount == 1
+
+
+def unclaim(conn: sqlite3.Connection, table: str, row_id: int) -> None:
+    """The create request was refused: a case claimed for its key was not ours."""
+    assert table in _SUBJECTS
+    conn.execute(f"UPDATE {table} SET case_id=NULL, case_status=NULL WHERE id=?", (row_id,))

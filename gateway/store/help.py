@@ -11,6 +11,7 @@ resident's feedback is recorded. Its outbox rows are keyed ``<prefix>-help-<id>-
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,9 @@ from gateway.store.cases import RANK
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "claim_case", "events_of",
+log = logging.getLogger(__name__)
+
+__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "events_of",
            "get", "insert", "listing", "recent_by_device", "set_case", "set_case_error",
            "set_state"]
 
@@ -117,18 +120,17 @@ def set_case_error(conn: sqlite3.Connection, help_id: int, error: str) -> None:
 
 def set_case(conn: sqlite3.Connection, help_id: int, case_id: str, status: str) -> None:
     """The case system opened the request's service case: its id, no refusal, and its status
-    unless a callback that overtook the reply already moved it further."""
+    unless a callback that overtook the reply (same case) already moved it further."""
+    row = conn.execute("SELECT case_id FROM help_requests WHERE id=?", (help_id,)).fetchone()
+    if row is not None and row[0] is not None and row[0] != case_id:
+        log.error("help request %s: the case system replied with case %s, but case %s was "
+                  "reported for its key before: the reply's case is kept", help_id, case_id,
+                  row[0])
+        conn.execute("UPDATE help_requests SET case_status=NULL WHERE id=?", (help_id,))
     conn.execute("UPDATE help_requests SET case_id=?, case_error=NULL WHERE id=?",
                  (case_id, help_id))
     if status:
         case_status(conn, help_id, status)
-
-
-def claim_case(conn: sqlite3.Connection, help_id: int, case_id: str) -> None:
-    """The case system reported on the request's case before the reply that opened it was
-    recorded: the case's id on the request now (it is the same case: the key matched)."""
-    conn.execute("UPDATE help_requests SET case_id=? WHERE id=? AND case_id IS NULL",
-                 (case_id, help_id))
 
 
 def by_case_id(conn: sqlite3.Connection, case_id: str) -> dict | None:

@@ -48,9 +48,11 @@ def enqueue(conn: sqlite3.Connection, subject_id: int, topic: str, payload: dict
 
 
 def owner_of_key(conn: sqlite3.Connection, key: str) -> tuple[int | None, int | None] | None:
-    """The (alarm id, help request id) whose row is keyed ``key``, or None."""
-    row = conn.execute("SELECT alarm_id, help_id FROM outbox WHERE idempotency_key=?",
-                       (key,)).fetchone()
+    """The (alarm id, help request id) whose case is being opened under ``key``: its
+    ``case.create`` row, still pending (no reply recorded yet). None otherwise: a create
+    delivered has its case id stored, a refused one opened no case of ours."""
+    row = conn.execute("SELECT alarm_id, help_id FROM outbox WHERE idempotency_key=? "
+                       "AND topic='case.create' AND state='pending'", (key,)).fetchone()
     return (row[0], row[1]) if row is not None else None
 
 
