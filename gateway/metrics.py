@@ -8,7 +8,8 @@ worker may count too. One lock guards the maps: every change takes it for a dict
 ``render``/``total``/``by_label`` take a copy under it and do the formatting and call the
 gauges (which may query the store) after releasing it, so the loop never waits on a scrape.
 
-The one exception is ``drivers/mqtt.py``'s hot path, which adds to ``counters`` directly
+The exceptions are the hot paths of ``drivers/mqtt.py`` and ``gateway/pipeline.py``
+(readings fed), which add to ``counters`` directly
 (``counters[key] += 1``, no label sort, no lock): allowed on the event loop's thread only,
 for a key no other thread changes. A copy taken under the lock is one C-level step that no
 such update can interleave with (no bytecode runs inside it).
