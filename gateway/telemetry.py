@@ -190,9 +190,9 @@ class EmbeddedTelemetry:
         self._last_v = array("d")
         self._clock = clock
         self._last_prune = clock()
-        #: rollups of the buckets still open: (device, metric, bucket) -> [n, sum, min, max,
+        #: rollups of the buckets still open: (series id, bucket) -> [n, sum, min, max,
         #: last]; about one entry per series (and bucket boundary) in memory
-        self._open: dict[tuple[str, str, int], list[float]] = {}
+        self._open: dict[tuple[int, int], list[float]] = {}
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -218,58 +218,89 @@ class EmbeddedTelemetry:
         written once: one transaction. A raw point is stored when its value differs from
         the series' last stored one, or ``raw_repeat_s`` after that one (every reading
         counts in the rollups all the same). A power cut loses the open buckets' rollups
-        (at most ``rollup_s``) and the batch not yet written, never an alarm."""
-        rows = []
-        step = self.rollup_s
-        open_ = self._open
+        (at most ``rollup_s``) and the batch not yet written, never an alarm. A batch that
+        fails changes nothing here (its retry counts nowhere twice)."""
+        series = self._series
+        got: list[tuple[float, int, float]] = []     # (time, series id, value)
+        new: list[tuple[int, tuple[str, str]]] = []  # (index in got, series) not yet made
         for r in readings:
             v = r.value
             if v is None or isinstance(v, str):
                 continue
-            ts, fv = r.ts.timestamp(), float(v)
-            rows.append((ts, r.device_id, r.metric, fv))
-            key = (r.device_id, r.metric, int(ts // step) * step)
+            key = (r.device_id, r.metric)
+            sid = series.get(key, -1)
+            if sid < 0:
+                new.append((len(got), key))
+            got.append((r.ts.timestamp(), sid, float(v)))
+        closed = self._closed(self._clock())
+        if not got and not closed:
+            return
+        undo: list[tuple[int, float, float]] = []
+        made: list[tuple[str, str]] = []
+        try:
+            with self._conn:  # one transaction per batch, its new series with it
+                self._conn.execute("BEGIN")
+                if new:
+                    made = self._make_series([key for _i, key in new])
+                    for i, key in new:
+                        ts, _sid, v = got[i]
+                        got[i] = (ts, series[key], v)
+                self._conn.executemany("INSERT INTO points VALUES (?,?,?)",
+                                       self._changed(got, undo))
+                if closed:
+                    self._conn.executemany(_ROLLUP_UPSERT, closed)
+        except sqlite3.Error as exc:
+            for key in made:    # rolled back with the batch
+                series.pop(key, None)
+            for sid, ts, v in reversed(undo):
+                self._last_ts[sid], self._last_v[sid] = ts, v
+            for sid, b, n, total, lo, hi, last in closed:   # not written: keep them
+                self._fold((sid, b), [n, total, lo, hi, last])
+            full = "full" in str(exc).lower()
+            raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
+        self._fold_batch(got)
+        if self._clock() - self._last_prune >= self.prune_every_s:
+            self.prune()
+
+    def _make_series(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Ids for new series (device, metric), in the caller's transaction; the series
+        made (to be forgotten if that transaction fails)."""
+        top = max(self._series.values(), default=0)
+        self._conn.executemany("INSERT OR IGNORE INTO series (device, metric) VALUES (?, ?)",
+                               keys)
+        made = {(d, m): i for i, d, m in self._conn.execute(
+            "SELECT id, device, metric FROM series WHERE id > ?", (top,))}
+        if any(k not in made and k not in self._series for k in keys):   # (never: ours alone)
+            raise sqlite3.OperationalError("a new series got no id")
+        self._series.update(made)
+        return list(made)
+
+    def _fold_batch(self, got: list[tuple[float, int, float]]) -> None:
+        """Count a written batch in its rollup buckets (still open ones in memory)."""
+        step, open_ = self.rollup_s, self._open
+        for ts, sid, fv in got:
+            key = (sid, int(ts // step) * step)
             agg = open_.get(key)
             if agg is None:
                 open_[key] = [1, fv, fv, fv, fv]
             else:
                 agg[0] += 1
                 agg[1] += fv
-                agg[2] = min(agg[2], fv)
-                agg[3] = max(agg[3], fv)
+                if fv < agg[2]:
+                    agg[2] = fv
+                if fv > agg[3]:
+                    agg[3] = fv
                 agg[4] = fv
-        closed = self._closed(self._clock())
-        if not rows and not closed:
-            return
-        made: list[tuple[str, str]] = []
-        undo: list[tuple[int, float, float]] = []
-        try:
-            with self._conn:  # one transaction per batch
-                self._conn.execute("BEGIN")
-                self._conn.executemany("INSERT INTO points VALUES (?,?,?)",
-                                       self._changed(rows, made, undo))
-                self._conn.executemany(_ROLLUP_UPSERT, self._by_series(closed, made))
-        except sqlite3.Error as exc:
-            for series in made:   # rolled back with the batch
-                self._series.pop(series, None)
-            for sid, ts, v in reversed(undo):
-                self._last_ts[sid], self._last_v[sid] = ts, v
-            for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
-                self._fold((d, m, b), [n, total, lo, hi, last])
-            full = "full" in str(exc).lower()
-            raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
-        if self._clock() - self._last_prune >= self.prune_every_s:
-            self.prune()
 
-    def _changed(self, rows: list[tuple[float, str, str, float]], made: list[tuple[str, str]],
+    def _changed(self, got: list[tuple[float, int, float]],
                  undo: list[tuple[int, float, float]]) -> list[tuple[float, int, float]]:
-        """The raw points to store of ``rows``: a value that differs from its series' last
+        """The raw points to store of ``got``: a value that differs from its series' last
         stored point, or the same value ``raw_repeat_s`` after it. ``undo`` gets each
         series' previous last point (restored when the transaction fails)."""
         out = []
         last_ts, last_v, repeat = self._last_ts, self._last_v, self.raw_repeat_s
-        for ts, d, m, v in rows:
-            sid = self._series_id(d, m, made)
+        for row in got:
+            ts, sid, v = row
             if sid >= len(last_ts):
                 grow = array("d", [-math.inf]) * (sid + 1 - len(last_ts))
                 last_ts.extend(grow)
@@ -278,34 +309,18 @@ class EmbeddedTelemetry:
                 continue
             undo.append((sid, last_ts[sid], last_v[sid]))
             last_ts[sid], last_v[sid] = ts, v
-            out.append((ts, sid, v))
+            out.append(row)
         return out
-
-    def _series_id(self, device: str, metric: str, made: list[tuple[str, str]]) -> int:
-        """The series' id; a new series is inserted in the batch's transaction (``made``
-        lists it, to be forgotten if that transaction fails)."""
-        sid = self._series.get((device, metric))
-        if sid is None:
-            made.append((device, metric))
-            self._conn.execute("INSERT OR IGNORE INTO series (device, metric) VALUES (?, ?)",
-                               (device, metric))
-            sid = self._conn.execute("SELECT id FROM series WHERE device=? AND metric=?",
-                                     (device, metric)).fetchone()[0]
-            self._series[(device, metric)] = sid
-        return sid
-
-    def _by_series(self, closed: list[tuple], made: list[tuple[str, str]]) -> list[tuple]:
-        """``_closed`` rows keyed by series id (in the transaction: a new series is made)."""
-        return [(self._series_id(d, m, made), *rest) for d, m, *rest in closed]
 
     def _closed(self, now: float, everything: bool = False) -> list[tuple]:
         """Take the rollups of the buckets that have closed (all with ``everything``) out of
-        memory, as rows for ``_ROLLUP_UPSERT``."""
+        memory, as rows for ``_ROLLUP_UPSERT`` (series id, bucket, n, sum, min, max, last),
+        oldest bucket first."""
         step = self.rollup_s
-        done = [k for k in self._open if everything or k[2] + step <= now]
-        return [(*k, *self._open.pop(k)) for k in sorted(done, key=lambda k: k[2])]
+        done = [k for k in self._open if everything or k[1] + step <= now]
+        return [(*k, *self._open.pop(k)) for k in sorted(done, key=lambda k: k[1])]
 
-    def _fold(self, key: tuple[str, str, int], agg: list[float]) -> None:
+    def _fold(self, key: tuple[int, int], agg: list[float]) -> None:
         have = self._open.get(key)
         if have is None:
             self._open[key] = agg
@@ -318,16 +333,13 @@ class EmbeddedTelemetry:
         later part of the same bucket is added to the row."""
         closed = self._closed(self._clock(), everything=True)
         if closed:
-            made: list[tuple[str, str]] = []
             try:
                 with self._conn:
                     self._conn.execute("BEGIN")
-                    self._conn.executemany(_ROLLUP_UPSERT, self._by_series(closed, made))
+                    self._conn.executemany(_ROLLUP_UPSERT, closed)
             except sqlite3.Error:
-                for series in made:   # rolled back
-                    self._series.pop(series, None)
-                for d, m, b, n, total, lo, hi, last in closed:   # not written: keep them
-                    self._fold((d, m, b), [n, total, lo, hi, last])
+                for sid, b, n, total, lo, hi, last in closed:   # not written: keep them
+                    self._fold((sid, b), [n, total, lo, hi, last])
                 raise
 
     def prune(self) -> dict[str, int]:

@@ -225,6 +225,24 @@ def test_embedded_makes_a_batchs_new_series_with_it_or_not_at_all(tmp_path) -> N
     db.close()
 
 
+def test_embedded_a_failed_batch_retried_counts_once_in_its_rollup(tmp_path) -> None:
+    """The sink retries a batch the file refused: its readings count once in their bucket
+    (they were counted before the failure, and again with the retry, until issue 18's
+    eleventh round)."""
+    db = EmbeddedTelemetry(tmp_path / "telemetry.db", rollup_s=300, prune_every_s=1e9)
+    batch = [power(i, float(i)) for i in range(1, 101)]
+    db._conn.execute("CREATE TRIGGER fail BEFORE INSERT ON points WHEN NEW.value = 100 "
+                     "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+    with pytest.raises(TelemetryError):
+        db.write_readings(batch)
+    db._conn.execute("DROP TRIGGER fail")
+    db.write_readings(batch)
+    (bucket,) = db.series("meter-1", "power", 0, rollup=True)
+    assert bucket[1:6] == (100, pytest.approx(50.5), 1.0, 100.0, 100.0)
+    assert len(db.series("meter-1", "power", 0)) == 100
+    db.close()
+
+
 def test_embedded_reads_and_empties_an_earlier_versions_raw_table(tmp_path) -> None:
     """A telemetry.db written before points had series ids: its raw rows are read and pruned
     by time until none is left, then the table goes (issue 18)."""

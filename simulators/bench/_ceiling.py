@@ -2,7 +2,8 @@
 paho client that resumes a persistent QoS 1 session and only counts ``on_message`` calls.
 
 ``python -m simulators.bench._ceiling PORT CLIENT_ID N [TIMEOUT_S]`` prints one JSON line:
-``rate`` (messages per second from CONNACK to the N-th message), ``rss_mb`` (peak).
+``rate`` (messages per second from CONNACK to the N-th message), ``cpu_us_per_msg`` (the
+process's CPU time over the same span, per message), ``rss_mb`` (peak).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import time
 import paho.mqtt.client as paho
 
 
-def count(port: int, client_id: str, n: int, timeout: float) -> float:
+def count(port: int, client_id: str, n: int, timeout: float) -> tuple[float, float]:
+    """Messages per second and CPU microseconds per message."""
     done = threading.Event()
     got = 0
-    t0 = 0.0
+    t0 = cpu0 = 0.0
 
     def on_connect(*_a) -> None:
-        nonlocal t0
-        t0 = time.perf_counter()
+        nonlocal t0, cpu0
+        t0, cpu0 = time.perf_counter(), time.process_time()
 
     def on_message(_c, _u, _m) -> None:
         nonlocal got
@@ -38,7 +40,7 @@ def count(port: int, client_id: str, n: int, timeout: float) -> float:
     try:
         if not done.wait(timeout):
             raise SystemExit(f"bare paho received {got} of {n} within {timeout} s")
-        return n / (time.perf_counter() - t0)
+        return n / (time.perf_counter() - t0), 1e6 * (time.process_time() - cpu0) / n
     finally:
         c.disconnect()
         c.loop_stop()
@@ -54,5 +56,6 @@ def _peak_rss_mb() -> float:
 
 if __name__ == "__main__":
     port, cid, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    rate = count(port, cid, n, float(sys.argv[4]) if len(sys.argv) > 4 else 120.0)
-    print(json.dumps({"rate": rate, "rss_mb": round(_peak_rss_mb(), 1)}))
+    rate, cpu = count(port, cid, n, float(sys.argv[4]) if len(sys.argv) > 4 else 120.0)
+    print(json.dumps({"rate": rate, "cpu_us_per_msg": round(cpu, 1),
+                      "rss_mb": round(_peak_rss_mb(), 1)}))

@@ -30,7 +30,8 @@ each round's ratio sets its drain against the mean of the ceiling runs on both s
 and the figures reported (``gateway_per_s``, ``ceiling_per_s``, ``ratio_to_ceiling``) are
 the median round's (of two, the lower's); every round is in ``rounds``, with the gateway's
 CPU time per message (``gateway_cpu_us_per_msg``: what a message costs, whatever the
-machine's speed then). ``ratio_to_nodered`` is the gateway's over Node-RED's. RSS of each is
+machine's speed then) and ``cpu_ratio``, the bare client's CPU time per message over the
+gateway's (reported beside the bar's ratio: less swayed by the machine's speed). ``ratio_to_nodered`` is the gateway's over Node-RED's. RSS of each is
 its peak resident memory in the run.
 
 Alarm latency under load (part 2, in the same run on the same gateway): a paced publisher
@@ -132,15 +133,21 @@ def run(args: argparse.Namespace) -> dict:
                 gw.stop()
             after = _ceiling(port, messages)
             before_s, after_s = ceiling["ceiling_per_s"], after["ceiling_per_s"]
+            cpu = (ceiling["ceiling_cpu_us_per_msg"] + after["ceiling_cpu_us_per_msg"]) / 2
             rounds.append(dict(got, ceiling_before_per_s=before_s, ceiling_after_per_s=after_s,
                                ratio=round(got["gateway_per_s"] / ((before_s + after_s) / 2),
-                                           3)))
+                                           3),
+                               ceiling_cpu_us_per_msg=round(cpu, 1),
+                               cpu_ratio=round(cpu / got["gateway_cpu_us_per_msg"], 3)))
             ceiling = after
         out["rounds"] = rounds
         # the median round (of two, the lower: a figure never flattered by the pick) gives
         # the drain's figures; the latency phases ran after the first round's drain
         mid = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
         out.update({k: v for k, v in mid.items() if k not in ("ratio", "gateway_rss_mb")})
+        # the CPU ratio (the ceiling's CPU time per message over the gateway's): a yardstick
+        # less swayed by the machine's speed than the rates; the median of the rounds
+        out["cpu_ratio"] = sorted(r["cpu_ratio"] for r in rounds)[(len(rounds) - 1) // 2]
         out["ceiling_per_s"] = round((mid["ceiling_before_per_s"]
                                       + mid["ceiling_after_per_s"]) / 2)
         out["gateway_rss_mb"] = max(r["gateway_rss_mb"] for r in rounds)
@@ -179,7 +186,8 @@ def _ceiling(port: int, messages: list[tuple[str, bytes]]) -> dict:
     if res.returncode != 0:
         raise RuntimeError(f"ceiling failed: {res.stderr[-2000:]}")
     got = json.loads(res.stdout.strip().splitlines()[-1])
-    return {"ceiling_per_s": round(got["rate"]), "ceiling_rss_mb": got["rss_mb"]}
+    return {"ceiling_per_s": round(got["rate"]), "ceiling_rss_mb": got["rss_mb"],
+            "ceiling_cpu_us_per_msg": got["cpu_us_per_msg"]}
 
 
 def _metrics(client: httpx.Client, url: str) -> str:
