@@ -13,6 +13,7 @@ import os
 import random
 import select
 import shutil
+import ssl
 import signal
 import socket
 import subprocess
@@ -639,6 +640,25 @@ async def test_tls_with_a_private_ca_bundle(tmp_path: Path) -> None:
             with pytest.raises(RetryableUplinkError) as e:
                 await c.get_case("C1")
     assert e.value.reason == "tls_error"
+
+
+async def test_a_client_enters_without_loading_a_trust_store_on_the_loop() -> None:
+    """httpx's default TLS set-up loads the certifi bundle when a client is made: ~60 ms of
+    the event loop, twice at every start (the forwarder's client and the poller's), while
+    the first alarms come in (issue 18, eleventh round). The settings are made when the
+    client is built; a plain http:// client trusts no CA at all (it never makes a TLS
+    connection: redirects are not followed) and https keeps verifying (test above)."""
+    c = CaseSystemClient("http://127.0.0.1:9", KEY_ID, SECRET)
+    t = time.process_time()
+    async with c:
+        entered = time.process_time() - t
+    assert entered < 0.02, f"entering took {entered * 1000:.0f} ms of CPU"
+    ctx = c._verify
+    assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode is ssl.CERT_REQUIRED
+    assert ctx.check_hostname and ctx.cert_store_stats()["x509_ca"] == 0
+    tls = CaseSystemClient("https://cases.example.gov.cn", KEY_ID, SECRET)._verify
+    assert isinstance(tls, ssl.SSLContext) and tls.cert_store_stats()["x509_ca"] > 50
+    assert CaseSystemClient("https://x", KEY_ID, SECRET, verify_tls=False)._verify is False
 
 
 # ------------------------------------------------------------------------- runner
