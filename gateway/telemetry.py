@@ -166,6 +166,12 @@ _ROLLUP_UPSERT = (
     "last=excluded.last")
 
 
+def _full(exc: sqlite3.Error) -> bool:
+    """The disk (or the file's size limit) is full: retrying the batch would not help."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(
+        exc).lower()
+
+
 class EmbeddedTelemetry:
     """Recent telemetry in its own SQLite file with downsampling and retention.
 
@@ -249,18 +255,22 @@ class EmbeddedTelemetry:
                                        self._changed(got, undo))
                 if closed:
                     self._conn.executemany(_ROLLUP_UPSERT, closed)
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             for key in made:    # rolled back with the batch
                 series.pop(key, None)
             for sid, ts, v in reversed(undo):
                 self._last_ts[sid], self._last_v[sid] = ts, v
             for sid, b, n, total, lo, hi, last in closed:   # not written: keep them
                 self._fold((sid, b), [n, total, lo, hi, last])
-            full = "full" in str(exc).lower()
-            raise TelemetryError(f"telemetry.db: {exc}", retryable=not full) from None
+            if isinstance(exc, sqlite3.Error):
+                raise TelemetryError(f"telemetry.db: {exc}", retryable=not _full(exc)) from None
+            raise
         self._fold_batch(got)
         if self._clock() - self._last_prune >= self.prune_every_s:
-            self.prune()
+            try:
+                self.prune()
+            except sqlite3.Error as exc:   # the batch is stored: retention tries again later
+                log.error("telemetry.db: pruning failed: %s", exc)
 
     def _make_series(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Ids for new series (device, metric), in the caller's transaction; the series

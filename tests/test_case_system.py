@@ -642,6 +642,24 @@ async def test_tls_with_a_private_ca_bundle(tmp_path: Path) -> None:
     assert e.value.reason == "tls_error"
 
 
+async def test_tls_trusts_the_ca_named_by_ssl_cert_file(tmp_path: Path, monkeypatch) -> None:
+    """A site whose private CA is named the OpenSSL way (``SSL_CERT_FILE``), not by the
+    uplink's ``ca_file``, is trusted as httpx's own default trusts it."""
+    from gateway.uplink.case_client import _tls_context
+
+    ca, cert, key = _private_ca(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    _tls_context.cache_clear()
+    try:
+        app = create_app(SECRET, KEY_ID, delays=SLOW)
+        with ServerThread(app, "case-sim-tls-env", ssl_certfile=str(cert),
+                          ssl_keyfile=str(key)) as srv:
+            async with CaseSystemClient(srv.url, KEY_ID, SECRET) as c:
+                assert (await c.create_case(case_payload())).created
+    finally:
+        _tls_context.cache_clear()
+
+
 async def test_a_client_enters_without_loading_a_trust_store_on_the_loop() -> None:
     """httpx's default TLS set-up loads the certifi bundle when a client is made: ~60 ms of
     the event loop, twice at every start (the forwarder's client and the poller's), while

@@ -12,6 +12,7 @@ the breaker is the kernel's (:mod:`gateway.kernel.resilience`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
@@ -66,21 +67,22 @@ _RETRYABLE_4XX = frozenset({401, 408, 429})
 _DETAIL_MAX = 300
 
 
-def _tls_context(base_url: str, ca_bundle: str | None, verify: bool) -> ssl.SSLContext | bool:
-    """The TLS settings, made here (at build time) and not by httpx in ``__aenter__``: its
-    default loads the certifi bundle, ~60 ms of the event loop per client at start-up, while
-    the first alarms come in. A plain ``http://`` case system (a test rig, a private network)
-    gets a context that trusts nothing: redirects are not followed, so no TLS connection is
-    ever made, and one would fail closed."""
-    if not verify:
-        return False
+@functools.lru_cache(maxsize=8)
+def _tls_context(scheme: str, ca_bundle: str | None, verify: bool) -> ssl.SSLContext | bool:
+    """The TLS settings, made when the client is built (and shared by the clients of one
+    case system: the forwarder's, the status poller's), not by httpx in ``__aenter__``: its
+    default loads the CA bundle, ~60 ms of the event loop per client, while the first alarms
+    come in. ``ca_bundle`` wins over ``verify`` (as before); https otherwise trusts what
+    httpx would (certifi, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``). A plain ``http://`` case
+    system (a test rig, a private network) gets a context that trusts no CA: redirects are
+    not followed, so no TLS connection is ever made, and one would fail closed."""
     if ca_bundle:
         return ssl.create_default_context(cafile=ca_bundle)
-    if httpx.URL(base_url).scheme == "http":
+    if not verify:
+        return False
+    if scheme == "http":
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)   # verifies (hostname, chain): no CAs
-    import certifi      # httpx's own default trust store
-
-    return ssl.create_default_context(cafile=certifi.where())
+    return httpx.create_ssl_context()
 
 
 class CaseSystemClient:
@@ -108,7 +110,7 @@ class CaseSystemClient:
         self._auth = HmacAuth(key_id, secret if isinstance(secret, Secret) else Secret(secret),
                               clock)
         self._timeout = httpx.Timeout(timeout)
-        self._verify = _tls_context(self.base_url, ca_bundle, verify_tls)
+        self._verify = _tls_context(httpx.URL(self.base_url).scheme, ca_bundle, verify_tls)
         self._breaker = breaker
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
