@@ -39,7 +39,6 @@ from gateway.model import utc
 from gateway.store import Store, Tx, append_event, cases, cursors, outbox
 from gateway.store import alarms as alarm_rows
 from gateway.store import help as help_rows
-from gateway.store.cases import RANK
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import (CareReport, CareState, CaseSystemClient, CaseView,
                                         decode_callback)
@@ -89,7 +88,7 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
     now = utc().isoformat()
     actor = f"case_system:{handler or ''}"
     # events may arrive out of order (retries, polling after callbacks): never backwards
-    alarm_rows.advance_case_status(conn, row[0], status, RANK)
+    cases.advance(conn, "alarms", row[0], status)
     append_event(conn, row[0], "case_status", actor, now, status=status, note=note,
                  event_id=event_id, via=via)
     # a case taken by its key, its reply not yet recorded, resolves nothing: should the reply
@@ -104,7 +103,7 @@ def apply_case_event(conn: Tx, *, event_id: str, case_id: str, status: str,
 def _claim(conn: Tx, case_id: str, key: str) -> bool:
     """A case system may dispatch (and report) before the gateway has recorded its reply to
     the create request: the key names our alarm or help request, which takes the case id
-    now (the reply, recorded later, moves no status back: ``set_case``)."""
+    now (the reply, recorded later, moves no status back: ``cases.opened``)."""
     owner = outbox.owner_of_key(conn, key)
     if owner is None:
         return False

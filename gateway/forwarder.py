@@ -46,11 +46,9 @@ from gateway.kernel.component import StateTracker
 from gateway.metrics import Metrics
 from gateway.model import utc
 from gateway.kernel.resilience import Backoff, BreakerState, CircuitBreaker
-from gateway.store import COMMIT_RETRY, Store, Tx, append_event, outbox
+from gateway.store import COMMIT_RETRY, Store, Tx, append_event, cases, outbox
 from gateway.store import alarms as alarm_rows
 from gateway.store import help as help_rows
-from gateway.store import cases
-from gateway.store.cases import RANK
 from gateway.uplink import PermanentUplinkError, RetryableUplinkError
 from gateway.uplink.case_system import CaseCategory, CaseCreate, CaseSystemClient, CaseUpdate
 
@@ -450,11 +448,11 @@ def _apply(conn: Tx, outcomes: list[Outcome]) -> None:
         else:
             outbox.record_delivered(conn, o.seq, now)
             if o.topic == "case.create":
-                alarm_rows.set_case(conn, o.alarm_id, o.case_id, o.status)
+                cases.opened(conn, "alarms", o.alarm_id, o.case_id or "", o.status)
                 append_event(conn, o.alarm_id, "case_created", "case_system", now,
                              case_id=o.case_id, status=o.status)
             elif o.status:    # never back: a callback may have moved it on meanwhile
-                alarm_rows.advance_case_status(conn, o.alarm_id, o.status, RANK)
+                cases.advance(conn, "alarms", o.alarm_id, o.status)
 
 
 def _apply_service(conn: Tx, o: Outcome, now: str) -> None:
@@ -468,8 +466,8 @@ def _apply_service(conn: Tx, o: Outcome, now: str) -> None:
         return
     outbox.record_delivered(conn, o.seq, now)
     if o.topic == "case.create":
-        help_rows.set_case(conn, o.help_id, o.case_id or "", o.status or "")
+        cases.opened(conn, "help_requests", o.help_id, o.case_id or "", o.status)
         help_rows.add_event(conn, o.help_id, "case_created", "case_system", now,
                             case_id=o.case_id, status=o.status)
     elif o.status:
-        help_rows.case_status(conn, o.help_id, o.status)
+        cases.advance(conn, "help_requests", o.help_id, o.status)

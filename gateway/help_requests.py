@@ -26,7 +26,7 @@ from typing import Any
 from gateway import GatewayError
 from gateway.metrics import Metrics
 from gateway.model import Kind, Reading, utc
-from gateway.store import Store, Tx, outbox, record_audit
+from gateway.store import Store, Tx, cases, outbox, record_audit
 from gateway.store import help as rows
 
 __all__ = ["CHANNELS", "FEEDBACK", "HelpDesk", "HelpError", "apply_case_status",
@@ -266,7 +266,7 @@ def apply_case_status(conn: Tx, *, case_id: str, status: str, handler: str | Non
         return None
     now = _iso(utc())
     actor = f"case_system:{handler or ''}"
-    rows.case_status(conn, row["id"], status)
+    cases.advance(conn, "help_requests", row["id"], status)
     rows.add_event(conn, row["id"], "case_status", actor, now, status=status, note=note)
     if status in ("dispatched", "on_site") and row["state"] == "received":
         rows.set_state(conn, row["id"], "assigned", now, actor, assigned_to=handler or "")

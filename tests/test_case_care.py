@@ -29,7 +29,7 @@ from gateway.household_care import CareDesk
 from gateway.metrics import Metrics
 from gateway.service import build_engine
 from gateway.site import load_site
-from gateway.store import Store
+from gateway.store import Store, cases
 from gateway.store import help as help_rows
 from gateway.store.household_care import all_care
 from gateway.uplink.case_system import CaseSystemClient
@@ -112,7 +112,7 @@ async def test_a_polled_care_report_of_a_service_case_is_applied_once(tmp_path):
     try:
         desk = HelpDesk(store, lambda: site)
         hid = await desk.create(category="meal", household_id="h-7-302", note="", actor="duty")
-        await store.write(lambda c: help_rows.set_case(c, hid, "GC-9", "accepted"))
+        await store.write(lambda c: cases.opened(c, "help_requests", hid, "GC-9", "accepted"))
         care = CareDesk(store, lambda: site, lambda: engine)
         until = NOW + timedelta(days=3)
         view = {"case_id": "GC-9", "idempotency_key": "k-help-12345678", "status": "on_site",

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from gateway.model import Severity
-from gateway.store import alarms as alarm_rows
+from gateway.store import cases
 from rules.actions import RaiseAlarm
 from tests.api_fixtures import api_env  # noqa: F401  (fixture)
 
@@ -28,7 +28,7 @@ def _alarm(env) -> int:
     r = duty.post(f"/api/alarms/{alarm_id}/resolve", json={"reason": "false_alarm",
                                                          "note": "=HYPERLINK(\"x\")"})
     assert r.status_code == 200, r.text
-    env.store.write_sync(lambda c: alarm_rows.set_case(c, alarm_id, "GC-2024-0001", "on_site"))
+    env.store.write_sync(lambda c: cases.opened(c, "alarms", alarm_id, "GC-2024-0001", "on_site"))
     return alarm_id
 
 

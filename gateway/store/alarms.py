@@ -10,25 +10,22 @@ reader; ``value`` is JSON text, ``test`` 0/1 (``gateway.alarms`` decodes them fo
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.store.cases import RANK
+from gateway.store import cases
 
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-log = logging.getLogger(__name__)
-
-__all__ = ["HistoryFilter", "acknowledge", "advance_case_status", "advance_status_of_case",
+__all__ = ["HistoryFilter", "acknowledge", "advance_status_of_case",
            "board", "by_case_id", "by_id", "case_id_of", "clear",
            "ended_keys", "escalate", "get", "history", "insert", "last_by_key",
            "latest_of_key", "mark_cleared", "open_alarms", "open_by_key",
            "open_by_severity", "open_id", "read_journal", "resolve", "retrigger",
-           "set_case", "set_case_error", "update", "write_journal"]
+           "set_case_error", "update", "write_journal"]
 
 
 # -- in the caller's transaction -----------------------------------------------------------
@@ -108,45 +105,16 @@ def resolve(conn: sqlite3.Connection, alarm_id: int, actor: str, reason: str, no
 
 
 # -- the alarm's case ------------------------------------------------------------------------
-def set_case(conn: sqlite3.Connection, alarm_id: int, case_id: str | None,
-             status: str | None) -> None:
-    """The case system opened the alarm's case: its id, no refusal, and its status unless a
-    callback that overtook the reply (same case) already moved it further."""
-    row = conn.execute("SELECT case_id FROM alarms WHERE id=?", (alarm_id,)).fetchone()
-    claimed = row[0] if row is not None else None
-    if claimed is not None and claimed != case_id:
-        log.error("alarm %s: the case system replied with case %s, but case %s was reported "
-                  "for its key before: the reply's case is kept", alarm_id, case_id, claimed)
-        conn.execute("UPDATE alarms SET case_status=NULL WHERE id=?", (alarm_id,))
-    conn.execute("UPDATE alarms SET case_id=?, case_error=NULL WHERE id=?",
-                 (case_id, alarm_id))
-    if status:
-        advance_case_status(conn, alarm_id, status, RANK)
-
-
 def set_case_error(conn: sqlite3.Connection, alarm_id: int, code: str) -> None:
     """The case system refused a message of the alarm (short code, for the card)."""
     conn.execute("UPDATE alarms SET case_error=? WHERE id=?", (code, alarm_id))
-
-
-def advance_case_status(conn: sqlite3.Connection, alarm_id: int, status: str,
-                        ranks: Mapping[str, int]) -> None:
-    """Set the case status unless the stored one is further on in the lifecycle
-    (``ranks``: status -> its place; unknown statuses rank 0, none -1)."""
-    whens = " ".join("WHEN ? THEN ?" for _ in ranks)
-    params: list[Any] = [status, alarm_id]
-    for name, rank in ranks.items():
-        params += [name, rank]
-    params.append(ranks.get(status, 0))
-    conn.execute("UPDATE alarms SET case_status=? WHERE id=? AND coalesce(CASE case_status "
-                 + whens + " END, -1) <= ?", params)
 
 
 def advance_status_of_case(conn: sqlite3.Connection, case_id: str, status: str) -> None:
     """The case's current status on its alarm, unless the alarm's is further on."""
     for (alarm_id,) in conn.execute("SELECT id FROM alarms WHERE case_id=?",
                                     (case_id,)).fetchall():
-        advance_case_status(conn, alarm_id, status, RANK)
+        cases.advance(conn, "alarms", alarm_id, status)
 
 
 def by_case_id(conn: sqlite3.Connection, case_id: str) -> sqlite3.Row | None:

@@ -4,9 +4,12 @@ the case system's ``event_id``. (The case's id and status live on its alarm:
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
-__all__ = ["RANK", "claim", "first_seen", "unclaim"]
+log = logging.getLogger(__name__)
+
+__all__ = ["RANK", "advance", "claim", "first_seen", "opened", "unclaim"]
 
 #: the case lifecycle's order (docs/case-system.md section 5); closed and rejected are final.
 #: A case's status on its alarm or help request never moves back down this order.
@@ -37,3 +40,33 @@ def unclaim(conn: sqlite3.Connection, table: str, row_id: int) -> None:
     """The create request was refused: a case claimed for its key was not ours."""
     assert table in _SUBJECTS
     conn.execute(f"UPDATE {table} SET case_id=NULL, case_status=NULL WHERE id=?", (row_id,))
+
+
+def advance(conn: sqlite3.Connection, table: str, row_id: int, status: str) -> bool:
+    """The case's status on its alarm or help request (``table``), unless the stored one is
+    further on in the lifecycle (``RANK``; events come out of order: retries, polling after
+    callbacks, a reply recorded after a callback); whether it moved."""
+    assert table in _SUBJECTS
+    row = conn.execute(f"SELECT case_status FROM {table} WHERE id=?", (row_id,)).fetchone()
+    if row is None or row[0] == status or (
+            row[0] is not None and RANK.get(status, 0) < RANK.get(row[0], -1)):
+        return False
+    conn.execute(f"UPDATE {table} SET case_status=? WHERE id=?", (status, row_id))
+    return True
+
+
+def opened(conn: sqlite3.Connection, table: str, row_id: int, case_id: str,
+           status: str | None) -> None:
+    """The case system's reply opened the case of an alarm or help request (``table``): its
+    id, no refusal, and its status unless a callback that overtook the reply (the same case,
+    claimed by its key) already moved it further. A reply naming another case than the one
+    claimed wins, with its own status."""
+    assert table in _SUBJECTS
+    row = conn.execute(f"SELECT case_id FROM {table} WHERE id=?", (row_id,)).fetchone()
+    if row is not None and row[0] is not None and row[0] != case_id:
+        log.error("%s %s: the case system replied with case %s, but case %s was reported for "
+                  "its key before: the reply's case is kept", table, row_id, case_id, row[0])
+        conn.execute(f"UPDATE {table} SET case_status=NULL WHERE id=?", (row_id,))
+    conn.execute(f"UPDATE {table} SET case_id=?, case_error=NULL WHERE id=?", (case_id, row_id))
+    if status:
+        advance(conn, table, row_id, status)

@@ -11,19 +11,14 @@ resident's feedback is recorded. Its outbox rows are keyed ``<prefix>-help-<id>-
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 from typing import TYPE_CHECKING, Any
-
-from gateway.store.cases import RANK
 
 if TYPE_CHECKING:
     from gateway.store.core import Store
 
-log = logging.getLogger(__name__)
-
-__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "case_status", "events_of",
-           "get", "insert", "listing", "recent_by_device", "set_case", "set_case_error",
+__all__ = ["STATES", "add_event", "by_case_id", "by_request_key", "events_of",
+           "get", "insert", "listing", "recent_by_device", "set_case_error",
            "set_state"]
 
 #: the lifecycle, in order
@@ -118,21 +113,6 @@ def set_case_error(conn: sqlite3.Connection, help_id: int, error: str) -> None:
     conn.execute("UPDATE help_requests SET case_error=? WHERE id=?", (error[:200], help_id))
 
 
-def set_case(conn: sqlite3.Connection, help_id: int, case_id: str, status: str) -> None:
-    """The case system opened the request's service case: its id, no refusal, and its status
-    unless a callback that overtook the reply (same case) already moved it further."""
-    row = conn.execute("SELECT case_id FROM help_requests WHERE id=?", (help_id,)).fetchone()
-    if row is not None and row[0] is not None and row[0] != case_id:
-        log.error("help request %s: the case system replied with case %s, but case %s was "
-                  "reported for its key before: the reply's case is kept", help_id, case_id,
-                  row[0])
-        conn.execute("UPDATE help_requests SET case_status=NULL WHERE id=?", (help_id,))
-    conn.execute("UPDATE help_requests SET case_id=?, case_error=NULL WHERE id=?",
-                 (case_id, help_id))
-    if status:
-        case_status(conn, help_id, status)
-
-
 def by_case_id(conn: sqlite3.Connection, case_id: str) -> dict | None:
     cols = ("id", "state", "case_status", "assigned_to", "household_id")
     row = conn.execute(f"SELECT {', '.join(cols)} FROM help_requests WHERE case_id=?",
@@ -140,13 +120,3 @@ def by_case_id(conn: sqlite3.Connection, case_id: str) -> dict | None:
     return dict(zip(cols, row)) if row else None
 
 
-def case_status(conn: sqlite3.Connection, help_id: int, status: str) -> bool:
-    """Advance the request's case status (never backwards); whether it moved."""
-    row = conn.execute("SELECT case_status FROM help_requests WHERE id=?",
-                       (help_id,)).fetchone()
-    if row is None:
-        return False
-    if row[0] is not None and RANK.get(status, -1) <= RANK.get(row[0], -1):
-        return False
-    conn.execute("UPDATE help_requests SET case_status=? WHERE id=?", (status, help_id))
-    return True
