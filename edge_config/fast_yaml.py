@@ -156,6 +156,11 @@ class TreeCache:
         """Whether the cache can hold ``tree`` (JSON gives it back as it is)."""
         return _jsonable(tree)
 
+    def holds_tree(self, name: str, tree: Any) -> bool:
+        """Whether ``tree`` is the very tree held for ``name`` (got or put: plain data)."""
+        entry = self._files.get(name)
+        return entry is not None and entry["tree"] is tree
+
     def get(self, name: str, data: bytes) -> Any | None:
         entry = self._files.get(name)
         if entry is not None and entry.get("sha256") == hashlib.sha256(data).hexdigest():

@@ -58,6 +58,10 @@ class SiteConfig:
     uplinks: UplinksFile
     gateway: GatewayFile
     trees: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: those of ``trees`` the tree cache holds as they are (taken from it, or put in it:
+    #: plain data JSON gives back), by file name: nobody walks them again to find that out
+    #: (a tree is one of them only while it is the very object here)
+    cached_trees: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def household(self, household_id: str | None):
         return self._households.get(household_id) if household_id is not None else None
@@ -485,8 +489,11 @@ def _load(directory: Path, validators: Validators, *, fast: bool,
         if fast:
             return None
         raise ConfigError(out.issues)
+    held = {n: tree for n, tree in trees.items()
+            if cache is not None and cache.holds_tree(n, tree)}
     return SiteConfig(directory, parsed["site.yaml"], parsed["devices.yaml"],
-                      parsed["rules.yaml"], parsed["uplinks.yaml"], parsed["gateway.yaml"], trees)
+                      parsed["rules.yaml"], parsed["uplinks.yaml"], parsed["gateway.yaml"], trees,
+                      held)
 
 
 def read_trees(directory: str | Path, validators: Validators,

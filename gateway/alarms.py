@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -160,10 +160,11 @@ class AlarmBook:
         """Id of the open alarm with ``key`` (None: none open)."""
         return alarm_rows.open_id(self.store, key)
 
-    def engine_state(self) -> EngineState:
+    def engine_state(self, fired: Collection[str] | None = None) -> EngineState:
         """The rule engine's alarm and fault bookkeeping as the store has it (see
         ``rules.Engine.adopt_store``): journal entries, open alarms, open faults, and the
-        keys whose last alarm ended with its condition (cleared) and is resolved."""
+        keys whose last alarm ended with its condition (cleared) and is resolved (of
+        ``fired`` only, when given: ``rules.Engine.fired_keys``)."""
         from rules.alarms import StoredAlarm
 
         journal, ids, version = alarm_rows.read_journal(self.store)
@@ -176,7 +177,7 @@ class AlarmBook:
                               ids.get(r["key"]) == r["id"])
                   for r in alarm_rows.open_alarms(self.store)]
         faults = devices.open_fault_keys(self.store)
-        ended = alarm_rows.ended_keys(self.store)
+        ended = alarm_rows.ended_keys(self.store, fired)
         return EngineState(journal, stored, version, faults, ended)
 
     def _on_RaiseAlarm(self, conn: Tx, a, orphans: list | None = None) -> Change:

@@ -119,7 +119,7 @@ def device_info(site: SiteConfig, d) -> DeviceInfo:
 def adopt_store(engine, book: AlarmBook) -> None:
     """The store is the one source of truth for alarm and fault bookkeeping: the engine's
     (restored from a snapshot up to 30 s old, or new) is made from it."""
-    state = book.engine_state()
+    state = book.engine_state(engine.fired_keys())
     engine.adopt_store(state.journal, state.stored, state.version, state.open_faults,
                        state.ended)
     apply_care(engine, book.store)     # care states: the store's too (gateway.household_care)
@@ -156,8 +156,18 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
         plan_field(site, profiles)   # Modbus/serial devices: profiles and buses exist
     out: dict[str, DeviceBinding] = {}
     problems: list[str] = []
+    #: (type, profile, Zigbee2MQTT) -> (profile, alarm device) of the devices with no keys
+    #: or cards of their own: they share it (made once, not 57,000 times at a large start)
+    shared: dict[tuple[str, str | None, bool], tuple[Profile, bool]] = {}
     for d in devices:
         if d.mqtt is None:
+            continue
+        grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
+        own = bool(d.sos_actions or d.care_actions or d.help_actions or d.visit_cards)
+        key = (d.type, d.profile, bool(d.mqtt.zigbee2mqtt))
+        hit = None if own else shared.get(key)
+        if hit is not None:
+            out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, hit[0], alarm=hit[1])
             continue
         try:   # Zigbee2MQTT devices without a profile: zigbee2mqtt-<type> (its keys)
             profile = fit_profile(profiles, d.id, d.type, d.profile, "json",
@@ -183,9 +193,10 @@ def bindings_for(site: SiteConfig, only: set[str] | None = None) -> dict[str, De
             problems.append(f"devices.yaml: devices.{d.id}.help_actions: {exc}")
             continue
         profile = with_visit_cards(profile, d.visit_cards)   # a door reader's visit cards
-        grid = d.grid_cell or (site.household(d.household).grid_cell if d.household else None)
-        out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile,
-                                     alarm=is_alarm_device(profile))
+        alarm = is_alarm_device(profile)
+        if not own:
+            shared[key] = (profile, alarm)
+        out[d.topic] = DeviceBinding(d.id, d.type, d.household, grid, profile, alarm=alarm)
     if problems:
         raise ConfigError(problems)
     return out

@@ -208,6 +208,8 @@ class EmbeddedTelemetry:
         self._conn.executescript(_SCHEMA)
         self._series: dict[tuple[str, str], int] = {
             (d, m): i for i, d, m in self._conn.execute("SELECT id, device, metric FROM series")}
+        #: the highest series id in ``_series`` (None: to be found again, after a rollback)
+        self._top: int | None = None
         #: an earlier version's ``raw`` table, read and pruned until it is empty
         self._legacy = self._has_table("raw")
         #: an earlier version's ``rollup`` table (by device and metric), read and pruned until
@@ -256,8 +258,9 @@ class EmbeddedTelemetry:
                 if closed:
                     self._conn.executemany(_ROLLUP_UPSERT, closed)
         except BaseException as exc:
-            for key in made:    # rolled back with the batch
+            for key in made:    # rolled back with the batch (their ids may come again)
                 series.pop(key, None)
+            self._top = None
             for sid, ts, v in reversed(undo):
                 self._last_ts[sid], self._last_v[sid] = ts, v
             for sid, b, n, total, lo, hi, last in closed:   # not written: keep them
@@ -275,7 +278,9 @@ class EmbeddedTelemetry:
     def _make_series(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Ids for new series (device, metric), in the caller's transaction; the series
         made (to be forgotten if that transaction fails)."""
-        top = max(self._series.values(), default=0)
+        top = self._top
+        if top is None:     # not the whole dict's max per batch: a first drain makes many
+            top = max(self._series.values(), default=0)
         self._conn.executemany("INSERT OR IGNORE INTO series (device, metric) VALUES (?, ?)",
                                keys)
         made = {(d, m): i for i, d, m in self._conn.execute(
@@ -283,6 +288,7 @@ class EmbeddedTelemetry:
         if any(k not in made and k not in self._series for k in keys):   # (never: ours alone)
             raise sqlite3.OperationalError("a new series got no id")
         self._series.update(made)
+        self._top = max(made.values(), default=top)
         return list(made)
 
     def _fold_batch(self, got: list[tuple[float, int, float]]) -> None:

@@ -348,12 +348,21 @@ class Engine:
             self.book.reopen(key, t, rule)
         return out
 
+    def fired_keys(self) -> set[str]:
+        """Keys of the alarms the rules hold as fired (restored from a snapshot): of the
+        store's ended keys, :meth:`adopt_store` needs these only."""
+        out: set[str] = set()
+        for ev in self.evaluators:
+            out |= ev.fired_keys()
+        return out
+
     def adopt_store(self, journal: dict[str, dict[str, Any]], stored: list[StoredAlarm],
                     version: int, open_faults: list[str], ended: set[str]) -> None:
         """Make alarm and fault bookkeeping the store's, after :meth:`load_snapshot`: the
         store is the one source of truth for them (docs/architecture.md, "Guarantees").
         ``stored`` have ``raised`` in wall epoch seconds; ``ended``: keys whose last alarm
-        was cleared by its condition and is closed. Rules still holding an alarm active for
+        was cleared by its condition and is closed (all of them, or those of
+        :meth:`fired_keys`: no rule holds any other). Rules still holding an alarm active for
         a key that has none open and active forget it, so the next time their condition
         is met it raises an alarm, as it would have without the restart; rules not holding
         one that is open and active hold it, so their condition ending clears it."""

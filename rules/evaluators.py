@@ -145,6 +145,11 @@ class Evaluator:
         ending clears them); ``ended`` are not, so forget holding them (the condition met
         again raises one)."""
 
+    def fired_keys(self) -> set[str]:
+        """Keys of the alarms this rule holds as fired (after a restore: the only keys
+        :meth:`reconcile`'s ``ended`` can change anything for)."""
+        return set()
+
     def _devices_of(self, keys: set[str]) -> set[str]:
         prefix = self.rule.id + ":"
         n = len(prefix)
@@ -268,6 +273,9 @@ class ThresholdEval(_PendingEval):
         if self._due.get(key) == due:
             del self._due[key]
             self._fire(key, due)
+
+    def fired_keys(self) -> set[str]:
+        return {f"{self.rule.id}:{dev}" for dev, s in self._pending.items() if len(s) == 3}
 
     def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
         for dev in self._devices_of(ended):
@@ -406,6 +414,9 @@ class HeldEval(Evaluator):
         fields = {"duration": bilingual_duration(due - s[0]),
                   "unit": self.engine.unit_of(key, self.rule.when.kind)}
         self.book.trigger(self.rule, f"{self.rule.id}:{key}", s[2], due, fields)
+
+    def fired_keys(self) -> set[str]:
+        return {f"{self.rule.id}:{dev}" for dev, s in self._held.items() if len(s) == 4}
 
     def reconcile(self, active: set[str], ended: set[str], t: float) -> None:
         for dev in self._devices_of(ended):

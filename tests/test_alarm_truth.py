@@ -193,3 +193,22 @@ async def test_a_clear_for_a_resolved_alarm_is_recorded_and_counted(tmp_path):
     assert events[-1]["action"] == "cleared"
     assert json.loads(events[-1]["detail"])["after_resolved"] is True
     life.crash()
+
+
+async def test_a_start_reads_ended_keys_only_for_the_alarms_its_rules_hold(tmp_path):
+    """``AlarmBook.engine_state(fired)``: the store's word on the keys the restored rules
+    hold as fired, the same as the whole history's for them (a start reads no more)."""
+    t0 = utc()
+    life = Life(tmp_path / "gateway.db")
+    await life.feed(SMOKE, Kind.SMOKE, True, t0)
+    await life.feed(SMOKE, Kind.SMOKE, False, t0 + timedelta(seconds=1))     # cleared
+    [smoke_alarm] = life.alarms(SMOKE)
+    await life.book.resolve(smoke_alarm["id"], "duty", "handled")            # and closed
+    await life.feed(CALLER, Kind.SOS, True, t0 + timedelta(seconds=2))      # still open
+    smoke, caller = f"smoke:{SMOKE}", f"sos:{CALLER}"
+    every = life.book.engine_state().ended
+    assert smoke in every and caller not in every
+    assert life.book.engine_state({smoke, caller, "heat:nobody"}).ended == {smoke}
+    assert life.book.engine_state({caller}).ended == set()
+    assert life.book.engine_state(set()).ended == set()
+    life.crash()

@@ -583,3 +583,14 @@ def test_the_service_holds_its_site_without_the_trees_unless_the_cache_cannot(
     assert lean_site(site).trees == {}
     dated = replace(site, trees={**site.trees, "site.yaml": {"since": date(2026, 1, 1)}})
     assert lean_site(dated) is dated
+    # read through the tree cache (the service's start): the trees it holds are known as
+    # such, not walked again; a tree put in their place is walked (and a date keeps them)
+    cache = tmp_path / "data" / "site-cache.json"
+    cache.unlink()
+    for _ in range(2):          # a start that fills the cache, then one that reads it
+        cached = load_site(directory, cache=cache)
+        assert set(cached.cached_trees) == set(cached.trees) and cached.trees
+        assert all(cached.cached_trees[n] is t for n, t in cached.trees.items())
+        assert lean_site(cached).trees == {} and lean_site(cached).cached_trees == {}
+    swapped = replace(cached, trees={**cached.trees, "site.yaml": {"since": date(2026, 1, 1)}})
+    assert lean_site(swapped) is swapped

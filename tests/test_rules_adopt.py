@@ -61,3 +61,35 @@ def test_journal_entries_carry_escalation_due_times_across_a_restart() -> None:
     assert restored.tick(at(61)) == []
     # the alarm is still open for the rule: hotter readings update it, cooling clears it
     assert [type(a) for a in _feed(restored, 40, 70)] == [ClearAlarm]
+
+
+DOOR = config({"id": "door_held", "kind": "held", "when": {"kind": "door_open", "value": True},
+               "for": "5m", "category": "intrusion",
+               "message": {"zh": "{device_id} 门未关 {duration}",
+                           "en": "{device_id} held open for {duration}"}})
+
+
+def test_a_restore_names_the_alarms_its_rules_hold_as_fired() -> None:
+    """A start reads the store's ended keys only for these (``Engine.fired_keys``): a rule
+    holding a fired alarm not among them would never forget it."""
+    heat = Engine(HEAT, SITE)
+    _feed(heat, 70, 0)                          # fired
+    assert Engine.restore(HEAT, SITE, json.loads(json.dumps(heat.snapshot()))
+                          ).fired_keys() == {"hot:heat-1"}
+    cool = Engine(HEAT, SITE)
+    _feed(cool, 50, 0)                          # under the limit: nothing held
+    assert Engine.restore(HEAT, SITE, cool.snapshot()).fired_keys() == set()
+    door = Engine(DOOR, SITE)
+    door.feed(reading("door-1", "door_open", True, 0, SITE), at(0))     # pending, not fired
+    assert door.fired_keys() == set()
+    fired = [a for s in range(5, 405, 5) for a in door.tick(at(s))]     # held 5 min
+    assert [type(a) for a in fired] == [RaiseAlarm]
+    restored = Engine.restore(DOOR, SITE, json.loads(json.dumps(door.snapshot())))
+    assert restored.fired_keys() == {"door_held:door-1"}
+    # the door was closed and the alarm ended after the snapshot: the store says so
+    restored.adopt_store({}, [], 0, [], {"door_held:door-1"})
+    assert restored.fired_keys() == set()
+    # open again for 5 min: a new alarm (the rule forgot the old one)
+    again = restored.feed(reading("door-1", "door_open", True, 1000, SITE), at(1000))
+    again += [a for s in range(1005, 1405, 5) for a in restored.tick(at(s))]
+    assert [type(a) for a in again] == [RaiseAlarm]

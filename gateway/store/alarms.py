@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -183,12 +183,21 @@ def open_alarms(store: Store) -> list[dict]:
     return store.query("SELECT * FROM alarms WHERE state!='resolved'")
 
 
-def ended_keys(store: Store) -> set[str]:
-    """Keys whose last alarm is resolved and ended with its condition (cleared)."""
-    return {r["key"] for r in store.query(
-        "SELECT a.key FROM alarms a JOIN (SELECT key, max(id) AS last FROM alarms "
-        "GROUP BY key) l ON a.id = l.last "
-        "WHERE a.state='resolved' AND a.cleared_at IS NOT NULL")}
+def ended_keys(store: Store, among: Collection[str] | None = None) -> set[str]:
+    """Keys whose last alarm is resolved and ended with its condition (cleared); of
+    ``among`` only, when given (a start asks for the few keys its rules hold: the whole
+    history's keys took 0.1 s of a 50,000-alarm store's start)."""
+    sql = ("SELECT a.key FROM alarms a JOIN (SELECT key, max(id) AS last FROM alarms {} "
+           "GROUP BY key) l ON a.id = l.last "
+           "WHERE a.state='resolved' AND a.cleared_at IS NOT NULL")
+    if among is None:
+        return {r["key"] for r in store.query(sql.format(""))}
+    keys, out = sorted(among), set()
+    for i in range(0, len(keys), 500):
+        part = keys[i:i + 500]
+        out |= {r["key"] for r in store.query(
+            sql.format(f"WHERE key IN ({','.join('?' * len(part))})"), tuple(part))}
+    return out
 
 
 def open_by_severity(store: Store) -> dict[str, int]:
