@@ -235,8 +235,13 @@ class MqttIntake:
         self.bindings = bindings
 
     def topics(self) -> list[str]:
-        extra = [t for t in self.bindings if not any(_covers(s, t) for s in self.subscriptions)]
-        return list(self.subscriptions) + sorted(extra)
+        subs = self.subscriptions
+        # "devices/#" covers every topic under "devices/": a prefix test (C speed) first, the
+        # whole match only for what it leaves (57,000 bindings took ~50 ms of a start)
+        under = tuple(s[:-1] for s in subs if s.endswith("/#") and "+" not in s)
+        extra = [t for t in self.bindings
+                 if not t.startswith(under) and not any(_covers(s, t) for s in subs)]
+        return list(subs) + sorted(extra)
 
     async def run(self) -> None:
         if self._alarm is None:

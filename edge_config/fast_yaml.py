@@ -146,7 +146,7 @@ class TreeCache:
         self._changed = False
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            if doc.get("version") == self.VERSION:
+            if doc.get("version") == self.VERSION and isinstance(doc.get("files"), dict):
                 self._files = doc["files"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
@@ -159,12 +159,12 @@ class TreeCache:
     def holds_tree(self, name: str, tree: Any) -> bool:
         """Whether ``tree`` is the very tree held for ``name`` (got or put: plain data)."""
         entry = self._files.get(name)
-        return entry is not None and entry["tree"] is tree
+        return isinstance(entry, dict) and entry.get("tree") is tree
 
     def get(self, name: str, data: bytes) -> Any | None:
-        entry = self._files.get(name)
-        if entry is not None and entry.get("sha256") == hashlib.sha256(data).hexdigest():
-            return entry["tree"]
+        entry = self._files.get(name)    # (a file written by hand: anything unexpected misses)
+        if isinstance(entry, dict) and entry.get("sha256") == hashlib.sha256(data).hexdigest():
+            return entry.get("tree")
         return None
 
     def put(self, name: str, data: bytes, tree: Any) -> None:

@@ -63,6 +63,12 @@ class SiteConfig:
     #: (a tree is one of them only while it is the very object here)
     cached_trees: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        # a site made with other trees (``replace``) keeps none of the old ones alive here
+        if self.cached_trees:
+            object.__setattr__(self, "cached_trees", {
+                n: t for n, t in self.cached_trees.items() if self.trees.get(n) is t})
+
     def household(self, household_id: str | None):
         return self._households.get(household_id) if household_id is not None else None
 
@@ -99,6 +105,9 @@ class Validators:
     - ``fit_profile(profiles, device_id, device_type, profile_id, fmt, transport=...,
       zigbee2mqtt=...)``: ``None`` when the device's profile (named, or its type's default)
       fits its type and a transport whose input is in format ``fmt``, else the message.
+      Whether it fits depends on ``device_type``, ``profile_id``, ``fmt`` and
+      ``zigbee2mqtt`` only (the loader asks once per such fit; a misfit's message may name
+      the device and its transport).
     """
 
     rules_model: type[BaseModel]
@@ -384,6 +393,9 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
         out.add("profiles", 1, "(file)", str(exc))
         return
     taken: dict[tuple, str] = {}
+    #: (type, profile, format, Zigbee2MQTT) of devices whose profile fitted: a fit depends
+    #: on nothing else (only a misfit's message names the device and its transport)
+    fitted: set[tuple] = set()
     for i, d in enumerate(devices.devices):
         if d.modbus is not None:
             loc, fmt = ("devices", i, "modbus", "bus"), "modbus"
@@ -426,9 +438,15 @@ def _check_transports(devices: DevicesFile, gw: GatewayFile | None, dt: Any,
             continue
         if fit_only is not None and d.id not in fit_only:
             continue        # unchanged device, unchanged profiles: it fitted (revalidate_devices)
+        z2m = bool(d.mqtt and d.mqtt.zigbee2mqtt)
+        fit = (d.type, d.profile, fmt, z2m)
+        if fit in fitted:
+            continue
         misfit = v.fit_profile(profiles, d.id, d.type, d.profile, fmt, transport=transport,
-                               zigbee2mqtt=bool(d.mqtt and d.mqtt.zigbee2mqtt))
-        if misfit is not None:
+                               zigbee2mqtt=z2m)
+        if misfit is None:
+            fitted.add(fit)
+        else:
             ploc = ("devices", i, "profile") if d.profile else ("devices", i, "type")
             out.add("devices.yaml", locate(dt, ploc), ploc, misfit)
 

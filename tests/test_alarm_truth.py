@@ -211,4 +211,6 @@ async def test_a_start_reads_ended_keys_only_for_the_alarms_its_rules_hold(tmp_p
     assert life.book.engine_state({smoke, caller, "heat:nobody"}).ended == {smoke}
     assert life.book.engine_state({caller}).ended == set()
     assert life.book.engine_state(set()).ended == set()
+    many = {smoke, caller} | {f"heat:nobody-{i}" for i in range(1200)}   # one pass instead
+    assert life.book.engine_state(many).ended == {smoke}
     life.crash()

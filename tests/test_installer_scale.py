@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from dataclasses import replace
 from datetime import timedelta
@@ -594,3 +595,13 @@ def test_the_service_holds_its_site_without_the_trees_unless_the_cache_cannot(
         assert lean_site(cached).trees == {} and lean_site(cached).cached_trees == {}
     swapped = replace(cached, trees={**cached.trees, "site.yaml": {"since": date(2026, 1, 1)}})
     assert lean_site(swapped) is swapped
+    assert "site.yaml" not in swapped.cached_trees and "devices.yaml" in swapped.cached_trees
+    assert replace(cached, trees={}).cached_trees == {}     # holds no old tree alive
+    # a cache file written by hand or by another program: an entry without its tree is
+    # a miss, never a failed start
+    doc = json.loads(cache.read_text(encoding="utf-8"))
+    doc["files"]["uplinks.yaml"] = {"sha256": "0" * 64}      # (and the file is gone)
+    doc["files"]["gateway.yaml"] = "not an entry"
+    cache.write_text(json.dumps(doc), encoding="utf-8")
+    (directory / "uplinks.yaml").unlink()
+    assert load_site(directory, cache=cache).devices == cached.devices
