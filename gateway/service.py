@@ -420,8 +420,8 @@ class Gateway:
                            ("case-status-poll", case.poller)]
         try:
             # no full collection: after gateway run's pause little is garbage (gateway.kernel.heap)
-            settled = settle(collect=False)
-            log.info("start-up heap settled: %d objects frozen in %.0f ms", settled["frozen"],
+            settled = settle(collect=False, count=False)
+            log.info("start-up heap settled: long-lived objects frozen in %.0f ms",
                      settled["ms"])
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(pipeline.run(), name="pipeline")

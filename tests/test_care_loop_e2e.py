@@ -474,3 +474,52 @@ def test_a_refused_case_is_shown_counted_and_sent_again_once_fixed(rig):
     card = _closed_loop(rig, site, alarm)
     assert card["case_refusal"] is None
     assert metric_value(site.gw.metrics(), "gateway_outbox_failed") == 0
+
+
+def test_a_case_status_that_overtakes_the_reply_opening_its_case_is_kept(rig):
+    """A real press over MQTT; the case system opens its case and dispatches it (0.5 s)
+    while its reply to the gateway's create request is still held back (the request hangs
+    after the case was made). The "dispatched" callback names a case the gateway has not
+    recorded yet: the case's key finds the alarm, whose card shows the case and its status
+    at once; the reply, recorded afterwards, neither moves the status back nor opens a
+    second case. (Before issue 18's eleventh round the callback was taken for a duplicate
+    and dropped: the card said "accepted" until the case's next change.)"""
+    site: Site = rig["sites"]["tianlin"]
+    device, topic = "caller-7-302", "devices/caller-7-302"
+    cases_url = rig["cases"].url
+    api = site.api()
+    mine = None
+    httpx.post(f"{cases_url}/_sim/faults", json={
+        "mode": "hang", "after_apply": True, "delay_s": 30, "count": 1},
+        timeout=5).raise_for_status()
+    try:
+        _pub(rig, (topic, {"event": "sos"}))
+        alarm = _one_alarm(site, "sos", 10, device_id=device)
+        mine = re.compile(rf"^{re.escape(site.site_id)}-[0-9a-f]+-{alarm['id']}-0$")
+
+        def called_back() -> list[dict]:
+            ours = {c["case_id"] for c in _sim_cases(rig) if mine.match(c["idempotency_key"])}
+            return [d for d in httpx.get(f"{cases_url}/_sim/callbacks", timeout=5).json()[
+                "deliveries"] if d["case_id"] in ours and d["status"] == "dispatched"
+                and d["delivered"]]
+        [delivery] = wait_for(called_back, timeout=10, interval=0.05,
+                              what="the dispatched callback, before the reply")
+        assert delivery["http_status"] == 200
+        [case] = [c for c in _sim_cases(rig) if mine.match(c["idempotency_key"])]
+        # the gateway still waits for its one request's reply (timeout_s 2: not retried)
+        assert case["create_requests"] == 1, "the reply was not held back long enough"
+        card = api.get(f"/api/alarms/{alarm['id']}").json()
+        assert (card["case_id"], card["case_status"]) == (case["case_id"], "dispatched")
+    finally:
+        httpx.delete(f"{cases_url}/_sim/faults", timeout=5).raise_for_status()  # reply now
+    card = wait_for(lambda: (lambda a: a if any(
+        e["action"] == "case_created" for e in a["events"]) else None)(
+        api.get(f"/api/alarms/{alarm['id']}").json()), timeout=10, interval=0.1,
+        what="the reply recorded")
+    assert (card["case_id"], card["case_status"]) == (case["case_id"], "dispatched")
+    actions = [e["action"] for e in card["events"]]
+    assert actions.count("case_created") == 1 and actions.count("case_status") == 1
+    assert actions.index("case_status") < actions.index("case_created")   # it overtook
+    assert [c["create_requests"] for c in _sim_cases(rig)
+            if mine.match(c["idempotency_key"])] == [1]
+    assert metric_value(site.gw.metrics(), "gateway_outbox_failed") == 0
