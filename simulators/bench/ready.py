@@ -18,7 +18,8 @@ with SIGKILL (no snapshot at stop, WAL files left behind as a power cut leaves t
 each round and the median, with the start-up phases from the gateway's log (site loaded,
 heap settled, MQTT online). Bar 5 s, goal 2 s. Baseline in the same run: the same start of
 the example site (a handful of devices, an empty data directory's size of work) —
-``ratio_to_small_site``.
+``ratio_to_small_site``. The gateway runs with its bytecode written once, as an installed
+one has it (:func:`_installed`).
 """
 
 from __future__ import annotations
