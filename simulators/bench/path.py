@@ -45,6 +45,9 @@ simulated case system, ``received_at`` of ``/_sim/cases``, stamped before its si
 contract checks; ``case_created``: the case's ``created_at`` after them, in the simulator's
 own process). p50/p99 per phase; bars p99 <= 50 ms at half load, <= 250 ms in the burst.
 ``broker_ack``: from the publish to the broker's PUBACK (the broker had taken the press).
+Over both phases: ``durable_messages`` (messages the gateway took the durable way: the
+presses, and restores it could not pass with the telemetry) and ``shed_readings`` (readings
+shed: its telemetry queue full).
 """
 
 from __future__ import annotations
@@ -145,7 +148,9 @@ def run(args: argparse.Namespace) -> dict:
                                    ratio=round(got["gateway_per_s"] / ((before_s + after_s) / 2),
                                                3),
                                    ceiling_cpu_us_per_msg=round(cpu, 1),
-                                   cpu_ratio=round(cpu / got["gateway_cpu_us_per_msg"], 3)))
+                                   # (None: a drain too short for the clock ticks)
+                                   cpu_ratio=round(cpu / got["gateway_cpu_us_per_msg"], 3)
+                                   if got["gateway_cpu_us_per_msg"] else None))
                 ceiling = after
             out["rounds"] = rounds
             # the median round (of two, the lower: a figure never flattered by the pick) gives
@@ -154,7 +159,8 @@ def run(args: argparse.Namespace) -> dict:
             out.update({k: v for k, v in mid.items() if k not in ("ratio", "gateway_rss_mb")})
             # the CPU ratio (the ceiling's CPU time per message over the gateway's): a yardstick
             # less swayed by the machine's speed than the rates; the median of the rounds
-            out["cpu_ratio"] = sorted(r["cpu_ratio"] for r in rounds)[(len(rounds) - 1) // 2]
+            cpus = sorted(r["cpu_ratio"] for r in rounds if r["cpu_ratio"] is not None)
+            out["cpu_ratio"] = cpus[(len(cpus) - 1) // 2] if cpus else None
             out["ceiling_per_s"] = round((mid["ceiling_before_per_s"]
                                           + mid["ceiling_after_per_s"]) / 2)
             out["gateway_rss_mb"] = max(r["gateway_rss_mb"] for r in rounds)
@@ -367,6 +373,11 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
     watched = ("gateway_alarm_latency_seconds", "gateway_loop_lag_seconds",
                "gateway_gc_pause_seconds")
     hist0 = {name: _histogram(gw.url, name) for name in watched}
+    # what the gateway did with the load meanwhile: messages it took the durable way (inbox
+    # commit before the PUBACK), readings it shed (its telemetry queue full)
+    counted = ("gateway_accepted_alarm_messages_total", "gateway_shed_total")
+    with httpx.Client(timeout=10) as c:
+        text0 = _metrics(c, gw.url)
     try:
         pub.go()
         t0 = time.perf_counter()
@@ -413,6 +424,10 @@ def _latency(gw: GatewayProc, token: str, port: int, case_url: str, workload: Wo
                       "missing_stream": sum(1 for d in mine if d not in stream.raised),
                       "missing_case": sum(1 for d in mine if d not in cases)}
     hist1 = {name: _histogram(gw.url, name) for name in watched}
+    with httpx.Client(timeout=10) as c:
+        text1 = _metrics(c, gw.url)
+    out["durable_messages"], out["shed_readings"] = (
+        round(metric(text1, name) - metric(text0, name)) for name in counted)
     # inside the gateway: from the intake's offer to the alarm change committed (the
     # pipeline's own histogram, both phases); the rest of the end-to-end time is before the
     # offer (the broker's queue, the socket, the intake's reading) or after the commit.
