@@ -29,8 +29,9 @@ where the fixed one says "limit 15 s".
 One broker, one case system (callbacks only: polling is set to an hour, so the status on
 the card came by callback) and one gateway per site, shared by all categories; the
 inactivity timers start with the motion published when the gateways are up and run while
-the other categories are tried. The last test refuses a case, shows 工单被拒：… on the card,
-counts it, and sends it again with ``gateway outbox --retry-failed``.
+the other categories are tried. Then a refused case: 工单被拒：… on the card, counted, sent
+again with ``gateway outbox --retry-failed``; last, a case status that overtakes the reply
+opening its case (the case system holds that reply back until its callback has come).
 """
 
 from __future__ import annotations
@@ -132,7 +133,8 @@ def _extra_rules(site: Site) -> list[dict]:
 def _uplinks(site_dir: Path, case_url: str, callback_url: str) -> None:
     _dump(site_dir / "uplinks.yaml", {"case_system": {
         "url": case_url, "key_id": KEY_ID, "secret_env": "CASE_SYSTEM_SECRET",
-        "timeout_s": 2, "callback_url": callback_url, "poll_s": 3600}})
+        # (a long timeout: the last test holds a reply back until a callback has come)
+        "timeout_s": 20, "callback_url": callback_url, "poll_s": 3600}})
 
 
 def example_site(root: Path, mqtt_port: int, case_url: str, api_port: int) -> Site:
@@ -490,7 +492,7 @@ def test_a_case_status_that_overtakes_the_reply_opening_its_case_is_kept(rig):
     api = site.api()
     mine = None
     httpx.post(f"{cases_url}/_sim/faults", json={
-        "mode": "hang", "after_apply": True, "delay_s": 30, "count": 1},
+        "mode": "hang", "after_apply": True, "delay_s": 60, "count": 1},
         timeout=5).raise_for_status()
     try:
         _pub(rig, (topic, {"event": "sos"}))
@@ -506,8 +508,8 @@ def test_a_case_status_that_overtakes_the_reply_opening_its_case_is_kept(rig):
                               what="the dispatched callback, before the reply")
         assert delivery["http_status"] == 200
         [case] = [c for c in _sim_cases(rig) if mine.match(c["idempotency_key"])]
-        # the gateway still waits for its one request's reply (timeout_s 2: not retried)
-        assert case["create_requests"] == 1, "the reply was not held back long enough"
+        # the gateway still waits for its one request's reply (timeout_s 20: not retried)
+        assert case["create_requests"] == 1, case
         card = api.get(f"/api/alarms/{alarm['id']}").json()
         assert (card["case_id"], card["case_status"]) == (case["case_id"], "dispatched")
     finally:

@@ -275,8 +275,10 @@ CREATE INDEX outbox_help ON outbox(help_id, seq);
                  "``unresolved_plans``) scanned every alarm event, ~15 ms each per 50,000 "
                  "alarms on the event loop before the alarm session could subscribe",
               """
-CREATE INDEX alarm_events_planned ON alarm_events(id) WHERE action = 'commands_planned';
-CREATE INDEX alarm_events_requested ON alarm_events(id) WHERE action = 'command_requested';
+CREATE INDEX IF NOT EXISTS alarm_events_planned ON alarm_events(id)
+    WHERE action = 'commands_planned';
+CREATE INDEX IF NOT EXISTS alarm_events_requested ON alarm_events(id)
+    WHERE action = 'command_requested';
 """),
 )
 

@@ -45,9 +45,9 @@ simulated case system, ``received_at`` of ``/_sim/cases``, stamped before its si
 contract checks; ``case_created``: the case's ``created_at`` after them, in the simulator's
 own process). p50/p99 per phase; bars p99 <= 50 ms at half load, <= 250 ms in the burst.
 ``broker_ack``: from the publish to the broker's PUBACK (the broker had taken the press).
-Over both phases: ``durable_messages`` (messages the gateway took the durable way: the
-presses, and restores it could not pass with the telemetry) and ``shed_readings`` (readings
-shed: its telemetry queue full).
+Over both phases, until every press has its case: ``durable_messages`` (messages the
+gateway took the durable way: the presses, and restores it could not pass with the
+telemetry) and ``shed_readings`` (readings it shed, for any reason: ``gateway_shed_total``).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
                                    ceiling_cpu_us_per_msg=round(cpu, 1),
                                    # (None: a drain too short for the clock ticks)
                                    cpu_ratio=round(cpu / got["gateway_cpu_us_per_msg"], 3)
-                                   if got["gateway_cpu_us_per_msg"] else None))
+                                   if got["gateway_cpu_us_per_msg"] and cpu else None))
                 ceiling = after
             out["rounds"] = rounds
             # the median round (of two, the lower: a figure never flattered by the pick) gives
