@@ -335,7 +335,11 @@ class _ExtraStream:
                     return [Report(ts, caller, ((Kind.BUTTON, CHECKIN_KEY),))]
             return []
         # as soon as they are up and at home in the window (of 30 moments drawn, the
-        # earliest); never up at home in it: the earliest moment at home
+        # earliest); never up at home in it: the earliest moment at home. A window the
+        # community started late in: what is left of it up to ``by`` (else all 30 moments
+        # were one, and one moment away from home was no check-in that day)
+        if hi <= lo:
+            hi = max(lo, by - 1.0)
         tries = sorted(sim(rng.uniform(lo, max(lo, hi))) for _ in range(30))
         first = (next((ts for ts in tries if self._awake_at_home(s, key, persona, ts)), None)
                  or next((ts for ts in tries if self._home(s, key, persona, ts)), None))
