@@ -476,7 +476,7 @@ class SiteEditor:
         written = self._write(text)
         # the editor keeps the trees, not every holder of the site; a site kept lean before
         # had only cacheable trees, so only the entries read now are looked at
-        new = (replace(new, trees={}, cached_trees={}) if not site.trees and all(
+        new = (replace(new, trees={}) if not site.trees and all(
             TreeCache.holds(e) for e, k in zip(entries, known) if k is None) else lean_site(new))
         self._base = (_written(keys, written), new, new_doc, {**trees, DEVICES: new_tree})
         self.last_path = "fast"
@@ -517,7 +517,7 @@ def lean_site(site: SiteConfig) -> SiteConfig:
     (a date written unquoted) keeps them, so that no edit reads the file again slowly."""
     if site.trees and all(site.cached_trees.get(name) is tree or TreeCache.holds(tree)
                           for name, tree in site.trees.items()):
-        return replace(site, trees={}, cached_trees={})
+        return replace(site, trees={})   # (keeps no cached tree: SiteConfig)
     return site
 
 

@@ -339,7 +339,7 @@ class _ExtraStream:
         # community started late in: what is left of it up to ``by`` (else all 30 moments
         # were one, and one moment away from home was no check-in that day)
         if hi <= lo:
-            hi = max(lo, by - 1.0)
+            hi = by - 1.0
         tries = sorted(sim(rng.uniform(lo, max(lo, hi))) for _ in range(30))
         first = (next((ts for ts in tries if self._awake_at_home(s, key, persona, ts)), None)
                  or next((ts for ts in tries if self._home(s, key, persona, ts)), None))
